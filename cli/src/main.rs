@@ -1,0 +1,31 @@
+//! `qluks`: the command line.
+use clap::{Parser, Subcommand};
+
+mod demo;
+
+#[derive(Parser)]
+#[command(name = "qluks", version, about = "Open QEMU disk images and LUKS volumes, encrypted ones above all")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Self-check and short throughput table (the main job on a built-in default).
+    Demo,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo => demo::run(),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("qluks: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! XTS (IEEE 1619) over two AES keys.
+use crate::{Aes, Backend, Error, BLOCK};
+
+/// An XTS-AES key pair: data key (first half) and tweak key (second half).
+#[derive(Debug)]
+pub struct Xts {
+    data: Aes,
+    tweak: Aes,
+}
+
+fn gf_double(t: &mut [u8; BLOCK]) {
+    let v = u128::from_le_bytes(*t);
+    let carry = (v >> 127) as u8;
+    *t = ((v << 1) ^ (0x87 * carry as u128)).to_le_bytes();
+}
+
+impl Xts {
+    /// Expands a 32-, 48- or 64-byte XTS key for the best backend.
+    pub fn new(key: &[u8]) -> Result<Xts, Error> {
+        Xts::with_backend(key, Backend::best())
+    }
+
+    /// Expands an XTS key for a chosen backend.
+    pub fn with_backend(key: &[u8], backend: Backend) -> Result<Xts, Error> {
+        if !matches!(key.len(), 32 | 48 | 64) {
+            return Err(Error::InvalidKeyLength { len: key.len() });
+        }
+        let (k1, k2) = key.split_at(key.len() / 2);
+        Ok(Xts { data: Aes::with_backend(k1, backend)?, tweak: Aes::with_backend(k2, backend)? })
+    }
+
+    /// Full key length in bytes (both halves).
+    pub fn key_len(&self) -> usize {
+        self.data.key_len() * 2
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.data.backend()
+    }
+
+    /// Encrypts consecutive data units of `unit_size` bytes (power of two, 512..=4096) in place;
+    /// unit `i` of the buffer uses tweak LE128(`first_unit + i`) (LUKS "plain64").
+    pub fn encrypt_units(&self, data: &mut [u8], unit_size: usize, first_unit: u128) -> Result<(), Error> {
+        self.units(data, unit_size, first_unit, true)
+    }
+
+    /// Decrypts consecutive data units in place; see [`Xts::encrypt_units`].
+    pub fn decrypt_units(&self, data: &mut [u8], unit_size: usize, first_unit: u128) -> Result<(), Error> {
+        self.units(data, unit_size, first_unit, false)
+    }
+
+    /// Encrypts one data unit of any length >= 16 with an arbitrary tweak, with ciphertext
+    /// stealing when the length is not a multiple of 16.
+    pub fn encrypt_unit(&self, data: &mut [u8], tweak: &[u8; BLOCK]) -> Result<(), Error> {
+        self.unit(data, tweak, true)
+    }
+
+    /// Decrypts one data unit; see [`Xts::encrypt_unit`].
+    pub fn decrypt_unit(&self, data: &mut [u8], tweak: &[u8; BLOCK]) -> Result<(), Error> {
+        self.unit(data, tweak, false)
+    }
+
+    fn units(&self, data: &mut [u8], unit_size: usize, first_unit: u128, enc: bool) -> Result<(), Error> {
+        if !unit_size.is_power_of_two() || !(512..=4096).contains(&unit_size) {
+            return Err(Error::InvalidUnitSize { size: unit_size });
+        }
+        if !data.len().is_multiple_of(unit_size) {
+            return Err(Error::LengthNotMultiple { len: data.len(), unit: unit_size });
+        }
+        for (i, unit) in data.chunks_exact_mut(unit_size).enumerate() {
+            let tweak = first_unit.wrapping_add(i as u128).to_le_bytes();
+            self.unit(unit, &tweak, enc)?;
+        }
+        Ok(())
+    }
+
+    fn unit(&self, data: &mut [u8], tweak: &[u8; BLOCK], enc: bool) -> Result<(), Error> {
+        let len = data.len();
+        if len < BLOCK {
+            return Err(Error::TooShort { len });
+        }
+        let mut t = *tweak;
+        self.tweak.encrypt_block(&mut t);
+        let full = len / BLOCK;
+        let tail = len % BLOCK;
+        // Blocks processed normally: all but the last full block when stealing.
+        let normal = if tail == 0 { full } else { full - 1 };
+        for i in 0..normal {
+            let b: &mut [u8; BLOCK] = (&mut data[i * BLOCK..(i + 1) * BLOCK]).try_into().expect("block");
+            self.xex(b, &t, enc);
+            gf_double(&mut t);
+        }
+        if tail != 0 {
+            let last = normal * BLOCK;
+            let (t_a, t_b) = if enc {
+                let mut t2 = t;
+                gf_double(&mut t2);
+                (t, t2)
+            } else {
+                let mut t2 = t;
+                gf_double(&mut t2);
+                (t2, t)
+            };
+            let mut cc: [u8; BLOCK] = data[last..last + BLOCK].try_into().expect("block");
+            self.xex(&mut cc, &t_a, enc);
+            let mut pp = cc;
+            pp[..tail].copy_from_slice(&data[last + BLOCK..]);
+            data[last + BLOCK..].copy_from_slice(&cc[..tail]);
+            self.xex(&mut pp, &t_b, enc);
+            data[last..last + BLOCK].copy_from_slice(&pp);
+        }
+        Ok(())
+    }
+
+    fn xex(&self, b: &mut [u8; BLOCK], t: &[u8; BLOCK], enc: bool) {
+        for (x, y) in b.iter_mut().zip(t) {
+            *x ^= y;
+        }
+        if enc {
+            self.data.encrypt_block(b)
+        } else {
+            self.data.decrypt_block(b)
+        }
+        for (x, y) in b.iter_mut().zip(t) {
+            *x ^= y;
+        }
+    }
+}
