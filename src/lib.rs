@@ -12,5 +12,6 @@ extern crate alloc;
 extern crate std;
 
 pub mod io;
+pub mod qcow2;
 
 pub use qluks_hal as hal;

@@ -1,0 +1,3 @@
+//! qcow2 images (formats.md §1-§4).
+
+pub mod compressed;
