@@ -16,7 +16,9 @@ use core::arch::global_asm;
 
 /// MAIR_EL1: attribute 0 = Device-nGnRnE, attribute 1 = Normal, inner/outer write-back
 /// read/write-allocate.
-const MAIR: u64 = 0x00 | (0xff << 8);
+const MAIR: u64 = MAIR_DEVICE_NGNRNE | (MAIR_NORMAL_WRITE_BACK << 8);
+const MAIR_DEVICE_NGNRNE: u64 = 0x00;
+const MAIR_NORMAL_WRITE_BACK: u64 = 0xff;
 const ATTR_DEVICE: u64 = 0 << 2;
 const ATTR_NORMAL: u64 = 1 << 2;
 

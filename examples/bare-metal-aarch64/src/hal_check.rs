@@ -53,7 +53,8 @@ pub fn check() -> Result<Report, &'static str> {
         return Err("XTS ciphertext of the chosen backend differs from the soft backend's");
     }
     fast.decrypt_units(chosen, UNIT, first_unit).map_err(|_| "decrypt failed")?;
-    let round_trip_ok = chosen.iter().enumerate().all(|(i, &a)| a == (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3]);
+    let round_trip_ok =
+        chosen.iter().enumerate().all(|(i, &a)| a == (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3]);
     if !round_trip_ok {
         return Err("XTS decrypt did not give back the plaintext");
     }

@@ -19,6 +19,7 @@ impl<const N: usize> StaticBuf<N> {
     }
 
     /// The buffer, the first time; `None` afterwards.
+    #[allow(clippy::mut_from_ref)] // unique: the atomic flag lets the reference out only once
     pub fn take(&'static self) -> Option<&'static mut [u8; N]> {
         if self.taken.swap(true, Ordering::AcqRel) {
             return None;

@@ -62,7 +62,9 @@ const STATUS_FEATURES_OK: u32 = 8;
 const STATUS_FAILED: u32 = 128;
 
 /// VIRTIO_F_VERSION_1 (feature bit 32): required on the modern transport.
-const FEATURE_VERSION_1_HIGH: u32 = 1 << (32 - 32);
+const FEATURE_VERSION_1: u64 = 1 << 32;
+/// The same bit in the upper feature word (`DeviceFeaturesSel` = 1).
+const FEATURE_VERSION_1_HIGH: u32 = (FEATURE_VERSION_1 >> 32) as u32;
 
 const VIRTQ_DESC_F_NEXT: u16 = 1;
 const VIRTQ_DESC_F_WRITE: u16 = 2;
@@ -139,21 +141,20 @@ struct DmaSlot(UnsafeCell<DmaArea>);
 // SAFETY: each slot is handed out at most once (see `TAKEN`), so no two references to one exist.
 unsafe impl Sync for DmaSlot {}
 
-const EMPTY_SLOT: DmaSlot = DmaSlot(UnsafeCell::new(DmaArea {
-    desc: [const { Desc { addr: 0, len: 0, flags: 0, next: 0 } }; QUEUE_SIZE],
-    avail: Avail { flags: 0, idx: 0, ring: [0; QUEUE_SIZE], used_event: 0 },
-    used: Used {
-        flags: 0,
-        idx: 0,
-        ring: [const { UsedElem { id: 0, len: 0 } }; QUEUE_SIZE],
-        avail_event: 0,
-    },
-    header: BlkReqHeader { kind: 0, reserved: 0, sector: 0 },
-    status: 0,
-    bounce: [0; SECTOR],
-}));
+impl DmaSlot {
+    const fn empty() -> DmaSlot {
+        DmaSlot(UnsafeCell::new(DmaArea {
+            desc: [const { Desc { addr: 0, len: 0, flags: 0, next: 0 } }; QUEUE_SIZE],
+            avail: Avail { flags: 0, idx: 0, ring: [0; QUEUE_SIZE], used_event: 0 },
+            used: Used { flags: 0, idx: 0, ring: [const { UsedElem { id: 0, len: 0 } }; QUEUE_SIZE], avail_event: 0 },
+            header: BlkReqHeader { kind: 0, reserved: 0, sector: 0 },
+            status: 0,
+            bounce: [0; SECTOR],
+        }))
+    }
+}
 
-static DMA: [DmaSlot; MAX_DISKS] = [EMPTY_SLOT; MAX_DISKS];
+static DMA: [DmaSlot; MAX_DISKS] = [const { DmaSlot::empty() }; MAX_DISKS];
 static TAKEN: [AtomicBool; MAX_DISKS] = [const { AtomicBool::new(false) }; MAX_DISKS];
 
 fn take_dma_area() -> Option<&'static mut DmaArea> {
@@ -333,8 +334,16 @@ impl VirtioBlk {
             }
         };
 
-        let mut disk =
-            VirtioBlk { base, version, dma, capacity, next_avail: 0, last_used: 0, serial: [0; SERIAL_LEN], requests: 0 };
+        let mut disk = VirtioBlk {
+            base,
+            version,
+            dma,
+            capacity,
+            next_avail: 0,
+            last_used: 0,
+            serial: [0; SERIAL_LEN],
+            requests: 0,
+        };
         let mut serial = [0u8; SERIAL_LEN];
         // Devices without a serial answer GET_ID with an error or an empty string: not fatal.
         if disk.request(VIRTIO_BLK_T_GET_ID, 0, serial.as_mut_ptr(), SERIAL_LEN).is_ok() {
@@ -381,7 +390,8 @@ impl VirtioBlk {
             flags: VIRTQ_DESC_F_NEXT,
             next: 1,
         };
-        dma.desc[1] = Desc { addr: data as u64, len: len as u32, flags: VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, next: 2 };
+        dma.desc[1] =
+            Desc { addr: data as u64, len: len as u32, flags: VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, next: 2 };
         dma.desc[2] = Desc { addr: addr_of!(dma.status) as u64, len: 1, flags: VIRTQ_DESC_F_WRITE, next: 0 };
         dma.avail.ring[usize::from(self.next_avail) % QUEUE_SIZE] = 0;
         self.next_avail = self.next_avail.wrapping_add(1);
