@@ -1,6 +1,7 @@
 //! `qluks`: the command line.
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
 
 #[derive(Parser)]
@@ -14,12 +15,15 @@ struct Cli {
 enum Command {
     /// Self-check and short throughput table (the main job on a built-in default).
     Demo,
+    /// Throughput of the crypto core per backend (`bench xts --help`).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo => demo::run(),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

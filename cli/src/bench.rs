@@ -1,0 +1,218 @@
+//! `qluks bench`: throughput of the crypto core, per backend.
+//!
+//! `bench xts` times the XTS batch API (`Xts::encrypt_units` / `decrypt_units`) in place over one
+//! warm buffer, repeated for a fixed wall-clock time, and reports the median of ten equal slices
+//! of that time in GB/s (10^9 bytes per second), which keeps one noisy slice on a shared machine
+//! from moving the figure.
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand, ValueEnum};
+use qluks::hal::{Backend, Xts};
+
+/// `qluks bench` arguments.
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchWhat,
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// AES-XTS with plain64 tweaks over consecutive sectors (the disk encryption hot path).
+    Xts(XtsArgs),
+}
+
+#[derive(Args)]
+struct XtsArgs {
+    /// Block cipher (the XTS key is twice its key size).
+    #[arg(long, value_enum, default_value_t = Cipher::Aes256)]
+    cipher: Cipher,
+    /// Data unit (sector) size in bytes: a power of two in 512..=4096.
+    #[arg(long, default_value_t = 4096)]
+    sector_size: usize,
+    /// Bytes per call of the batch API (a multiple of the sector size).
+    #[arg(long, default_value_t = 1 << 20)]
+    batch: usize,
+    /// `auto` = the backend qluks would choose here, `all` = every backend usable here, or
+    /// one of soft, aesni, vaes256, vaes512, armv8.
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// Time decryption instead of encryption.
+    #[arg(long)]
+    decrypt: bool,
+    /// Output format: a table for people, or one JSON object per line and backend.
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    output: Output,
+    /// Seconds to time each backend for.
+    #[arg(long, default_value_t = 1.0)]
+    seconds: f64,
+}
+
+/// The block ciphers XTS can be benchmarked with.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Cipher {
+    /// AES-128 (XTS key 32 bytes).
+    #[value(name = "aes-128")]
+    Aes128,
+    /// AES-192 (XTS key 48 bytes).
+    #[value(name = "aes-192")]
+    Aes192,
+    /// AES-256 (XTS key 64 bytes).
+    #[value(name = "aes-256")]
+    Aes256,
+}
+
+impl Cipher {
+    fn name(self) -> &'static str {
+        match self {
+            Cipher::Aes128 => "aes-128",
+            Cipher::Aes192 => "aes-192",
+            Cipher::Aes256 => "aes-256",
+        }
+    }
+
+    /// XTS key length: two AES keys.
+    fn xts_key_len(self) -> usize {
+        match self {
+            Cipher::Aes128 => 32,
+            Cipher::Aes192 => 48,
+            Cipher::Aes256 => 64,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Human,
+    Json,
+}
+
+/// What one XTS measurement times.
+pub struct XtsConfig {
+    /// Block cipher.
+    pub cipher: Cipher,
+    /// Data unit size in bytes.
+    pub sector_size: usize,
+    /// Bytes per batch call.
+    pub batch: usize,
+    /// Decrypt instead of encrypt.
+    pub decrypt: bool,
+    /// Wall-clock time to spend.
+    pub time: Duration,
+}
+
+/// Times `config` on `backend` and returns the median throughput in GB/s.
+pub fn xts_gbps(backend: Backend, config: &XtsConfig) -> Result<f64, Box<dyn std::error::Error>> {
+    // A fixed, public benchmark key: speed does not depend on its value.
+    let key: Vec<u8> = (0..config.cipher.xts_key_len()).map(|i| (i as u8).wrapping_mul(37).wrapping_add(11)).collect();
+    let xts = Xts::with_backend(&key, backend)?;
+    let mut buf: Vec<u8> = (0..config.batch).map(|i| (i * 131 + 7) as u8).collect();
+    let mut first_unit = 1u128 << 20;
+    let units = (config.batch / config.sector_size) as u128;
+    let mut pass = |buf: &mut [u8]| -> Result<(), qluks::hal::Error> {
+        let r = if config.decrypt {
+            xts.decrypt_units(black_box(buf), config.sector_size, first_unit)
+        } else {
+            xts.encrypt_units(black_box(buf), config.sector_size, first_unit)
+        };
+        first_unit += units;
+        r
+    };
+    // Warm the caches, the page mappings and the clock frequency.
+    let warm_until = Instant::now() + config.time / 10;
+    while Instant::now() < warm_until {
+        pass(&mut buf)?;
+    }
+    let slice = config.time / 10;
+    let mut rates = Vec::with_capacity(10);
+    for _ in 0..10 {
+        let start = Instant::now();
+        let mut bytes = 0u64;
+        loop {
+            pass(&mut buf)?;
+            bytes += config.batch as u64;
+            let elapsed = start.elapsed();
+            if elapsed >= slice {
+                rates.push(bytes as f64 / elapsed.as_secs_f64() / 1e9);
+                break;
+            }
+        }
+    }
+    black_box(&buf);
+    rates.sort_by(f64::total_cmp);
+    Ok((rates[4] + rates[5]) / 2.0)
+}
+
+/// Runs `qluks bench ...`.
+pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    match args.what {
+        BenchWhat::Xts(args) => run_xts(args),
+    }
+}
+
+fn run_xts(args: XtsArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if !args.sector_size.is_power_of_two() || !(512..=4096).contains(&args.sector_size) {
+        return Err(format!("--sector-size {} is not a power of two in 512..=4096", args.sector_size).into());
+    }
+    if args.batch == 0 || !args.batch.is_multiple_of(args.sector_size) {
+        return Err(format!(
+            "--batch {} is not a positive multiple of the sector size {}",
+            args.batch, args.sector_size
+        )
+        .into());
+    }
+    if !(args.seconds > 0.0 && args.seconds <= 600.0) {
+        return Err(format!("--seconds {} is not in (0, 600]", args.seconds).into());
+    }
+    let backends: Vec<Backend> = match args.backend.as_str() {
+        "auto" => vec![Backend::best()],
+        "all" => Backend::available().collect(),
+        name => {
+            let backend = Backend::from_name(name).ok_or_else(|| {
+                let names: Vec<&str> = Backend::ALL.iter().map(|b| b.name()).collect();
+                format!("unknown backend {name:?} (auto, all, {})", names.join(", "))
+            })?;
+            if !backend.is_available() {
+                return Err(format!("backend {backend} is not available on this CPU").into());
+            }
+            vec![backend]
+        }
+    };
+    let config = XtsConfig {
+        cipher: args.cipher,
+        sector_size: args.sector_size,
+        batch: args.batch,
+        decrypt: args.decrypt,
+        time: Duration::from_secs_f64(args.seconds),
+    };
+    let direction = if args.decrypt { "decrypt" } else { "encrypt" };
+    if args.output == Output::Human {
+        println!(
+            "{}-XTS {direction}, {}-byte sectors, {}-byte batches",
+            args.cipher.name().to_uppercase(),
+            args.sector_size,
+            args.batch
+        );
+    }
+    for backend in backends {
+        let gbps = xts_gbps(backend, &config)?;
+        match args.output {
+            Output::Human => println!("{:8} {gbps:7.2} GB/s", backend.name()),
+            Output::Json => {
+                let mut line = String::new();
+                write!(
+                    line,
+                    r#"{{"bench":"xts","backend":"{}","cipher":"{}","sector_size":{},"batch":{},"direction":"{direction}","gbps":{gbps:.3}}}"#,
+                    backend.name(),
+                    args.cipher.name(),
+                    args.sector_size,
+                    args.batch
+                )?;
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
+}
