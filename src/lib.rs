@@ -13,6 +13,7 @@ extern crate std;
 
 pub mod crypto;
 pub mod io;
+pub mod luks;
 pub mod qcow;
 pub mod qcow2;
 

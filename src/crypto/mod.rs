@@ -27,3 +27,7 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
+
+/// The operating system's CSPRNG (std builds).
+#[cfg(feature = "std")]
+pub use getrandom::SysRng as OsRng;

@@ -1,0 +1,14 @@
+//! LUKS1: the phdr, its keyslots, unlock (also of the header QEMU embeds in qcow2), volume
+//! creation and keyslot management.
+
+mod create;
+mod header;
+mod keyslot;
+mod keyslots;
+mod unlock;
+
+pub use create::{format, layout, CreateParams, Iterations};
+pub use header::{Luks1Header, DIGEST_LEN, HEADER_LEN, KEYSLOTS, MAX_ITERATIONS, MIN_PAYLOAD_OFFSET};
+pub use keyslot::{Keyslot, KEYSLOT_DISABLED, KEYSLOT_ENABLED, STRIPES};
+pub use keyslots::{add_keyslot, change_passphrase, remove_keyslot};
+pub use unlock::{read_header, unlock, unlock_keyslot, verify_key};

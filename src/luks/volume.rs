@@ -1,0 +1,252 @@
+//! The payload of an unlocked LUKS volume (LUKS1 or LUKS2): byte-addressed reads and writes
+//! over encrypted sectors.
+//!
+//! Whole sectors are read into the caller's buffer and decrypted there, one device read and one
+//! cipher call per request; only a partial first or last sector goes through a one-sector
+//! stack scratch (read-modify-write for writes). Nothing is allocated.
+
+use super::{luks1, Error, IoError, MAGIC, SECTOR};
+use crate::crypto::SectorCipher;
+use crate::io::BlockIo;
+use zeroize::Zeroize;
+
+/// Largest supported encryption sector (LUKS2 allows 512..=4096).
+const MAX_SECTOR: usize = 4096;
+/// [`LuksVolume::write_at`] encrypts through a stack buffer of this size.
+const WRITE_CHUNK: usize = 16 * 1024;
+
+/// Where and how the payload is encrypted.
+#[derive(Debug)]
+pub struct Segment {
+    /// Start of the payload in the device, in bytes.
+    pub offset: u64,
+    /// Payload length in bytes; `None`: up to the end of the device (rounded down to sectors).
+    pub size: Option<u64>,
+    /// Encryption sector size (512 for LUKS1; 512..=4096 for LUKS2).
+    pub sector_size: usize,
+    /// Added to the payload sector number (in `sector_size` units) to form the IV sector.
+    pub iv_tweak: u64,
+    /// The keyed cipher.
+    pub cipher: SectorCipher,
+}
+
+/// Choices when opening a volume.
+#[derive(Debug, Default)]
+pub struct OpenOptions<'m> {
+    /// Try only this keyslot.
+    pub keyslot: Option<usize>,
+    /// Memory for memory-hard KDFs (LUKS2 argon2); LUKS1 needs none.
+    pub kdf_memory: Option<&'m mut [u8]>,
+}
+
+/// An unlocked volume over a device.
+pub struct LuksVolume<I> {
+    io: I,
+    segment: Segment,
+    size: u64,
+}
+
+impl<I: BlockIo> LuksVolume<I> {
+    /// A volume over `segment` of `io` (already unlocked).
+    pub fn new(mut io: I, segment: Segment) -> Result<Self, IoError<I::Error>> {
+        let s = segment.sector_size;
+        if !s.is_power_of_two() || !(SECTOR..=MAX_SECTOR).contains(&s) {
+            return Err(Error::SectorSize { sector_size: s }.into());
+        }
+        let size = match segment.size {
+            Some(n) => n,
+            None => {
+                let device_size = io.size().map_err(IoError::Device)?;
+                if segment.offset > device_size {
+                    return Err(Error::PayloadPastEnd { payload_offset: segment.offset, device_size }.into());
+                }
+                (device_size - segment.offset) / s as u64 * s as u64
+            }
+        };
+        Ok(LuksVolume { io, segment, size })
+    }
+
+    /// Opens a LUKS volume at the start of `io` with `passphrase`, whichever its version.
+    pub fn open(mut io: I, passphrase: &[u8], options: OpenOptions<'_>) -> Result<Self, IoError<I::Error>> {
+        let mut start = [0u8; 8];
+        let size = io.size().map_err(IoError::Device)?;
+        if size < start.len() as u64 {
+            return Err(Error::TooShort { len: size as usize, needed: luks1::HEADER_LEN }.into());
+        }
+        io.read_at(0, &mut start).map_err(IoError::Device)?;
+        if start[..6] != MAGIC {
+            return Err(Error::BadMagic.into());
+        }
+        match u16::from_be_bytes([start[6], start[7]]) {
+            1 => LuksVolume::open_luks1(io, passphrase, options.keyslot),
+            version => Err(Error::UnsupportedVersion { version }.into()),
+        }
+    }
+
+    /// Opens a standalone LUKS1 volume: payload at `payload_offset`, IV sector = payload offset
+    /// / 512.
+    pub fn open_luks1(mut io: I, passphrase: &[u8], keyslot: Option<usize>) -> Result<Self, IoError<I::Error>> {
+        let header = luks1::read_header(&mut io, 0)?;
+        let (_, key) = luks1::unlock_keyslot(&mut io, 0, None, &header, passphrase, keyslot)?;
+        let cipher = SectorCipher::new(header.cipher, key.as_bytes())?;
+        let segment =
+            Segment { offset: header.payload_offset_bytes(), size: None, sector_size: SECTOR, iv_tweak: 0, cipher };
+        LuksVolume::new(io, segment)
+    }
+
+    /// Payload size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The segment.
+    pub fn segment(&self) -> &Segment {
+        &self.segment
+    }
+
+    /// The device.
+    pub fn io_mut(&mut self) -> &mut I {
+        &mut self.io
+    }
+
+    /// Gives the device back.
+    pub fn into_inner(self) -> I {
+        self.io
+    }
+
+    /// Makes previous writes durable.
+    pub fn flush(&mut self) -> Result<(), IoError<I::Error>> {
+        self.io.flush().map_err(IoError::Device)
+    }
+
+    fn check(&self, offset: u64, len: usize) -> Result<(), Error> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(Error::OutOfRange { offset, len: len as u64, size: self.size }),
+        }
+    }
+
+    fn iv_sector(&self, sector: u64) -> u64 {
+        sector.wrapping_add(self.segment.iv_tweak)
+    }
+
+    /// Reads and decrypts whole sectors starting at payload sector `sector` into `buf`.
+    fn read_sectors(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), IoError<I::Error>> {
+        let s = self.segment.sector_size;
+        self.io.read_at(self.segment.offset + sector * s as u64, buf).map_err(IoError::Device)?;
+        self.segment.cipher.decrypt_sectors(buf, s, self.iv_sector(sector))?;
+        Ok(())
+    }
+
+    /// Encrypts whole plaintext sectors in `buf` in place and writes them at payload sector `sector`.
+    fn write_sectors(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), IoError<I::Error>> {
+        let s = self.segment.sector_size;
+        self.segment.cipher.encrypt_sectors(buf, s, self.iv_sector(sector))?;
+        self.io.write_at(self.segment.offset + sector * s as u64, buf).map_err(IoError::Device)
+    }
+
+    /// Writes `data` at byte `within` of payload sector `sector` (read-modify-write).
+    fn write_partial(&mut self, sector: u64, within: usize, data: &[u8]) -> Result<(), IoError<I::Error>> {
+        let s = self.segment.sector_size;
+        let mut scratch = [0u8; MAX_SECTOR];
+        let r = self.read_sectors(sector, &mut scratch[..s]).and_then(|()| {
+            scratch[within..within + data.len()].copy_from_slice(data);
+            self.write_sectors(sector, &mut scratch[..s])
+        });
+        scratch.zeroize();
+        r
+    }
+
+    /// Reads `buf.len()` bytes of plaintext at payload byte `offset`.
+    pub fn read_at(&mut self, offset: u64, mut buf: &mut [u8]) -> Result<(), IoError<I::Error>> {
+        self.check(offset, buf.len())?;
+        let s = self.segment.sector_size;
+        let mut pos = offset;
+        while !buf.is_empty() {
+            let sector = pos / s as u64;
+            let within = (pos % s as u64) as usize;
+            let n = if within == 0 && buf.len() >= s {
+                // The aligned middle: straight into the caller's buffer, one read, one decrypt.
+                let whole = buf.len() / s * s;
+                self.read_sectors(sector, &mut buf[..whole])?;
+                whole
+            } else {
+                let n = (s - within).min(buf.len());
+                let mut scratch = [0u8; MAX_SECTOR];
+                let r = self.read_sectors(sector, &mut scratch[..s]);
+                buf[..n].copy_from_slice(&scratch[within..within + n]);
+                scratch.zeroize();
+                r?;
+                n
+            };
+            pos += n as u64;
+            buf = &mut buf[n..];
+        }
+        Ok(())
+    }
+
+    /// Encrypts `buf` in place and writes it at payload byte `offset`: the fast path, one
+    /// encrypt and one device write for the aligned part. `buf` is left holding ciphertext
+    /// where it covered whole sectors.
+    pub fn write_in_place(&mut self, offset: u64, mut buf: &mut [u8]) -> Result<(), IoError<I::Error>> {
+        self.check(offset, buf.len())?;
+        let s = self.segment.sector_size;
+        let mut pos = offset;
+        while !buf.is_empty() {
+            let sector = pos / s as u64;
+            let within = (pos % s as u64) as usize;
+            let n = if within == 0 && buf.len() >= s {
+                let whole = buf.len() / s * s;
+                self.write_sectors(sector, &mut buf[..whole])?;
+                whole
+            } else {
+                let n = (s - within).min(buf.len());
+                self.write_partial(sector, within, &buf[..n])?;
+                n
+            };
+            pos += n as u64;
+            buf = &mut buf[n..];
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at payload byte `offset`, encrypting through a stack buffer (`data` is
+    /// left untouched; see [`LuksVolume::write_in_place`] for the zero-copy path).
+    pub fn write_at(&mut self, offset: u64, mut data: &[u8]) -> Result<(), IoError<I::Error>> {
+        self.check(offset, data.len())?;
+        let s = self.segment.sector_size;
+        let mut pos = offset;
+        let mut chunk = [0u8; WRITE_CHUNK];
+        let mut result = Ok(());
+        while !data.is_empty() {
+            let sector = pos / s as u64;
+            let within = (pos % s as u64) as usize;
+            let step = if within == 0 && data.len() >= s {
+                let n = (data.len() / s * s).min(WRITE_CHUNK);
+                chunk[..n].copy_from_slice(&data[..n]);
+                self.write_sectors(sector, &mut chunk[..n]).map(|()| n)
+            } else {
+                let n = (s - within).min(data.len());
+                self.write_partial(sector, within, &data[..n]).map(|()| n)
+            };
+            match step {
+                Ok(n) => {
+                    pos += n as u64;
+                    data = &data[n..];
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        chunk.zeroize();
+        result
+    }
+}
+
+impl<I> core::fmt::Debug for LuksVolume<I> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("LuksVolume").field("segment", &self.segment).field("size", &self.size).finish_non_exhaustive()
+    }
+}
