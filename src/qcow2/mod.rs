@@ -1,3 +1,297 @@
-//! qcow2 images (formats.md §1-§4).
+//! qcow2 images (formats.md §1-§5): header and extensions, cluster mapping through a bounded
+//! L1/L2 slice cache, encrypted data (LUKS and legacy AES), compressed clusters, subclusters,
+//! external data files, backing chains and internal snapshots. Read-only.
+//!
+//! Layout: [`header`] and [`extension`] parse cluster 0 (pure), [`l2_entry`] classifies table
+//! entries (pure), [`l2_cache`] holds table slices in caller-sized inline memory, `read` and
+//! `mapping` are the engine over [`BlockIo`], [`backing`] chains layers, [`snapshot`] lists and
+//! selects snapshots, [`extent`] reports allocation like `qemu-img map`.
+//!
+//! Nothing allocates: [`Qcow2`] holds its cache inline (`N` slices of 4 KiB, chosen by the
+//! caller) and compressed clusters decompress into caller scratch memory.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use qluks::qcow2::Qcow2;
+//! let file = std::fs::File::open("disk.qcow2")?;
+//! let mut disk: Qcow2<std::fs::File> = Qcow2::open(file, Some(b"passphrase"))?;
+//! let mut sector = [0u8; 512];
+//! disk.read_at(0, &mut sector)?;
+//! # Ok(()) }
+//! ```
 
+pub mod backing;
 pub mod compressed;
+mod crypt;
+mod error;
+pub mod extension;
+
+pub mod feature;
+pub mod header;
+pub mod l2_cache;
+pub mod l2_entry;
+mod luks;
+mod mapping;
+mod read;
+
+pub use backing::{Chain, Layer};
+pub use error::{Corruption, Error, HeaderError};
+pub use extension::{Extensions, FdeHeader};
+pub use feature::Incompatible;
+pub use header::{CryptMethod, Header};
+pub use l2_entry::Mapping;
+
+use crate::io::BlockIo;
+use crypt::Crypt;
+use l2_cache::L2Cache;
+
+/// Bytes of cluster 0 read at open: the header, the extensions and the backing file name must
+/// lie within them (QEMU-made images use well under 1 KiB).
+pub const HEADER_AREA: usize = 8192;
+
+/// Default number of cached table slices (4 KiB each).
+pub const DEFAULT_CACHE_SLICES: usize = 8;
+
+pub(crate) fn be32(b: &[u8], off: usize) -> u32 {
+    u32::from_be_bytes(b[off..off + 4].try_into().expect("4 bytes"))
+}
+
+pub(crate) fn be64(b: &[u8], off: usize) -> u64 {
+    u64::from_be_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+}
+
+/// Displays image-supplied bytes (names) safely: UTF-8 as is, anything else escaped.
+pub struct Name<'a>(pub &'a [u8]);
+
+impl core::fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                if c.is_control() {
+                    write!(f, "{}", c.escape_default())?;
+                } else {
+                    core::fmt::Write::write_char(f, c)?;
+                }
+            }
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl core::fmt::Debug for Name<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+/// An open qcow2 image.
+///
+/// `I` is the image file, `D` the external data file (the same type as `I` by default; unused
+/// without one), `N` the number of 4 KiB table slices cached inline.
+pub struct Qcow2<I: BlockIo, D: BlockIo<Error = I::Error> = I, const N: usize = DEFAULT_CACHE_SLICES> {
+    io: I,
+    data_file: Option<D>,
+    header: Header,
+    extensions: Extensions,
+    file_size: u64,
+    data_file_size: u64,
+    /// The L1 table in use (active, or the selected snapshot's).
+    l1_table_offset: u64,
+    l1_size: u32,
+    /// Virtual size in use (changes with a snapshot).
+    size: u64,
+    snapshot: Option<u32>,
+    crypt: Crypt,
+    cache: L2Cache<N>,
+}
+
+impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> core::fmt::Debug for Qcow2<I, D, N> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Qcow2")
+            .field("header", &self.header)
+            .field("extensions", &self.extensions)
+            .field("size", &self.size)
+            .field("snapshot", &self.snapshot)
+            .field("crypt", &self.crypt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<I: BlockIo, const N: usize> Qcow2<I, I, N> {
+    /// Opens an image without an external data file. `passphrase` is needed for encrypted
+    /// images (LUKS: any key slot's passphrase; legacy AES: the key string).
+    pub fn open(io: I, passphrase: Option<&[u8]>) -> Result<Self, Error<I::Error>> {
+        Self::open_with_data_file(io, None, passphrase)
+    }
+}
+
+impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
+    /// Opens an image whose guest data may live in `data_file` (required when the image has
+    /// the external data file feature; the image's [`Extensions::data_file`] names it, and the
+    /// caller decides whether and how to open that name).
+    pub fn open_with_data_file(
+        mut io: I,
+        mut data_file: Option<D>,
+        passphrase: Option<&[u8]>,
+    ) -> Result<Self, Error<I::Error>> {
+        let (header, extensions, file_size) = read_header(&mut io)?;
+        let l1_bytes = u64::from(header.l1_size) * 8;
+        check_in_file(header::Table::L1, header.l1_table_offset, l1_bytes, file_size)?;
+        let rt_bytes = u64::from(header.refcount_table_clusters) << header.cluster_bits;
+        check_in_file(header::Table::Refcount, header.refcount_table_offset, rt_bytes, file_size)?;
+        if header.nb_snapshots > 0 {
+            check_in_file(header::Table::Snapshots, header.snapshots_offset, 40, file_size)?;
+        }
+        let data_file_size = if header.incompatible(Incompatible::ExternalDataFile) {
+            match data_file.as_mut() {
+                Some(d) => d.size().map_err(Error::Io)?,
+                None => return Err(Error::DataFileRequired),
+            }
+        } else {
+            data_file = None;
+            0
+        };
+        let crypt = match header.crypt_method {
+            CryptMethod::None => Crypt::None,
+            CryptMethod::Aes => Crypt::legacy_aes(passphrase.ok_or(Error::PassphraseRequired)?)?,
+            CryptMethod::Luks => {
+                let fde = extensions.fde.ok_or(Error::Header(HeaderError::LuksWithoutFde))?;
+                if fde.offset.saturating_add(fde.length) > file_size {
+                    return Err(Error::Corrupt(Corruption::PastEndOfFile {
+                        table: header::Table::Fde,
+                        offset: fde.offset,
+                        file_size,
+                    }));
+                }
+                luks::unlock(&mut io, fde, passphrase.ok_or(Error::PassphraseRequired)?)?
+            }
+        };
+        Ok(Qcow2 {
+            io,
+            data_file,
+            l1_table_offset: header.l1_table_offset,
+            l1_size: header.l1_size,
+            size: header.size,
+            snapshot: None,
+            header,
+            extensions,
+            file_size,
+            data_file_size,
+            crypt,
+            cache: L2Cache::new(),
+        })
+    }
+
+    /// The validated header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The header extensions and names.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// Virtual disk size in bytes (of the selected snapshot, if one is selected).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Cluster size in bytes.
+    pub fn cluster_size(&self) -> u64 {
+        self.header.cluster_size()
+    }
+
+    /// Scratch bytes [`Qcow2::read_at_with_scratch`] needs for compressed clusters: the
+    /// largest compressed input (two clusters) plus one cluster of output.
+    pub fn compressed_scratch_len(&self) -> usize {
+        3 * self.cluster_size() as usize
+    }
+
+    /// The data cipher, if the image is encrypted.
+    pub fn cipher(&self) -> Option<&crate::crypto::SectorCipher> {
+        self.crypt.cipher()
+    }
+
+    /// Whether guest data is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.crypt.is_encrypted()
+    }
+
+    /// The selected snapshot's index, if any.
+    pub fn selected_snapshot(&self) -> Option<u32> {
+        self.snapshot
+    }
+
+    /// Gives back the image file and data file.
+    pub fn into_inner(self) -> (I, Option<D>) {
+        (self.io, self.data_file)
+    }
+
+    /// Reads `buf.len()` guest bytes at `offset`; unallocated clusters read as zeros (this
+    /// image alone, no backing file: see [`Chain`]). Compressed clusters need scratch memory:
+    /// use [`Qcow2::read_at_with_scratch`].
+    pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Error<I::Error>> {
+        self.read_layered::<1>(offset, buf, &mut [], &mut [])
+    }
+
+    /// [`Qcow2::read_at`] with `scratch` (at least [`Qcow2::compressed_scratch_len`] bytes)
+    /// for compressed clusters.
+    pub fn read_at_with_scratch(
+        &mut self,
+        offset: u64,
+        buf: &mut [u8],
+        scratch: &mut [u8],
+    ) -> Result<(), Error<I::Error>> {
+        self.read_layered::<1>(offset, buf, &mut [], scratch)
+    }
+}
+
+/// Reads and validates the header and extensions of the image on `io` (no passphrase needed:
+/// this is what `qluks info` shows). Returns them with the file size.
+pub fn read_header<I: BlockIo>(io: &mut I) -> Result<(Header, Extensions, u64), Error<I::Error>> {
+    let file_size = io.size().map_err(Error::Io)?;
+    let mut area = [0u8; HEADER_AREA];
+    let n = (HEADER_AREA as u64).min(file_size) as usize;
+    io.read_at(0, &mut area[..n]).map_err(Error::Io)?;
+    let area = &area[..n];
+    let header = match Header::parse(area) {
+        Err(HeaderError::UnknownIncompatibleFeatures { bits }) => {
+            return Err(unknown_feature_error(area, bits));
+        }
+        r => r?,
+    };
+    let n = n.min(header.cluster_size() as usize);
+    let extensions = Extensions::parse(&header, &area[..n])?;
+    Ok((header, extensions, file_size))
+}
+
+/// `Some(data file name)` when the image on `io` keeps its data in an external data file.
+pub(crate) fn needs_data_file<I: BlockIo>(io: &mut I) -> Result<Option<Option<extension::NameBuf>>, Error<I::Error>> {
+    let (header, extensions, _) = read_header(io)?;
+    Ok(header.incompatible(Incompatible::ExternalDataFile).then_some(extensions.data_file))
+}
+
+fn check_in_file<E>(table: header::Table, offset: u64, len: u64, file_size: u64) -> Result<(), Error<E>> {
+    if len != 0 && offset.saturating_add(len) > file_size {
+        return Err(Error::Corrupt(Corruption::PastEndOfFile { table, offset, file_size }));
+    }
+    Ok(())
+}
+
+/// Names the lowest unknown incompatible bit from the image's feature name table.
+fn unknown_feature_error<E>(area: &[u8], bits: u64) -> Error<E> {
+    let bit = bits.trailing_zeros();
+    let name = header_length(area)
+        .and_then(|start| extension::find(area, start, extension::EXT_FEATURE_TABLE))
+        .and_then(|table| feature::table_name(table, feature::FeatureKind::Incompatible, bit))
+        .unwrap_or(feature::FeatureName::empty());
+    Error::UnknownIncompatibleFeature { bit, name }
+}
+
+fn header_length(area: &[u8]) -> Option<usize> {
+    (area.len() >= header::V3_HEADER_LEN as usize).then(|| be32(area, 100) as usize)
+}

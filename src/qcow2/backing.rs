@@ -1,0 +1,422 @@
+//! Backing chains without a heap.
+//!
+//! A qcow2 image may name a backing file (and its format); unallocated clusters read from it.
+//! The image only *names* the file: a [`Resolver`] supplied by the caller decides whether and
+//! how to open that name (and the external data file name), and hands out each layer's
+//! passphrase. The opened layers live inline in a [`Chain`], an array of `DEPTH` slots the
+//! caller sizes with a const generic, so a boot loader without an allocator can read an
+//! encrypted overlay on an encrypted base:
+//!
+//! ```
+//! use qluks::io::{BlockIo, MemIo};
+//! use qluks::qcow2::backing::{BackingRequest, Chain, DataFileRequest, Opened, Resolver};
+//!
+//! /// Resolves the one backing file a boot loader knows about, from its own device table.
+//! struct Disks<'a> {
+//!     base: Option<MemIo<'a>>,
+//!     passphrases: [&'a [u8]; 2],
+//! }
+//!
+//! impl<'a> Resolver<MemIo<'a>> for Disks<'a> {
+//!     type Error = &'static str;
+//!     fn open_backing(&mut self, req: &BackingRequest<'_>) -> Result<Opened<MemIo<'a>>, &'static str> {
+//!         if req.name != b"base.qcow2" {
+//!             return Err("unknown backing file");
+//!         }
+//!         let io = self.base.take().ok_or("base already opened (loop?)")?;
+//!         Ok(Opened { io, format: None, identity: Some(1) })
+//!     }
+//!     fn passphrase(&mut self, depth: usize) -> Option<&[u8]> {
+//!         self.passphrases.get(depth).copied()
+//!     }
+//!     fn open_data_file(&mut self, _req: &DataFileRequest<'_>) -> Result<MemIo<'a>, &'static str> {
+//!         Err("no external data files here")
+//!     }
+//! }
+//!
+//! fn boot(top: MemIo<'_>, base: MemIo<'_>) -> Result<(), &'static str> {
+//!     let mut disks = Disks { base: Some(base), passphrases: [b"top secret", b"base secret"] };
+//!     // 2 layers at most, 4 cached table slices per layer: all on the stack, no allocator.
+//!     let mut chain: Chain<MemIo<'_>, 4, 2> =
+//!         Chain::open(top, &mut disks).map_err(|_| "cannot open the chain")?;
+//!     let mut sector = [0u8; 512];
+//!     chain.read_at(0, &mut sector, &mut []).map_err(|_| "read failed")?;
+//!     Ok(())
+//! }
+//! # let _ = boot;
+//! ```
+//!
+//! All layers share the device type `I` (a file, a partition of the boot disk, ...); wrap
+//! different devices in one enum to mix them. Loops are caught through the identities the
+//! resolver reports, and by the depth limit whatever it reports.
+
+use core::fmt;
+
+use super::error::Error;
+use super::extension::NameBuf;
+use super::Qcow2;
+use crate::crypto::Name;
+use crate::io::BlockIo;
+
+/// One layer of a chain: a qcow2 image or a raw file.
+// No heap: the qcow2 variant carries its cache inline, by design.
+#[allow(clippy::large_enum_variant)]
+pub enum Layer<I: BlockIo, const N: usize = { super::DEFAULT_CACHE_SLICES }> {
+    /// A qcow2 image (its own backing is the next layer of the chain).
+    Qcow2(Qcow2<I, I, N>),
+    /// A raw image of `size` bytes.
+    Raw {
+        /// The device.
+        io: I,
+        /// Its size.
+        size: u64,
+    },
+}
+
+impl<I: BlockIo, const N: usize> fmt::Debug for Layer<I, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Layer::Qcow2(q) => f.debug_tuple("Qcow2").field(q).finish(),
+            Layer::Raw { size, .. } => f.debug_struct("Raw").field("size", size).finish_non_exhaustive(),
+        }
+    }
+}
+
+impl<I: BlockIo, const N: usize> Layer<I, N> {
+    /// Virtual size of the layer.
+    pub fn size(&self) -> u64 {
+        match self {
+            Layer::Qcow2(q) => q.size(),
+            Layer::Raw { size, .. } => *size,
+        }
+    }
+
+    fn read_layered(
+        &mut self,
+        offset: u64,
+        buf: &mut [u8],
+        below: &mut [Option<Layer<I, N>>],
+        scratch: &mut [u8],
+    ) -> Result<(), Error<I::Error>> {
+        match self {
+            Layer::Qcow2(q) => q.read_layered(offset, buf, below, scratch),
+            Layer::Raw { io, .. } => io.read_at(offset, buf).map_err(Error::Io),
+        }
+    }
+}
+
+/// Reads `out` at `guest` from the layers below (the first is the direct backing). Past the
+/// end of a shorter backing, and without any backing, bytes read as zeros.
+pub(crate) fn read_below<I: BlockIo, const N: usize>(
+    guest: u64,
+    out: &mut [u8],
+    below: &mut [Option<Layer<I, N>>],
+    scratch: &mut [u8],
+) -> Result<(), Error<I::Error>> {
+    match below.split_first_mut() {
+        Some((Some(layer), rest)) => {
+            let avail = layer.size().saturating_sub(guest).min(out.len() as u64) as usize;
+            let (present, past_end) = out.split_at_mut(avail);
+            if !present.is_empty() {
+                layer.read_layered(guest, present, rest, scratch)?;
+            }
+            past_end.fill(0);
+        }
+        _ => out.fill(0),
+    }
+    Ok(())
+}
+
+/// Format of a backing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackingFormat {
+    /// Raw bytes.
+    Raw,
+    /// qcow2.
+    Qcow2,
+}
+
+impl BackingFormat {
+    /// The format QEMU names `name` ("raw", "qcow2"), if supported.
+    pub fn from_name(name: &[u8]) -> Option<BackingFormat> {
+        match name {
+            b"raw" => Some(BackingFormat::Raw),
+            b"qcow2" => Some(BackingFormat::Qcow2),
+            _ => None,
+        }
+    }
+}
+
+/// What an image asks for: its backing file.
+#[derive(Debug)]
+pub struct BackingRequest<'a> {
+    /// The backing file name as stored in the image (untrusted).
+    pub name: &'a [u8],
+    /// The backing format extension, if present (untrusted).
+    pub format: Option<&'a [u8]>,
+    /// Depth of the layer to open (1 = the top image's backing).
+    pub depth: usize,
+}
+
+/// What an image asks for: its external data file.
+#[derive(Debug)]
+pub struct DataFileRequest<'a> {
+    /// The data file name from the image, if it names one (untrusted).
+    pub name: Option<&'a [u8]>,
+    /// Depth of the image needing it (0 = top).
+    pub depth: usize,
+}
+
+/// A backing file the resolver opened.
+pub struct Opened<I> {
+    /// The device.
+    pub io: I,
+    /// The format; `None` = probe (qcow2 magic, else raw). Probing lets a raw file that starts
+    /// with a qcow2 header be read as qcow2: resolvers that know better should say so.
+    pub format: Option<BackingFormat>,
+    /// A stable identity of the file (e.g. device and inode), for loop detection.
+    pub identity: Option<u64>,
+}
+
+/// The caller's policy for names found in images.
+pub trait Resolver<I: BlockIo> {
+    /// Why a name was refused or could not be opened.
+    type Error: fmt::Debug + fmt::Display;
+
+    /// Opens (or refuses) the backing file an image names.
+    fn open_backing(&mut self, request: &BackingRequest<'_>) -> Result<Opened<I>, Self::Error>;
+
+    /// The passphrase of the encrypted qcow2 layer at `depth` (0 = top), if the resolver has
+    /// one. Each layer may have its own.
+    fn passphrase(&mut self, depth: usize) -> Option<&[u8]>;
+
+    /// Opens (or refuses) the external data file an image needs.
+    fn open_data_file(&mut self, request: &DataFileRequest<'_>) -> Result<I, Self::Error>;
+}
+
+/// A resolver that opens nothing: images with backing or data files fail to open.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoBacking;
+
+impl<I: BlockIo> Resolver<I> for NoBacking {
+    type Error = &'static str;
+    fn open_backing(&mut self, _: &BackingRequest<'_>) -> Result<Opened<I>, &'static str> {
+        Err("backing files are not allowed")
+    }
+    fn passphrase(&mut self, _: usize) -> Option<&[u8]> {
+        None
+    }
+    fn open_data_file(&mut self, _: &DataFileRequest<'_>) -> Result<I, &'static str> {
+        Err("external data files are not allowed")
+    }
+}
+
+/// Why a chain could not be opened.
+#[derive(Debug)]
+pub enum ChainError<E, R> {
+    /// A layer failed to open.
+    Layer {
+        /// Its depth (0 = top).
+        depth: usize,
+        /// The error.
+        error: Error<E>,
+    },
+    /// The resolver refused or failed.
+    Resolver {
+        /// Depth of the layer asked for.
+        depth: usize,
+        /// The resolver's error.
+        error: R,
+    },
+    /// The chain is deeper than its storage (or the limit).
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
+    /// A layer is its own ancestor.
+    Loop {
+        /// Depth where the loop closed.
+        depth: usize,
+    },
+    /// A backing format this reader cannot open.
+    UnsupportedFormat {
+        /// Depth of the layer.
+        depth: usize,
+        /// The format name.
+        format: Name,
+    },
+    /// The device failed while probing a backing file's format.
+    Probe {
+        /// Depth of the layer.
+        depth: usize,
+        /// The error.
+        error: E,
+    },
+}
+
+impl<E: fmt::Display, R: fmt::Display> fmt::Display for ChainError<E, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChainError::Layer { depth: 0, error } => write!(f, "{error}"),
+            ChainError::Layer { depth, error } => write!(f, "backing layer {depth}: {error}"),
+            ChainError::Resolver { depth, error } => write!(f, "backing layer {depth}: {error}"),
+            ChainError::TooDeep { limit } => write!(f, "backing chain deeper than {limit} layers"),
+            ChainError::Loop { depth } => write!(f, "backing chain loops back at layer {depth}"),
+            ChainError::UnsupportedFormat { depth, format } => {
+                write!(f, "backing layer {depth}: unsupported format \"{format}\"")
+            }
+            ChainError::Probe { depth, error } => write!(f, "backing layer {depth}: {error}"),
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display, R: fmt::Debug + fmt::Display> core::error::Error for ChainError<E, R> {}
+
+/// An image with its backing layers, stored inline: `DEPTH` layers at most, `N` cached table
+/// slices per qcow2 layer.
+pub struct Chain<I: BlockIo, const N: usize = { super::DEFAULT_CACHE_SLICES }, const DEPTH: usize = 8> {
+    layers: [Option<Layer<I, N>>; DEPTH],
+}
+
+impl<I: BlockIo, const N: usize, const DEPTH: usize> fmt::Debug for Chain<I, N, DEPTH> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.layers()).finish()
+    }
+}
+
+impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
+    /// A chain of one layer; add backings with [`Chain::push_backing`].
+    pub fn new(top: Layer<I, N>) -> Self {
+        const { assert!(DEPTH > 0, "a chain holds at least one layer") };
+        let mut layers = core::array::from_fn(|_| None);
+        layers[0] = Some(top);
+        Chain { layers }
+    }
+
+    /// Appends the backing of the current bottom layer; gives the layer back when full.
+    #[allow(clippy::result_large_err)]
+    pub fn push_backing(&mut self, layer: Layer<I, N>) -> Result<(), Layer<I, N>> {
+        match self.layers.iter_mut().find(|l| l.is_none()) {
+            Some(slot) => {
+                *slot = Some(layer);
+                Ok(())
+            }
+            None => Err(layer),
+        }
+    }
+
+    /// Opens the qcow2 image on `top` and, through `resolver`, every backing file it names;
+    /// each qcow2 layer's passphrase comes from [`Resolver::passphrase`].
+    pub fn open<R: Resolver<I>>(top: I, resolver: &mut R) -> Result<Self, ChainError<I::Error, R::Error>> {
+        let first = open_qcow2::<I, N, R>(top, resolver, 0)?;
+        let mut chain = Chain::new(first);
+        let mut identities = [None::<u64>; DEPTH];
+        let mut depth = 0;
+        while let Some(Layer::Qcow2(parent)) = &chain.layers[depth] {
+            let Some(name) = parent.extensions().backing_file else { break };
+            let format_name: Option<NameBuf> = parent.extensions().backing_format;
+            depth += 1;
+            if depth >= DEPTH {
+                return Err(ChainError::TooDeep { limit: DEPTH });
+            }
+            let request =
+                BackingRequest { name: name.as_bytes(), format: format_name.as_ref().map(|n| n.as_bytes()), depth };
+            let declared = match request.format {
+                None => None,
+                Some(f) => Some(
+                    BackingFormat::from_name(f).ok_or(ChainError::UnsupportedFormat { depth, format: Name::new(f) })?,
+                ),
+            };
+            let opened = resolver.open_backing(&request).map_err(|error| ChainError::Resolver { depth, error })?;
+            let Opened { mut io, format, identity } = opened;
+            if let Some(id) = identity {
+                if identities[..depth].contains(&Some(id)) {
+                    return Err(ChainError::Loop { depth });
+                }
+                identities[depth] = Some(id);
+            }
+            let format = match format.or(declared) {
+                Some(f) => f,
+                None => probe(&mut io).map_err(|error| ChainError::Probe { depth, error })?,
+            };
+            let layer = match format {
+                BackingFormat::Raw => {
+                    let size = io.size().map_err(|e| ChainError::Layer { depth, error: Error::Io(e) })?;
+                    Layer::Raw { io, size }
+                }
+                BackingFormat::Qcow2 => open_qcow2::<I, N, R>(io, resolver, depth)?,
+            };
+            chain.layers[depth] = Some(layer);
+        }
+        Ok(chain)
+    }
+
+    /// Virtual size (the top layer's).
+    pub fn size(&self) -> u64 {
+        self.layers[0].as_ref().map_or(0, Layer::size)
+    }
+
+    /// The layers, top first.
+    pub fn layers(&self) -> impl Iterator<Item = &Layer<I, N>> {
+        self.layers.iter().map_while(Option::as_ref)
+    }
+
+    /// The top layer.
+    pub fn top(&self) -> &Layer<I, N> {
+        self.layers[0].as_ref().expect("a chain has a top layer")
+    }
+
+    /// Mutable access to the layers (top first, `None` after the bottom).
+    pub fn layers_mut(&mut self) -> &mut [Option<Layer<I, N>>] {
+        &mut self.layers
+    }
+
+    /// Reads guest bytes through the chain. `scratch` (see [`Qcow2::compressed_scratch_len`]
+    /// of the largest-cluster layer) is only needed for compressed clusters.
+    pub fn read_at(&mut self, offset: u64, buf: &mut [u8], scratch: &mut [u8]) -> Result<(), Error<I::Error>> {
+        let (top, below) = self.layers.split_first_mut().expect("DEPTH > 0");
+        match top.as_mut().expect("a chain has a top layer") {
+            Layer::Qcow2(q) => q.read_layered(offset, buf, below, scratch),
+            Layer::Raw { io, size } => {
+                if offset.checked_add(buf.len() as u64).is_none_or(|e| e > *size) {
+                    return Err(Error::OutOfRange { offset, len: buf.len(), size: *size });
+                }
+                io.read_at(offset, buf).map_err(Error::Io)
+            }
+        }
+    }
+}
+
+fn open_qcow2<I: BlockIo, const N: usize, R: Resolver<I>>(
+    mut io: I,
+    resolver: &mut R,
+    depth: usize,
+) -> Result<Layer<I, N>, ChainError<I::Error, R::Error>> {
+    let layer_err = |error| ChainError::Layer { depth, error };
+    // Peek at the header for the data file feature before opening.
+    let needs_data_file = super::needs_data_file(&mut io).map_err(layer_err)?;
+    let data_file = match needs_data_file {
+        None => None,
+        Some(name) => {
+            let request = DataFileRequest { name: name.as_ref().map(|n| n.as_bytes()), depth };
+            Some(resolver.open_data_file(&request).map_err(|error| ChainError::Resolver { depth, error })?)
+        }
+    };
+    let passphrase = resolver.passphrase(depth);
+    Qcow2::open_with_data_file(io, data_file, passphrase).map(Layer::Qcow2).map_err(layer_err)
+}
+
+/// qcow2 magic and version 2/3 -> qcow2, anything else raw.
+pub fn probe<I: BlockIo>(io: &mut I) -> Result<BackingFormat, I::Error> {
+    let mut magic = [0u8; 8];
+    if io.size()? < 8 {
+        return Ok(BackingFormat::Raw);
+    }
+    io.read_at(0, &mut magic)?;
+    let version = u32::from_be_bytes([magic[4], magic[5], magic[6], magic[7]]);
+    Ok(if magic[..4] == super::header::MAGIC && (version == 2 || version == 3) {
+        BackingFormat::Qcow2
+    } else {
+        BackingFormat::Raw
+    })
+}

@@ -1,0 +1,74 @@
+//! A bounded cache of table slices (parts of L1 and L2 tables), sized by the caller through a
+//! const generic: `N` slots of [`SLICE_BYTES`] each, stored inline (no heap).
+//!
+//! Like QEMU's `l2-cache-entry-size`, the cache holds slices rather than whole tables, so a
+//! 2 MiB-cluster image does not need 2 MiB per cached table. Eviction is least recently used.
+
+/// Bytes per cached slice (or the whole table when clusters are smaller).
+pub const SLICE_BYTES: usize = 4096;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Tag {
+    table_offset: u64,
+    slice: u64,
+}
+
+/// `N` cached table slices.
+pub struct L2Cache<const N: usize> {
+    tags: [Option<Tag>; N],
+    stamps: [u64; N],
+    slices: [[u8; SLICE_BYTES]; N],
+    clock: u64,
+}
+
+impl<const N: usize> Default for L2Cache<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> core::fmt::Debug for L2Cache<N> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("L2Cache").field("slots", &N).finish_non_exhaustive()
+    }
+}
+
+impl<const N: usize> L2Cache<N> {
+    /// An empty cache.
+    pub const fn new() -> Self {
+        const { assert!(N > 0, "an L2 cache needs at least one slot") };
+        L2Cache { tags: [None; N], stamps: [0; N], slices: [[0; SLICE_BYTES]; N], clock: 0 }
+    }
+
+    /// Forgets everything (after switching to a snapshot's tables).
+    pub fn clear(&mut self) {
+        self.tags = [None; N];
+    }
+
+    /// The cached slice `slice` of the table at `table_offset`, filled by `load` on a miss.
+    /// `load` gets the slot to fill; a failed load leaves the slot empty.
+    pub fn get<E>(
+        &mut self,
+        table_offset: u64,
+        slice: u64,
+        load: impl FnOnce(&mut [u8; SLICE_BYTES]) -> Result<(), E>,
+    ) -> Result<&[u8; SLICE_BYTES], E> {
+        self.clock += 1;
+        let tag = Tag { table_offset, slice };
+        let slot = match self.tags.iter().position(|t| *t == Some(tag)) {
+            Some(i) => i,
+            None => {
+                let victim = match self.tags.iter().position(Option::is_none) {
+                    Some(i) => i,
+                    None => (0..N).min_by_key(|&i| self.stamps[i]).unwrap_or(0),
+                };
+                self.tags[victim] = None;
+                load(&mut self.slices[victim])?;
+                self.tags[victim] = Some(tag);
+                victim
+            }
+        };
+        self.stamps[slot] = self.clock;
+        Ok(&self.slices[slot])
+    }
+}
