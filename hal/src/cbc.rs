@@ -1,4 +1,6 @@
 //! CBC per sector with IV generators (plain, plain64, ESSIV), as dm-crypt and QEMU use them.
+use crate::backend;
+use crate::key::check_blocks;
 use crate::{Aes, Backend, Error, BLOCK};
 
 /// Hash used to derive the ESSIV key from the volume key.
@@ -85,6 +87,22 @@ impl IvGen<'_> {
         }
         b
     }
+
+    /// The IVs of `ivs.len()` consecutive sectors from `first`; ESSIV encrypts them all in
+    /// one ECB call.
+    fn fill(&self, ivs: &mut [[u8; BLOCK]], first: u64) {
+        for (i, iv) in ivs.iter_mut().enumerate() {
+            let sector = first.wrapping_add(i as u64);
+            *iv = [0u8; BLOCK];
+            match self {
+                IvGen::Plain => iv[..4].copy_from_slice(&(sector as u32).to_le_bytes()),
+                IvGen::Plain64 | IvGen::Essiv(_) => iv[..8].copy_from_slice(&sector.to_le_bytes()),
+            }
+        }
+        if let IvGen::Essiv(e) = self {
+            backend::ecb_encrypt(e.aes.backend(), e.aes.keys(), ivs.as_flattened_mut());
+        }
+    }
 }
 
 /// AES-CBC over one key.
@@ -116,31 +134,20 @@ impl Cbc {
 
     /// CBC-encrypts `data` (a multiple of 16) in place with `iv`.
     pub fn encrypt(&self, data: &mut [u8], iv: &[u8; BLOCK]) -> Result<(), Error> {
-        let mut prev = *iv;
-        crate::key::for_blocks(data, |b| {
-            for (x, y) in b.iter_mut().zip(&prev) {
-                *x ^= y;
-            }
-            self.aes.encrypt_block(b);
-            prev = *b;
-        })
+        check_blocks(data)?;
+        backend::cbc_encrypt(self.backend(), self.aes.keys(), data, iv);
+        Ok(())
     }
 
     /// CBC-decrypts `data` (a multiple of 16) in place with `iv`.
     pub fn decrypt(&self, data: &mut [u8], iv: &[u8; BLOCK]) -> Result<(), Error> {
-        let mut prev = *iv;
-        crate::key::for_blocks(data, |b| {
-            let c = *b;
-            self.aes.decrypt_block(b);
-            for (x, y) in b.iter_mut().zip(&prev) {
-                *x ^= y;
-            }
-            prev = c;
-        })
+        check_blocks(data)?;
+        backend::cbc_decrypt(self.backend(), self.aes.keys(), data, iv);
+        Ok(())
     }
 
     /// Encrypts consecutive sectors of `sector_size` bytes in place, sector `i` with
-    /// `ivgen.iv(first_sector + i)`.
+    /// `ivgen.iv(first_sector + i)`. The chains of several sectors run interleaved.
     pub fn encrypt_sectors(
         &self,
         data: &mut [u8],
@@ -148,11 +155,7 @@ impl Cbc {
         first_sector: u64,
         ivgen: IvGen<'_>,
     ) -> Result<(), Error> {
-        check_sectors(data, sector_size)?;
-        for (i, s) in data.chunks_exact_mut(sector_size).enumerate() {
-            self.encrypt(s, &ivgen.iv(first_sector.wrapping_add(i as u64)))?;
-        }
-        Ok(())
+        self.sectors(data, sector_size, first_sector, ivgen, true)
     }
 
     /// Decrypts consecutive sectors in place; see [`Cbc::encrypt_sectors`].
@@ -163,13 +166,36 @@ impl Cbc {
         first_sector: u64,
         ivgen: IvGen<'_>,
     ) -> Result<(), Error> {
+        self.sectors(data, sector_size, first_sector, ivgen, false)
+    }
+
+    fn sectors(
+        &self,
+        data: &mut [u8],
+        sector_size: usize,
+        first_sector: u64,
+        ivgen: IvGen<'_>,
+        enc: bool,
+    ) -> Result<(), Error> {
         check_sectors(data, sector_size)?;
-        for (i, s) in data.chunks_exact_mut(sector_size).enumerate() {
-            self.decrypt(s, &ivgen.iv(first_sector.wrapping_add(i as u64)))?;
+        let mut ivs = [[0u8; BLOCK]; IV_BATCH];
+        let mut sector = first_sector;
+        for run in data.chunks_mut(IV_BATCH * sector_size) {
+            let n = run.len() / sector_size;
+            ivgen.fill(&mut ivs[..n], sector);
+            if enc {
+                backend::cbc_encrypt_sectors(self.backend(), self.aes.keys(), run, sector_size, &ivs[..n]);
+            } else {
+                backend::cbc_decrypt_sectors(self.backend(), self.aes.keys(), run, sector_size, &ivs[..n]);
+            }
+            sector = sector.wrapping_add(n as u64);
         }
         Ok(())
     }
 }
+
+/// Sectors whose IVs are computed in one go (one ECB call for ESSIV), on the stack.
+const IV_BATCH: usize = 32;
 
 fn check_sectors(data: &[u8], sector_size: usize) -> Result<(), Error> {
     if sector_size == 0 || !sector_size.is_multiple_of(BLOCK) {

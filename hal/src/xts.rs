@@ -1,4 +1,5 @@
 //! XTS (IEEE 1619) over two AES keys.
+use crate::backend;
 use crate::{Aes, Backend, Error, BLOCK};
 
 /// An XTS-AES key pair: data key (first half) and tweak key (second half).
@@ -6,12 +7,6 @@ use crate::{Aes, Backend, Error, BLOCK};
 pub struct Xts {
     data: Aes,
     tweak: Aes,
-}
-
-fn gf_double(t: &mut [u8; BLOCK]) {
-    let v = u128::from_le_bytes(*t);
-    let carry = (v >> 127) as u8;
-    *t = ((v << 1) ^ (0x87 * carry as u128)).to_le_bytes();
 }
 
 impl Xts {
@@ -68,62 +63,15 @@ impl Xts {
         if !data.len().is_multiple_of(unit_size) {
             return Err(Error::LengthNotMultiple { len: data.len(), unit: unit_size });
         }
-        for (i, unit) in data.chunks_exact_mut(unit_size).enumerate() {
-            let tweak = first_unit.wrapping_add(i as u128).to_le_bytes();
-            self.unit(unit, &tweak, enc)?;
-        }
+        backend::xts_units(self.backend(), self.data.keys(), self.tweak.keys(), data, unit_size, first_unit, enc);
         Ok(())
     }
 
     fn unit(&self, data: &mut [u8], tweak: &[u8; BLOCK], enc: bool) -> Result<(), Error> {
-        let len = data.len();
-        if len < BLOCK {
-            return Err(Error::TooShort { len });
+        if data.len() < BLOCK {
+            return Err(Error::TooShort { len: data.len() });
         }
-        let mut t = *tweak;
-        self.tweak.encrypt_block(&mut t);
-        let full = len / BLOCK;
-        let tail = len % BLOCK;
-        // Blocks processed normally: all but the last full block when stealing.
-        let normal = if tail == 0 { full } else { full - 1 };
-        for i in 0..normal {
-            let b: &mut [u8; BLOCK] = (&mut data[i * BLOCK..(i + 1) * BLOCK]).try_into().expect("block");
-            self.xex(b, &t, enc);
-            gf_double(&mut t);
-        }
-        if tail != 0 {
-            let last = normal * BLOCK;
-            let (t_a, t_b) = if enc {
-                let mut t2 = t;
-                gf_double(&mut t2);
-                (t, t2)
-            } else {
-                let mut t2 = t;
-                gf_double(&mut t2);
-                (t2, t)
-            };
-            let mut cc: [u8; BLOCK] = data[last..last + BLOCK].try_into().expect("block");
-            self.xex(&mut cc, &t_a, enc);
-            let mut pp = cc;
-            pp[..tail].copy_from_slice(&data[last + BLOCK..]);
-            data[last + BLOCK..].copy_from_slice(&cc[..tail]);
-            self.xex(&mut pp, &t_b, enc);
-            data[last..last + BLOCK].copy_from_slice(&pp);
-        }
+        backend::xts_unit(self.backend(), self.data.keys(), self.tweak.keys(), data, tweak, enc);
         Ok(())
-    }
-
-    fn xex(&self, b: &mut [u8; BLOCK], t: &[u8; BLOCK], enc: bool) {
-        for (x, y) in b.iter_mut().zip(t) {
-            *x ^= y;
-        }
-        if enc {
-            self.data.encrypt_block(b)
-        } else {
-            self.data.decrypt_block(b)
-        }
-        for (x, y) in b.iter_mut().zip(t) {
-            *x ^= y;
-        }
     }
 }
