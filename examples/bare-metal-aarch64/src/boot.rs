@@ -127,9 +127,18 @@ at_el1:
     stp     xzr, xzr, [x0], #16
     b       1b
 2:
-    adrp    x0, __stack_top
-    add     x0, x0, :lo12:__stack_top
-    mov     sp, x0
+    // Paint the stack, so that `stack_used` can tell how deep it ever got.
+    adrp    x0, __stack_bottom
+    add     x0, x0, :lo12:__stack_bottom
+    adrp    x1, __stack_top
+    add     x1, x1, :lo12:__stack_top
+    ldr     x2, ={paint}
+3:  cmp     x0, x1
+    b.hs    4f
+    stp     x2, x2, [x0], #16
+    b       3b
+4:
+    mov     sp, x1
     mov     x29, xzr
     mov     x30, xzr
     bl      {main}
@@ -168,9 +177,30 @@ exception_common:
     tcr = const TCR,
     sctlr_set = const SCTLR_SET,
     sctlr_clear = const SCTLR_CLEAR,
+    paint = const STACK_PAINT,
     main = sym crate::main,
     on_exception = sym on_exception,
 );
+
+/// What an untouched stack word holds.
+const STACK_PAINT: u64 = 0x5354_4143_4b21_5354;
+
+/// The deepest the stack has been so far, in bytes (from the paint left by `_start`).
+pub fn stack_used() -> usize {
+    extern "C" {
+        static __stack_bottom: u64;
+        static __stack_top: u64;
+    }
+    let bottom = core::ptr::addr_of!(__stack_bottom);
+    let top = core::ptr::addr_of!(__stack_top) as usize;
+    let mut p = bottom;
+    // SAFETY: [bottom, top) is the stack region of the linker script, mapped and 8-byte aligned;
+    // volatile reads of words below the current stack pointer.
+    while (p as usize) < top && unsafe { core::ptr::read_volatile(p) } == STACK_PAINT {
+        p = p.wrapping_add(1);
+    }
+    top - p as usize
+}
 
 const VECTOR_NAMES: [&str; 16] = [
     "synchronous (current EL, SP0)",

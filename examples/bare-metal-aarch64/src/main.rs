@@ -86,6 +86,7 @@ extern "C" fn main() -> ! {
     };
     match run(&args) {
         Ok(digest) if digest == args.expected_sha256 => {
+            println!("stack used: {} bytes (no heap)", boot::stack_used());
             println!("digest match: yes");
             semihosting::exit(EXIT_OK)
         }
