@@ -23,7 +23,6 @@ pub enum Fault {
     Panic,
 }
 
-#[allow(dead_code)] // the passphrases are read once the image path lands
 pub struct Args<'a> {
     pub fault: Option<Fault>,
     pub source: Source,

@@ -9,8 +9,10 @@
 //! Why the MMU is on: with it off every data access is Device-nGnRnE, where any unaligned
 //! access faults whatever `SCTLR_EL1.A` says and nothing is cached. The target already compiles
 //! with `+strict-align`, but on real hardware uncached RAM is ~100x slower, and an identity map
-//! costs one 32-byte table. RAM is Normal write-back; the low gigabyte (flash, GIC, UART,
-//! virtio-mmio) is Device-nGnRnE and never executable.
+//! costs two small tables. RAM is Normal write-back; the low gigabyte (flash, GIC, UART,
+//! virtio-mmio) is Device-nGnRnE and never executable; the 2 MiB below the stack are unmapped, a
+//! guard that turns a stack overflow into a reported fault (without it, the deep copies of
+//! by-value APIs overflow silently into `.bss`).
 
 use core::arch::global_asm;
 
@@ -33,19 +35,38 @@ const INNER_SHAREABLE: u64 = 0b11 << 8;
 const PXN: u64 = 1 << 53;
 const UXN: u64 = 1 << 54;
 
-/// The level-1 table: 4 entries of 1 GiB. `virt` puts every device below 1 GiB and RAM from
-/// 1 GiB; only the first GiB of RAM is mapped (the runner gives the guest far less), so an access
-/// past it faults visibly instead of touching nothing.
+const TABLE: u64 = 0b11;
+const RAM_START: u64 = 0x4000_0000;
+const BLOCK_2M: u64 = 2 << 20;
+/// The 2 MiB block below the stack, left unmapped so that a stack overflow faults instead of
+/// silently overwriting memory (`link.ld` puts the stack right above it).
+const STACK_GUARD: u64 = RAM_START;
+
+/// The level-1 table (4 entries of 1 GiB, in the assembly below, because its second entry is
+/// the address of the level-2 table, which only the linker knows): `virt` has every device
+/// below 1 GiB (Device-nGnRnE, never executable) and RAM from 1 GiB, mapped through
+/// [`BOOT_L2_TABLE`]. Only the first GiB of RAM is mapped (the runner gives the guest far less),
+/// so an access past it faults visibly.
+const L1_DEVICE_ENTRY: u64 = BLOCK | ACCESS_FLAG | ATTR_DEVICE | PXN | UXN;
+
+/// The level-2 table of the first GiB of RAM: 2 MiB blocks of Normal memory, but for the
+/// stack guard.
 #[repr(C, align(4096))]
-struct PageTable([u64; 4]);
+struct PageTable([u64; 512]);
 
 #[no_mangle]
-static BOOT_PAGE_TABLE: PageTable = PageTable([
-    BLOCK | ACCESS_FLAG | ATTR_DEVICE | PXN | UXN,
-    0x4000_0000 | BLOCK | ACCESS_FLAG | ATTR_NORMAL | INNER_SHAREABLE,
-    0,
-    0,
-]);
+static BOOT_L2_TABLE: PageTable = {
+    let mut t = [0u64; 512];
+    let mut i = 0;
+    while i < 512 {
+        let address = RAM_START + i as u64 * BLOCK_2M;
+        if address != STACK_GUARD {
+            t[i] = address | BLOCK | ACCESS_FLAG | ATTR_NORMAL | INNER_SHAREABLE;
+        }
+        i += 1;
+    }
+    PageTable(t)
+};
 
 /// SCTLR_EL1 bits: M (MMU), C (data cache), I (instruction cache); A (alignment check) cleared.
 const SCTLR_SET: u64 = (1 << 0) | (1 << 2) | (1 << 12);
@@ -103,8 +124,8 @@ at_el1:
     msr     mair_el1, x0
     ldr     x0, ={tcr}
     msr     tcr_el1, x0
-    adrp    x0, BOOT_PAGE_TABLE
-    add     x0, x0, :lo12:BOOT_PAGE_TABLE
+    adrp    x0, boot_l1_table
+    add     x0, x0, :lo12:boot_l1_table
     msr     ttbr0_el1, x0
     isb
     tlbi    vmalle1
@@ -147,6 +168,14 @@ park:
     wfe
     b       park
 
+    .section .rodata.boot_l1_table, "a"
+    .balign 4096
+boot_l1_table:
+    .quad   {l1_device}
+    .quad   BOOT_L2_TABLE + {table}
+    .quad   0
+    .quad   0
+
     // VBAR_EL1 needs 2 KiB alignment; 16 entries of 0x80 bytes: (current EL with SP0, current EL
     // with SPx, lower EL AArch64, lower EL AArch32) x (synchronous, IRQ, FIQ, SError).
     .section .text.vectors, "ax"
@@ -178,6 +207,8 @@ exception_common:
     sctlr_set = const SCTLR_SET,
     sctlr_clear = const SCTLR_CLEAR,
     paint = const STACK_PAINT,
+    l1_device = const L1_DEVICE_ENTRY,
+    table = const TABLE,
     main = sym crate::main,
     on_exception = sym on_exception,
 );
@@ -243,6 +274,9 @@ fn exception_class_name(ec: u64) -> &'static str {
 extern "C" fn on_exception(kind: u64, esr: u64, elr: u64, far: u64) -> ! {
     let ec = (esr >> 26) & 0x3f;
     let name = VECTOR_NAMES.get(kind as usize).copied().unwrap_or("?");
+    if (0x24..=0x25).contains(&ec) && (STACK_GUARD..STACK_GUARD + BLOCK_2M).contains(&far) {
+        crate::println!("EXCEPTION: stack overflow (access at {far:#x}, in the guard below the stack)");
+    }
     crate::println!(
         "EXCEPTION: {name}: EC={ec:#04x} ({}) ESR_EL1={esr:#x} ELR_EL1={elr:#x} FAR_EL1={far:#x}",
         exception_class_name(ec)
