@@ -63,6 +63,15 @@ impl SectorCipher {
         Ok(SectorCipher { spec, kind })
     }
 
+    /// The hal backend this cipher runs on.
+    pub fn backend(&self) -> qluks_hal::Backend {
+        match &self.kind {
+            Kind::Xts(xts, _) => xts.backend(),
+            Kind::Cbc(cbc, _) => cbc.backend(),
+            Kind::Ecb(aes) => aes.backend(),
+        }
+    }
+
     /// The spec this cipher was built from.
     pub fn spec(&self) -> CipherSpec {
         self.spec
@@ -143,6 +152,14 @@ mod tests {
 
     fn data(n: usize) -> std::vec::Vec<u8> {
         (0..n).map(|i| (i as u8).wrapping_mul(7)).collect()
+    }
+
+    #[test]
+    fn a_sector_cipher_runs_on_the_best_backend_for_every_mode() {
+        for spec in ["aes-xts-plain64", "aes-cbc-essiv:sha256", "aes-ecb"] {
+            let spec = CipherSpec::parse_combined(spec, 32).unwrap();
+            assert_eq!(SectorCipher::new(spec, &key(32)).unwrap().backend(), qluks_hal::Backend::best(), "{spec:?}");
+        }
     }
 
     #[test]
