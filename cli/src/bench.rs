@@ -22,6 +22,8 @@ pub struct BenchArgs {
 enum BenchWhat {
     /// AES-XTS with plain64 tweaks over consecutive sectors (the disk encryption hot path).
     Xts(XtsArgs),
+    /// PBKDF2-HMAC iterations per second (the work of unlocking a LUKS keyslot).
+    Pbkdf2(crate::bench_pbkdf2::Pbkdf2Args),
 }
 
 #[derive(Args)]
@@ -149,6 +151,7 @@ pub fn xts_gbps(backend: Backend, config: &XtsConfig) -> Result<f64, Box<dyn std
 pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     match args.what {
         BenchWhat::Xts(args) => run_xts(args),
+        BenchWhat::Pbkdf2(args) => crate::bench_pbkdf2::run(args),
     }
 }
 

@@ -2,6 +2,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_pbkdf2;
 mod demo;
 
 #[derive(Parser)]

@@ -8,6 +8,7 @@ mod af;
 mod cipher_spec;
 mod error;
 mod hash;
+mod md_state;
 mod name;
 mod pbkdf2;
 mod sector_cipher;

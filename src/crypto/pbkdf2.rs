@@ -1,15 +1,92 @@
 //! PBKDF2 (RFC 8018) with HMAC over any [`HashAlg`], writing into the caller's buffer.
 
 use super::hash::with_hash;
+use super::md_state::{self, digest_block, finish, MdHash};
 use super::{Error, HashAlg};
+use zeroize::Zeroize;
 
 /// Derives `out.len()` bytes from `password` and `salt` with `iterations` rounds of HMAC-`hash`.
+///
+/// The SHA family runs on a dedicated loop (see [`super::md_state`]) that advances all output
+/// blocks' chains in lockstep, so that independent compressions overlap in the CPU; RIPEMD-160
+/// uses the `pbkdf2` crate.
 pub fn pbkdf2(hash: HashAlg, password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) -> Result<(), Error> {
     if iterations == 0 {
         return Err(Error::ZeroIterations);
     }
-    with_hash!(hash, D => ::pbkdf2::pbkdf2_hmac::<D>(password, salt, iterations, out));
+    match hash {
+        HashAlg::Sha1 => hmac_chains::<md_state::Sha1>(hash, password, salt, iterations, out),
+        HashAlg::Sha224 => hmac_chains::<md_state::Sha224>(hash, password, salt, iterations, out),
+        HashAlg::Sha256 => hmac_chains::<md_state::Sha256>(hash, password, salt, iterations, out),
+        HashAlg::Sha384 => hmac_chains::<md_state::Sha384>(hash, password, salt, iterations, out),
+        HashAlg::Sha512 => hmac_chains::<md_state::Sha512>(hash, password, salt, iterations, out),
+        HashAlg::Ripemd160 => with_hash!(hash, D => ::pbkdf2::pbkdf2_hmac::<D>(password, salt, iterations, out)),
+    }
     Ok(())
+}
+
+/// Chains computed together (a 64-byte key with SHA-1 needs four).
+const LANES: usize = 4;
+
+fn hmac_chains<H: MdHash>(hash: HashAlg, password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) {
+    // HMAC key block: the password, or its digest when longer than a block.
+    let mut key = H::ZERO;
+    if password.len() > H::BLOCK {
+        let mut d = [0u8; 64];
+        let n = hash.digest_into(&[password], &mut d);
+        key.as_mut()[..n].copy_from_slice(&d[..n]);
+        d.zeroize();
+    } else {
+        key.as_mut()[..password.len()].copy_from_slice(password);
+    }
+    let mut pad = key;
+    pad.as_mut().iter_mut().for_each(|b| *b ^= 0x36);
+    let mut inner = H::IV;
+    H::compress(&mut inner, &pad);
+    pad = key;
+    pad.as_mut().iter_mut().for_each(|b| *b ^= 0x5c);
+    let mut outer = H::IV;
+    H::compress(&mut outer, &pad);
+    pad.zeroize();
+    key.zeroize();
+
+    let mut index = 1u32;
+    for group in out.chunks_mut(H::OUT * LANES) {
+        let lanes = group.len().div_ceil(H::OUT);
+        // u[l]: the running U_j of lane l inside its inner-hash block; v[l]: the outer block.
+        let mut u = [digest_block::<H>(); LANES];
+        let mut v = [digest_block::<H>(); LANES];
+        let mut t = [[0u8; 64]; LANES];
+        for l in 0..lanes {
+            let first = finish::<H>(inner, H::BLOCK as u64, &[salt, &(index + l as u32).to_be_bytes()]);
+            H::write_digest(&first, &mut v[l].as_mut()[..H::OUT]);
+            let u1 = H::compress_copy(outer, &v[l]);
+            H::write_digest(&u1, &mut u[l].as_mut()[..H::OUT]);
+            t[l][..H::OUT].copy_from_slice(&u[l].as_ref()[..H::OUT]);
+        }
+        for _ in 1..iterations {
+            for l in 0..lanes {
+                let s = H::compress_copy(inner, &u[l]);
+                H::write_digest(&s, &mut v[l].as_mut()[..H::OUT]);
+            }
+            for l in 0..lanes {
+                let s = H::compress_copy(outer, &v[l]);
+                H::write_digest(&s, &mut u[l].as_mut()[..H::OUT]);
+                for (t, u) in t[l][..H::OUT].iter_mut().zip(&u[l].as_ref()[..H::OUT]) {
+                    *t ^= u;
+                }
+            }
+        }
+        for (l, chunk) in group.chunks_mut(H::OUT).enumerate() {
+            chunk.copy_from_slice(&t[l][..chunk.len()]);
+        }
+        u.zeroize();
+        v.zeroize();
+        t.zeroize();
+        index += lanes as u32;
+    }
+    inner.zeroize();
+    outer.zeroize();
 }
 
 #[cfg(test)]
@@ -79,6 +156,22 @@ pub(crate) mod tests {
             "e1d9c16aa681708a45f5c7c4e215ceb66e011a2e9f0040713f18aefdb866d53cf76cab2868a39b9f7840edce4fef5a82\
              be67335c77a6068e04112754f27ccf4e473e311ad827b68945f4e2dddb204c78",
         );
+    }
+
+    #[test]
+    fn long_passwords_and_many_chains_match_the_pbkdf2_crate() {
+        let long = [0x61u8; 200];
+        for hash in HashAlg::ALL {
+            for (password, salt, c, len) in
+                [(&long[..], &b"salt"[..], 3, 150), (&b"pw"[..], &[7u8; 80][..], 5, 64), (&b""[..], &b""[..], 1, 1)]
+            {
+                let mut ours = std::vec![0u8; len];
+                pbkdf2(hash, password, salt, c, &mut ours).unwrap();
+                let mut theirs = std::vec![0u8; len];
+                with_hash!(hash, D => ::pbkdf2::pbkdf2_hmac::<D>(password, salt, c, &mut theirs));
+                assert_eq!(ours, theirs, "{hash} len={len}");
+            }
+        }
     }
 
     #[test]
