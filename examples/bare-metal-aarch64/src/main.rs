@@ -118,7 +118,11 @@ fn run(args: &Args) -> Result<[u8; 32], Failure> {
     if !features.sha256 {
         return Err(Failure::Cpu("this CPU lacks the SHA-256 instructions this build uses"));
     }
-    // TODO(hal armv8 backend on main): assert FEAT_AES to the hal when features.aes.
+    if features.aes {
+        // SAFETY: ID_AA64ISAR0_EL1 says this CPU implements FEAT_AES, all that the hal's armv8
+        // backend needs, and only this core runs; without an OS there is nothing else to ask.
+        unsafe { qluks_hal::Backend::assert_armv8_aes() };
+    }
 
     match args.fault {
         Some(Fault::DataAbort) => {
