@@ -6,6 +6,7 @@
 
 mod error;
 pub mod luks1;
+pub mod luks2;
 mod volume;
 
 pub use error::{Error, IoError};
