@@ -157,6 +157,8 @@ pub enum Error {
     },
     /// Another crypto-layer failure (random source, buffer shapes).
     Crypto(crypto::Error),
+    /// A LUKS2-specific refusal (metadata, header copies, keyslot bindings).
+    Luks2(crate::luks::luks2::Error),
 }
 
 impl From<crypto::Error> for Error {
@@ -167,6 +169,12 @@ impl From<crypto::Error> for Error {
             crypto::Error::UnsupportedHash { name } => Error::UnsupportedHash { name },
             e => Error::Crypto(e),
         }
+    }
+}
+
+impl From<crate::luks::luks2::Error> for Error {
+    fn from(e: crate::luks::luks2::Error) -> Self {
+        Error::Luks2(e)
     }
 }
 
@@ -216,6 +224,7 @@ impl fmt::Display for Error {
             SectorSize { sector_size } => write!(f, "sector size {sector_size} is not supported"),
             KdfMemoryTooSmall { needed } => write!(f, "the key derivation needs {needed} bytes of memory"),
             Crypto(e) => write!(f, "{e}"),
+            Luks2(e) => write!(f, "{e}"),
         }
     }
 }

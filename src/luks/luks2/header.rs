@@ -14,7 +14,8 @@ use super::binary_header::{
     BinaryHeader, Checksum, HeaderCopy, HeaderError, BINARY_HEADER_SIZE, CSUM_LEN, HDR_SIZES, OFF_CSUM,
 };
 use super::metadata::Metadata;
-use super::{Error, ReadError};
+use super::Error;
+use crate::luks::IoError;
 
 /// A header copy that passed the binary checks and the checksum.
 struct CheckedCopy {
@@ -130,18 +131,18 @@ fn find_secondary<I: BlockIo>(
 /// Reads the LUKS2 metadata of the volume on `io`, using `json_buf` for the JSON text
 /// ([`DEFAULT_JSON_BUFFER`] is enough for cryptsetup's default 16 KiB headers; a larger
 /// header needs up to its JSON area size, else [`Error::JsonTooLarge`]).
-pub fn read_header<I: BlockIo>(io: &mut I, json_buf: &mut [u8]) -> Result<Header, ReadError<I::Error>> {
-    let device_size = io.size().map_err(ReadError::Io)?;
+pub fn read_header<I: BlockIo>(io: &mut I, json_buf: &mut [u8]) -> Result<Header, IoError<I::Error>> {
+    let device_size = io.size().map_err(IoError::Device)?;
     let mut scratch = [0u8; BINARY_HEADER_SIZE];
 
     // The primary is read with capture: it is the one in use unless the secondary is newer.
     let mut primary = check_copy(io, 0, HeaderCopy::Primary, device_size, &mut scratch, Some(&mut *json_buf))
-        .map_err(ReadError::Io)?;
+        .map_err(IoError::Device)?;
     let mut secondary = match &primary {
         Ok(p) => {
             let hdr_size = p.binary.hdr_size;
             check_copy(io, hdr_size, HeaderCopy::Secondary, device_size, &mut scratch, None)
-                .map_err(ReadError::Io)?
+                .map_err(IoError::Device)?
                 .and_then(|s| {
                     if s.binary.hdr_size == hdr_size {
                         Ok(s)
@@ -150,7 +151,7 @@ pub fn read_header<I: BlockIo>(io: &mut I, json_buf: &mut [u8]) -> Result<Header
                     }
                 })
         }
-        Err(_) => find_secondary(io, device_size, &mut scratch).map_err(ReadError::Io)?,
+        Err(_) => find_secondary(io, device_size, &mut scratch).map_err(IoError::Device)?,
     };
 
     // The primary first unless the secondary has a higher seqid; a copy whose JSON is
@@ -167,7 +168,7 @@ pub fn read_header<I: BlockIo>(io: &mut I, json_buf: &mut [u8]) -> Result<Header
             // Read again, now keeping the JSON (the buffer holds the primary's).
             let offset = checked.binary.hdr_offset;
             match check_copy(io, offset, HeaderCopy::Secondary, device_size, &mut scratch, Some(&mut *json_buf))
-                .map_err(ReadError::Io)?
+                .map_err(IoError::Device)?
             {
                 Ok(c) => (c.binary, c.json_len),
                 Err(e) => {
@@ -180,7 +181,7 @@ pub fn read_header<I: BlockIo>(io: &mut I, json_buf: &mut [u8]) -> Result<Header
             (checked.binary.clone(), checked.json_len)
         };
         if json_len > json_buf.len() {
-            return Err(ReadError::Luks2(Error::JsonTooLarge { len: json_len, capacity: json_buf.len() }));
+            return Err(IoError::Luks(Error::JsonTooLarge { len: json_len, capacity: json_buf.len() }.into()));
         }
         match Metadata::parse(&json_buf[..json_len], binary.hdr_size) {
             Ok(metadata) => {
@@ -198,8 +199,11 @@ pub fn read_header<I: BlockIo>(io: &mut I, json_buf: &mut [u8]) -> Result<Header
             }
         }
     }
-    Err(ReadError::Luks2(Error::NoValidHeader {
-        primary: primary.err().unwrap_or(HeaderError::BadMagic),
-        secondary: secondary.err().unwrap_or(HeaderError::BadMagic),
-    }))
+    Err(IoError::Luks(
+        Error::NoValidHeader {
+            primary: primary.err().unwrap_or(HeaderError::BadMagic),
+            secondary: secondary.err().unwrap_or(HeaderError::BadMagic),
+        }
+        .into(),
+    ))
 }

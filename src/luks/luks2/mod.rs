@@ -7,7 +7,8 @@
 //! - [`metadata`]: keyslots, segments, digests and config extracted from the JSON and
 //!   cross-checked;
 //! - [`header`]: both copies read from a [`BlockIo`](crate::io::BlockIo), checksums streamed,
-//!   the valid copy with the highest seqid chosen.
+//!   the valid copy with the highest seqid chosen;
+//! - [`kdf`] and [`keyslot`]: passphrase to volume key.
 //!
 //! Nothing here allocates: the JSON text goes into a caller-supplied buffer, Argon2 memory
 //! comes from the caller.
@@ -15,6 +16,8 @@
 pub mod binary_header;
 pub mod header;
 pub mod json;
+pub mod kdf;
+pub mod keyslot;
 pub mod metadata;
 pub mod text;
 
@@ -22,6 +25,8 @@ use core::fmt;
 
 pub use binary_header::{BinaryHeader, HeaderError};
 pub use header::{read_header, Header, DEFAULT_JSON_BUFFER};
+pub use kdf::{Argon2Block, ARGON2_BLOCK_SIZE};
+pub use keyslot::{unlock, verify_key};
 pub use metadata::{Digest, Kdf, Keyslot, Metadata, MetadataError, Segment};
 
 /// Why a LUKS2 volume cannot be used (the format's side; device errors are separate).
@@ -41,6 +46,40 @@ pub enum Error {
         /// Size of the buffer.
         capacity: usize,
     },
+    /// The volume lists a mandatory requirement qluks does not implement (an unfinished
+    /// reencryption, ...).
+    UnmetRequirement {
+        /// The requirement.
+        name: text::Name<32>,
+    },
+    /// No single data segment (none, or several during a reencryption).
+    NoDataSegment,
+    /// No digest covers the data segment, so no key can be verified.
+    NoDigest {
+        /// The segment.
+        segment: u8,
+    },
+    /// The chosen keyslot does not hold the data segment's key.
+    KeyslotNotBound {
+        /// The keyslot.
+        keyslot: u8,
+        /// The segment.
+        segment: u8,
+    },
+    /// A digest's stored length does not match its hash.
+    DigestLength {
+        /// Stored length.
+        len: usize,
+        /// The hash's output length.
+        hash_len: usize,
+    },
+    /// The Argon2 implementation refused the keyslot's parameters.
+    Argon2Failed,
+    /// The data segment is not encrypted (`linear`).
+    SegmentNotEncrypted {
+        /// The segment.
+        segment: u8,
+    },
 }
 
 impl fmt::Display for Error {
@@ -52,28 +91,27 @@ impl fmt::Display for Error {
             Error::JsonTooLarge { len, capacity } => {
                 write!(f, "LUKS2 JSON metadata of {len} bytes does not fit the {capacity}-byte buffer")
             }
+            Error::UnmetRequirement { name } => {
+                write!(f, "LUKS2 volume requires \"{name}\", which qluks does not implement")
+            }
+            Error::NoDataSegment => f.write_str("LUKS2 volume has no single data segment"),
+            Error::NoDigest { segment } => write!(f, "no LUKS2 digest covers segment {segment}"),
+            Error::KeyslotNotBound { keyslot, segment } => {
+                write!(f, "LUKS2 keyslot {keyslot} does not hold the key of segment {segment}")
+            }
+            Error::DigestLength { len, hash_len } => {
+                write!(f, "LUKS2 digest of {len} bytes does not match its hash ({hash_len} bytes)")
+            }
+            Error::Argon2Failed => f.write_str("Argon2 refused the keyslot's parameters"),
+            Error::SegmentNotEncrypted { segment } => write!(f, "LUKS2 segment {segment} is not encrypted"),
         }
     }
 }
 
 impl core::error::Error for Error {}
 
-/// A LUKS2 error or the device's.
-#[derive(Debug)]
-pub enum ReadError<E> {
-    /// The device failed.
-    Io(E),
-    /// The volume is refused.
-    Luks2(Error),
-}
-
-impl<E: fmt::Display> fmt::Display for ReadError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReadError::Io(e) => write!(f, "I/O error: {e}"),
-            ReadError::Luks2(e) => write!(f, "{e}"),
-        }
+impl<E> From<Error> for crate::luks::IoError<E> {
+    fn from(e: Error) -> Self {
+        crate::luks::IoError::Luks(e.into())
     }
 }
-
-impl<E: fmt::Debug + fmt::Display> core::error::Error for ReadError<E> {}

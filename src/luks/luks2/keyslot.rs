@@ -1,0 +1,138 @@
+//! Unlocking a LUKS2 keyslot: passphrase -> area key (KDF) -> key material decrypted with
+//! the area's cipher (IV sectors from 0 at the area start) -> AF-merge -> candidate volume
+//! key, accepted when the PBKDF2 digest of the data segment matches (constant time).
+//!
+//! Key material streams through one fixed stack buffer, whatever its size.
+
+use zeroize::Zeroize;
+
+use super::kdf::{derive, Argon2Block};
+use super::metadata::{Digest, Keyslot, Metadata, Priority, MAX_KEYSLOTS};
+use super::Error as Luks2Error;
+use crate::crypto::{ct_eq, pbkdf2, AfMerge, CipherSpec, HashAlg, SectorCipher, VolumeKey};
+use crate::io::BlockIo;
+use crate::luks::{Error, IoError, SECTOR};
+
+/// Key material is read and decrypted this many bytes at a time.
+const CHUNK: usize = 8 * SECTOR;
+
+/// Whether `key` matches `digest` (PBKDF2 of the key, compared in constant time).
+pub fn verify_key(digest: &Digest, key: &VolumeKey) -> Result<bool, Error> {
+    let hash = HashAlg::from_name(digest.hash.as_str())?;
+    let expected = digest.digest.as_slice();
+    if expected.len() != hash.digest_len() {
+        return Err(Luks2Error::DigestLength { len: expected.len(), hash_len: hash.digest_len() }.into());
+    }
+    let mut computed = [0u8; 64];
+    let computed = &mut computed[..expected.len()];
+    pbkdf2(hash, key.as_bytes(), digest.salt.as_slice(), digest.iterations, computed)?;
+    let ok = ct_eq(computed, expected);
+    computed.zeroize();
+    Ok(ok)
+}
+
+/// Derives keyslot `id`'s area key from `passphrase`, then decrypts and AF-merges its key
+/// material into a candidate volume key (right only if the passphrase was).
+pub fn merge_keyslot<I: BlockIo>(
+    io: &mut I,
+    slot: &Keyslot,
+    passphrase: &[u8],
+    kdf_memory: &mut [Argon2Block],
+) -> Result<VolumeKey, IoError<I::Error>> {
+    let area = &slot.area;
+    let spec = CipherSpec::parse_combined(area.encryption.as_str(), area.key_size as usize)?;
+    let af_hash = HashAlg::from_name(slot.af.hash.as_str())?;
+    let mut merge = AfMerge::new(af_hash, slot.key_size as usize, slot.af.stripes)?;
+
+    let mut area_key = VolumeKey::zeroed(area.key_size as usize)?;
+    derive(&slot.kdf, passphrase, area_key.as_mut_bytes(), kdf_memory)?;
+    let cipher = SectorCipher::new(spec, area_key.as_bytes())?;
+    drop(area_key);
+
+    // Validated metadata: the material lies inside the area, which lies inside the device's
+    // keyslots area.
+    let len = slot.material_len();
+    let mut buf = [0u8; CHUNK];
+    let mut result = Ok(());
+    let mut done = 0u64;
+    while done < len {
+        let n = ((len - done) as usize).min(CHUNK);
+        let chunk = &mut buf[..n];
+        if let Err(e) = io.read_at(area.offset + done, chunk) {
+            result = Err(IoError::Device(e));
+            break;
+        }
+        if let Err(e) = cipher.decrypt_sectors(chunk, SECTOR, done / SECTOR as u64) {
+            result = Err(e.into());
+            break;
+        }
+        merge.update(chunk);
+        done += n as u64;
+    }
+    buf.zeroize();
+    result?;
+    Ok(merge.finish().ok_or(Error::KeyslotStripes { keyslot: 0, stripes: slot.af.stripes })?)
+}
+
+/// Unlocks the data segment's volume key with `passphrase`.
+///
+/// With `keyslot = None`, every keyslot bound to the data segment's digest is tried, high
+/// priority first, skipping `ignore` ones; with `Some(k)`, only keyslot `k`. Argon2 keyslots
+/// work in `kdf_memory` (size it with [`Metadata::kdf_memory_blocks`]; PBKDF2-only volumes can
+/// pass `&mut []`). Returns the keyslot that matched and the volume key; a passphrase that
+/// opens none gives [`Error::WrongPassphrase`]. Nothing is written.
+pub fn unlock<I: BlockIo>(
+    io: &mut I,
+    metadata: &Metadata,
+    passphrase: &[u8],
+    keyslot: Option<usize>,
+    kdf_memory: &mut [Argon2Block],
+) -> Result<(usize, VolumeKey), IoError<I::Error>> {
+    let (segment, _) = metadata.data_segment().ok_or(Luks2Error::NoDataSegment)?;
+    let (_, digest) = metadata.digest_for_segment(segment).ok_or(Luks2Error::NoDigest { segment })?;
+    let bound = |k: usize| digest.keyslots & (1 << k) != 0 && metadata.keyslots[k].is_some();
+
+    if let Some(k) = keyslot {
+        if k >= MAX_KEYSLOTS {
+            return Err(Error::KeyslotOutOfRange { keyslot: k }.into());
+        }
+        if metadata.keyslots[k].is_none() {
+            return Err(Error::KeyslotInactive { keyslot: k }.into());
+        }
+        if !bound(k) {
+            return Err(Luks2Error::KeyslotNotBound { keyslot: k as u8, segment }.into());
+        }
+    } else if !(0..MAX_KEYSLOTS).any(bound) {
+        return Err(Error::NoActiveKeyslot.into());
+    }
+
+    // A chosen keyslot is tried whatever its priority; otherwise high before normal.
+    let mut order = [0usize; MAX_KEYSLOTS];
+    let mut count = 0;
+    for priority in [Priority::High, Priority::Normal] {
+        for (k, slot) in metadata.keyslots.iter().enumerate() {
+            let wanted = match (keyslot, slot) {
+                (Some(want), Some(_)) => want == k && priority == Priority::High,
+                (None, Some(slot)) => bound(k) && slot.priority == priority,
+                (_, None) => false,
+            };
+            if wanted {
+                order[count] = k;
+                count += 1;
+            }
+        }
+    }
+    for &k in &order[..count] {
+        let Some(slot) = &metadata.keyslots[k] else { continue };
+        let key = merge_keyslot(io, slot, passphrase, kdf_memory).map_err(|e| match e {
+            IoError::Luks(Error::KeyslotStripes { stripes, .. }) => {
+                IoError::Luks(Error::KeyslotStripes { keyslot: k, stripes })
+            }
+            e => e,
+        })?;
+        if verify_key(digest, &key)? {
+            return Ok((k, key));
+        }
+    }
+    Err(Error::WrongPassphrase.into())
+}

@@ -1,0 +1,144 @@
+//! LUKS2 volumes made by `cryptsetup luksFormat --type luks2` unlock in qluks to the volume
+//! key cryptsetup itself dumps, for every KDF LUKS2 uses.
+
+mod common;
+
+use std::fs::File;
+use std::path::Path;
+use std::process::Command;
+
+use qluks::luks::luks2::{self, Argon2Block};
+use qluks::luks::{Error, IoError};
+
+const PASSPHRASE: &[u8] = b"correct horse battery staple";
+
+/// Formats a small LUKS2 file with `kdf_args`; returns (image, passphrase file).
+fn luks_format(dir: &common::TempDir, name: &str, extra: &[&str]) -> (std::path::PathBuf, std::path::PathBuf) {
+    let image = dir.join(name);
+    let key_file = dir.join("passphrase");
+    std::fs::write(&key_file, PASSPHRASE).unwrap();
+    File::create(&image).unwrap().set_len(20 << 20).unwrap();
+    common::run(
+        Command::new("cryptsetup")
+            .args(["luksFormat", "--type", "luks2", "--batch-mode", "--key-file"])
+            .arg(&key_file)
+            .args(extra)
+            .arg(&image),
+    );
+    (image, key_file)
+}
+
+/// The volume key as `cryptsetup luksDump --dump-volume-key` prints it.
+fn dumped_volume_key(image: &Path, key_file: &Path) -> Vec<u8> {
+    let out = common::run(
+        Command::new("cryptsetup")
+            .args(["luksDump", "--dump-volume-key", "--batch-mode", "--key-file"])
+            .arg(key_file)
+            .arg(image),
+    );
+    let start = out.find("MK dump:").expect("MK dump in luksDump output") + "MK dump:".len();
+    out[start..]
+        .split_whitespace()
+        .take_while(|w| w.len() == 2 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|w| u8::from_str_radix(w, 16).unwrap())
+        .collect()
+}
+
+fn qluks_unlock(image: &Path, passphrase: &[u8], memory_blocks: Option<usize>) -> Result<(usize, Vec<u8>), Error> {
+    let mut file = File::open(image).unwrap();
+    let mut json = vec![0u8; luks2::DEFAULT_JSON_BUFFER];
+    let header = luks2::read_header(&mut file, &mut json).map_err(luks_error)?;
+    let blocks = memory_blocks.unwrap_or(header.metadata.kdf_memory_blocks());
+    let mut memory = vec![Argon2Block::default(); blocks];
+    let (slot, key) = luks2::unlock(&mut file, &header.metadata, passphrase, None, &mut memory).map_err(luks_error)?;
+    Ok((slot, key.as_bytes().to_vec()))
+}
+
+fn luks_error(e: IoError<std::io::Error>) -> Error {
+    match e {
+        IoError::Luks(e) => e,
+        IoError::Device(e) => panic!("device error: {e}"),
+    }
+}
+
+fn check_unlocks_to_dumped_key(test: &str, extra: &[&str]) {
+    if !common::tool(test, "cryptsetup") {
+        return;
+    }
+    let dir = common::TempDir::new(test);
+    let (image, key_file) = luks_format(&dir, "v.luks2", extra);
+    let (slot, key) = qluks_unlock(&image, PASSPHRASE, None).unwrap();
+    assert_eq!(slot, 0);
+    assert_eq!(key, dumped_volume_key(&image, &key_file));
+}
+
+#[test]
+fn pbkdf2_keyslot_unlocks_to_cryptsetups_volume_key() {
+    check_unlocks_to_dumped_key(
+        "pbkdf2_keyslot_unlocks_to_cryptsetups_volume_key",
+        &["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"],
+    );
+}
+
+#[test]
+fn pbkdf2_sha512_aes_cbc_essiv_keyslot_unlocks() {
+    check_unlocks_to_dumped_key(
+        "pbkdf2_sha512_aes_cbc_essiv_keyslot_unlocks",
+        &[
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--hash",
+            "sha512",
+            "--cipher",
+            "aes-cbc-essiv:sha256",
+            "--key-size",
+            "256",
+        ],
+    );
+}
+
+#[test]
+fn argon2id_keyslot_unlocks_to_cryptsetups_volume_key() {
+    check_unlocks_to_dumped_key(
+        "argon2id_keyslot_unlocks_to_cryptsetups_volume_key",
+        &["--pbkdf", "argon2id", "--pbkdf-memory", "64", "--pbkdf-force-iterations", "4", "--pbkdf-parallel", "1"],
+    );
+}
+
+#[test]
+fn argon2i_keyslot_with_two_lanes_unlocks_to_cryptsetups_volume_key() {
+    check_unlocks_to_dumped_key(
+        "argon2i_keyslot_with_two_lanes_unlocks_to_cryptsetups_volume_key",
+        &["--pbkdf", "argon2i", "--pbkdf-memory", "64", "--pbkdf-force-iterations", "4", "--pbkdf-parallel", "2"],
+    );
+}
+
+#[test]
+fn wrong_passphrase_is_refused() {
+    let test = "wrong_passphrase_is_refused";
+    if !common::tool(test, "cryptsetup") {
+        return;
+    }
+    let dir = common::TempDir::new(test);
+    let (image, _) = luks_format(&dir, "v.luks2", &["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]);
+    let before = std::fs::read(&image).unwrap();
+    assert_eq!(qluks_unlock(&image, b"not it", None), Err(Error::WrongPassphrase));
+    assert_eq!(std::fs::read(&image).unwrap(), before, "a failed unlock writes nothing");
+}
+
+#[test]
+fn argon2_with_too_little_caller_memory_names_the_need() {
+    let test = "argon2_with_too_little_caller_memory_names_the_need";
+    if !common::tool(test, "cryptsetup") {
+        return;
+    }
+    let dir = common::TempDir::new(test);
+    let (image, _) = luks_format(
+        &dir,
+        "v.luks2",
+        &["--pbkdf", "argon2id", "--pbkdf-memory", "64", "--pbkdf-force-iterations", "4", "--pbkdf-parallel", "1"],
+    );
+    assert_eq!(qluks_unlock(&image, PASSPHRASE, Some(63)), Err(Error::KdfMemoryTooSmall { needed: 64 * 1024 }));
+}
