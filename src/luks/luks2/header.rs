@@ -207,3 +207,181 @@ pub fn read_header<I: BlockIo>(io: &mut I, json_buf: &mut [u8]) -> Result<Header
         .into(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::MemIo;
+    use crate::luks::luks2::metadata::tests::CRYPTSETUP_JSON;
+    use crate::luks::luks2::Error as Luks2Error;
+    use crate::luks::Error as LuksError;
+    use std::vec::Vec;
+
+    const HDR: usize = 0x4000;
+
+    /// Writes one copy (binary header + JSON area) with a correct checksum.
+    fn write_copy(image: &mut [u8], at: usize, secondary: bool, seqid: u64, label: &[u8], json: &[u8]) {
+        let copy = &mut image[at..at + HDR];
+        copy.fill(0);
+        copy[..6].copy_from_slice(if secondary { b"SKUL\xba\xbe" } else { b"LUKS\xba\xbe" });
+        copy[7] = 2;
+        copy[8..16].copy_from_slice(&(HDR as u64).to_be_bytes());
+        copy[16..24].copy_from_slice(&seqid.to_be_bytes());
+        copy[24..24 + label.len()].copy_from_slice(label);
+        copy[72..78].copy_from_slice(b"sha256");
+        copy[256..264].copy_from_slice(&(at as u64).to_be_bytes());
+        copy[4096..4096 + json.len()].copy_from_slice(json);
+        let mut sum = Checksum::new(super::super::binary_header::ChecksumAlg::Sha256);
+        sum.update(copy);
+        let csum = sum.finish();
+        copy[OFF_CSUM..OFF_CSUM + CSUM_LEN].copy_from_slice(&csum);
+    }
+
+    fn image(primary_seqid: u64, secondary_seqid: u64) -> Vec<u8> {
+        let mut image = std::vec![0u8; 2 * HDR];
+        write_copy(&mut image, 0, false, primary_seqid, b"primary", CRYPTSETUP_JSON.as_bytes());
+        write_copy(&mut image, HDR, true, secondary_seqid, b"secondary", CRYPTSETUP_JSON.as_bytes());
+        image
+    }
+
+    fn read(image: &mut [u8]) -> Result<Header, LuksError> {
+        let mut json = [0u8; DEFAULT_JSON_BUFFER];
+        read_header(&mut MemIo::new(image), &mut json).map_err(|e| match e {
+            IoError::Luks(e) => e,
+            IoError::Device(e) => panic!("{e}"),
+        })
+    }
+
+    fn no_valid_header(image: &mut [u8]) -> (HeaderError, HeaderError) {
+        match read(image) {
+            Err(LuksError::Luks2(Luks2Error::NoValidHeader { primary, secondary })) => (primary, secondary),
+            other => panic!("expected NoValidHeader, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn equal_seqids_use_the_primary() {
+        let h = read(&mut image(5, 5)).unwrap();
+        assert_eq!(h.binary.label_text(), b"primary");
+        assert_eq!((h.primary_fault, h.secondary_fault), (None, None));
+        assert_eq!(h.metadata.keyslots().count(), 2);
+    }
+
+    #[test]
+    fn the_copy_with_the_higher_seqid_is_used() {
+        assert_eq!(read(&mut image(6, 5)).unwrap().binary.label_text(), b"primary");
+        let h = read(&mut image(5, 6)).unwrap();
+        assert_eq!(h.binary.label_text(), b"secondary");
+        assert_eq!(h.binary.seqid, 6);
+    }
+
+    #[test]
+    fn a_corrupted_primary_falls_back_to_the_secondary() {
+        let mut img = image(7, 5);
+        img[4096 + 10] ^= 1;
+        let h = read(&mut img).unwrap();
+        assert_eq!(h.binary.label_text(), b"secondary");
+        assert_eq!(h.primary_fault, Some(HeaderError::ChecksumMismatch));
+    }
+
+    #[test]
+    fn a_corrupted_secondary_leaves_the_primary() {
+        let mut img = image(5, 7);
+        img[HDR + 100] ^= 0x40;
+        let h = read(&mut img).unwrap();
+        assert_eq!(h.binary.label_text(), b"primary");
+        assert_eq!(h.secondary_fault, Some(HeaderError::ChecksumMismatch));
+    }
+
+    #[test]
+    fn a_primary_with_a_wiped_binary_header_still_finds_the_secondary() {
+        let mut img = image(5, 5);
+        img[..4096].fill(0);
+        let h = read(&mut img).unwrap();
+        assert_eq!(h.binary.label_text(), b"secondary");
+        assert_eq!(h.primary_fault, Some(HeaderError::BadMagic));
+    }
+
+    #[test]
+    fn both_copies_corrupted_is_an_error_with_both_reasons() {
+        let mut img = image(5, 5);
+        img[4096 + 10] ^= 1;
+        img[HDR] = b'X';
+        assert_eq!(no_valid_header(&mut img), (HeaderError::ChecksumMismatch, HeaderError::BadMagic));
+    }
+
+    #[test]
+    fn a_copy_with_bad_json_gives_way_to_the_other() {
+        let mut img = image(9, 5);
+        let mut bad = std::string::String::from(CRYPTSETUP_JSON);
+        bad.truncate(bad.len() - 1);
+        write_copy(&mut img, 0, false, 9, b"primary", bad.as_bytes());
+        let h = read(&mut img).unwrap();
+        assert_eq!(h.binary.label_text(), b"secondary");
+        assert!(matches!(h.primary_fault, Some(HeaderError::Metadata(MetadataError::Json(_)))));
+    }
+
+    use super::super::metadata::MetadataError;
+
+    #[test]
+    fn hdr_offset_must_match_the_position() {
+        let mut img = image(5, 5);
+        let json = CRYPTSETUP_JSON.as_bytes();
+        write_copy(&mut img, HDR, true, 5, b"secondary", json);
+        // Make the secondary claim to be at 0 (and re-checksum it so only the offset is wrong).
+        img[HDR + 256..HDR + 264].copy_from_slice(&0u64.to_be_bytes());
+        img[HDR + OFF_CSUM..HDR + OFF_CSUM + CSUM_LEN].fill(0);
+        let mut sum = Checksum::new(super::super::binary_header::ChecksumAlg::Sha256);
+        sum.update(&img[HDR..2 * HDR]);
+        let csum = sum.finish();
+        img[HDR + OFF_CSUM..HDR + OFF_CSUM + CSUM_LEN].copy_from_slice(&csum);
+        let h = read(&mut img).unwrap();
+        assert_eq!(h.secondary_fault, Some(HeaderError::OffsetMismatch { found_at: HDR as u64, hdr_offset: 0 }));
+    }
+
+    #[test]
+    fn a_truncated_device_is_a_header_error() {
+        let mut img = image(5, 5);
+        let (primary, secondary) = no_valid_header(&mut img[..HDR - 1]);
+        assert_eq!(primary, HeaderError::Truncated { needed: HDR as u64, device_size: HDR as u64 - 1 });
+        assert_eq!(secondary, HeaderError::BadMagic);
+        let (primary, _) = no_valid_header(&mut img[..100]);
+        assert_eq!(primary, HeaderError::Truncated { needed: 4096, device_size: 100 });
+    }
+
+    #[test]
+    fn json_larger_than_the_buffer_is_refused() {
+        let mut img = image(5, 5);
+        let mut json = [0u8; 100];
+        let err = read_header(&mut MemIo::new(&mut img), &mut json).unwrap_err();
+        assert!(matches!(
+            err,
+            IoError::Luks(LuksError::Luks2(Luks2Error::JsonTooLarge { len, capacity: 100 })) if len == CRYPTSETUP_JSON.len()
+        ));
+    }
+
+    #[test]
+    fn an_unterminated_json_area_is_refused() {
+        let mut img = image(5, 5);
+        let filler = std::vec![b' '; HDR - 4096];
+        write_copy(&mut img, 0, false, 5, b"primary", &filler);
+        let h = read(&mut img).unwrap();
+        assert_eq!(h.primary_fault, Some(HeaderError::JsonNotTerminated));
+    }
+
+    #[test]
+    fn header_byte_mutations_never_panic() {
+        let pristine = image(5, 5);
+        let mut img = pristine.clone();
+        // Every byte of the primary's fields and checksum, and a stride through both copies
+        // (the JSON text itself is mutated byte by byte in metadata.rs).
+        let positions = (0..512).step_by(3).chain((512..2 * HDR).step_by(397));
+        for pos in positions {
+            for flip in [0xffu8] {
+                img[pos] ^= flip;
+                let _ = read(&mut img);
+                img[pos] = pristine[pos];
+            }
+        }
+    }
+}

@@ -963,3 +963,214 @@ pub fn kdf_memory_blocks(kdf: &Kdf) -> usize {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::string::String;
+
+    /// Metadata written by cryptsetup 2.6.1 (`luksFormat --pbkdf argon2id`, then `luksAddKey
+    /// --pbkdf pbkdf2`), 16 KiB header.
+    pub(crate) const CRYPTSETUP_JSON: &str = r#"{"keyslots":{"0":{"type":"luks2","key_size":64,"af":{"type":"luks1","stripes":4000,"hash":"sha256"},"area":{"type":"raw","offset":"32768","size":"258048","encryption":"aes-xts-plain64","key_size":64},"kdf":{"type":"argon2id","time":4,"memory":64,"cpus":1,"salt":"nlym4BXYibvM0AcanhXLXZBn8+wTcL9Q2mSzryz5XCY="}},"1":{"type":"luks2","key_size":64,"af":{"type":"luks1","stripes":4000,"hash":"sha256"},"area":{"type":"raw","offset":"290816","size":"258048","encryption":"aes-xts-plain64","key_size":64},"kdf":{"type":"pbkdf2","hash":"sha256","iterations":1000,"salt":"rI3G9e7XlINqaDMDBbyVmdCKYYGjub1Afo0iPM+ig2Y="}}},"tokens":{},"segments":{"0":{"type":"crypt","offset":"16777216","size":"dynamic","iv_tweak":"0","encryption":"aes-xts-plain64","sector_size":4096}},"digests":{"0":{"type":"pbkdf2","keyslots":["0","1"],"segments":["0"],"hash":"sha256","iterations":1000,"salt":"1W0qzwwVhkdZt6EbX64IAyFjkUKTxxB6xkK210VYtYs=","digest":"T4wv7oAqP78CDRXZeSQ1Z89Ss5NMF4i19TqE/2N2wds="}},"config":{"json_size":"12288","keyslots_size":"16744448"}}"#;
+
+    const HDR_SIZE: u64 = 0x4000;
+
+    fn parse(json: &str) -> Result<Metadata, MetadataError> {
+        Metadata::parse(json.as_bytes(), HDR_SIZE)
+    }
+
+    fn variant(from: &str, to: &str) -> String {
+        assert!(CRYPTSETUP_JSON.contains(from), "fixture lacks {from}");
+        CRYPTSETUP_JSON.replacen(from, to, 1)
+    }
+
+    #[test]
+    fn cryptsetup_metadata_parses_into_keyslots_segments_digests() {
+        let m = parse(CRYPTSETUP_JSON).unwrap();
+        let slot0 = m.keyslots[0].unwrap();
+        assert_eq!(slot0.key_size, 64);
+        assert_eq!(slot0.priority, Priority::Normal);
+        assert!(matches!(
+            slot0.kdf,
+            Kdf::Argon2 { variant: Argon2Variant::Argon2id, time: 4, memory_kib: 64, cpus: 1, salt } if salt.as_slice().len() == 32
+        ));
+        assert_eq!(slot0.af.stripes, 4000);
+        assert_eq!(slot0.af.hash.as_str(), "sha256");
+        assert_eq!(slot0.area.offset, 32768);
+        assert_eq!(slot0.area.size, 258048);
+        assert_eq!(slot0.area.encryption.as_str(), "aes-xts-plain64");
+        let slot1 = m.keyslots[1].unwrap();
+        assert!(matches!(slot1.kdf, Kdf::Pbkdf2 { iterations: 1000, hash, .. } if hash.as_str() == "sha256"));
+        assert_eq!(m.keyslots().count(), 2);
+
+        let (id, seg) = m.data_segment().unwrap();
+        assert_eq!(id, 0);
+        assert_eq!(seg.segment_type, SegmentType::Crypt);
+        assert_eq!((seg.offset, seg.size, seg.iv_tweak, seg.sector_size), (16777216, None, 0, 4096));
+
+        let (_, digest) = m.digest_for_segment(0).unwrap();
+        assert_eq!(digest.keyslots, 0b11);
+        assert_eq!(digest.digest.as_slice().len(), 32);
+        assert_eq!(m.config.keyslots_size, 16744448);
+        assert_eq!(m.kdf_memory_blocks(), 64);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        for len in 0..CRYPTSETUP_JSON.len() {
+            assert!(Metadata::parse(&CRYPTSETUP_JSON.as_bytes()[..len], HDR_SIZE).is_err(), "prefix {len}");
+        }
+    }
+
+    #[test]
+    fn byte_mutations_never_panic() {
+        let original = CRYPTSETUP_JSON.as_bytes();
+        let mut json = std::vec::Vec::from(original);
+        let mut accepted = 0;
+        for pos in 0..json.len() {
+            for b in [b'"', b'}', b']', b'9', b'\\', b',', 0xff] {
+                json[pos] = b;
+                accepted += usize::from(Metadata::parse(&json, HDR_SIZE).is_ok());
+                json[pos] = original[pos];
+            }
+        }
+        // Some mutations are harmless (inside a salt, a digit of a size); most are not.
+        assert!(accepted < original.len() * 7 / 4, "{accepted} mutations accepted");
+    }
+
+    #[test]
+    fn offsets_and_sizes_accept_numbers_and_decimal_strings_only() {
+        let m = parse(&variant(r#""offset":"32768""#, r#""offset":32768"#)).unwrap();
+        assert_eq!(m.keyslots[0].unwrap().area.offset, 32768);
+        for bad in [r#""offset":"0x8000""#, r#""offset":"-1""#, r#""offset":1.5"#, r#""offset":true"#] {
+            assert!(matches!(
+                parse(&variant(r#""offset":"32768""#, bad)),
+                Err(MetadataError::BadValue { field: "keyslots.N.area.offset", .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn duplicate_members_are_refused() {
+        let twice = variant(r#""tokens":{}"#, r#""tokens":{},"config":{"json_size":"12288","keyslots_size":"0"}"#);
+        assert!(matches!(parse(&twice), Err(MetadataError::DuplicateField { field: "config", .. })));
+        let twice = variant(r#""iterations":1000,"salt":"rI3"#, r#""iterations":1000,"iterations":1,"salt":"rI3"#);
+        assert!(matches!(parse(&twice), Err(MetadataError::DuplicateField { field: "keyslots.N.kdf.iterations", .. })));
+        let twice = variant(r#"},"1":{"type":"luks2""#, r#"},"0":{"type":"luks2""#);
+        assert!(matches!(parse(&twice), Err(MetadataError::DuplicateField { field: "keyslots", .. })));
+    }
+
+    #[test]
+    fn ids_must_be_decimal_and_below_the_limit() {
+        for id in ["32", "x", "", "-1", "99999999999999999999999"] {
+            let json = variant(r#""1":{"type":"luks2""#, &std::format!(r#""{id}":{{"type":"luks2""#));
+            assert!(matches!(parse(&json), Err(MetadataError::BadId { section: "keyslots", .. })), "{id}");
+        }
+        let json = variant(r#""segments":["0"]"#, r#""segments":["8"]"#);
+        assert!(matches!(parse(&json), Err(MetadataError::BadId { section: "segments", .. })));
+    }
+
+    #[test]
+    fn missing_members_are_named() {
+        let json = variant(r#""hash":"sha256","iterations":1000,"salt":"rI3"#, r#""iterations":1000,"salt":"rI3"#);
+        assert!(matches!(parse(&json), Err(MetadataError::MissingField { field: "keyslots.N.kdf.hash", .. })));
+        let json = variant(r#","config":{"json_size":"12288","keyslots_size":"16744448"}"#, "");
+        assert!(matches!(parse(&json), Err(MetadataError::MissingField { field: "config", .. })));
+    }
+
+    #[test]
+    fn stripes_must_be_4000() {
+        let json = variant(r#""stripes":4000"#, r#""stripes":3999"#);
+        assert!(matches!(parse(&json), Err(MetadataError::BadValue { field: "keyslots.N.af.stripes", .. })));
+    }
+
+    #[test]
+    fn unknown_types_are_refused_by_name() {
+        let json = variant(r#""type":"argon2id""#, r#""type":"scrypt""#);
+        let err = parse(&json).unwrap_err();
+        assert!(matches!(err, MetadataError::Unsupported { what: "kdf", name } if name.as_str() == "scrypt"));
+        let json = variant(r#""type":"crypt""#, r#""type":"integrity""#);
+        assert!(matches!(parse(&json), Err(MetadataError::Unsupported { what: "segment type", .. })));
+    }
+
+    #[test]
+    fn integrity_segments_are_refused() {
+        let json = variant(r#""sector_size":4096"#, r#""sector_size":4096,"integrity":{"type":"hmac(sha256)"}"#);
+        assert!(matches!(parse(&json), Err(MetadataError::Unsupported { what: "segment feature", .. })));
+    }
+
+    #[test]
+    fn argon2_parameters_are_range_checked() {
+        let json = variant(r#""memory":64"#, r#""memory":4"#);
+        assert!(matches!(parse(&json), Err(MetadataError::BadValue { field: "keyslots.N.kdf.memory", .. })));
+        let json = variant(r#""memory":64"#, r#""memory":8388608"#);
+        assert!(matches!(parse(&json), Err(MetadataError::BadValue { field: "keyslots.N.kdf.memory", .. })));
+        let json = variant(r#""time":4"#, r#""time":0"#);
+        assert!(matches!(parse(&json), Err(MetadataError::BadValue { field: "keyslots.N.kdf.time", .. })));
+        let json = variant(r#""iterations":1000,"salt":"rI3"#, r#""iterations":0,"salt":"rI3"#);
+        assert!(matches!(parse(&json), Err(MetadataError::BadValue { field: "keyslots.N.kdf.iterations", .. })));
+    }
+
+    #[test]
+    fn json_size_must_match_the_header() {
+        assert_eq!(
+            Metadata::parse(CRYPTSETUP_JSON.as_bytes(), 0x8000),
+            Err(MetadataError::JsonSizeMismatch { json_size: 12288, expected: 0x7000 })
+        );
+    }
+
+    #[test]
+    fn keyslot_areas_must_lie_in_the_keyslots_area() {
+        let json = variant(r#""offset":"32768""#, r#""offset":"16384""#);
+        assert!(matches!(parse(&json), Err(MetadataError::AreaOutsideKeyslotsArea { keyslot: 0, .. })));
+        let json = variant(r#""offset":"32768""#, r#""offset":"18446744073709551615""#);
+        assert!(matches!(parse(&json), Err(MetadataError::AreaOutsideKeyslotsArea { keyslot: 0, .. })));
+        let json = variant(r#""keyslots_size":"16744448""#, r#""keyslots_size":"262144""#);
+        assert!(matches!(parse(&json), Err(MetadataError::AreaOutsideKeyslotsArea { keyslot: 1, .. })));
+    }
+
+    #[test]
+    fn keyslot_areas_must_not_overlap() {
+        let json = variant(r#""offset":"290816""#, r#""offset":"36864""#);
+        assert_eq!(parse(&json), Err(MetadataError::AreasOverlap { keyslot: 0, other: 1 }));
+    }
+
+    #[test]
+    fn keyslot_areas_must_hold_the_key_material() {
+        let json = variant(r#""size":"258048""#, r#""size":"4096""#);
+        assert_eq!(parse(&json), Err(MetadataError::AreaTooSmall { keyslot: 0, size: 4096, needed: 256000 }));
+    }
+
+    #[test]
+    fn keyslot_areas_must_not_reach_the_data() {
+        let json = variant(r#""offset":"16777216""#, r#""offset":"65536""#);
+        assert!(matches!(parse(&json), Err(MetadataError::AreaOverlapsData { segment: 0, .. })));
+    }
+
+    #[test]
+    fn segment_sector_size_is_a_power_of_two_from_512_to_4096() {
+        for bad in ["0", "256", "1000", "8192"] {
+            let json = variant(r#""sector_size":4096"#, &std::format!(r#""sector_size":{bad}"#));
+            assert_eq!(parse(&json), Err(MetadataError::BadSegmentGeometry { segment: 0 }), "{bad}");
+        }
+        let json = variant(r#""size":"dynamic""#, r#""size":"1000""#);
+        assert_eq!(parse(&json), Err(MetadataError::BadSegmentGeometry { segment: 0 }));
+    }
+
+    #[test]
+    fn digests_must_refer_to_existing_keyslots_and_segments() {
+        let json = variant(r#""keyslots":["0","1"]"#, r#""keyslots":["0","5"]"#);
+        assert_eq!(parse(&json), Err(MetadataError::DanglingReference { digest: 0, kind: "keyslot", id: 5 }));
+        let json = variant(r#""segments":["0"]"#, r#""segments":["1"]"#);
+        assert_eq!(parse(&json), Err(MetadataError::DanglingReference { digest: 0, kind: "segment", id: 1 }));
+    }
+
+    #[test]
+    fn mandatory_requirements_are_recorded() {
+        let json = variant(
+            r#""keyslots_size":"16744448""#,
+            r#""keyslots_size":"16744448","requirements":{"mandatory":["online-reencrypt-v2"]}"#,
+        );
+        assert_eq!(parse(&json).unwrap().config.requirement.unwrap().as_str(), "online-reencrypt-v2");
+    }
+}
