@@ -24,7 +24,9 @@ pub struct Segment {
     pub size: Option<u64>,
     /// Encryption sector size (512 for LUKS1; 512..=4096 for LUKS2).
     pub sector_size: usize,
-    /// Added to the payload sector number (in `sector_size` units) to form the IV sector.
+    /// Added to the IV sector. IV sectors count 512-byte units for every sector size (dm-crypt
+    /// without `iv_large_sectors`, as cryptsetup sets up LUKS2): the sector at payload byte X
+    /// has IV sector X / 512 + iv_tweak.
     pub iv_tweak: u64,
     /// The keyed cipher.
     pub cipher: SectorCipher,
@@ -35,8 +37,12 @@ pub struct Segment {
 pub struct OpenOptions<'m> {
     /// Try only this keyslot.
     pub keyslot: Option<usize>,
-    /// Memory for memory-hard KDFs (LUKS2 argon2); LUKS1 needs none.
-    pub kdf_memory: Option<&'m mut [u8]>,
+    /// Memory for memory-hard KDFs (LUKS2 argon2; size it with
+    /// [`Metadata::kdf_memory_blocks`](super::luks2::Metadata::kdf_memory_blocks)); LUKS1 needs none.
+    pub kdf_memory: Option<&'m mut [super::luks2::Argon2Block]>,
+    /// Buffer for the LUKS2 JSON metadata (default: a stack buffer of
+    /// [`luks2::DEFAULT_JSON_BUFFER`](super::luks2::DEFAULT_JSON_BUFFER) bytes).
+    pub json_buffer: Option<&'m mut [u8]>,
 }
 
 /// An unlocked volume over a device.
@@ -79,6 +85,7 @@ impl<I: BlockIo> LuksVolume<I> {
         }
         match u16::from_be_bytes([start[6], start[7]]) {
             1 => LuksVolume::open_luks1(io, passphrase, options.keyslot),
+            2 => LuksVolume::open_luks2(io, passphrase, options),
             version => Err(Error::UnsupportedVersion { version }.into()),
         }
     }
@@ -127,21 +134,46 @@ impl<I: BlockIo> LuksVolume<I> {
     }
 
     fn iv_sector(&self, sector: u64) -> u64 {
-        sector.wrapping_add(self.segment.iv_tweak)
+        (sector * (self.segment.sector_size / SECTOR) as u64).wrapping_add(self.segment.iv_tweak)
+    }
+
+    /// En/decrypts whole sectors whose IV sectors step by sector_size / 512: one cipher call
+    /// for 512-byte sectors, one per sector above (the hal steps tweaks by one per unit).
+    fn crypt_sectors(&self, buf: &mut [u8], first_iv: u64, encrypt: bool) -> Result<(), Error> {
+        let s = self.segment.sector_size;
+        let cipher = &self.segment.cipher;
+        let step = (s / SECTOR) as u64;
+        if step == 1 {
+            return Ok(if encrypt {
+                cipher.encrypt_sectors(buf, s, first_iv)
+            } else {
+                cipher.decrypt_sectors(buf, s, first_iv)
+            }?);
+        }
+        let mut iv = first_iv;
+        for sector in buf.chunks_mut(s) {
+            if encrypt {
+                cipher.encrypt_sectors(sector, s, iv)?;
+            } else {
+                cipher.decrypt_sectors(sector, s, iv)?;
+            }
+            iv = iv.wrapping_add(step);
+        }
+        Ok(())
     }
 
     /// Reads and decrypts whole sectors starting at payload sector `sector` into `buf`.
     fn read_sectors(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), IoError<I::Error>> {
         let s = self.segment.sector_size;
         self.io.read_at(self.segment.offset + sector * s as u64, buf).map_err(IoError::Device)?;
-        self.segment.cipher.decrypt_sectors(buf, s, self.iv_sector(sector))?;
+        self.crypt_sectors(buf, self.iv_sector(sector), false)?;
         Ok(())
     }
 
     /// Encrypts whole plaintext sectors in `buf` in place and writes them at payload sector `sector`.
     fn write_sectors(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), IoError<I::Error>> {
         let s = self.segment.sector_size;
-        self.segment.cipher.encrypt_sectors(buf, s, self.iv_sector(sector))?;
+        self.crypt_sectors(buf, self.iv_sector(sector), true)?;
         self.io.write_at(self.segment.offset + sector * s as u64, buf).map_err(IoError::Device)
     }
 

@@ -162,8 +162,8 @@ pub enum HeaderError {
     },
     /// `checksum_alg` names an algorithm qluks does not implement.
     UnsupportedChecksum {
-        /// The name (NUL-padded).
-        name: [u8; 32],
+        /// The name (its first 16 bytes, NUL-padded).
+        name: [u8; 16],
     },
     /// The stored checksum does not match the header and JSON area.
     ChecksumMismatch,
@@ -277,7 +277,7 @@ impl BinaryHeader {
             }
         }
         let checksum_alg = ChecksumAlg::from_name(padded_text(&checksum_name))
-            .ok_or(HeaderError::UnsupportedChecksum { name: checksum_name })?;
+            .ok_or(HeaderError::UnsupportedChecksum { name: field(&checksum_name, 0) })?;
         Ok(BinaryHeader {
             copy,
             hdr_size,

@@ -72,8 +72,8 @@ pub enum MetadataError {
     Unsupported {
         /// What the name is the type of.
         what: &'static str,
-        /// The name.
-        name: Name<32>,
+        /// The name (cut at 16 bytes).
+        name: Name<16>,
     },
     /// `config.json_size` disagrees with the binary header's `hdr_size`.
     JsonSizeMismatch {
@@ -435,7 +435,7 @@ fn type_value(p: &mut Parser<'_>, field: &'static str) -> Result<Name<32>, Metad
 }
 
 fn unsupported(what: &'static str, name: Name<32>) -> MetadataError {
-    MetadataError::Unsupported { what, name }
+    MetadataError::Unsupported { what, name: Name::truncated(name.as_str()) }
 }
 
 /// An id: an object key or array element naming a keyslot, segment or digest.
@@ -682,7 +682,7 @@ fn parse_segment(p: &mut Parser<'_>) -> Result<Segment, MetadataError> {
             // dm-integrity (authenticated encryption) needs per-sector tags qluks does not
             // implement; refusing is better than returning unauthenticated data.
             p.skip()?;
-            Err(unsupported("segment feature", Name::truncated("integrity")))
+            Err(MetadataError::Unsupported { what: "segment feature", name: Name::truncated("integrity") })
         } else {
             Ok(p.skip()?)
         }
@@ -860,7 +860,7 @@ impl Metadata {
         let keyslots_size = self.config.keyslots_size;
         let area_start = hdr_size.saturating_mul(2);
         let area_end = area_start.checked_add(keyslots_size);
-        let Some(area_end) = area_end.filter(|_| keyslots_size % 4096 == 0) else {
+        let Some(area_end) = area_end.filter(|_| keyslots_size.is_multiple_of(4096)) else {
             return Err(MetadataError::BadKeyslotsSize { keyslots_size });
         };
 
@@ -895,8 +895,8 @@ impl Metadata {
             let sector = u64::from(segment.sector_size);
             let geometry_ok = segment.sector_size.is_power_of_two()
                 && (512..=4096).contains(&segment.sector_size)
-                && segment.offset % 512 == 0
-                && segment.size.is_none_or(|size| size % sector == 0);
+                && segment.offset.is_multiple_of(512)
+                && segment.size.is_none_or(|size| size.is_multiple_of(sector));
             if !geometry_ok {
                 return Err(MetadataError::BadSegmentGeometry { segment: id });
             }

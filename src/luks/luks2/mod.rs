@@ -8,7 +8,8 @@
 //!   cross-checked;
 //! - [`header`]: both copies read from a [`BlockIo`](crate::io::BlockIo), checksums streamed,
 //!   the valid copy with the highest seqid chosen;
-//! - [`kdf`] and [`keyslot`]: passphrase to volume key.
+//! - [`kdf`] and [`keyslot`]: passphrase to volume key;
+//! - [`open`]: the data segment keyed, as a [`LuksVolume`](crate::luks::LuksVolume).
 //!
 //! Nothing here allocates: the JSON text goes into a caller-supplied buffer, Argon2 memory
 //! comes from the caller.
@@ -19,6 +20,7 @@ pub mod json;
 pub mod kdf;
 pub mod keyslot;
 pub mod metadata;
+pub mod open;
 pub mod text;
 
 use core::fmt;
@@ -28,6 +30,7 @@ pub use header::{read_header, Header, DEFAULT_JSON_BUFFER};
 pub use kdf::{Argon2Block, ARGON2_BLOCK_SIZE};
 pub use keyslot::{unlock, verify_key};
 pub use metadata::{Digest, Kdf, Keyslot, Metadata, MetadataError, Segment};
+pub use open::data_segment;
 
 /// Why a LUKS2 volume cannot be used (the format's side; device errors are separate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

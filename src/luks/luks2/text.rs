@@ -7,39 +7,39 @@ use core::fmt;
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Name<const N: usize> {
     bytes: [u8; N],
-    len: usize,
+    len: u8,
 }
 
 impl<const N: usize> Name<N> {
-    /// Copies `s`; `None` when it is longer than `N`.
+    /// Copies `s`; `None` when it is longer than `N` (at most 255).
     pub fn new(s: &str) -> Option<Self> {
         let mut bytes = [0u8; N];
         bytes.get_mut(..s.len())?.copy_from_slice(s.as_bytes());
-        Some(Name { bytes, len: s.len() })
+        Some(Name { bytes, len: u8::try_from(s.len()).ok()? })
     }
 
     /// Copies `s`, cut at `N` bytes (on a character boundary).
     pub fn truncated(s: &str) -> Self {
-        let mut len = s.len().min(N);
+        let mut len = s.len().min(N).min(usize::from(u8::MAX));
         while !s.is_char_boundary(len) {
             len -= 1;
         }
         let mut bytes = [0u8; N];
         bytes[..len].copy_from_slice(&s.as_bytes()[..len]);
-        Name { bytes, len }
+        Name { bytes, len: len as u8 }
     }
 
     /// Decodes a JSON string; `None` when it is longer than `N` bytes.
     pub fn from_json(s: super::json::JsonStr<'_>) -> Option<Self> {
         let mut bytes = [0u8; N];
         let len = s.decode_into(&mut bytes)?.len();
-        Some(Name { bytes, len })
+        Some(Name { bytes, len: u8::try_from(len).ok()? })
     }
 
     /// The name.
     pub fn as_str(&self) -> &str {
         // Only ever filled from `&str` or decoded JSON strings, both valid UTF-8.
-        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+        core::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
     }
 }
 
