@@ -3,7 +3,15 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_pbkdf2;
+mod convert;
+mod create;
 mod demo;
+mod info;
+mod io_cmd;
+mod luks_cmd;
+mod open;
+mod secret;
+mod units;
 
 #[derive(Parser)]
 #[command(name = "qluks", version, about = "Open QEMU disk images and LUKS volumes, encrypted ones above all")]
@@ -18,6 +26,16 @@ enum Command {
     Demo,
     /// Throughput of the crypto core per backend (`bench xts --help`).
     Bench(bench::BenchArgs),
+    /// Describe an image (format, cipher, keyslots) without unlocking it.
+    Info(info::InfoArgs),
+    /// Copy an image's plaintext to a raw file.
+    Convert(convert::ConvertArgs),
+    /// Create an image (LUKS1 with QEMU's defaults).
+    Create(create::CreateArgs),
+    /// Read and write an image's plaintext, qemu-io style (`-c 'read -P 0xab 0 64k'`).
+    Io(io_cmd::IoArgs),
+    /// LUKS keyslot management.
+    Luks(luks_cmd::LuksArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -25,6 +43,11 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Demo => demo::run(),
         Command::Bench(args) => bench::run(args),
+        Command::Info(args) => info::run(args),
+        Command::Convert(args) => convert::run(args),
+        Command::Create(args) => create::run(args),
+        Command::Io(args) => io_cmd::run(args),
+        Command::Luks(args) => luks_cmd::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -33,7 +33,7 @@ pub enum Iterations<'c> {
 
 impl Iterations<'_> {
     /// Explicit keyslot iterations, with QEMU's digest rule (an eighth, at least 1000).
-    pub fn fixed(keyslot: u32) -> Iterations<'static> {
+    pub fn fixed(keyslot: u32) -> Self {
         Iterations::Fixed { keyslot, digest: (keyslot / 8).max(MIN_ITERATIONS) }
     }
 

@@ -1,0 +1,117 @@
+//! `qluks create -f luks IMAGE SIZE`: a new LUKS1 volume with QEMU's defaults.
+//!
+//! `-o` takes `cipher=aes-256-xts-plain64`, `hash=sha256`, `iter-time=MS` or `iterations=N`,
+//! and QEMU's own option names (`cipher-alg=aes-128`, `cipher-mode=cbc`, `ivgen-alg=essiv`,
+//! `ivgen-hash-alg=sha256`, `hash-alg=sha1`).
+use std::error::Error;
+use std::fs::OpenOptions as FileOptions;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use qluks::crypto::{CipherSpec, HashAlg, OsRng};
+use qluks::luks::luks1::{self, CreateParams, Iterations};
+
+use crate::secret::SecretArgs;
+use crate::units::parse_size;
+
+/// `qluks create` arguments.
+#[derive(Args)]
+pub struct CreateArgs {
+    /// Image format (luks).
+    #[arg(short = 'f', value_name = "FORMAT")]
+    format: String,
+    #[command(flatten)]
+    secret: SecretArgs,
+    /// Format options, comma-separated.
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Option<String>,
+    /// The image to create (overwritten).
+    image: PathBuf,
+    /// Payload size (k/M/G suffixes), rounded up to 512 bytes.
+    size: String,
+}
+
+/// The `-o` choices.
+pub struct LuksOptions {
+    /// Cipher.
+    pub cipher: CipherSpec,
+    /// Hash.
+    pub hash: HashAlg,
+    /// Explicit keyslot iterations, or None for `iter_time_ms`.
+    pub iterations: Option<u32>,
+    /// Target PBKDF2 time.
+    pub iter_time_ms: u32,
+}
+
+/// Parses `-o` options for LUKS.
+pub fn parse_options(options: Option<&str>) -> Result<LuksOptions, Box<dyn Error>> {
+    let mut cipher = None;
+    let (mut alg, mut mode, mut ivgen, mut ivgen_hash) = ("aes-256", "xts", "plain64", None);
+    let mut hash = HashAlg::Sha256;
+    let mut iterations = None;
+    let mut iter_time_ms = 2000;
+    for opt in options.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
+        let (k, v) = opt.split_once('=').ok_or_else(|| format!("option `{opt}` is not KEY=VALUE"))?;
+        match k {
+            "cipher" => cipher = Some(CipherSpec::parse_sized(v)?),
+            "cipher-alg" => alg = v,
+            "cipher-mode" => mode = v,
+            "ivgen-alg" => ivgen = v,
+            "ivgen-hash-alg" => ivgen_hash = Some(v),
+            "hash" | "hash-alg" => hash = HashAlg::from_name(v)?,
+            "iter-time" => iter_time_ms = v.parse().map_err(|_| format!("invalid iter-time `{v}`"))?,
+            "iterations" => iterations = Some(v.parse().map_err(|_| format!("invalid iterations `{v}`"))?),
+            "key-secret" => {}
+            _ => return Err(format!("unknown option `{k}`").into()),
+        }
+    }
+    let cipher = match cipher {
+        Some(c) => c,
+        None => {
+            let ivgen = match (ivgen, ivgen_hash) {
+                ("essiv", Some(h)) => format!("essiv:{h}"),
+                ("essiv", None) => "essiv:sha256".to_string(),
+                (iv, _) => iv.to_string(),
+            };
+            CipherSpec::parse_sized(&format!("{alg}-{mode}-{ivgen}"))?
+        }
+    };
+    if iterations == Some(0) {
+        return Err("iterations must be at least 1".into());
+    }
+    Ok(LuksOptions { cipher, hash, iterations, iter_time_ms })
+}
+
+/// A monotonic nanosecond clock for iteration calibration.
+pub fn clock() -> impl FnMut() -> u64 {
+    let start = Instant::now();
+    move || start.elapsed().as_nanos() as u64
+}
+
+/// Runs `qluks create`.
+pub fn run(args: CreateArgs) -> Result<(), Box<dyn Error>> {
+    if args.format != "luks" {
+        return Err(format!("format `{}` cannot be created (luks)", args.format).into());
+    }
+    let opts = parse_options(args.options.as_deref())?;
+    let size = parse_size(&args.size)?.next_multiple_of(512);
+    let passphrase = args.secret.get("Passphrase for the new volume: ")?;
+    let mut clock = clock();
+    let iterations = match opts.iterations {
+        Some(n) => Iterations::fixed(n),
+        None => Iterations::IterTime { ms: opts.iter_time_ms, clock_ns: &mut clock },
+    };
+    let mut params = CreateParams { cipher: opts.cipher, hash: opts.hash, iterations };
+    let mut file = FileOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&args.image)
+        .map_err(|e| format!("{}: {e}", args.image.display()))?;
+    let (header, _key) = luks1::format(&mut file, 0, &mut params, &passphrase, &mut OsRng)?;
+    file.set_len(header.payload_offset_bytes() + size)?;
+    file.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! Opening an image path as a [`Disk`]: the format is detected from the file's first bytes.
+//! Each format is one variant of [`Format`] and one `Disk` implementation.
+use std::error::Error;
+use std::fs::{File, OpenOptions as FileOptions};
+use std::path::Path;
+
+use qluks::io::BlockIo;
+use qluks::luks::{LuksVolume, OpenOptions};
+
+use crate::secret::SecretArgs;
+
+/// A guest-visible disk: its plaintext bytes.
+pub trait Disk {
+    /// Size in bytes.
+    fn size(&self) -> u64;
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Box<dyn Error>>;
+    /// Writes `buf` at `offset`; `buf` may be overwritten (encrypted in place).
+    fn write_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Box<dyn Error>>;
+    /// Makes writes durable.
+    fn flush(&mut self) -> Result<(), Box<dyn Error>>;
+}
+
+/// Image formats `open` recognises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// LUKS1 or LUKS2 (`LUKS\xba\xbe`).
+    Luks,
+    /// Anything else: the file's bytes are the disk.
+    Raw,
+}
+
+impl Format {
+    /// The name users see.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Luks => "luks",
+            Format::Raw => "raw",
+        }
+    }
+}
+
+/// Detects the format from the first bytes of `file`.
+pub fn detect(file: &mut File) -> Result<Format, Box<dyn Error>> {
+    let mut magic = [0u8; 8];
+    let size = BlockIo::size(file)?;
+    if size >= magic.len() as u64 {
+        BlockIo::read_at(file, 0, &mut magic)?;
+        if magic[..6] == qluks::luks::MAGIC {
+            return Ok(Format::Luks);
+        }
+    }
+    Ok(Format::Raw)
+}
+
+/// Opens `path` (read-write when `writable`), unlocking it with `secret` when it is encrypted.
+pub fn open(path: &Path, writable: bool, secret: &SecretArgs) -> Result<Box<dyn Disk>, Box<dyn Error>> {
+    let mut file =
+        FileOptions::new().read(true).write(writable).open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    match detect(&mut file)? {
+        Format::Luks => {
+            let passphrase = secret.get(&format!("Passphrase for {}: ", path.display()))?;
+            let volume = LuksVolume::open(file, &passphrase, OpenOptions::default())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(Box::new(LuksDisk(volume)))
+        }
+        Format::Raw => {
+            let size = BlockIo::size(&mut file)?;
+            Ok(Box::new(RawDisk { file, size }))
+        }
+    }
+}
+
+struct LuksDisk(LuksVolume<File>);
+
+impl Disk for LuksDisk {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Box<dyn Error>> {
+        Ok(self.0.read_at(offset, buf)?)
+    }
+    fn write_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Box<dyn Error>> {
+        Ok(self.0.write_in_place(offset, buf)?)
+    }
+    fn flush(&mut self) -> Result<(), Box<dyn Error>> {
+        Ok(self.0.flush()?)
+    }
+}
+
+struct RawDisk {
+    file: File,
+    size: u64,
+}
+
+impl Disk for RawDisk {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Box<dyn Error>> {
+        check(offset, buf.len(), self.size)?;
+        Ok(BlockIo::read_at(&mut self.file, offset, buf)?)
+    }
+    fn write_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Box<dyn Error>> {
+        check(offset, buf.len(), self.size)?;
+        Ok(BlockIo::write_at(&mut self.file, offset, buf)?)
+    }
+    fn flush(&mut self) -> Result<(), Box<dyn Error>> {
+        Ok(BlockIo::flush(&mut self.file)?)
+    }
+}
+
+fn check(offset: u64, len: usize, size: u64) -> Result<(), String> {
+    match offset.checked_add(len as u64) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(format!("access of {len} bytes at {offset:#x} is outside the disk (size {size:#x})")),
+    }
+}
