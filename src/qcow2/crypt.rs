@@ -19,7 +19,6 @@ pub(crate) enum Crypt {
     /// Legacy AES: IV = guest sector.
     GuestSectorIv(SectorCipher),
     /// LUKS: IV = host sector.
-    #[allow(dead_code)] // built by the LUKS unlock, which lands with the LUKS module
     HostSectorIv(SectorCipher),
 }
 

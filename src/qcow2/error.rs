@@ -367,8 +367,8 @@ pub enum Error<E> {
     PassphraseRequired,
     /// The passphrase opens no key slot.
     WrongPassphrase,
-    /// The LUKS header inside the image cannot be used (message from the LUKS layer).
-    Luks(&'static str),
+    /// The LUKS header inside the image cannot be used.
+    Luks(crate::luks::Error),
     /// A compressed cluster could not be decompressed into exactly one cluster.
     Decompress {
         /// Guest offset of the cluster.
@@ -425,7 +425,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             Error::DataFileRequired => write!(f, "image uses an external data file and none was supplied"),
             Error::PassphraseRequired => write!(f, "image is encrypted: a passphrase is required"),
             Error::WrongPassphrase => write!(f, "wrong passphrase (no key slot opens with it)"),
-            Error::Luks(m) => write!(f, "LUKS header in the image: {m}"),
+            Error::Luks(e) => write!(f, "LUKS header in the image: {e}"),
             Error::Decompress { guest_offset, error } => {
                 write!(f, "compressed cluster at guest offset {guest_offset:#x}: {error}")
             }

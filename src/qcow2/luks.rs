@@ -1,13 +1,22 @@
 //! The LUKS header inside a qcow2 image (crypt_method 2): found through the FDE extension,
-//! every key-material offset relative to it, the payload offset ignored.
+//! every key-material offset relative to it and confined to its length, the payload offset
+//! ignored (the payload is the qcow2 data clusters, IV = host sector).
 
 use super::crypt::Crypt;
 use super::error::Error;
 use super::extension::FdeHeader;
+use crate::crypto::SectorCipher;
 use crate::io::BlockIo;
+use crate::luks::{luks1, IoError};
 
-/// Unlocks the LUKS header at `fde` with `passphrase` and returns the data cipher, whose IVs
-/// count host sectors.
-pub(crate) fn unlock<I: BlockIo>(_io: &mut I, _fde: FdeHeader, _passphrase: &[u8]) -> Result<Crypt, Error<I::Error>> {
-    Err(Error::Luks("LUKS-encrypted qcow2 images are not supported yet"))
+/// Unlocks the LUKS header at `fde` with `passphrase` and returns the data cipher.
+pub(crate) fn unlock<I: BlockIo>(io: &mut I, fde: FdeHeader, passphrase: &[u8]) -> Result<Crypt, Error<I::Error>> {
+    let map = |e: IoError<I::Error>| match e {
+        IoError::Device(e) => Error::Io(e),
+        IoError::Luks(crate::luks::Error::WrongPassphrase) => Error::WrongPassphrase,
+        IoError::Luks(e) => Error::Luks(e),
+    };
+    let header = luks1::read_header(io, fde.offset).map_err(map)?;
+    let key = luks1::unlock(io, fde.offset, Some(fde.length), &header, passphrase).map_err(map)?;
+    Ok(Crypt::HostSectorIv(SectorCipher::new(header.cipher, key.as_bytes())?))
 }
