@@ -190,6 +190,12 @@ pub trait Resolver<I: BlockIo> {
     /// one. Each layer may have its own.
     fn passphrase(&mut self, depth: usize) -> Option<&[u8]>;
 
+    /// The identity of the top image (see [`Opened::identity`]), so that a backing file
+    /// pointing back at it is caught as a loop at once.
+    fn top_identity(&mut self) -> Option<u64> {
+        None
+    }
+
     /// Opens (or refuses) the external data file an image needs.
     fn open_data_file(&mut self, request: &DataFileRequest<'_>) -> Result<I, Self::Error>;
 }
@@ -274,7 +280,7 @@ impl<E: fmt::Debug + fmt::Display, R: fmt::Debug + fmt::Display> core::error::Er
 
 /// An image with its backing layers, stored inline: `DEPTH` layers at most, `N` cached table
 /// slices per qcow2 layer.
-pub struct Chain<I: BlockIo, const N: usize = { super::DEFAULT_CACHE_SLICES }, const DEPTH: usize = 8> {
+pub struct Chain<I: BlockIo, const N: usize = { super::DEFAULT_CACHE_SLICES }, const DEPTH: usize = 4> {
     layers: [Option<Layer<I, N>>; DEPTH],
 }
 
@@ -311,6 +317,7 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
         let first = open_qcow2::<I, N, R>(top, resolver, 0)?;
         let mut chain = Chain::new(first);
         let mut identities = [None::<u64>; DEPTH];
+        identities[0] = resolver.top_identity();
         let mut depth = 0;
         while let Some(Layer::Qcow2(parent)) = &chain.layers[depth] {
             let Some(name) = parent.extensions().backing_file else { break };

@@ -25,21 +25,26 @@ pub mod compressed;
 mod crypt;
 mod error;
 pub mod extension;
-
+pub mod extent;
 pub mod feature;
+#[cfg(feature = "std")]
+pub mod file_resolver;
 pub mod header;
 pub mod l2_cache;
 pub mod l2_entry;
 mod luks;
 mod mapping;
 mod read;
+pub mod snapshot;
 
 pub use backing::{Chain, Layer};
 pub use error::{Corruption, Error, HeaderError};
 pub use extension::{Extensions, FdeHeader};
+pub use extent::Extent;
 pub use feature::Incompatible;
 pub use header::{CryptMethod, Header};
 pub use l2_entry::Mapping;
+pub use snapshot::Snapshot;
 
 use crate::io::BlockIo;
 use crypt::Crypt;
@@ -50,7 +55,11 @@ use l2_cache::L2Cache;
 pub const HEADER_AREA: usize = 8192;
 
 /// Default number of cached table slices (4 KiB each).
-pub const DEFAULT_CACHE_SLICES: usize = 8;
+pub const DEFAULT_CACHE_SLICES: usize = 4;
+
+pub(crate) fn be16(b: &[u8], off: usize) -> u16 {
+    u16::from_be_bytes([b[off], b[off + 1]])
+}
 
 pub(crate) fn be32(b: &[u8], off: usize) -> u32 {
     u32::from_be_bytes(b[off..off + 4].try_into().expect("4 bytes"))
