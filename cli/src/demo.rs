@@ -36,7 +36,7 @@ pub fn run() -> Result<(), Box<dyn std::error::Error>> {
             decrypt,
             time: Duration::from_millis(100),
         };
-        let (enc, dec) = (xts_gbps(backend, &config(false))?, xts_gbps(backend, &config(true))?);
+        let (enc, dec) = (xts_gbps(backend, &config(false))?.gbps, xts_gbps(backend, &config(true))?.gbps);
         println!("{:8} encrypt {enc:6.2} GB/s   decrypt {dec:6.2} GB/s", backend.name());
     }
     Ok(())
