@@ -37,6 +37,12 @@ fn xts_units_match_xts_mode_for_every_backend_unit_size_and_batch() {
         let mut case = 0;
         for &count in &BATCHES {
             for &unit in &UNIT_SIZES {
+                // The longest batches only with the small units, to keep the test fast (it also
+                // runs under qemu): the kernels do not depend on the unit size beyond its
+                // block count.
+                if count * unit > 64 * 1024 && unit > 1024 {
+                    continue;
+                }
                 // Rotate key length and first unit across the grid so every combination of
                 // each pair appears without running the full cross product.
                 let key_len = XTS_KEY_LENS[case % XTS_KEY_LENS.len()];
@@ -45,6 +51,7 @@ fn xts_units_match_xts_mode_for_every_backend_unit_size_and_batch() {
                 case += 1;
             }
         }
+        assert!(case > 40, "the grid shrank to {case} cases");
     }
 }
 

@@ -19,6 +19,17 @@ struct Keys {
     rounds: usize,
 }
 
+impl Drop for Keys {
+    /// The stack copy of the round keys is wiped (registers are left to be overwritten).
+    fn drop(&mut self) {
+        let len = core::mem::size_of_val(&self.k);
+        // SAFETY: vector values are plain bytes with no invalid patterns, and the slice covers
+        // exactly `self.k`, which is exclusively borrowed here.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(self.k.as_mut_ptr().cast::<u8>(), len) };
+        zeroize::Zeroize::zeroize(bytes);
+    }
+}
+
 #[inline]
 #[target_feature(enable = "sse2")]
 unsafe fn load_keys(keys: &[[u8; BLOCK]; 15], rounds: usize) -> Keys {
