@@ -168,6 +168,14 @@ park:
     wfe
     b       park
 
+    .section .stack, "aw", %nobits
+    .balign 16
+    .space  {stack_size}
+
+    .section .exception_stack, "aw", %nobits
+    .balign 16
+    .space  {exception_stack_size}
+
     .section .rodata.boot_l1_table, "a"
     .balign 4096
 boot_l1_table:
@@ -207,11 +215,18 @@ exception_common:
     sctlr_set = const SCTLR_SET,
     sctlr_clear = const SCTLR_CLEAR,
     paint = const STACK_PAINT,
+    stack_size = const STACK_SIZE,
+    exception_stack_size = const EXCEPTION_STACK_SIZE,
     l1_device = const L1_DEVICE_ENTRY,
     table = const TABLE,
     main = sym crate::main,
     on_exception = sym on_exception,
 );
+
+/// The stack: the chain of images is ~290 KB by value and moved a few times while it opens.
+const STACK_SIZE: usize = 4 << 20;
+/// The exception handler's own stack (the fault may be a stack overflow).
+const EXCEPTION_STACK_SIZE: usize = 16 << 10;
 
 /// What an untouched stack word holds.
 const STACK_PAINT: u64 = 0x5354_4143_4b21_5354;
