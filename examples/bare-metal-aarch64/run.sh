@@ -151,8 +151,8 @@ if [[ $mode == corrupt ]]; then
 fi
 
 # Self-tests of the platform code, each on its own: the driver over the legacy transport on
-# the raw file bytes (no qluks involved), then a data abort and a panic, which must be reported
-# and end the run with their own non-zero statuses.
+# the raw file bytes (no qluks involved), then a data abort, a stack overflow and a panic, which
+# must be reported and end the run with their own non-zero statuses.
 raw_offset=12345
 raw_length=$((2 << 20))
 raw_expected=$(sha256_of overlay.qcow2 "$raw_offset" "$raw_length")
@@ -166,6 +166,10 @@ status=0
 run_guest abort.log "$job_args sha256=$expected fault=data-abort" || status=$?
 ((status == 3)) && grep -q '^EXCEPTION: synchronous: EC=0x25 (data abort)' abort.log ||
   die "a data abort was not reported with exit status 3 (status $status)"
+status=0
+run_guest overflow.log "$job_args sha256=$expected fault=stack-overflow" || status=$?
+((status == 3)) && grep -q '^EXCEPTION: stack overflow' overflow.log ||
+  die "a stack overflow was not caught by the guard (status $status)"
 status=0
 run_guest panic.log "$job_args sha256=$expected fault=panic" || status=$?
 ((status == 4)) && grep -q '^PANIC: ' panic.log || die "a panic was not reported with exit status 4 (status $status)"

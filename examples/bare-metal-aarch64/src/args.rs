@@ -20,6 +20,7 @@ pub enum Source {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     DataAbort,
+    StackOverflow,
     Panic,
 }
 
@@ -110,6 +111,7 @@ impl<'a> Args<'a> {
                 "fault" => {
                     fault = Some(match value {
                         "data-abort" => Fault::DataAbort,
+                        "stack-overflow" => Fault::StackOverflow,
                         "panic" => Fault::Panic,
                         _ => return Err(invalid),
                     })

@@ -131,6 +131,7 @@ fn run(args: &Args) -> Result<[u8; 32], Failure> {
             let v = unsafe { core::ptr::read_volatile(0x8000_0000 as *const u64) };
             println!("read {v:#x} from an unmapped address?!");
         }
+        Some(Fault::StackOverflow) => println!("recursed {} times?!", recurse(0)),
         Some(Fault::Panic) => panic!("panic requested on the command line"),
         None => {}
     }
@@ -181,6 +182,15 @@ fn run(args: &Args) -> Result<[u8; 32], Failure> {
             hash_range(args.offset, args.length, buffer, |offset, buf| chain.read_at(offset, buf, scratch))
         }
     }
+}
+
+/// Unbounded recursion with a 4 KiB frame: runs into the stack guard.
+fn recurse(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth as u8; 4096]);
+    if depth == u64::MAX {
+        return 0;
+    }
+    core::hint::black_box(recurse(depth + 1)) + u64::from(frame[0])
 }
 
 /// Scratch memory for compressed clusters (`compressed_scratch_len`: three clusters), enough
