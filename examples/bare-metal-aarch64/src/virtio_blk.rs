@@ -455,6 +455,9 @@ impl qluks::io::BlockIo for VirtioBlk {
         if end > self.capacity {
             return Err(out_of_range);
         }
+        if buf.is_empty() {
+            return Ok(());
+        }
         let mut offset = offset;
         let mut buf = buf;
         let within = (offset % SECTOR as u64) as usize;
