@@ -135,6 +135,17 @@ fn cpu_features() -> u8 {
 
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2", feature = "std"))]
 fn detect() -> u8 {
+    detect_std()
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2", not(feature = "std")))]
+fn detect() -> u8 {
+    detect_cpuid()
+}
+
+/// x86 detection through std (which also checks the OS-enabled register state).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2", feature = "std"))]
+fn detect_std() -> u8 {
     use std::is_x86_feature_detected as has;
     let mut f = 0;
     if has!("aes") && has!("pclmulqdq") && has!("sse2") {
@@ -150,10 +161,14 @@ fn detect() -> u8 {
     f
 }
 
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2", not(feature = "std")))]
-fn detect() -> u8 {
+/// x86 detection without std: CPUID for the instructions, XGETBV for the register state the OS
+/// saves. Compiled (and tested against [`detect_std`]) with std too.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[cfg_attr(feature = "std", allow(dead_code))]
+fn detect_cpuid() -> u8 {
     use core::arch::x86_64::{__cpuid, __cpuid_count};
     let bit = |reg: u32, n: u32| reg >> n & 1 == 1;
+    // `__cpuid` is a safe fn in newer Rust; the block keeps the MSRV (1.89) compiling.
     #[allow(unused_unsafe)]
     // SAFETY: CPUID is present on every x86-64 CPU; leaf 7 is only read when leaf 0 reports it.
     let (max_leaf, l1, l7) = unsafe {
@@ -195,7 +210,8 @@ fn detect() -> u8 {
 }
 
 /// XCR0, read only after CPUID reported OSXSAVE.
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2", not(feature = "std")))]
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[cfg_attr(feature = "std", allow(dead_code))]
 fn xgetbv0() -> u64 {
     #[target_feature(enable = "xsave")]
     unsafe fn read() -> u64 {
@@ -432,4 +448,21 @@ pub(crate) fn steal_tail(
     tail[BLOCK..].copy_from_slice(&cc[..rest]);
     xex(&mut pp, &second);
     tail[..BLOCK].copy_from_slice(&pp);
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2", feature = "std"))]
+    #[test]
+    fn cpuid_and_xgetbv_detection_agrees_with_std() {
+        assert_eq!(super::detect_cpuid(), super::detect_std());
+    }
+
+    #[test]
+    fn detection_is_cached() {
+        let first = super::cpu_features();
+        assert_ne!(first & super::F_DETECTED, 0);
+        assert_eq!(super::CPU_FEATURES.load(core::sync::atomic::Ordering::Relaxed), first);
+        assert_eq!(super::cpu_features(), first);
+    }
 }
