@@ -15,7 +15,7 @@ if command -v qemu-img >/dev/null; then
   qemu-io -f qcow -c "write -P 0x11 0 8k" -c "write -P 0x22 300k 1k" "$seeds/a.qcow" >/dev/null
   qemu-img create -q -f qcow --object secret,id=s,data=pw -o encrypt.format=aes,encrypt.key-secret=s \
     "$seeds/e.qcow" 1M
-  yes qluks | head -c 256k > "$seeds/t.raw"
+  head -c 256k < <(yes qluks) > "$seeds/t.raw"
   qemu-img convert -c -f raw -O qcow "$seeds/t.raw" "$seeds/c.qcow" || true  # qemu-img 10 exits 1 here
   cp "$seeds"/*.qcow corpus/qcow1_read/
   for o in cluster_size=512 cluster_size=4096,extended_l2=off compat=0.10 cluster_size=16384,extended_l2=on; do
@@ -27,6 +27,8 @@ if command -v qemu-img >/dev/null; then
   done
   qemu-img convert -c -f raw -O qcow2 -o cluster_size=4096 "$seeds/t.raw" "$seeds/z.qcow2"
   cp "$seeds/z.qcow2" corpus/qcow2_read/
+  qemu-img create -q -f luks --object secret,id=s,data=pw -o key-secret=s,iter-time=10 "$seeds/l.luks" 1M
+  head -c 4096 "$seeds/l.luks" > corpus/luks1_header/qemu-default.luks
 fi
 
 for t in $targets; do

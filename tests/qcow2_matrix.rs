@@ -1,6 +1,7 @@
 //! The qcow2 interoperability matrix (issue 4's acceptance), through the library API: every
 //! image is generated with qemu-img/qemu-io at test time (tests/matrix), and what qluks reads
-//! from it must be byte-identical to `qemu-img convert -O raw`.
+//! from it must be byte-identical to `qemu-img convert -O raw`, and its extent map must agree
+//! with `qemu-img map --output json` on which ranges hold data and which read as zero.
 mod common;
 mod matrix;
 
@@ -8,8 +9,8 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use matrix::{Case, Format};
-use qluks::qcow::Qcow1;
+use matrix::{Case, Format, MapRange};
+use qluks::qcow::{ExtentKind, Qcow1};
 use qluks::qcow2::backing::{BackingFormat, BackingRequest, Chain, DataFileRequest, Opened, Resolver};
 
 /// Test policy for names found in images: plain file names in the image's directory only.
@@ -64,16 +65,17 @@ impl Resolver<File> for DirResolver {
 
 /// Cases whose feature has not landed in the engine yet (checked both ways: a pending case that
 /// starts passing fails the test until it is taken off this list).
-const PENDING: &[&str] = &["luks-aes-256-xts", "luks-aes-128-xts", "luks-aes-256-cbc-essiv", "chain3"];
+const PENDING: &[&str] = &[];
 
 /// The guest windows to compare: the whole disk unless the case names windows.
 fn windows(case: &Case) -> Vec<(u64, u64)> {
     case.windows.clone().unwrap_or_else(|| vec![(0, case.size)])
 }
 
-/// What qluks reads from the case's windows, concatenated.
-fn qluks_read(case: &Case) -> Vec<u8> {
+/// What qluks reads from the case's windows (concatenated), and its map of the whole disk.
+fn qluks_read(case: &Case) -> (Vec<u8>, Vec<MapRange>) {
     let mut out = Vec::new();
+    let mut map = Vec::new();
     match case.format {
         Format::Qcow2 => {
             let mut resolver = DirResolver::for_case(case);
@@ -85,6 +87,10 @@ fn qluks_read(case: &Case) -> Vec<u8> {
                 let mut buf = vec![0u8; len as usize];
                 chain.read_at(off, &mut buf, &mut scratch).unwrap_or_else(|e| panic!("{}: read: {e}", case.name));
                 out.extend_from_slice(&buf);
+            }
+            for e in chain.extents(0) {
+                let e = e.unwrap_or_else(|e| panic!("{}: map: {e}", case.name));
+                map.push(MapRange { start: e.start, length: e.length, data: e.data(), zero: e.zero() });
             }
         }
         Format::Qcow => {
@@ -98,9 +104,16 @@ fn qluks_read(case: &Case) -> Vec<u8> {
                 q.read_at(off, &mut buf).unwrap_or_else(|e| panic!("{}: read: {e}", case.name));
                 out.extend_from_slice(&buf);
             }
+            let mut off = 0;
+            while off < q.size() {
+                let e = q.extent_at(off).unwrap_or_else(|e| panic!("{}: map: {e}", case.name));
+                let data = !matches!(e.kind, ExtentKind::Unallocated);
+                map.push(MapRange { start: e.offset, length: e.len, data, zero: !data });
+                off += e.len;
+            }
         }
     }
-    out
+    (out, matrix::merge(map))
 }
 
 /// Index of the first differing byte, for a readable failure.
@@ -120,6 +133,7 @@ fn matrix_images_read_like_qemu() {
     println!("generated {} images in {:?}", cases.len(), start.elapsed());
     let mut failures = Vec::new();
     for case in &cases {
+        let case_start = std::time::Instant::now();
         let expected = case.qemu_raw(dir.path());
         let map = case.qemu_map();
         matrix::check_generated(case, &map, &expected);
@@ -130,14 +144,14 @@ fn matrix_images_read_like_qemu() {
         });
         let outcome = match ours {
             Err(_) => Err(format!("{}: qluks failed (see the panic above)", case.name)),
-            Ok(ours) => match first_difference(&ours, &expected) {
+            Ok((ours, our_map)) => match first_difference(&ours, &expected) {
                 Some(at) => Err(format!("{}: first difference at byte {at:#x} of the compared windows", case.name)),
-                None => Ok(()),
+                None => matrix::compare_maps(&our_map, &map).map_err(|e| format!("{}: map: {e}", case.name)),
             },
         };
         let pending = PENDING.contains(&case.name.as_str());
         match (outcome, pending) {
-            (Ok(()), false) => println!("ok      {}", case.name),
+            (Ok(()), false) => println!("ok      {} ({:?})", case.name, case_start.elapsed()),
             (Err(e), true) => println!("pending {e}"),
             (Err(e), false) => failures.push(e),
             (Ok(()), true) => failures.push(format!("{}: now reads like QEMU: remove it from PENDING", case.name)),

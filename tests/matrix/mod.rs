@@ -249,6 +249,9 @@ pub fn read_windows(path: &Path, windows: &[(u64, u64)]) -> Vec<u8> {
 pub fn parse_map_json(json: &str) -> Vec<MapRange> {
     let mut ranges: Vec<MapRange> = Vec::new();
     for obj in json.split('{').skip(1) {
+        if !obj.contains("\"start\"") {
+            continue;
+        }
         let obj = obj.split('}').next().unwrap();
         let field = |name: &str| -> &str {
             let key = format!("\"{name}\"");
@@ -261,14 +264,9 @@ pub fn parse_map_json(json: &str) -> Vec<MapRange> {
             data: field("data") == "true",
             zero: field("zero") == "true",
         };
-        match ranges.last_mut() {
-            Some(last) if last.start + last.length == r.start && last.data == r.data && last.zero == r.zero => {
-                last.length += r.length
-            }
-            _ => ranges.push(r),
-        }
+        ranges.push(r);
     }
-    ranges
+    merge(ranges)
 }
 
 const MIB: u64 = 1 << 20;
@@ -599,4 +597,48 @@ pub fn check_generated(case: &Case, map: &[MapRange], raw: &[u8]) {
         let at1 = ((1u64 << 32) * 512 + 4096) as usize;
         assert!(map.iter().any(|r| r.data && r.start as usize >= at1 - 4096), "{name}: data past sector 2^32");
     }
+}
+
+/// Merges adjacent ranges of the same kind.
+pub fn merge(ranges: impl IntoIterator<Item = MapRange>) -> Vec<MapRange> {
+    let mut out: Vec<MapRange> = Vec::new();
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if last.start + last.length == r.start && last.data == r.data && last.zero == r.zero => {
+                last.length += r.length
+            }
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// Compares two maps over the whole disk: which bytes hold data must agree exactly; where
+/// neither holds data, whether they read as zero must agree. (On data ranges QEMU may add
+/// `zero: true` from probing holes of the host file, which is not a property of the image.)
+pub fn compare_maps(ours: &[MapRange], qemu: &[MapRange]) -> Result<(), String> {
+    let end = |m: &[MapRange]| m.last().map_or(0, |r| r.start + r.length);
+    if end(ours) != end(qemu) {
+        return Err(format!("map ends at {:#x}, QEMU's at {:#x}", end(ours), end(qemu)));
+    }
+    let (mut i, mut j, mut pos) = (0, 0, 0u64);
+    while i < ours.len() && j < qemu.len() {
+        let (a, b) = (ours[i], qemu[j]);
+        let agree = a.data == b.data && (a.data || a.zero == b.zero);
+        if !agree {
+            return Err(format!(
+                "at {pos:#x}: qluks says data={} zero={}, QEMU says data={} zero={}",
+                a.data, a.zero, b.data, b.zero
+            ));
+        }
+        let next = (a.start + a.length).min(b.start + b.length);
+        pos = next;
+        if a.start + a.length == next {
+            i += 1;
+        }
+        if b.start + b.length == next {
+            j += 1;
+        }
+    }
+    Ok(())
 }
