@@ -12,6 +12,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod crypto;
+pub mod image;
 pub mod io;
 pub mod luks;
 pub mod qcow;

@@ -43,6 +43,8 @@ pub fn run(args: InfoArgs) -> Result<(), Box<dyn Error>> {
                 version => return Err(format!("{}: LUKS version {version} is not supported", path.display()).into()),
             }
         }
+        Format::Qcow2 => crate::qcow2_info::qcow2_info(path, file, args.output == Output::Json)?,
+        Format::Qcow => crate::qcow2_info::qcow_info(path, file, args.output == Output::Json)?,
         Format::Raw => {
             let name = Format::Raw.name();
             match args.output {

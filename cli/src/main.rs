@@ -3,14 +3,19 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_pbkdf2;
+mod compare;
 mod convert;
 mod create;
 mod demo;
+mod image_open;
 mod info;
 mod io_cmd;
 mod luks_cmd;
+mod map;
 mod open;
+mod qcow2_info;
 mod secret;
+mod snapshot;
 mod units;
 
 #[derive(Parser)]
@@ -36,6 +41,12 @@ enum Command {
     Io(io_cmd::IoArgs),
     /// LUKS keyslot management.
     Luks(luks_cmd::LuksArgs),
+    /// Allocation map of a qcow2 image and its backing chain (like `qemu-img map`).
+    Map(map::MapArgs),
+    /// Internal snapshots of a qcow2 image (`-l` lists them).
+    Snapshot(snapshot::SnapshotArgs),
+    /// Compare the guest-visible content of two images.
+    Compare(compare::CompareArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +59,9 @@ fn main() -> std::process::ExitCode {
         Command::Create(args) => create::run(args),
         Command::Io(args) => io_cmd::run(args),
         Command::Luks(args) => luks_cmd::run(args),
+        Command::Map(args) => map::run(args),
+        Command::Snapshot(args) => snapshot::run(args),
+        Command::Compare(args) => compare::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -7,6 +7,7 @@ use std::path::Path;
 use qluks::io::BlockIo;
 use qluks::luks::{LuksVolume, OpenOptions};
 
+use crate::image_open::{ChainArgs, Qcow2Disk, QcowDisk};
 use crate::secret::SecretArgs;
 
 /// A guest-visible disk: its plaintext bytes.
@@ -19,6 +20,21 @@ pub trait Disk {
     fn write_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Box<dyn Error>>;
     /// Makes writes durable.
     fn flush(&mut self) -> Result<(), Box<dyn Error>>;
+    /// Which ranges read as zero without holding data, when the format knows (`None`: unknown).
+    fn map(&mut self) -> Result<Option<Vec<MapEntry>>, Box<dyn Error>> {
+        Ok(None)
+    }
+}
+
+/// One range of a disk's allocation map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapEntry {
+    /// Guest offset.
+    pub start: u64,
+    /// Length.
+    pub length: u64,
+    /// Reads as zero and holds no data (a hole in a sparse copy).
+    pub zero: bool,
 }
 
 /// Image formats `open` recognises.
@@ -26,6 +42,10 @@ pub trait Disk {
 pub enum Format {
     /// LUKS1 or LUKS2 (`LUKS\xba\xbe`).
     Luks,
+    /// qcow2 (`QFI\xfb`, version 2 or 3).
+    Qcow2,
+    /// qcow version 1.
+    Qcow,
     /// Anything else: the file's bytes are the disk.
     Raw,
 }
@@ -35,6 +55,8 @@ impl Format {
     pub fn name(self) -> &'static str {
         match self {
             Format::Luks => "luks",
+            Format::Qcow2 => "qcow2",
+            Format::Qcow => "qcow",
             Format::Raw => "raw",
         }
     }
@@ -49,12 +71,27 @@ pub fn detect(file: &mut File) -> Result<Format, Box<dyn Error>> {
         if magic[..6] == qluks::luks::MAGIC {
             return Ok(Format::Luks);
         }
+        match qluks::image::detect(file)? {
+            qluks::image::Format::Qcow2 => return Ok(Format::Qcow2),
+            qluks::image::Format::Qcow => return Ok(Format::Qcow),
+            _ => {}
+        }
     }
     Ok(Format::Raw)
 }
 
 /// Opens `path` (read-write when `writable`), unlocking it with `secret` when it is encrypted.
 pub fn open(path: &Path, writable: bool, secret: &SecretArgs) -> Result<Box<dyn Disk>, Box<dyn Error>> {
+    open_with_chain(path, writable, secret, &ChainArgs::default())
+}
+
+/// [`open`] with the passphrases and policy for qcow2 backing layers.
+pub fn open_with_chain(
+    path: &Path,
+    writable: bool,
+    secret: &SecretArgs,
+    chain: &ChainArgs,
+) -> Result<Box<dyn Disk>, Box<dyn Error>> {
     let mut file =
         FileOptions::new().read(true).write(writable).open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     match detect(&mut file)? {
@@ -64,6 +101,8 @@ pub fn open(path: &Path, writable: bool, secret: &SecretArgs) -> Result<Box<dyn 
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             Ok(Box::new(LuksDisk(volume)))
         }
+        Format::Qcow2 => Ok(Box::new(Qcow2Disk::open(path, secret, chain)?)),
+        Format::Qcow => Ok(Box::new(QcowDisk::open(path, secret)?)),
         Format::Raw => {
             let size = BlockIo::size(&mut file)?;
             Ok(Box::new(RawDisk { file, size }))

@@ -20,6 +20,8 @@ pub(crate) enum Crypt {
     GuestSectorIv(SectorCipher),
     /// LUKS: IV = host sector.
     HostSectorIv(SectorCipher),
+    /// Encrypted, opened for metadata only: data cannot be read.
+    Locked,
 }
 
 impl core::fmt::Debug for Crypt {
@@ -28,6 +30,7 @@ impl core::fmt::Debug for Crypt {
             Crypt::None => f.write_str("None"),
             Crypt::GuestSectorIv(c) => f.debug_tuple("GuestSectorIv").field(&c.spec()).finish(),
             Crypt::HostSectorIv(c) => f.debug_tuple("HostSectorIv").field(&c.spec()).finish(),
+            Crypt::Locked => f.write_str("Locked"),
         }
     }
 }
@@ -51,7 +54,7 @@ impl Crypt {
     /// The cipher, if any.
     pub(crate) fn cipher(&self) -> Option<&SectorCipher> {
         match self {
-            Crypt::None => None,
+            Crypt::None | Crypt::Locked => None,
             Crypt::GuestSectorIv(c) | Crypt::HostSectorIv(c) => Some(c),
         }
     }
@@ -65,7 +68,7 @@ impl Crypt {
         data: &mut [u8],
     ) -> Result<(), crate::crypto::Error> {
         match self {
-            Crypt::None => Ok(()),
+            Crypt::None | Crypt::Locked => Ok(()),
             Crypt::GuestSectorIv(c) => c.decrypt_sectors(data, SECTOR as usize, guest_offset / SECTOR),
             Crypt::HostSectorIv(c) => c.decrypt_sectors(data, SECTOR as usize, host_offset / SECTOR),
         }

@@ -142,10 +142,22 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     /// the external data file feature; the image's [`Extensions::data_file`] names it, and the
     /// caller decides whether and how to open that name).
     pub fn open_with_data_file(
-        mut io: I,
-        mut data_file: Option<D>,
+        io: I,
+        data_file: Option<D>,
         passphrase: Option<&[u8]>,
     ) -> Result<Self, Error<I::Error>> {
+        Self::open_inner(io, data_file, Some(passphrase))
+    }
+
+    /// Opens the metadata only: header, tables, snapshots and the allocation map are
+    /// available without a passphrase or data file; reading encrypted data (or data in a
+    /// missing data file) fails with [`Error::PassphraseRequired`] ([`Error::DataFileRequired`]).
+    pub fn open_metadata(io: I, data_file: Option<D>) -> Result<Self, Error<I::Error>> {
+        Self::open_inner(io, data_file, None)
+    }
+
+    /// `key`: `None` = metadata only, `Some(passphrase)` = unlock.
+    fn open_inner(mut io: I, mut data_file: Option<D>, key: Option<Option<&[u8]>>) -> Result<Self, Error<I::Error>> {
         let (header, extensions, file_size) = read_header(&mut io)?;
         let l1_bytes = u64::from(header.l1_size) * 8;
         check_in_file(header::Table::L1, header.l1_table_offset, l1_bytes, file_size)?;
@@ -157,26 +169,17 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let data_file_size = if header.incompatible(Incompatible::ExternalDataFile) {
             match data_file.as_mut() {
                 Some(d) => d.size().map_err(Error::Io)?,
+                None if key.is_none() => 0,
                 None => return Err(Error::DataFileRequired),
             }
         } else {
             data_file = None;
             0
         };
-        let crypt = match header.crypt_method {
-            CryptMethod::None => Crypt::None,
-            CryptMethod::Aes => Crypt::legacy_aes(passphrase.ok_or(Error::PassphraseRequired)?)?,
-            CryptMethod::Luks => {
-                let fde = extensions.fde.ok_or(Error::Header(HeaderError::LuksWithoutFde))?;
-                if fde.offset.saturating_add(fde.length) > file_size {
-                    return Err(Error::Corrupt(Corruption::PastEndOfFile {
-                        table: header::Table::Fde,
-                        offset: fde.offset,
-                        file_size,
-                    }));
-                }
-                luks::unlock(&mut io, fde, passphrase.ok_or(Error::PassphraseRequired)?)?
-            }
+        let crypt = match (header.crypt_method, key) {
+            (CryptMethod::None, _) => Crypt::None,
+            (_, None) => Crypt::Locked,
+            (_, Some(passphrase)) => Self::unlock(&mut io, &header, &extensions, file_size, passphrase)?,
         };
         Ok(Qcow2 {
             io,
@@ -191,6 +194,30 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             data_file_size,
             crypt,
             cache: L2Cache::new(),
+        })
+    }
+
+    fn unlock(
+        io: &mut I,
+        header: &Header,
+        extensions: &Extensions,
+        file_size: u64,
+        passphrase: Option<&[u8]>,
+    ) -> Result<Crypt, Error<I::Error>> {
+        Ok(match header.crypt_method {
+            CryptMethod::None => Crypt::None,
+            CryptMethod::Aes => Crypt::legacy_aes(passphrase.ok_or(Error::PassphraseRequired)?)?,
+            CryptMethod::Luks => {
+                let fde = extensions.fde.ok_or(Error::Header(HeaderError::LuksWithoutFde))?;
+                if fde.offset.saturating_add(fde.length) > file_size {
+                    return Err(Error::Corrupt(Corruption::PastEndOfFile {
+                        table: header::Table::Fde,
+                        offset: fde.offset,
+                        file_size,
+                    }));
+                }
+                luks::unlock(io, fde, passphrase.ok_or(Error::PassphraseRequired)?)?
+            }
         })
     }
 

@@ -4,7 +4,7 @@
 
 use super::backing::Layer;
 use super::compressed::decompress_cluster;
-use super::crypt::SECTOR;
+use super::crypt::{Crypt, SECTOR};
 use super::error::{Corruption, Error};
 use super::l2_entry::Mapping;
 use super::Qcow2;
@@ -46,6 +46,9 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     /// decrypts it in place. Partial sectors at the ends go through a one-sector bounce buffer;
     /// the aligned middle is one I/O and one decrypt call.
     fn read_data(&mut self, host_offset: u64, guest: u64, out: &mut [u8]) -> Result<(), Error<I::Error>> {
+        if matches!(self.crypt, Crypt::Locked) {
+            return Err(Error::PassphraseRequired);
+        }
         if !self.crypt.is_encrypted() {
             return self.read_host(host_offset, out);
         }
@@ -94,8 +97,10 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     /// Reads stored bytes from the image file or the external data file. Like QEMU's file
     /// driver, bytes past the end of the file read as zeros.
     fn read_host(&mut self, host: u64, out: &mut [u8]) -> Result<(), Error<I::Error>> {
+        let external = self.header.incompatible(super::Incompatible::ExternalDataFile);
         let (io, file_size): (&mut dyn BlockIoDyn<I::Error>, u64) = match self.data_file.as_mut() {
             Some(d) => (d, self.data_file_size),
+            None if external => return Err(Error::DataFileRequired),
             None => (&mut self.io, self.file_size),
         };
         let avail = file_size.saturating_sub(host).min(out.len() as u64) as usize;

@@ -1,0 +1,157 @@
+//! Opening qcow2 (with its backing chain) and qcow images for the CLI: passphrases per layer,
+//! backing files through the std resolver, read-only [`Disk`]s with an allocation map.
+use std::error::Error;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use qluks::image::{Image, MAX_SCRATCH_LEN};
+use qluks::io::BlockIo;
+use qluks::qcow2::extent::Extent;
+use qluks::qcow2::file_resolver::FileResolver;
+use qluks::qcow2::{Chain, CryptMethod, Layer};
+
+use crate::open::{Disk, MapEntry};
+use crate::secret::SecretArgs;
+
+/// Table slices cached per qcow2 layer (4 KiB each).
+pub const CACHE_SLICES: usize = 8;
+/// Deepest backing chain the CLI opens.
+pub const MAX_DEPTH: usize = 16;
+
+/// A qcow2 chain as the CLI holds it (boxed: it is large).
+pub type CliChain = Chain<File, CACHE_SLICES, MAX_DEPTH>;
+
+/// Passphrases of backing layers and where backing files may live.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ChainArgs {
+    /// Passphrase file of the next encrypted backing layer (repeat: layer 1, 2, ...; used as is).
+    #[arg(long = "backing-passphrase-file", value_name = "FILE")]
+    pub backing_passphrase_files: Vec<PathBuf>,
+    /// Backing and data files must resolve inside this directory (default: anywhere).
+    #[arg(long, value_name = "DIR")]
+    pub backing_root: Option<PathBuf>,
+}
+
+/// A resolver for the image at `path`: the top passphrase from `secret` (asked only when the
+/// image is encrypted), backing passphrases from `chain`.
+pub fn resolver(path: &Path, secret: &SecretArgs, chain: &ChainArgs) -> Result<FileResolver, Box<dyn Error>> {
+    let root = chain.backing_root.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let mut r = FileResolver::new(path, &root).map_err(|e| format!("{}: {e}", path.display()))?;
+    if needs_passphrase(path)? {
+        let p = secret.get(&format!("Passphrase for {}: ", path.display()))?;
+        r.set_passphrase(0, &p);
+    }
+    for (depth, f) in (1..).zip(&chain.backing_passphrase_files) {
+        let p = zeroize::Zeroizing::new(std::fs::read(f).map_err(|e| format!("passphrase file {}: {e}", f.display()))?);
+        r.set_passphrase(depth, &p);
+    }
+    Ok(r)
+}
+
+/// Whether the image at `path` is encrypted (qcow2, qcow or LUKS).
+fn needs_passphrase(path: &Path) -> Result<bool, Box<dyn Error>> {
+    let mut file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(match qluks::image::detect(&mut file)? {
+        qluks::image::Format::Qcow2 => {
+            let (h, _, _) = qluks::qcow2::read_header(&mut file).map_err(|e| format!("{}: {e}", path.display()))?;
+            h.crypt_method != CryptMethod::None
+        }
+        qluks::image::Format::Qcow => {
+            let mut raw = [0u8; qluks::qcow::header::HEADER_LEN];
+            BlockIo::read_at(&mut file, 0, &mut raw)?;
+            qluks::qcow::QcowHeader::parse(&raw)?.crypt_method != qluks::qcow::CryptMethod::None
+        }
+        qluks::image::Format::Luks => true,
+        qluks::image::Format::Raw => false,
+    })
+}
+
+/// Opens the qcow2 image at `path` with its backing chain.
+pub fn open_chain(path: &Path, secret: &SecretArgs, chain: &ChainArgs) -> Result<Box<CliChain>, Box<dyn Error>> {
+    let mut r = resolver(path, secret, chain)?;
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let shown = path.display().to_string();
+    // The chain is built by value (no heap in the core) and is large: build it on a thread
+    // with room for unoptimized builds' copies, then keep it boxed.
+    let opened = std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(move || CliChain::open(file, &mut r).map(Box::new).map_err(|e| format!("{shown}: {e}")))?
+        .join()
+        .map_err(|_| "opening the image panicked")?;
+    Ok(opened?)
+}
+
+/// A qcow2 chain as a read-only [`Disk`].
+pub struct Qcow2Disk {
+    chain: Box<CliChain>,
+    scratch: Vec<u8>,
+}
+
+impl Qcow2Disk {
+    /// Opens `path`.
+    pub fn open(path: &Path, secret: &SecretArgs, chain: &ChainArgs) -> Result<Qcow2Disk, Box<dyn Error>> {
+        let chain = open_chain(path, secret, chain)?;
+        let largest = chain
+            .layers()
+            .map(|l| match l {
+                Layer::Qcow2(q) => q.compressed_scratch_len(),
+                Layer::Raw { .. } => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        Ok(Qcow2Disk { chain, scratch: vec![0; largest] })
+    }
+}
+
+impl Disk for Qcow2Disk {
+    fn size(&self) -> u64 {
+        self.chain.size()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Box<dyn Error>> {
+        Ok(self.chain.read_at(offset, buf, &mut self.scratch)?)
+    }
+    fn write_at(&mut self, _offset: u64, _buf: &mut [u8]) -> Result<(), Box<dyn Error>> {
+        Err("qcow2 images are read-only in qluks".into())
+    }
+    fn flush(&mut self) -> Result<(), Box<dyn Error>> {
+        Ok(())
+    }
+    fn map(&mut self) -> Result<Option<Vec<MapEntry>>, Box<dyn Error>> {
+        let mut out = Vec::new();
+        for e in self.chain.extents(0) {
+            let e: Extent = e?;
+            out.push(MapEntry { start: e.start, length: e.length, zero: e.zero() && !e.data() });
+        }
+        Ok(Some(out))
+    }
+}
+
+/// A qcow (v1) image as a read-only [`Disk`] (its scratch memory leaked: one per process).
+pub struct QcowDisk(Image<'static, File>);
+
+impl QcowDisk {
+    /// Opens `path`.
+    pub fn open(path: &Path, secret: &SecretArgs) -> Result<QcowDisk, Box<dyn Error>> {
+        let mut r = resolver(path, secret, &ChainArgs::default())?;
+        let scratch: &'static mut [u8] = Box::leak(vec![0u8; MAX_SCRATCH_LEN].into_boxed_slice());
+        let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let image = Image::open(file, &mut r, scratch).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(QcowDisk(image))
+    }
+}
+
+impl Disk for QcowDisk {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Box<dyn Error>> {
+        Ok(self.0.read_at(offset, buf)?)
+    }
+    fn write_at(&mut self, _offset: u64, _buf: &mut [u8]) -> Result<(), Box<dyn Error>> {
+        Err("qcow images are read-only in qluks".into())
+    }
+    fn flush(&mut self) -> Result<(), Box<dyn Error>> {
+        Ok(())
+    }
+}

@@ -1,0 +1,191 @@
+//! `qluks info` for qcow2 and qcow images: geometry, compat, features, encryption details,
+//! backing file and format, snapshots. Nothing is unlocked.
+use std::error::Error;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::path::Path;
+
+use qluks::io::BlockIo;
+use qluks::luks::luks1;
+use qluks::qcow2::feature::{known_name, table_name, FeatureKind};
+use qluks::qcow2::{CryptMethod, Qcow2};
+use serde_json::{json, Value};
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Names of the set bits of `bits`, from QEMU's names or the image's feature name table.
+fn feature_names(bits: u64, kind: FeatureKind, table: &[u8]) -> Vec<String> {
+    (0..64)
+        .filter(|b| bits & (1u64 << b) != 0)
+        .map(|b| match known_name(kind, b) {
+            Some(n) => n.to_string(),
+            None => match table_name(table, kind, b) {
+                Some(n) if !n.is_empty() => lossy(n.as_bytes()),
+                _ => format!("bit {b}"),
+            },
+        })
+        .collect()
+}
+
+/// The description of the qcow2 image in `file`.
+pub fn qcow2_info(path: &Path, file: File, json_out: bool) -> Result<String, Box<dyn Error>> {
+    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let mut q: Qcow2<File> = Qcow2::open_metadata(file, None).map_err(|e| at(&e))?;
+    let h = *q.header();
+    let x = q.extensions().clone();
+    let table = x.feature_table();
+    let compat = if h.version == 2 { "0.10" } else { "1.1" };
+    let encryption = match h.crypt_method {
+        CryptMethod::None => Value::Null,
+        CryptMethod::Aes => json!({ "format": "aes" }),
+        CryptMethod::Luks => {
+            let fde = x.fde.ok_or("FDE extension missing")?;
+            let (mut file, _) = q.into_inner();
+            let l = luks1::read_header(&mut file, fde.offset).map_err(|e| at(&e))?;
+            let slots: Vec<Value> = l
+                .keyslots
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    json!({ "index": i, "active": k.active, "iterations": k.iterations,
+                            "key_offset": k.key_offset as u64 * 512, "stripes": k.stripes })
+                })
+                .collect();
+            let v = json!({
+                "format": "luks",
+                "cipher": l.cipher.to_string(),
+                "cipher_alg": format!("{}-{}", l.cipher.cipher_name(), l.cipher.aes_bits()),
+                "cipher_mode": l.cipher.mode_name(),
+                "hash": l.hash.name(),
+                "key_bytes": l.key_bytes,
+                "uuid": l.uuid_str(),
+                "mk_iterations": l.mk_iterations,
+                "header_offset": fde.offset,
+                "header_length": fde.length,
+                "payload_offset": l.payload_offset_bytes(),
+                "keyslots": slots,
+            });
+            q = Qcow2::open_metadata(file, None).map_err(|e| at(&e))?;
+            v
+        }
+    };
+    let mut snapshots = Vec::new();
+    for s in q.snapshots() {
+        let s = s.map_err(|e| at(&e))?;
+        snapshots.push(json!({
+            "id": lossy(s.id.as_bytes()),
+            "name": lossy(s.name.as_bytes()),
+            "date_sec": s.date_sec,
+            "date_nsec": s.date_nsec,
+            "vm_clock_nsec": s.vm_clock_nsec,
+            "vm_state_size": s.vm_state_size,
+            "disk_size": s.disk_size,
+            "l1_size": s.l1_size,
+        }));
+    }
+    let file_size = q.into_inner().0.size()?;
+    let v = json!({
+        "format": "qcow2",
+        "filename": path.display().to_string(),
+        "virtual_size": h.size,
+        "actual_size_file": file_size,
+        "cluster_size": h.cluster_size(),
+        "version": h.version,
+        "compat": compat,
+        "refcount_bits": h.refcount_bits(),
+        "compression_type": h.compression_type.name(),
+        "extended_l2": h.extended_l2(),
+        "lazy_refcounts": h.compatible_features & 1 != 0,
+        "corrupt": h.incompatible_features & 2 != 0,
+        "dirty": h.incompatible_features & 1 != 0,
+        "incompatible_features": feature_names(h.incompatible_features, FeatureKind::Incompatible, table),
+        "compatible_features": feature_names(h.compatible_features, FeatureKind::Compatible, table),
+        "autoclear_features": feature_names(h.autoclear_features, FeatureKind::Autoclear, table),
+        "encrypted": h.crypt_method != CryptMethod::None,
+        "encryption": encryption,
+        "backing_file": x.backing_file.map(|n| lossy(n.as_bytes())),
+        "backing_file_format": x.backing_format.map(|n| lossy(n.as_bytes())),
+        "data_file": x.data_file.map(|n| lossy(n.as_bytes())),
+        "data_file_raw": h.autoclear_features & 2 != 0,
+        "unknown_extensions": x.unknown().iter().map(|u| json!({"type": u.ext_type, "length": u.len})).collect::<Vec<_>>(),
+        "snapshots": snapshots,
+    });
+    if json_out {
+        return Ok(serde_json::to_string_pretty(&v)? + "\n");
+    }
+    Ok(human(&v))
+}
+
+/// The human form: one `key: value` per line, nested objects indented.
+fn human(v: &Value) -> String {
+    let mut s = String::new();
+    let skip = ["snapshots", "encryption"];
+    for (k, val) in v.as_object().expect("object") {
+        if skip.contains(&k.as_str()) || val.is_null() {
+            continue;
+        }
+        let shown = match val {
+            Value::String(t) => t.clone(),
+            Value::Array(a) if a.is_empty() => continue,
+            Value::Array(a) => {
+                a.iter().map(|x| x.as_str().map(str::to_string).unwrap_or(x.to_string())).collect::<Vec<_>>().join(", ")
+            }
+            other => other.to_string(),
+        };
+        let _ = writeln!(s, "{}: {shown}", k.replace('_', " "));
+    }
+    if let Some(e) = v.get("encryption").filter(|e| !e.is_null()) {
+        let _ = writeln!(s, "encryption:");
+        for (k, val) in e.as_object().expect("object") {
+            if k == "keyslots" {
+                for slot in val.as_array().expect("array") {
+                    if slot["active"] == true {
+                        let _ = writeln!(
+                            s,
+                            "    keyslot {}: active, iterations {}, key material at {}",
+                            slot["index"], slot["iterations"], slot["key_offset"]
+                        );
+                    }
+                }
+                continue;
+            }
+            let shown = val.as_str().map(str::to_string).unwrap_or(val.to_string());
+            let _ = writeln!(s, "    {}: {shown}", k.replace('_', " "));
+        }
+    }
+    let snaps = v["snapshots"].as_array().expect("array");
+    if !snaps.is_empty() {
+        let _ = writeln!(s, "snapshots:");
+        s.push_str(&crate::snapshot::table(snaps));
+    }
+    s
+}
+
+/// The description of the qcow (v1) image in `file`.
+pub fn qcow_info(path: &Path, mut file: File, json_out: bool) -> Result<String, Box<dyn Error>> {
+    let mut raw = [0u8; qluks::qcow::header::HEADER_LEN];
+    BlockIo::read_at(&mut file, 0, &mut raw)?;
+    let h = qluks::qcow::QcowHeader::parse(&raw).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut backing = None;
+    if h.backing_file_offset != 0 && h.backing_file_size as usize <= qluks::qcow::header::MAX_BACKING_FILE_NAME {
+        let mut b = vec![0u8; h.backing_file_size as usize];
+        BlockIo::read_at(&mut file, h.backing_file_offset, &mut b)?;
+        backing = Some(lossy(&b));
+    }
+    let v = json!({
+        "format": "qcow",
+        "filename": path.display().to_string(),
+        "virtual_size": h.virtual_size(),
+        "cluster_size": h.cluster_size(),
+        "encrypted": h.crypt_method != qluks::qcow::CryptMethod::None,
+        "backing_file": backing,
+    });
+    if json_out {
+        return Ok(serde_json::to_string_pretty(&v)? + "\n");
+    }
+    Ok(human(&json!({ "format": v["format"], "filename": v["filename"], "virtual_size": v["virtual_size"],
+        "cluster_size": v["cluster_size"], "encrypted": v["encrypted"], "backing_file": v["backing_file"],
+        "snapshots": [] })))
+}

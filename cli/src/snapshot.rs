@@ -1,0 +1,116 @@
+//! `qluks snapshot -l IMAGE`: the internal snapshots of a qcow2 image, like `qemu-img snapshot -l`.
+use std::error::Error;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::path::PathBuf;
+
+use clap::Args;
+use qluks::qcow2::Qcow2;
+use serde_json::{json, Value};
+
+/// `qluks snapshot` arguments.
+#[derive(Args)]
+pub struct SnapshotArgs {
+    /// List the snapshots.
+    #[arg(short = 'l', long = "list", required = true)]
+    list: bool,
+    /// Print JSON instead of a table.
+    #[arg(long, value_name = "FORMAT", default_value = "human")]
+    output: String,
+    /// The image.
+    image: PathBuf,
+}
+
+/// Runs `qluks snapshot`.
+pub fn run(args: SnapshotArgs) -> Result<(), Box<dyn Error>> {
+    let _ = args.list;
+    let path = &args.image;
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut q: Qcow2<File> = Qcow2::open_metadata(file, None).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut rows = Vec::new();
+    for s in q.snapshots() {
+        let s = s.map_err(|e| format!("{}: {e}", path.display()))?;
+        rows.push(json!({
+            "id": String::from_utf8_lossy(s.id.as_bytes()),
+            "name": String::from_utf8_lossy(s.name.as_bytes()),
+            "date_sec": s.date_sec,
+            "date_nsec": s.date_nsec,
+            "vm_clock_nsec": s.vm_clock_nsec,
+            "vm_state_size": s.vm_state_size,
+            "disk_size": s.disk_size,
+            "icount": s.icount,
+        }));
+    }
+    match args.output.as_str() {
+        "json" => println!("{}", serde_json::to_string_pretty(&rows)?),
+        "human" => {
+            if !rows.is_empty() {
+                print!("Snapshot list:\n{}", table(&rows));
+            }
+        }
+        other => return Err(format!("unknown output format `{other}` (human, json)").into()),
+    }
+    Ok(())
+}
+
+/// qemu-img's snapshot table (dates in UTC).
+pub fn table(rows: &[Value]) -> String {
+    let mut s = format!("{:<9} {:<16} {:>10} {:>19} {:>15}\n", "ID", "TAG", "VM_SIZE", "DATE", "VM_CLOCK");
+    for r in rows {
+        let clock_ns = r["vm_clock_nsec"].as_u64().unwrap_or(0);
+        let secs = clock_ns / 1_000_000_000;
+        let clock =
+            format!("{:04}:{:02}:{:02}.{:03}", secs / 3600, secs / 60 % 60, secs % 60, clock_ns / 1_000_000 % 1000);
+        let _ = writeln!(
+            s,
+            "{:<9} {:<16} {:>10} {:>19} {:>15}",
+            r["id"].as_str().unwrap_or(""),
+            r["name"].as_str().unwrap_or(""),
+            format_size(r["vm_state_size"].as_u64().unwrap_or(0)),
+            utc(r["date_sec"].as_u64().unwrap_or(0)),
+            clock
+        );
+    }
+    s
+}
+
+/// qemu's size display: `0 B`, `512 B`, `1.5 MiB`.
+fn format_size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.3} {}", UNITS[i]).replace(".000 ", " ")
+}
+
+/// `YYYY-MM-DD hh:mm:ss` of a Unix time (UTC; Howard Hinnant's days-to-civil).
+fn utc(t: u64) -> String {
+    let days = (t / 86400) as i64;
+    let rem = t % 86400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates_follow_the_civil_calendar() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00");
+        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(super::utc(1_764_141_296), "2025-11-26 07:14:56");
+    }
+}

@@ -1,0 +1,236 @@
+//! One entry point for every format: [`Image::open`] detects raw, qcow (v1), qcow2 (with its
+//! backing chain) and LUKS from the first bytes and opens it; [`Image::read_at`] reads the
+//! guest-visible (decrypted) bytes.
+//!
+//! Names found in images (backing and data files) and every passphrase go through the
+//! caller's [`Resolver`]; memory comes from the caller (`scratch` for qcow's tables and
+//! qcow2's compressed clusters, the const generics for the qcow2 caches and chain depth).
+
+use core::fmt;
+
+use crate::io::BlockIo;
+use crate::luks::{IoError, LuksVolume, OpenOptions};
+use crate::qcow::Qcow1;
+use crate::qcow2::backing::{ChainError, Resolver};
+use crate::qcow2::{self, Chain};
+
+/// Scratch memory that suffices for every image: three 2 MiB clusters (qcow2 compressed
+/// clusters at the largest cluster size; qcow needs less).
+pub const MAX_SCRATCH_LEN: usize = 3 << 21;
+
+/// An image format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Plain bytes.
+    Raw,
+    /// qcow version 1.
+    Qcow,
+    /// qcow2 (version 2 or 3).
+    Qcow2,
+    /// LUKS (version 1 or 2).
+    Luks,
+}
+
+impl Format {
+    /// QEMU's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow => "qcow",
+            Format::Qcow2 => "qcow2",
+            Format::Luks => "luks",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Detects the format from the magic: `QFI\xfb` + version 1 / 2-3, `LUKS\xba\xbe`, else raw.
+pub fn detect<I: BlockIo>(io: &mut I) -> Result<Format, I::Error> {
+    let mut magic = [0u8; 8];
+    if io.size()? < magic.len() as u64 {
+        return Ok(Format::Raw);
+    }
+    io.read_at(0, &mut magic)?;
+    let version = u32::from_be_bytes([magic[4], magic[5], magic[6], magic[7]]);
+    Ok(if magic[..4] == qcow2::header::MAGIC {
+        match version {
+            1 => Format::Qcow,
+            2 | 3 => Format::Qcow2,
+            _ => Format::Raw,
+        }
+    } else if magic[..6] == crate::luks::MAGIC {
+        Format::Luks
+    } else {
+        Format::Raw
+    })
+}
+
+/// An open image of any format.
+// No heap: the qcow2 chain is stored inline, by design.
+#[allow(clippy::large_enum_variant)]
+pub enum Image<'s, I: BlockIo, const N: usize = { qcow2::DEFAULT_CACHE_SLICES }, const DEPTH: usize = 4> {
+    /// Raw bytes.
+    Raw {
+        /// The device.
+        io: I,
+        /// Its size.
+        size: u64,
+    },
+    /// qcow v1.
+    Qcow(Qcow1<'s, I>),
+    /// qcow2 with its backing chain.
+    Qcow2 {
+        /// The chain (top first).
+        chain: Chain<I, N, DEPTH>,
+        /// Memory for compressed clusters.
+        scratch: &'s mut [u8],
+    },
+    /// A LUKS volume.
+    Luks(LuksVolume<I>),
+}
+
+/// Why an image could not be opened.
+#[derive(Debug)]
+pub enum OpenError<E, R> {
+    /// The device failed.
+    Io(E),
+    /// qcow v1.
+    Qcow(crate::qcow::Error<E>),
+    /// qcow v1 images with backing files are not opened through [`Image`].
+    QcowBacking,
+    /// qcow2 (any layer of the chain, or the resolver).
+    Qcow2(ChainError<E, R>),
+    /// LUKS.
+    Luks(IoError<E>),
+    /// An encrypted image and no passphrase from the resolver.
+    PassphraseRequired,
+}
+
+impl<E: fmt::Display, R: fmt::Display> fmt::Display for OpenError<E, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Io(e) => write!(f, "I/O error: {e}"),
+            OpenError::Qcow(e) => write!(f, "{e}"),
+            OpenError::QcowBacking => write!(f, "qcow images with a backing file are not supported"),
+            OpenError::Qcow2(e) => write!(f, "{e}"),
+            OpenError::Luks(e) => write!(f, "{e}"),
+            OpenError::PassphraseRequired => write!(f, "image is encrypted: a passphrase is required"),
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display, R: fmt::Debug + fmt::Display> core::error::Error for OpenError<E, R> {}
+
+/// Why a read failed.
+#[derive(Debug)]
+pub enum ReadError<E> {
+    /// Outside the disk.
+    OutOfRange {
+        /// Offset.
+        offset: u64,
+        /// Length.
+        len: usize,
+        /// Disk size.
+        size: u64,
+    },
+    /// The device failed (raw).
+    Io(E),
+    /// qcow v1.
+    Qcow(crate::qcow::Error<E>),
+    /// qcow2.
+    Qcow2(qcow2::Error<E>),
+    /// LUKS.
+    Luks(IoError<E>),
+}
+
+impl<E: fmt::Display> fmt::Display for ReadError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::OutOfRange { offset, len, size } => {
+                write!(f, "read of {len} bytes at {offset:#x} is outside the disk (size {size:#x})")
+            }
+            ReadError::Io(e) => write!(f, "I/O error: {e}"),
+            ReadError::Qcow(e) => write!(f, "{e}"),
+            ReadError::Qcow2(e) => write!(f, "{e}"),
+            ReadError::Luks(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> core::error::Error for ReadError<E> {}
+
+impl<'s, I: BlockIo, const N: usize, const DEPTH: usize> Image<'s, I, N, DEPTH> {
+    /// Detects the format of `io` and opens it. Passphrases (layer 0 = this image) and
+    /// backing/data files come from `resolver`; `scratch` ([`MAX_SCRATCH_LEN`] suffices) holds
+    /// qcow tables and qcow2 compressed clusters.
+    pub fn open<R: Resolver<I>>(
+        mut io: I,
+        resolver: &mut R,
+        scratch: &'s mut [u8],
+    ) -> Result<Self, OpenError<I::Error, R::Error>> {
+        match detect(&mut io).map_err(OpenError::Io)? {
+            Format::Raw => {
+                let size = io.size().map_err(OpenError::Io)?;
+                Ok(Image::Raw { io, size })
+            }
+            Format::Qcow2 => Ok(Image::Qcow2 { chain: Chain::open(io, resolver).map_err(OpenError::Qcow2)?, scratch }),
+            Format::Luks => {
+                let pass = resolver.passphrase(0).ok_or(OpenError::PassphraseRequired)?;
+                Ok(Image::Luks(LuksVolume::open(io, pass, OpenOptions::default()).map_err(OpenError::Luks)?))
+            }
+            Format::Qcow => {
+                let mut raw = [0u8; crate::qcow::header::HEADER_LEN];
+                io.read_at(0, &mut raw).map_err(OpenError::Io)?;
+                let header =
+                    crate::qcow::QcowHeader::parse(&raw).map_err(|e| OpenError::Qcow(crate::qcow::Error::from(e)))?;
+                if header.backing_file_offset != 0 {
+                    return Err(OpenError::QcowBacking);
+                }
+                let pass = match header.crypt_method {
+                    crate::qcow::CryptMethod::None => None,
+                    _ => Some(resolver.passphrase(0).ok_or(OpenError::PassphraseRequired)?),
+                };
+                Ok(Image::Qcow(Qcow1::open(io, scratch, pass).map_err(OpenError::Qcow)?))
+            }
+        }
+    }
+
+    /// The format.
+    pub fn format(&self) -> Format {
+        match self {
+            Image::Raw { .. } => Format::Raw,
+            Image::Qcow(_) => Format::Qcow,
+            Image::Qcow2 { .. } => Format::Qcow2,
+            Image::Luks(_) => Format::Luks,
+        }
+    }
+
+    /// Guest-visible size in bytes.
+    pub fn size(&self) -> u64 {
+        match self {
+            Image::Raw { size, .. } => *size,
+            Image::Qcow(q) => q.size(),
+            Image::Qcow2 { chain, .. } => chain.size(),
+            Image::Luks(v) => v.size(),
+        }
+    }
+
+    /// Reads guest-visible bytes (decrypted, backing layers resolved).
+    pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError<I::Error>> {
+        let size = self.size();
+        if offset.checked_add(buf.len() as u64).is_none_or(|end| end > size) {
+            return Err(ReadError::OutOfRange { offset, len: buf.len(), size });
+        }
+        match self {
+            Image::Raw { io, .. } => io.read_at(offset, buf).map_err(ReadError::Io),
+            Image::Qcow(q) => q.read_at(offset, buf).map_err(ReadError::Qcow),
+            Image::Qcow2 { chain, scratch } => chain.read_at(offset, buf, scratch).map_err(ReadError::Qcow2),
+            Image::Luks(v) => v.read_at(offset, buf).map_err(ReadError::Luks),
+        }
+    }
+}
