@@ -162,13 +162,9 @@ fn run(args: &Args) -> Result<[u8; 32], Failure> {
     let buffer = READ_BUFFER.take().ok_or(Failure::Args("read buffer already in use"))?;
 
     match args.source {
-        Source::Raw => {
-            let requests = top.requests();
-            let digest = hash_range(args.offset, args.length, buffer, |offset, buf| top.read_at(offset, buf))?;
-            println!("virtio requests: {}", top.requests() - requests);
-            Ok(digest)
-        }
+        Source::Raw => hash_range(args.offset, args.length, buffer, |offset, buf| top.read_at(offset, buf)),
         Source::Image => {
+            let requests = virtio_blk::requests();
             let t = Instant::now();
             let mut chain = image_job::DiskChain::open(top, &mut disks).map_err(|e| report("open", e))?;
             let unlock_us = t.elapsed_us();
@@ -177,7 +173,11 @@ fn run(args: &Args) -> Result<[u8; 32], Failure> {
                 Some(backend) => println!("hal backend: {backend}"),
                 None => println!("hal backend: none (the image is not encrypted)"),
             }
-            println!("unlock time: {} ({layers} layers opened, passphrases checked)", Millis(unlock_us));
+            println!(
+                "unlock time: {} ({layers} layers opened, passphrases checked, {} virtio requests)",
+                Millis(unlock_us),
+                virtio_blk::requests() - requests
+            );
             let scratch = SCRATCH.take().ok_or(Failure::Args("scratch buffer already in use"))?;
             hash_range(args.offset, args.length, buffer, |offset, buf| chain.read_at(offset, buf, scratch))
         }
@@ -208,6 +208,7 @@ fn hash_range<E: fmt::Display>(
     let mut read_us = 0;
     let mut hash_us = 0;
     let mut done = 0u64;
+    let requests = virtio_blk::requests();
     while done < length {
         let n = (length - done).min(buffer.len() as u64) as usize;
         let t = Instant::now();
@@ -219,7 +220,12 @@ fn hash_range<E: fmt::Display>(
         done += n as u64;
     }
     let digest: [u8; 32] = hasher.finalize().into();
-    println!("read time: {} ({length} bytes at {offset:#x}, {})", Millis(read_us), Rate(length, read_us));
+    println!(
+        "read time: {} ({length} bytes at {offset:#x}, {}, {} virtio requests)",
+        Millis(read_us),
+        Rate(length, read_us),
+        virtio_blk::requests() - requests
+    );
     println!("hash time: {} ({})", Millis(hash_us), Rate(length, hash_us));
     println!("sha256: {}", Hex(&digest));
     Ok(digest)

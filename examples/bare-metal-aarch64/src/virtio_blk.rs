@@ -15,7 +15,7 @@
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
-use core::sync::atomic::{fence, AtomicBool, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 
 use crate::timer::Instant;
 
@@ -207,7 +207,14 @@ pub struct VirtioBlk {
     next_avail: u16,
     last_used: u16,
     serial: [u8; SERIAL_LEN],
-    requests: u64,
+}
+
+/// Requests sent to all disks so far (the disks move into the image chain, the count stays).
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+/// Requests sent to all disks so far.
+pub fn requests() -> u64 {
+    REQUESTS.load(Ordering::Relaxed)
 }
 
 fn reg_read(base: usize, offset: usize) -> u32 {
@@ -334,16 +341,7 @@ impl VirtioBlk {
             }
         };
 
-        let mut disk = VirtioBlk {
-            base,
-            version,
-            dma,
-            capacity,
-            next_avail: 0,
-            last_used: 0,
-            serial: [0; SERIAL_LEN],
-            requests: 0,
-        };
+        let mut disk = VirtioBlk { base, version, dma, capacity, next_avail: 0, last_used: 0, serial: [0; SERIAL_LEN] };
         let mut serial = [0u8; SERIAL_LEN];
         // Devices without a serial answer GET_ID with an error or an empty string: not fatal.
         if disk.request(VIRTIO_BLK_T_GET_ID, 0, serial.as_mut_ptr(), SERIAL_LEN).is_ok() {
@@ -365,11 +363,6 @@ impl VirtioBlk {
     /// Size in bytes.
     pub fn capacity(&self) -> u64 {
         self.capacity
-    }
-
-    /// Requests sent to the device so far.
-    pub fn requests(&self) -> u64 {
-        self.requests
     }
 
     /// The serial number (`-device virtio-blk-device,serial=NAME`), without the NUL padding.
@@ -400,7 +393,7 @@ impl VirtioBlk {
         unsafe { write_volatile(addr_of_mut!(dma.avail.idx), self.next_avail) };
         dsb();
         reg_write(self.base, REG_QUEUE_NOTIFY, 0);
-        self.requests += 1;
+        REQUESTS.fetch_add(1, Ordering::Relaxed);
 
         let start = Instant::now();
         // SAFETY: as above; the device writes `used.idx` when it completes the request.
