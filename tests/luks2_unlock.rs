@@ -142,3 +142,117 @@ fn argon2_with_too_little_caller_memory_names_the_need() {
     );
     assert_eq!(qluks_unlock(&image, PASSPHRASE, Some(63)), Err(Error::KdfMemoryTooSmall { needed: 64 * 1024 }));
 }
+
+fn open_header(image: &Path) -> Result<luks2::Header, Error> {
+    let mut json = vec![0u8; luks2::DEFAULT_JSON_BUFFER];
+    luks2::read_header(&mut File::open(image).unwrap(), &mut json).map_err(luks_error)
+}
+
+/// Flips one byte of the JSON area of the copy at `copy_offset`.
+fn corrupt_json(image: &Path, copy_offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(image).unwrap();
+    let mut b = [0u8; 1];
+    file.read_exact_at(&mut b, copy_offset + 4096 + 20).unwrap();
+    file.write_all_at(&[b[0] ^ 0x20], copy_offset + 4096 + 20).unwrap();
+}
+
+#[test]
+fn one_corrupted_header_copy_leaves_the_other_in_use() {
+    let test = "one_corrupted_header_copy_leaves_the_other_in_use";
+    if !common::tool(test, "cryptsetup") {
+        return;
+    }
+    let dir = common::TempDir::new(test);
+    let (image, key_file) = luks_format(&dir, "v.luks2", &["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]);
+    let key = dumped_volume_key(&image, &key_file);
+    let hdr_size = open_header(&image).unwrap().binary.hdr_size;
+    let pristine = std::fs::read(&image).unwrap();
+
+    corrupt_json(&image, 0);
+    let header = open_header(&image).unwrap();
+    assert_eq!(header.primary_fault, Some(luks2::HeaderError::ChecksumMismatch));
+    assert_eq!(header.secondary_fault, None);
+    assert_eq!(qluks_unlock(&image, PASSPHRASE, None).unwrap().1, key);
+
+    std::fs::write(&image, &pristine).unwrap();
+    corrupt_json(&image, hdr_size);
+    let header = open_header(&image).unwrap();
+    assert_eq!((header.primary_fault, header.secondary_fault), (None, Some(luks2::HeaderError::ChecksumMismatch)));
+    assert_eq!(qluks_unlock(&image, PASSPHRASE, None).unwrap().1, key);
+}
+
+#[test]
+fn both_header_copies_corrupted_is_a_typed_error() {
+    let test = "both_header_copies_corrupted_is_a_typed_error";
+    if !common::tool(test, "cryptsetup") {
+        return;
+    }
+    let dir = common::TempDir::new(test);
+    let (image, _) = luks_format(&dir, "v.luks2", &["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]);
+    let hdr_size = open_header(&image).unwrap().binary.hdr_size;
+    corrupt_json(&image, 0);
+    corrupt_json(&image, hdr_size);
+    assert_eq!(
+        open_header(&image).unwrap_err(),
+        Error::Luks2(luks2::Error::NoValidHeader {
+            primary: luks2::HeaderError::ChecksumMismatch,
+            secondary: luks2::HeaderError::ChecksumMismatch,
+        })
+    );
+    let open = qluks::luks::LuksVolume::open(File::open(&image).unwrap(), PASSPHRASE, Default::default());
+    assert!(matches!(open.unwrap_err(), IoError::Luks(Error::Luks2(luks2::Error::NoValidHeader { .. }))));
+}
+
+#[test]
+fn the_newer_copy_wins_by_seqid() {
+    let test = "the_newer_copy_wins_by_seqid";
+    if !common::tool(test, "cryptsetup") {
+        return;
+    }
+    let dir = common::TempDir::new(test);
+    let (image, key_file) = luks_format(&dir, "v.luks2", &["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]);
+    let old = open_header(&image).unwrap();
+    let hdr_size = old.binary.hdr_size as usize;
+    let old_primary = std::fs::read(&image).unwrap()[..hdr_size].to_vec();
+
+    // A second keyslot raises the seqid of both copies; then the primary is rolled back.
+    let second = dir.join("second");
+    std::fs::write(&second, b"second passphrase").unwrap();
+    common::run(
+        Command::new("cryptsetup")
+            .args(["luksAddKey", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file"])
+            .arg(&key_file)
+            .arg(&image)
+            .arg(&second),
+    );
+    let mut bytes = std::fs::read(&image).unwrap();
+    bytes[..hdr_size].copy_from_slice(&old_primary);
+    std::fs::write(&image, &bytes).unwrap();
+
+    let header = open_header(&image).unwrap();
+    assert!(header.binary.seqid > old.binary.seqid);
+    assert_eq!(header.binary.hdr_offset, hdr_size as u64, "the secondary copy is in use");
+    assert_eq!(header.metadata.keyslots().count(), 2);
+    assert_eq!(qluks_unlock(&image, b"second passphrase", None).unwrap().0, 1);
+}
+
+#[test]
+fn large_metadata_areas_need_a_larger_json_buffer() {
+    let test = "large_metadata_areas_need_a_larger_json_buffer";
+    if !common::tool(test, "cryptsetup") {
+        return;
+    }
+    let dir = common::TempDir::new(test);
+    let (image, key_file) = luks_format(
+        &dir,
+        "v.luks2",
+        &["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--luks2-metadata-size", "1m"],
+    );
+    let mut file = File::open(&image).unwrap();
+    let header = luks2::read_header(&mut file, &mut [0u8; 64]);
+    assert!(matches!(header, Err(IoError::Luks(Error::Luks2(luks2::Error::JsonTooLarge { capacity: 64, .. })))));
+    let header = open_header(&image).unwrap();
+    assert_eq!(header.binary.hdr_size, 1 << 20);
+    assert_eq!(qluks_unlock(&image, PASSPHRASE, None).unwrap().1, dumped_volume_key(&image, &key_file));
+}
