@@ -40,6 +40,8 @@ pub fn run(args: InfoArgs) -> Result<(), Box<dyn Error>> {
                     let header = luks1::read_header(&mut file, 0).map_err(|e| format!("{}: {e}", path.display()))?;
                     luks1_info(&header, file_size, args.output)
                 }
+                2 => crate::luks2_info::info(&mut file, file_size, args.output == Output::Json)
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
                 version => return Err(format!("{}: LUKS version {version} is not supported", path.display()).into()),
             }
         }
@@ -109,7 +111,7 @@ fn luks1_info(h: &Luks1Header, file_size: u64, output: Output) -> String {
     s
 }
 
-fn json_escape(s: &str) -> String {
+pub(crate) fn json_escape(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars() {
         match c {

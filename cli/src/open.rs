@@ -97,8 +97,11 @@ pub fn open_with_chain(
     match detect(&mut file)? {
         Format::Luks => {
             let passphrase = secret.get(&format!("Passphrase for {}: ", path.display()))?;
-            let volume = LuksVolume::open(file, &passphrase, OpenOptions::default())
+            let mut luks2_memory = crate::luks2_info::Luks2Memory::for_volume(&mut file)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
+            let options = luks2_memory.as_mut().map_or_else(OpenOptions::default, |m| m.options());
+            let volume =
+                LuksVolume::open(file, &passphrase, options).map_err(|e| format!("{}: {e}", path.display()))?;
             Ok(Box::new(LuksDisk(volume)))
         }
         Format::Qcow2 => Ok(Box::new(Qcow2Disk::open(path, secret, chain)?)),

@@ -1,0 +1,247 @@
+//! LUKS2 in the CLI: the memory an open needs (Argon2 blocks, JSON buffer, allocated here
+//! since the CLI has a heap) and `qluks info` for LUKS2 volumes.
+use std::error::Error;
+use std::fmt::Write as _;
+use std::fs::File;
+
+use qluks::luks::luks2::{
+    self,
+    binary_header::HDR_SIZES,
+    metadata::{Priority, SegmentType},
+    Argon2Block, Header, Kdf,
+};
+use qluks::luks::OpenOptions;
+
+use crate::info::json_escape;
+
+/// Largest JSON area any LUKS2 header has (4 MiB header minus the binary header).
+const MAX_JSON: usize = HDR_SIZES[HDR_SIZES.len() - 1] as usize - 4096;
+
+/// Caller memory for opening a LUKS2 volume: Argon2 blocks for its most demanding keyslot and
+/// a JSON buffer for any header size.
+pub struct Luks2Memory {
+    kdf: Vec<Argon2Block>,
+    json: Vec<u8>,
+}
+
+impl Luks2Memory {
+    /// Reads the volume's metadata to size the memory; `None` for a LUKS1 volume.
+    pub fn for_volume(file: &mut File) -> Result<Option<Luks2Memory>, Box<dyn Error>> {
+        let mut version = [0u8; 8];
+        qluks::io::BlockIo::read_at(file, 0, &mut version)?;
+        if u16::from_be_bytes([version[6], version[7]]) != 2 {
+            return Ok(None);
+        }
+        let mut json = vec![0u8; MAX_JSON];
+        let header = luks2::read_header(file, &mut json)?;
+        let blocks = header.metadata.kdf_memory_blocks();
+        Ok(Some(Luks2Memory { kdf: vec![Argon2Block::default(); blocks], json }))
+    }
+
+    /// Open options lending this memory.
+    pub fn options(&mut self) -> OpenOptions<'_> {
+        OpenOptions { kdf_memory: Some(&mut self.kdf), json_buffer: Some(&mut self.json), ..Default::default() }
+    }
+}
+
+/// `qluks info` text for the LUKS2 volume in `file`.
+pub fn info(file: &mut File, file_size: u64, json: bool) -> Result<String, Box<dyn Error>> {
+    let mut buf = vec![0u8; MAX_JSON];
+    let header = luks2::read_header(file, &mut buf)?;
+    Ok(if json { info_json(&header, file_size) } else { info_human(&header, file_size) })
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn kdf_human(kdf: &Kdf) -> String {
+    match kdf {
+        Kdf::Pbkdf2 { hash, iterations, .. } => format!("pbkdf2 ({hash}, {iterations} iterations)"),
+        Kdf::Argon2 { time, memory_kib, cpus, .. } => {
+            format!("{} (time {time}, memory {memory_kib} KiB, cpus {cpus})", kdf.name())
+        }
+    }
+}
+
+fn kdf_json(kdf: &Kdf) -> String {
+    match kdf {
+        Kdf::Pbkdf2 { hash, iterations, .. } => {
+            format!("{{\"type\":\"pbkdf2\",\"hash\":\"{}\",\"iterations\":{iterations}}}", json_escape(hash.as_str()))
+        }
+        Kdf::Argon2 { time, memory_kib, cpus, .. } => {
+            format!("{{\"type\":\"{}\",\"time\":{time},\"memory\":{memory_kib},\"cpus\":{cpus}}}", kdf.name())
+        }
+    }
+}
+
+/// The data segment's offset and plaintext size.
+fn payload(header: &Header, file_size: u64) -> Option<(u64, u64, &luks2::Segment)> {
+    let (_, segment) = header.metadata.data_segment()?;
+    let sector = u64::from(segment.sector_size);
+    let size = segment.size.unwrap_or_else(|| file_size.saturating_sub(segment.offset) / sector * sector);
+    Some((segment.offset, size, segment))
+}
+
+fn copy_state(fault: Option<luks2::HeaderError>) -> String {
+    match fault {
+        None => "valid".into(),
+        Some(e) => format!("invalid ({e})"),
+    }
+}
+
+fn info_human(header: &Header, file_size: u64) -> String {
+    let b = &header.binary;
+    let m = &header.metadata;
+    let mut s = String::new();
+    let _ = writeln!(s, "format: luks\nversion: 2\nuuid: {}", text(b.uuid_text()));
+    let _ = writeln!(s, "label: {}\nsubsystem: {}", text(b.label_text()), text(b.subsystem_text()));
+    let _ = writeln!(s, "seqid: {}\nheader size: {}\nchecksum: {}", b.seqid, b.hdr_size, b.checksum_alg.name());
+    let _ = writeln!(s, "primary header: {}", copy_state(header.primary_fault));
+    let _ = writeln!(s, "secondary header: {}", copy_state(header.secondary_fault));
+    let _ = writeln!(s, "keyslots area: {} bytes", m.config.keyslots_size);
+    if let Some(requirement) = &m.config.requirement {
+        let _ = writeln!(s, "requirement: {requirement}");
+    }
+    if let Some((offset, size, segment)) = payload(header, file_size) {
+        let _ = writeln!(s, "cipher: {}\nsector size: {}", segment.encryption, segment.sector_size);
+        let _ = writeln!(s, "payload offset: {offset}\nvirtual size: {size}");
+    }
+    let _ = writeln!(s, "segments:");
+    for (id, seg) in m.segments() {
+        let size = seg.size.map_or("dynamic".to_string(), |n| n.to_string());
+        match seg.segment_type {
+            SegmentType::Crypt => {
+                let _ = writeln!(
+                    s,
+                    "  {id}: crypt, offset {}, size {size}, {}, sector {}, iv_tweak {}{}",
+                    seg.offset,
+                    seg.encryption,
+                    seg.sector_size,
+                    seg.iv_tweak,
+                    if seg.backup { ", backup" } else { "" }
+                );
+            }
+            SegmentType::Linear => {
+                let _ = writeln!(s, "  {id}: linear, offset {}, size {size}", seg.offset);
+            }
+        }
+    }
+    let _ = writeln!(s, "keyslots:");
+    for (id, k) in m.keyslots() {
+        let _ = writeln!(
+            s,
+            "  {id}: luks2, key {} bits, priority {}, kdf {}, af {} stripes {}, area {} at {} ({} bytes)",
+            k.key_size * 8,
+            priority(k.priority),
+            kdf_human(&k.kdf),
+            k.af.hash,
+            k.af.stripes,
+            k.area.encryption,
+            k.area.offset,
+            k.area.size
+        );
+    }
+    let _ = writeln!(s, "digests:");
+    for (id, d) in m.digests() {
+        let _ = writeln!(
+            s,
+            "  {id}: pbkdf2 ({}, {} iterations), keyslots {:?}, segments {:?}",
+            d.hash,
+            d.iterations,
+            bits(d.keyslots),
+            bits(u32::from(d.segments))
+        );
+    }
+    s
+}
+
+fn priority(p: Priority) -> &'static str {
+    match p {
+        Priority::Ignore => "ignore",
+        Priority::Normal => "normal",
+        Priority::High => "high",
+    }
+}
+
+fn bits(mask: u32) -> Vec<u32> {
+    (0..32).filter(|i| mask & (1 << i) != 0).collect()
+}
+
+fn info_json(header: &Header, file_size: u64) -> String {
+    let b = &header.binary;
+    let m = &header.metadata;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "{{\"format\":\"luks\",\"version\":2,\"uuid\":\"{}\",\"label\":\"{}\",\"subsystem\":\"{}\",\"seqid\":{},\
+         \"hdr_size\":{},\"checksum_alg\":\"{}\",\"primary_header_valid\":{},\"secondary_header_valid\":{},\
+         \"keyslots_size\":{}",
+        json_escape(&text(b.uuid_text())),
+        json_escape(&text(b.label_text())),
+        json_escape(&text(b.subsystem_text())),
+        b.seqid,
+        b.hdr_size,
+        b.checksum_alg.name(),
+        header.primary_fault.is_none(),
+        header.secondary_fault.is_none(),
+        m.config.keyslots_size
+    );
+    if let Some((offset, size, segment)) = payload(header, file_size) {
+        let _ = write!(
+            s,
+            ",\"cipher\":\"{}\",\"sector_size\":{},\"payload_offset\":{offset},\"virtual_size\":{size}",
+            json_escape(segment.encryption.as_str()),
+            segment.sector_size
+        );
+    }
+    s.push_str(",\"segments\":[");
+    for (i, (id, seg)) in m.segments().enumerate() {
+        let kind = match seg.segment_type {
+            SegmentType::Crypt => "crypt",
+            SegmentType::Linear => "linear",
+        };
+        let size = seg.size.map_or("\"dynamic\"".to_string(), |n| n.to_string());
+        let _ = write!(
+            s,
+            "{}{{\"id\":{id},\"type\":\"{kind}\",\"offset\":{},\"size\":{size},\"encryption\":\"{}\",\
+             \"sector_size\":{},\"iv_tweak\":{}}}",
+            if i > 0 { "," } else { "" },
+            seg.offset,
+            json_escape(seg.encryption.as_str()),
+            seg.sector_size,
+            seg.iv_tweak
+        );
+    }
+    s.push_str("],\"keyslots\":[");
+    for (i, (id, k)) in m.keyslots().enumerate() {
+        let _ = write!(
+            s,
+            "{}{{\"index\":{id},\"type\":\"luks2\",\"key_size\":{},\"priority\":\"{}\",\"kdf\":{},\
+             \"af_hash\":\"{}\",\"stripes\":{},\"area_encryption\":\"{}\",\"area_offset\":{},\"area_size\":{}}}",
+            if i > 0 { "," } else { "" },
+            k.key_size,
+            priority(k.priority),
+            kdf_json(&k.kdf),
+            json_escape(k.af.hash.as_str()),
+            k.af.stripes,
+            json_escape(k.area.encryption.as_str()),
+            k.area.offset,
+            k.area.size
+        );
+    }
+    s.push_str("],\"digests\":[");
+    for (i, (id, d)) in m.digests().enumerate() {
+        let _ = write!(
+            s,
+            "{}{{\"id\":{id},\"type\":\"pbkdf2\",\"hash\":\"{}\",\"iterations\":{},\"keyslots\":{:?},\"segments\":{:?}}}",
+            if i > 0 { "," } else { "" },
+            json_escape(d.hash.as_str()),
+            d.iterations,
+            bits(d.keyslots),
+            bits(u32::from(d.segments))
+        );
+    }
+    s.push_str("]}\n");
+    s
+}

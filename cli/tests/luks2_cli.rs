@@ -1,0 +1,123 @@
+//! `qluks info`, `convert -O raw` and `io` on LUKS2 volumes made by cryptsetup.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const QLUKS: &str = env!("CARGO_BIN_EXE_qluks");
+
+fn cryptsetup(args: &[&str], key_file: &Path, image: &Path) {
+    common::run(Command::new("cryptsetup").args(args).arg("--batch-mode").arg("--key-file").arg(key_file).arg(image));
+}
+
+fn qluks(args: &[&str], paths: &[&Path]) -> std::process::Output {
+    Command::new(QLUKS).args(args).args(paths).output().unwrap()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    assert!(out.status.success(), "qluks failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A 20 MiB LUKS2 volume: keyslot 0 argon2id with small memory, keyslot 1 pbkdf2.
+fn two_keyslot_volume(dir: &common::TempDir) -> (PathBuf, PathBuf) {
+    let image = dir.join("v.luks2");
+    let key_file = dir.join("key");
+    std::fs::write(&key_file, b"first").unwrap();
+    std::fs::File::create(&image).unwrap().set_len(20 << 20).unwrap();
+    cryptsetup(
+        &["luksFormat", "--type", "luks2", "--pbkdf", "argon2id", "--pbkdf-memory", "64"]
+            .into_iter()
+            .chain(["--pbkdf-force-iterations", "4", "--pbkdf-parallel", "1", "--sector-size", "4096"])
+            .collect::<Vec<_>>(),
+        &key_file,
+        &image,
+    );
+    let second = dir.join("second");
+    std::fs::write(&second, b"second").unwrap();
+    common::run(
+        Command::new("cryptsetup")
+            .args(["luksAddKey", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
+            .arg("--key-file")
+            .arg(&key_file)
+            .arg(&image)
+            .arg(&second),
+    );
+    (image, key_file)
+}
+
+#[test]
+fn info_shows_luks2_version_segments_and_keyslots() {
+    let test = "info_shows_luks2_version_segments_and_keyslots";
+    if !common::tool(test, "cryptsetup") {
+        return;
+    }
+    let dir = common::TempDir::new(test);
+    let (image, _) = two_keyslot_volume(&dir);
+    let json = stdout(&qluks(&["info", "--output", "json"], &[&image]));
+    for expected in [
+        r#""format":"luks","version":2"#,
+        r#""cipher":"aes-xts-plain64","sector_size":4096,"payload_offset":16777216,"virtual_size":4194304"#,
+        r#""id":0,"type":"crypt","offset":16777216,"size":"dynamic""#,
+        r#""index":0,"type":"luks2","key_size":64,"priority":"normal","kdf":{"type":"argon2id","time":4,"memory":64,"cpus":1}"#,
+        r#""index":1,"type":"luks2","key_size":64,"priority":"normal","kdf":{"type":"pbkdf2","hash":"sha256","iterations":1000}"#,
+        r#""keyslots":[0, 1],"segments":[0]"#,
+    ] {
+        assert!(json.contains(expected), "{expected} not in {json}");
+    }
+    let human = stdout(&qluks(&["info"], &[&image]));
+    assert!(human.contains("version: 2\n"), "{human}");
+    assert!(human.contains("kdf argon2id (time 4, memory 64 KiB, cpus 1)"), "{human}");
+}
+
+#[test]
+fn convert_raw_of_luks2_gives_the_plaintext() {
+    let test = "convert_raw_of_luks2_gives_the_plaintext";
+    if !common::tool(test, "cryptsetup") {
+        return;
+    }
+    let dir = common::TempDir::new(test);
+    let image = dir.join("v.luks2");
+    let key_file = dir.join("key");
+    std::fs::write(&key_file, b"pw").unwrap();
+    let plain = common::pattern(9, 1 << 20);
+    let mut content = plain.clone();
+    content.resize(3 << 20, 0);
+    std::fs::write(&image, &content).unwrap();
+    cryptsetup(
+        &["reencrypt", "--encrypt", "--type", "luks2", "--reduce-device-size", "2M", "--pbkdf", "pbkdf2"]
+            .into_iter()
+            .chain(["--pbkdf-force-iterations", "1000", "--luks2-metadata-size", "16k", "--luks2-keyslots-size", "1m"])
+            .collect::<Vec<_>>(),
+        &key_file,
+        &image,
+    );
+    let raw = dir.join("out.raw");
+    let out = qluks(&["convert", "-O", "raw", "--passphrase-file"], &[&key_file, &image, &raw]);
+    stdout(&out);
+    let converted = std::fs::read(&raw).unwrap();
+    assert!(converted.len() >= plain.len());
+    assert!(converted[..plain.len()] == plain[..], "converted plaintext differs");
+}
+
+#[test]
+fn io_writes_and_reads_back_through_either_keyslot() {
+    let test = "io_writes_and_reads_back_through_either_keyslot";
+    if !common::tool(test, "cryptsetup") {
+        return;
+    }
+    let dir = common::TempDir::new(test);
+    let (image, key_file) = two_keyslot_volume(&dir);
+    let second = dir.join("second");
+    stdout(&qluks(&["io", "-c", "write -P 0x5a 1000 9000", "-c", "flush", "--passphrase-file"], &[&key_file, &image]));
+    stdout(&qluks(&["io", "-c", "read -P 0x5a 1000 9000", "--passphrase-file"], &[&second, &image]));
+    let mismatch = qluks(&["io", "-c", "read -P 0x5b 1000 9000", "--passphrase-file"], &[&second, &image]);
+    assert!(!mismatch.status.success(), "a pattern mismatch fails");
+    let wrong = dir.join("wrong");
+    std::fs::write(&wrong, b"wrong").unwrap();
+    let refused = qluks(&["io", "-c", "read 0 512", "--passphrase-file"], &[&wrong, &image]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no keyslot matches the passphrase"));
+}
