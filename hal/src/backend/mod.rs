@@ -256,12 +256,13 @@ fn armv8_asserted() -> bool {
 #[cfg(target_arch = "aarch64")]
 impl Backend {
     /// Declares that this aarch64 CPU implements the ARMv8 Cryptography Extensions
-    /// (FEAT_AES: AESE, AESD, AESMC, AESIMC), making [`Backend::Armv8`] available. For bare
-    /// metal, where nothing can detect it at run time and the crate was not built with the
-    /// `aes` target feature.
+    /// (FEAT_AES: AESE, AESD, AESMC, AESIMC; and FEAT_PMULL, which the XTS tweak arithmetic
+    /// uses), making [`Backend::Armv8`] available. For bare metal without `std`, where this
+    /// crate cannot ask the OS, and builds without the `aes` target feature. A boot loader at
+    /// EL1 can check ID_AA64ISAR0_EL1.AES >= 0b0010 (AES and PMULL) before calling this.
     ///
     /// # Safety
-    /// The CPU (every core that will run qluks-hal) must implement FEAT_AES; otherwise the
+    /// Every core that will run qluks-hal must implement FEAT_AES and FEAT_PMULL; otherwise the
     /// armv8 backend executes undefined instructions.
     pub unsafe fn assert_armv8_aes() {
         ARMV8_ASSERTED.store(true, Ordering::Relaxed);
@@ -305,8 +306,8 @@ macro_rules! on_family {
                 $call
             }
             #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-            // SAFETY: the family is Aesni only for an available (detected) aesni/vaes backend,
-            // and every VAES CPU has AES-NI, PCLMULQDQ and SSE2.
+            // SAFETY: the family is Aesni only for an available aesni/vaes backend, and
+            // `detect_*` report VAES only together with AES-NI, PCLMULQDQ and SSE2.
             Family::Aesni => unsafe {
                 use aesni as $m;
                 $call
@@ -374,6 +375,9 @@ pub(crate) fn xts_units(
 ) {
     debug_assert!(unit.is_power_of_two() && (512..=4096).contains(&unit) && data.len().is_multiple_of(unit));
     debug_assert!(b.is_available());
+    if data.is_empty() {
+        return;
+    }
     match b {
         #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
         // SAFETY: Vaes512 is available, so the CPU and OS support its features (see detect).
