@@ -26,6 +26,9 @@ pub enum Fault {
 
 pub struct Args<'a> {
     pub fault: Option<Fault>,
+    /// `backend=soft`: leave the hal on its portable backend even where FEAT_AES exists (to
+    /// measure what the ARMv8 backend gains, in the same run).
+    pub soft_only: bool,
     pub source: Source,
     /// Serial number of the disk to open (`-device virtio-blk-device,serial=...`).
     pub disk: &'a [u8],
@@ -87,6 +90,7 @@ impl<'a> Args<'a> {
         let mut length = None;
         let mut sha256 = None;
         let mut fault = None;
+        let mut soft_only = false;
         for word in line.split_ascii_whitespace() {
             let Some((key, value)) = word.split_once('=') else { continue };
             let invalid = ArgsError::Invalid { key, value };
@@ -108,6 +112,13 @@ impl<'a> Args<'a> {
                 }
                 "offset" => offset = parse_u64(value).ok_or(invalid)?,
                 "length" => length = Some(parse_u64(value).ok_or(invalid)?),
+                "backend" => {
+                    soft_only = match value {
+                        "soft" => true,
+                        "auto" => false,
+                        _ => return Err(invalid),
+                    }
+                }
                 "fault" => {
                     fault = Some(match value {
                         "data-abort" => Fault::DataAbort,
@@ -122,6 +133,7 @@ impl<'a> Args<'a> {
         }
         Ok(Args {
             fault,
+            soft_only,
             source,
             disk: disk.ok_or(ArgsError::Missing("disk"))?,
             passphrase,

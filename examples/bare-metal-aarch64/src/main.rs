@@ -118,7 +118,7 @@ fn run(args: &Args) -> Result<[u8; 32], Failure> {
     if !features.sha256 {
         return Err(Failure::Cpu("this CPU lacks the SHA-256 instructions this build uses"));
     }
-    if features.aes {
+    if features.aes && !args.soft_only {
         // SAFETY: ID_AA64ISAR0_EL1 says this CPU implements FEAT_AES, all that the hal's armv8
         // backend needs, and only this core runs; without an OS there is nothing else to ask.
         unsafe { qluks_hal::Backend::assert_armv8_aes() };
