@@ -1,9 +1,10 @@
 //! Portable constant-time AES: bitsliced over eight `u64` bit-planes, four blocks per pass.
 //!
-//! Plane `j` holds bit `j` of every byte of four blocks; byte `k` of block `l` sits at bit
-//! `16 * l + k` (AES state byte `k` is row `k % 4`, column `k / 4`). SubBytes is a Boolean
-//! circuit, ShiftRows and MixColumns are shifts and masks, so nothing indexes memory or branches
-//! on key or data bits. Slow next to the hardware backends, but safe everywhere.
+//! Plane `j` holds bit `j` of every byte of four blocks; AES state byte (row `r`, column `c`)
+//! of block `l` sits at bit `16 * r + 4 * c + l`, so each row is one 16-bit field: MixColumns'
+//! row rotations are word rotations and ShiftRows rotates each field. SubBytes is a Boolean
+//! circuit, so nothing indexes memory or branches on key or data bits. Slow next to the
+//! hardware backends, but safe everywhere.
 #![deny(unsafe_code)]
 
 use super::{gf_double, steal_tail, ChainIvs};
@@ -93,14 +94,29 @@ fn transpose_bytes(w: &mut [u64; 8]) {
     }
 }
 
-/// 64 bytes -> planes: bit `j` of byte `i` becomes bit `i` of plane `j`.
+/// Exchanges the block index (bits 4-5 of a plane position) with the row (bits 0-1): turns
+/// the byte-order layout `16 * l + 4 * c + r` into `16 * r + 4 * c + l` and back.
+#[inline(always)]
+fn swap_block_and_row(mut x: u64) -> u64 {
+    let t = ((x >> 15) ^ x) & 0x0000_AAAA_0000_AAAA;
+    x ^= t ^ (t << 15);
+    let t = ((x >> 30) ^ x) & 0x0000_0000_CCCC_CCCC;
+    x ^= t ^ (t << 30);
+    x
+}
+
+/// 64 bytes (four blocks) -> planes in the row-field layout described at the top.
 #[inline]
 fn pack(bytes: &[u8; PASS]) -> Planes {
     let mut w = [0u64; 8];
     for (word, chunk) in w.iter_mut().zip(bytes.chunks_exact(8)) {
         *word = transpose_bits(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
     }
+    // Now bit `i` of plane `j` is bit `j` of byte `i`; regroup the positions by row.
     transpose_bytes(&mut w);
+    for x in w.iter_mut() {
+        *x = swap_block_and_row(*x);
+    }
     w
 }
 
@@ -108,6 +124,9 @@ fn pack(bytes: &[u8; PASS]) -> Planes {
 #[inline]
 fn unpack(planes: &Planes) -> [u8; PASS] {
     let mut w = *planes;
+    for x in w.iter_mut() {
+        *x = swap_block_and_row(*x);
+    }
     transpose_bytes(&mut w);
     let mut out = [0u8; PASS];
     for (word, chunk) in w.iter().zip(out.chunks_exact_mut(8)) {
@@ -116,58 +135,47 @@ fn unpack(planes: &Planes) -> [u8; PASS] {
     out
 }
 
-/// Replicates a 16-bit pattern into the four lanes.
-const fn lanes(pattern: u64) -> u64 {
-    pattern * 0x0001_0001_0001_0001
-}
-
-/// Within each 16-bit lane, moves the bits of row `r` (positions with `pos % 4 == r`) from
-/// column `c` to column `c - r`: ShiftRows.
+/// ShiftRows: row `r` (bits `16 r .. 16 r + 15`, four bits per column) rotates right by `4 r`
+/// bits, moving column `c` to `c - r`.
 #[inline(always)]
 fn shift_rows(s: &mut Planes) {
     for x in s.iter_mut() {
         let v = *x;
-        let r1 = v & lanes(0x2222);
-        let r2 = v & lanes(0x4444);
-        let r3 = v & lanes(0x8888);
-        *x = (v & lanes(0x1111))
-            | ((r1 >> 4) & lanes(0x0FFF))
-            | ((r1 << 12) & lanes(0xF000))
-            | ((r2 >> 8) & lanes(0x00FF))
-            | ((r2 << 8) & lanes(0xFF00))
-            | ((r3 >> 12) & lanes(0x000F))
-            | ((r3 << 4) & lanes(0xFFF0));
+        *x = (v & 0xFFFF)
+            | ((v >> 4) & 0x0000_0000_0FFF_0000)
+            | ((v << 12) & 0x0000_0000_F000_0000)
+            | ((v >> 8) & 0x0000_00FF_0000_0000)
+            | ((v << 8) & 0x0000_FF00_0000_0000)
+            | ((v >> 12) & 0x000F_0000_0000_0000)
+            | ((v << 4) & 0xFFF0_0000_0000_0000);
     }
 }
 
-/// Inverse of [`shift_rows`]: row `r` moves from column `c` to column `c + r`.
+/// Inverse of [`shift_rows`]: row `r` rotates left by `4 r` bits.
 #[inline(always)]
 fn inv_shift_rows(s: &mut Planes) {
     for x in s.iter_mut() {
         let v = *x;
-        let r1 = v & lanes(0x2222);
-        let r2 = v & lanes(0x4444);
-        let r3 = v & lanes(0x8888);
-        *x = (v & lanes(0x1111))
-            | ((r1 << 4) & lanes(0xFFF0))
-            | ((r1 >> 12) & lanes(0x000F))
-            | ((r2 << 8) & lanes(0xFF00))
-            | ((r2 >> 8) & lanes(0x00FF))
-            | ((r3 << 12) & lanes(0xF000))
-            | ((r3 >> 4) & lanes(0x0FFF));
+        *x = (v & 0xFFFF)
+            | ((v << 4) & 0x0000_0000_FFF0_0000)
+            | ((v >> 12) & 0x0000_0000_000F_0000)
+            | ((v << 8) & 0x0000_FF00_0000_0000)
+            | ((v >> 8) & 0x0000_00FF_0000_0000)
+            | ((v << 12) & 0xF000_0000_0000_0000)
+            | ((v >> 4) & 0x0FFF_0000_0000_0000);
     }
 }
 
 /// Each byte takes the value of the byte one row below it in its column (row 3 takes row 0).
 #[inline(always)]
 fn rot_row1(v: u64) -> u64 {
-    ((v >> 1) & lanes(0x7777)) | ((v << 3) & lanes(0x8888))
+    v.rotate_right(16)
 }
 
 /// Each byte takes the value of the byte two rows below it in its column.
 #[inline(always)]
 fn rot_row2(v: u64) -> u64 {
-    ((v >> 2) & lanes(0x3333)) | ((v << 2) & lanes(0xCCCC))
+    v.rotate_right(32)
 }
 
 /// Multiplication by x in GF(2^8) on every byte (plane 0 = least significant bit).
