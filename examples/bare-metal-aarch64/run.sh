@@ -175,6 +175,14 @@ run_guest panic.log "$job_args sha256=$expected fault=panic" || status=$?
 ((status == 4)) && grep -q '^PANIC: ' panic.log || die "a panic was not reported with exit status 4 (status $status)"
 say "PASS: exceptions and panics are reported and fail the run"
 
+# A wrong passphrase for the base must stop the open with an error naming the passphrase.
+status=0
+run_guest wrong.log "${job_args/backing_passphrase=$base_secret/backing_passphrase=not-the-secret} sha256=$expected" ||
+  status=$?
+((status == 2)) && grep -qi '^ERROR: open: backing layer 1: .*passphrase' wrong.log ||
+  die "a wrong base passphrase was not refused (status $status)"
+say "PASS: a wrong base passphrase is refused"
+
 # The job.
 status=0
 run_guest job.log "$job_args sha256=$expected" "${modern[@]}" || status=$?

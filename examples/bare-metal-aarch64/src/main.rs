@@ -25,6 +25,7 @@ use core::fmt;
 
 use qluks::io::BlockIo;
 use sha2::{Digest, Sha256};
+use zeroize::Zeroize;
 
 use args::{Args, Fault, Source};
 use static_buf::StaticBuf;
@@ -75,31 +76,18 @@ extern "C" fn main() -> ! {
         timer::counter_hz(),
         cpu::image_size()
     );
-    let mut line = [0u8; 1024];
-    let Some(line) = semihosting::command_line(&mut line) else {
-        println!("ERROR: the host gave no command line (run QEMU with -semihosting-config enable=on)");
-        semihosting::exit(EXIT_ERROR);
-    };
-    let Ok(line) = core::str::from_utf8(line) else {
-        println!("ERROR: the command line is not UTF-8");
-        semihosting::exit(EXIT_ERROR);
-    };
-    let args = match Args::parse(line) {
-        Ok(args) => args,
-        Err(e) => {
-            println!("ERROR: {e}");
-            semihosting::exit(EXIT_ERROR);
-        }
-    };
-    let result = run(&args);
+    let mut command_line = [0u8; 1024];
+    let outcome = job(&mut command_line);
+    // The passphrases were in it.
+    command_line.zeroize();
     println!("stack used: {} bytes (no heap)", boot::stack_used());
-    match result {
-        Ok(digest) if digest == args.expected_sha256 => {
+    match outcome {
+        Ok((digest, expected)) if digest == expected => {
             println!("digest match: yes");
             semihosting::exit(EXIT_OK)
         }
-        Ok(_) => {
-            println!("DIGEST MISMATCH: expected {}", Hex(&args.expected_sha256));
+        Ok((_, expected)) => {
+            println!("DIGEST MISMATCH: expected {}", Hex(&expected));
             semihosting::exit(EXIT_DIGEST_MISMATCH)
         }
         Err(Failure::Reported) => semihosting::exit(EXIT_ERROR),
@@ -108,6 +96,16 @@ extern "C" fn main() -> ! {
             semihosting::exit(EXIT_ERROR)
         }
     }
+}
+
+/// Reads the arguments into `command_line` and runs the job; returns the digest of the range
+/// and the one expected.
+fn job(command_line: &mut [u8]) -> Result<([u8; 32], [u8; 32]), Failure> {
+    let line = semihosting::command_line(command_line)
+        .ok_or(Failure::Args("the host gave none (run QEMU with -semihosting-config enable=on)"))?;
+    let line = core::str::from_utf8(line).map_err(|_| Failure::Args("not UTF-8"))?;
+    let args = Args::parse(line).map_err(|e| report("bad command line", e))?;
+    Ok((run(&args)?, args.expected_sha256))
 }
 
 fn run(args: &Args) -> Result<[u8; 32], Failure> {
