@@ -172,8 +172,9 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         by_name.ok_or(Error::NoSuchSnapshot)
     }
 
-    /// Reads the disk as it was at `snapshot` from now on (its L1 table and size); the
-    /// snapshot's L1 table is validated first.
+    /// Reads the disk as it was at `snapshot` from now on: its L1 table and its disk size
+    /// (what `qemu-img snapshot -a` restores; `qemu-img convert -l` instead keeps the current
+    /// size and reads zeros past the snapshot's). The snapshot's L1 table is validated first.
     pub fn select_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), Error<I::Error>> {
         let bad = |reason| Error::Corrupt(Corruption::BadSnapshot { index: snapshot.index, reason });
         let size = snapshot.disk_size.unwrap_or(self.header.size);
