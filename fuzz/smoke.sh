@@ -31,6 +31,18 @@ if command -v qemu-img >/dev/null; then
   head -c 4096 "$seeds/l.luks" > corpus/luks1_header/qemu-default.luks
 fi
 
+if command -v cryptsetup >/dev/null; then
+  lseeds=$(mktemp -d)
+  mkdir -p corpus/luks2_header corpus/luks2_metadata
+  printf pw > "$lseeds/key"
+  truncate -s 4M "$lseeds/v2"
+  cryptsetup luksFormat -q --type luks2 --key-file "$lseeds/key" --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+    --luks2-metadata-size 16k --luks2-keyslots-size 1m "$lseeds/v2"
+  head -c 32768 "$lseeds/v2" > corpus/luks2_header/cryptsetup.luks2
+  tail -c +4097 "$lseeds/v2" | head -c 12288 | tr -d '\0' > corpus/luks2_metadata/cryptsetup.json
+  rm -rf "$lseeds"
+fi
+
 for t in $targets; do
   mkdir -p "corpus/$t"
   echo "--- fuzz $t for ${secs}s"
