@@ -5,11 +5,8 @@
 //! machine does not skew the comparison. Where the thread's CPU time is unavailable, wall time.
 use std::time::Instant;
 
-/// Seconds of CPU time this thread has run (Linux `/proc/thread-self/schedstat`, nanoseconds).
 fn thread_cpu_seconds() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
-    Some(ns as f64 / 1e9)
+    crate::cpu_time::thread_cpu_ns().map(|ns| ns as f64 / 1e9)
 }
 
 use clap::{Args, ValueEnum};

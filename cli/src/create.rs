@@ -6,7 +6,6 @@
 use std::error::Error;
 use std::fs::OpenOptions as FileOptions;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use clap::Args;
 use qluks::crypto::{CipherSpec, HashAlg, OsRng};
@@ -83,12 +82,6 @@ pub fn parse_options(options: Option<&str>) -> Result<LuksOptions, Box<dyn Error
     Ok(LuksOptions { cipher, hash, iterations, iter_time_ms })
 }
 
-/// A monotonic nanosecond clock for iteration calibration.
-pub fn clock() -> impl FnMut() -> u64 {
-    let start = Instant::now();
-    move || start.elapsed().as_nanos() as u64
-}
-
 /// Runs `qluks create`.
 pub fn run(args: CreateArgs) -> Result<(), Box<dyn Error>> {
     if args.format != "luks" {
@@ -97,7 +90,7 @@ pub fn run(args: CreateArgs) -> Result<(), Box<dyn Error>> {
     let opts = parse_options(args.options.as_deref())?;
     let size = parse_size(&args.size)?.next_multiple_of(512);
     let passphrase = args.secret.get("Passphrase for the new volume: ")?;
-    let mut clock = clock();
+    let mut clock = crate::cpu_time::calibration_clock();
     let iterations = match opts.iterations {
         Some(n) => Iterations::fixed(n),
         None => Iterations::IterTime { ms: opts.iter_time_ms, clock_ns: &mut clock },

@@ -80,7 +80,7 @@ impl IterationArgs {
         if let Some(n) = self.iterations {
             return Ok(n);
         }
-        let mut clock = crate::create::clock();
+        let mut clock = crate::cpu_time::calibration_clock();
         let mut it = Iterations::IterTime { ms: self.iter_time, clock_ns: &mut clock };
         Ok(it.resolve(header.hash, header.key_bytes as usize)?.0)
     }

@@ -5,6 +5,7 @@ mod bench;
 mod bench_pbkdf2;
 mod compare;
 mod convert;
+mod cpu_time;
 mod create;
 mod demo;
 mod image_open;

@@ -42,23 +42,24 @@ impl Iterations<'_> {
         match self {
             Iterations::Fixed { keyslot, digest } => Ok((*keyslot, *digest)),
             Iterations::IterTime { ms, clock_ns } => {
-                let per_sec = calibrate(hash, *clock_ns)?;
-                // PBKDF2 computes one chain per digest-sized block of output.
-                let blocks = key_bytes.div_ceil(hash.digest_len()) as u64;
-                let budget = per_sec.saturating_mul(*ms as u64) / 1000;
+                // Measured with the real output sizes, as QEMU does: the keyslot derives
+                // key_bytes (several chains), the digest 20 bytes.
+                let budget = |per_sec: u64| per_sec.saturating_mul(*ms as u64) / 1000;
                 let clamp = |n: u64| n.clamp(MIN_ITERATIONS as u64, super::MAX_ITERATIONS as u64 / 2) as u32;
-                Ok((clamp(budget / blocks), clamp(budget / 8)))
+                let keyslot = budget(calibrate(hash, key_bytes, *clock_ns)?);
+                let digest = budget(calibrate(hash, DIGEST_LEN, *clock_ns)?) / 8;
+                Ok((clamp(keyslot), clamp(digest)))
             }
         }
     }
 }
 
-/// PBKDF2 iterations per second of one output block of `hash`, measured with `clock_ns`
-/// (doubling the count until a run takes at least 50 ms).
-pub fn calibrate(hash: HashAlg, clock_ns: &mut dyn FnMut() -> u64) -> Result<u64, Error> {
+/// PBKDF2 iterations per second of `hash` deriving `out_len` (<= 64) bytes, measured with
+/// `clock_ns` (doubling the count until a run takes at least 50 ms).
+pub fn calibrate(hash: HashAlg, out_len: usize, clock_ns: &mut dyn FnMut() -> u64) -> Result<u64, Error> {
     let mut iterations = 1000u32;
     let mut out = [0u8; 64];
-    let out = &mut out[..hash.digest_len()];
+    let out = &mut out[..out_len.clamp(1, 64)];
     loop {
         let start = clock_ns();
         pbkdf2(hash, b"qluks calibration", b"qluks salt of 32 bytes, padded..", iterations, out)?;
