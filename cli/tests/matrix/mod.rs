@@ -2,8 +2,8 @@
 //! qemu-img/qemu-io at test time, with what QEMU itself reads from them (`qemu-img convert -O
 //! raw`) and reports about them (`qemu-img map --output json`).
 //!
-//! Shared by the library-level matrix (tests/qcow2_matrix.rs) and the CLI matrix
-//! (cli/tests/qcow2_matrix.rs), which include this file with `#[path]`.
+//! Used by cli/tests/qcow2_matrix.rs, which checks every image through the library and through
+//! the `qluks` binary in one pass (the images are generated once).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

@@ -1,13 +1,16 @@
-//! The qcow2 interoperability matrix (issue 4's acceptance), through the library API: every
-//! image is generated with qemu-img/qemu-io at test time (tests/matrix), and what qluks reads
-//! from it must be byte-identical to `qemu-img convert -O raw`, and its extent map must agree
-//! with `qemu-img map --output json` on which ranges hold data and which read as zero.
+//! The qcow2 interoperability matrix (issue 4's acceptance): every image is generated with
+//! qemu-img/qemu-io at test time (matrix/mod.rs). For each, through the library (a `Chain` with
+//! a directory resolver, or `Qcow1`) and through the binary (`qluks convert -O raw`, `qluks map
+//! --output json`): the bytes must be identical to `qemu-img convert -O raw`, and the map must
+//! agree with `qemu-img map --output json` on which ranges hold data and which read as zero.
+#[path = "../../tests/common/mod.rs"]
 mod common;
 mod matrix;
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use matrix::{Case, Format, MapRange};
 use qluks::qcow::{ExtentKind, Qcow1};
@@ -63,9 +66,64 @@ impl Resolver<File> for DirResolver {
     }
 }
 
-/// Cases whose feature has not landed in the engine yet (checked both ways: a pending case that
-/// starts passing fails the test until it is taken off this list).
-const PENDING: &[&str] = &[];
+/// (case, check) pairs whose feature has not landed yet. Checked both ways: a pending pair that
+/// starts agreeing with QEMU fails the test until it is taken off this list.
+const PENDING: &[(&str, &str)] = &[("qcow1", "qluks map"), ("qcow1-aes", "qluks map")];
+
+fn qluks() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_qluks"))
+}
+
+/// Passphrase options for the binary: the top layer's file and one file per backing layer
+/// (empty for unencrypted layers).
+fn passphrase_args(case: &Case, dir: &Path) -> Vec<String> {
+    let mut args = Vec::new();
+    let write = |name: String, secret: &str| {
+        let path = dir.join(format!("{}.{name}.pass", case.name));
+        std::fs::write(&path, secret).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    if let Some(p) = case.passphrase {
+        args.extend(["--passphrase-file".to_string(), write("top".into(), p)]);
+    }
+    for (i, p) in case.backing_passphrases.iter().enumerate() {
+        args.extend(["--backing-passphrase-file".to_string(), write(format!("b{}", i + 1), p.unwrap_or(""))]);
+    }
+    args
+}
+
+/// `qluks convert -O raw` of the case, read back in its windows.
+fn cli_convert(case: &Case, dir: &Path) -> Result<Vec<u8>, String> {
+    let out = dir.join(format!("{}.qluks.raw", case.name));
+    let o = qluks()
+        .args(["convert", "-O", "raw"])
+        .args(passphrase_args(case, dir))
+        .arg(&case.image)
+        .arg(&out)
+        .output()
+        .unwrap();
+    if !o.status.success() {
+        return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
+    }
+    let size = std::fs::metadata(&out).unwrap().len();
+    if size != case.size {
+        return Err(format!("output is {size} bytes, the disk {}", case.size));
+    }
+    let bytes = matrix::read_windows(&out, &windows(case));
+    let _ = std::fs::remove_file(&out);
+    Ok(bytes)
+}
+
+/// `qluks map --output json` of the case.
+fn cli_map(case: &Case) -> Result<Vec<MapRange>, String> {
+    let dir = case.image.parent().unwrap();
+    let o =
+        qluks().args(["map", "--output", "json"]).args(passphrase_args(case, dir)).arg(&case.image).output().unwrap();
+    if !o.status.success() {
+        return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
+    }
+    Ok(matrix::parse_map_json(&String::from_utf8_lossy(&o.stdout)))
+}
 
 /// The guest windows to compare: the whole disk unless the case names windows.
 fn windows(case: &Case) -> Vec<(u64, u64)> {
@@ -142,21 +200,35 @@ fn matrix_images_read_like_qemu() {
         let ours = std::thread::scope(|s| {
             std::thread::Builder::new().stack_size(64 << 20).spawn_scoped(s, || qluks_read(case)).unwrap().join()
         });
-        let outcome = match ours {
-            Err(_) => Err(format!("{}: qluks failed (see the panic above)", case.name)),
+        let library = match ours {
+            Err(_) => Err(format!("{}: library: qluks failed (see the panic above)", case.name)),
             Ok((ours, our_map)) => match first_difference(&ours, &expected) {
-                Some(at) => Err(format!("{}: first difference at byte {at:#x} of the compared windows", case.name)),
-                None => matrix::compare_maps(&our_map, &map).map_err(|e| format!("{}: map: {e}", case.name)),
+                Some(at) => Err(format!("{}: library: first difference at byte {at:#x} of the windows", case.name)),
+                None => matrix::compare_maps(&our_map, &map).map_err(|e| format!("{}: library map: {e}", case.name)),
             },
         };
-        let pending = PENDING.contains(&case.name.as_str());
-        match (outcome, pending) {
-            (Ok(()), false) => println!("ok      {} ({:?})", case.name, case_start.elapsed()),
-            (Err(e), true) => println!("pending {e}"),
-            (Err(e), false) => failures.push(e),
-            (Ok(()), true) => failures.push(format!("{}: now reads like QEMU: remove it from PENDING", case.name)),
+        let cli_convert = cli_convert(case, dir.path()).and_then(|ours| match first_difference(&ours, &expected) {
+            Some(at) => Err(format!("first difference at byte {at:#x} of the windows")),
+            None => Ok(()),
+        });
+        let cli_map = cli_map(case).and_then(|ours| matrix::compare_maps(&ours, &map));
+        for (what, outcome) in [
+            ("library", library),
+            ("qluks convert", cli_convert.map_err(|e| format!("{}: qluks convert: {e}", case.name))),
+            ("qluks map", cli_map.map_err(|e| format!("{}: qluks map: {e}", case.name))),
+        ] {
+            let pending = PENDING.contains(&(case.name.as_str(), what));
+            match (outcome, pending) {
+                (Ok(()), false) => {}
+                (Err(e), true) => println!("pending {e}"),
+                (Err(e), false) => failures.push(e),
+                (Ok(()), true) => {
+                    failures.push(format!("{} ({what}) now agrees with QEMU: take it off PENDING", case.name))
+                }
+            }
         }
+        println!("checked {} ({:?})", case.name, case_start.elapsed());
     }
     println!("matrix done in {:?}", start.elapsed());
-    assert!(failures.is_empty(), "qluks reads differ from qemu-img convert -O raw:\n{}", failures.join("\n"));
+    assert!(failures.is_empty(), "qluks disagrees with QEMU:\n{}", failures.join("\n"));
 }
