@@ -2,6 +2,7 @@
 use std::error::Error;
 use std::fs::OpenOptions as FileOptions;
 use std::path::PathBuf;
+use std::sync::mpsc;
 
 use clap::Args;
 use qluks::io::BlockIo;
@@ -31,6 +32,8 @@ pub struct ConvertArgs {
 
 // Large reads: contiguous clusters become one I/O and one batch decrypt.
 const CHUNK: usize = 4 << 20;
+/// Buffers in flight between the reader and the writer thread.
+const BUFFERS: usize = 3;
 
 /// Runs `qluks convert`.
 pub fn run(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
@@ -47,18 +50,37 @@ pub fn run(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
         .map_err(|e| format!("{}: {e}", args.dst.display()))?;
     let size = src.size();
     // Ranges known to read as zero become holes; without a map, zero chunks do.
-    let map = src.map()?.unwrap_or_else(|| vec![MapEntry { start: 0, length: size, zero: false }]);
-    let known_map = map.len() > 1 || map.first().is_some_and(|m| m.zero);
-    let mut buf = vec![0u8; CHUNK];
+    let map = src.map()?;
+    let known_map = map.is_some();
+    let map = map.unwrap_or_else(|| vec![MapEntry { start: 0, length: size, zero: false }]);
+    // Reading (and decrypting) here overlaps with writing on a second thread: buffers travel
+    // to the writer and come back for reuse.
+    let (to_writer, writer_rx) = mpsc::sync_channel::<(u64, Vec<u8>, usize)>(BUFFERS - 1);
+    let (to_reader, free_buffers) = mpsc::channel::<Vec<u8>>();
+    for _ in 0..BUFFERS {
+        to_reader.send(vec![0u8; CHUNK])?;
+    }
+    let writer = std::thread::spawn(move || -> std::io::Result<std::fs::File> {
+        for (offset, buf, n) in writer_rx {
+            BlockIo::write_at(&mut dst, offset, &buf[..n])?;
+            let _ = to_reader.send(buf);
+        }
+        Ok(dst)
+    });
     let mut copied = 0u64;
-    for range in map.iter().filter(|m| !m.zero) {
+    let mut read_result = Ok(());
+    'copy: for range in map.iter().filter(|m| !m.zero) {
         let mut offset = range.start;
         let end = range.start + range.length;
         while offset < end {
             let n = ((end - offset) as usize).min(CHUNK);
-            src.read_at(offset, &mut buf[..n])?;
-            if known_map || buf[..n].iter().any(|&b| b != 0) {
-                BlockIo::write_at(&mut dst, offset, &buf[..n])?;
+            let Ok(mut buf) = free_buffers.recv() else { break 'copy };
+            if let Err(e) = src.read_at(offset, &mut buf[..n]) {
+                read_result = Err(e);
+                break 'copy;
+            }
+            if (known_map || buf[..n].iter().any(|&b| b != 0)) && to_writer.send((offset, buf, n)).is_err() {
+                break 'copy; // the writer failed: its error is reported below
             }
             offset += n as u64;
             copied += n as u64;
@@ -67,6 +89,10 @@ pub fn run(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
             }
         }
     }
+    drop(to_writer);
+    let dst =
+        writer.join().map_err(|_| "the writer thread panicked")?.map_err(|e| format!("{}: {e}", args.dst.display()))?;
+    read_result?;
     if args.progress {
         eprintln!("\r    (100.00/100%) {copied} data bytes");
     }
