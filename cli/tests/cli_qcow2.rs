@@ -1,0 +1,222 @@
+//! The qcow2 command line against qemu-img / qemu-io: convert (byte-identical and sparse),
+//! map (same JSON as `qemu-img map`), info, snapshot -l, compare and io on qcow2 images.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use common::{run, tools, TempDir};
+use std::path::Path;
+use std::process::Command;
+
+fn qluks() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_qluks"))
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn qemu_img(args: &[&str]) -> String {
+    run(Command::new("qemu-img").args(args))
+}
+
+/// An encrypted base (secret "base pw") under a plain middle layer under an encrypted top
+/// (secret "top pw"), partial overwrites at each level.
+fn encrypted_chain(dir: &TempDir) -> (std::path::PathBuf, Vec<String>, String) {
+    let (base, mid, top) = (dir.join("base.qcow2"), dir.join("mid.qcow2"), dir.join("top.qcow2"));
+    let objects = vec!["secret,id=s0,data=base pw".to_string(), "secret,id=s2,data=top pw".to_string()];
+    let enc = |id: &str| format!("encrypt.format=luks,encrypt.key-secret={id},encrypt.iter-time=10");
+    qemu_img(&["create", "-q", "-f", "qcow2", "--object", &objects[0], "-o", &enc("s0"), s(&base), "2M"]);
+    qemu_img(&["create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", s(&mid)]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "--object",
+        &objects[1],
+        "-o",
+        &enc("s2"),
+        "-b",
+        "mid.qcow2",
+        "-F",
+        "qcow2",
+        s(&top),
+        "3M",
+    ]);
+    let top_opts =
+        format!("driver=qcow2,file.filename={},encrypt.key-secret=s2,backing.backing.encrypt.key-secret=s0", s(&top));
+    let mut io = Command::new("qemu-io");
+    for o in &objects {
+        io.arg("--object").arg(o);
+    }
+    io.args(["--image-opts", &top_opts, "-c", "write -P 0x71 0 100k", "-c", "write -P 0x72 2M 4k"]);
+    run(&mut io);
+    let base_opts = format!("driver=qcow2,file.filename={},encrypt.key-secret=s0", s(&base));
+    run(Command::new("qemu-io").args([
+        "--object",
+        &objects[0],
+        "--image-opts",
+        &base_opts,
+        "-c",
+        "write -P 0xb5 64k 1M",
+    ]));
+    let mid_opts = format!("driver=qcow2,file.filename={},backing.encrypt.key-secret=s0", s(&mid));
+    run(Command::new("qemu-io").args(["--object", &objects[0], "--image-opts", &mid_opts, "-c", "write -z 512k 64k"]));
+    (top, objects, top_opts)
+}
+
+#[test]
+fn convert_of_an_encrypted_chain_is_byte_identical_and_sparse() {
+    let t = "convert_of_an_encrypted_chain_is_byte_identical_and_sparse";
+    if !tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = TempDir::new(t);
+    let (top, objects, top_opts) = encrypted_chain(&dir);
+    let want = dir.join("qemu.raw");
+    let mut c = Command::new("qemu-img");
+    c.arg("convert");
+    for o in &objects {
+        c.arg("--object").arg(o);
+    }
+    c.args(["--image-opts", &top_opts, "-O", "raw", s(&want)]);
+    run(&mut c);
+    let (top_pw, base_pw, empty) = (dir.join("top.pw"), dir.join("base.pw"), dir.join("empty.pw"));
+    std::fs::write(&top_pw, "top pw").unwrap();
+    std::fs::write(&base_pw, "base pw").unwrap();
+    std::fs::write(&empty, "").unwrap();
+    let got = dir.join("qluks.raw");
+    run(qluks().args(["convert", "-O", "raw", "--passphrase-file", s(&top_pw)]).args([
+        "--backing-passphrase-file",
+        s(&empty),
+        "--backing-passphrase-file",
+        s(&base_pw),
+        s(&top),
+        s(&got),
+    ]));
+    assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(&want).unwrap());
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&got).unwrap();
+    assert!(meta.blocks() * 512 < meta.len(), "unallocated ranges are holes ({} blocks)", meta.blocks());
+
+    // A wrong backing passphrase is reported, naming the layer.
+    let out = qluks()
+        .args(["convert", "-O", "raw", "--passphrase-file", s(&top_pw), "--backing-passphrase-file", s(&empty)])
+        .args(["--backing-passphrase-file", s(&top_pw), s(&top), s(&got)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("backing layer 2") && err.contains("passphrase"), "{err}");
+}
+
+#[test]
+fn map_json_is_the_same_as_qemu_img_map() {
+    let t = "map_json_is_the_same_as_qemu_img_map";
+    if !tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = TempDir::new(t);
+    let (base, top) = (dir.join("base.qcow2"), dir.join("top.qcow2"));
+    qemu_img(&["create", "-q", "-f", "qcow2", s(&base), "4M"]);
+    run(Command::new("qemu-io").args(["-f", "qcow2", "-c", "write -P 1 0 192k", "-c", "write -z 1M 64k"]).arg(&base));
+    let compressed = dir.join("c.qcow2");
+    qemu_img(&["convert", "-c", "-O", "qcow2", s(&base), s(&compressed)]);
+    qemu_img(&["create", "-q", "-f", "qcow2", "-b", "c.qcow2", "-F", "qcow2", s(&top), "6M"]);
+    run(Command::new("qemu-io").args(["-f", "qcow2", "-c", "write -P 2 64k 64k", "-c", "write -z 2M 64k"]).arg(&top));
+    for img in [&base, &compressed, &top] {
+        let ours = run(qluks().args(["map", "--output", "json", s(img)]));
+        let theirs = qemu_img(&["map", "--output", "json", s(img)]);
+        assert_eq!(ours, theirs, "{}", img.display());
+    }
+}
+
+#[test]
+fn info_describes_geometry_encryption_backing_and_snapshots() {
+    let t = "info_describes_geometry_encryption_backing_and_snapshots";
+    if !tools(t, &["qemu-img"]) {
+        return;
+    }
+    let dir = TempDir::new(t);
+    let (base, top) = (dir.join("base.qcow2"), dir.join("top.qcow2"));
+    qemu_img(&["create", "-q", "-f", "qcow2", "-o", "cluster_size=4k,compat=0.10", s(&base), "1M"]);
+    qemu_img(&["snapshot", "-c", "before", s(&base)]);
+    let o = "encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10,encrypt.cipher-alg=aes-128,extended_l2=on";
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "--object",
+        "secret,id=s,data=x",
+        "-o",
+        o,
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        s(&top),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&run(qluks().args(["info", "--output", "json", s(&top)]))).unwrap();
+    assert_eq!(v["format"], "qcow2");
+    assert_eq!(v["virtual_size"], 1 << 20);
+    assert_eq!(v["cluster_size"], 65536);
+    assert_eq!(v["compat"], "1.1");
+    assert_eq!(v["extended_l2"], true);
+    assert_eq!(v["backing_file"], "base.qcow2");
+    assert_eq!(v["backing_file_format"], "qcow2");
+    assert_eq!(v["encryption"]["format"], "luks");
+    assert_eq!(v["encryption"]["cipher_alg"], "aes-128");
+    assert_eq!(v["encryption"]["cipher_mode"], "xts-plain64");
+    assert_eq!(v["incompatible_features"], serde_json::json!(["extended L2 entries"]));
+    let b: serde_json::Value =
+        serde_json::from_str(&run(qluks().args(["info", "--output", "json", s(&base)]))).unwrap();
+    assert_eq!((b["compat"].as_str(), b["cluster_size"].as_u64()), (Some("0.10"), Some(4096)));
+    assert_eq!(b["snapshots"][0]["name"], "before");
+    let human = run(qluks().args(["info", s(&top)]));
+    assert!(human.contains("virtual size: 1048576") && human.contains("cipher alg: aes-128"), "{human}");
+}
+
+#[test]
+fn snapshot_list_names_every_snapshot() {
+    let t = "snapshot_list_names_every_snapshot";
+    if !tools(t, &["qemu-img"]) {
+        return;
+    }
+    let dir = TempDir::new(t);
+    let img = dir.join("s.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", s(&img), "1M"]);
+    qemu_img(&["snapshot", "-c", "alpha", s(&img)]);
+    qemu_img(&["snapshot", "-c", "beta", s(&img)]);
+    let out = run(qluks().args(["snapshot", "-l", s(&img)]));
+    let rows: Vec<(&str, &str)> =
+        out.lines().skip(2).map(|l| l.split_whitespace().collect::<Vec<_>>()).map(|w| (w[0], w[1])).collect();
+    assert_eq!(rows, [("1", "alpha"), ("2", "beta")], "{out}");
+}
+
+#[test]
+fn compare_and_io_read_qcow2_content() {
+    let t = "compare_and_io_read_qcow2_content";
+    if !tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = TempDir::new(t);
+    let img = dir.join("a.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", s(&img), "1M"]);
+    run(Command::new("qemu-io").args(["-f", "qcow2", "-c", "write -P 0x3c 4k 8k"]).arg(&img));
+    let raw = dir.join("a.raw");
+    qemu_img(&["convert", "-O", "raw", s(&img), s(&raw)]);
+    let same = run(qluks().args(["compare", s(&img), s(&raw)]));
+    assert!(same.contains("Images are identical."), "{same}");
+    let mut bytes = std::fs::read(&raw).unwrap();
+    bytes[10_000] ^= 1;
+    std::fs::write(&raw, &bytes).unwrap();
+    let out = qluks().args(["compare", s(&img), s(&raw)]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Content mismatch at offset 10000!"));
+    let read = run(qluks().args(["io", s(&img), "-c", "read -P 0x3c 4k 8k", "-c", "read -P 0 0 4k"]));
+    assert!(read.contains("read 8192/8192 bytes at offset 4096"), "{read}");
+    let bad = qluks().args(["io", s(&img), "-c", "read -P 0x3c 0 4k"]).output().unwrap();
+    assert!(!bad.status.success());
+}
