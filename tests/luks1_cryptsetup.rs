@@ -159,3 +159,27 @@ fn keyslots_added_and_killed_by_cryptsetup_are_seen_by_qluks() {
     assert!(!header.keyslots[0].active);
     assert!(matches!(luks1::unlock(&mut f, 0, None, &header, b"first"), Err(IoError::Luks(Error::WrongPassphrase))));
 }
+
+#[test]
+fn restoring_an_old_header_does_not_bring_a_removed_keyslot_back() {
+    if !tool("removed_keyslot_gone", "cryptsetup") {
+        return;
+    }
+    let dir = TempDir::new("removed_keyslot_gone");
+    let second = write_pass(&dir, "second", b"second");
+    let img = dir.join("r.img");
+    qluks_volume(&img, "aes-256-xts-plain64", HashAlg::Sha256, b"first");
+    let mut f = rw(&img);
+    let mut header = luks1::read_header(&mut f, 0).unwrap();
+    let key = luks1::unlock(&mut f, 0, None, &header, b"first").unwrap();
+    luks1::add_keyslot(&mut f, 0, None, &mut header, &key, b"second", None, 1000, &mut OsRng).unwrap();
+    let old_header = std::fs::read(&img).unwrap()[..4096].to_vec();
+    luks1::remove_keyslot(&mut f, 0, None, &mut header, 1, false, &mut OsRng).unwrap();
+    drop(f);
+    // iotest 294: with the old header back, keyslot 1 is active again but its key material is gone.
+    let mut bytes = std::fs::read(&img).unwrap();
+    bytes[..4096].copy_from_slice(&old_header);
+    std::fs::write(&img, &bytes).unwrap();
+    assert!(run(cryptsetup(&["luksDump"]).arg(&img)).contains("Key Slot 1: ENABLED"));
+    assert!(!test_passphrase(&img, &second, None), "the removed passphrase still opens the volume");
+}

@@ -131,3 +131,49 @@ fn qluks_created_volume_is_opened_by_qemu() {
         assert!(qemu_plaintext(&dir, &img) == data, "{cipher}");
     }
 }
+
+#[test]
+fn keyslots_added_by_qluks_open_in_qemu_and_qemu_amend_keyslots_open_in_qluks() {
+    if !tools("keyslots_qemu", &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = TempDir::new("keyslots_qemu");
+    let img = dir.join("k.luks");
+    qemu_create(&img, "");
+    // qluks adds "second"; qemu opens the volume with it.
+    let mut f = FileOptions::new().read(true).write(true).open(&img).unwrap();
+    let mut header = luks1::read_header(&mut f, 0).unwrap();
+    let key = luks1::unlock(&mut f, 0, None, &header, PASS.as_bytes()).unwrap();
+    let k = luks1::add_keyslot(&mut f, 0, None, &mut header, &key, b"second", None, 1000, &mut OsRng).unwrap();
+    drop(f);
+    let second = format!("driver=luks,key-secret=s2,file.filename={}", img.display());
+    run(Command::new("qemu-io").args([
+        "--object",
+        "secret,id=s2,data=second",
+        "--image-opts",
+        &second,
+        "-c",
+        "write -P 0x42 0 4k",
+    ]));
+    // qemu-img amend adds "third" in the next slot; qluks opens with it and sees qemu's write.
+    run(Command::new("qemu-img").args([
+        "amend",
+        "--object",
+        "secret,id=s2,data=second",
+        "--object",
+        "secret,id=s3,data=third",
+        "--image-opts",
+        &second,
+        "-o",
+        "state=active,new-secret=s3,iter-time=10",
+    ]));
+    let mut f = FileOptions::new().read(true).write(true).open(&img).unwrap();
+    let header = luks1::read_header(&mut f, 0).unwrap();
+    let (slot, key3) = luks1::unlock_keyslot(&mut f, 0, None, &header, b"third", None).unwrap();
+    assert!(slot != 0 && slot != k, "amend used keyslot {slot}");
+    assert_eq!(key3.as_bytes(), key.as_bytes());
+    let mut vol = LuksVolume::open(f, b"third", OpenOptions::default()).unwrap();
+    let mut back = vec![0u8; 4096];
+    vol.read_at(0, &mut back).unwrap();
+    assert!(back.iter().all(|&b| b == 0x42));
+}
