@@ -14,7 +14,7 @@ use std::process::Command;
 
 use matrix::{Case, Format, MapRange};
 use qluks::qcow::{ExtentKind, Qcow1};
-use qluks::qcow2::backing::{BackingFormat, BackingRequest, Chain, DataFileRequest, Opened, Resolver};
+use qluks::qcow2::backing::{BackingFormat, BackingRequest, Chain, DataFileRequest, Layer, Opened, Resolver};
 
 /// Test policy for names found in images: plain file names in the image's directory only.
 struct DirResolver {
@@ -146,6 +146,19 @@ fn qluks_read(case: &Case) -> (Vec<u8>, Vec<MapRange>) {
                 chain.read_at(off, &mut buf, &mut scratch).unwrap_or_else(|e| panic!("{}: read: {e}", case.name));
                 out.extend_from_slice(&buf);
             }
+            // Each internal snapshot's disk, whole, after the active disk.
+            for name in &case.snapshots {
+                let Some(Some(Layer::Qcow2(q))) = chain.layers_mut().first_mut() else { panic!("qcow2 top layer") };
+                let s =
+                    q.find_snapshot(name.as_bytes()).unwrap_or_else(|e| panic!("{}: snapshot {name}: {e}", case.name));
+                q.select_snapshot(&s).unwrap_or_else(|e| panic!("{}: select {name}: {e}", case.name));
+                let mut buf = vec![0u8; q.size() as usize];
+                chain.read_at(0, &mut buf, &mut scratch).unwrap_or_else(|e| panic!("{}: read {name}: {e}", case.name));
+                out.extend_from_slice(&buf);
+            }
+            if let Some(Some(Layer::Qcow2(q))) = chain.layers_mut().first_mut() {
+                q.select_active();
+            }
             for e in chain.extents(0) {
                 let e = e.unwrap_or_else(|e| panic!("{}: map: {e}", case.name));
                 map.push(MapRange { start: e.start, length: e.length, data: e.data(), zero: e.zero() });
@@ -192,9 +205,14 @@ fn matrix_images_read_like_qemu() {
     let mut failures = Vec::new();
     for case in &cases {
         let case_start = std::time::Instant::now();
-        let expected = case.qemu_raw(dir.path());
+        let mut expected = case.qemu_raw(dir.path());
         let map = case.qemu_map();
         matrix::check_generated(case, &map, &expected);
+        for name in &case.snapshots {
+            let snapshot = case.qemu_raw_snapshot(dir.path(), name);
+            assert_ne!(snapshot[..], expected[..snapshot.len()], "{}: snapshot {name} differs from now", case.name);
+            expected.extend(snapshot);
+        }
         // The chain keeps 4 layers with their table caches inline: in a debug build, moving it
         // around needs more than a test thread's default stack.
         let ours = std::thread::scope(|s| {
@@ -207,10 +225,12 @@ fn matrix_images_read_like_qemu() {
                 None => matrix::compare_maps(&our_map, &map).map_err(|e| format!("{}: library map: {e}", case.name)),
             },
         };
-        let cli_convert = cli_convert(case, dir.path()).and_then(|ours| match first_difference(&ours, &expected) {
-            Some(at) => Err(format!("first difference at byte {at:#x} of the windows")),
-            None => Ok(()),
-        });
+        let active_len = windows(case).iter().map(|&(_, l)| l as usize).sum::<usize>();
+        let cli_convert =
+            cli_convert(case, dir.path()).and_then(|ours| match first_difference(&ours, &expected[..active_len]) {
+                Some(at) => Err(format!("first difference at byte {at:#x} of the windows")),
+                None => Ok(()),
+            });
         let cli_map = cli_map(case).and_then(|ours| matrix::compare_maps(&ours, &map));
         for (what, outcome) in [
             ("library", library),

@@ -352,6 +352,13 @@ mod tests {
     }
 
     #[test]
+    fn inflate_state_fits_the_documented_stack_budget() {
+        // The module docs promise about 11 KiB on the stack for decompress_cluster.
+        let size = core::mem::size_of::<InflateScratch>();
+        assert!((8 * 1024..=12 * 1024).contains(&size), "InflateScratch is {size} bytes");
+    }
+
+    #[test]
     fn deflate_with_scratch_reuses_state_between_clusters() {
         let mut scratch = InflateScratch::new();
         let (s, n) = deflate_stored(&[b"abcdefgh"]);

@@ -52,6 +52,8 @@ pub struct Case {
     /// For images too large to convert whole: the guest windows to compare (offset, len).
     /// None = compare the whole disk.
     pub windows: Option<Vec<(u64, u64)>>,
+    /// Internal snapshots whose disk state is compared too (by name).
+    pub snapshots: Vec<&'static str>,
 }
 
 /// A range of `qemu-img map --output json`, reduced to what must agree.
@@ -163,6 +165,7 @@ impl Case {
             data_file: None,
             size,
             windows: None,
+            snapshots: Vec::new(),
         }
     }
 
@@ -218,6 +221,19 @@ impl Case {
             None => std::fs::read(&out).unwrap(),
             Some(windows) => read_windows(&out, windows),
         };
+        let _ = std::fs::remove_file(&out);
+        bytes
+    }
+
+    /// What QEMU reads from internal snapshot `name` (`qemu-img convert -l`), whole disk.
+    pub fn qemu_raw_snapshot(&self, dir: &Path, name: &str) -> Vec<u8> {
+        assert!(self.qemu_image_opts().is_none(), "snapshot cases are not encrypted");
+        let out = dir.join(format!("{}.{name}.qemu.raw", self.name));
+        let mut c = Command::new("qemu-img");
+        c.args(["convert", "-f", self.format.name(), "-l", &format!("snapshot.name={name}")]);
+        c.arg(&self.image).args(["-O", "raw"]).arg(&out);
+        common::run(&mut c);
+        let bytes = std::fs::read(&out).unwrap();
         let _ = std::fs::remove_file(&out);
         bytes
     }
@@ -460,7 +476,9 @@ fn data_file_and_snapshot_images(dir: &Path) -> Vec<Case> {
         qemu_io(&img, "qcow2", &["write -P 0x22 512k 1M", "write -z 0 64k"]);
         qemu_img(&["snapshot", "-c", "second", p(&img)]);
         qemu_io(&img, "qcow2", &["write -P 0x33 1M 1M", "discard 1536k 64k"]);
-        cases.push(Case::new("snapshots", img, Format::Qcow2, 4 * mib));
+        let mut case = Case::new("snapshots", img, Format::Qcow2, 4 * mib);
+        case.snapshots = vec!["first", "second"];
+        cases.push(case);
     }
     cases
 }
