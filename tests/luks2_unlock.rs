@@ -256,3 +256,53 @@ fn large_metadata_areas_need_a_larger_json_buffer() {
     assert_eq!(header.binary.hdr_size, 1 << 20);
     assert_eq!(qluks_unlock(&image, PASSPHRASE, None).unwrap().1, dumped_volume_key(&image, &key_file));
 }
+
+#[test]
+fn an_unfinished_reencryption_is_refused_by_its_requirement() {
+    let test = "an_unfinished_reencryption_is_refused_by_its_requirement";
+    if !common::tool(test, "cryptsetup") {
+        return;
+    }
+    let dir = common::TempDir::new(test);
+    let (image, key_file) = luks_format(&dir, "v.luks2", &["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]);
+    common::run(
+        Command::new("cryptsetup")
+            .args(["reencrypt", "--init-only", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])
+            .arg("--key-file")
+            .arg(&key_file)
+            .arg(&image),
+    );
+    // The metadata (with its `reencrypt` keyslot and backup segments) still reads.
+    let header = open_header(&image).unwrap();
+    assert_eq!(header.metadata.config.requirement.unwrap().as_str(), "online-reencrypt-v2");
+    assert_ne!(header.metadata.other_keyslots, 0, "the reencrypt keyslot is recorded");
+    assert!(header.metadata.segments().any(|(_, s)| s.backup));
+    let open = qluks::luks::LuksVolume::open(File::open(&image).unwrap(), PASSPHRASE, Default::default());
+    match open.unwrap_err() {
+        IoError::Luks(Error::Luks2(luks2::Error::UnmetRequirement { name })) => {
+            assert_eq!(name.as_str(), "online-reencrypt-v2")
+        }
+        e => panic!("expected UnmetRequirement, got {e}"),
+    }
+}
+
+#[test]
+fn keyslot_choice_and_priority_ignore() {
+    let test = "keyslot_choice_and_priority_ignore";
+    if !common::tool(test, "cryptsetup") {
+        return;
+    }
+    let dir = common::TempDir::new(test);
+    let (image, key_file) = luks_format(&dir, "v.luks2", &["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]);
+    let volume_key = dumped_volume_key(&image, &key_file);
+    common::run(Command::new("cryptsetup").args(["config", "--priority", "ignore", "--key-slot", "0"]).arg(&image));
+    let header = open_header(&image).unwrap();
+    let mut file = File::open(&image).unwrap();
+    let mut unlock =
+        |keyslot| luks2::unlock(&mut file, &header.metadata, PASSPHRASE, keyslot, &mut []).map_err(luks_error);
+    // An `ignore` keyslot is tried only when chosen (cryptsetup too says no key matches).
+    assert_eq!(unlock(None).unwrap_err(), Error::WrongPassphrase);
+    assert_eq!(unlock(Some(0)).unwrap().1.as_bytes(), &volume_key[..]);
+    assert_eq!(unlock(Some(1)).unwrap_err(), Error::KeyslotInactive { keyslot: 1 });
+    assert_eq!(unlock(Some(32)).unwrap_err(), Error::KeyslotOutOfRange { keyslot: 32 });
+}

@@ -219,8 +219,9 @@ pub fn parse_decimal_u64(text: &[u8]) -> Option<u64> {
     })
 }
 
-/// The pull parser: a cursor over the JSON text.
-#[derive(Debug)]
+/// The pull parser: a cursor over the JSON text. Cloning it gives an independent cursor at
+/// the same position (to look ahead inside an object).
+#[derive(Debug, Clone)]
 pub struct Parser<'a> {
     input: &'a [u8],
     pos: usize,

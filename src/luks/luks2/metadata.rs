@@ -24,6 +24,8 @@ pub const MAX_DIGESTS: usize = 8;
 pub const AF_STRIPES: u32 = 4000;
 /// Largest volume or keyslot-area key (AES-256-XTS).
 pub const MAX_KEY_SIZE: u32 = 64;
+/// PBKDF2 iteration counts above this are refused as absurd (LUKS1's limit).
+pub use crate::luks::luks1::MAX_ITERATIONS;
 /// cryptsetup's ceiling on Argon2 memory: 4 GiB, in KiB.
 pub const MAX_ARGON2_MEMORY_KIB: u32 = 4 * 1024 * 1024;
 
@@ -494,7 +496,7 @@ fn parse_kdf(p: &mut Parser<'_>) -> Result<Kdf, MetadataError> {
         } else if key.eq_str("hash") {
             set_once(&mut hash, name_value(p, "keyslots.N.kdf.hash")?, "keyslots.N.kdf.hash", at)
         } else if key.eq_str("iterations") {
-            let v = u32_value(p, "keyslots.N.kdf.iterations", 1..=u32::MAX)?;
+            let v = u32_value(p, "keyslots.N.kdf.iterations", 1..=MAX_ITERATIONS)?;
             set_once(&mut iterations, v, "keyslots.N.kdf.iterations", at)
         } else if key.eq_str("salt") {
             set_once(&mut salt, base64_value(p, "keyslots.N.kdf.salt")?, "keyslots.N.kdf.salt", at)
@@ -593,15 +595,40 @@ fn parse_area(p: &mut Parser<'_>) -> Result<Area, MetadataError> {
     })
 }
 
-/// One keyslot; `None` for a keyslot of another type than `luks2` (skipped).
-fn parse_keyslot(p: &mut Parser<'_>) -> Result<Option<Keyslot>, MetadataError> {
-    let start = p.offset();
-    let (mut kind, mut key_size, mut priority, mut kdf, mut af, mut area) = (None, None, None, None, None, None);
-    object(p, "keyslots.N", |p, key| {
+/// The `type` of the keyslot object at the cursor, found by a look-ahead (JSON objects are
+/// unordered: cryptsetup writes `area` before `type` in reencryption keyslots).
+fn keyslot_type(mut probe: Parser<'_>) -> Result<Name<32>, MetadataError> {
+    let start = probe.offset();
+    let mut kind = None;
+    object(&mut probe, "keyslots.N", |p, key| {
         let at = p.offset();
         if key.eq_str("type") {
             set_once(&mut kind, type_value(p, "keyslots.N.type")?, "keyslots.N.type", at)
-        } else if key.eq_str("key_size") {
+        } else {
+            Ok(p.skip()?)
+        }
+    })?;
+    required(kind, "keyslots.N.type", start)
+}
+
+/// One keyslot; `None` for a keyslot of another type than `luks2` (skipped).
+fn parse_keyslot(p: &mut Parser<'_>) -> Result<Option<Keyslot>, MetadataError> {
+    let start = p.offset();
+    let kind = keyslot_type(p.clone())?;
+    match kind.as_str() {
+        "luks2" => {}
+        // Reencryption bookkeeping: it holds no key; the volume's requirements refuse use
+        // while a reencryption is unfinished.
+        "reencrypt" => {
+            p.skip()?;
+            return Ok(None);
+        }
+        _ => return Err(unsupported("keyslot type", kind)),
+    }
+    let (mut key_size, mut priority, mut kdf, mut af, mut area) = (None, None, None, None, None);
+    object(p, "keyslots.N", |p, key| {
+        let at = p.offset();
+        if key.eq_str("key_size") {
             let v = u32_value(p, "keyslots.N.key_size", 1..=MAX_KEY_SIZE)?;
             set_once(&mut key_size, v, "keyslots.N.key_size", at)
         } else if key.eq_str("priority") {
@@ -611,24 +638,16 @@ fn parse_keyslot(p: &mut Parser<'_>) -> Result<Option<Keyslot>, MetadataError> {
                 _ => Priority::High,
             };
             set_once(&mut priority, v, "keyslots.N.priority", at)
-        } else if key.eq_str("kdf") && kind.is_none_or(|k: Name<32>| k.as_str() == "luks2") {
+        } else if key.eq_str("kdf") {
             set_once(&mut kdf, parse_kdf(p)?, "keyslots.N.kdf", at)
-        } else if key.eq_str("af") && kind.is_none_or(|k: Name<32>| k.as_str() == "luks2") {
+        } else if key.eq_str("af") {
             set_once(&mut af, parse_af(p)?, "keyslots.N.af", at)
-        } else if key.eq_str("area") && kind.is_none_or(|k: Name<32>| k.as_str() == "luks2") {
+        } else if key.eq_str("area") {
             set_once(&mut area, parse_area(p)?, "keyslots.N.area", at)
         } else {
             Ok(p.skip()?)
         }
     })?;
-    let kind = required(kind, "keyslots.N.type", start)?;
-    match kind.as_str() {
-        "luks2" => {}
-        // Reencryption bookkeeping: it holds no key; the volume's requirements refuse use
-        // while a reencryption is unfinished.
-        "reencrypt" => return Ok(None),
-        _ => return Err(unsupported("keyslot type", kind)),
-    }
     Ok(Some(Keyslot {
         key_size: required(key_size, "keyslots.N.key_size", start)?,
         priority: priority.unwrap_or(Priority::Normal),
@@ -723,7 +742,7 @@ fn parse_digest(p: &mut Parser<'_>) -> Result<Digest, MetadataError> {
         } else if key.eq_str("hash") {
             set_once(&mut hash, name_value(p, "digests.N.hash")?, "digests.N.hash", at)
         } else if key.eq_str("iterations") {
-            let v = u32_value(p, "digests.N.iterations", 1..=u32::MAX)?;
+            let v = u32_value(p, "digests.N.iterations", 1..=MAX_ITERATIONS)?;
             set_once(&mut iterations, v, "digests.N.iterations", at)
         } else if key.eq_str("salt") {
             set_once(&mut salt, base64_value(p, "digests.N.salt")?, "digests.N.salt", at)
@@ -1107,8 +1126,13 @@ pub(crate) mod tests {
         assert!(matches!(parse(&json), Err(MetadataError::BadValue { field: "keyslots.N.kdf.memory", .. })));
         let json = variant(r#""time":4"#, r#""time":0"#);
         assert!(matches!(parse(&json), Err(MetadataError::BadValue { field: "keyslots.N.kdf.time", .. })));
-        let json = variant(r#""iterations":1000,"salt":"rI3"#, r#""iterations":0,"salt":"rI3"#);
-        assert!(matches!(parse(&json), Err(MetadataError::BadValue { field: "keyslots.N.kdf.iterations", .. })));
+        for absurd in ["0", "2147483649"] {
+            let json =
+                variant(r#""iterations":1000,"salt":"rI3"#, &std::format!(r#""iterations":{absurd},"salt":"rI3"#));
+            assert!(matches!(parse(&json), Err(MetadataError::BadValue { field: "keyslots.N.kdf.iterations", .. })));
+        }
+        let json = variant(r#""iterations":1000,"salt":"1W0"#, r#""iterations":0,"salt":"1W0"#);
+        assert!(matches!(parse(&json), Err(MetadataError::BadValue { field: "digests.N.iterations", .. })));
     }
 
     #[test]
