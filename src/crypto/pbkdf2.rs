@@ -7,7 +7,7 @@ use zeroize::Zeroize;
 
 /// Derives `out.len()` bytes from `password` and `salt` with `iterations` rounds of HMAC-`hash`.
 ///
-/// The SHA family runs on a dedicated loop (see [`super::md_state`]) that advances all output
+/// The SHA family runs on a dedicated loop (on the compression functions directly) that advances all output
 /// blocks' chains in lockstep, so that independent compressions overlap in the CPU; RIPEMD-160
 /// uses the `pbkdf2` crate.
 pub fn pbkdf2(hash: HashAlg, password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) -> Result<(), Error> {
