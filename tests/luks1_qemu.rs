@@ -177,3 +177,32 @@ fn keyslots_added_by_qluks_open_in_qemu_and_qemu_amend_keyslots_open_in_qluks() 
     vol.read_at(0, &mut back).unwrap();
     assert!(back.iter().all(|&b| b == 0x42));
 }
+
+/// iotest 149: sector numbers past 2^32 on a sparse 4 TiB volume, with plain64 IVs and with
+/// `plain` IVs (truncated to 32 bits, so they wrap at 2 TiB).
+#[test]
+fn sector_numbers_past_2_pow_32_match_qemu() {
+    if !tools("luks_4t", &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    for ivgen in ["plain64", "plain"] {
+        let dir = TempDir::new("luks_4t");
+        let img = dir.join("big.luks");
+        let o = format!("key-secret=sec0,iter-time=10,cipher-alg=aes-128,cipher-mode=xts,ivgen-alg={ivgen}");
+        run(Command::new("qemu-img")
+            .args(["create", "-q", "-f", "luks", "--object", &secret(), "-o", &o])
+            .arg(&img)
+            .arg("4T"));
+        // Straddling the 2 TiB boundary, and well past it.
+        qemu_io(&img, &["write -P 0x77 2199023253504 4096", "write -P 0x66 3T 64k"]);
+        let mut vol = open_rw(&img);
+        let mut buf = vec![0u8; 65536];
+        vol.read_at(2199023253504, &mut buf[..4096]).unwrap();
+        assert!(buf[..4096].iter().all(|&b| b == 0x77), "{ivgen}: across 2 TiB");
+        vol.read_at(3 << 40, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 0x66), "{ivgen}: at 3 TiB");
+        vol.write_at((3 << 40) + (1 << 20) + 100, &[0x55; 5000]).unwrap();
+        drop(vol);
+        qemu_io(&img, &["read -P 0x55 3298535932004 5000"]);
+    }
+}
