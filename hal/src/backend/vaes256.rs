@@ -3,8 +3,8 @@
 //! For CPUs with VAES but without (usable) AVX-512, such as Zen 3 or Alder Lake. One ymm register
 //! holds two AES blocks; `vaesenc` on ymm has a latency of about four cycles at up to two per
 //! cycle, so the data loop keeps eight independent ymm streams (16 blocks, 256 bytes) in flight.
-//! With only 16 ymm registers the round keys come from memory operands (cheap: loads are not
-//! the bottleneck), while blocks and tweaks stay in registers.
+//! With only 16 ymm registers, blocks and tweaks take all of them during the rounds and the round
+//! keys come from memory operands (cheap: loads are not the bottleneck).
 //!
 //! Tweaks: lane `l` of stream `s` holds `T * x^(2s + l)`; after each 16-block step every lane is
 //! multiplied by `x^16` (byte shift, carry-less multiply by 0x87, xor). Each unit's initial
@@ -174,23 +174,20 @@ fn units<const R: usize, const ENCRYPT: bool, const STEPS: usize>(
                         let block = _mm256_loadu_si256(p.add(32 * s).cast());
                         _mm256_xor_si256(_mm256_xor_si256(block, tweaks[s]), keys[0])
                     });
-                    // The last round ends with an xor of its key, so the output tweak folds into it.
-                    let last: [__m256i; STREAMS] = core::array::from_fn(|s| _mm256_xor_si256(keys[R], tweaks[s]));
-                    for t in &mut tweaks {
-                        *t = mul_x16(*t, poly);
-                    }
                     for k in &keys[1..R] {
                         for v in &mut x {
                             *v = if ENCRYPT { _mm256_aesenc_epi128(*v, *k) } else { _mm256_aesdec_epi128(*v, *k) };
                         }
                     }
-                    for (s, v) in x.iter().enumerate() {
-                        let out = if ENCRYPT {
-                            _mm256_aesenclast_epi128(*v, last[s])
-                        } else {
-                            _mm256_aesdeclast_epi128(*v, last[s])
-                        };
+                    // Blocks and tweaks fill all 16 ymm registers during the rounds, so the last
+                    // round's key (which the output tweak folds into: the round ends with an xor
+                    // of its key) and the next step's tweaks are made only now.
+                    for (s, (v, t)) in x.iter().zip(&mut tweaks).enumerate() {
+                        let last = _mm256_xor_si256(keys[R], *t);
+                        let out =
+                            if ENCRYPT { _mm256_aesenclast_epi128(*v, last) } else { _mm256_aesdeclast_epi128(*v, last) };
                         _mm256_storeu_si256(p.add(32 * s).cast(), out);
+                        *t = mul_x16(*t, poly);
                     }
                     p = p.add(STEP);
                 }

@@ -1,10 +1,12 @@
 //! x86-64 VAES + AVX-512 + VPCLMULQDQ backend: the XTS batch kernels over 512-bit registers.
 //!
 //! One zmm register holds four AES blocks, and `vaesenc` on a zmm register does four block-rounds
-//! per instruction. Its latency is about four cycles at a throughput of one per cycle, so the
-//! data loop keeps four independent zmm streams (16 blocks, 256 bytes) in flight. Every state
-//! value (blocks, tweaks, round keys) lives in a SIMD local; nothing in the hot loop goes through
-//! an array indexed at run time, because that makes LLVM scalarize the loop.
+//! per instruction, with a latency of a few cycles and one (Zen 4) or two (Zen 5) issued per
+//! cycle. The data loop keeps four independent zmm streams (16 blocks, 256 bytes) in flight;
+//! on the Zen 5 development machine that already runs at the AES units' limit (AES-128 and
+//! AES-256 throughput are in the ratio of their round counts, 14:10, and eight streams measured
+//! no faster). Every state value (blocks, tweaks, round keys) lives in a SIMD local; nothing in
+//! the hot loop goes through an array indexed at run time, because that makes LLVM scalarize it.
 //!
 //! Tweaks: lane `l` of stream `s` holds `T * x^(4s + l)`. After each 16-block step every lane is
 //! multiplied by `x^16` with a byte shift, one carry-less multiply by 0x87 and an xor; these are
