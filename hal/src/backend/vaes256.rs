@@ -184,8 +184,11 @@ fn units<const R: usize, const ENCRYPT: bool, const STEPS: usize>(
                     // of its key) and the next step's tweaks are made only now.
                     for (s, (v, t)) in x.iter().zip(&mut tweaks).enumerate() {
                         let last = _mm256_xor_si256(keys[R], *t);
-                        let out =
-                            if ENCRYPT { _mm256_aesenclast_epi128(*v, last) } else { _mm256_aesdeclast_epi128(*v, last) };
+                        let out = if ENCRYPT {
+                            _mm256_aesenclast_epi128(*v, last)
+                        } else {
+                            _mm256_aesdeclast_epi128(*v, last)
+                        };
                         _mm256_storeu_si256(p.add(32 * s).cast(), out);
                         *t = mul_x16(*t, poly);
                     }
