@@ -180,7 +180,7 @@ impl Cbc {
         check_sectors(data, sector_size)?;
         let mut ivs = [[0u8; BLOCK]; IV_BATCH];
         let mut sector = first_sector;
-        for run in data.chunks_mut(IV_BATCH * sector_size) {
+        for run in data.chunks_mut(IV_BATCH.saturating_mul(sector_size)) {
             let n = run.len() / sector_size;
             ivgen.fill(&mut ivs[..n], sector);
             if enc {

@@ -136,3 +136,14 @@ fn debug_output_never_shows_key_bytes() {
         assert!(!text.contains(needle), "{text}");
     }
 }
+
+#[test]
+fn huge_sector_sizes_with_an_empty_buffer_are_zero_sectors_not_an_overflow() {
+    for b in Backend::available() {
+        let cbc = Cbc::with_backend(&[3; 16], b).unwrap();
+        for size in [1usize << 60, usize::MAX & !15] {
+            assert_eq!(cbc.encrypt_sectors(&mut [], size, 0, IvGen::Plain64), Ok(()));
+            assert_eq!(cbc.decrypt_sectors(&mut [], size, u64::MAX, IvGen::Plain), Ok(()));
+        }
+    }
+}

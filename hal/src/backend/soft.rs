@@ -368,7 +368,7 @@ fn cbc_decrypt_with(k: &SliceKeys, data: &mut [u8], iv: &[u8; BLOCK]) {
 pub(crate) fn cbc_encrypt_sectors(keys: &RoundKeys, data: &mut [u8], sector_size: usize, ivs: ChainIvs<'_>) {
     let k = SliceKeys::enc(keys);
     let mut buf = [0u8; PASS];
-    for (group, group_ivs) in data.chunks_mut(LANES * sector_size).zip(ivs.chunks(LANES)) {
+    for (group, group_ivs) in data.chunks_mut(LANES.saturating_mul(sector_size)).zip(ivs.chunks(LANES)) {
         let chains = group.len() / sector_size;
         let mut prev = [[0u8; BLOCK]; LANES];
         prev[..chains].copy_from_slice(group_ivs);
