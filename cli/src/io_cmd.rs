@@ -90,26 +90,42 @@ pub fn run(args: IoArgs) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
+/// Requests are processed in pieces of at most this size, so `read 0 1T` needs no 1 TiB buffer.
+const PIECE: u64 = 4 << 20;
+
 fn execute(disk: &mut dyn Disk, cmd: &Cmd) -> Result<(), Box<dyn Error>> {
     match *cmd {
         Cmd::Read { pattern, offset, len } => {
-            let mut buf = vec![0u8; usize::try_from(len)?];
-            disk.read_at(offset, &mut buf)?;
-            if let Some(p) = pattern {
-                if let Some(i) = buf.iter().position(|&b| b != p) {
-                    return Err(format!(
-                        "Pattern verification failed at offset {}, {len} bytes (found {:#04x}, expected {p:#04x})",
-                        offset + i as u64,
-                        buf[i]
-                    )
-                    .into());
+            let mut buf = vec![0u8; len.min(PIECE) as usize];
+            let mut done = 0u64;
+            while done < len {
+                let n = (len - done).min(PIECE) as usize;
+                let at = offset.checked_add(done).ok_or("offset overflows")?;
+                disk.read_at(at, &mut buf[..n])?;
+                if let Some(p) = pattern {
+                    if let Some(i) = buf[..n].iter().position(|&b| b != p) {
+                        return Err(format!(
+                            "Pattern verification failed at offset {}, {len} bytes (found {:#04x}, expected {p:#04x})",
+                            at + i as u64,
+                            buf[i]
+                        )
+                        .into());
+                    }
                 }
+                done += n as u64;
             }
             println!("read {len}/{len} bytes at offset {offset}");
         }
         Cmd::Write { fill, offset, len } => {
-            let mut buf = vec![fill; usize::try_from(len)?];
-            disk.write_at(offset, &mut buf)?;
+            let mut buf = vec![0u8; len.min(PIECE) as usize];
+            let mut done = 0u64;
+            while done < len {
+                let n = (len - done).min(PIECE) as usize;
+                // The disk may encrypt the buffer in place: refill it every time.
+                buf[..n].fill(fill);
+                disk.write_at(offset.checked_add(done).ok_or("offset overflows")?, &mut buf[..n])?;
+                done += n as u64;
+            }
             println!("wrote {len}/{len} bytes at offset {offset}");
         }
         Cmd::Flush => disk.flush()?,
