@@ -21,7 +21,8 @@ fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A 20 MiB LUKS2 volume: keyslot 0 argon2id with small memory, keyslot 1 pbkdf2.
+/// A 20 MiB LUKS2 volume: keyslot 0 argon2id with small memory and two lanes (computed on
+/// threads by the CLI), keyslot 1 pbkdf2.
 fn two_keyslot_volume(dir: &common::TempDir) -> (PathBuf, PathBuf) {
     let image = dir.join("v.luks2");
     let key_file = dir.join("key");
@@ -30,7 +31,7 @@ fn two_keyslot_volume(dir: &common::TempDir) -> (PathBuf, PathBuf) {
     cryptsetup(
         &["luksFormat", "--type", "luks2", "--pbkdf", "argon2id", "--pbkdf-memory", "64"]
             .into_iter()
-            .chain(["--pbkdf-force-iterations", "4", "--pbkdf-parallel", "1", "--sector-size", "4096"])
+            .chain(["--pbkdf-force-iterations", "4", "--pbkdf-parallel", "2", "--sector-size", "4096"])
             .collect::<Vec<_>>(),
         &key_file,
         &image,
@@ -61,7 +62,7 @@ fn info_shows_luks2_version_segments_and_keyslots() {
         r#""format":"luks","version":2"#,
         r#""cipher":"aes-xts-plain64","sector_size":4096,"payload_offset":16777216,"virtual_size":4194304"#,
         r#""id":0,"type":"crypt","offset":16777216,"size":"dynamic""#,
-        r#""index":0,"type":"luks2","key_size":64,"priority":"normal","kdf":{"type":"argon2id","time":4,"memory":64,"cpus":1}"#,
+        r#""index":0,"type":"luks2","key_size":64,"priority":"normal","kdf":{"type":"argon2id","time":4,"memory":64,"cpus":2}"#,
         r#""index":1,"type":"luks2","key_size":64,"priority":"normal","kdf":{"type":"pbkdf2","hash":"sha256","iterations":1000}"#,
         r#""keyslots":[0, 1],"segments":[0]"#,
     ] {
@@ -69,7 +70,7 @@ fn info_shows_luks2_version_segments_and_keyslots() {
     }
     let human = stdout(&qluks(&["info"], &[&image]));
     assert!(human.contains("version: 2\n"), "{human}");
-    assert!(human.contains("kdf argon2id (time 4, memory 64 KiB, cpus 1)"), "{human}");
+    assert!(human.contains("kdf argon2id (time 4, memory 64 KiB, cpus 2)"), "{human}");
 }
 
 #[test]

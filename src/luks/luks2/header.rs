@@ -324,6 +324,26 @@ mod tests {
     use super::super::metadata::MetadataError;
 
     #[test]
+    fn sha512_checksums_are_verified() {
+        let mut img = image(5, 9);
+        for at in [0, HDR] {
+            let copy = &mut img[at..at + HDR];
+            copy[72..78].copy_from_slice(b"sha512");
+            copy[OFF_CSUM..OFF_CSUM + CSUM_LEN].fill(0);
+            let mut sum = Checksum::new(super::super::binary_header::ChecksumAlg::Sha512);
+            sum.update(copy);
+            let csum = sum.finish();
+            copy[OFF_CSUM..OFF_CSUM + CSUM_LEN].copy_from_slice(&csum);
+        }
+        let h = read(&mut img).unwrap();
+        assert_eq!(h.binary.checksum_alg.name(), "sha512");
+        assert_eq!(h.binary.seqid, 9);
+        img[HDR + OFF_CSUM + 63] ^= 1;
+        let h = read(&mut img).unwrap();
+        assert_eq!((h.binary.seqid, h.secondary_fault), (5, Some(HeaderError::ChecksumMismatch)));
+    }
+
+    #[test]
     fn hdr_offset_must_match_the_position() {
         let mut img = image(5, 5);
         let json = CRYPTSETUP_JSON.as_bytes();
