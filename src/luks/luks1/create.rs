@@ -100,7 +100,7 @@ fn field<const N: usize>(s: &str) -> [u8; N] {
     b
 }
 
-fn uuid_v4<R: rand_core::TryCryptoRng + ?Sized>(rng: &mut R) -> Result<[u8; 40], Error> {
+pub(crate) fn uuid_v4<R: rand_core::TryCryptoRng + ?Sized>(rng: &mut R) -> Result<[u8; 40], Error> {
     let mut r = [0u8; 16];
     rng.try_fill_bytes(&mut r).map_err(|_| Error::Crypto(crate::crypto::Error::Random))?;
     r[6] = (r[6] & 0x0f) | 0x40;

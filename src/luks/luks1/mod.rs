@@ -7,6 +7,7 @@ mod keyslot;
 mod keyslots;
 mod unlock;
 
+pub(crate) use create::uuid_v4;
 pub use create::{calibrate, format, layout, CreateParams, Iterations, MIN_ITERATIONS};
 pub use header::{Luks1Header, DIGEST_LEN, HEADER_LEN, KEYSLOTS, MAX_ITERATIONS, MIN_PAYLOAD_OFFSET};
 pub use keyslot::{Keyslot, KEYSLOT_DISABLED, KEYSLOT_ENABLED, STRIPES};

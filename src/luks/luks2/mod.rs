@@ -9,12 +9,14 @@
 //! - [`header`]: both copies read from a [`BlockIo`](crate::io::BlockIo), checksums streamed,
 //!   the valid copy with the highest seqid chosen;
 //! - [`kdf`] and [`keyslot`]: passphrase to volume key;
-//! - [`open`]: the data segment keyed, as a [`LuksVolume`](crate::luks::LuksVolume).
+//! - [`open`]: the data segment keyed, as a [`LuksVolume`](crate::luks::LuksVolume);
+//! - [`create`]: formatting a new volume (cryptsetup's layout).
 //!
 //! Nothing here allocates: the JSON text goes into a caller-supplied buffer, Argon2 memory
 //! comes from the caller.
 
 pub mod binary_header;
+pub mod create;
 pub mod header;
 pub mod json;
 pub mod kdf;

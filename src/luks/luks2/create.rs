@@ -1,0 +1,266 @@
+//! Creating (formatting) a LUKS2 volume with cryptsetup's layout: two 16 KiB metadata copies,
+//! keyslot 0's area at 32 KiB, the data at `data_offset` (16 MiB by default; 0 for a detached
+//! header).
+//!
+//! Nothing is allocated: the JSON text is written into a fixed 12 KiB area on the stack, key
+//! material is split, encrypted and written a few sectors at a time. Key material goes to disk
+//! before the metadata, the secondary copy before the primary, so an interrupted format leaves
+//! no header that names missing key material.
+
+use core::fmt::{self, Write as _};
+
+use base64ct::Encoding as _;
+use zeroize::Zeroize;
+
+use super::binary_header::{
+    Checksum, ChecksumAlg, BINARY_HEADER_SIZE, CSUM_LEN, MAGIC_PRIMARY, MAGIC_SECONDARY, OFF_CSUM,
+};
+use super::kdf::{derive, Argon2Block};
+use super::metadata::{Argon2Variant, Kdf, AF_STRIPES};
+use super::text::{Bytes, Name};
+use crate::crypto::{pbkdf2, AfSplit, CipherSpec, HashAlg, SectorCipher, VolumeKey};
+use crate::io::BlockIo;
+use crate::luks::{Error, IoError, SECTOR};
+
+/// Header size (binary header + JSON area) of each copy, cryptsetup's default.
+pub const HDR_SIZE: u64 = 0x4000;
+/// Where keyslot areas start: after both copies.
+pub const KEYSLOTS_OFFSET: u64 = 2 * HDR_SIZE;
+/// cryptsetup's default data offset (and so keyslots area end).
+pub const DEFAULT_DATA_OFFSET: u64 = 16 << 20;
+const JSON_AREA: usize = HDR_SIZE as usize - BINARY_HEADER_SIZE;
+
+/// The keyslot's KDF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateKdf {
+    /// PBKDF2 with `hash`.
+    Pbkdf2 {
+        /// PRF hash.
+        hash: HashAlg,
+        /// Iterations.
+        iterations: u32,
+    },
+    /// Argon2id (cryptsetup's default), working in the caller's memory.
+    Argon2id {
+        /// Passes.
+        time: u32,
+        /// Memory in KiB.
+        memory_kib: u32,
+        /// Lanes.
+        cpus: u32,
+    },
+}
+
+/// What to create.
+#[derive(Debug, Clone, Copy)]
+pub struct CreateParams {
+    /// Data and keyslot-area cipher (default aes-xts-plain64, 512-bit key).
+    pub cipher: CipherSpec,
+    /// Encryption sector size: 512, 1024, 2048 or 4096.
+    pub sector_size: u32,
+    /// Keyslot 0's KDF.
+    pub kdf: CreateKdf,
+    /// Digest (PBKDF2-SHA256) iterations, at least 1000.
+    pub digest_iterations: u32,
+    /// Data offset in bytes (a multiple of 4096, room for the keyslot after 32 KiB), or 0 for a
+    /// detached header, whose keyslots area then takes cryptsetup's default size (the header
+    /// device needs [`DEFAULT_DATA_OFFSET`] bytes, as cryptsetup checks).
+    pub data_offset: u64,
+}
+
+impl Default for CreateParams {
+    fn default() -> Self {
+        CreateParams {
+            cipher: CipherSpec::DEFAULT,
+            sector_size: 4096,
+            kdf: CreateKdf::Argon2id { time: 4, memory_kib: 1 << 20, cpus: 4 },
+            digest_iterations: 100_000,
+            data_offset: DEFAULT_DATA_OFFSET,
+        }
+    }
+}
+
+/// Writes into a byte slice, failing when it is full.
+struct SliceWriter<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl fmt::Write for SliceWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len.checked_add(s.len()).filter(|&e| e <= self.buf.len()).ok_or(fmt::Error)?;
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+fn random<R: rand_core::TryCryptoRng + ?Sized>(rng: &mut R, out: &mut [u8]) -> Result<(), Error> {
+    rng.try_fill_bytes(out).map_err(|_| Error::Crypto(crate::crypto::Error::Random))
+}
+
+/// Standard padded base64 of up to 64 bytes.
+struct Base64<'a>(&'a [u8]);
+
+impl fmt::Display for Base64<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = [0u8; 88];
+        f.write_str(base64ct::Base64::encode(self.0, &mut out).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// Formats a LUKS2 volume in `io` with keyslot 0 for `passphrase`; returns the new volume key.
+/// Argon2id works in `kdf_memory` (at least the KDF's memory). The data area itself is not
+/// touched, and sizing the device for it is the caller's business.
+pub fn format<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
+    io: &mut I,
+    params: &CreateParams,
+    passphrase: &[u8],
+    kdf_memory: &mut [Argon2Block],
+    rng: &mut R,
+) -> Result<VolumeKey, IoError<I::Error>> {
+    let spec = params.cipher;
+    let key_size = spec.key_bytes;
+    let s = params.sector_size;
+    if !s.is_power_of_two() || !(512..=4096).contains(&s) {
+        return Err(Error::SectorSize { sector_size: s as usize }.into());
+    }
+    if params.digest_iterations < 1000 || params.digest_iterations > crate::luks::luks1::MAX_ITERATIONS {
+        return Err(Error::DigestIterations { iterations: params.digest_iterations }.into());
+    }
+    let material_len = (key_size as u64 * u64::from(AF_STRIPES)).div_ceil(SECTOR as u64) * SECTOR as u64;
+    let area_size = material_len.next_multiple_of(4096);
+    let keyslots_size = match params.data_offset {
+        0 => DEFAULT_DATA_OFFSET - KEYSLOTS_OFFSET,
+        offset if offset.is_multiple_of(4096) && offset >= KEYSLOTS_OFFSET + area_size => offset - KEYSLOTS_OFFSET,
+        offset => return Err(Error::PayloadOffset { payload_offset: (offset / SECTOR as u64) as u32 }.into()),
+    };
+
+    let key = VolumeKey::random(key_size, rng)?;
+    let mut kdf_salt = [0u8; 32];
+    let mut digest_salt = [0u8; 32];
+    random(rng, &mut kdf_salt)?;
+    random(rng, &mut digest_salt)?;
+    let salt = Bytes::new(&kdf_salt).ok_or(Error::Crypto(crate::crypto::Error::Random))?;
+    let kdf = match params.kdf {
+        CreateKdf::Pbkdf2 { hash, iterations } => {
+            if iterations == 0 || iterations > crate::luks::luks1::MAX_ITERATIONS {
+                return Err(Error::KeyslotIterations { keyslot: 0, iterations }.into());
+            }
+            Kdf::Pbkdf2 { hash: Name::truncated(hash.name()), iterations, salt }
+        }
+        CreateKdf::Argon2id { time, memory_kib, cpus } => {
+            if argon2::Params::new(memory_kib, time, cpus, Some(key_size)).is_err() {
+                return Err(super::Error::Argon2Failed.into());
+            }
+            Kdf::Argon2 { variant: Argon2Variant::Argon2id, time, memory_kib, cpus, salt }
+        }
+    };
+
+    // Keyslot 0: area key from the passphrase, key material split and encrypted into the area.
+    let mut area_key = VolumeKey::zeroed(key_size)?;
+    derive(&kdf, passphrase, area_key.as_mut_bytes(), kdf_memory)?;
+    let cipher = SectorCipher::new(spec, area_key.as_bytes())?;
+    drop(area_key);
+    let mut split = AfSplit::new(HashAlg::Sha256, &key, AF_STRIPES)?;
+    let mut buf = [0u8; 8 * SECTOR];
+    let mut done = 0u64;
+    let mut result = Ok(());
+    while done < area_size {
+        let n = ((area_size - done) as usize).min(buf.len());
+        let chunk = &mut buf[..n];
+        // Past the key material the splitter yields zeros; encrypted they wipe the area's tail.
+        let step = split
+            .fill(chunk, rng)
+            .map_err(IoError::from)
+            .and_then(|()| Ok(cipher.encrypt_sectors(chunk, SECTOR, done / SECTOR as u64)?))
+            .and_then(|()| io.write_at(KEYSLOTS_OFFSET + done, chunk).map_err(IoError::Device));
+        if let Err(e) = step {
+            result = Err(e);
+            break;
+        }
+        done += n as u64;
+    }
+    buf.zeroize();
+    result?;
+
+    let mut digest = [0u8; 32];
+    pbkdf2(HashAlg::Sha256, key.as_bytes(), &digest_salt, params.digest_iterations, &mut digest)?;
+
+    let mut json = [0u8; JSON_AREA];
+    let mut w = SliceWriter { buf: &mut json, len: 0 };
+    let encryption = EncryptionName(spec);
+    let kdf_json = KdfJson(&kdf);
+    let written = write!(
+        w,
+        "{{\"keyslots\":{{\"0\":{{\"type\":\"luks2\",\"key_size\":{key_size},\
+         \"af\":{{\"type\":\"luks1\",\"stripes\":{AF_STRIPES},\"hash\":\"sha256\"}},\
+         \"area\":{{\"type\":\"raw\",\"offset\":\"{KEYSLOTS_OFFSET}\",\"size\":\"{area_size}\",\
+         \"encryption\":\"{encryption}\",\"key_size\":{key_size}}},\"kdf\":{kdf_json}}}}},\
+         \"tokens\":{{}},\
+         \"segments\":{{\"0\":{{\"type\":\"crypt\",\"offset\":\"{}\",\"size\":\"dynamic\",\"iv_tweak\":\"0\",\
+         \"encryption\":\"{encryption}\",\"sector_size\":{s}}}}},\
+         \"digests\":{{\"0\":{{\"type\":\"pbkdf2\",\"keyslots\":[\"0\"],\"segments\":[\"0\"],\"hash\":\"sha256\",\
+         \"iterations\":{},\"salt\":\"{}\",\"digest\":\"{}\"}}}},\
+         \"config\":{{\"json_size\":\"{JSON_AREA}\",\"keyslots_size\":\"{keyslots_size}\"}}}}",
+        params.data_offset,
+        params.digest_iterations,
+        Base64(&digest_salt),
+        Base64(&digest),
+    );
+    // The text is under a KiB; a 12 KiB area cannot overflow.
+    written.map_err(|_| super::Error::JsonTooLarge { len: JSON_AREA, capacity: JSON_AREA })?;
+    debug_assert_eq!(super::metadata::Metadata::parse(&w.buf[..w.len], HDR_SIZE).err(), None);
+
+    let uuid = crate::luks::luks1::uuid_v4(rng)?;
+    for (offset, magic) in [(HDR_SIZE, MAGIC_SECONDARY), (0, MAGIC_PRIMARY)] {
+        let mut bin = [0u8; BINARY_HEADER_SIZE];
+        bin[..6].copy_from_slice(&magic);
+        bin[6..8].copy_from_slice(&2u16.to_be_bytes());
+        bin[8..16].copy_from_slice(&HDR_SIZE.to_be_bytes());
+        bin[16..24].copy_from_slice(&1u64.to_be_bytes());
+        bin[72..78].copy_from_slice(b"sha256");
+        random(rng, &mut bin[104..168])?;
+        bin[168..208].copy_from_slice(&uuid);
+        bin[256..264].copy_from_slice(&offset.to_be_bytes());
+        let mut sum = Checksum::new(ChecksumAlg::Sha256);
+        sum.update(&bin);
+        sum.update(&json);
+        bin[OFF_CSUM..OFF_CSUM + CSUM_LEN].copy_from_slice(&sum.finish());
+        io.write_at(offset + BINARY_HEADER_SIZE as u64, &json).map_err(IoError::Device)?;
+        io.write_at(offset, &bin).map_err(IoError::Device)?;
+    }
+    io.flush().map_err(IoError::Device)?;
+    digest.zeroize();
+    Ok(key)
+}
+
+/// The LUKS2 `encryption` string of a spec: `aes-xts-plain64`.
+struct EncryptionName(CipherSpec);
+
+impl fmt::Display for EncryptionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.0.cipher_name(), self.0.mode_name())
+    }
+}
+
+/// The `kdf` object of a keyslot.
+struct KdfJson<'a>(&'a Kdf);
+
+impl fmt::Display for KdfJson<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Kdf::Pbkdf2 { hash, iterations, salt } => write!(
+                f,
+                "{{\"type\":\"pbkdf2\",\"hash\":\"{hash}\",\"iterations\":{iterations},\"salt\":\"{}\"}}",
+                Base64(salt.as_slice())
+            ),
+            Kdf::Argon2 { time, memory_kib, cpus, salt, .. } => write!(
+                f,
+                "{{\"type\":\"{}\",\"time\":{time},\"memory\":{memory_kib},\"cpus\":{cpus},\"salt\":\"{}\"}}",
+                self.0.name(),
+                Base64(salt.as_slice())
+            ),
+        }
+    }
+}
