@@ -17,7 +17,7 @@ use crate::units::parse_size;
 /// `qluks create` arguments.
 #[derive(Args)]
 pub struct CreateArgs {
-    /// Image format (luks).
+    /// Image format (luks, luks2).
     #[arg(short = 'f', value_name = "FORMAT")]
     format: String,
     #[command(flatten)]
@@ -84,8 +84,11 @@ pub fn parse_options(options: Option<&str>) -> Result<LuksOptions, Box<dyn Error
 
 /// Runs `qluks create`.
 pub fn run(args: CreateArgs) -> Result<(), Box<dyn Error>> {
+    if args.format == "luks2" {
+        return crate::luks2_create::run(&args.image, &args.size, args.options.as_deref(), &args.secret);
+    }
     if args.format != "luks" {
-        return Err(format!("format `{}` cannot be created (luks)", args.format).into());
+        return Err(format!("format `{}` cannot be created (luks, luks2)", args.format).into());
     }
     let opts = parse_options(args.options.as_deref())?;
     let size = parse_size(&args.size)?.next_multiple_of(512);

@@ -11,6 +11,7 @@ mod demo;
 mod image_open;
 mod info;
 mod io_cmd;
+mod luks2_create;
 mod luks2_info;
 mod luks_cmd;
 mod map;

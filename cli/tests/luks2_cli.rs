@@ -122,3 +122,31 @@ fn io_writes_and_reads_back_through_either_keyslot() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("no keyslot matches the passphrase"));
 }
+
+#[test]
+fn create_luks2_makes_a_volume_cryptsetup_opens() {
+    let test = "create_luks2_makes_a_volume_cryptsetup_opens";
+    if !common::tool(test, "cryptsetup") {
+        return;
+    }
+    let dir = common::TempDir::new(test);
+    let image = dir.join("new.luks2");
+    let key_file = dir.join("key");
+    std::fs::write(&key_file, b"new volume").unwrap();
+    let opts = "pbkdf=argon2id,memory=256,time=2,cpus=2,iterations=1000,sector-size=512,cipher=aes-128-xts-plain64";
+    stdout(&qluks(&["create", "-f", "luks2", "-o", opts, "--passphrase-file"], &[&key_file, &image, Path::new("1M")]));
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), (16 << 20) + (1 << 20));
+    common::run(
+        Command::new("cryptsetup").args(["open", "--test-passphrase", "--key-file"]).arg(&key_file).arg(&image),
+    );
+    let dump = common::run(Command::new("cryptsetup").arg("luksDump").arg(&image));
+    for expected in
+        ["PBKDF:      argon2id", "Memory:     256", "Threads:    2", "sector: 512 [bytes]", "Key:        256 bits"]
+    {
+        assert!(dump.contains(expected), "{expected} not in {dump}");
+    }
+    stdout(&qluks(
+        &["io", "-c", "write -P 0x33 511 2000", "-c", "read -P 0x33 511 2000", "--passphrase-file"],
+        &[&key_file, &image],
+    ));
+}
