@@ -53,7 +53,7 @@ fn unknown_compatible_and_autoclear_bits_and_extensions_are_kept_not_fatal() {
     let (img, mut bytes) = image(&dir);
     bytes[80 + 7] |= 1 << 5; // compatible bit 5
     bytes[88 + 7] |= 1 << 6; // autoclear bit 6
-    // Retype the feature table into an unknown extension.
+                             // Retype the feature table into an unknown extension.
     let at = bytes[..4096].windows(4).position(|w| w == [0x68, 0x03, 0xf8, 0x57]).unwrap();
     bytes[at..at + 4].copy_from_slice(&0x1234_5678u32.to_be_bytes());
     std::fs::write(&img, &bytes).unwrap();

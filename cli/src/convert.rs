@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use clap::Args;
-use qluks::io::BlockIo;
 
 use crate::image_open::ChainArgs;
 use crate::open::MapEntry;
@@ -33,15 +32,21 @@ pub struct ConvertArgs {
 // Large reads: contiguous clusters become one I/O and one batch decrypt.
 const CHUNK: usize = 4 << 20;
 /// Buffers in flight between the reader and the writer thread.
-const BUFFERS: usize = 3;
+const BUFFERS: usize = 6;
+/// Writer threads.
+const WRITERS: usize = 4;
 
 /// Runs `qluks convert`.
 pub fn run(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
     if args.output_format != "raw" {
         return Err(format!("output format `{}` is not supported (raw)", args.output_format).into());
     }
+    let mut probe = std::fs::File::open(&args.src).map_err(|e| format!("{}: {e}", args.src.display()))?;
+    if crate::open::detect(&mut probe)? == crate::open::Format::Qcow2 {
+        return crate::convert_qcow2::run(&args.src, &args.dst, &args.secret, &args.chain, args.progress);
+    }
     let mut src = crate::open::open_with_chain(&args.src, false, &args.secret, &args.chain)?;
-    let mut dst = FileOptions::new()
+    let dst = FileOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -49,6 +54,8 @@ pub fn run(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
         .open(&args.dst)
         .map_err(|e| format!("{}: {e}", args.dst.display()))?;
     let size = src.size();
+    // Sized up front: writes then fill holes instead of extending the file.
+    dst.set_len(size)?;
     // Ranges known to read as zero become holes; without a map, zero chunks do.
     let map = src.map()?;
     let known_map = map.is_some();
@@ -60,13 +67,23 @@ pub fn run(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
     for _ in 0..BUFFERS {
         to_reader.send(vec![0u8; CHUNK])?;
     }
-    let writer = std::thread::spawn(move || -> std::io::Result<std::fs::File> {
-        for (offset, buf, n) in writer_rx {
-            BlockIo::write_at(&mut dst, offset, &buf[..n])?;
-            let _ = to_reader.send(buf);
-        }
-        Ok(dst)
-    });
+    // Several writers, like qemu-img's thread pool: one pwrite each in flight.
+    let writer_rx = std::sync::Arc::new(std::sync::Mutex::new(writer_rx));
+    let dst = std::sync::Arc::new(dst);
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|_| {
+            let (rx, to_reader, dst) = (writer_rx.clone(), to_reader.clone(), dst.clone());
+            std::thread::spawn(move || -> std::io::Result<()> {
+                loop {
+                    let next = rx.lock().map_err(|_| std::io::Error::other("writer lock poisoned"))?.recv();
+                    let Ok((offset, buf, n)) = next else { return Ok(()) };
+                    std::os::unix::fs::FileExt::write_all_at(&*dst, &buf[..n], offset)?;
+                    let _ = to_reader.send(buf);
+                }
+            })
+        })
+        .collect();
+    drop(to_reader);
     let mut copied = 0u64;
     let mut read_result = Ok(());
     'copy: for range in map.iter().filter(|m| !m.zero) {
@@ -90,8 +107,10 @@ pub fn run(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
         }
     }
     drop(to_writer);
-    let dst =
-        writer.join().map_err(|_| "the writer thread panicked")?.map_err(|e| format!("{}: {e}", args.dst.display()))?;
+    for w in writers {
+        w.join().map_err(|_| "a writer thread panicked")?.map_err(|e| format!("{}: {e}", args.dst.display()))?;
+    }
+    let dst = std::sync::Arc::into_inner(dst).ok_or("writers still hold the output")?;
     read_result?;
     if args.progress {
         eprintln!("\r    (100.00/100%) {copied} data bytes");

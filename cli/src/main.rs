@@ -5,6 +5,7 @@ mod bench;
 mod bench_pbkdf2;
 mod compare;
 mod convert;
+mod convert_qcow2;
 mod cpu_time;
 mod create;
 mod demo;

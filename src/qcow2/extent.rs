@@ -113,7 +113,10 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
         }
     }
 
-    /// The allocation map from `start` to the end, merged like `qemu-img map`.
+    /// The allocation map from `start` to the end, merged like `qemu-img map`: extents with
+    /// the same status join when their reported offsets are contiguous, so for encrypted
+    /// layers (no offsets reported) an extent's `mapping` describes only its first run. Use
+    /// [`Chain::extent_at`] for runs with contiguous host offsets.
     pub fn extents(&mut self, start: u64) -> Extents<'_, I, N, DEPTH> {
         Extents { chain: self, next: start, pending: None, failed: false }
     }

@@ -42,74 +42,58 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         Ok(())
     }
 
-    /// Reads a run of stored data at `host_offset` (guest bytes from `guest`) into `out`, and
-    /// decrypts it in place. Partial sectors at the ends go through a one-sector bounce buffer;
-    /// the aligned middle is one I/O and one decrypt call.
+    /// Reads a run of stored data at `host_offset` (guest bytes from `guest`) into `out` and
+    /// decrypts it in place (see [`Qcow2::read_stored`]).
     fn read_data(&mut self, host_offset: u64, guest: u64, out: &mut [u8]) -> Result<(), Error<I::Error>> {
-        if matches!(self.crypt, Crypt::Locked) {
-            return Err(Error::PassphraseRequired);
-        }
-        if !self.crypt.is_encrypted() {
-            return self.read_host(host_offset, out);
-        }
-        let mut host = host_offset;
-        let mut guest = guest;
-        let mut done = 0usize;
-        let head = (host % SECTOR) as usize;
-        if head != 0 || out.len() < SECTOR as usize {
-            let take = (SECTOR as usize - head).min(out.len());
-            self.read_sector_part(host - head as u64, guest - head as u64, head, &mut out[..take])?;
-            done = take;
-            host += take as u64;
-            guest += take as u64;
-        }
-        let middle = (out.len() - done) / SECTOR as usize * SECTOR as usize;
-        if middle > 0 {
-            let run = &mut out[done..done + middle];
-            self.read_host(host, run)?;
-            self.crypt.decrypt(host, guest, run)?;
-            done += middle;
-            host += middle as u64;
-            guest += middle as u64;
-        }
-        if done < out.len() {
-            self.read_sector_part(host, guest, 0, &mut out[done..])?;
-        }
-        Ok(())
-    }
-
-    /// Decrypts the whole sector at `host_sector` (guest sector `guest_sector`) and copies
-    /// `out.len()` bytes from byte `skip` of it.
-    fn read_sector_part(
-        &mut self,
-        host_sector: u64,
-        guest_sector: u64,
-        skip: usize,
-        out: &mut [u8],
-    ) -> Result<(), Error<I::Error>> {
-        let mut sector = [0u8; SECTOR as usize];
-        self.read_host(host_sector, &mut sector)?;
-        self.crypt.decrypt(host_sector, guest_sector, &mut sector)?;
-        out.copy_from_slice(&sector[skip..skip + out.len()]);
-        Ok(())
-    }
-
-    /// Reads stored bytes from the image file or the external data file. Like QEMU's file
-    /// driver, bytes past the end of the file read as zeros.
-    fn read_host(&mut self, host: u64, out: &mut [u8]) -> Result<(), Error<I::Error>> {
         let external = self.header.incompatible(super::Incompatible::ExternalDataFile);
-        let (io, file_size): (&mut dyn BlockIoDyn<I::Error>, u64) = match self.data_file.as_mut() {
-            Some(d) => (d, self.data_file_size),
-            None if external => return Err(Error::DataFileRequired),
-            None => (&mut self.io, self.file_size),
-        };
-        let avail = file_size.saturating_sub(host).min(out.len() as u64) as usize;
-        let (present, past_end) = out.split_at_mut(avail);
-        if !present.is_empty() {
-            io.read_dyn(host, present).map_err(Error::Io)?;
+        match self.data_file.as_mut() {
+            Some(d) => read_stored(&self.crypt, d, self.data_file_size, host_offset, guest, out),
+            None if external => Err(Error::DataFileRequired),
+            None => read_stored(&self.crypt, &mut self.io, self.file_size, host_offset, guest, out),
         }
-        past_end.fill(0);
-        Ok(())
+    }
+
+    /// Reads stored guest data ([`Mapping::Data`] from [`Qcow2::mapping`]) through `io`,
+    /// another handle onto the file that holds it (the image file, or the external data file
+    /// when the image has one), and decrypts it in place.
+    ///
+    /// Takes `&self`: once the mapping of a range is known, several workers (each with its own
+    /// handle) can read and decrypt different runs in parallel while sharing the image.
+    pub fn read_stored<J: BlockIo>(
+        &self,
+        io: &mut J,
+        host_offset: u64,
+        guest_offset: u64,
+        out: &mut [u8],
+    ) -> Result<(), Error<J::Error>> {
+        let size = if self.header.incompatible(super::Incompatible::ExternalDataFile) {
+            if self.data_file.is_none() {
+                return Err(Error::DataFileRequired);
+            }
+            self.data_file_size
+        } else {
+            self.file_size
+        };
+        read_stored(&self.crypt, io, size, host_offset, guest_offset, out)
+    }
+
+    /// The mapping of the longest uniform run (at most `max_len` bytes) at `guest_offset` in
+    /// this image alone (unallocated ranges are not looked up in a backing file).
+    pub fn mapping(&mut self, guest_offset: u64, max_len: u64) -> Result<(Mapping, u64), Error<I::Error>> {
+        if guest_offset >= self.size {
+            return Err(Error::OutOfRange { offset: guest_offset, len: 0, size: self.size });
+        }
+        self.mapping_run(guest_offset, max_len.min(self.size - guest_offset))
+    }
+
+    /// The image file.
+    pub fn io(&self) -> &I {
+        &self.io
+    }
+
+    /// The external data file, if one was supplied.
+    pub fn data_file(&self) -> Option<&D> {
+        self.data_file.as_ref()
     }
 
     /// Decompresses the cluster holding `guest` and copies the requested part of it.
@@ -159,13 +143,71 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     }
 }
 
-/// Object-safe view of the two devices (image file or data file) with one error type.
-trait BlockIoDyn<E> {
-    fn read_dyn(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), E>;
+/// Reads stored bytes at `host_offset` of `io` (`file_size` bytes long) and decrypts them in
+/// place: the sector-aligned middle with one I/O and one batch decrypt, partial sectors at the
+/// ends through a one-sector bounce buffer.
+fn read_stored<J: BlockIo>(
+    crypt: &Crypt,
+    io: &mut J,
+    file_size: u64,
+    host_offset: u64,
+    guest: u64,
+    out: &mut [u8],
+) -> Result<(), Error<J::Error>> {
+    match crypt {
+        Crypt::Locked => return Err(Error::PassphraseRequired),
+        Crypt::None => return read_host(io, file_size, host_offset, out),
+        _ => {}
+    }
+    let (mut host, mut guest, mut done) = (host_offset, guest, 0usize);
+    let head = (host % SECTOR) as usize;
+    if head != 0 || out.len() < SECTOR as usize {
+        let take = (SECTOR as usize - head).min(out.len());
+        sector_part(crypt, io, file_size, host - head as u64, guest - head as u64, head, &mut out[..take])?;
+        done = take;
+        host += take as u64;
+        guest += take as u64;
+    }
+    let middle = (out.len() - done) / SECTOR as usize * SECTOR as usize;
+    if middle > 0 {
+        let run = &mut out[done..done + middle];
+        read_host(io, file_size, host, run)?;
+        crypt.decrypt(host, guest, run)?;
+        done += middle;
+        host += middle as u64;
+        guest += middle as u64;
+    }
+    if done < out.len() {
+        sector_part(crypt, io, file_size, host, guest, 0, &mut out[done..])?;
+    }
+    Ok(())
 }
 
-impl<T: BlockIo> BlockIoDyn<T::Error> for T {
-    fn read_dyn(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), T::Error> {
-        self.read_at(offset, buf)
+/// Decrypts the whole sector at `host_sector` (guest sector `guest_sector`) and copies
+/// `out.len()` bytes from byte `skip` of it.
+fn sector_part<J: BlockIo>(
+    crypt: &Crypt,
+    io: &mut J,
+    file_size: u64,
+    host_sector: u64,
+    guest_sector: u64,
+    skip: usize,
+    out: &mut [u8],
+) -> Result<(), Error<J::Error>> {
+    let mut sector = [0u8; SECTOR as usize];
+    read_host(io, file_size, host_sector, &mut sector)?;
+    crypt.decrypt(host_sector, guest_sector, &mut sector)?;
+    out.copy_from_slice(&sector[skip..skip + out.len()]);
+    Ok(())
+}
+
+/// Reads stored bytes; like QEMU's file driver, bytes past the end of the file read as zeros.
+fn read_host<J: BlockIo>(io: &mut J, file_size: u64, host: u64, out: &mut [u8]) -> Result<(), Error<J::Error>> {
+    let avail = file_size.saturating_sub(host).min(out.len() as u64) as usize;
+    let (present, past_end) = out.split_at_mut(avail);
+    if !present.is_empty() {
+        io.read_at(host, present).map_err(Error::Io)?;
     }
+    past_end.fill(0);
+    Ok(())
 }

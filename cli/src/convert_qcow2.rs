@@ -1,0 +1,168 @@
+//! `qluks convert -O raw` of a qcow2 chain, in parallel.
+//!
+//! The allocation map is computed first (cheap: table lookups only). Stored data runs are then
+//! cut into 4 MiB jobs that worker threads execute independently: one `pread` per job on
+//! the worker's own handle of the layer's file, one batch decrypt in place
+//! ([`Qcow2::read_stored`]), one `pwrite` at the guest offset. Ranges that read as zero
+//! stay holes; compressed clusters are decompressed afterwards through the chain.
+use std::error::Error;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use qluks::qcow2::{Layer, Mapping};
+
+use crate::image_open::{open_chain, ChainArgs};
+use crate::secret::SecretArgs;
+
+/// Bytes per job: large enough that contiguous clusters become one I/O and one decrypt call.
+const CHUNK: u64 = 4 << 20;
+
+struct Job {
+    guest: u64,
+    len: u64,
+    depth: usize,
+    host: u64,
+}
+
+/// Converts the qcow2 image at `src` to a sparse raw file at `dst`.
+pub fn run(
+    src: &Path,
+    dst_path: &Path,
+    secret: &SecretArgs,
+    chain_args: &ChainArgs,
+    progress: bool,
+) -> Result<(), Box<dyn Error>> {
+    let mut chain = open_chain(src, secret, chain_args)?;
+    let size = chain.size();
+    let dst = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dst_path)
+        .map_err(|e| format!("{}: {e}", dst_path.display()))?;
+    dst.set_len(size)?;
+
+    let mut jobs = Vec::new();
+    let mut serial = Vec::new();
+    // Unmerged extents: each is one run with contiguous host offsets (merged ones, as map
+    // shows them, hide host offsets of encrypted layers and may join discontiguous runs).
+    let mut offset = 0;
+    while offset < size {
+        let e = chain.extent_at(offset, 1 << 40)?;
+        offset += e.length;
+        match e.mapping {
+            Mapping::Data { host_offset } => {
+                let mut done = 0;
+                while done < e.length {
+                    let len = (e.length - done).min(CHUNK);
+                    jobs.push(Job { guest: e.start + done, len, depth: e.depth, host: host_offset + done });
+                    done += len;
+                }
+            }
+            Mapping::Compressed { .. } => serial.push((e.start, e.length)),
+            Mapping::Zero { .. } | Mapping::Unallocated { .. } => {}
+        }
+    }
+
+    let layers: Vec<&Layer<File, { crate::image_open::CACHE_SLICES }>> = chain.layers().collect();
+    let files: Vec<&File> = layers
+        .iter()
+        .map(|l| match l {
+            Layer::Qcow2(q) => q.data_file().unwrap_or(q.io()),
+            Layer::Raw { io, .. } => io,
+        })
+        .collect();
+    // Unencrypted stored data needs no transformation: the kernel copies it file to file.
+    let plain: Vec<bool> = layers
+        .iter()
+        .map(|l| match l {
+            Layer::Qcow2(q) => !q.is_encrypted(),
+            Layer::Raw { .. } => true,
+        })
+        .collect();
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+    let next = AtomicUsize::new(0);
+    let copied = AtomicU64::new(0);
+    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| -> Result<(), String> {
+                    // Own open file descriptions (own file positions) for the kernel copies.
+                    let reopen = |f: &File| File::open(format!("/proc/self/fd/{}", f.as_raw_fd()));
+                    let mut own: Vec<File> =
+                        files.iter().map(|f| reopen(f)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+                    let mut own_dst = OpenOptions::new().write(true).open(dst_path).map_err(|e| e.to_string())?;
+                    let mut buf = vec![0u8; CHUNK as usize];
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(job) = jobs.get(i) else { return Ok(()) };
+                        if plain[job.depth] {
+                            kernel_copy(&mut own[job.depth], job.host, &mut own_dst, job.guest, job.len)
+                                .map_err(|e| format!("{}: {e}", dst_path.display()))?;
+                            copied.fetch_add(job.len, Ordering::Relaxed);
+                            continue;
+                        }
+                        let out = &mut buf[..job.len as usize];
+                        match layers[job.depth] {
+                            Layer::Qcow2(q) => q.read_stored(&mut own[job.depth], job.host, job.guest, out),
+                            Layer::Raw { .. } => {
+                                own[job.depth].read_exact_at(out, job.host).map_err(qluks::qcow2::Error::Io)
+                            }
+                        }
+                        .map_err(|e| format!("{}: {e}", src.display()))?;
+                        dst.write_all_at(out, job.guest).map_err(|e| format!("{}: {e}", dst_path.display()))?;
+                        let total = copied.fetch_add(job.len, Ordering::Relaxed) + job.len;
+                        if progress {
+                            eprint!("\r    ({:.2}/100%)", total as f64 * 100.0 / size.max(1) as f64);
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a worker panicked".into()))).collect()
+    });
+    for r in results {
+        r?;
+    }
+
+    let scratch_len = chain
+        .layers()
+        .map(|l| match l {
+            Layer::Qcow2(q) => q.compressed_scratch_len(),
+            Layer::Raw { .. } => 0,
+        })
+        .max()
+        .unwrap_or(0);
+    let mut scratch = vec![0u8; scratch_len];
+    let mut buf = vec![0u8; CHUNK as usize];
+    for (start, length) in serial {
+        let mut done = 0;
+        while done < length {
+            let n = (length - done).min(CHUNK);
+            let out = &mut buf[..n as usize];
+            chain.read_at(start + done, out, &mut scratch).map_err(|e| format!("{}: {e}", src.display()))?;
+            dst.write_all_at(out, start + done)?;
+            done += n;
+        }
+    }
+    if progress {
+        eprintln!("\r    (100.00/100%)");
+    }
+    dst.sync_data()?;
+    Ok(())
+}
+
+/// Copies `len` bytes from `src` at `from` to `dst` at `to` inside the kernel (`std::io::copy`
+/// between files uses `copy_file_range`, or `sendfile` across file systems). Bytes past the end
+/// of `src` are left as they are: holes in the pre-sized output, reading as zeros, as QEMU
+/// reads them.
+fn kernel_copy(src: &mut File, from: u64, dst: &mut File, to: u64, len: u64) -> std::io::Result<()> {
+    src.seek(SeekFrom::Start(from))?;
+    dst.seek(SeekFrom::Start(to))?;
+    std::io::copy(&mut Read::by_ref(src).take(len), dst)?;
+    Ok(())
+}
