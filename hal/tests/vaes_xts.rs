@@ -105,6 +105,16 @@ fn check(key: &[u8], unit_size: usize, units: usize, first_unit: u128) {
     }
 }
 
+/// Guards the SKIPs below: a detection or wiring mistake must fail here, not skip silently.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn vaes_backends_are_available_exactly_when_the_cpu_has_their_features() {
+    use std::is_x86_feature_detected as has;
+    let vaes = has!("aes") && has!("pclmulqdq") && has!("vaes") && has!("vpclmulqdq");
+    assert_eq!(Backend::Vaes256.is_available(), vaes && has!("avx2"));
+    assert_eq!(Backend::Vaes512.is_available(), vaes && has!("avx512f") && has!("avx512bw") && has!("avx512vl"));
+}
+
 #[test]
 fn every_unit_size_and_key_size_matches_xts_mode() {
     for key_len in [32, 48, 64] {
