@@ -144,3 +144,31 @@ fn legacy_aes_decrypts_with_guest_sector_ivs() {
     let mut q: Qcow2<File> = Qcow2::open(File::open(&img).unwrap(), Some(b"0123456789abcdef")).unwrap();
     assert_eq!(read_all(&mut q), want, "key = first 16 bytes");
 }
+
+/// Data past guest sector 2^32 (2 TiB) of a 5 TiB image: the legacy AES IV is the 64-bit guest
+/// sector (plain64, not truncated), the LUKS IV the host sector.
+#[test]
+fn data_beyond_sector_2_pow_32_decrypts_with_legacy_aes_and_luks() {
+    let t = "data_beyond_sector_2_pow_32_decrypts_with_legacy_aes_and_luks";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(t);
+    let far = (1u64 << 32) * 512 + 3 * 512;
+    for (name, opts) in [
+        ("aes", "encrypt.format=aes,cluster_size=2M"),
+        ("luks", "encrypt.format=luks,encrypt.iter-time=10,cluster_size=2M"),
+    ] {
+        let img = dir.join(&format!("{name}.qcow2"));
+        create(&img, "big secret", opts, "5T");
+        qemu_io(&img, "big secret", &[&format!("write -P 0x6b {far} 1536"), "write -P 0x6c 0 512"]);
+        let mut q: Qcow2<File> = Qcow2::open(File::open(&img).unwrap(), Some(b"big secret")).unwrap();
+        let mut buf = vec![0u8; 2560];
+        q.read_at(far - 512, &mut buf).unwrap();
+        assert!(buf[..512].iter().all(|&b| b == 0), "{name}");
+        assert!(buf[512..2048].iter().all(|&b| b == 0x6b), "{name}: sectors past 2^32");
+        assert!(buf[2048..].iter().all(|&b| b == 0), "{name}");
+        q.read_at(0, &mut buf[..512]).unwrap();
+        assert!(buf[..512].iter().all(|&b| b == 0x6c), "{name}");
+    }
+}
