@@ -192,6 +192,53 @@ fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
     a.iter().zip(b).position(|(x, y)| x != y).or((a.len() != b.len()).then(|| a.len().min(b.len())))
 }
 
+/// Checks one case through the library and the binary: (progress notes, failures).
+fn check_case(case: &Case, dir: &Path) -> (Vec<String>, Vec<String>) {
+    let case_start = std::time::Instant::now();
+    let mut notes = Vec::new();
+    let mut failures = Vec::new();
+    let mut expected = case.qemu_raw(dir);
+    let map = case.qemu_map();
+    matrix::check_generated(case, &map, &expected);
+    for name in &case.snapshots {
+        let snapshot = case.qemu_raw_snapshot(dir, name);
+        assert_ne!(snapshot[..], expected[..snapshot.len()], "{}: snapshot {name} differs from now", case.name);
+        expected.extend(snapshot);
+    }
+    // A panic in the library path is a failure of this case, not of the whole matrix.
+    let ours = std::panic::catch_unwind(|| qluks_read(case));
+    let library = match ours {
+        Err(_) => Err(format!("{}: library: qluks failed (see the panic above)", case.name)),
+        Ok((ours, our_map)) => match first_difference(&ours, &expected) {
+            Some(at) => Err(format!("{}: library: first difference at byte {at:#x} of the windows", case.name)),
+            None => matrix::compare_maps(&our_map, &map).map_err(|e| format!("{}: library map: {e}", case.name)),
+        },
+    };
+    let active_len = windows(case).iter().map(|&(_, l)| l as usize).sum::<usize>();
+    let cli_convert = cli_convert(case, dir).and_then(|ours| match first_difference(&ours, &expected[..active_len]) {
+        Some(at) => Err(format!("first difference at byte {at:#x} of the windows")),
+        None => Ok(()),
+    });
+    let cli_map = cli_map(case).and_then(|ours| matrix::compare_maps(&ours, &map));
+    for (what, outcome) in [
+        ("library", library),
+        ("qluks convert", cli_convert.map_err(|e| format!("{}: qluks convert: {e}", case.name))),
+        ("qluks map", cli_map.map_err(|e| format!("{}: qluks map: {e}", case.name))),
+    ] {
+        let pending = PENDING.contains(&(case.name.as_str(), what));
+        match (outcome, pending) {
+            (Ok(()), false) => {}
+            (Err(e), true) => notes.push(format!("pending {e}")),
+            (Err(e), false) => failures.push(e),
+            (Ok(()), true) => {
+                failures.push(format!("{} ({what}) now agrees with QEMU: take it off PENDING", case.name))
+            }
+        }
+    }
+    notes.push(format!("checked {} ({:?})", case.name, case_start.elapsed()));
+    (notes, failures)
+}
+
 #[test]
 fn matrix_images_read_like_qemu() {
     let t = "matrix_images_read_like_qemu";
@@ -202,52 +249,33 @@ fn matrix_images_read_like_qemu() {
     let start = std::time::Instant::now();
     let cases = matrix::build(dir.path());
     println!("generated {} images in {:?}", cases.len(), start.elapsed());
+    // Cases are checked by a few workers at once: much of each check is spent waiting for
+    // qemu-img (process start, its own PBKDF2 for LUKS images).
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut reports: Vec<(usize, Vec<String>, Vec<String>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::Builder::new()
+                    .stack_size(64 << 20)
+                    .spawn_scoped(s, || {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(case) = cases.get(i) else { return done };
+                            let (notes, failures) = check_case(case, dir.path());
+                            done.push((i, notes, failures));
+                        }
+                    })
+                    .unwrap()
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("matrix worker panicked")).collect()
+    });
+    reports.sort_by_key(|r| r.0);
     let mut failures = Vec::new();
-    for case in &cases {
-        let case_start = std::time::Instant::now();
-        let mut expected = case.qemu_raw(dir.path());
-        let map = case.qemu_map();
-        matrix::check_generated(case, &map, &expected);
-        for name in &case.snapshots {
-            let snapshot = case.qemu_raw_snapshot(dir.path(), name);
-            assert_ne!(snapshot[..], expected[..snapshot.len()], "{}: snapshot {name} differs from now", case.name);
-            expected.extend(snapshot);
-        }
-        // The chain keeps 4 layers with their table caches inline: in a debug build, moving it
-        // around needs more than a test thread's default stack.
-        let ours = std::thread::scope(|s| {
-            std::thread::Builder::new().stack_size(64 << 20).spawn_scoped(s, || qluks_read(case)).unwrap().join()
-        });
-        let library = match ours {
-            Err(_) => Err(format!("{}: library: qluks failed (see the panic above)", case.name)),
-            Ok((ours, our_map)) => match first_difference(&ours, &expected) {
-                Some(at) => Err(format!("{}: library: first difference at byte {at:#x} of the windows", case.name)),
-                None => matrix::compare_maps(&our_map, &map).map_err(|e| format!("{}: library map: {e}", case.name)),
-            },
-        };
-        let active_len = windows(case).iter().map(|&(_, l)| l as usize).sum::<usize>();
-        let cli_convert =
-            cli_convert(case, dir.path()).and_then(|ours| match first_difference(&ours, &expected[..active_len]) {
-                Some(at) => Err(format!("first difference at byte {at:#x} of the windows")),
-                None => Ok(()),
-            });
-        let cli_map = cli_map(case).and_then(|ours| matrix::compare_maps(&ours, &map));
-        for (what, outcome) in [
-            ("library", library),
-            ("qluks convert", cli_convert.map_err(|e| format!("{}: qluks convert: {e}", case.name))),
-            ("qluks map", cli_map.map_err(|e| format!("{}: qluks map: {e}", case.name))),
-        ] {
-            let pending = PENDING.contains(&(case.name.as_str(), what));
-            match (outcome, pending) {
-                (Ok(()), false) => {}
-                (Err(e), true) => println!("pending {e}"),
-                (Err(e), false) => failures.push(e),
-                (Ok(()), true) => {
-                    failures.push(format!("{} ({what}) now agrees with QEMU: take it off PENDING", case.name))
-                }
-            }
-        }
-        println!("checked {} ({:?})", case.name, case_start.elapsed());
+    for (_, notes, case_failures) in reports {
+        notes.iter().for_each(|n| println!("{n}"));
+        failures.extend(case_failures);
     }
     println!("matrix done in {:?}", start.elapsed());
     assert!(failures.is_empty(), "qluks disagrees with QEMU:\n{}", failures.join("\n"));
