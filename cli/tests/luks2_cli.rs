@@ -21,8 +21,8 @@ fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A 20 MiB LUKS2 volume: keyslot 0 argon2id with small memory and two lanes (computed on
-/// threads by the CLI), keyslot 1 pbkdf2.
+/// A 20 MiB LUKS2 volume: keyslot 0 argon2id with small memory and two lanes, keyslot 1
+/// pbkdf2.
 fn two_keyslot_volume(dir: &common::TempDir) -> (PathBuf, PathBuf) {
     let image = dir.join("v.luks2");
     let key_file = dir.join("key");
