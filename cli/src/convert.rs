@@ -23,6 +23,10 @@ pub struct ConvertArgs {
     /// Show progress on stderr.
     #[arg(short = 'p')]
     progress: bool,
+    /// Convert the disk as it was at this internal snapshot (qcow2): an id or a name, or
+    /// `snapshot.id=ID` / `snapshot.name=NAME` as qemu-img takes them.
+    #[arg(short = 'l', long = "snapshot", value_name = "SNAPSHOT")]
+    snapshot: Option<String>,
     /// Source image.
     src: PathBuf,
     /// Destination file (created or truncated).
@@ -43,7 +47,11 @@ pub fn run(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
     }
     let mut probe = std::fs::File::open(&args.src).map_err(|e| format!("{}: {e}", args.src.display()))?;
     if crate::open::detect(&mut probe)? == crate::open::Format::Qcow2 {
-        return crate::convert_qcow2::run(&args.src, &args.dst, &args.secret, &args.chain, args.progress);
+        let snapshot = args.snapshot.as_deref();
+        return crate::convert_qcow2::run(&args.src, &args.dst, &args.secret, &args.chain, snapshot, args.progress);
+    }
+    if args.snapshot.is_some() {
+        return Err(format!("{}: only qcow2 images have internal snapshots", args.src.display()).into());
     }
     let mut src = crate::open::open_with_chain(&args.src, false, &args.secret, &args.chain)?;
     let dst = FileOptions::new()

@@ -34,9 +34,17 @@ pub fn run(
     dst_path: &Path,
     secret: &SecretArgs,
     chain_args: &ChainArgs,
+    snapshot: Option<&str>,
     progress: bool,
 ) -> Result<(), Box<dyn Error>> {
     let mut chain = open_chain(src, secret, chain_args)?;
+    if let Some(wanted) = snapshot {
+        let Some(Layer::Qcow2(top)) = chain.layers_mut()[0].as_mut() else { return Err("no qcow2 image".into()) };
+        let key =
+            wanted.strip_prefix("snapshot.id=").or_else(|| wanted.strip_prefix("snapshot.name=")).unwrap_or(wanted);
+        let found = top.find_snapshot(key.as_bytes()).map_err(|e| format!("{}: snapshot {key}: {e}", src.display()))?;
+        top.select_snapshot(&found).map_err(|e| format!("{}: {e}", src.display()))?;
+    }
     let size = chain.size();
     let dst = OpenOptions::new()
         .write(true)

@@ -52,14 +52,21 @@ pub fn run(args: MapArgs) -> Result<(), Box<dyn Error>> {
         "human" => false,
         other => return Err(format!("unknown output format `{other}` (human, json)").into()),
     };
-    let mut chain = open_chain(&args.image, &args.secret, &args.chain)?;
+    let mut probe = std::fs::File::open(&args.image).map_err(|e| format!("{}: {e}", args.image.display()))?;
+    let extents: Box<dyn Iterator<Item = Result<Extent, Box<dyn Error>>>> =
+        if crate::open::detect(&mut probe)? == crate::open::Format::Qcow {
+            Box::new(qcow_extents(&args)?.into_iter().map(Ok))
+        } else {
+            let chain = open_chain(&args.image, &args.secret, &args.chain)?;
+            Box::new(ChainExtents { chain, next: 0, pending: None })
+        };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if !json {
         writeln!(out, "{:<20}{:<20}{:<20}File", "Offset", "Length", "Mapped to")?;
     }
     let mut first = true;
-    for e in chain.extents(0) {
+    for e in extents {
         let e = e?;
         if json {
             // qemu-img's layout: `[{...},` newline `{...}]`.
@@ -75,4 +82,66 @@ pub fn run(args: MapArgs) -> Result<(), Box<dyn Error>> {
         writeln!(out, "{}]", if first { "[" } else { "" })?;
     }
     Ok(())
+}
+
+/// The merged extents of a boxed chain (owning it, unlike `Chain::extents`).
+struct ChainExtents {
+    chain: Box<crate::image_open::CliChain>,
+    next: u64,
+    pending: Option<Extent>,
+}
+
+impl Iterator for ChainExtents {
+    type Item = Result<Extent, Box<dyn Error>>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let size = self.chain.size();
+        while self.next < size {
+            let e = match self.chain.extent_at(self.next, 1 << 40) {
+                Ok(e) => e,
+                Err(err) => {
+                    self.next = size;
+                    return Some(Err(err.into()));
+                }
+            };
+            self.next += e.length;
+            match &mut self.pending {
+                Some(p) if p.continues_with(&e) => p.length += e.length,
+                Some(p) => return Some(Ok(std::mem::replace(p, e))),
+                None => self.pending = Some(e),
+            }
+        }
+        self.pending.take().map(Ok)
+    }
+}
+
+/// The map of a qcow (v1) image in qemu's terms: data with its host offset (none when
+/// encrypted), compressed clusters, unallocated ranges reading as zero; merged like qemu-img.
+fn qcow_extents(args: &MapArgs) -> Result<Vec<Extent>, Box<dyn Error>> {
+    use qluks::qcow::ExtentKind;
+    use qluks::qcow2::Mapping;
+    let path = &args.image;
+    let mut r = crate::image_open::resolver(path, &args.secret, &args.chain)?;
+    let mut scratch = vec![0u8; qluks::image::MAX_SCRATCH_LEN];
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let image: qluks::image::Image<'_, std::fs::File> =
+        qluks::image::Image::open(file, &mut r, &mut scratch).map_err(|e| format!("{}: {e}", path.display()))?;
+    let qluks::image::Image::Qcow(mut q) = image else { return Err("not a qcow image".into()) };
+    let encrypted = q.is_encrypted();
+    let mut out: Vec<Extent> = Vec::new();
+    let mut offset = 0;
+    while offset < q.size() {
+        let e = q.extent_at(offset).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mapping = match e.kind {
+            ExtentKind::Unallocated => Mapping::Unallocated { host_offset: None },
+            ExtentKind::Data { host_offset } => Mapping::Data { host_offset },
+            ExtentKind::Compressed { host_offset, len } => Mapping::Compressed { host_offset, compressed_len: len },
+        };
+        let ext = Extent { start: e.offset, length: e.len, depth: 0, mapping, encrypted, raw: false };
+        match out.last_mut() {
+            Some(p) if p.continues_with(&ext) => p.length += ext.length,
+            _ => out.push(ext),
+        }
+        offset += e.len;
+    }
+    Ok(out)
 }

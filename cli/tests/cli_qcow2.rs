@@ -189,10 +189,42 @@ fn snapshot_list_names_every_snapshot() {
     qemu_img(&["create", "-q", "-f", "qcow2", s(&img), "1M"]);
     qemu_img(&["snapshot", "-c", "alpha", s(&img)]);
     qemu_img(&["snapshot", "-c", "beta", s(&img)]);
+    run(Command::new("qemu-io").args(["-f", "qcow2", "-c", "write -P 0x11 0 64k"]).arg(&img));
     let out = run(qluks().args(["snapshot", "-l", s(&img)]));
     let rows: Vec<(&str, &str)> =
         out.lines().skip(2).map(|l| l.split_whitespace().collect::<Vec<_>>()).map(|w| (w[0], w[1])).collect();
     assert_eq!(rows, [("1", "alpha"), ("2", "beta")], "{out}");
+    // The disk as it was at "beta" (before the write) and now.
+    for (snapshot, fill) in [(Some("beta"), 0u8), (Some("snapshot.id=2"), 0), (None, 0x11)] {
+        let raw = dir.join("s.raw");
+        let mut c = qluks();
+        c.args(["convert", "-O", "raw"]);
+        if let Some(sn) = snapshot {
+            c.args(["-l", sn]);
+        }
+        run(c.args([s(&img), s(&raw)]));
+        let bytes = std::fs::read(&raw).unwrap();
+        assert!(bytes[..65536].iter().all(|&b| b == fill), "{snapshot:?}");
+    }
+    let missing =
+        qluks().args(["convert", "-O", "raw", "-l", "gamma", s(&img), s(&dir.join("x.raw"))]).output().unwrap();
+    assert!(!missing.status.success());
+}
+
+#[test]
+fn map_json_of_qcow_v1_is_the_same_as_qemu_img_map() {
+    let t = "map_json_of_qcow_v1_is_the_same_as_qemu_img_map";
+    if !tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = TempDir::new(t);
+    // (qemu-img 10 exits with an error after `convert -c -O qcow`, so no compressed case here.)
+    let img = dir.join("v1.qcow");
+    qemu_img(&["create", "-q", "-f", "qcow", s(&img), "4M"]);
+    run(Command::new("qemu-io").args(["-f", "qcow", "-c", "write -P 1 0 100k", "-c", "write -P 2 1M 4k"]).arg(&img));
+    let ours = run(qluks().args(["map", "--output", "json", s(&img)]));
+    assert_eq!(ours, qemu_img(&["map", "--output", "json", s(&img)]));
+    assert!(ours.lines().count() >= 3, "{ours}");
 }
 
 #[test]

@@ -68,8 +68,7 @@ impl Resolver<File> for DirResolver {
 
 /// (case, check) pairs whose feature has not landed yet. Checked both ways: a pending pair that
 /// starts agreeing with QEMU fails the test until it is taken off this list.
-const PENDING: &[(&str, &str)] =
-    &[("qcow1", "qluks map"), ("qcow1-aes", "qluks map"), ("qcow1-compressed", "qluks map")];
+const PENDING: &[(&str, &str)] = &[];
 
 fn qluks() -> Command {
     Command::new(env!("CARGO_BIN_EXE_qluks"))
