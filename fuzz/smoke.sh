@@ -10,7 +10,7 @@ targets=$(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^qluks-fuzz$')
 if command -v qemu-img >/dev/null; then
   seeds=$(mktemp -d)
   trap 'rm -rf "$seeds"' EXIT
-  mkdir -p corpus/qcow1_read corpus/qcow2_header corpus/qcow2_read corpus/luks1_header
+  mkdir -p corpus/qcow1_read corpus/qcow2_header corpus/qcow2_read corpus/qcow2_map corpus/luks1_header
   qemu-img create -q -f qcow "$seeds/a.qcow" 1M
   qemu-io -f qcow -c "write -P 0x11 0 8k" -c "write -P 0x22 300k 1k" "$seeds/a.qcow" >/dev/null
   qemu-img create -q -f qcow --object secret,id=s,data=pw -o encrypt.format=aes,encrypt.key-secret=s \
@@ -22,7 +22,7 @@ if command -v qemu-img >/dev/null; then
     f="$seeds/q-${o//[=,]/_}.qcow2"
     qemu-img create -q -f qcow2 -o "$o" "$f" 1M
     qemu-io -f qcow2 -c "write -P 0x11 0 8k" -c "write -z 64k 16k" -c "write -P 0x22 300k 1k" "$f" >/dev/null
-    cp "$f" corpus/qcow2_read/
+    cp "$f" corpus/qcow2_read/; cp "$f" corpus/qcow2_map/
     head -c 4096 "$f" > "corpus/qcow2_header/$(basename "$f")"
   done
   qemu-img convert -c -f raw -O qcow2 -o cluster_size=4096 "$seeds/t.raw" "$seeds/z.qcow2"

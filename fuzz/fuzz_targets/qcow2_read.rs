@@ -3,7 +3,8 @@ use qluks::io::MemIo;
 use qluks::qcow2::Qcow2;
 
 // Open any bytes as a qcow2 image over an in-memory device (legacy AES with a fixed key when
-// asked; LUKS unlock is too slow to fuzz usefully) and read its first MiB in odd pieces.
+// asked; LUKS unlock is too slow to fuzz usefully) and read its first MiB in odd pieces and
+// its last sectors.
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if data.get(32..36) == Some(&[0, 0, 0, 2]) {
         return; // LUKS: PBKDF2 with image-chosen iterations
@@ -20,4 +21,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         }
         off += len as u64;
     }
+    // And the last sectors, where offsets are largest.
+    let tail = q.size().min(4096);
+    let _ = q.read_at_with_scratch(q.size() - tail, &mut buf[..tail as usize], &mut scratch);
 });
