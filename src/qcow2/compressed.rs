@@ -297,6 +297,15 @@ mod tests {
     }
 
     #[test]
+    fn deflate_final_empty_block_after_a_full_cluster_is_fine() {
+        // zlib may close a stream with an empty final block once the output is complete.
+        let (s, n) = deflate_stored(&[b"abcdefgh", b""]);
+        let mut out = [0u8; 8];
+        decompress_cluster(Compression::Deflate, &s[..n], &mut out).unwrap();
+        assert_eq!(&out, b"abcdefgh");
+    }
+
+    #[test]
     fn deflate_with_less_than_a_cluster_is_too_little_output() {
         let (s, n) = deflate_stored(&[b"abcd"]);
         let mut out = [0u8; 8];
@@ -390,6 +399,20 @@ mod tests {
             s[na + nb..na + nb + 5].copy_from_slice(b"trail");
             let mut out = [0u8; 8];
             decompress_cluster(Compression::Zstd, &s[..na + nb + 5], &mut out).unwrap();
+            assert_eq!(&out, b"abcdefgh");
+        }
+
+        #[test]
+        fn zstd_final_empty_block_after_a_full_cluster_is_fine() {
+            let mut s = [0u8; 32];
+            s[..4].copy_from_slice(&0xFD2F_B528u32.to_le_bytes());
+            s[4] = 0x20;
+            s[5] = 8;
+            s[6..9].copy_from_slice(&(8u32 << 3).to_le_bytes()[..3]); // raw, not last
+            s[9..17].copy_from_slice(b"abcdefgh");
+            s[17..20].copy_from_slice(&1u32.to_le_bytes()[..3]); // empty raw block, last
+            let mut out = [0u8; 8];
+            decompress_cluster(Compression::Zstd, &s[..20], &mut out).unwrap();
             assert_eq!(&out, b"abcdefgh");
         }
 
