@@ -92,11 +92,13 @@ fn passphrase_args(case: &Case, dir: &Path) -> Vec<String> {
     args
 }
 
-/// `qluks convert -O raw` of the case, read back in its windows.
-fn cli_convert(case: &Case, dir: &Path) -> Result<Vec<u8>, String> {
-    let out = dir.join(format!("{}.qluks.raw", case.name));
+/// `qluks convert -O raw` of the case (of its internal snapshot `snapshot`, if given), read
+/// back in its windows.
+fn qluks_convert(case: &Case, dir: &Path, snapshot: Option<&str>) -> Result<Vec<u8>, String> {
+    let out = dir.join(format!("{}.{}.qluks.raw", case.name, snapshot.unwrap_or("active")));
     let o = qluks()
         .args(["convert", "-O", "raw"])
+        .args(snapshot.map(|name| ["-l", name]).into_iter().flatten())
         .args(passphrase_args(case, dir))
         .arg(&case.image)
         .arg(&out)
@@ -215,10 +217,23 @@ fn check_case(case: &Case, dir: &Path) -> (Vec<String>, Vec<String>) {
         },
     };
     let active_len = windows(case).iter().map(|&(_, l)| l as usize).sum::<usize>();
-    let cli_convert = cli_convert(case, dir).and_then(|ours| match first_difference(&ours, &expected[..active_len]) {
-        Some(at) => Err(format!("first difference at byte {at:#x} of the windows")),
-        None => Ok(()),
-    });
+    let mut cli_convert =
+        qluks_convert(case, dir, None).and_then(|ours| match first_difference(&ours, &expected[..active_len]) {
+            Some(at) => Err(format!("first difference at byte {at:#x} of the windows")),
+            None => Ok(()),
+        });
+    let mut at = active_len;
+    for name in &case.snapshots {
+        let snapshot_len = case.size as usize;
+        let want = &expected[at..at + snapshot_len];
+        at += snapshot_len;
+        if cli_convert.is_ok() {
+            cli_convert = qluks_convert(case, dir, Some(name)).and_then(|ours| match first_difference(&ours, want) {
+                Some(at) => Err(format!("snapshot {name}: first difference at byte {at:#x}")),
+                None => Ok(()),
+            });
+        }
+    }
     let cli_map = cli_map(case).and_then(|ours| matrix::compare_maps(&ours, &map));
     for (what, outcome) in [
         ("library", library),
