@@ -72,3 +72,45 @@ impl<const N: usize> L2Cache<N> {
         Ok(&self.slices[slot])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hits_do_not_reload_and_the_least_recently_used_slice_is_evicted() {
+        let mut cache: L2Cache<2> = L2Cache::new();
+        let mut loads = 0;
+        let mut load = |tag: u8| {
+            move |b: &mut [u8; SLICE_BYTES]| -> Result<(), ()> {
+                b[0] = tag;
+                Ok(())
+            }
+        };
+        for (table, want) in [(1u64, 1u8), (2, 2), (1, 1), (3, 3), (1, 1), (2, 2)] {
+            let s = cache
+                .get(table << 16, 0, |b| {
+                    loads += 1;
+                    load(table as u8)(b)
+                })
+                .unwrap();
+            assert_eq!(s[0], want);
+        }
+        // 1, 2 miss; 1 hits; 3 evicts 2 (least recent); 1 hits; 2 misses again.
+        assert_eq!(loads, 4);
+    }
+
+    #[test]
+    fn a_failed_load_leaves_nothing_cached() {
+        let mut cache: L2Cache<1> = L2Cache::new();
+        assert_eq!(cache.get(0x10000, 0, |_| Err("device error")), Err("device error"));
+        let mut loaded = false;
+        cache
+            .get(0x10000, 0, |_| {
+                loaded = true;
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        assert!(loaded, "the slice is read again, not served from the failed slot");
+    }
+}

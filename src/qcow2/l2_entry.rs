@@ -165,3 +165,71 @@ pub fn classify(
     };
     Ok((m, rest))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal valid v3 header with `cluster_bits` and the given incompatible bits.
+    fn header(cluster_bits: u32, incompatible: u64) -> Header {
+        let mut b = [0u8; 112];
+        b[0..4].copy_from_slice(b"QFI\xfb");
+        b[4..8].copy_from_slice(&3u32.to_be_bytes());
+        b[20..24].copy_from_slice(&cluster_bits.to_be_bytes());
+        b[24..32].copy_from_slice(&(1u64 << 30).to_be_bytes());
+        b[36..40].copy_from_slice(&64u32.to_be_bytes());
+        b[40..48].copy_from_slice(&(3u64 << cluster_bits).to_be_bytes());
+        b[48..56].copy_from_slice(&(1u64 << cluster_bits).to_be_bytes());
+        b[56..60].copy_from_slice(&1u32.to_be_bytes());
+        b[72..80].copy_from_slice(&incompatible.to_be_bytes());
+        b[96..100].copy_from_slice(&4u32.to_be_bytes());
+        b[100..104].copy_from_slice(&112u32.to_be_bytes());
+        Header::parse(&b).unwrap()
+    }
+
+    #[test]
+    fn compressed_descriptor_splits_at_62_minus_cluster_bits_minus_8() {
+        let h = header(16, 0); // x = 62 - 8 = 54: offset in bits 0..54, sectors above
+        let entry = OFLAG_COMPRESSED | (3u64 << 54) | 0x12_3456;
+        let (m, rest) = classify(&h, false, entry, 0, 100).unwrap();
+        // (3 + 1) sectors minus the offset's position inside its sector.
+        assert_eq!(m, Mapping::Compressed { host_offset: 0x12_3456, compressed_len: 4 * 512 - 0x56 });
+        assert_eq!(rest, 65536 - 100);
+    }
+
+    #[test]
+    fn zero_flag_with_and_without_preallocation() {
+        let h = header(16, 0);
+        assert_eq!(classify(&h, false, OFLAG_ZERO, 0, 0).unwrap().0, Mapping::Zero { host_offset: None });
+        let m = classify(&h, false, OFLAG_ZERO | 0x50000, 0, 8).unwrap().0;
+        assert_eq!(m, Mapping::Zero { host_offset: Some(0x50008) });
+    }
+
+    #[test]
+    fn offset_zero_is_data_in_an_external_data_file_only_with_copied() {
+        let h = header(16, 1 << 2);
+        assert_eq!(classify(&h, true, OFLAG_COPIED, 0, 0).unwrap().0, Mapping::Data { host_offset: 0 });
+        assert_eq!(classify(&h, true, 0, 0, 0).unwrap().0, Mapping::Unallocated { host_offset: None });
+    }
+
+    #[test]
+    fn subcluster_bitmap_selects_allocated_zero_or_unallocated() {
+        let h = header(16, 1 << 4); // 2 KiB subclusters
+        let bitmap = 0b01 | (0b10 << 32); // subcluster 0 allocated, 1 zero, 2.. unallocated
+        let entry = OFLAG_COPIED | 0x70000;
+        assert_eq!(classify(&h, false, entry, bitmap, 10).unwrap(), (Mapping::Data { host_offset: 0x7000a }, 2038));
+        assert_eq!(classify(&h, false, entry, bitmap, 2048).unwrap().0, Mapping::Zero { host_offset: Some(0x70800) });
+        let third = classify(&h, false, entry, bitmap, 4096).unwrap().0;
+        assert_eq!(third, Mapping::Unallocated { host_offset: Some(0x71000) });
+        assert!(classify(&h, false, entry, 1 | (1 << 32), 0).is_err(), "allocated and zero at once");
+    }
+
+    #[test]
+    fn runs_continue_only_with_contiguous_host_offsets() {
+        let a = Mapping::Data { host_offset: 0x10000 };
+        assert!(a.continues(0x10000, Mapping::Data { host_offset: 0x20000 }));
+        assert!(!a.continues(0x10000, Mapping::Data { host_offset: 0x30000 }));
+        let c = Mapping::Compressed { host_offset: 0x10000, compressed_len: 512 };
+        assert!(!c.continues(0x10000, c));
+    }
+}
