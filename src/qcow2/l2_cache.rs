@@ -81,7 +81,7 @@ mod tests {
     fn hits_do_not_reload_and_the_least_recently_used_slice_is_evicted() {
         let mut cache: L2Cache<2> = L2Cache::new();
         let mut loads = 0;
-        let mut load = |tag: u8| {
+        let load = |tag: u8| {
             move |b: &mut [u8; SLICE_BYTES]| -> Result<(), ()> {
                 b[0] = tag;
                 Ok(())
