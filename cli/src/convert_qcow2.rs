@@ -38,6 +38,9 @@ pub fn run(
     progress: bool,
 ) -> Result<(), Box<dyn Error>> {
     let mut chain = open_chain(src, secret, chain_args)?;
+    // Like `qemu-img convert -l`, the output keeps the image's current size: a snapshot taken
+    // before a resize reads as zeros past its own size.
+    let out_size = chain.size();
     if let Some(wanted) = snapshot {
         let Some(Layer::Qcow2(top)) = chain.layers_mut()[0].as_mut() else { return Err("no qcow2 image".into()) };
         let key =
@@ -45,14 +48,14 @@ pub fn run(
         let found = top.find_snapshot(key.as_bytes()).map_err(|e| format!("{}: snapshot {key}: {e}", src.display()))?;
         top.select_snapshot(&found).map_err(|e| format!("{}: {e}", src.display()))?;
     }
-    let size = chain.size();
+    let size = chain.size().min(out_size);
     let dst = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(dst_path)
         .map_err(|e| format!("{}: {e}", dst_path.display()))?;
-    dst.set_len(size)?;
+    dst.set_len(out_size)?;
 
     let mut jobs = Vec::new();
     let mut serial = Vec::new();

@@ -189,7 +189,10 @@ fn snapshot_list_names_every_snapshot() {
     qemu_img(&["create", "-q", "-f", "qcow2", s(&img), "1M"]);
     qemu_img(&["snapshot", "-c", "alpha", s(&img)]);
     qemu_img(&["snapshot", "-c", "beta", s(&img)]);
-    run(Command::new("qemu-io").args(["-f", "qcow2", "-c", "write -P 0x11 0 64k"]).arg(&img));
+    qemu_img(&["resize", "-q", s(&img), "2M"]);
+    run(Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0x11 0 64k", "-c", "write -P 0x12 1536k 4k"])
+        .arg(&img));
     let out = run(qluks().args(["snapshot", "-l", s(&img)]));
     let rows: Vec<(&str, &str)> =
         out.lines().skip(2).map(|l| l.split_whitespace().collect::<Vec<_>>()).map(|w| (w[0], w[1])).collect();
@@ -205,6 +208,15 @@ fn snapshot_list_names_every_snapshot() {
         run(c.args([s(&img), s(&raw)]));
         let bytes = std::fs::read(&raw).unwrap();
         assert!(bytes[..65536].iter().all(|&b| b == fill), "{snapshot:?}");
+        // Byte-identical to qemu-img, which keeps the current (resized) size.
+        let want = dir.join("q.raw");
+        let mut q = Command::new("qemu-img");
+        q.args(["convert", "-O", "raw"]);
+        if let Some(sn) = snapshot {
+            q.args(["-l", sn]);
+        }
+        run(q.args([s(&img), s(&want)]));
+        assert_eq!(bytes, std::fs::read(&want).unwrap(), "{snapshot:?}");
     }
     let missing =
         qluks().args(["convert", "-O", "raw", "-l", "gamma", s(&img), s(&dir.join("x.raw"))]).output().unwrap();
