@@ -31,17 +31,22 @@ fi
 printf pw >pw.txt
 
 ms() { local s; s=$(date +%s%N); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; echo $((($(date +%s%N) - s) / 1000000)); }
+# "WALL_MS CPU_MS" of a command (CPU = user + sys of all its threads).
+timed() {
+  /usr/bin/time -o "$out/time" -f '%e %U %S' "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }
+  awk '{print int($1 * 1000), int(($2 + $3) * 1000)}' "$out/time"
+}
 median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 
-declare -a qe le qp lp rd cpu
+declare -a qe le qp lp rd cpu qec lec qpc lpc
 for ((i = 0; i < repeats; i++)); do
   rm -f "$out"/*
-  qe+=("$(ms qemu-img convert "${secret[@]}" --image-opts "$enc_opts" -O raw "$out/qemu-enc.raw")")
-  le+=("$(ms "$qluks" convert --passphrase-file pw.txt -O raw enc.qcow2 "$out/qluks-enc.raw")")
+  read -r w c < <(timed qemu-img convert "${secret[@]}" --image-opts "$enc_opts" -O raw "$out/qemu-enc.raw"); qe+=("$w"); qec+=("$c")
+  read -r w c < <(timed "$qluks" convert --passphrase-file pw.txt -O raw enc.qcow2 "$out/qluks-enc.raw"); le+=("$w"); lec+=("$c")
   cmp -s "$out/qemu-enc.raw" "$out/qluks-enc.raw" || { echo "encrypted outputs differ" >&2; exit 1; }
   rm -f "$out"/*
-  qp+=("$(ms qemu-img convert -O raw plain.qcow2 "$out/qemu-plain.raw")")
-  lp+=("$(ms "$qluks" convert -O raw plain.qcow2 "$out/qluks-plain.raw")")
+  read -r w c < <(timed qemu-img convert -O raw plain.qcow2 "$out/qemu-plain.raw"); qp+=("$w"); qpc+=("$c")
+  read -r w c < <(timed "$qluks" convert -O raw plain.qcow2 "$out/qluks-plain.raw"); lp+=("$w"); lpc+=("$c")
   cmp -s "$out/qemu-plain.raw" "$out/qluks-plain.raw" || { echo "plain outputs differ" >&2; exit 1; }
   rd+=("$(ms "$qluks" compare --passphrase-file pw.txt --second-passphrase-file pw.txt enc.qcow2 enc.qcow2)")
   cpu+=("$( { /usr/bin/time -f '%U %S' "$qluks" compare --passphrase-file pw.txt --second-passphrase-file pw.txt \
@@ -52,4 +57,5 @@ me=$(median "${qe[@]}"); ml=$(median "${le[@]}"); mp=$(median "${qp[@]}"); mlp=$
 echo "LUKS aes-256-xts  qemu-img ${qe[*]} ms | qluks ${le[*]} ms | medians $me / $ml ms: qluks $(awk "BEGIN {printf \"%.2f\", $me / $ml}")x"
 echo "unencrypted       qemu-img ${qp[*]} ms | qluks ${lp[*]} ms | medians $mp / $mlp ms: qluks $(awk "BEGIN {printf \"%.2f\", $mp / $mlp}")x"
 echo "decrypted read (2 GiB): wall ${rd[*]} ms, median $(awk "BEGIN {printf \"%.2f\", 2.147483648 / ($mr / 1000)}") GB/s; CPU ${cpu[*]} ms, median $(awk "BEGIN {printf \"%.2f\", 2.147483648 / ($mc / 1000)}") GB/s per CPU-second"
+echo "CPU (user+sys) LUKS: qemu-img ${qec[*]} | qluks ${lec[*]} ms: $(awk "BEGIN {printf \"%.2f\", $(median "${qec[@]}") / $(median "${lec[@]}")}")x; unencrypted: qemu-img ${qpc[*]} | qluks ${lpc[*]} ms: $(awk "BEGIN {printf \"%.2f\", $(median "${qpc[@]}") / $(median "${lpc[@]}")}")x"
 echo "outputs byte-identical; load: $(cut -d' ' -f1-3 /proc/loadavg)"
