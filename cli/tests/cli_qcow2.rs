@@ -125,7 +125,11 @@ fn map_json_is_the_same_as_qemu_img_map() {
     qemu_img(&["convert", "-c", "-O", "qcow2", s(&base), s(&compressed)]);
     qemu_img(&["create", "-q", "-f", "qcow2", "-b", "c.qcow2", "-F", "qcow2", s(&top), "6M"]);
     run(Command::new("qemu-io").args(["-f", "qcow2", "-c", "write -P 2 64k 64k", "-c", "write -z 2M 64k"]).arg(&top));
-    for img in [&base, &compressed, &top] {
+    let ext = dir.join("ext.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", "-o", "extended_l2=on", s(&ext), "1M"]);
+    let cmds = ["write -P 1 0 2k", "write -z 8k 2k", "write -P 2 64k 64k"];
+    run(Command::new("qemu-io").args(["-f", "qcow2"]).args(cmds.iter().flat_map(|c| ["-c", c])).arg(&ext));
+    for img in [&base, &compressed, &top, &ext] {
         let ours = run(qluks().args(["map", "--output", "json", s(img)]));
         let theirs = qemu_img(&["map", "--output", "json", s(img)]);
         assert_eq!(ours, theirs, "{}", img.display());

@@ -4,7 +4,7 @@
 //! The rules follow QEMU's block status: an unallocated range is looked up in the backing
 //! layer (depth + 1); past the end of a shorter backing, or in the bottom layer, it is "not
 //! present, reads as zero" at that depth. Host offsets are reported only where QEMU reports
-//! them: unencrypted stored data (and preallocated zero clusters); raw layers map 1:1.
+//! them: unencrypted layers' (sub)clusters that have one; raw layers map 1:1.
 
 use super::backing::{Chain, Layer};
 use super::error::Error;
@@ -54,10 +54,12 @@ impl Extent {
         if self.encrypted {
             return None;
         }
+        // QEMU reports the host offset of every (sub)cluster with one: stored data, preallocated
+        // zeros, and unallocated subclusters of an allocated cluster (extended L2).
         match self.mapping {
             Mapping::Data { host_offset } => Some(host_offset),
-            Mapping::Zero { host_offset } => host_offset,
-            _ => None,
+            Mapping::Zero { host_offset } | Mapping::Unallocated { host_offset } => host_offset,
+            Mapping::Compressed { .. } => None,
         }
     }
 
