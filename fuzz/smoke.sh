@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Short fuzzing smoke run of every target (CI): seeds each corpus with small images made by
-# qemu-img when it is there, then runs each target for FUZZ_SECONDS (default 20). Needs a
+# qemu-img when it is there, then runs each target for FUZZ_SECONDS (default 20), built with
+# overflow checks and debug assertions (cargo-fuzz default without -O). Needs a
 # nightly toolchain and cargo-fuzz; prints executions per target.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -39,14 +40,15 @@ if command -v cryptsetup >/dev/null; then
   cryptsetup luksFormat -q --type luks2 --key-file "$lseeds/key" --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
     --luks2-metadata-size 16k --luks2-keyslots-size 1m "$lseeds/v2"
   head -c 32768 "$lseeds/v2" > corpus/luks2_header/cryptsetup.luks2
-  tail -c +4097 "$lseeds/v2" | head -c 12288 | tr -d '\0' > corpus/luks2_metadata/cryptsetup.json
+  # dd reads exactly the JSON area: a `tail | head` pipeline dies of SIGPIPE under pipefail.
+  dd if="$lseeds/v2" bs=4096 skip=1 count=3 status=none | tr -d '\0' > corpus/luks2_metadata/cryptsetup.json
   rm -rf "$lseeds"
 fi
 
 for t in $targets; do
   mkdir -p "corpus/$t"
   echo "--- fuzz $t for ${secs}s"
-  cargo +nightly fuzz run -O "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=1024 2>&1 \
+  cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=1024 2>&1 \
     | grep -E '^(#[0-9]+.*DONE|Done [0-9]+ runs)|ERROR|panicked|SUMMARY' || true
   # cargo fuzz exits non-zero on a crash; the pipeline above hides that, so check artifacts.
   if compgen -G "artifacts/$t/crash-*" >/dev/null || compgen -G "artifacts/$t/oom-*" >/dev/null; then
