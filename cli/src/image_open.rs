@@ -69,7 +69,11 @@ fn needs_passphrase(path: &Path) -> Result<bool, Box<dyn Error>> {
 
 /// Opens the qcow2 image at `path` with its backing chain.
 pub fn open_chain(path: &Path, secret: &SecretArgs, chain: &ChainArgs) -> Result<Box<CliChain>, Box<dyn Error>> {
-    let mut r = resolver(path, secret, chain)?;
+    open_chain_with(path, resolver(path, secret, chain)?)
+}
+
+/// Opens the qcow2 image at `path` with its backing chain through `r` (passphrases already set).
+pub fn open_chain_with(path: &Path, mut r: FileResolver) -> Result<Box<CliChain>, Box<dyn Error>> {
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let shown = path.display().to_string();
     // The chain is built by value (no heap in the core) and is large: build it on a thread
@@ -91,7 +95,11 @@ pub struct Qcow2Disk {
 impl Qcow2Disk {
     /// Opens `path`.
     pub fn open(path: &Path, secret: &SecretArgs, chain: &ChainArgs) -> Result<Qcow2Disk, Box<dyn Error>> {
-        let chain = open_chain(path, secret, chain)?;
+        Ok(Qcow2Disk::from_chain(open_chain(path, secret, chain)?))
+    }
+
+    /// A disk over an opened chain.
+    pub fn from_chain(chain: Box<CliChain>) -> Qcow2Disk {
         let largest = chain
             .layers()
             .map(|l| match l {
@@ -100,7 +108,7 @@ impl Qcow2Disk {
             })
             .max()
             .unwrap_or(0);
-        Ok(Qcow2Disk { chain, scratch: vec![0; largest] })
+        Qcow2Disk { chain, scratch: vec![0; largest] }
     }
 }
 

@@ -31,7 +31,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Self-check and short throughput table (the main job on a built-in default).
+    /// The main job on a built-in default: self-check, LUKS round trip, qcow2+LUKS chain vs qemu-img.
     Demo,
     /// Throughput of the crypto core per backend (`bench xts --help`).
     Bench(bench::BenchArgs),
