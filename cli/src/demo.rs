@@ -251,11 +251,12 @@ fn qcow2_chain(dir: &Path) -> Result<(), Box<dyn Error>> {
     run_tool(write_top.args(["-c", "write -P 0x33 1M 2M", "-c", "write -P 0x44 7M 100k"]))?;
     let setup_time = start.elapsed();
     println!(
-        "   {:<16} {:8.1} ms   base (0x5a at 0+4M, 0xa5 at 5M+1M) < overlay (0x33 at 1M+2M, 0x44 at 7M+100k), {CHAIN_SIZE} \
-         each (mostly qemu-img's PBKDF2 calibration)",
+        "   {:<16} {:8.1} ms   two {CHAIN_SIZE} layers (mostly qemu-img's own PBKDF2 calibration)",
         "qemu-img, -io",
         ms(setup_time)
     );
+    println!("   {:<16} {:>8}      base: 0x5a at 0+4M, 0xa5 at 5M+1M", "patterns", "");
+    println!("   {:<16} {:>8}      overlay: 0x33 at 1M+2M, 0x44 at 7M+100k", "", "");
 
     let start = Instant::now();
     let mut resolver = FileResolver::new(&top, dir).map_err(|e| format!("{}: {e}", top.display()))?;
