@@ -552,6 +552,15 @@ fn backing_file_name_over_1023_bytes_is_refused() {
     assert_eq!(header_err(open(&mut img)), HeaderError::BackingNameTooLong { len: 1024 });
 }
 
+#[test]
+fn backing_file_offset_near_2_64_is_refused_without_overflow() {
+    // Found by the qcow2_header fuzz target: offset + size used to overflow.
+    let Some(mut img) = image("backing_offset_overflow", "", &[]) else { return };
+    set64(&mut img, 8, u64::MAX);
+    set32(&mut img, 16, 1);
+    assert_eq!(header_err(open(&mut img)), HeaderError::BackingNameOutsideCluster0 { offset: u64::MAX, len: 1 });
+}
+
 /// Resolves every backing name to another copy of the same image bytes: a loop.
 struct Loop<'a> {
     images: Vec<&'a mut [u8]>,

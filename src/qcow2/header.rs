@@ -178,8 +178,10 @@ impl Header {
             if self.backing_file_size > MAX_BACKING_NAME {
                 return Err(HeaderError::BackingNameTooLong { len: self.backing_file_size });
             }
-            let end = self.backing_file_offset + u64::from(self.backing_file_size);
-            if self.backing_file_offset < u64::from(self.header_length) || end > cs {
+            // The offset is any u64 from the file: add with a check, so a hostile value is an
+            // error, not an overflow.
+            let end = self.backing_file_offset.checked_add(u64::from(self.backing_file_size));
+            if self.backing_file_offset < u64::from(self.header_length) || end.is_none_or(|end| end > cs) {
                 return Err(HeaderError::BackingNameOutsideCluster0 {
                     offset: self.backing_file_offset,
                     len: self.backing_file_size,
