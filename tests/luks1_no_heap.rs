@@ -1,37 +1,16 @@
 //! Unlock, read and write perform no heap allocation: this test binary counts every
 //! allocation through its global allocator (its own file, so no other test shares it).
 
+mod common;
+
+use common::counting_alloc::count_allocations;
 use qluks::crypto::{CipherSpec, HashAlg, OsRng};
 use qluks::io::MemIo;
 use qluks::luks::luks1::{self, CreateParams, Iterations};
 use qluks::luks::{LuksVolume, OpenOptions};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: common::counting_alloc::Counting = common::counting_alloc::Counting;
 
 #[test]
 fn unlock_read_and_write_allocate_nothing() {
@@ -44,20 +23,18 @@ fn unlock_read_and_write_allocate_nothing() {
         let mut data = vec![0x5au8; 9000];
         let mut back = vec![0u8; 9000];
 
-        let before = ALLOCATIONS.load(Ordering::SeqCst);
-        let mut vol = LuksVolume::open(MemIo::new(&mut disk), b"pass", OpenOptions::default()).unwrap();
-        vol.write_at(1234, &data).unwrap();
-        vol.write_in_place(8192, &mut data).unwrap();
-        vol.read_at(1234, &mut back).unwrap();
-        vol.read_at(8192, &mut back).unwrap();
-        vol.flush().unwrap();
-        drop(vol);
-        let after = ALLOCATIONS.load(Ordering::SeqCst);
-
-        assert_eq!(after - before, 0, "{cipher}: unlock + read + write allocated");
+        let ((), allocations) = count_allocations(|| {
+            let mut vol = LuksVolume::open(MemIo::new(&mut disk), b"pass", OpenOptions::default()).unwrap();
+            vol.write_at(1234, &data).unwrap();
+            vol.write_in_place(8192, &mut data).unwrap();
+            vol.read_at(1234, &mut back).unwrap();
+            vol.read_at(8192, &mut back).unwrap();
+            vol.flush().unwrap();
+        });
+        assert_eq!(allocations, 0, "{cipher}: unlock + read + write allocated");
         // The counter does see allocations.
-        let probe = std::hint::black_box(Vec::<u8>::with_capacity(16));
-        assert!(ALLOCATIONS.load(Ordering::SeqCst) > after);
+        let (probe, seen) = count_allocations(|| std::hint::black_box(Vec::<u8>::with_capacity(16)));
+        assert_eq!(seen, 1);
         drop(probe);
         assert!(back.iter().all(|&b| b == 0x5a), "{cipher}: data did not round-trip");
     }

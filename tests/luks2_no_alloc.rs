@@ -3,63 +3,12 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use qluks::io::MemIo;
 use qluks::luks::luks2::{self, Argon2Block};
 use qluks::luks::{LuksVolume, OpenOptions};
 
-/// Counts allocations made by the thread that enabled counting.
-struct CountingAlloc;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn note_allocation() {
-    if COUNTING.with(|c| c.get()) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: forwards to the system allocator unchanged; counting touches only an atomic and a
-// const-initialised thread-local (neither allocates).
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_allocation();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
-
-fn allocations_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    COUNTING.with(|c| c.set(true));
-    let out = f();
-    COUNTING.with(|c| c.set(false));
-    (out, ALLOCATIONS.load(Ordering::Relaxed) - before)
-}
+static GLOBAL: common::counting_alloc::Counting = common::counting_alloc::Counting;
 
 #[test]
 fn luks2_open_read_and_write_allocate_nothing() {
@@ -85,7 +34,7 @@ fn luks2_open_read_and_write_allocate_nothing() {
     let data = common::pattern(1, 3 * 4096 + 100);
     let mut back = vec![0u8; data.len()];
 
-    let (result, allocations) = allocations_during(|| {
+    let (result, allocations) = common::counting_alloc::count_allocations(|| {
         let options = OpenOptions { kdf_memory: Some(&mut memory), json_buffer: Some(&mut json), ..Default::default() };
         let mut volume = LuksVolume::open(MemIo::new(&mut disk), b"pw", options).map_err(|_| "open")?;
         volume.write_at(1000, &data).map_err(|_| "write")?;

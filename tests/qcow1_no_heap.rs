@@ -4,37 +4,13 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use qluks::io::MemIo;
 use qluks::qcow::Qcow1;
 
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: common::counting_alloc::Counting = common::counting_alloc::Counting;
 
 #[test]
 fn open_and_read_of_aes_and_compressed_qcow_allocate_nothing() {
@@ -83,13 +59,15 @@ fn open_and_read_of_aes_and_compressed_qcow_allocate_nothing() {
         let mut scratch = vec![0u8; Qcow1::<MemIo>::MAX_SCRATCH_LEN];
         let mut buf = vec![0u8; 300_000];
 
-        let before = ALLOCATIONS.load(Ordering::SeqCst);
-        let mut q = Qcow1::open(MemIo::new(&mut bytes), &mut scratch, password).unwrap();
-        q.read_at(1, &mut buf[..299_999]).unwrap();
-        q.read_at(3999, &mut buf[..70_002]).unwrap();
-        let _ = q.extent_at(4096).unwrap();
-        let after = ALLOCATIONS.load(Ordering::SeqCst);
-        assert_eq!(after - before, 0, "{}: allocations during open + read", image.display());
+        let (q, allocations) = common::counting_alloc::count_allocations(|| {
+            let mut q = Qcow1::open(MemIo::new(&mut bytes), &mut scratch, password).unwrap();
+            q.read_at(1, &mut buf[..299_999]).unwrap();
+            q.read_at(3999, &mut buf[..70_002]).unwrap();
+            let _ = q.extent_at(4096).unwrap();
+            q
+        });
+        drop(q);
+        assert_eq!(allocations, 0, "{}: allocations during open + read", image.display());
         assert_eq!(buf[..70_002], guest[3999..74_001], "{}: data", image.display());
     }
 }

@@ -2,58 +2,14 @@
 //! heap allocation: a counting global allocator watches this thread while qluks works.
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::fs::File;
 use std::process::Command;
 
 use qluks::qcow2::backing::{BackingRequest, DataFileRequest, Opened, Resolver};
 use qluks::qcow2::{Chain, Qcow2};
 
-struct Counting;
-
-thread_local! {
-    static WATCHING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note() {
-    // `try_with`: the allocator also runs while thread locals are torn down.
-    let _ = WATCHING.try_with(|w| {
-        if w.get() {
-            let _ = ALLOCATIONS.try_with(|a| a.set(a.get() + 1));
-        }
-    });
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Allocations made by `f` on this thread.
-fn allocations<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    ALLOCATIONS.with(|a| a.set(0));
-    WATCHING.with(|w| w.set(true));
-    let r = f();
-    WATCHING.with(|w| w.set(false));
-    (r, ALLOCATIONS.with(Cell::get))
-}
+static GLOBAL: common::counting_alloc::Counting = common::counting_alloc::Counting;
 
 /// Hands out the one pre-opened base file and per-layer passphrases (no allocation).
 struct PreOpened {
@@ -119,7 +75,7 @@ fn open_and_read_of_luks_qcow2_chain_allocates_nothing() {
     ]));
 
     // The counter itself works.
-    let (boxed, n) = allocations(|| std::hint::black_box(Box::new(7u64)));
+    let (boxed, n) = common::counting_alloc::count_allocations(|| std::hint::black_box(Box::new(7u64)));
     assert_eq!((*boxed, n), (7, 1));
 
     // Everything the OS side needs is made before watching: files opened, buffers reserved.
@@ -127,7 +83,7 @@ fn open_and_read_of_luks_qcow2_chain_allocates_nothing() {
     let (top_file, base_file) = (File::open(&top).unwrap(), File::open(&base).unwrap());
     let mut buf = [0u8; 8192];
 
-    let (first, n) = allocations(|| {
+    let (first, n) = common::counting_alloc::count_allocations(|| {
         let mut q: Qcow2<File> = Qcow2::open(single, Some(b"top-pw")).unwrap();
         q.read_at(60 * 1024, &mut buf).unwrap();
         buf[4096]
@@ -135,7 +91,7 @@ fn open_and_read_of_luks_qcow2_chain_allocates_nothing() {
     assert_eq!(n, 0, "Qcow2::open + read_at allocated {n} times");
     assert_eq!(first, 0x70);
 
-    let (bytes, n) = allocations(|| {
+    let (bytes, n) = common::counting_alloc::count_allocations(|| {
         let mut resolver = PreOpened { base: Some(base_file), passphrases: [b"top-pw", b"base-pw"] };
         let mut chain: Chain<File, 2, 2> = Chain::open(top_file, &mut resolver).unwrap();
         chain.read_at(60 * 1024, &mut buf, &mut []).unwrap();

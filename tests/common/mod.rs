@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod counting_alloc;
+
 /// Whether `name` can be run. Missing: SKIP (returns false) or panic under QLUKS_REQUIRE_TOOLS=1.
 pub fn tool(test: &str, name: &str) -> bool {
     let found = Command::new(name).arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
