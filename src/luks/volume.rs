@@ -190,29 +190,23 @@ impl<I: BlockIo> LuksVolume<I> {
     }
 
     /// Reads `buf.len()` bytes of plaintext at payload byte `offset`.
-    pub fn read_at(&mut self, offset: u64, mut buf: &mut [u8]) -> Result<(), IoError<I::Error>> {
+    pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError<I::Error>> {
         self.check(offset, buf.len())?;
         let s = self.segment.sector_size;
-        let mut pos = offset;
-        while !buf.is_empty() {
-            let sector = pos / s as u64;
-            let within = (pos % s as u64) as usize;
-            let n = if within == 0 && buf.len() >= s {
+        let mut done = 0;
+        for span in sector_spans(offset, buf.len(), s, usize::MAX) {
+            let out = &mut buf[done..done + span.len];
+            if span.is_whole(s) {
                 // The aligned middle: straight into the caller's buffer, one read, one decrypt.
-                let whole = buf.len() / s * s;
-                self.read_sectors(sector, &mut buf[..whole])?;
-                whole
+                self.read_sectors(span.sector, out)?;
             } else {
-                let n = (s - within).min(buf.len());
                 let mut scratch = [0u8; MAX_SECTOR];
-                let r = self.read_sectors(sector, &mut scratch[..s]);
-                buf[..n].copy_from_slice(&scratch[within..within + n]);
+                let r = self.read_sectors(span.sector, &mut scratch[..s]);
+                out.copy_from_slice(&scratch[span.within..span.within + span.len]);
                 scratch.zeroize();
                 r?;
-                n
-            };
-            pos += n as u64;
-            buf = &mut buf[n..];
+            }
+            done += span.len;
         }
         Ok(())
     }
@@ -220,65 +214,122 @@ impl<I: BlockIo> LuksVolume<I> {
     /// Encrypts `buf` in place and writes it at payload byte `offset`: the fast path, one
     /// encrypt and one device write for the aligned part. `buf` is left holding ciphertext
     /// where it covered whole sectors.
-    pub fn write_in_place(&mut self, offset: u64, mut buf: &mut [u8]) -> Result<(), IoError<I::Error>> {
+    pub fn write_in_place(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError<I::Error>> {
         self.check(offset, buf.len())?;
         let s = self.segment.sector_size;
-        let mut pos = offset;
-        while !buf.is_empty() {
-            let sector = pos / s as u64;
-            let within = (pos % s as u64) as usize;
-            let n = if within == 0 && buf.len() >= s {
-                let whole = buf.len() / s * s;
-                self.write_sectors(sector, &mut buf[..whole])?;
-                whole
+        let mut done = 0;
+        for span in sector_spans(offset, buf.len(), s, usize::MAX) {
+            let part = &mut buf[done..done + span.len];
+            if span.is_whole(s) {
+                self.write_sectors(span.sector, part)?;
             } else {
-                let n = (s - within).min(buf.len());
-                self.write_partial(sector, within, &buf[..n])?;
-                n
-            };
-            pos += n as u64;
-            buf = &mut buf[n..];
+                self.write_partial(span.sector, span.within, part)?;
+            }
+            done += span.len;
         }
         Ok(())
     }
 
     /// Writes `data` at payload byte `offset`, encrypting through a stack buffer (`data` is
     /// left untouched; see [`LuksVolume::write_in_place`] for the zero-copy path).
-    pub fn write_at(&mut self, offset: u64, mut data: &[u8]) -> Result<(), IoError<I::Error>> {
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), IoError<I::Error>> {
         self.check(offset, data.len())?;
         let s = self.segment.sector_size;
-        let mut pos = offset;
         let mut chunk = [0u8; WRITE_CHUNK];
         let mut result = Ok(());
-        while !data.is_empty() {
-            let sector = pos / s as u64;
-            let within = (pos % s as u64) as usize;
-            let step = if within == 0 && data.len() >= s {
-                let n = (data.len() / s * s).min(WRITE_CHUNK);
-                chunk[..n].copy_from_slice(&data[..n]);
-                self.write_sectors(sector, &mut chunk[..n]).map(|()| n)
+        let mut done = 0;
+        for span in sector_spans(offset, data.len(), s, WRITE_CHUNK) {
+            let part = &data[done..done + span.len];
+            result = if span.is_whole(s) {
+                chunk[..span.len].copy_from_slice(part);
+                self.write_sectors(span.sector, &mut chunk[..span.len])
             } else {
-                let n = (s - within).min(data.len());
-                self.write_partial(sector, within, &data[..n]).map(|()| n)
+                self.write_partial(span.sector, span.within, part)
             };
-            match step {
-                Ok(n) => {
-                    pos += n as u64;
-                    data = &data[n..];
-                }
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
+            if result.is_err() {
+                break;
             }
+            done += span.len;
         }
         chunk.zeroize();
         result
     }
 }
 
+/// A piece of a payload byte range cut at sector boundaries: either whole sectors starting at
+/// `sector` (`within == 0`, `len` a multiple of the sector size) or part of one sector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    sector: u64,
+    within: usize,
+    len: usize,
+}
+
+impl Span {
+    fn is_whole(&self, sector_size: usize) -> bool {
+        self.within == 0 && self.len >= sector_size
+    }
+}
+
+/// Cuts `len` bytes at payload byte `offset` into spans: an unaligned head and tail as parts of
+/// one sector each, the aligned middle as runs of whole sectors of at most `max_whole` bytes
+/// (a multiple of the sector size, or `usize::MAX`).
+fn sector_spans(offset: u64, len: usize, sector_size: usize, max_whole: usize) -> impl Iterator<Item = Span> {
+    let mut pos = offset;
+    let mut left = len;
+    core::iter::from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        let sector = pos / sector_size as u64;
+        let within = (pos % sector_size as u64) as usize;
+        let len = if within == 0 && left >= sector_size {
+            (left / sector_size * sector_size).min(max_whole)
+        } else {
+            (sector_size - within).min(left)
+        };
+        pos += len as u64;
+        left -= len;
+        Some(Span { sector, within, len })
+    })
+}
+
 impl<I> core::fmt::Debug for LuksVolume<I> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("LuksVolume").field("segment", &self.segment).field("size", &self.size).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod span_tests {
+    use super::{sector_spans, Span};
+
+    #[test]
+    fn spans_cut_head_middle_and_tail_at_sector_boundaries() {
+        let spans: [Span; 3] = {
+            let mut it = sector_spans(1000, 3000, 512, usize::MAX);
+            [it.next().unwrap(), it.next().unwrap(), it.next().unwrap()]
+        };
+        assert_eq!(spans[0], Span { sector: 1, within: 488, len: 24 });
+        assert_eq!(spans[1], Span { sector: 2, within: 0, len: 2560 });
+        assert_eq!(spans[2], Span { sector: 7, within: 0, len: 416 });
+        assert!(!spans[0].is_whole(512) && spans[1].is_whole(512) && !spans[2].is_whole(512));
+        assert_eq!(sector_spans(1000, 3000, 512, usize::MAX).count(), 3);
+    }
+
+    #[test]
+    fn whole_runs_are_capped_at_max_whole() {
+        let lens: [usize; 3] = {
+            let mut it = sector_spans(0, 40 * 1024, 4096, 16 * 1024).map(|s| s.len);
+            [it.next().unwrap(), it.next().unwrap(), it.next().unwrap()]
+        };
+        assert_eq!(lens, [16 * 1024, 16 * 1024, 8 * 1024]);
+    }
+
+    #[test]
+    fn a_range_inside_one_sector_is_one_partial_span() {
+        let mut it = sector_spans(4100, 10, 4096, usize::MAX);
+        assert_eq!(it.next(), Some(Span { sector: 1, within: 4, len: 10 }));
+        assert_eq!(it.next(), None);
     }
 }
