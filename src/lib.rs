@@ -17,5 +17,6 @@ pub mod io;
 pub mod luks;
 pub mod qcow;
 pub mod qcow2;
+mod sector_span;
 
 pub use qluks_hal as hal;

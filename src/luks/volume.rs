@@ -8,6 +8,7 @@
 use super::{luks1, Error, IoError, MAGIC, SECTOR};
 use crate::crypto::SectorCipher;
 use crate::io::BlockIo;
+use crate::sector_span::sector_spans;
 use zeroize::Zeroize;
 
 /// Largest supported encryption sector (LUKS2 allows 512..=4096).
@@ -256,80 +257,8 @@ impl<I: BlockIo> LuksVolume<I> {
     }
 }
 
-/// A piece of a payload byte range cut at sector boundaries: either whole sectors starting at
-/// `sector` (`within == 0`, `len` a multiple of the sector size) or part of one sector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Span {
-    sector: u64,
-    within: usize,
-    len: usize,
-}
-
-impl Span {
-    fn is_whole(&self, sector_size: usize) -> bool {
-        self.within == 0 && self.len >= sector_size
-    }
-}
-
-/// Cuts `len` bytes at payload byte `offset` into spans: an unaligned head and tail as parts of
-/// one sector each, the aligned middle as runs of whole sectors of at most `max_whole` bytes
-/// (a multiple of the sector size, or `usize::MAX`).
-fn sector_spans(offset: u64, len: usize, sector_size: usize, max_whole: usize) -> impl Iterator<Item = Span> {
-    let mut pos = offset;
-    let mut left = len;
-    core::iter::from_fn(move || {
-        if left == 0 {
-            return None;
-        }
-        let sector = pos / sector_size as u64;
-        let within = (pos % sector_size as u64) as usize;
-        let len = if within == 0 && left >= sector_size {
-            (left / sector_size * sector_size).min(max_whole)
-        } else {
-            (sector_size - within).min(left)
-        };
-        pos += len as u64;
-        left -= len;
-        Some(Span { sector, within, len })
-    })
-}
-
 impl<I> core::fmt::Debug for LuksVolume<I> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("LuksVolume").field("segment", &self.segment).field("size", &self.size).finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod span_tests {
-    use super::{sector_spans, Span};
-
-    #[test]
-    fn spans_cut_head_middle_and_tail_at_sector_boundaries() {
-        let spans: [Span; 3] = {
-            let mut it = sector_spans(1000, 3000, 512, usize::MAX);
-            [it.next().unwrap(), it.next().unwrap(), it.next().unwrap()]
-        };
-        assert_eq!(spans[0], Span { sector: 1, within: 488, len: 24 });
-        assert_eq!(spans[1], Span { sector: 2, within: 0, len: 2560 });
-        assert_eq!(spans[2], Span { sector: 7, within: 0, len: 416 });
-        assert!(!spans[0].is_whole(512) && spans[1].is_whole(512) && !spans[2].is_whole(512));
-        assert_eq!(sector_spans(1000, 3000, 512, usize::MAX).count(), 3);
-    }
-
-    #[test]
-    fn whole_runs_are_capped_at_max_whole() {
-        let lens: [usize; 3] = {
-            let mut it = sector_spans(0, 40 * 1024, 4096, 16 * 1024).map(|s| s.len);
-            [it.next().unwrap(), it.next().unwrap(), it.next().unwrap()]
-        };
-        assert_eq!(lens, [16 * 1024, 16 * 1024, 8 * 1024]);
-    }
-
-    #[test]
-    fn a_range_inside_one_sector_is_one_partial_span() {
-        let mut it = sector_spans(4100, 10, 4096, usize::MAX);
-        assert_eq!(it.next(), Some(Span { sector: 1, within: 4, len: 10 }));
-        assert_eq!(it.next(), None);
     }
 }

@@ -16,6 +16,8 @@ use super::header::{CryptMethod, QcowHeader, HEADER_LEN, L2_COMPRESSED, MAX_BACK
 use crate::crypto::{CbcIv, CipherMode, CipherSpec, SectorCipher};
 use crate::io::BlockIo;
 use crate::qcow2::compressed::{decompress_cluster, Compression};
+use crate::sector_span::sector_spans;
+use zeroize::Zeroize;
 
 const SECTOR: u64 = 512;
 
@@ -276,35 +278,22 @@ impl<'s, I: BlockIo> Qcow1<'s, I> {
         // Whole sectors are decrypted in place in `buf`; a partial first or last sector goes
         // through one sector of stack. Host offsets are sector-aligned, so host and guest sector
         // boundaries coincide.
-        let mut guest = guest;
-        let mut host = host;
-        let mut buf = buf;
-        let head = (guest % SECTOR) as usize;
-        if head != 0 {
-            let n = (SECTOR as usize - head).min(buf.len());
-            let mut sector = [0u8; SECTOR as usize];
-            self.io.read_at(host - head as u64, &mut sector).map_err(Error::Io)?;
-            cipher.decrypt_sectors(&mut sector, SECTOR as usize, guest / SECTOR)?;
-            buf[..n].copy_from_slice(&sector[head..head + n]);
-            guest += n as u64;
-            host += n as u64;
-            buf = &mut buf[n..];
-        }
-        let whole = buf.len() - buf.len() % SECTOR as usize;
-        if whole > 0 {
-            let (middle, rest) = buf.split_at_mut(whole);
-            self.io.read_at(host, middle).map_err(Error::Io)?;
-            cipher.decrypt_sectors(middle, SECTOR as usize, guest / SECTOR)?;
-            guest += whole as u64;
-            host += whole as u64;
-            buf = rest;
-        }
-        if !buf.is_empty() {
-            let mut sector = [0u8; SECTOR as usize];
-            self.io.read_at(host, &mut sector).map_err(Error::Io)?;
-            cipher.decrypt_sectors(&mut sector, SECTOR as usize, guest / SECTOR)?;
-            let n = buf.len();
-            buf.copy_from_slice(&sector[..n]);
+        let mut done = 0;
+        for span in sector_spans(guest, buf.len(), SECTOR as usize, usize::MAX) {
+            let host = host + done as u64 - span.within as u64;
+            let part = &mut buf[done..done + span.len];
+            if span.is_whole(SECTOR as usize) {
+                self.io.read_at(host, part).map_err(Error::Io)?;
+                cipher.decrypt_sectors(part, SECTOR as usize, span.sector)?;
+            } else {
+                let mut sector = [0u8; SECTOR as usize];
+                let r = self.io.read_at(host, &mut sector).map_err(Error::Io);
+                let r = r.and_then(|()| Ok(cipher.decrypt_sectors(&mut sector, SECTOR as usize, span.sector)?));
+                part.copy_from_slice(&sector[span.within..span.within + span.len]);
+                sector.zeroize();
+                r?;
+            }
+            done += span.len;
         }
         Ok(())
     }

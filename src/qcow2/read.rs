@@ -9,6 +9,8 @@ use super::error::{Corruption, Error};
 use super::l2_entry::Mapping;
 use super::Qcow2;
 use crate::io::BlockIo;
+use crate::sector_span::sector_spans;
+use zeroize::Zeroize;
 
 impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     /// Reads guest bytes; unallocated ranges come from `below` (the backing chain, first
@@ -159,26 +161,19 @@ fn read_stored<J: BlockIo>(
         Crypt::None => return read_host(io, file_size, host_offset, out),
         _ => {}
     }
-    let (mut host, mut guest, mut done) = (host_offset, guest, 0usize);
-    let head = (host % SECTOR) as usize;
-    if head != 0 || out.len() < SECTOR as usize {
-        let take = (SECTOR as usize - head).min(out.len());
-        sector_part(crypt, io, file_size, host - head as u64, guest - head as u64, head, &mut out[..take])?;
-        done = take;
-        host += take as u64;
-        guest += take as u64;
-    }
-    let middle = (out.len() - done) / SECTOR as usize * SECTOR as usize;
-    if middle > 0 {
-        let run = &mut out[done..done + middle];
-        read_host(io, file_size, host, run)?;
-        crypt.decrypt(host, guest, run)?;
-        done += middle;
-        host += middle as u64;
-        guest += middle as u64;
-    }
-    if done < out.len() {
-        sector_part(crypt, io, file_size, host, guest, 0, &mut out[done..])?;
+    let mut done = 0;
+    for span in sector_spans(host_offset, out.len(), SECTOR as usize, usize::MAX) {
+        // Host and guest offsets agree within a sector, so one cut serves both.
+        let host = host_offset + done as u64 - span.within as u64;
+        let guest = guest + done as u64 - span.within as u64;
+        let part = &mut out[done..done + span.len];
+        if span.is_whole(SECTOR as usize) {
+            read_host(io, file_size, host, part)?;
+            crypt.decrypt(host, guest, part)?;
+        } else {
+            sector_part(crypt, io, file_size, host, guest, span.within, part)?;
+        }
+        done += span.len;
     }
     Ok(())
 }
@@ -195,10 +190,11 @@ fn sector_part<J: BlockIo>(
     out: &mut [u8],
 ) -> Result<(), Error<J::Error>> {
     let mut sector = [0u8; SECTOR as usize];
-    read_host(io, file_size, host_sector, &mut sector)?;
-    crypt.decrypt(host_sector, guest_sector, &mut sector)?;
+    let r = read_host(io, file_size, host_sector, &mut sector)
+        .and_then(|()| Ok(crypt.decrypt(host_sector, guest_sector, &mut sector)?));
     out.copy_from_slice(&sector[skip..skip + out.len()]);
-    Ok(())
+    sector.zeroize();
+    r
 }
 
 /// Reads stored bytes; like QEMU's file driver, bytes past the end of the file read as zeros.
