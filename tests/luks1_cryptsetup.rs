@@ -43,7 +43,7 @@ fn test_passphrase(img: &Path, key_file: &str, slot: Option<usize>) -> bool {
     if let Some(s) = slot {
         c.args(["--key-slot", &s.to_string()]);
     }
-    c.arg(img).output().unwrap().status.success()
+    common::output(c.arg(img)).status.success()
 }
 
 fn rw(img: &Path) -> File {

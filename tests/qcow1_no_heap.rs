@@ -44,11 +44,9 @@ fn open_and_read_of_aes_and_compressed_qcow_allocate_nothing() {
     std::fs::write(&raw, b"no heap here ".repeat(40_000)).unwrap();
     let compressed = dir.join("c.qcow");
     // qemu-img 10 exits 1 after writing a compressed qcow v1 image completely: check with compare.
-    let _ = Command::new("qemu-img")
-        .args(["convert", "-q", "-c", "-f", "raw", "-O", "qcow"])
-        .arg(&raw)
-        .arg(&compressed)
-        .output();
+    let _ = common::output(
+        Command::new("qemu-img").args(["convert", "-q", "-c", "-f", "raw", "-O", "qcow"]).arg(&raw).arg(&compressed),
+    );
     common::run(Command::new("qemu-img").args(["compare", "-q", "-f", "raw", "-F", "qcow"]).arg(&raw).arg(&compressed));
 
     let mut aes_guest = vec![0u8; 1 << 20];

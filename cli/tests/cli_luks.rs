@@ -17,7 +17,7 @@ fn qluks_ok(args: &[&str]) -> String {
 }
 
 fn qluks_out(args: &[&str]) -> Output {
-    qluks().args(args).output().unwrap()
+    common::output(qluks().args(args))
 }
 
 fn s(p: &Path) -> &str {

@@ -101,11 +101,11 @@ fn convert_of_an_encrypted_chain_is_byte_identical_and_sparse() {
     assert!(meta.blocks() * 512 < meta.len(), "unallocated ranges are holes ({} blocks)", meta.blocks());
 
     // A wrong backing passphrase is reported, naming the layer.
-    let out = qluks()
-        .args(["convert", "-O", "raw", "--passphrase-file", s(&top_pw), "--backing-passphrase-file", s(&empty)])
-        .args(["--backing-passphrase-file", s(&top_pw), s(&top), s(&got)])
-        .output()
-        .unwrap();
+    let out = common::output(
+        qluks()
+            .args(["convert", "-O", "raw", "--passphrase-file", s(&top_pw), "--backing-passphrase-file", s(&empty)])
+            .args(["--backing-passphrase-file", s(&top_pw), s(&top), s(&got)]),
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("backing layer 2") && err.contains("passphrase"), "{err}");
@@ -222,8 +222,7 @@ fn snapshot_list_names_every_snapshot() {
         run(q.args([s(&img), s(&want)]));
         assert_eq!(bytes, std::fs::read(&want).unwrap(), "{snapshot:?}");
     }
-    let missing =
-        qluks().args(["convert", "-O", "raw", "-l", "gamma", s(&img), s(&dir.join("x.raw"))]).output().unwrap();
+    let missing = common::output(qluks().args(["convert", "-O", "raw", "-l", "gamma", s(&img), s(&dir.join("x.raw"))]));
     assert!(!missing.status.success());
 }
 
@@ -260,11 +259,11 @@ fn compare_and_io_read_qcow2_content() {
     let mut bytes = std::fs::read(&raw).unwrap();
     bytes[10_000] ^= 1;
     std::fs::write(&raw, &bytes).unwrap();
-    let out = qluks().args(["compare", s(&img), s(&raw)]).output().unwrap();
+    let out = common::output(qluks().args(["compare", s(&img), s(&raw)]));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("Content mismatch at offset 10000!"));
     let read = run(qluks().args(["io", s(&img), "-c", "read -P 0x3c 4k 8k", "-c", "read -P 0 0 4k"]));
     assert!(read.contains("read 8192/8192 bytes at offset 4096"), "{read}");
-    let bad = qluks().args(["io", s(&img), "-c", "read -P 0x3c 0 4k"]).output().unwrap();
+    let bad = common::output(qluks().args(["io", s(&img), "-c", "read -P 0x3c 0 4k"]));
     assert!(!bad.status.success());
 }

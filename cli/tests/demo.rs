@@ -4,15 +4,15 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 #[test]
 fn demo_verifies_backends_luks_round_trip_and_qcow2_chain() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_qluks"));
-    cmd.arg("demo").stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().expect("cannot run qluks demo");
-    let scratch = std::env::temp_dir().join(format!("qluks-demo-{}", child.id()));
-    let output = child.wait_with_output().expect("qluks demo did not finish");
+    // The demo names its scratch directory after its process id: watch every qluks-demo-*
+    // directory that did not exist before the run.
+    let before = demo_dirs();
+    let output = common::output(cmd.arg("demo"));
     common::check(&cmd, &output);
     let out = String::from_utf8_lossy(&output.stdout);
     println!("{out}");
@@ -30,5 +30,17 @@ fn demo_verifies_backends_luks_round_trip_and_qcow2_chain() {
     } else {
         assert!(out.contains("skipped: qemu-img and qemu-io are not on PATH"), "no skip line:\n{out}");
     }
-    assert!(!scratch.exists(), "demo left {} behind", scratch.display());
+    let left: Vec<_> = demo_dirs().into_iter().filter(|d| !before.contains(d)).collect();
+    assert!(left.is_empty(), "demo left {left:?} behind");
+}
+
+fn demo_dirs() -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(std::env::temp_dir())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("qluks-demo-")))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -13,7 +13,7 @@ fn cryptsetup(args: &[&str], key_file: &Path, image: &Path) {
 }
 
 fn qluks(args: &[&str], paths: &[&Path]) -> std::process::Output {
-    Command::new(QLUKS).args(args).args(paths).output().unwrap()
+    common::output(Command::new(QLUKS).args(args).args(paths))
 }
 
 fn stdout(out: &std::process::Output) -> String {

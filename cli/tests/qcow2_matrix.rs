@@ -96,14 +96,14 @@ fn passphrase_args(case: &Case, dir: &Path) -> Vec<String> {
 /// back in its windows.
 fn qluks_convert(case: &Case, dir: &Path, snapshot: Option<&str>) -> Result<Vec<u8>, String> {
     let out = dir.join(format!("{}.{}.qluks.raw", case.name, snapshot.unwrap_or("active")));
-    let o = qluks()
-        .args(["convert", "-O", "raw"])
-        .args(snapshot.map(|name| ["-l", name]).into_iter().flatten())
-        .args(passphrase_args(case, dir))
-        .arg(&case.image)
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = common::output(
+        qluks()
+            .args(["convert", "-O", "raw"])
+            .args(snapshot.map(|name| ["-l", name]).into_iter().flatten())
+            .args(passphrase_args(case, dir))
+            .arg(&case.image)
+            .arg(&out),
+    );
     if !o.status.success() {
         return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
     }
@@ -119,8 +119,7 @@ fn qluks_convert(case: &Case, dir: &Path, snapshot: Option<&str>) -> Result<Vec<
 /// `qluks map --output json` of the case.
 fn cli_map(case: &Case) -> Result<Vec<MapRange>, String> {
     let dir = case.image.parent().unwrap();
-    let o =
-        qluks().args(["map", "--output", "json"]).args(passphrase_args(case, dir)).arg(&case.image).output().unwrap();
+    let o = common::output(qluks().args(["map", "--output", "json"]).args(passphrase_args(case, dir)).arg(&case.image));
     if !o.status.success() {
         return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
     }

@@ -6,7 +6,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub mod counting_alloc;
 
@@ -29,9 +30,66 @@ pub fn tools(test: &str, names: &[&str]) -> bool {
     names.iter().all(|n| tool(test, n))
 }
 
-/// Runs a command, panicking with its output when it fails. Returns stdout.
+/// How long one external command (qluks, qemu-img, cryptsetup, ...) may run in a test before
+/// the watchdog kills it: `QLUKS_TEST_TIMEOUT` seconds, 300 by default.
+pub fn command_timeout() -> Duration {
+    let secs = std::env::var("QLUKS_TEST_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    Duration::from_secs(secs)
+}
+
+/// `cmd.output()` under a watchdog: stdin is null (as with `Command::output`), stdout and
+/// stderr are captured, and a command still running after [`command_timeout`] is killed and
+/// the test fails, naming the command, instead of stalling the suite. Every test runs external
+/// programs through this (or [`run`], which calls it).
+pub fn output(cmd: &mut Command) -> Output {
+    output_within(cmd, command_timeout())
+}
+
+/// [`output`] with an explicit time limit.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    // Drain both pipes on threads so a chatty child never blocks on a full pipe.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap_or_else(|e| panic!("waiting for {cmd:?}: {e}")) {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = stderr.join().unwrap_or_default();
+            panic!(
+                "watchdog: {cmd:?} still running after {} s, killed\nstderr:\n{}",
+                limit.as_secs(),
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() }
+}
+
+/// Runs a command under the watchdog ([`output`]), panicking with its output when it fails.
+/// Returns stdout.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = output(cmd);
     check(cmd, &out);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -449,8 +449,9 @@ fn legacy_aes_and_qcow1_images(dir: &Path) -> Vec<Case> {
     data[100_000..120_000].iter_mut().for_each(|b| *b &= 0x0f); // every cluster must compress
     std::fs::write(&raw, data).unwrap();
     let img = dir.join("qcow1-compressed.qcow");
-    let _ =
-        Command::new("qemu-img").args(["convert", "-q", "-c", "-f", "raw", "-O", "qcow"]).arg(&raw).arg(&img).output();
+    let _ = common::output(
+        Command::new("qemu-img").args(["convert", "-q", "-c", "-f", "raw", "-O", "qcow"]).arg(&raw).arg(&img),
+    );
     qemu_img(&["compare", "-q", "-f", "raw", "-F", "qcow", p(&raw), p(&img)]);
     cases.push(Case::new("qcow1-compressed", img, Format::Qcow, 2 * mib));
     cases
