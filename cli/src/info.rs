@@ -69,7 +69,7 @@ fn luks1_info(h: &Luks1Header, file_size: u64, output: Output) -> String {
             let _ = writeln!(s, "cipher name: {}\ncipher mode: {}", h.cipher.cipher_name(), h.cipher.mode_name());
             let _ = writeln!(s, "hash: {}\nkey bytes: {}", h.hash, h.key_bytes);
             let _ = writeln!(s, "payload offset: {payload} ({} sectors)", h.payload_offset);
-            let _ = writeln!(s, "virtual size: {virtual_size}\nuuid: {}", h.uuid_str());
+            let _ = writeln!(s, "virtual size: {virtual_size}\nuuid: {}", crate::escape::shown(h.uuid_str()));
             let _ = writeln!(s, "mk iterations: {}\nkeyslots:", h.mk_iterations);
             for (i, k) in h.keyslots.iter().enumerate() {
                 let at = k.key_offset as u64 * 512;

@@ -12,6 +12,7 @@ use qluks::luks::luks2::{
 };
 use qluks::luks::OpenOptions;
 
+use crate::escape::shown;
 use crate::info::json_escape;
 
 /// Largest JSON area any LUKS2 header has (4 MiB header minus the binary header).
@@ -57,7 +58,7 @@ fn text(bytes: &[u8]) -> String {
 
 fn kdf_human(kdf: &Kdf) -> String {
     match kdf {
-        Kdf::Pbkdf2 { hash, iterations, .. } => format!("pbkdf2 ({hash}, {iterations} iterations)"),
+        Kdf::Pbkdf2 { hash, iterations, .. } => format!("pbkdf2 ({}, {iterations} iterations)", shown(hash.as_str())),
         Kdf::Argon2 { time, memory_kib, cpus, .. } => {
             format!("{} (time {time}, memory {memory_kib} KiB, cpus {cpus})", kdf.name())
         }
@@ -94,17 +95,17 @@ fn info_human(header: &Header, file_size: u64) -> String {
     let b = &header.binary;
     let m = &header.metadata;
     let mut s = String::new();
-    let _ = writeln!(s, "format: luks\nversion: 2\nuuid: {}", text(b.uuid_text()));
-    let _ = writeln!(s, "label: {}\nsubsystem: {}", text(b.label_text()), text(b.subsystem_text()));
+    let _ = writeln!(s, "format: luks\nversion: 2\nuuid: {}", shown(b.uuid_text()));
+    let _ = writeln!(s, "label: {}\nsubsystem: {}", shown(b.label_text()), shown(b.subsystem_text()));
     let _ = writeln!(s, "seqid: {}\nheader size: {}\nchecksum: {}", b.seqid, b.hdr_size, b.checksum_alg.name());
     let _ = writeln!(s, "primary header: {}", copy_state(header.primary_fault));
     let _ = writeln!(s, "secondary header: {}", copy_state(header.secondary_fault));
     let _ = writeln!(s, "keyslots area: {} bytes", m.config.keyslots_size);
     if let Some(requirement) = &m.config.requirement {
-        let _ = writeln!(s, "requirement: {requirement}");
+        let _ = writeln!(s, "requirement: {}", shown(requirement.as_str()));
     }
     if let Some((offset, size, segment)) = payload(header, file_size) {
-        let _ = writeln!(s, "cipher: {}\nsector size: {}", segment.encryption, segment.sector_size);
+        let _ = writeln!(s, "cipher: {}\nsector size: {}", shown(segment.encryption.as_str()), segment.sector_size);
         let _ = writeln!(s, "payload offset: {offset}\nvirtual size: {size}");
     }
     let _ = writeln!(s, "segments:");
@@ -116,7 +117,7 @@ fn info_human(header: &Header, file_size: u64) -> String {
                     s,
                     "  {id}: crypt, offset {}, size {size}, {}, sector {}, iv_tweak {}{}",
                     seg.offset,
-                    seg.encryption,
+                    shown(seg.encryption.as_str()),
                     seg.sector_size,
                     seg.iv_tweak,
                     if seg.backup { ", backup" } else { "" }
@@ -135,9 +136,9 @@ fn info_human(header: &Header, file_size: u64) -> String {
             k.key_size * 8,
             priority(k.priority),
             kdf_human(&k.kdf),
-            k.af.hash,
+            shown(k.af.hash.as_str()),
             k.af.stripes,
-            k.area.encryption,
+            shown(k.area.encryption.as_str()),
             k.area.offset,
             k.area.size
         );
@@ -147,7 +148,7 @@ fn info_human(header: &Header, file_size: u64) -> String {
         let _ = writeln!(
             s,
             "  {id}: pbkdf2 ({}, {} iterations), keyslots {:?}, segments {:?}",
-            d.hash,
+            shown(d.hash.as_str()),
             d.iterations,
             bits(d.keyslots),
             bits(u32::from(d.segments))

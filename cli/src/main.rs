@@ -9,6 +9,7 @@ mod convert_qcow2;
 mod cpu_time;
 mod create;
 mod demo;
+mod escape;
 mod image_open;
 mod info;
 mod io_cmd;

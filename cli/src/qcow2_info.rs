@@ -11,6 +11,8 @@ use qluks::qcow2::feature::{known_name, table_name, FeatureKind};
 use qluks::qcow2::{CryptMethod, Qcow2};
 use serde_json::{json, Value};
 
+use crate::escape::shown;
+
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -127,12 +129,9 @@ fn human(v: &Value) -> String {
             continue;
         }
         let shown = match val {
-            Value::String(t) => t.clone(),
             Value::Array(a) if a.is_empty() => continue,
-            Value::Array(a) => {
-                a.iter().map(|x| x.as_str().map(str::to_string).unwrap_or(x.to_string())).collect::<Vec<_>>().join(", ")
-            }
-            other => other.to_string(),
+            Value::Array(a) => a.iter().map(value_shown).collect::<Vec<_>>().join(", "),
+            other => value_shown(other),
         };
         let _ = writeln!(s, "{}: {shown}", k.replace('_', " "));
     }
@@ -151,8 +150,7 @@ fn human(v: &Value) -> String {
                 }
                 continue;
             }
-            let shown = val.as_str().map(str::to_string).unwrap_or(val.to_string());
-            let _ = writeln!(s, "    {}: {shown}", k.replace('_', " "));
+            let _ = writeln!(s, "    {}: {}", k.replace('_', " "), value_shown(val));
         }
     }
     let snaps = v["snapshots"].as_array().expect("array");
@@ -161,6 +159,14 @@ fn human(v: &Value) -> String {
         s.push_str(&crate::snapshot::table(snaps));
     }
     s
+}
+
+/// A JSON value for the human form: strings (which may come from the image) escaped.
+fn value_shown(v: &Value) -> String {
+    match v {
+        Value::String(t) => shown(t),
+        other => other.to_string(),
+    }
 }
 
 /// The description of the qcow (v1) image in `file`.

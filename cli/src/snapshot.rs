@@ -8,6 +8,8 @@ use clap::Args;
 use qluks::qcow2::Qcow2;
 use serde_json::{json, Value};
 
+use crate::escape::shown;
+
 /// `qluks snapshot` arguments.
 #[derive(Args)]
 pub struct SnapshotArgs {
@@ -64,8 +66,8 @@ pub fn table(rows: &[Value]) -> String {
         let _ = writeln!(
             s,
             "{:<9} {:<16} {:>10} {:>19} {:>15}",
-            r["id"].as_str().unwrap_or(""),
-            r["name"].as_str().unwrap_or(""),
+            shown(r["id"].as_str().unwrap_or("")),
+            shown(r["name"].as_str().unwrap_or("")),
             format_size(r["vm_state_size"].as_u64().unwrap_or(0)),
             utc(r["date_sec"].as_u64().unwrap_or(0)),
             clock

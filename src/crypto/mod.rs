@@ -9,7 +9,7 @@ mod cipher_spec;
 mod error;
 mod hash;
 mod md_state;
-mod name;
+pub(crate) mod name;
 mod pbkdf2;
 mod sector_cipher;
 mod volume_key;

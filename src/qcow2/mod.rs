@@ -69,24 +69,15 @@ pub(crate) fn be64(b: &[u8], off: usize) -> u64 {
     u64::from_be_bytes(b[off..off + 8].try_into().expect("8 bytes"))
 }
 
-/// Displays image-supplied bytes (names) safely: UTF-8 as is, anything else escaped.
+/// Displays image-supplied bytes (names) safely: printable UTF-8 as is; control characters
+/// (newlines and ESC included), Unicode bidirectional and invisible format characters escaped;
+/// bytes that are not UTF-8 as `\\xNN`. What a terminal shows is then exactly what the image
+/// holds, with no escape sequence run and no text reordered or hidden.
 pub struct Name<'a>(pub &'a [u8]);
 
 impl core::fmt::Display for Name<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        for chunk in self.0.utf8_chunks() {
-            for c in chunk.valid().chars() {
-                if c.is_control() {
-                    write!(f, "{}", c.escape_default())?;
-                } else {
-                    core::fmt::Write::write_char(f, c)?;
-                }
-            }
-            for b in chunk.invalid() {
-                write!(f, "\\x{b:02x}")?;
-            }
-        }
-        Ok(())
+        crate::crypto::name::fmt_untrusted(self.0, f)
     }
 }
 
