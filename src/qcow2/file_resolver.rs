@@ -397,19 +397,35 @@ impl FileResolver {
             .map_err(|e| io(&path, e))?;
         // And again on the handle: a regular file, the very one checked, really inside.
         let opened = file.metadata().map_err(|e| io(&path, e))?;
-        if let Some(kind) = FileKind::of(&opened) {
-            return Err(FileResolverError::NotRegularFile { found: found(), path, kind });
+        match verify_handle(&file, &opened, &checked, allowed) {
+            Ok(()) => Ok((file, path, opened)),
+            Err(Some(kind)) => Err(FileResolverError::NotRegularFile { found: found(), path, kind }),
+            Err(None) => Err(FileResolverError::Changed { found: found(), path }),
         }
-        if (opened.dev(), opened.ino()) != (checked.dev(), checked.ino()) {
-            return Err(FileResolverError::Changed { found: found(), path });
-        }
-        if let (Some(root), Some(real)) = (allowed, handle_path(&file)) {
-            if !real.starts_with(root) {
-                return Err(FileResolverError::Changed { found: found(), path });
-            }
-        }
-        Ok((file, path, opened))
     }
+}
+
+/// Checks an opened `file` (its metadata `opened`) against what was checked by name: a regular
+/// file (else `Err(Some(kind))`), the same device and inode as `checked`, and, where the kernel
+/// tells the handle's path, inside `allowed` (else `Err(None)`).
+fn verify_handle(
+    file: &File,
+    opened: &Metadata,
+    checked: &Metadata,
+    allowed: Option<&Path>,
+) -> Result<(), Option<FileKind>> {
+    if let Some(kind) = FileKind::of(opened) {
+        return Err(Some(kind));
+    }
+    if (opened.dev(), opened.ino()) != (checked.dev(), checked.ino()) {
+        return Err(None);
+    }
+    if let (Some(root), Some(real)) = (allowed, handle_path(file)) {
+        if !real.starts_with(root) {
+            return Err(None);
+        }
+    }
+    Ok(())
 }
 
 /// The path the kernel has for an open file (Linux: `/proc/self/fd/N`), if it can tell.
@@ -484,3 +500,54 @@ const _: fn() = || {
     fn is_block_io<T: BlockIo>() {}
     is_block_io::<File>();
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch directory for this module's tests, removed on drop.
+    struct Dir(PathBuf);
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let d = std::env::temp_dir().join(std::format!("qluks-file-resolver-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            Dir(d.canonicalize().unwrap())
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn the_opened_handle_is_checked_not_the_name() {
+        let d = Dir::new("handle");
+        let (inside, other) = (d.0.join("in"), d.0.join("other"));
+        std::fs::write(&inside, b"a").unwrap();
+        std::fs::write(&other, b"b").unwrap();
+        let file = File::open(&inside).unwrap();
+        let opened = file.metadata().unwrap();
+        assert_eq!(verify_handle(&file, &opened, &std::fs::metadata(&inside).unwrap(), Some(&d.0)), Ok(()));
+        // Another file than the one checked by name (swapped in meanwhile).
+        assert_eq!(verify_handle(&file, &opened, &std::fs::metadata(&other).unwrap(), Some(&d.0)), Err(None));
+        // The handle's real path outside the allowed directory.
+        if handle_path(&file).is_some() {
+            let elsewhere = d.0.join("sub");
+            assert_eq!(verify_handle(&file, &opened, &opened, Some(&elsewhere)), Err(None));
+            assert_eq!(verify_handle(&file, &opened, &opened, None), Ok(()));
+        }
+        // Not a regular file.
+        let dir = File::open(&d.0).unwrap();
+        let meta = dir.metadata().unwrap();
+        assert_eq!(verify_handle(&dir, &meta, &meta, None), Err(Some(FileKind::Directory)));
+    }
+
+    #[test]
+    fn normalize_applies_dot_dot_lexically_and_never_above_the_root() {
+        assert_eq!(normalize(Path::new("/a/b/../c/./d")), Path::new("/a/c/d"));
+        assert_eq!(normalize(Path::new("/a/../../../etc/passwd")), Path::new("/etc/passwd"));
+        assert_eq!(normalize(Path::new("/a/b/../../b2")), Path::new("/b2"));
+    }
+}
