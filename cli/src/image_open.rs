@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use qluks::image::{Image, MAX_SCRATCH_LEN};
 use qluks::io::BlockIo;
-use qluks::qcow2::extent::Extent;
 use qluks::qcow2::backing::ChainError;
+use qluks::qcow2::extent::Extent;
 use qluks::qcow2::file_resolver::{BackingPolicy, FileResolver, FileResolverError};
 use qluks::qcow2::{Chain, CryptMethod, Layer};
 

@@ -64,7 +64,8 @@ fn etc_passwd_as_backing_file_is_refused_by_every_command() {
     let (img, out) = (dir.join("e.qcow2"), dir.join("o.raw"));
     qemu_img(&["create", "-q", "-f", "qcow2", "-b", "/etc/passwd", "-F", "raw", s(&img), "1M"]);
     let err = refused(&["convert", "-O", "raw", s(&img), s(&out)]);
-    for want in [s(&img), "backing file name \"/etc/passwd\"", "outside", "--backing-allow-absolute", "--backing-root"] {
+    for want in [s(&img), "backing file name \"/etc/passwd\"", "outside", "--backing-allow-absolute", "--backing-root"]
+    {
         assert!(err.contains(want), "missing {want:?} in: {err}");
     }
     has_no_passwd_bytes(&out);
@@ -239,7 +240,10 @@ fn undeclared_backing_formats_need_backing_probe_and_never_probe_into_named_file
     qemu_img(&["create", "-q", "-f", "qcow2", "-b", "disk.raw", "-F", "raw", s(&img), "1M"]);
     drop_backing_format(&img);
     let err = refused(&["convert", "-O", "raw", s(&img), s(&out)]);
-    assert!(err.contains(s(&img)) && err.contains("declares no backing format") && err.contains("--backing-probe"), "{err}");
+    assert!(
+        err.contains(s(&img)) && err.contains("declares no backing format") && err.contains("--backing-probe"),
+        "{err}"
+    );
     let _ = std::fs::remove_file(&out);
     run(qluks().args(["convert", "--backing-probe", "-O", "raw", s(&img), s(&out)]));
     assert_eq!(std::fs::read(&out).unwrap(), common::pattern(13, 1 << 20));
