@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use qluks::qcow2::backing::{BackingFormat, ChainError};
-use qluks::qcow2::file_resolver::{FileResolver, FileResolverError};
+use qluks::qcow2::file_resolver::{BackingPolicy, FileResolver, FileResolverError};
 use qluks::qcow2::Chain;
 
 fn img(args: &[&str]) {
@@ -139,8 +139,8 @@ fn raw_backing_shorter_than_the_overlay_reads_zeros_past_its_end() {
 }
 
 #[test]
-fn backing_format_is_probed_when_the_image_names_none() {
-    let t = "backing_format_is_probed_when_the_image_names_none";
+fn backing_format_is_probed_when_the_image_names_none_and_the_caller_allows_it() {
+    let t = "backing_format_is_probed_when_the_image_names_none_and_the_caller_allows_it";
     if !common::tools(t, &["qemu-img"]) {
         return;
     }
@@ -153,7 +153,13 @@ fn backing_format_is_probed_when_the_image_names_none() {
     let at = bytes[..4096].windows(4).position(|w| w == [0xe2, 0x79, 0x2a, 0xca]).expect("format extension");
     bytes[at + 3] = 0;
     std::fs::write(&top, &bytes).unwrap();
-    let mut chain = open_chain(&top, dir.path(), &[]);
+    // Not without the caller's consent.
+    let mut r = FileResolver::new(&top, dir.path()).unwrap();
+    let e = Chain::<File>::open(File::open(&top).unwrap(), &mut r).unwrap_err();
+    assert!(matches!(e, ChainError::UndeclaredFormat { depth: 1 }), "{e:?}");
+    let policy = BackingPolicy::new().root(dir.path()).probe_format(true);
+    let mut r = FileResolver::with_policy(&top, policy).unwrap();
+    let mut chain = Chain::<File>::open(File::open(&top).unwrap(), &mut r).unwrap();
     let formats: Vec<_> = chain
         .layers()
         .map(|l| match l {
@@ -230,7 +236,7 @@ fn json_names_and_escapes_from_the_root_are_refused() {
     img(&["rebase", "-u", "-b", json, "-F", "qcow2", top.to_str().unwrap()]);
     let mut r = FileResolver::new(&top, &root).unwrap();
     let e = Chain::<File>::open(File::open(&top).unwrap(), &mut r).unwrap_err();
-    assert!(matches!(e, ChainError::Resolver { depth: 1, error: FileResolverError::JsonName }), "{e:?}");
+    assert!(matches!(e, ChainError::Resolver { depth: 1, error: FileResolverError::JsonName { .. } }), "{e:?}");
 }
 
 /// `qemu-img map --output json` entries as (start, length, depth, present, zero, data, offset).

@@ -31,7 +31,7 @@ const CHUNK: usize = 4 << 20;
 pub fn run(args: CompareArgs) -> Result<(), Box<dyn Error>> {
     let mut a = crate::open::open_with_chain(&args.a, false, &args.secret, &args.chain)?;
     let second = SecretArgs { passphrase_file: args.second_passphrase_file.clone(), passphrase_env: None };
-    let mut b = crate::open::open_with_chain(&args.b, false, &second, &ChainArgs::default())?;
+    let mut b = crate::open::open_with_chain(&args.b, false, &second, &args.chain.policy_only())?;
     let (sa, sb) = (a.size(), b.size());
     let common = sa.min(sb);
     let mut ba = vec![0u8; CHUNK];

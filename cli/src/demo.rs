@@ -19,7 +19,7 @@ use qluks::crypto::{CipherSpec, HashAlg, OsRng};
 use qluks::hal::{Backend, Xts};
 use qluks::luks::luks1::{self, CreateParams, Iterations};
 use qluks::luks::{IoError, LuksVolume};
-use qluks::qcow2::file_resolver::FileResolver;
+use qluks::qcow2::file_resolver::{BackingPolicy, FileResolver};
 
 use crate::bench::{xts_gbps, Cipher, XtsConfig};
 use crate::image_open::{open_chain_with, Qcow2Disk};
@@ -259,7 +259,9 @@ fn qcow2_chain(dir: &Path) -> Result<(), Box<dyn Error>> {
     println!("   {:<16} {:>8}      overlay: 0x33 at 1M+2M, 0x44 at 7M+100k", "", "");
 
     let start = Instant::now();
-    let mut resolver = FileResolver::new(&top, dir).map_err(|e| format!("{}: {e}", top.display()))?;
+    // The default policy: backing files only in the directory of the image naming them.
+    let mut resolver =
+        FileResolver::with_policy(&top, BackingPolicy::new()).map_err(|e| format!("{}: {e}", top.display()))?;
     resolver.set_passphrase(0, top_pw.as_bytes());
     resolver.set_passphrase(1, base_pw.as_bytes());
     let mut disk = Qcow2Disk::from_chain(open_chain_with(&top, resolver)?);

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use qluks::image::{Image, MAX_SCRATCH_LEN};
 use qluks::io::BlockIo;
+use qluks::qcow2::backing::ChainError;
 use qluks::qcow2::extent::Extent;
-use qluks::qcow2::file_resolver::FileResolver;
+use qluks::qcow2::file_resolver::{BackingPolicy, FileResolver, FileResolverError};
 use qluks::qcow2::{Chain, CryptMethod, Layer};
 
 use crate::open::{Disk, MapEntry};
@@ -28,16 +29,43 @@ pub struct ChainArgs {
     /// Passphrase file of the next encrypted backing layer (repeat: layer 1, 2, ...; used as is).
     #[arg(long = "backing-passphrase-file", value_name = "FILE")]
     pub backing_passphrase_files: Vec<PathBuf>,
-    /// Backing and data files must resolve inside this directory (default: anywhere).
+    /// Backing and data files may resolve anywhere inside this directory (default: only inside
+    /// the directory of the image that names them).
     #[arg(long, value_name = "DIR")]
     pub backing_root: Option<PathBuf>,
+    /// Follow absolute backing and data file names wherever they point (inside --backing-root
+    /// if given); still regular files only.
+    #[arg(long)]
+    pub backing_allow_absolute: bool,
+    /// Probe the format of a backing file whose image declares none (a probed qcow2 that names
+    /// files of its own is refused all the same).
+    #[arg(long)]
+    pub backing_probe: bool,
+}
+
+impl ChainArgs {
+    /// The policy for names found in images.
+    pub fn policy(&self) -> BackingPolicy {
+        let policy = BackingPolicy::new().allow_absolute(self.backing_allow_absolute).probe_format(self.backing_probe);
+        match &self.backing_root {
+            Some(root) => policy.root(root),
+            None => policy,
+        }
+    }
+
+    /// The same policy without the passphrases (for a second image).
+    pub fn policy_only(&self) -> ChainArgs {
+        ChainArgs { backing_passphrase_files: Vec::new(), ..self.clone() }
+    }
 }
 
 /// A resolver for the image at `path`: the top passphrase from `secret` (asked only when the
 /// image is encrypted), backing passphrases from `chain`.
 pub fn resolver(path: &Path, secret: &SecretArgs, chain: &ChainArgs) -> Result<FileResolver, Box<dyn Error>> {
-    let root = chain.backing_root.clone().unwrap_or_else(|| PathBuf::from("/"));
-    let mut r = FileResolver::new(path, &root).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(root) = &chain.backing_root {
+        std::fs::metadata(root).map_err(|e| format!("--backing-root {}: {e}", root.display()))?;
+    }
+    let mut r = FileResolver::with_policy(path, chain.policy()).map_err(|e| format!("{}: {e}", path.display()))?;
     if needs_passphrase(path)? {
         let p = secret.get(&format!("Passphrase for {}: ", path.display()))?;
         r.set_passphrase(0, &p);
@@ -80,10 +108,24 @@ pub fn open_chain_with(path: &Path, mut r: FileResolver) -> Result<Box<CliChain>
     // with room for unoptimized builds' copies, then keep it boxed.
     let opened = std::thread::Builder::new()
         .stack_size(64 << 20)
-        .spawn(move || CliChain::open(file, &mut r).map(Box::new).map_err(|e| format!("{shown}: {e}")))?
+        .spawn(move || CliChain::open(file, &mut r).map(Box::new).map_err(|e| format!("{shown}: {e}{}", hint(&e))))?
         .join()
         .map_err(|_| "opening the image panicked")?;
     Ok(opened?)
+}
+
+/// How to allow what the backing policy refused, in the CLI's options.
+pub fn hint<E>(e: &ChainError<E, FileResolverError>) -> &'static str {
+    match e {
+        ChainError::Resolver { error: FileResolverError::OutsideRoot { widened: false, .. }, .. } => {
+            " (--backing-root DIR, --backing-allow-absolute)"
+        }
+        ChainError::Resolver { error: FileResolverError::OutsideRoot { widened: true, .. }, .. } => {
+            " (--backing-root DIR)"
+        }
+        ChainError::UndeclaredFormat { .. } => " (--backing-probe)",
+        _ => "",
+    }
 }
 
 /// A qcow2 chain as a read-only [`Disk`].

@@ -17,6 +17,8 @@ use crate::units::parse_size;
 pub struct IoArgs {
     #[command(flatten)]
     secret: SecretArgs,
+    #[command(flatten)]
+    chain: crate::image_open::ChainArgs,
     /// A command to run (repeatable, run in order).
     #[arg(short = 'c', long = "cmd", value_name = "CMD", required = true)]
     commands: Vec<String>,
@@ -76,7 +78,7 @@ fn parse(cmd: &str) -> Result<Cmd, String> {
 pub fn run(args: IoArgs) -> Result<(), Box<dyn Error>> {
     let cmds = args.commands.iter().map(|c| parse(c)).collect::<Result<Vec<_>, _>>()?;
     let writable = cmds.iter().any(|c| matches!(c, Cmd::Write { .. }));
-    let mut disk = crate::open::open(&args.image, writable, &args.secret)?;
+    let mut disk = crate::open::open_with_chain(&args.image, writable, &args.secret, &args.chain)?;
     let mut failed = false;
     for cmd in &cmds {
         if let Err(e) = execute(disk.as_mut(), cmd) {

@@ -80,12 +80,8 @@ pub fn detect(file: &mut File) -> Result<Format, Box<dyn Error>> {
     Ok(Format::Raw)
 }
 
-/// Opens `path` (read-write when `writable`), unlocking it with `secret` when it is encrypted.
-pub fn open(path: &Path, writable: bool, secret: &SecretArgs) -> Result<Box<dyn Disk>, Box<dyn Error>> {
-    open_with_chain(path, writable, secret, &ChainArgs::default())
-}
-
-/// [`open`] with the passphrases and policy for qcow2 backing layers.
+/// Opens `path` (read-write when `writable`), unlocking it with `secret` when it is encrypted,
+/// with the passphrases and policy for qcow2 backing layers.
 pub fn open_with_chain(
     path: &Path,
     writable: bool,

@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use qluks::io::{BlockIo, MemIo};
-//! use qluks::qcow2::backing::{BackingRequest, Chain, DataFileRequest, Opened, Resolver};
+//! use qluks::qcow2::backing::{BackingFormat, BackingRequest, Chain, DataFileRequest, Opened, Resolver};
 //!
 //! /// Resolves the one backing file a boot loader knows about, from its own device table.
 //! struct Disks<'a> {
@@ -24,7 +24,9 @@
 //!             return Err("unknown backing file");
 //!         }
 //!         let io = self.base.take().ok_or("base already opened (loop?)")?;
-//!         Ok(Opened { io, format: None, identity: Some(1) })
+//!         // The boot loader knows its base is qcow2 (`None` would take the image's declared
+//!         // format, and without one the chain fails: formats are not probed by default).
+//!         Ok(Opened { io, format: Some(BackingFormat::Qcow2), identity: Some(1) })
 //!     }
 //!     fn passphrase(&mut self, depth: usize) -> Option<&[u8]> {
 //!         self.passphrases.get(depth).copied()
@@ -171,8 +173,9 @@ pub struct DataFileRequest<'a> {
 pub struct Opened<I> {
     /// The device.
     pub io: I,
-    /// The format; `None` = probe (qcow2 magic, else raw). Probing lets a raw file that starts
-    /// with a qcow2 header be read as qcow2: resolvers that know better should say so.
+    /// The format, if the resolver knows it (it overrides the image's declaration); `None` =
+    /// the format the image declares. When neither says, the file is probed only if
+    /// [`Resolver::probe_undeclared_format`] allows it.
     pub format: Option<BackingFormat>,
     /// A stable identity of the file (e.g. device and inode), for loop detection.
     pub identity: Option<u64>,
@@ -194,6 +197,16 @@ pub trait Resolver<I: BlockIo> {
     /// pointing back at it is caught as a loop at once.
     fn top_identity(&mut self) -> Option<u64> {
         None
+    }
+
+    /// Whether the backing file of `request`, whose format neither the image declares nor the
+    /// resolver reported, may be probed (qcow2 magic, else raw). Default: no, the chain fails
+    /// with [`ChainError::UndeclaredFormat`]; a raw disk a guest filled with a qcow2 header
+    /// would otherwise be read as qcow2. Even when allowed, a probed qcow2 that names a backing
+    /// or data file of its own is refused ([`ChainError::ProbedNamesFile`]).
+    fn probe_undeclared_format(&mut self, request: &BackingRequest<'_>) -> bool {
+        let _ = request;
+        false
     }
 
     /// Opens (or refuses) the external data file an image needs.
@@ -251,6 +264,21 @@ pub enum ChainError<E, R> {
         /// The format name.
         format: Name,
     },
+    /// The image names a backing file but declares no format for it, the resolver does not
+    /// know it either, and probing was not allowed.
+    UndeclaredFormat {
+        /// Depth of the backing layer.
+        depth: usize,
+    },
+    /// A backing file whose format was probed turned out to be a qcow2 image that names a
+    /// backing file or an external data file of its own: refused, since a raw disk a guest
+    /// wrote could otherwise make the host open files.
+    ProbedNamesFile {
+        /// Depth of the probed layer.
+        depth: usize,
+        /// `true` for an external data file, `false` for a backing file.
+        data_file: bool,
+    },
     /// The device failed while probing a backing file's format.
     Probe {
         /// Depth of the layer.
@@ -265,12 +293,24 @@ impl<E: fmt::Display, R: fmt::Display> fmt::Display for ChainError<E, R> {
         match self {
             ChainError::Layer { depth: 0, error } => write!(f, "{error}"),
             ChainError::Layer { depth, error } => write!(f, "backing layer {depth}: {error}"),
+            ChainError::Resolver { depth: 0, error } => write!(f, "{error}"),
             ChainError::Resolver { depth, error } => write!(f, "backing layer {depth}: {error}"),
             ChainError::TooDeep { limit } => write!(f, "backing chain deeper than {limit} layers"),
             ChainError::Loop { depth } => write!(f, "backing chain loops back at layer {depth}"),
             ChainError::UnsupportedFormat { depth, format } => {
                 write!(f, "backing layer {depth}: unsupported format \"{format}\"")
             }
+            ChainError::UndeclaredFormat { depth } => write!(
+                f,
+                "backing layer {depth}: the image that names it declares no backing format; refusing to guess \
+                 (declare it, e.g. `qemu-img rebase -u -b NAME -F raw|qcow2`, or allow probing)"
+            ),
+            ChainError::ProbedNamesFile { depth, data_file } => write!(
+                f,
+                "backing layer {depth}: its format was probed as qcow2 and it names {} of its own; refused \
+                 (a raw disk can hold such a header); declare its format in the image that names it",
+                if *data_file { "an external data file" } else { "a backing file" }
+            ),
             ChainError::Probe { depth, error } => write!(f, "backing layer {depth}: {error}"),
         }
     }
@@ -314,7 +354,7 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
     /// Opens the qcow2 image on `top` and, through `resolver`, every backing file it names;
     /// each qcow2 layer's passphrase comes from [`Resolver::passphrase`].
     pub fn open<R: Resolver<I>>(top: I, resolver: &mut R) -> Result<Self, ChainError<I::Error, R::Error>> {
-        let first = open_qcow2::<I, N, R>(top, resolver, 0)?;
+        let first = open_qcow2::<I, N, R>(top, resolver, 0, false)?;
         let mut chain = Chain::new(first);
         let mut identities = [None::<u64>; DEPTH];
         identities[0] = resolver.top_identity();
@@ -342,16 +382,19 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
                 }
                 identities[depth] = Some(id);
             }
-            let format = match format.or(declared) {
-                Some(f) => f,
-                None => probe(&mut io).map_err(|error| ChainError::Probe { depth, error })?,
+            let (format, probed) = match format.or(declared) {
+                Some(f) => (f, false),
+                None if resolver.probe_undeclared_format(&request) => {
+                    (probe(&mut io).map_err(|error| ChainError::Probe { depth, error })?, true)
+                }
+                None => return Err(ChainError::UndeclaredFormat { depth }),
             };
             let layer = match format {
                 BackingFormat::Raw => {
                     let size = io.size().map_err(|e| ChainError::Layer { depth, error: Error::Io(e) })?;
                     Layer::Raw { io, size }
                 }
-                BackingFormat::Qcow2 => open_qcow2::<I, N, R>(io, resolver, depth)?,
+                BackingFormat::Qcow2 => open_qcow2::<I, N, R>(io, resolver, depth, probed)?,
             };
             chain.layers[depth] = Some(layer);
         }
@@ -394,13 +437,25 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
     }
 }
 
+/// Opens the qcow2 layer at `depth`; a `probed` one (format guessed, not declared) may name no
+/// files of its own.
 fn open_qcow2<I: BlockIo, const N: usize, R: Resolver<I>>(
     mut io: I,
     resolver: &mut R,
     depth: usize,
+    probed: bool,
 ) -> Result<Layer<I, N>, ChainError<I::Error, R::Error>> {
     let layer_err = |error| ChainError::Layer { depth, error };
-    // Peek at the header for the data file feature before opening.
+    // Peek at the header for the data file feature (and, when probed, any name) before opening.
+    if probed {
+        let (header, extensions, _) = super::read_header(&mut io).map_err(layer_err)?;
+        if extensions.backing_file.is_some() {
+            return Err(ChainError::ProbedNamesFile { depth, data_file: false });
+        }
+        if extensions.data_file.is_some() || header.incompatible(super::Incompatible::ExternalDataFile) {
+            return Err(ChainError::ProbedNamesFile { depth, data_file: true });
+        }
+    }
     let needs_data_file = super::needs_data_file(&mut io).map_err(layer_err)?;
     let data_file = match needs_data_file {
         None => None,

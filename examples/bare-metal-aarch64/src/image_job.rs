@@ -44,7 +44,9 @@ impl Resolver<VirtioBlk> for Disks<'_> {
     fn open_backing(&mut self, request: &BackingRequest<'_>) -> Result<Opened<VirtioBlk>, &'static str> {
         let io = self.take(serial_for(request.name)).ok_or("no free disk has the backing file's name as serial")?;
         let identity = Some(io.base() as u64);
-        // The image's own format extension, if any; otherwise probe the magic.
+        // The image's own format extension, if any. Without one the chain fails: a disk's
+        // format is not guessed from its first bytes (`probe_undeclared_format` stays false),
+        // which a guest could have written.
         let format = request.format.and_then(BackingFormat::from_name);
         Ok(Opened { io, format, identity })
     }
