@@ -403,18 +403,25 @@ fn luks2_info_matches_cryptsetup_luks_dump() {
         "3",
         s(&img),
     ]));
+    compare_luks2_with_cryptsetup(&img);
+}
 
-    let ours = qluks_info(&img);
-    let text = luks_dump(&img);
+/// Every field of `qluks info` for a LUKS2 volume against `cryptsetup luksDump` (text) and
+/// `luksDump --dump-json-metadata`.
+fn compare_luks2_with_cryptsetup(img: &Path) {
+    let ours = qluks_info(img);
+    let text = luks_dump(img);
     let json: Value =
-        serde_json::from_str(&run(Command::new("cryptsetup").args(["luksDump", "--dump-json-metadata"]).arg(&img)))
+        serde_json::from_str(&run(Command::new("cryptsetup").args(["luksDump", "--dump-json-metadata"]).arg(img)))
             .unwrap();
 
     assert_eq!(ours["format"], "luks");
     assert_eq!(ours["version"].to_string(), luks2_dump_field(&text, "Version"));
     assert_eq!(ours["uuid"], luks2_dump_field(&text, "UUID"));
-    assert_eq!(ours["label"], luks2_dump_field(&text, "Label"));
-    assert_eq!(ours["subsystem"], luks2_dump_field(&text, "Subsystem"));
+    // cryptsetup shows an empty label or subsystem as "(no label)" / "(no subsystem)".
+    let text_or_empty = |field: &str, none: &str| Some(luks2_dump_field(&text, field)).filter(|v| v != none);
+    assert_eq!(ours["label"], text_or_empty("Label", "(no label)").unwrap_or_default());
+    assert_eq!(ours["subsystem"], text_or_empty("Subsystem", "(no subsystem)").unwrap_or_default());
     assert_eq!(ours["seqid"].to_string(), luks2_dump_field(&text, "Epoch"));
     assert_eq!(format!("{} [bytes]", ours["hdr_size"]), luks2_dump_field(&text, "Metadata area"));
     assert_eq!(format!("{} [bytes]", ours["keyslots_size"]), luks2_dump_field(&text, "Keyslots area"));
@@ -438,7 +445,8 @@ fn luks2_info_matches_cryptsetup_luks_dump() {
     assert_eq!(num(&ours["payload_offset"]), num(&seg0["offset"]));
     assert_eq!(ours["cipher"], seg0["encryption"]);
     assert_eq!(ours["sector_size"], seg0["sector_size"]);
-    assert_eq!(num(&ours["virtual_size"]), (20 << 20) - num(&seg0["offset"]), "a dynamic segment runs to the end");
+    let file_len = std::fs::metadata(img).unwrap().len();
+    assert_eq!(num(&ours["virtual_size"]), file_len - num(&seg0["offset"]), "a dynamic segment runs to the end");
 
     // Keyslots.
     let keyslots = json["keyslots"].as_object().unwrap();
@@ -481,5 +489,48 @@ fn luks2_info_matches_cryptsetup_luks_dump() {
         let ids = |v: &Value| v.as_array().unwrap().iter().map(num).collect::<Vec<_>>();
         assert_eq!(ids(&o["keyslots"]), ids(&t["keyslots"]));
         assert_eq!(ids(&o["segments"]), ids(&t["segments"]));
+    }
+}
+
+#[test]
+fn info_of_qluks_made_volumes_matches_the_peers() {
+    let t = "qluks_made_info_vs_peers";
+    if !tools(t, &["qemu-img", "cryptsetup"]) {
+        return;
+    }
+    let dir = TempDir::new(t);
+    let pass = dir.join("pass");
+    std::fs::write(&pass, b"pw").unwrap();
+    let qluks_create = |format: &str, opts: &str, img: &Path| {
+        run(Command::new(env!("CARGO_BIN_EXE_qluks")).args([
+            "create",
+            "-f",
+            format,
+            "--passphrase-file",
+            s(&pass),
+            "-o",
+            opts,
+            s(img),
+            "1M",
+        ]));
+    };
+    for (name, opts) in [
+        ("default.luks", "iterations=1000"),
+        ("cbc.luks", "iterations=1000,cipher=aes-128-cbc-essiv:sha256,hash=sha1"),
+        ("sha384.luks", "iterations=1000,cipher=aes-256-cbc-plain64,hash=sha384"),
+    ] {
+        let img = dir.join(name);
+        qluks_create("luks", opts, &img);
+        let (ours, theirs) = (qluks_info(&img), qemu_info(&img));
+        assert_eq!(ours["virtual_size"], theirs["virtual-size"], "{name}");
+        compare_luks_with_qemu(&ours, &theirs["format-specific"]["data"], name);
+        compare_luks1_with_cryptsetup(&img, name);
+    }
+    for (name, opts) in
+        [("pbkdf2.luks2", "pbkdf=pbkdf2"), ("argon2.luks2", "pbkdf=argon2id,time=4,memory=64,cpus=2,sector-size=4096")]
+    {
+        let img = dir.join(name);
+        qluks_create("luks2", opts, &img);
+        compare_luks2_with_cryptsetup(&img);
     }
 }
