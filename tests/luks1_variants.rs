@@ -365,3 +365,28 @@ fn qemu_made_aes_192_and_sha224_sha384_volumes_read_the_same_both_ways() {
         }
     }
 }
+
+#[test]
+fn qluks_made_aes_192_xts_volumes_with_sha224_sha384_read_the_same_in_qemu() {
+    let t = "qluks_xts192_qemu";
+    if !tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = TempDir::new(t);
+    let pass = secret_file(&dir);
+    for hash in [HashAlg::Sha224, HashAlg::Sha384] {
+        let img = dir.join("x.luks");
+        let spec = CipherSpec::parse_sized("aes-192-xts-plain64").unwrap();
+        let mut f = FileOptions::new().read(true).write(true).create(true).truncate(true).open(&img).unwrap();
+        let mut params = CreateParams { cipher: spec, hash, iterations: Iterations::fixed(1000) };
+        let (header, _) = luks1::format(&mut f, 0, &mut params, PASS, &mut OsRng).unwrap();
+        f.set_len(header.payload_offset_bytes() + PAYLOAD as u64).unwrap();
+        drop(f);
+        // QEMU's view of the header (its keyslot PBKDF2 and AF with this hash open the volume).
+        let info = run(Command::new("qemu-img").args(["info", "--output", "json"]).arg(&img));
+        let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+        let data = &info["format-specific"]["data"];
+        assert_eq!((data["cipher-alg"].as_str(), data["hash-alg"].as_str()), (Some("aes-192"), Some(hash.name())));
+        check_payload_against_outside_tool(&dir, &pass, &img, None, &format!("qluks aes-192-xts {hash}"));
+    }
+}
