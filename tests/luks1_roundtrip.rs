@@ -78,7 +78,10 @@ fn access_past_the_payload_is_refused() {
     let mut vol = LuksVolume::open(MemIo::new(&mut disk), b"p", OpenOptions::default()).unwrap();
     let e = luks_err(vol.read_at(PAYLOAD as u64 - 1, &mut [0u8; 2]));
     assert_eq!(e, Error::OutOfRange { offset: PAYLOAD as u64 - 1, len: 2, size: PAYLOAD as u64 });
-    assert!(matches!(luks_err(vol.write_at(u64::MAX, &[1])), Error::OutOfRange { .. }));
+    assert_eq!(
+        luks_err(vol.write_at(u64::MAX, &[1])),
+        Error::OutOfRange { offset: u64::MAX, len: 1, size: PAYLOAD as u64 }
+    );
 }
 
 #[test]

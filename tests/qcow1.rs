@@ -8,6 +8,7 @@ use std::process::Command;
 
 use qluks::io::MemIo;
 use qluks::qcow::{Error, ExtentKind, HeaderError, Qcow1};
+use qluks::qcow2::compressed::{CompressedError, Compression};
 
 const SECRET: &str = "qcow1-secret-password-longer-than-16";
 
@@ -297,34 +298,62 @@ fn corrupt_tables_give_typed_errors() {
     let mut img = good.clone();
     let len = img.len() as u64;
     img[40..48].copy_from_slice(&len.to_be_bytes());
-    assert!(matches!(open_mem(&mut img), Err(Error::L1TablePastEnd { .. })));
+    // One 8-byte L1 entry per cluster_bits + l2_bits of the virtual size.
+    let size = u64::from_be_bytes(good[24..32].try_into().unwrap());
+    let l1_bytes = 8 * size.div_ceil(1 << (good[32] + good[33]));
+    let r = open_mem(&mut img);
+    assert!(
+        matches!(r, Err(Error::L1TablePastEnd { offset, len: l, file_size }) if (offset, l, file_size) == (len, l1_bytes, len)),
+        "{r:?}"
+    );
 
     // L2 table past the end of the file.
     let l1 = u64::from_be_bytes(good[40..48].try_into().unwrap()) as usize;
     let mut img = good.clone();
     img[l1..l1 + 8].copy_from_slice(&(u64::MAX - 8).to_be_bytes());
-    assert!(matches!(open_mem(&mut img), Err(Error::L2TablePastEnd { l1_index: 0, .. })));
+    let file_size = good.len() as u64;
+    let r = open_mem(&mut img);
+    assert!(
+        matches!(r, Err(Error::L2TablePastEnd { l1_index: 0, offset: o, file_size: f }) if (o, f) == (u64::MAX - 8, file_size)),
+        "{r:?}"
+    );
 
     // A data cluster at an unaligned host offset, then one past the end.
     let l2 = l1_entry0(&good) as usize;
     let mut img = good.clone();
     let host = u64::from_be_bytes(img[l2..l2 + 8].try_into().unwrap());
     img[l2..l2 + 8].copy_from_slice(&(host + 1).to_be_bytes());
-    assert!(matches!(open_mem(&mut img), Err(Error::ClusterMisaligned { guest_offset: 0, .. })));
+    let r = open_mem(&mut img);
+    assert!(
+        matches!(r, Err(Error::ClusterMisaligned { guest_offset: 0, host_offset }) if host_offset == host + 1),
+        "{r:?}"
+    );
     let mut img = good.clone();
     let past = (img.len() as u64 + 4095) & !4095;
     img[l2..l2 + 8].copy_from_slice(&past.to_be_bytes());
-    assert!(matches!(open_mem(&mut img), Err(Error::ClusterPastEnd { guest_offset: 0, .. })));
+    let r = open_mem(&mut img);
+    assert!(
+        matches!(r, Err(Error::ClusterPastEnd { guest_offset: 0, host_offset: h, file_size: f }) if (h, f) == (past, file_size)),
+        "{r:?}"
+    );
 
     // A compressed cluster whose bytes run past the end, then one that is not deflate.
     let mut img = good.clone();
-    let entry = (1u64 << 63) | (100u64 << (63 - 12)) | (img.len() as u64 - 50);
+    let at = img.len() as u64 - 50;
+    let entry = (1u64 << 63) | (100u64 << (63 - 12)) | at;
     img[l2..l2 + 8].copy_from_slice(&entry.to_be_bytes());
-    assert!(matches!(open_mem(&mut img), Err(Error::CompressedPastEnd { len: 100, .. })));
+    let r = open_mem(&mut img);
+    assert!(
+        matches!(r, Err(Error::CompressedPastEnd { guest_offset: 0, host_offset: h, len: 100, file_size: f }) if (h, f) == (at, file_size)),
+        "{r:?}"
+    );
     let mut img = good.clone();
     let entry = (1u64 << 63) | (100u64 << (63 - 12)) | host;
     img[l2..l2 + 8].copy_from_slice(&entry.to_be_bytes());
-    assert!(matches!(open_mem(&mut img), Err(Error::Compressed { guest_offset: 0, .. })));
+    // 100 bytes of 0x66 data are not a deflate stream.
+    let corrupt = CompressedError::Corrupt { compression: Compression::Deflate };
+    let r = open_mem(&mut img);
+    assert!(matches!(r, Err(Error::Compressed { guest_offset: 0, error }) if error == corrupt), "{r:?}");
 
     // A file cut inside the header.
     let mut img = good[..40].to_vec();

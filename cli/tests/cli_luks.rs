@@ -160,11 +160,16 @@ fn keyslots_managed_by_the_cli_work_in_cryptsetup() {
     std::fs::write(&c, b"charlie").unwrap();
     let img = dir.join("k.luks");
     let test_pass = |key: &Path| {
-        Command::new("cryptsetup")
-            .args(["open", "--test-passphrase", "--batch-mode", "--key-file", s(key), s(&img)])
-            .status()
-            .unwrap()
-            .success()
+        common::output(Command::new("cryptsetup").args([
+            "open",
+            "--test-passphrase",
+            "--batch-mode",
+            "--key-file",
+            s(key),
+            s(&img),
+        ]))
+        .status
+        .success()
     };
     qluks_ok(&["create", "-f", "luks", "--passphrase-file", s(&a), "-o", "iterations=1000", s(&img), "64k"]);
     let added = qluks_ok(&[
@@ -199,6 +204,9 @@ fn keyslots_managed_by_the_cli_work_in_cryptsetup() {
     assert!(!test_pass(&b));
     let last = qluks_out(&["luks", "remove-key", "--passphrase-file", s(&c), s(&img)]);
     assert!(!last.status.success(), "removing the last keyslot needs --force");
+    let err = String::from_utf8_lossy(&last.stderr);
+    assert!(err.contains("is the only active one; removing it would lose the data"), "{err}");
+    assert!(test_pass(&c), "the refused removal left the keyslot in place");
     qluks_ok(&["luks", "remove-key", "--passphrase-file", s(&c), "--force", s(&img)]);
     assert!(!test_pass(&c));
 }

@@ -116,6 +116,11 @@ fn io_writes_and_reads_back_through_either_keyslot() {
     stdout(&qluks(&["io", "-c", "read -P 0x5a 1000 9000", "--passphrase-file"], &[&second, &image]));
     let mismatch = qluks(&["io", "-c", "read -P 0x5b 1000 9000", "--passphrase-file"], &[&second, &image]);
     assert!(!mismatch.status.success(), "a pattern mismatch fails");
+    let out = String::from_utf8_lossy(&mismatch.stdout);
+    assert!(
+        out.contains("Pattern verification failed at offset 1000, 9000 bytes (found 0x5a, expected 0x5b)"),
+        "{out}"
+    );
     let wrong = dir.join("wrong");
     std::fs::write(&wrong, b"wrong").unwrap();
     let refused = qluks(&["io", "-c", "read 0 512", "--passphrase-file"], &[&wrong, &image]);

@@ -235,7 +235,10 @@ mod tests {
     #[test]
     fn partial_sectors_and_wrong_keys_are_errors() {
         let c = SectorCipher::new(CipherSpec::DEFAULT, &key(64)).unwrap();
-        assert!(c.encrypt_sectors(&mut [0u8; 500], 512, 0).is_err());
-        assert!(SectorCipher::new(CipherSpec::DEFAULT, &key(32)).is_err());
+        assert_eq!(
+            c.encrypt_sectors(&mut [0u8; 500], 512, 0),
+            Err(Error::Hal(qluks_hal::Error::LengthNotMultiple { len: 500, unit: 512 }))
+        );
+        assert_eq!(SectorCipher::new(CipherSpec::DEFAULT, &key(32)).err(), Some(Error::KeyLength { key_bytes: 32 }));
     }
 }

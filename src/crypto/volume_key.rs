@@ -82,8 +82,8 @@ mod tests {
 
     #[test]
     fn key_lengths_outside_1_to_64_are_refused() {
-        assert!(VolumeKey::zeroed(0).is_err());
-        assert!(VolumeKey::zeroed(65).is_err());
+        assert_eq!(VolumeKey::zeroed(0).err(), Some(Error::KeyLength { key_bytes: 0 }));
+        assert_eq!(VolumeKey::zeroed(65).err(), Some(Error::KeyLength { key_bytes: 65 }));
         assert_eq!(VolumeKey::zeroed(64).unwrap().len(), 64);
     }
 }

@@ -298,6 +298,6 @@ mod tests {
         assert_eq!(QcowHeader::parse(&header()[..47]), Err(HeaderError::TooShort { len: 47 }));
         let mut b = header();
         b[0] = b'X';
-        assert!(matches!(QcowHeader::parse(&b), Err(HeaderError::BadMagic { .. })));
+        assert_eq!(QcowHeader::parse(&b), Err(HeaderError::BadMagic { magic: *b"XFI\xfb" }));
     }
 }

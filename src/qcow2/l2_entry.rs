@@ -221,7 +221,11 @@ mod tests {
         assert_eq!(classify(&h, false, entry, bitmap, 2048).unwrap().0, Mapping::Zero { host_offset: Some(0x70800) });
         let third = classify(&h, false, entry, bitmap, 4096).unwrap().0;
         assert_eq!(third, Mapping::Unallocated { host_offset: Some(0x71000) });
-        assert!(classify(&h, false, entry, 1 | (1 << 32), 0).is_err(), "allocated and zero at once");
+        assert_eq!(
+            classify(&h, false, entry, 1 | (1 << 32), 0).unwrap_err(),
+            Corruption::SubclusterAllocAndZero { bitmap: 1 | (1 << 32) },
+            "allocated and zero at once"
+        );
     }
 
     #[test]

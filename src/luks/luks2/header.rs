@@ -318,7 +318,12 @@ mod tests {
         write_copy(&mut img, 0, false, 9, b"primary", bad.as_bytes());
         let h = read(&mut img).unwrap();
         assert_eq!(h.binary.label_text(), b"secondary");
-        assert!(matches!(h.primary_fault, Some(HeaderError::Metadata(MetadataError::Json(_)))));
+        // The text ends where the closing brace was.
+        let end = super::super::json::JsonError {
+            kind: super::super::json::JsonErrorKind::UnexpectedEnd,
+            offset: CRYPTSETUP_JSON.len() - 1,
+        };
+        assert_eq!(h.primary_fault, Some(HeaderError::Metadata(MetadataError::Json(end))));
     }
 
     use super::super::metadata::MetadataError;

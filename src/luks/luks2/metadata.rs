@@ -998,6 +998,12 @@ pub(crate) mod tests {
         Metadata::parse(json.as_bytes(), HDR_SIZE)
     }
 
+    /// Offset of `needle` in `json` (its only occurrence).
+    fn at(json: &str, needle: &str) -> usize {
+        assert_eq!(json.matches(needle).count(), 1, "{needle}");
+        json.find(needle).unwrap()
+    }
+
     fn variant(from: &str, to: &str) -> String {
         assert!(CRYPTSETUP_JSON.contains(from), "fixture lacks {from}");
         CRYPTSETUP_JSON.replacen(from, to, 1)
@@ -1062,45 +1068,54 @@ pub(crate) mod tests {
         let m = parse(&variant(r#""offset":"32768""#, r#""offset":32768"#)).unwrap();
         assert_eq!(m.keyslots[0].unwrap().area.offset, 32768);
         for bad in [r#""offset":"0x8000""#, r#""offset":"-1""#, r#""offset":1.5"#, r#""offset":true"#] {
-            assert!(matches!(
-                parse(&variant(r#""offset":"32768""#, bad)),
-                Err(MetadataError::BadValue { field: "keyslots.N.area.offset", .. })
-            ));
+            let json = variant(r#""offset":"32768""#, bad);
+            let offset = at(&json, bad) + r#""offset":"#.len();
+            assert_eq!(parse(&json), Err(MetadataError::BadValue { field: "keyslots.N.area.offset", offset }), "{bad}");
         }
     }
 
     #[test]
     fn duplicate_members_are_refused() {
+        // The offset is the second occurrence's value (where the parser stands after its key).
         let twice = variant(r#""tokens":{}"#, r#""tokens":{},"config":{"json_size":"12288","keyslots_size":"0"}"#);
-        assert!(matches!(parse(&twice), Err(MetadataError::DuplicateField { field: "config", .. })));
+        let offset = twice.rfind(r#""config""#).unwrap() + r#""config":"#.len();
+        assert_eq!(parse(&twice), Err(MetadataError::DuplicateField { field: "config", offset }));
         let twice = variant(r#""iterations":1000,"salt":"rI3"#, r#""iterations":1000,"iterations":1,"salt":"rI3"#);
-        assert!(matches!(parse(&twice), Err(MetadataError::DuplicateField { field: "keyslots.N.kdf.iterations", .. })));
+        let offset = at(&twice, r#""iterations":1,"#) + r#""iterations":"#.len();
+        assert_eq!(parse(&twice), Err(MetadataError::DuplicateField { field: "keyslots.N.kdf.iterations", offset }));
         let twice = variant(r#"},"1":{"type":"luks2""#, r#"},"0":{"type":"luks2""#);
-        assert!(matches!(parse(&twice), Err(MetadataError::DuplicateField { field: "keyslots", .. })));
+        let offset = at(&twice, r#"},"0":{"type":"luks2""#) + r#"},"0":"#.len();
+        assert_eq!(parse(&twice), Err(MetadataError::DuplicateField { field: "keyslots", offset }));
     }
 
     #[test]
     fn ids_must_be_decimal_and_below_the_limit() {
         for id in ["32", "x", "", "-1", "99999999999999999999999"] {
             let json = variant(r#""1":{"type":"luks2""#, &std::format!(r#""{id}":{{"type":"luks2""#));
-            assert!(matches!(parse(&json), Err(MetadataError::BadId { section: "keyslots", .. })), "{id}");
+            // The offset of the keyslot object the id names.
+            let offset = at(&json, &std::format!(r#""{id}":{{"type":"luks2""#)) + id.len() + 3;
+            assert_eq!(parse(&json), Err(MetadataError::BadId { section: "keyslots", offset }), "{id}");
         }
         let json = variant(r#""segments":["0"]"#, r#""segments":["8"]"#);
-        assert!(matches!(parse(&json), Err(MetadataError::BadId { section: "segments", .. })));
+        let offset = at(&json, r#""segments":["8"]"#) + r#""segments":["#.len();
+        assert_eq!(parse(&json), Err(MetadataError::BadId { section: "segments", offset }));
     }
 
     #[test]
     fn missing_members_are_named() {
+        // The offset is the object's that lacks the member.
         let json = variant(r#""hash":"sha256","iterations":1000,"salt":"rI3"#, r#""iterations":1000,"salt":"rI3"#);
-        assert!(matches!(parse(&json), Err(MetadataError::MissingField { field: "keyslots.N.kdf.hash", .. })));
+        let offset = at(&json, r#"{"type":"pbkdf2","iterations":1000,"salt":"rI3"#);
+        assert_eq!(parse(&json), Err(MetadataError::MissingField { field: "keyslots.N.kdf.hash", offset }));
         let json = variant(r#","config":{"json_size":"12288","keyslots_size":"16744448"}"#, "");
-        assert!(matches!(parse(&json), Err(MetadataError::MissingField { field: "config", .. })));
+        assert_eq!(parse(&json), Err(MetadataError::MissingField { field: "config", offset: 0 }));
     }
 
     #[test]
     fn stripes_must_be_4000() {
         let json = variant(r#""stripes":4000"#, r#""stripes":3999"#);
-        assert!(matches!(parse(&json), Err(MetadataError::BadValue { field: "keyslots.N.af.stripes", .. })));
+        let offset = at(&json, "3999");
+        assert_eq!(parse(&json), Err(MetadataError::BadValue { field: "keyslots.N.af.stripes", offset }));
     }
 
     #[test]
@@ -1109,30 +1124,43 @@ pub(crate) mod tests {
         let err = parse(&json).unwrap_err();
         assert!(matches!(err, MetadataError::Unsupported { what: "kdf", name } if name.as_str() == "scrypt"));
         let json = variant(r#""type":"crypt""#, r#""type":"integrity""#);
-        assert!(matches!(parse(&json), Err(MetadataError::Unsupported { what: "segment type", .. })));
+        let err = parse(&json).unwrap_err();
+        assert!(
+            matches!(err, MetadataError::Unsupported { what: "segment type", name } if name.as_str() == "integrity")
+        );
     }
 
     #[test]
     fn integrity_segments_are_refused() {
         let json = variant(r#""sector_size":4096"#, r#""sector_size":4096,"integrity":{"type":"hmac(sha256)"}"#);
-        assert!(matches!(parse(&json), Err(MetadataError::Unsupported { what: "segment feature", .. })));
+        let err = parse(&json).unwrap_err();
+        assert!(
+            matches!(err, MetadataError::Unsupported { what: "segment feature", name } if name.as_str() == "integrity"),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn argon2_parameters_are_range_checked() {
-        let json = variant(r#""memory":64"#, r#""memory":4"#);
-        assert!(matches!(parse(&json), Err(MetadataError::BadValue { field: "keyslots.N.kdf.memory", .. })));
-        let json = variant(r#""memory":64"#, r#""memory":8388608"#);
-        assert!(matches!(parse(&json), Err(MetadataError::BadValue { field: "keyslots.N.kdf.memory", .. })));
+        // The offset is the value's.
+        let value_at = |json: &str, member: &str| at(json, member) + member.find(':').unwrap() + 1;
+        for memory in [r#""memory":4"#, r#""memory":8388608"#] {
+            let json = variant(r#""memory":64"#, memory);
+            let offset = value_at(&json, memory);
+            assert_eq!(parse(&json), Err(MetadataError::BadValue { field: "keyslots.N.kdf.memory", offset }));
+        }
         let json = variant(r#""time":4"#, r#""time":0"#);
-        assert!(matches!(parse(&json), Err(MetadataError::BadValue { field: "keyslots.N.kdf.time", .. })));
+        let offset = value_at(&json, r#""time":0"#);
+        assert_eq!(parse(&json), Err(MetadataError::BadValue { field: "keyslots.N.kdf.time", offset }));
         for absurd in ["0", "2147483649"] {
-            let json =
-                variant(r#""iterations":1000,"salt":"rI3"#, &std::format!(r#""iterations":{absurd},"salt":"rI3"#));
-            assert!(matches!(parse(&json), Err(MetadataError::BadValue { field: "keyslots.N.kdf.iterations", .. })));
+            let member = std::format!(r#""iterations":{absurd},"salt":"rI3"#);
+            let json = variant(r#""iterations":1000,"salt":"rI3"#, &member);
+            let offset = value_at(&json, &member);
+            assert_eq!(parse(&json), Err(MetadataError::BadValue { field: "keyslots.N.kdf.iterations", offset }));
         }
         let json = variant(r#""iterations":1000,"salt":"1W0"#, r#""iterations":0,"salt":"1W0"#);
-        assert!(matches!(parse(&json), Err(MetadataError::BadValue { field: "digests.N.iterations", .. })));
+        let offset = value_at(&json, r#""iterations":0,"salt":"1W0"#);
+        assert_eq!(parse(&json), Err(MetadataError::BadValue { field: "digests.N.iterations", offset }));
     }
 
     #[test]
@@ -1145,12 +1173,13 @@ pub(crate) mod tests {
 
     #[test]
     fn keyslot_areas_must_lie_in_the_keyslots_area() {
+        let outside = |keyslot, offset, size| Err(MetadataError::AreaOutsideKeyslotsArea { keyslot, offset, size });
         let json = variant(r#""offset":"32768""#, r#""offset":"16384""#);
-        assert!(matches!(parse(&json), Err(MetadataError::AreaOutsideKeyslotsArea { keyslot: 0, .. })));
+        assert_eq!(parse(&json), outside(0, 16384, 258048));
         let json = variant(r#""offset":"32768""#, r#""offset":"18446744073709551615""#);
-        assert!(matches!(parse(&json), Err(MetadataError::AreaOutsideKeyslotsArea { keyslot: 0, .. })));
+        assert_eq!(parse(&json), outside(0, u64::MAX, 258048));
         let json = variant(r#""keyslots_size":"16744448""#, r#""keyslots_size":"262144""#);
-        assert!(matches!(parse(&json), Err(MetadataError::AreaOutsideKeyslotsArea { keyslot: 1, .. })));
+        assert_eq!(parse(&json), outside(1, 290816, 258048));
     }
 
     #[test]
@@ -1168,7 +1197,7 @@ pub(crate) mod tests {
     #[test]
     fn keyslot_areas_must_not_reach_the_data() {
         let json = variant(r#""offset":"16777216""#, r#""offset":"65536""#);
-        assert!(matches!(parse(&json), Err(MetadataError::AreaOverlapsData { segment: 0, .. })));
+        assert_eq!(parse(&json), Err(MetadataError::AreaOverlapsData { keyslot: 0, segment: 0 }));
     }
 
     #[test]
