@@ -10,7 +10,8 @@ use qluks::luks::luks2::{
     metadata::{Priority, SegmentType},
     Argon2Block, Header, Kdf,
 };
-use qluks::luks::OpenOptions;
+use qluks::crypto::HashAlg;
+use qluks::luks::{KdfLimits, OpenOptions};
 
 use crate::info::json_escape;
 
@@ -25,8 +26,10 @@ pub struct Luks2Memory {
 }
 
 impl Luks2Memory {
-    /// Reads the volume's metadata to size the memory; `None` for a LUKS1 volume.
-    pub fn for_volume(file: &mut File) -> Result<Option<Luks2Memory>, Box<dyn Error>> {
+    /// Reads the volume's metadata to size the memory; `None` for a LUKS1 volume. Argon2
+    /// memory is sized for the most demanding keyslot *within `limits`*: a keyslot the limits
+    /// refuse costs no allocation (the unlock refuses it before any work).
+    pub fn for_volume(file: &mut File, limits: &KdfLimits) -> Result<Option<Luks2Memory>, Box<dyn Error>> {
         let mut version = [0u8; 8];
         qluks::io::BlockIo::read_at(file, 0, &mut version)?;
         if u16::from_be_bytes([version[6], version[7]]) != 2 {
@@ -34,14 +37,33 @@ impl Luks2Memory {
         }
         let mut json = vec![0u8; MAX_JSON];
         let header = luks2::read_header(file, &mut json)?;
-        let blocks = header.metadata.kdf_memory_blocks();
+        let blocks = header.metadata.kdf_memory_blocks_within(limits, None);
         Ok(Some(Luks2Memory { kdf: vec![Argon2Block::default(); blocks], json }))
     }
 
-    /// Open options lending this memory.
-    pub fn options(&mut self) -> OpenOptions<'_> {
-        OpenOptions { kdf_memory: Some(&mut self.kdf), json_buffer: Some(&mut self.json), ..Default::default() }
+    /// Open options lending this memory, with the KDF `limits` it was sized for.
+    pub fn options(&mut self, limits: KdfLimits) -> OpenOptions<'_> {
+        OpenOptions {
+            kdf_memory: Some(&mut self.kdf),
+            json_buffer: Some(&mut self.json),
+            kdf_limits: limits,
+            ..Default::default()
+        }
     }
+}
+
+/// The PBKDF2 claims (hash, iterations) of the LUKS2 volume in `file`: its PBKDF2 keyslots and
+/// digests (a hash qluks does not know is left out: the unlock refuses it).
+pub fn pbkdf2_claims(file: &mut File) -> Result<Vec<(HashAlg, u32)>, Box<dyn Error>> {
+    let mut json = vec![0u8; MAX_JSON];
+    let header = luks2::read_header(file, &mut json)?;
+    let m = &header.metadata;
+    let slots = m.keyslots().filter_map(|(_, k)| match &k.kdf {
+        Kdf::Pbkdf2 { hash, iterations, .. } => Some((hash.as_str(), *iterations)),
+        Kdf::Argon2 { .. } => None,
+    });
+    let digests = m.digests().map(|(_, d)| (d.hash.as_str(), d.iterations));
+    Ok(slots.chain(digests).filter_map(|(name, n)| Some((HashAlg::from_name(name).ok()?, n))).collect())
 }
 
 /// `qluks info` text for the LUKS2 volume in `file`.

@@ -1,6 +1,5 @@
 //! PBKDF2 (RFC 8018) with HMAC over any [`HashAlg`], writing into the caller's buffer.
 
-use super::hash::with_hash;
 use super::md_state::{self, digest_block, finish, MdHash};
 use super::{Error, HashAlg};
 use zeroize::Zeroize;
@@ -9,18 +8,20 @@ use zeroize::Zeroize;
 ///
 /// The SHA family runs on a dedicated loop (on the compression functions directly) that advances all output
 /// blocks' chains in lockstep, so that independent compressions overlap in the CPU; RIPEMD-160
-/// uses the `pbkdf2` crate.
+/// runs HMAC over the `ripemd` crate's hasher. Every intermediate (the padded keys, the keyed
+/// inner and outer states, each U and T block, each compression's output state) is wiped
+/// before returning; only `out` holds derived bytes.
 pub fn pbkdf2(hash: HashAlg, password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) -> Result<(), Error> {
     if iterations == 0 {
         return Err(Error::ZeroIterations);
     }
     match hash {
-        HashAlg::Sha1 => hmac_chains::<md_state::Sha1>(hash, password, salt, iterations, out),
-        HashAlg::Sha224 => hmac_chains::<md_state::Sha224>(hash, password, salt, iterations, out),
-        HashAlg::Sha256 => hmac_chains::<md_state::Sha256>(hash, password, salt, iterations, out),
-        HashAlg::Sha384 => hmac_chains::<md_state::Sha384>(hash, password, salt, iterations, out),
-        HashAlg::Sha512 => hmac_chains::<md_state::Sha512>(hash, password, salt, iterations, out),
-        HashAlg::Ripemd160 => with_hash!(hash, D => ::pbkdf2::pbkdf2_hmac::<D>(password, salt, iterations, out)),
+        HashAlg::Sha1 => hmac_chains::<md_state::Sha1>(password, salt, iterations, out),
+        HashAlg::Sha224 => hmac_chains::<md_state::Sha224>(password, salt, iterations, out),
+        HashAlg::Sha256 => hmac_chains::<md_state::Sha256>(password, salt, iterations, out),
+        HashAlg::Sha384 => hmac_chains::<md_state::Sha384>(password, salt, iterations, out),
+        HashAlg::Sha512 => hmac_chains::<md_state::Sha512>(password, salt, iterations, out),
+        HashAlg::Ripemd160 => hmac_ripemd160(password, salt, iterations, out),
     }
     Ok(())
 }
@@ -28,14 +29,13 @@ pub fn pbkdf2(hash: HashAlg, password: &[u8], salt: &[u8], iterations: u32, out:
 /// Chains computed together (a 64-byte key with SHA-1 needs four).
 const LANES: usize = 4;
 
-fn hmac_chains<H: MdHash>(hash: HashAlg, password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) {
+fn hmac_chains<H: MdHash>(password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) {
     // HMAC key block: the password, or its digest when longer than a block.
     let mut key = H::ZERO;
     if password.len() > H::BLOCK {
-        let mut d = [0u8; 64];
-        let n = hash.digest_into(&[password], &mut d);
-        key.as_mut()[..n].copy_from_slice(&d[..n]);
-        d.zeroize();
+        let mut digest = finish::<H>(H::IV, 0, &[password]);
+        H::write_digest(&digest, &mut key.as_mut()[..H::OUT]);
+        digest.zeroize();
     } else {
         key.as_mut()[..password.len()].copy_from_slice(password);
     }
@@ -50,27 +50,29 @@ fn hmac_chains<H: MdHash>(hash: HashAlg, password: &[u8], salt: &[u8], iteration
     pad.zeroize();
     key.zeroize();
 
+    // One state for every compression's output, overwritten each time and wiped at the end.
+    let mut s = H::IV;
+    let mut u = [digest_block::<H>(); LANES];
+    let mut v = [digest_block::<H>(); LANES];
+    let mut t = [[0u8; 64]; LANES];
     let mut index = 1u32;
     for group in out.chunks_mut(H::OUT * LANES) {
         let lanes = group.len().div_ceil(H::OUT);
         // u[l]: the running U_j of lane l inside its inner-hash block; v[l]: the outer block.
-        let mut u = [digest_block::<H>(); LANES];
-        let mut v = [digest_block::<H>(); LANES];
-        let mut t = [[0u8; 64]; LANES];
         for l in 0..lanes {
-            let first = finish::<H>(inner, H::BLOCK as u64, &[salt, &(index + l as u32).to_be_bytes()]);
-            H::write_digest(&first, &mut v[l].as_mut()[..H::OUT]);
-            let u1 = H::compress_copy(outer, &v[l]);
-            H::write_digest(&u1, &mut u[l].as_mut()[..H::OUT]);
+            s = finish::<H>(inner, H::BLOCK as u64, &[salt, &(index + l as u32).to_be_bytes()]);
+            H::write_digest(&s, &mut v[l].as_mut()[..H::OUT]);
+            s = H::compress_copy(outer, &v[l]);
+            H::write_digest(&s, &mut u[l].as_mut()[..H::OUT]);
             t[l][..H::OUT].copy_from_slice(&u[l].as_ref()[..H::OUT]);
         }
         for _ in 1..iterations {
             for l in 0..lanes {
-                let s = H::compress_copy(inner, &u[l]);
+                s = H::compress_copy(inner, &u[l]);
                 H::write_digest(&s, &mut v[l].as_mut()[..H::OUT]);
             }
             for l in 0..lanes {
-                let s = H::compress_copy(outer, &v[l]);
+                s = H::compress_copy(outer, &v[l]);
                 H::write_digest(&s, &mut u[l].as_mut()[..H::OUT]);
                 for (t, u) in t[l][..H::OUT].iter_mut().zip(&u[l].as_ref()[..H::OUT]) {
                     *t ^= u;
@@ -80,18 +82,70 @@ fn hmac_chains<H: MdHash>(hash: HashAlg, password: &[u8], salt: &[u8], iteration
         for (l, chunk) in group.chunks_mut(H::OUT).enumerate() {
             chunk.copy_from_slice(&t[l][..chunk.len()]);
         }
-        u.zeroize();
-        v.zeroize();
-        t.zeroize();
         index += lanes as u32;
     }
+    s.zeroize();
+    u.zeroize();
+    v.zeroize();
+    t.zeroize();
     inner.zeroize();
     outer.zeroize();
+}
+
+/// PBKDF2-HMAC-RIPEMD-160 over the `ripemd` hasher, whose states wipe themselves on drop
+/// (its `zeroize` feature); the blocks kept here are wiped explicitly.
+fn hmac_ripemd160(password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) {
+    use ripemd::{Digest, Ripemd160};
+    const BLOCK: usize = 64;
+    const OUT: usize = 20;
+    let mut digest = ripemd::digest::Output::<Ripemd160>::default();
+    let mut key = [0u8; BLOCK];
+    if password.len() > BLOCK {
+        let mut h = Ripemd160::new();
+        h.update(password);
+        h.finalize_into(&mut digest);
+        key[..OUT].copy_from_slice(&digest);
+    } else {
+        key[..password.len()].copy_from_slice(password);
+    }
+    let mut pad = key.map(|b| b ^ 0x36);
+    let mut inner = Ripemd160::new();
+    inner.update(pad);
+    pad = key.map(|b| b ^ 0x5c);
+    let mut outer = Ripemd160::new();
+    outer.update(pad);
+    pad.zeroize();
+    key.zeroize();
+
+    let mut t = [0u8; OUT];
+    for (i, chunk) in out.chunks_mut(OUT).enumerate() {
+        let mut h = inner.clone();
+        h.update(salt);
+        h.update((i as u32 + 1).to_be_bytes());
+        h.finalize_into(&mut digest);
+        let mut h = outer.clone();
+        h.update(digest);
+        h.finalize_into(&mut digest);
+        t.copy_from_slice(&digest);
+        for _ in 1..iterations {
+            let mut h = inner.clone();
+            h.update(digest);
+            h.finalize_into(&mut digest);
+            let mut h = outer.clone();
+            h.update(digest);
+            h.finalize_into(&mut digest);
+            t.iter_mut().zip(digest.iter()).for_each(|(t, u)| *t ^= u);
+        }
+        chunk.copy_from_slice(&t[..chunk.len()]);
+    }
+    t.zeroize();
+    digest.as_mut_slice().zeroize();
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::crypto::hash::with_hash;
 
     pub(crate) fn hex(s: &str) -> std::vec::Vec<u8> {
         (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()

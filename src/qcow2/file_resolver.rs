@@ -54,6 +54,7 @@ pub struct FileResolver {
     dirs: Vec<PathBuf>,
     top_identity: Option<u64>,
     passphrases: Vec<Option<Vec<u8>>>,
+    kdf_limits: crate::luks::KdfLimits,
 }
 
 impl core::fmt::Debug for FileResolver {
@@ -70,7 +71,7 @@ impl FileResolver {
         let top = top_image.canonicalize()?;
         let dir = top.parent().map(Path::to_path_buf).unwrap_or_else(|| root.clone());
         let top_identity = std::fs::metadata(&top).ok().map(|m| identity(&m));
-        Ok(FileResolver { root, dirs: std::vec![dir], top_identity, passphrases: Vec::new() })
+        Ok(FileResolver { root, dirs: std::vec![dir], top_identity, passphrases: Vec::new(), kdf_limits: Default::default() })
     }
 
     /// Sets the passphrase of the layer at `depth` (0 = top).
@@ -82,6 +83,11 @@ impl FileResolver {
             zeroize::Zeroize::zeroize(old.as_mut_slice());
         }
         self.passphrases[depth] = Some(passphrase.to_vec());
+    }
+
+    /// Sets the KDF limits for unlocking every layer (default: [`crate::luks::KdfLimits::DEFAULT`]).
+    pub fn set_kdf_limits(&mut self, limits: crate::luks::KdfLimits) {
+        self.kdf_limits = limits;
     }
 
     fn resolve(&self, name: &[u8], base_depth: usize) -> Result<PathBuf, FileResolverError> {
@@ -139,6 +145,10 @@ impl Resolver<File> for FileResolver {
 
     fn passphrase(&mut self, depth: usize) -> Option<&[u8]> {
         self.passphrases.get(depth)?.as_deref()
+    }
+
+    fn kdf_limits(&mut self, _depth: usize) -> crate::luks::KdfLimits {
+        self.kdf_limits
     }
 }
 
