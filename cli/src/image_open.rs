@@ -84,7 +84,9 @@ pub fn open_chain_with(path: &Path, mut r: FileResolver) -> Result<Box<CliChain>
     let opened = std::thread::Builder::new()
         .stack_size(64 << 20)
         .spawn(move || {
-            CliChain::open(file, &mut r).map(Box::new).map_err(|e| format!("{shown}: {e}{}", crate::secret::chain_hint(&e)))
+            CliChain::open(file, &mut r)
+                .map(Box::new)
+                .map_err(|e| format!("{shown}: {e}{}", crate::secret::chain_hint(&e)))
         })?
         .join()
         .map_err(|_| "opening the image panicked")?;

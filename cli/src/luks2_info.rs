@@ -4,13 +4,13 @@ use std::error::Error;
 use std::fmt::Write as _;
 use std::fs::File;
 
+use qluks::crypto::HashAlg;
 use qluks::luks::luks2::{
     self,
     binary_header::HDR_SIZES,
     metadata::{Priority, SegmentType},
     Argon2Block, Header, Kdf,
 };
-use qluks::crypto::HashAlg;
 use qluks::luks::{KdfLimits, OpenOptions};
 
 use crate::info::json_escape;

@@ -147,9 +147,9 @@ pub fn luks1_claims(header: &Luks1Header) -> Vec<(HashAlg, u32)> {
 pub fn kdf_hint(e: &qluks::luks::Error) -> String {
     use qluks::luks::Error;
     let cost = match e {
-        Error::KeyslotKdfRefused { cost, .. } | Error::DigestKdfRefused { cost } | Error::KeyslotsRefused { cost, .. } => {
-            cost
-        }
+        Error::KeyslotKdfRefused { cost, .. }
+        | Error::DigestKdfRefused { cost }
+        | Error::KeyslotsRefused { cost, .. } => cost,
         _ => return String::new(),
     };
     match *cost {
@@ -287,4 +287,3 @@ mod tests {
         assert_eq!(read_line_into(&mut &exact[..]).unwrap().capacity(), MAX_PROMPT_LEN);
     }
 }
-

@@ -71,7 +71,13 @@ impl FileResolver {
         let top = top_image.canonicalize()?;
         let dir = top.parent().map(Path::to_path_buf).unwrap_or_else(|| root.clone());
         let top_identity = std::fs::metadata(&top).ok().map(|m| identity(&m));
-        Ok(FileResolver { root, dirs: std::vec![dir], top_identity, passphrases: Vec::new(), kdf_limits: Default::default() })
+        Ok(FileResolver {
+            root,
+            dirs: std::vec![dir],
+            top_identity,
+            passphrases: Vec::new(),
+            kdf_limits: Default::default(),
+        })
     }
 
     /// Sets the passphrase of the layer at `depth` (0 = top).

@@ -44,7 +44,8 @@ impl<I: BlockIo> LuksVolume<I> {
             return Err(Luks2Error::UnmetRequirement { name }.into());
         }
         let kdf_memory = options.kdf_memory.unwrap_or(&mut []);
-        let (_, key) = unlock_with_limits(&mut io, metadata, passphrase, options.keyslot, kdf_memory, &options.kdf_limits)?;
+        let (_, key) =
+            unlock_with_limits(&mut io, metadata, passphrase, options.keyslot, kdf_memory, &options.kdf_limits)?;
         let segment = data_segment(metadata, &key)?;
         drop(key);
         LuksVolume::new(io, segment)
