@@ -14,6 +14,7 @@ use qluks::luks::luks2::{
 use qluks::luks::{KdfLimits, OpenOptions};
 
 use crate::info::json_escape;
+use crate::secret::Pbkdf2Claim;
 
 /// Largest JSON area any LUKS2 header has (4 MiB header minus the binary header).
 const MAX_JSON: usize = HDR_SIZES[HDR_SIZES.len() - 1] as usize - 4096;
@@ -52,18 +53,21 @@ impl Luks2Memory {
     }
 }
 
-/// The PBKDF2 claims (hash, iterations) of the LUKS2 volume in `file`: its PBKDF2 keyslots and
-/// digests (a hash qluks does not know is left out: the unlock refuses it).
-pub fn pbkdf2_claims(file: &mut File) -> Result<Vec<(HashAlg, u32)>, Box<dyn Error>> {
+/// The PBKDF2 claims of the LUKS2 volume in `file`: its PBKDF2 keyslots and digests (a hash
+/// qluks does not know is left out: the unlock refuses it).
+pub fn pbkdf2_claims(file: &mut File) -> Result<Vec<Pbkdf2Claim>, Box<dyn Error>> {
     let mut json = vec![0u8; MAX_JSON];
     let header = luks2::read_header(file, &mut json)?;
     let m = &header.metadata;
     let slots = m.keyslots().filter_map(|(_, k)| match &k.kdf {
-        Kdf::Pbkdf2 { hash, iterations, .. } => Some((hash.as_str(), *iterations)),
+        Kdf::Pbkdf2 { hash, iterations, .. } => Some((hash.as_str(), *iterations, k.area.key_size as usize)),
         Kdf::Argon2 { .. } => None,
     });
-    let digests = m.digests().map(|(_, d)| (d.hash.as_str(), d.iterations));
-    Ok(slots.chain(digests).filter_map(|(name, n)| Some((HashAlg::from_name(name).ok()?, n))).collect())
+    let digests = m.digests().map(|(_, d)| (d.hash.as_str(), d.iterations, d.digest.as_slice().len()));
+    let claim = |(name, iterations, out_len): (&str, u32, usize)| {
+        Some(Pbkdf2Claim { hash: HashAlg::from_name(name).ok()?, iterations, out_len })
+    };
+    Ok(slots.chain(digests).filter_map(claim).collect())
 }
 
 /// `qluks info` text for the LUKS2 volume in `file`.

@@ -53,18 +53,19 @@ const PBKDF2_SECONDS: u64 = 60;
 const MAX_ARGON2_KIB: u64 = 4 << 20;
 
 impl KdfLimitArgs {
-    /// The limits for a volume whose PBKDF2 claims are `claims` (hash, iterations): the user's
-    /// values, or the defaults (PBKDF2: about a minute at the rate measured here for each
-    /// claimed hash; Argon2 memory: half of physical memory and at most 4 GiB; Argon2 time: the
-    /// library's default).
-    pub fn limits(&self, claims: &[(HashAlg, u32)]) -> KdfLimits {
+    /// The limits for a volume whose PBKDF2 claims are `claims`: the user's values, or the
+    /// defaults (PBKDF2: about a minute at the rate measured here for each claimed hash and
+    /// output length; Argon2 memory: half of physical memory and at most 4 GiB; Argon2 time:
+    /// the library's default).
+    pub fn limits(&self, claims: &[Pbkdf2Claim]) -> KdfLimits {
         let pbkdf2_iterations = self.max_kdf_iterations.unwrap_or_else(|| {
             let mut limit = u32::MAX;
-            let mut measured = Vec::new();
-            for &(hash, iterations) in claims {
-                if iterations > UNMEASURED_ITERATIONS && !measured.contains(&hash) {
-                    measured.push(hash);
-                    limit = limit.min(iterations_per_minute(hash));
+            let mut measured: Vec<(HashAlg, usize)> = Vec::new();
+            for claim in claims {
+                let what = (claim.hash, claim.out_len);
+                if claim.iterations > UNMEASURED_ITERATIONS && !measured.contains(&what) {
+                    measured.push(what);
+                    limit = limit.min(iterations_per_minute(claim.hash, claim.out_len));
                 }
             }
             if measured.is_empty() {
@@ -85,16 +86,26 @@ impl KdfLimitArgs {
     }
 }
 
-/// PBKDF2 iterations of `hash` (one output block) this thread computes in [`PBKDF2_SECONDS`],
-/// measured on its CPU clock for at least 20 ms.
-fn iterations_per_minute(hash: HashAlg) -> u32 {
+/// One PBKDF2 derivation a header asks for: a keyslot's or a digest's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pbkdf2Claim {
+    /// PRF hash.
+    pub hash: HashAlg,
+    /// Iterations.
+    pub iterations: u32,
+    /// Bytes derived (more than one digest length runs several chains).
+    pub out_len: usize,
+}
+
+/// PBKDF2 iterations of `hash` deriving `out_len` bytes (as the keyslot or digest does) that
+/// this thread computes in [`PBKDF2_SECONDS`], measured on its CPU clock for at least 20 ms.
+fn iterations_per_minute(hash: HashAlg, out_len: usize) -> u32 {
     let mut clock = crate::cpu_time::calibration_clock();
-    let mut out = [0u8; 64];
-    let out = &mut out[..hash.digest_len()];
+    let mut out = vec![0u8; out_len.clamp(1, 1024)];
     let mut n = 1024u32;
     loop {
         let start = clock();
-        if qluks::crypto::pbkdf2(hash, b"qluks kdf limit", b"calibration salt", n, out).is_err() {
+        if qluks::crypto::pbkdf2(hash, b"qluks kdf limit", b"calibration salt", n, &mut out).is_err() {
             return u32::MAX;
         }
         let elapsed = clock().saturating_sub(start);
@@ -113,10 +124,10 @@ fn physical_memory_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The PBKDF2 claims (hash, iterations) of the LUKS header in `file`: a LUKS1 or LUKS2 volume,
+/// The PBKDF2 claims of the LUKS header in `file`: a LUKS1 or LUKS2 volume,
 /// or the LUKS header a qcow2 image embeds. Empty when there is none (or it cannot be read:
 /// the open reports that).
-pub fn pbkdf2_claims(file: &mut File) -> Vec<(HashAlg, u32)> {
+pub fn pbkdf2_claims(file: &mut File) -> Vec<Pbkdf2Claim> {
     let mut start = [0u8; 8];
     if BlockIo::size(file).unwrap_or(0) < 8 || BlockIo::read_at(file, 0, &mut start).is_err() {
         return Vec::new();
@@ -138,9 +149,10 @@ pub fn pbkdf2_claims(file: &mut File) -> Vec<(HashAlg, u32)> {
 }
 
 /// The PBKDF2 claims of a LUKS1 header: its active keyslots and the master-key digest.
-pub fn luks1_claims(header: &Luks1Header) -> Vec<(HashAlg, u32)> {
-    let slots = header.keyslots.iter().filter(|s| s.active).map(|s| (header.hash, s.iterations));
-    slots.chain([(header.hash, header.mk_iterations)]).collect()
+pub fn luks1_claims(header: &Luks1Header) -> Vec<Pbkdf2Claim> {
+    let claim = |iterations, out_len| Pbkdf2Claim { hash: header.hash, iterations, out_len };
+    let slots = header.keyslots.iter().filter(|s| s.active).map(|s| claim(s.iterations, header.key_bytes as usize));
+    slots.chain([claim(header.mk_iterations, luks1::DIGEST_LEN)]).collect()
 }
 
 /// How to override the limit that refused `e`, if a KDF limit did: appended to the message.
