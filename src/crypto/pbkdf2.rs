@@ -30,6 +30,9 @@ pub fn pbkdf2(hash: HashAlg, password: &[u8], salt: &[u8], iterations: u32, out:
 /// Chains computed together (a 64-byte key with SHA-1 needs four).
 const LANES: usize = 4;
 
+// Not inlined: its frame (and those of the functions it calls) must lie below `pbkdf2`'s,
+// where `scrub_stack` reaches.
+#[inline(never)]
 fn hmac_chains<H: MdHash>(password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) {
     // HMAC key block: the password, or its digest when longer than a block.
     let mut key = H::ZERO;
@@ -95,8 +98,8 @@ fn hmac_chains<H: MdHash>(password: &[u8], salt: &[u8], iterations: u32, out: &m
 }
 
 /// Bytes of stack [`scrub_stack`] overwrites: more than the frames of `hmac_chains` and the
-/// compression functions it calls, even unoptimized (about 10 KiB; 2 KiB optimized).
-const SCRUB_LEN: usize = 16 * 1024;
+/// compression functions it calls (about 10 KiB unoptimized, under 2 KiB optimized).
+const SCRUB_LEN: usize = if cfg!(debug_assertions) { 16 * 1024 } else { 4 * 1024 };
 
 /// Overwrites the stack just below the caller's frame, where the PBKDF2 loop (and the
 /// compression functions under it) kept their temporaries: whatever state the compiler spilled
@@ -108,54 +111,69 @@ fn scrub_stack() {
     core::hint::black_box(&area);
 }
 
-/// PBKDF2-HMAC-RIPEMD-160 over the `ripemd` hasher, whose states wipe themselves on drop
-/// (its `zeroize` feature); the blocks kept here are wiped explicitly.
+/// PBKDF2-HMAC-RIPEMD-160 on the `ripemd` block-level core: the keyed inner and outer states
+/// are computed once, and each HMAC restarts a working state from them (a state wipes itself
+/// when replaced or dropped: the crate's `zeroize` feature); the message buffer and the blocks
+/// kept here are wiped explicitly.
+#[inline(never)]
 fn hmac_ripemd160(password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) {
-    use ripemd::{Digest, Ripemd160};
+    use ripemd::block_api::Ripemd160Core;
+    use ripemd::digest::block_api::{Block, Buffer, FixedOutputCore, UpdateCore};
+    use ripemd::digest::Output;
     const BLOCK: usize = 64;
     const OUT: usize = 20;
-    let mut digest = ripemd::digest::Output::<Ripemd160>::default();
+
+    let mut buffer = Buffer::<Ripemd160Core>::default();
+    let mut digest = Output::<Ripemd160Core>::default();
+    // HMAC of `message` (absorbed after the keyed `start` state) into `digest`.
+    let mut work = Ripemd160Core::default();
+    let mut hmac =
+        |work: &mut Ripemd160Core, start: &Ripemd160Core, message: &[&[u8]], digest: &mut Output<Ripemd160Core>| {
+            *work = start.clone();
+            buffer.reset();
+            for part in message {
+                buffer.digest_blocks(part, |blocks| work.update_blocks(blocks));
+            }
+            work.finalize_fixed_core(&mut buffer, digest);
+        };
+
     let mut key = [0u8; BLOCK];
     if password.len() > BLOCK {
-        let mut h = Ripemd160::new();
-        h.update(password);
-        h.finalize_into(&mut digest);
+        hmac(&mut work, &Ripemd160Core::default(), &[password], &mut digest);
         key[..OUT].copy_from_slice(&digest);
     } else {
         key[..password.len()].copy_from_slice(password);
     }
-    let mut pad = key.map(|b| b ^ 0x36);
-    let mut inner = Ripemd160::new();
-    inner.update(pad);
-    pad = key.map(|b| b ^ 0x5c);
-    let mut outer = Ripemd160::new();
-    outer.update(pad);
-    pad.zeroize();
+    let mut pad = Block::<Ripemd160Core>::from(key.map(|b| b ^ 0x36));
+    let mut inner = Ripemd160Core::default();
+    inner.update_blocks(core::slice::from_ref(&pad));
+    pad = Block::<Ripemd160Core>::from(key.map(|b| b ^ 0x5c));
+    let mut outer = Ripemd160Core::default();
+    outer.update_blocks(core::slice::from_ref(&pad));
+    pad.as_mut_slice().zeroize();
     key.zeroize();
 
+    let mut u = [0u8; OUT];
     let mut t = [0u8; OUT];
     for (i, chunk) in out.chunks_mut(OUT).enumerate() {
-        let mut h = inner.clone();
-        h.update(salt);
-        h.update((i as u32 + 1).to_be_bytes());
-        h.finalize_into(&mut digest);
-        let mut h = outer.clone();
-        h.update(digest);
-        h.finalize_into(&mut digest);
-        t.copy_from_slice(&digest);
+        hmac(&mut work, &inner, &[salt, &(i as u32 + 1).to_be_bytes()], &mut digest);
+        u.copy_from_slice(&digest);
+        hmac(&mut work, &outer, &[&u], &mut digest);
+        u.copy_from_slice(&digest);
+        t = u;
         for _ in 1..iterations {
-            let mut h = inner.clone();
-            h.update(digest);
-            h.finalize_into(&mut digest);
-            let mut h = outer.clone();
-            h.update(digest);
-            h.finalize_into(&mut digest);
-            t.iter_mut().zip(digest.iter()).for_each(|(t, u)| *t ^= u);
+            hmac(&mut work, &inner, &[&u], &mut digest);
+            u.copy_from_slice(&digest);
+            hmac(&mut work, &outer, &[&u], &mut digest);
+            u.copy_from_slice(&digest);
+            t.iter_mut().zip(u.iter()).for_each(|(t, u)| *t ^= u);
         }
         chunk.copy_from_slice(&t[..chunk.len()]);
     }
+    u.zeroize();
     t.zeroize();
     digest.as_mut_slice().zeroize();
+    // `buffer` and the three states wipe themselves on drop.
 }
 
 #[cfg(test)]
