@@ -142,3 +142,18 @@ fn luks1_payload_offset_past_the_device_is_refused_at_open() {
         Error::PayloadPastEnd { payload_offset: u64::from(past) * 512, device_size: len }
     );
 }
+
+#[test]
+fn a_segment_ends_at_its_last_whole_sector() {
+    // 1000 bytes of 512-byte sectors: one sector; the partial second one would make a
+    // read-modify-write reach past the segment.
+    let mut device = vec![0u8; 4096];
+    let cipher = SectorCipher::new(CipherSpec::DEFAULT, &[7u8; 64]).unwrap();
+    let segment = Segment { offset: 1024, size: Some(1000), sector_size: 512, iv_tweak: 0, cipher };
+    let mut volume = LuksVolume::new(MemIo::new(&mut device), segment).unwrap();
+    assert_eq!(volume.size(), 512);
+    match volume.write_at(600, &[1u8; 10]) {
+        Err(IoError::Luks(e)) => assert_eq!(e, Error::OutOfRange { offset: 600, len: 10, size: 512 }),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}

@@ -60,7 +60,8 @@ impl<I: BlockIo> LuksVolume<I> {
     /// A volume over `segment` of `io` (already unlocked). The segment must lie inside the
     /// device: [`Error::PayloadPastEnd`] for a dynamic segment starting past its end,
     /// [`Error::SegmentPastEnd`] for a sized one whose end is past it (or overflows), so that
-    /// every device offset of the volume is below the device size.
+    /// every device offset of the volume is below the device size. The payload is the
+    /// segment's whole sectors.
     pub fn new(mut io: I, segment: Segment) -> Result<Self, IoError<I::Error>> {
         let s = segment.sector_size;
         if !s.is_power_of_two() || !(SECTOR..=MAX_SECTOR).contains(&s) {
@@ -72,7 +73,9 @@ impl<I: BlockIo> LuksVolume<I> {
                 if segment.offset.checked_add(size).is_none_or(|end| end > device_size) {
                     return Err(Error::SegmentPastEnd { offset: segment.offset, size, device_size }.into());
                 }
-                size
+                // Whole sectors only (LUKS2 metadata is validated so; a caller's segment too),
+                // so that no sector read or written reaches past the segment.
+                size / s as u64 * s as u64
             }
             None => {
                 if segment.offset > device_size {
