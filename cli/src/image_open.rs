@@ -43,7 +43,7 @@ pub fn resolver(path: &Path, secret: &SecretArgs, chain: &ChainArgs) -> Result<F
         r.set_passphrase(0, &p);
     }
     if let Ok(mut file) = File::open(path) {
-        r.set_kdf_limits(secret.kdf.limits(&crate::secret::pbkdf2_claims(&mut file)));
+        r.set_kdf_limits(secret.kdf.limits_for_chain(&crate::secret::pbkdf2_claims(&mut file)));
     }
     for (depth, f) in (1..).zip(&chain.backing_passphrase_files) {
         let p = zeroize::Zeroizing::new(std::fs::read(f).map_err(|e| format!("passphrase file {}: {e}", f.display()))?);

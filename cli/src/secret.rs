@@ -86,6 +86,18 @@ impl KdfLimitArgs {
     }
 }
 
+impl KdfLimitArgs {
+    /// [`KdfLimitArgs::limits`] for a qcow2 chain whose top layer claims `top`: its backing
+    /// layers are unlocked later, with hashes not known yet, so the PBKDF2 limit is also
+    /// measured for QEMU's default (SHA-256 deriving a 64-byte key) and is never the unmeasured
+    /// floor.
+    pub fn limits_for_chain(&self, top: &[Pbkdf2Claim]) -> KdfLimits {
+        let mut claims = top.to_vec();
+        claims.push(Pbkdf2Claim { hash: HashAlg::Sha256, iterations: u32::MAX, out_len: 64 });
+        self.limits(&claims)
+    }
+}
+
 /// One PBKDF2 derivation a header asks for: a keyslot's or a digest's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pbkdf2Claim {
@@ -285,6 +297,17 @@ pub fn chain_hint<E, R>(e: &qluks::qcow2::backing::ChainError<E, R>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chain_limits_are_measured_even_when_the_top_layer_claims_little() {
+        let args = KdfLimitArgs::default();
+        let cheap = [Pbkdf2Claim { hash: HashAlg::Sha256, iterations: 1000, out_len: 64 }];
+        assert_eq!(args.limits(&cheap).pbkdf2_iterations, UNMEASURED_ITERATIONS);
+        // Backing layers may claim more than the floor: a minute's worth is measured.
+        assert!(args.limits_for_chain(&cheap).pbkdf2_iterations > UNMEASURED_ITERATIONS);
+        let given = KdfLimitArgs { max_kdf_iterations: Some(5), ..Default::default() };
+        assert_eq!(given.limits_for_chain(&cheap).pbkdf2_iterations, 5);
+    }
 
     #[test]
     fn prompt_lines_fill_one_buffer_that_never_grows() {
