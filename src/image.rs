@@ -180,8 +180,10 @@ impl<'s, I: BlockIo, const N: usize, const DEPTH: usize> Image<'s, I, N, DEPTH> 
             }
             Format::Qcow2 => Ok(Image::Qcow2 { chain: Chain::open(io, resolver).map_err(OpenError::Qcow2)?, scratch }),
             Format::Luks => {
+                let kdf_limits = resolver.kdf_limits(0);
                 let pass = resolver.passphrase(0).ok_or(OpenError::PassphraseRequired)?;
-                Ok(Image::Luks(LuksVolume::open(io, pass, OpenOptions::default()).map_err(OpenError::Luks)?))
+                let options = OpenOptions { kdf_limits, ..OpenOptions::default() };
+                Ok(Image::Luks(LuksVolume::open(io, pass, options).map_err(OpenError::Luks)?))
             }
             Format::Qcow => {
                 let mut raw = [0u8; crate::qcow::header::HEADER_LEN];

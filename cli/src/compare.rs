@@ -30,7 +30,11 @@ const CHUNK: usize = 4 << 20;
 /// fails).
 pub fn run(args: CompareArgs) -> Result<(), Box<dyn Error>> {
     let mut a = crate::open::open_with_chain(&args.a, false, &args.secret, &args.chain)?;
-    let second = SecretArgs { passphrase_file: args.second_passphrase_file.clone(), passphrase_env: None };
+    let second = SecretArgs {
+        passphrase_file: args.second_passphrase_file.clone(),
+        passphrase_env: None,
+        kdf: args.secret.kdf.clone(),
+    };
     let mut b = crate::open::open_with_chain(&args.b, false, &second, &args.chain.policy_only())?;
     let (sa, sb) = (a.size(), b.size());
     let common = sa.min(sb);

@@ -70,6 +70,9 @@ pub fn resolver(path: &Path, secret: &SecretArgs, chain: &ChainArgs) -> Result<F
         let p = secret.get(&format!("Passphrase for {}: ", path.display()))?;
         r.set_passphrase(0, &p);
     }
+    if let Ok(mut file) = File::open(path) {
+        r.set_kdf_limits(secret.kdf.limits_for_chain(&crate::secret::pbkdf2_claims(&mut file)));
+    }
     for (depth, f) in (1..).zip(&chain.backing_passphrase_files) {
         let p = zeroize::Zeroizing::new(std::fs::read(f).map_err(|e| format!("passphrase file {}: {e}", f.display()))?);
         r.set_passphrase(depth, &p);
@@ -108,7 +111,11 @@ pub fn open_chain_with(path: &Path, mut r: FileResolver) -> Result<Box<CliChain>
     // with room for unoptimized builds' copies, then keep it boxed.
     let opened = std::thread::Builder::new()
         .stack_size(64 << 20)
-        .spawn(move || CliChain::open(file, &mut r).map(Box::new).map_err(|e| format!("{shown}: {e}{}", hint(&e))))?
+        .spawn(move || {
+            CliChain::open(file, &mut r)
+                .map(Box::new)
+                .map_err(|e| format!("{shown}: {e}{}{}", hint(&e), crate::secret::chain_hint(&e)))
+        })?
         .join()
         .map_err(|_| "opening the image panicked")?;
     Ok(opened?)

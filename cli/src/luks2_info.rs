@@ -4,16 +4,18 @@ use std::error::Error;
 use std::fmt::Write as _;
 use std::fs::File;
 
+use qluks::crypto::HashAlg;
 use qluks::luks::luks2::{
     self,
     binary_header::HDR_SIZES,
     metadata::{Priority, SegmentType},
     Argon2Block, Header, Kdf,
 };
-use qluks::luks::OpenOptions;
+use qluks::luks::{KdfLimits, OpenOptions};
 
 use crate::escape::shown;
 use crate::info::json_escape;
+use crate::secret::Pbkdf2Claim;
 
 /// Largest JSON area any LUKS2 header has (4 MiB header minus the binary header).
 const MAX_JSON: usize = HDR_SIZES[HDR_SIZES.len() - 1] as usize - 4096;
@@ -26,8 +28,10 @@ pub struct Luks2Memory {
 }
 
 impl Luks2Memory {
-    /// Reads the volume's metadata to size the memory; `None` for a LUKS1 volume.
-    pub fn for_volume(file: &mut File) -> Result<Option<Luks2Memory>, Box<dyn Error>> {
+    /// Reads the volume's metadata to size the memory; `None` for a LUKS1 volume. Argon2
+    /// memory is sized for the most demanding keyslot *within `limits`*: a keyslot the limits
+    /// refuse costs no allocation (the unlock refuses it before any work).
+    pub fn for_volume(file: &mut File, limits: &KdfLimits) -> Result<Option<Luks2Memory>, Box<dyn Error>> {
         let mut version = [0u8; 8];
         qluks::io::BlockIo::read_at(file, 0, &mut version)?;
         if u16::from_be_bytes([version[6], version[7]]) != 2 {
@@ -35,14 +39,36 @@ impl Luks2Memory {
         }
         let mut json = vec![0u8; MAX_JSON];
         let header = luks2::read_header(file, &mut json)?;
-        let blocks = header.metadata.kdf_memory_blocks();
+        let blocks = header.metadata.kdf_memory_blocks_within(limits, None);
         Ok(Some(Luks2Memory { kdf: vec![Argon2Block::default(); blocks], json }))
     }
 
-    /// Open options lending this memory.
-    pub fn options(&mut self) -> OpenOptions<'_> {
-        OpenOptions { kdf_memory: Some(&mut self.kdf), json_buffer: Some(&mut self.json), ..Default::default() }
+    /// Open options lending this memory, with the KDF `limits` it was sized for.
+    pub fn options(&mut self, limits: KdfLimits) -> OpenOptions<'_> {
+        OpenOptions {
+            kdf_memory: Some(&mut self.kdf),
+            json_buffer: Some(&mut self.json),
+            kdf_limits: limits,
+            ..Default::default()
+        }
     }
+}
+
+/// The PBKDF2 claims of the LUKS2 volume in `file`: its PBKDF2 keyslots and digests (a hash
+/// qluks does not know is left out: the unlock refuses it).
+pub fn pbkdf2_claims(file: &mut File) -> Result<Vec<Pbkdf2Claim>, Box<dyn Error>> {
+    let mut json = vec![0u8; MAX_JSON];
+    let header = luks2::read_header(file, &mut json)?;
+    let m = &header.metadata;
+    let slots = m.keyslots().filter_map(|(_, k)| match &k.kdf {
+        Kdf::Pbkdf2 { hash, iterations, .. } => Some((hash.as_str(), *iterations, k.area.key_size as usize)),
+        Kdf::Argon2 { .. } => None,
+    });
+    let digests = m.digests().map(|(_, d)| (d.hash.as_str(), d.iterations, d.digest.as_slice().len()));
+    let claim = |(name, iterations, out_len): (&str, u32, usize)| {
+        Some(Pbkdf2Claim { hash: HashAlg::from_name(name).ok()?, iterations, out_len })
+    };
+    Ok(slots.chain(digests).filter_map(claim).collect())
 }
 
 /// `qluks info` text for the LUKS2 volume in `file`.

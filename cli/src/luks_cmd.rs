@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use qluks::crypto::OsRng;
 use qluks::luks::luks1::{self, Iterations, Luks1Header};
+use qluks::luks::IoError;
 
-use crate::secret::{NewSecretArgs, SecretArgs};
+use crate::secret::{luks1_claims, NewSecretArgs, SecretArgs};
 
 /// `qluks luks` arguments.
 #[derive(Args)]
@@ -93,13 +94,21 @@ fn open(path: &Path) -> Result<(File, Luks1Header), Box<dyn Error>> {
     Ok((file, header))
 }
 
+/// A LUKS error with the volume's name and, for a refused KDF cost, how to allow it.
+fn with_hint(path: &Path, e: IoError<std::io::Error>) -> String {
+    let hint = e.luks().map(crate::secret::kdf_hint).unwrap_or_default();
+    format!("{}: {e}{hint}", path.display())
+}
+
 /// Runs `qluks luks ...`.
 pub fn run(args: LuksArgs) -> Result<(), Box<dyn Error>> {
     match args.what {
         LuksCmd::AddKey { secret, new, slot, iterations, image } => {
             let (mut file, mut header) = open(&image)?;
             let old = secret.get("Existing passphrase: ")?;
-            let key = luks1::unlock(&mut file, 0, None, &header, &old)?;
+            let limits = secret.kdf.limits(&luks1_claims(&header));
+            let (_, key) = luks1::unlock_with_limits(&mut file, 0, None, &header, &old, None, &limits)
+                .map_err(|e| with_hint(&image, e))?;
             let new = new.get()?;
             let n = iterations.keyslot_iterations(&header)?;
             let k = luks1::add_keyslot(&mut file, 0, None, &mut header, &key, &new, slot, n, &mut OsRng)?;
@@ -111,7 +120,10 @@ pub fn run(args: LuksArgs) -> Result<(), Box<dyn Error>> {
                 Some(k) if !secret.is_given() => k,
                 _ => {
                     let pass = secret.get("Passphrase to remove: ")?;
-                    luks1::unlock_keyslot(&mut file, 0, None, &header, &pass, slot)?.0
+                    let limits = secret.kdf.limits(&luks1_claims(&header));
+                    luks1::unlock_with_limits(&mut file, 0, None, &header, &pass, slot, &limits)
+                        .map_err(|e| with_hint(&image, e))?
+                        .0
                 }
             };
             luks1::remove_keyslot(&mut file, 0, None, &mut header, k, force, &mut OsRng)?;
@@ -122,7 +134,20 @@ pub fn run(args: LuksArgs) -> Result<(), Box<dyn Error>> {
             let old = secret.get("Old passphrase: ")?;
             let new = new.get()?;
             let n = iterations.keyslot_iterations(&header)?;
-            let k = luks1::change_passphrase(&mut file, 0, None, &mut header, &old, &new, slot, n, &mut OsRng)?;
+            let limits = secret.kdf.limits(&luks1_claims(&header));
+            let k = luks1::change_passphrase_with_limits(
+                &mut file,
+                0,
+                None,
+                &mut header,
+                &old,
+                &new,
+                slot,
+                n,
+                &limits,
+                &mut OsRng,
+            )
+            .map_err(|e| with_hint(&image, e))?;
             println!("passphrase now in keyslot {k}");
         }
     }

@@ -51,6 +51,7 @@ macro_rules! with_hash {
         }
     };
 }
+#[cfg(test)]
 pub(crate) use with_hash;
 
 impl HashAlg {

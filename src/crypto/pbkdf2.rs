@@ -1,6 +1,5 @@
 //! PBKDF2 (RFC 8018) with HMAC over any [`HashAlg`], writing into the caller's buffer.
 
-use super::hash::with_hash;
 use super::md_state::{self, digest_block, finish, MdHash};
 use super::{Error, HashAlg};
 use zeroize::Zeroize;
@@ -9,33 +8,38 @@ use zeroize::Zeroize;
 ///
 /// The SHA family runs on a dedicated loop (on the compression functions directly) that advances all output
 /// blocks' chains in lockstep, so that independent compressions overlap in the CPU; RIPEMD-160
-/// uses the `pbkdf2` crate.
+/// runs HMAC over the `ripemd` crate's hasher. Every intermediate (the padded keys, the keyed
+/// inner and outer states, each U and T block, each compression's output state) is wiped
+/// before returning; only `out` holds derived bytes.
 pub fn pbkdf2(hash: HashAlg, password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) -> Result<(), Error> {
     if iterations == 0 {
         return Err(Error::ZeroIterations);
     }
     match hash {
-        HashAlg::Sha1 => hmac_chains::<md_state::Sha1>(hash, password, salt, iterations, out),
-        HashAlg::Sha224 => hmac_chains::<md_state::Sha224>(hash, password, salt, iterations, out),
-        HashAlg::Sha256 => hmac_chains::<md_state::Sha256>(hash, password, salt, iterations, out),
-        HashAlg::Sha384 => hmac_chains::<md_state::Sha384>(hash, password, salt, iterations, out),
-        HashAlg::Sha512 => hmac_chains::<md_state::Sha512>(hash, password, salt, iterations, out),
-        HashAlg::Ripemd160 => with_hash!(hash, D => ::pbkdf2::pbkdf2_hmac::<D>(password, salt, iterations, out)),
+        HashAlg::Sha1 => hmac_chains::<md_state::Sha1>(password, salt, iterations, out),
+        HashAlg::Sha224 => hmac_chains::<md_state::Sha224>(password, salt, iterations, out),
+        HashAlg::Sha256 => hmac_chains::<md_state::Sha256>(password, salt, iterations, out),
+        HashAlg::Sha384 => hmac_chains::<md_state::Sha384>(password, salt, iterations, out),
+        HashAlg::Sha512 => hmac_chains::<md_state::Sha512>(password, salt, iterations, out),
+        HashAlg::Ripemd160 => hmac_ripemd160(password, salt, iterations, out),
     }
+    scrub_stack();
     Ok(())
 }
 
 /// Chains computed together (a 64-byte key with SHA-1 needs four).
 const LANES: usize = 4;
 
-fn hmac_chains<H: MdHash>(hash: HashAlg, password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) {
+// Not inlined: its frame (and those of the functions it calls) must lie below `pbkdf2`'s,
+// where `scrub_stack` reaches.
+#[inline(never)]
+fn hmac_chains<H: MdHash>(password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) {
     // HMAC key block: the password, or its digest when longer than a block.
     let mut key = H::ZERO;
     if password.len() > H::BLOCK {
-        let mut d = [0u8; 64];
-        let n = hash.digest_into(&[password], &mut d);
-        key.as_mut()[..n].copy_from_slice(&d[..n]);
-        d.zeroize();
+        let mut digest = finish::<H>(H::IV, 0, &[password]);
+        H::write_digest(&digest, &mut key.as_mut()[..H::OUT]);
+        digest.zeroize();
     } else {
         key.as_mut()[..password.len()].copy_from_slice(password);
     }
@@ -58,12 +62,16 @@ fn hmac_chains<H: MdHash>(hash: HashAlg, password: &[u8], salt: &[u8], iteration
         let mut v = [digest_block::<H>(); LANES];
         let mut t = [[0u8; 64]; LANES];
         for l in 0..lanes {
-            let first = finish::<H>(inner, H::BLOCK as u64, &[salt, &(index + l as u32).to_be_bytes()]);
+            let mut first = finish::<H>(inner, H::BLOCK as u64, &[salt, &(index + l as u32).to_be_bytes()]);
             H::write_digest(&first, &mut v[l].as_mut()[..H::OUT]);
-            let u1 = H::compress_copy(outer, &v[l]);
+            let mut u1 = H::compress_copy(outer, &v[l]);
             H::write_digest(&u1, &mut u[l].as_mut()[..H::OUT]);
             t[l][..H::OUT].copy_from_slice(&u[l].as_ref()[..H::OUT]);
+            first.zeroize();
+            u1.zeroize();
         }
+        // The states of the hot loop stay in registers (or spill slots): storing them for an
+        // explicit wipe costs 5 % here; `scrub_stack` below overwrites any spill instead.
         for _ in 1..iterations {
             for l in 0..lanes {
                 let s = H::compress_copy(inner, &u[l]);
@@ -89,9 +97,89 @@ fn hmac_chains<H: MdHash>(hash: HashAlg, password: &[u8], salt: &[u8], iteration
     outer.zeroize();
 }
 
+/// Bytes of stack [`scrub_stack`] overwrites: more than the frames of `hmac_chains` and the
+/// compression functions it calls (about 10 KiB unoptimized, under 2 KiB optimized).
+const SCRUB_LEN: usize = if cfg!(debug_assertions) { 16 * 1024 } else { 4 * 1024 };
+
+/// Overwrites the stack just below the caller's frame, where the PBKDF2 loop (and the
+/// compression functions under it) kept their temporaries: whatever state the compiler spilled
+/// there is wiped without slowing the loop.
+#[inline(never)]
+fn scrub_stack() {
+    let mut area = [0u64; SCRUB_LEN / 8];
+    area.zeroize();
+    core::hint::black_box(&area);
+}
+
+/// PBKDF2-HMAC-RIPEMD-160 on the `ripemd` block-level core: the keyed inner and outer states
+/// are computed once, and each HMAC restarts a working state from them (a state wipes itself
+/// when replaced or dropped: the crate's `zeroize` feature); the message buffer and the blocks
+/// kept here are wiped explicitly.
+#[inline(never)]
+fn hmac_ripemd160(password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) {
+    use ripemd::block_api::Ripemd160Core;
+    use ripemd::digest::block_api::{Block, Buffer, FixedOutputCore, UpdateCore};
+    use ripemd::digest::Output;
+    const BLOCK: usize = 64;
+    const OUT: usize = 20;
+
+    let mut buffer = Buffer::<Ripemd160Core>::default();
+    let mut digest = Output::<Ripemd160Core>::default();
+    // HMAC of `message` (absorbed after the keyed `start` state) into `digest`.
+    let mut work = Ripemd160Core::default();
+    let mut hmac =
+        |work: &mut Ripemd160Core, start: &Ripemd160Core, message: &[&[u8]], digest: &mut Output<Ripemd160Core>| {
+            *work = start.clone();
+            buffer.reset();
+            for part in message {
+                buffer.digest_blocks(part, |blocks| work.update_blocks(blocks));
+            }
+            work.finalize_fixed_core(&mut buffer, digest);
+        };
+
+    let mut key = [0u8; BLOCK];
+    if password.len() > BLOCK {
+        hmac(&mut work, &Ripemd160Core::default(), &[password], &mut digest);
+        key[..OUT].copy_from_slice(&digest);
+    } else {
+        key[..password.len()].copy_from_slice(password);
+    }
+    let mut pad = Block::<Ripemd160Core>::from(key.map(|b| b ^ 0x36));
+    let mut inner = Ripemd160Core::default();
+    inner.update_blocks(core::slice::from_ref(&pad));
+    pad = Block::<Ripemd160Core>::from(key.map(|b| b ^ 0x5c));
+    let mut outer = Ripemd160Core::default();
+    outer.update_blocks(core::slice::from_ref(&pad));
+    pad.as_mut_slice().zeroize();
+    key.zeroize();
+
+    let mut u = [0u8; OUT];
+    let mut t = [0u8; OUT];
+    for (i, chunk) in out.chunks_mut(OUT).enumerate() {
+        hmac(&mut work, &inner, &[salt, &(i as u32 + 1).to_be_bytes()], &mut digest);
+        u.copy_from_slice(&digest);
+        hmac(&mut work, &outer, &[&u], &mut digest);
+        u.copy_from_slice(&digest);
+        t = u;
+        for _ in 1..iterations {
+            hmac(&mut work, &inner, &[&u], &mut digest);
+            u.copy_from_slice(&digest);
+            hmac(&mut work, &outer, &[&u], &mut digest);
+            u.copy_from_slice(&digest);
+            t.iter_mut().zip(u.iter()).for_each(|(t, u)| *t ^= u);
+        }
+        chunk.copy_from_slice(&t[..chunk.len()]);
+    }
+    u.zeroize();
+    t.zeroize();
+    digest.as_mut_slice().zeroize();
+    // `buffer` and the three states wipe themselves on drop.
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::crypto::hash::with_hash;
 
     pub(crate) fn hex(s: &str) -> std::vec::Vec<u8> {
         (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()

@@ -1,6 +1,7 @@
 //! Errors of the LUKS layer: malformed headers, refused ciphers, wrong passphrases, and the
 //! device's own errors.
 
+use super::limits::KdfCost;
 use crate::crypto::{self, Name};
 use core::fmt;
 
@@ -150,6 +151,39 @@ pub enum Error {
         /// The value.
         sector_size: usize,
     },
+    /// The named keyslot's KDF costs more than the caller's [`KdfLimits`](super::KdfLimits)
+    /// allow; nothing was derived.
+    KeyslotKdfRefused {
+        /// Keyslot index.
+        keyslot: usize,
+        /// What it asks for, and the limit.
+        cost: KdfCost,
+    },
+    /// The master-key digest (LUKS1) or the data segment's digest (LUKS2) costs more than the
+    /// caller's limits allow, so no key could be verified; nothing was derived.
+    DigestKdfRefused {
+        /// What it asks for, and the limit.
+        cost: KdfCost,
+    },
+    /// No keyslot within the caller's limits accepted the passphrase, and keyslot `keyslot`
+    /// (the first of `refused`) was not tried for its cost: a higher limit may open the volume.
+    KeyslotsRefused {
+        /// The first keyslot not tried.
+        keyslot: usize,
+        /// What it asks for, and the limit.
+        cost: KdfCost,
+        /// How many keyslots were not tried.
+        refused: usize,
+    },
+    /// A segment does not fit in the device (offset + size past its end, or overflowing).
+    SegmentPastEnd {
+        /// Segment offset in bytes.
+        offset: u64,
+        /// Segment size in bytes.
+        size: u64,
+        /// Device size.
+        device_size: u64,
+    },
     /// Argon2 needs more memory than the caller supplied (LUKS2).
     KdfMemoryTooSmall {
         /// Bytes needed.
@@ -222,6 +256,17 @@ impl fmt::Display for Error {
                 write!(f, "payload offset {payload_offset:#x} is past the end of the device ({device_size:#x})")
             }
             SectorSize { sector_size } => write!(f, "sector size {sector_size} is not supported"),
+            KeyslotKdfRefused { keyslot, cost } => write!(f, "keyslot {keyslot} refused: it asks for {cost}"),
+            DigestKdfRefused { cost } => write!(f, "key digest refused: it asks for {cost}"),
+            KeyslotsRefused { keyslot, cost, refused } => write!(
+                f,
+                "no keyslot within the KDF limits matches the passphrase; {refused} keyslot(s) not tried, \
+                 keyslot {keyslot} asks for {cost}"
+            ),
+            SegmentPastEnd { offset, size, device_size } => write!(
+                f,
+                "segment at {offset:#x} of {size:#x} bytes does not fit in the device ({device_size:#x} bytes)"
+            ),
             KdfMemoryTooSmall { needed } => write!(f, "the key derivation needs {needed} bytes of memory"),
             Crypto(e) => write!(f, "{e}"),
             Luks2(e) => write!(f, "{e}"),

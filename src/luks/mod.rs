@@ -5,11 +5,13 @@
 //! version. The header and key-material layouts are pure; I/O goes through [`crate::io::BlockIo`].
 
 mod error;
+mod limits;
 pub mod luks1;
 pub mod luks2;
 mod volume;
 
 pub use error::{Error, IoError};
+pub use limits::{KdfCost, KdfLimits, DEFAULT_ARGON2_MEMORY_KIB, DEFAULT_ARGON2_TIME, DEFAULT_PBKDF2_ITERATIONS};
 pub use luks1::{Keyslot, Luks1Header};
 pub use volume::{LuksVolume, OpenOptions, Segment};
 

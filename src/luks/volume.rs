@@ -5,7 +5,7 @@
 //! cipher call per request; only a partial first or last sector goes through a one-sector
 //! stack scratch (read-modify-write for writes). Nothing is allocated.
 
-use super::{luks1, Error, IoError, MAGIC, SECTOR};
+use super::{luks1, Error, IoError, KdfLimits, MAGIC, SECTOR};
 use crate::crypto::SectorCipher;
 use crate::io::BlockIo;
 use crate::sector_span::sector_spans;
@@ -41,6 +41,9 @@ pub struct OpenOptions<'m> {
     /// Memory for memory-hard KDFs (LUKS2 argon2; size it with
     /// [`Metadata::kdf_memory_blocks`](super::luks2::Metadata::kdf_memory_blocks)); LUKS1 needs none.
     pub kdf_memory: Option<&'m mut [super::luks2::Argon2Block]>,
+    /// The most work and memory the KDFs may cost (default: [`KdfLimits::DEFAULT`]); keyslots
+    /// and digests over them are refused before any work is done.
+    pub kdf_limits: KdfLimits,
     /// Buffer for the LUKS2 JSON metadata (default: a stack buffer of
     /// [`luks2::DEFAULT_JSON_BUFFER`](super::luks2::DEFAULT_JSON_BUFFER) bytes).
     pub json_buffer: Option<&'m mut [u8]>,
@@ -54,16 +57,27 @@ pub struct LuksVolume<I> {
 }
 
 impl<I: BlockIo> LuksVolume<I> {
-    /// A volume over `segment` of `io` (already unlocked).
+    /// A volume over `segment` of `io` (already unlocked). The segment must lie inside the
+    /// device: [`Error::PayloadPastEnd`] for a dynamic segment starting past its end,
+    /// [`Error::SegmentPastEnd`] for a sized one whose end is past it (or overflows), so that
+    /// every device offset of the volume is below the device size. The payload is the
+    /// segment's whole sectors.
     pub fn new(mut io: I, segment: Segment) -> Result<Self, IoError<I::Error>> {
         let s = segment.sector_size;
         if !s.is_power_of_two() || !(SECTOR..=MAX_SECTOR).contains(&s) {
             return Err(Error::SectorSize { sector_size: s }.into());
         }
+        let device_size = io.size().map_err(IoError::Device)?;
         let size = match segment.size {
-            Some(n) => n,
+            Some(size) => {
+                if segment.offset.checked_add(size).is_none_or(|end| end > device_size) {
+                    return Err(Error::SegmentPastEnd { offset: segment.offset, size, device_size }.into());
+                }
+                // Whole sectors only (LUKS2 metadata is validated so; a caller's segment too),
+                // so that no sector read or written reaches past the segment.
+                size / s as u64 * s as u64
+            }
             None => {
-                let device_size = io.size().map_err(IoError::Device)?;
                 if segment.offset > device_size {
                     return Err(Error::PayloadPastEnd { payload_offset: segment.offset, device_size }.into());
                 }
@@ -85,7 +99,7 @@ impl<I: BlockIo> LuksVolume<I> {
             return Err(Error::BadMagic.into());
         }
         match u16::from_be_bytes([start[6], start[7]]) {
-            1 => LuksVolume::open_luks1(io, passphrase, options.keyslot),
+            1 => LuksVolume::open_luks1_with_limits(io, passphrase, options.keyslot, &options.kdf_limits),
             2 => LuksVolume::open_luks2(io, passphrase, options),
             version => Err(Error::UnsupportedVersion { version }.into()),
         }
@@ -93,9 +107,21 @@ impl<I: BlockIo> LuksVolume<I> {
 
     /// Opens a standalone LUKS1 volume: payload at `payload_offset`, IV sector = payload offset
     /// / 512.
-    pub fn open_luks1(mut io: I, passphrase: &[u8], keyslot: Option<usize>) -> Result<Self, IoError<I::Error>> {
+    /// KDF costs are checked against [`KdfLimits::DEFAULT`].
+    pub fn open_luks1(io: I, passphrase: &[u8], keyslot: Option<usize>) -> Result<Self, IoError<I::Error>> {
+        LuksVolume::open_luks1_with_limits(io, passphrase, keyslot, &KdfLimits::DEFAULT)
+    }
+
+    /// [`LuksVolume::open_luks1`] with the caller's KDF limits (see
+    /// [`luks1::unlock_with_limits`]).
+    pub fn open_luks1_with_limits(
+        mut io: I,
+        passphrase: &[u8],
+        keyslot: Option<usize>,
+        limits: &KdfLimits,
+    ) -> Result<Self, IoError<I::Error>> {
         let header = luks1::read_header(&mut io, 0)?;
-        let (_, key) = luks1::unlock_keyslot(&mut io, 0, None, &header, passphrase, keyslot)?;
+        let (_, key) = luks1::unlock_with_limits(&mut io, 0, None, &header, passphrase, keyslot, limits)?;
         let cipher = SectorCipher::new(header.cipher, key.as_bytes())?;
         let segment =
             Segment { offset: header.payload_offset_bytes(), size: None, sector_size: SECTOR, iv_tweak: 0, cipher };
@@ -135,7 +161,19 @@ impl<I: BlockIo> LuksVolume<I> {
     }
 
     fn iv_sector(&self, sector: u64) -> u64 {
-        (sector * (self.segment.sector_size / SECTOR) as u64).wrapping_add(self.segment.iv_tweak)
+        // `sector` < size / sector_size, so the product stays below size / 512; the tweak wraps
+        // as dm-crypt's IV arithmetic does.
+        sector.wrapping_mul((self.segment.sector_size / SECTOR) as u64).wrapping_add(self.segment.iv_tweak)
+    }
+
+    /// Device offset of payload sector `sector`, checked (never wraps to the header).
+    fn device_offset(&self, sector: u64, len: usize) -> Result<u64, Error> {
+        let s = self.segment.sector_size as u64;
+        sector
+            .checked_mul(s)
+            .and_then(|at| self.segment.offset.checked_add(at))
+            .filter(|at| at.checked_add(len as u64).is_some())
+            .ok_or(Error::OutOfRange { offset: sector.saturating_mul(s), len: len as u64, size: self.size })
     }
 
     /// En/decrypts whole sectors whose IV sectors step by sector_size / 512: one cipher call
@@ -165,17 +203,17 @@ impl<I: BlockIo> LuksVolume<I> {
 
     /// Reads and decrypts whole sectors starting at payload sector `sector` into `buf`.
     fn read_sectors(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), IoError<I::Error>> {
-        let s = self.segment.sector_size;
-        self.io.read_at(self.segment.offset + sector * s as u64, buf).map_err(IoError::Device)?;
+        let at = self.device_offset(sector, buf.len())?;
+        self.io.read_at(at, buf).map_err(IoError::Device)?;
         self.crypt_sectors(buf, self.iv_sector(sector), false)?;
         Ok(())
     }
 
     /// Encrypts whole plaintext sectors in `buf` in place and writes them at payload sector `sector`.
     fn write_sectors(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), IoError<I::Error>> {
-        let s = self.segment.sector_size;
+        let at = self.device_offset(sector, buf.len())?;
         self.crypt_sectors(buf, self.iv_sector(sector), true)?;
-        self.io.write_at(self.segment.offset + sector * s as u64, buf).map_err(IoError::Device)
+        self.io.write_at(at, buf).map_err(IoError::Device)
     }
 
     /// Writes `data` at byte `within` of payload sector `sector` (read-modify-write).

@@ -193,6 +193,14 @@ pub trait Resolver<I: BlockIo> {
     /// one. Each layer may have its own.
     fn passphrase(&mut self, depth: usize) -> Option<&[u8]>;
 
+    /// The most KDF work and memory unlocking the layer at `depth` may cost (default:
+    /// [`KdfLimits::DEFAULT`](crate::luks::KdfLimits::DEFAULT)); keyslots over them are refused
+    /// before any work is done.
+    fn kdf_limits(&mut self, depth: usize) -> crate::luks::KdfLimits {
+        let _ = depth;
+        crate::luks::KdfLimits::DEFAULT
+    }
+
     /// The identity of the top image (see [`Opened::identity`]), so that a backing file
     /// pointing back at it is caught as a loop at once.
     fn top_identity(&mut self) -> Option<u64> {
@@ -464,8 +472,9 @@ fn open_qcow2<I: BlockIo, const N: usize, R: Resolver<I>>(
             Some(resolver.open_data_file(&request).map_err(|error| ChainError::Resolver { depth, error })?)
         }
     };
+    let limits = resolver.kdf_limits(depth);
     let passphrase = resolver.passphrase(depth);
-    Qcow2::open_with_data_file(io, data_file, passphrase).map(Layer::Qcow2).map_err(layer_err)
+    Qcow2::open_with_kdf_limits(io, data_file, passphrase, &limits).map(Layer::Qcow2).map_err(layer_err)
 }
 
 /// qcow2 magic and version 2/3 -> qcow2, anything else raw.

@@ -293,6 +293,7 @@ pub struct FileResolver {
     images: Vec<PathBuf>,
     top_identity: Option<u64>,
     passphrases: Vec<Option<Vec<u8>>>,
+    kdf_limits: crate::luks::KdfLimits,
 }
 
 impl core::fmt::Debug for FileResolver {
@@ -319,12 +320,23 @@ impl FileResolver {
         }
         let top = top_image.canonicalize()?;
         let top_identity = std::fs::metadata(&top).ok().map(|m| identity(&m));
-        Ok(FileResolver { policy, images: std::vec![top], top_identity, passphrases: Vec::new() })
+        Ok(FileResolver {
+            policy,
+            images: std::vec![top],
+            top_identity,
+            passphrases: Vec::new(),
+            kdf_limits: Default::default(),
+        })
     }
 
     /// The policy in force.
     pub fn policy(&self) -> &BackingPolicy {
         &self.policy
+    }
+
+    /// Sets the KDF limits for unlocking every layer (default: [`crate::luks::KdfLimits::DEFAULT`]).
+    pub fn set_kdf_limits(&mut self, limits: crate::luks::KdfLimits) {
+        self.kdf_limits = limits;
     }
 
     /// Sets the passphrase of the layer at `depth` (0 = top).
@@ -483,6 +495,10 @@ impl Resolver<File> for FileResolver {
 
     fn passphrase(&mut self, depth: usize) -> Option<&[u8]> {
         self.passphrases.get(depth)?.as_deref()
+    }
+
+    fn kdf_limits(&mut self, _depth: usize) -> crate::luks::KdfLimits {
+        self.kdf_limits
     }
 
     fn probe_undeclared_format(&mut self, _request: &BackingRequest<'_>) -> bool {

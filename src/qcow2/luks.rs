@@ -7,16 +7,23 @@ use super::error::Error;
 use super::extension::FdeHeader;
 use crate::crypto::SectorCipher;
 use crate::io::BlockIo;
-use crate::luks::{luks1, IoError};
+use crate::luks::{luks1, IoError, KdfLimits};
 
-/// Unlocks the LUKS header at `fde` with `passphrase` and returns the data cipher.
-pub(crate) fn unlock<I: BlockIo>(io: &mut I, fde: FdeHeader, passphrase: &[u8]) -> Result<Crypt, Error<I::Error>> {
+/// Unlocks the LUKS header at `fde` with `passphrase`, within the caller's KDF `limits`, and
+/// returns the data cipher.
+pub(crate) fn unlock<I: BlockIo>(
+    io: &mut I,
+    fde: FdeHeader,
+    passphrase: &[u8],
+    limits: &KdfLimits,
+) -> Result<Crypt, Error<I::Error>> {
     let map = |e: IoError<I::Error>| match e {
         IoError::Device(e) => Error::Io(e),
         IoError::Luks(crate::luks::Error::WrongPassphrase) => Error::WrongPassphrase,
         IoError::Luks(e) => Error::Luks(e),
     };
     let header = luks1::read_header(io, fde.offset).map_err(map)?;
-    let key = luks1::unlock(io, fde.offset, Some(fde.length), &header, passphrase).map_err(map)?;
+    let (_, key) =
+        luks1::unlock_with_limits(io, fde.offset, Some(fde.length), &header, passphrase, None, limits).map_err(map)?;
     Ok(Crypt::HostSectorIv(SectorCipher::new(header.cipher, key.as_bytes())?))
 }

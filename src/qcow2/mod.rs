@@ -137,7 +137,19 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         data_file: Option<D>,
         passphrase: Option<&[u8]>,
     ) -> Result<Self, Error<I::Error>> {
-        Self::open_inner(io, data_file, Some(passphrase))
+        Self::open_inner(io, data_file, Some((passphrase, &crate::luks::KdfLimits::DEFAULT)))
+    }
+
+    /// [`Qcow2::open_with_data_file`] with the caller's KDF limits for the embedded LUKS header
+    /// (keyslots over them are refused before any work; see
+    /// [`luks1::unlock_with_limits`](crate::luks::luks1::unlock_with_limits)).
+    pub fn open_with_kdf_limits(
+        io: I,
+        data_file: Option<D>,
+        passphrase: Option<&[u8]>,
+        limits: &crate::luks::KdfLimits,
+    ) -> Result<Self, Error<I::Error>> {
+        Self::open_inner(io, data_file, Some((passphrase, limits)))
     }
 
     /// Opens the metadata only: header, tables, snapshots and the allocation map are
@@ -147,8 +159,12 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         Self::open_inner(io, data_file, None)
     }
 
-    /// `key`: `None` = metadata only, `Some(passphrase)` = unlock.
-    fn open_inner(mut io: I, mut data_file: Option<D>, key: Option<Option<&[u8]>>) -> Result<Self, Error<I::Error>> {
+    /// `key`: `None` = metadata only, `Some((passphrase, limits))` = unlock.
+    fn open_inner(
+        mut io: I,
+        mut data_file: Option<D>,
+        key: Option<(Option<&[u8]>, &crate::luks::KdfLimits)>,
+    ) -> Result<Self, Error<I::Error>> {
         let (header, extensions, file_size) = read_header(&mut io)?;
         let l1_bytes = u64::from(header.l1_size) * 8;
         check_in_file(header::Table::L1, header.l1_table_offset, l1_bytes, file_size)?;
@@ -170,7 +186,9 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let crypt = match (header.crypt_method, key) {
             (CryptMethod::None, _) => Crypt::None,
             (_, None) => Crypt::Locked,
-            (_, Some(passphrase)) => Self::unlock(&mut io, &header, &extensions, file_size, passphrase)?,
+            (_, Some((passphrase, limits))) => {
+                Self::unlock(&mut io, &header, &extensions, file_size, passphrase, limits)?
+            }
         };
         Ok(Qcow2 {
             io,
@@ -194,6 +212,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         extensions: &Extensions,
         file_size: u64,
         passphrase: Option<&[u8]>,
+        limits: &crate::luks::KdfLimits,
     ) -> Result<Crypt, Error<I::Error>> {
         Ok(match header.crypt_method {
             CryptMethod::None => Crypt::None,
@@ -207,7 +226,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
                         file_size,
                     }));
                 }
-                luks::unlock(io, fde, passphrase.ok_or(Error::PassphraseRequired)?)?
+                luks::unlock(io, fde, passphrase.ok_or(Error::PassphraseRequired)?, limits)?
             }
         })
     }

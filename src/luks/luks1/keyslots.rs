@@ -5,10 +5,10 @@
 //! old header valid; removal overwrites the material before disabling the slot.
 
 use super::header::{Luks1Header, HEADER_LEN, KEYSLOTS};
-use super::unlock::{check_area, unlock_keyslot};
+use super::unlock::{check_area, unlock_with_limits};
 use crate::crypto::{pbkdf2, AfSplit, SectorCipher, VolumeKey};
 use crate::io::BlockIo;
-use crate::luks::{Error, IoError, SECTOR};
+use crate::luks::{Error, IoError, KdfLimits, SECTOR};
 use zeroize::Zeroize;
 
 const CHUNK: usize = 8 * SECTOR;
@@ -177,7 +177,26 @@ pub fn change_passphrase<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
     iterations: u32,
     rng: &mut R,
 ) -> Result<usize, IoError<I::Error>> {
-    let (k, key) = unlock_keyslot(io, area_offset, area_len, header, old, keyslot)?;
+    let limits = KdfLimits::DEFAULT;
+    change_passphrase_with_limits(io, area_offset, area_len, header, old, new, keyslot, iterations, &limits, rng)
+}
+
+/// [`change_passphrase`] with the caller's KDF limits for unlocking with `old` (see
+/// [`unlock_with_limits`]).
+#[allow(clippy::too_many_arguments)]
+pub fn change_passphrase_with_limits<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
+    io: &mut I,
+    area_offset: u64,
+    area_len: Option<u64>,
+    header: &mut Luks1Header,
+    old: &[u8],
+    new: &[u8],
+    keyslot: Option<usize>,
+    iterations: u32,
+    limits: &KdfLimits,
+    rng: &mut R,
+) -> Result<usize, IoError<I::Error>> {
+    let (k, key) = unlock_with_limits(io, area_offset, area_len, header, old, keyslot, limits)?;
     if header.keyslots.iter().any(|s| !s.active) {
         let new_k = add_keyslot(io, area_offset, area_len, header, &key, new, None, iterations, rng)?;
         remove_keyslot(io, area_offset, area_len, header, k, true, rng)?;

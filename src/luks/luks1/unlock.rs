@@ -9,7 +9,7 @@
 use super::header::{Luks1Header, DIGEST_LEN, HEADER_LEN, KEYSLOTS};
 use crate::crypto::{ct_eq, pbkdf2, AfMerge, SectorCipher, VolumeKey};
 use crate::io::BlockIo;
-use crate::luks::{Error, IoError, SECTOR};
+use crate::luks::{Error, IoError, KdfLimits, SECTOR};
 use zeroize::Zeroize;
 
 /// Key material is processed this many bytes at a time.
@@ -32,7 +32,8 @@ pub fn read_header<I: BlockIo>(io: &mut I, area_offset: u64) -> Result<Luks1Head
 /// `area_offset` is where the phdr starts in `io` (0 for a standalone volume, the FDE extension
 /// offset for qcow2); with `area_len = Some(n)` key material outside `area_offset..+n` is
 /// refused with [`Error::KeyMaterialOutsideArea`]. A passphrase that opens no keyslot gives
-/// [`Error::WrongPassphrase`]. Nothing is written.
+/// [`Error::WrongPassphrase`]. KDF costs are checked against [`KdfLimits::DEFAULT`] (see
+/// [`unlock_with_limits`]). Nothing is written.
 pub fn unlock<I: BlockIo>(
     io: &mut I,
     area_offset: u64,
@@ -44,6 +45,7 @@ pub fn unlock<I: BlockIo>(
 }
 
 /// Like [`unlock`], but tries only `keyslot` when given; returns the keyslot that matched too.
+/// Costs are checked against [`KdfLimits::DEFAULT`]; see [`unlock_with_limits`].
 pub fn unlock_keyslot<I: BlockIo>(
     io: &mut I,
     area_offset: u64,
@@ -51,6 +53,23 @@ pub fn unlock_keyslot<I: BlockIo>(
     header: &Luks1Header,
     passphrase: &[u8],
     keyslot: Option<usize>,
+) -> Result<(usize, VolumeKey), IoError<I::Error>> {
+    unlock_with_limits(io, area_offset, area_len, header, passphrase, keyslot, &KdfLimits::DEFAULT)
+}
+
+/// Like [`unlock_keyslot`], with the caller's KDF limits, checked before any PBKDF2 work: a
+/// master-key digest over the limit gives [`Error::DigestKdfRefused`]; a chosen keyslot over it
+/// [`Error::KeyslotKdfRefused`]. Without a chosen keyslot, keyslots over the limit are skipped,
+/// and when no other keyslot matches the error is [`Error::KeyslotsRefused`] (naming the first
+/// skipped one), not [`Error::WrongPassphrase`].
+pub fn unlock_with_limits<I: BlockIo>(
+    io: &mut I,
+    area_offset: u64,
+    area_len: Option<u64>,
+    header: &Luks1Header,
+    passphrase: &[u8],
+    keyslot: Option<usize>,
+    limits: &KdfLimits,
 ) -> Result<(usize, VolumeKey), IoError<I::Error>> {
     let area_len = match area_len {
         Some(n) => n,
@@ -63,17 +82,32 @@ pub fn unlock_keyslot<I: BlockIo>(
         if !header.keyslots[k].active {
             return Err(Error::KeyslotInactive { keyslot: k }.into());
         }
+        limits
+            .check_pbkdf2(header.keyslots[k].iterations)
+            .map_err(|cost| Error::KeyslotKdfRefused { keyslot: k, cost })?;
     }
     if header.active_keyslots().next().is_none() {
         return Err(Error::NoActiveKeyslot.into());
     }
+    limits.check_pbkdf2(header.mk_iterations).map_err(|cost| Error::DigestKdfRefused { cost })?;
+    let mut refused = None;
+    let mut refused_count = 0;
     for k in header.active_keyslots().filter(|&k| keyslot.is_none_or(|want| want == k)) {
+        if let Err(cost) = limits.check_pbkdf2(header.keyslots[k].iterations) {
+            refused.get_or_insert((k, cost));
+            refused_count += 1;
+            continue;
+        }
         let candidate = merge_keyslot(io, area_offset, area_len, header, passphrase, k)?;
         if verify_key(header, &candidate)? {
             return Ok((k, candidate));
         }
     }
-    Err(Error::WrongPassphrase.into())
+    Err(match refused {
+        Some((keyslot, cost)) => Error::KeyslotsRefused { keyslot, cost, refused: refused_count },
+        None => Error::WrongPassphrase,
+    }
+    .into())
 }
 
 /// Whether `key` matches the header's master-key digest (compared in constant time).

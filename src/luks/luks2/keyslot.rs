@@ -11,7 +11,7 @@ use super::metadata::{Digest, Keyslot, Metadata, Priority, MAX_KEYSLOTS};
 use super::Error as Luks2Error;
 use crate::crypto::{ct_eq, pbkdf2, AfMerge, CipherSpec, HashAlg, SectorCipher, VolumeKey};
 use crate::io::BlockIo;
-use crate::luks::{Error, IoError, SECTOR};
+use crate::luks::{Error, IoError, KdfLimits, SECTOR};
 
 /// Key material is read and decrypted this many bytes at a time.
 const CHUNK: usize = 8 * SECTOR;
@@ -80,13 +80,30 @@ pub fn merge_keyslot<I: BlockIo>(
 /// priority first, skipping `ignore` ones; with `Some(k)`, only keyslot `k`. Argon2 keyslots
 /// work in `kdf_memory` (size it with [`Metadata::kdf_memory_blocks`]; PBKDF2-only volumes can
 /// pass `&mut []`). Returns the keyslot that matched and the volume key; a passphrase that
-/// opens none gives [`Error::WrongPassphrase`]. Nothing is written.
+/// opens none gives [`Error::WrongPassphrase`]. KDF costs are checked against
+/// [`KdfLimits::DEFAULT`] (see [`unlock_with_limits`]). Nothing is written.
 pub fn unlock<I: BlockIo>(
     io: &mut I,
     metadata: &Metadata,
     passphrase: &[u8],
     keyslot: Option<usize>,
     kdf_memory: &mut [Argon2Block],
+) -> Result<(usize, VolumeKey), IoError<I::Error>> {
+    unlock_with_limits(io, metadata, passphrase, keyslot, kdf_memory, &KdfLimits::DEFAULT)
+}
+
+/// [`unlock`] with the caller's KDF limits, checked before any KDF work: the digest's PBKDF2
+/// iterations over the limit give [`Error::DigestKdfRefused`], a chosen keyslot over it
+/// [`Error::KeyslotKdfRefused`]. Without a chosen keyslot, keyslots over the limits are not
+/// tried, and when no other keyslot matches the error is [`Error::KeyslotsRefused`] (naming
+/// the first one skipped), not [`Error::WrongPassphrase`].
+pub fn unlock_with_limits<I: BlockIo>(
+    io: &mut I,
+    metadata: &Metadata,
+    passphrase: &[u8],
+    keyslot: Option<usize>,
+    kdf_memory: &mut [Argon2Block],
+    limits: &KdfLimits,
 ) -> Result<(usize, VolumeKey), IoError<I::Error>> {
     let (segment, _) = metadata.data_segment().ok_or(Luks2Error::NoDataSegment)?;
     let (_, digest) = metadata.digest_for_segment(segment).ok_or(Luks2Error::NoDigest { segment })?;
@@ -102,9 +119,13 @@ pub fn unlock<I: BlockIo>(
         if !bound(k) {
             return Err(Luks2Error::KeyslotNotBound { keyslot: k as u8, segment }.into());
         }
+        if let Some(slot) = &metadata.keyslots[k] {
+            limits.check(&slot.kdf).map_err(|cost| Error::KeyslotKdfRefused { keyslot: k, cost })?;
+        }
     } else if !(0..MAX_KEYSLOTS).any(bound) {
         return Err(Error::NoActiveKeyslot.into());
     }
+    limits.check_pbkdf2(digest.iterations).map_err(|cost| Error::DigestKdfRefused { cost })?;
 
     // A chosen keyslot is tried whatever its priority; otherwise high before normal.
     let mut order = [0usize; MAX_KEYSLOTS];
@@ -122,8 +143,15 @@ pub fn unlock<I: BlockIo>(
             }
         }
     }
+    let mut refused = None;
+    let mut refused_count = 0;
     for &k in &order[..count] {
         let Some(slot) = &metadata.keyslots[k] else { continue };
+        if let Err(cost) = limits.check(&slot.kdf) {
+            refused.get_or_insert((k, cost));
+            refused_count += 1;
+            continue;
+        }
         let key = merge_keyslot(io, slot, passphrase, kdf_memory).map_err(|e| match e {
             IoError::Luks(Error::KeyslotStripes { stripes, .. }) => {
                 IoError::Luks(Error::KeyslotStripes { keyslot: k, stripes })
@@ -134,5 +162,9 @@ pub fn unlock<I: BlockIo>(
             return Ok((k, key));
         }
     }
-    Err(Error::WrongPassphrase.into())
+    Err(match refused {
+        Some((keyslot, cost)) => Error::KeyslotsRefused { keyslot, cost, refused: refused_count },
+        None => Error::WrongPassphrase,
+    }
+    .into())
 }

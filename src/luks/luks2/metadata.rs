@@ -127,6 +127,16 @@ pub enum MetadataError {
         /// The segment.
         segment: u8,
     },
+    /// A segment starts inside the metadata (both header copies and the keyslots area), so
+    /// writing its data would overwrite the header; offset 0 (a detached header) is allowed.
+    SegmentOverlapsMetadata {
+        /// The segment.
+        segment: u8,
+        /// Its offset.
+        offset: u64,
+        /// End of the metadata (2 * hdr_size + keyslots_size).
+        metadata_end: u64,
+    },
     /// A digest names a keyslot or segment that does not exist.
     DanglingReference {
         /// The digest.
@@ -189,6 +199,10 @@ impl fmt::Display for MetadataError {
             MetadataError::BadSegmentGeometry { segment } => write!(
                 f,
                 "LUKS2 segment {segment}: sector_size must be 512..=4096 (power of two) and offset/size aligned"
+            ),
+            MetadataError::SegmentOverlapsMetadata { segment, offset, metadata_end } => write!(
+                f,
+                "LUKS2 segment {segment}: offset {offset:#x} lies inside the metadata (which ends at {metadata_end:#x})"
             ),
             MetadataError::DanglingReference { digest, kind, id } => {
                 write!(f, "LUKS2 digest {digest} refers to missing {kind} {id}")
@@ -919,6 +933,14 @@ impl Metadata {
             if !geometry_ok {
                 return Err(MetadataError::BadSegmentGeometry { segment: id });
             }
+            // As cryptsetup: data may not start inside the metadata (offset 0: detached header).
+            if segment.offset != 0 && segment.offset < area_end {
+                return Err(MetadataError::SegmentOverlapsMetadata {
+                    segment: id,
+                    offset: segment.offset,
+                    metadata_end: area_end,
+                });
+            }
         }
 
         for (id, digest) in self.digests() {
@@ -969,6 +991,17 @@ impl Metadata {
     /// uses PBKDF2. Callers size the memory they pass to unlock with it.
     pub fn kdf_memory_blocks(&self) -> usize {
         self.keyslots().map(|(_, k)| kdf_memory_blocks(&k.kdf)).max().unwrap_or(0)
+    }
+
+    /// Argon2 memory (in 1 KiB blocks) the most demanding keyslot *within `limits`* needs
+    /// (only `keyslot` when given): what an unlock with these limits can use, so that a caller
+    /// never allocates for a keyslot the limits refuse.
+    pub fn kdf_memory_blocks_within(&self, limits: &crate::luks::KdfLimits, keyslot: Option<usize>) -> usize {
+        self.keyslots()
+            .filter(|(id, k)| keyslot.is_none_or(|want| want == usize::from(*id)) && limits.check(&k.kdf).is_ok())
+            .map(|(_, k)| kdf_memory_blocks(&k.kdf))
+            .max()
+            .unwrap_or(0)
     }
 }
 

@@ -30,7 +30,7 @@ use core::fmt;
 pub use binary_header::{BinaryHeader, HeaderError};
 pub use header::{read_header, Header, DEFAULT_JSON_BUFFER};
 pub use kdf::{Argon2Block, ARGON2_BLOCK_SIZE};
-pub use keyslot::{unlock, verify_key};
+pub use keyslot::{unlock, unlock_with_limits, verify_key};
 pub use metadata::{Digest, Kdf, Keyslot, Metadata, MetadataError, Segment};
 pub use open::data_segment;
 

@@ -2,7 +2,7 @@
 //! keyed.
 
 use super::header::{read_header, DEFAULT_JSON_BUFFER};
-use super::keyslot::unlock;
+use super::keyslot::unlock_with_limits;
 use super::metadata::{Metadata, SegmentType};
 use super::Error as Luks2Error;
 use crate::crypto::{CipherSpec, SectorCipher, VolumeKey};
@@ -32,7 +32,7 @@ pub fn data_segment(metadata: &Metadata, key: &VolumeKey) -> Result<Segment, Err
 impl<I: BlockIo> LuksVolume<I> {
     /// Opens a LUKS2 volume whose header starts `io`: the newest valid metadata copy is read
     /// (into `options.json_buffer`, or a [`DEFAULT_JSON_BUFFER`]-byte stack buffer), a keyslot
-    /// unlocked (Argon2 in `options.kdf_memory`), and the data segment keyed. A volume with an
+    /// unlocked within `options.kdf_limits` (Argon2 in `options.kdf_memory`), and the data segment keyed. A volume with an
     /// unfinished reencryption (a mandatory requirement) is refused.
     pub fn open_luks2(mut io: I, passphrase: &[u8], options: OpenOptions<'_>) -> Result<Self, IoError<I::Error>> {
         let header = match options.json_buffer {
@@ -44,7 +44,8 @@ impl<I: BlockIo> LuksVolume<I> {
             return Err(Luks2Error::UnmetRequirement { name }.into());
         }
         let kdf_memory = options.kdf_memory.unwrap_or(&mut []);
-        let (_, key) = unlock(&mut io, metadata, passphrase, options.keyslot, kdf_memory)?;
+        let (_, key) =
+            unlock_with_limits(&mut io, metadata, passphrase, options.keyslot, kdf_memory, &options.kdf_limits)?;
         let segment = data_segment(metadata, &key)?;
         drop(key);
         LuksVolume::new(io, segment)
