@@ -70,6 +70,11 @@ if command -v cryptsetup >/dev/null; then
   fmt --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --cipher aes-xts-plain64 --key-size 256 \
     --luks2-metadata-size 16k --luks2-keyslots-size 128k --offset 320 "$lseeds/l2-pbkdf2.luks"
   LC_ALL=C sed 's/"size":"dynamic"/"size":"8192"   /g' "$lseeds/l2-pbkdf2.luks" > "$lseeds/l2-fixed.luks"
+  # Issue 8 item 6: a fixed-size segment at offset 2^64-4096 (the JSON grows by 11 bytes, taken
+  # from the NUL padding of its area; luks_volume fixes the checksums); the seed's read at 4096
+  # made the device offset wrap.
+  perl -0777 -pe 's/"offset":"163840","size":"8192"   (.*?)\0{11}/"offset":"18446744073709547520","size":"8192"$1/gs' \
+    "$lseeds/l2-fixed.luks" > "$lseeds/l2-wrap.luks"
   truncate -s 104k "$lseeds/l2-argon2.luks"
   fmt --type luks2 --pbkdf argon2id --pbkdf-force-iterations 4 --pbkdf-memory 32 --pbkdf-parallel 1 \
     --cipher aes-cbc-essiv:sha256 --key-size 128 --luks2-metadata-size 16k --luks2-keyslots-size 64k \
@@ -80,6 +85,7 @@ if command -v cryptsetup >/dev/null; then
     "$lseeds/l2-4k.luks"
   for f in "$lseeds"/*.luks; do
     { luks_ops; cat "$f"; } > "corpus/luks_volume/$(basename "$f")"
+    { printf '\x01\x01'; le 15 1; le 4096 8; le 512 3; cat "$f"; } > "corpus/luks_volume/read4k-$(basename "$f")"
     seed_image "$f"
   done
   rm -rf "$lseeds"

@@ -65,6 +65,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         keyslot: (flags & 2 != 0).then_some(usize::from(flags >> 4)),
         kdf_memory: Some(&mut memory),
         json_buffer: (flags & 4 != 0).then_some(&mut json[..]),
+        ..Default::default()
     };
     let Ok(mut volume) = LuksVolume::open(MemIo::new(&mut device), b"pw", options) else { return };
     let size = volume.size();
