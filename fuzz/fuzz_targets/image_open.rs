@@ -58,14 +58,19 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let size = img.size();
     let mut buf = vec![0u8; 65535];
     let reads = ops.chunks_exact(OP_LEN).map(|op| {
-        (offset(op[0], u64::from_le_bytes(op[1..9].try_into().unwrap()), size), usize::from(u16::from_le_bytes([op[9], op[10]])))
+        (
+            offset(op[0], u64::from_le_bytes(op[1..9].try_into().unwrap()), size),
+            usize::from(u16::from_le_bytes([op[9], op[10]])),
+        )
     });
     // And always the last sector, where offsets are largest.
     for (off, len) in reads.chain([(size.saturating_sub(512), size.min(512) as usize)]) {
         let in_range = off.checked_add(len as u64).is_some_and(|end| end <= size);
         match img.read_at(off, &mut buf[..len]) {
             Ok(()) => assert!(in_range, "read at {off:#x} len {len} accepted outside size {size:#x}"),
-            Err(ReadError::OutOfRange { .. }) => assert!(!in_range, "read at {off:#x} len {len} refused inside {size:#x}"),
+            Err(ReadError::OutOfRange { .. }) => {
+                assert!(!in_range, "read at {off:#x} len {len} refused inside {size:#x}")
+            }
             Err(_) => assert!(in_range, "read at {off:#x} len {len} outside {size:#x} not refused as out of range"),
         }
     }

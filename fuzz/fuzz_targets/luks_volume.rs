@@ -12,7 +12,7 @@
 //!           kind (bits 0-1: 0/3 read_at, 1 write_at, 2 write_in_place; bits 2-3: how the
 //!           offset is formed, see `offset`), offset (u64 LE), length (u24 LE, mod 192 KiB + 1).
 use qluks::io::MemIo;
-use qluks::luks::luks2::binary_header::{Checksum, OFF_CSUM, BINARY_HEADER_SIZE, CSUM_LEN};
+use qluks::luks::luks2::binary_header::{Checksum, BINARY_HEADER_SIZE, CSUM_LEN, OFF_CSUM};
 use qluks::luks::luks2::{Argon2Block, BinaryHeader};
 use qluks::luks::{Error, IoError, LuksVolume, OpenOptions};
 
@@ -61,6 +61,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Some(blocks) = kdf_budget::within_budget(&device) else { return };
     let mut memory = vec![Argon2Block::default(); blocks];
     let mut json = vec![0u8; 64 * 1024];
+    // `..Default::default()`: fields added to OpenOptions (kdf_limits) keep their defaults.
+    #[allow(clippy::needless_update)]
     let options = OpenOptions {
         keyslot: (flags & 2 != 0).then_some(usize::from(flags >> 4)),
         kdf_memory: Some(&mut memory),
@@ -88,7 +90,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         match &r {
             Ok(()) => assert!(in_range, "op {} at {off:#x} len {len} accepted outside size {size:#x}", kind & 3),
             Err(IoError::Luks(Error::OutOfRange { .. })) => assert!(!in_range, "op {} at {off:#x} len {len}", kind & 3),
-            Err(e) => assert!(in_range && matches!(e, IoError::Device(_)), "op {} at {off:#x} len {len}: {e:?}", kind & 3),
+            Err(e) => {
+                assert!(in_range && matches!(e, IoError::Device(_)), "op {} at {off:#x} len {len}: {e:?}", kind & 3)
+            }
         }
         if r.is_ok() && kind & 3 != 0 && kind & 3 != 3 {
             let mut back = vec![0u8; len];

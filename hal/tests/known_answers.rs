@@ -4,7 +4,7 @@
 mod common;
 
 use common::hex;
-use qluks_hal::{Aes, Backend, Cbc, Xts};
+use qluks_hal::{Aes, Cbc, Xts};
 
 /// Records of `Name = value` lines separated by blank lines; `#` starts a comment line.
 fn records(text: &str) -> Vec<Vec<(String, String)>> {

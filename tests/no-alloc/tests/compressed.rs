@@ -7,7 +7,9 @@
 mod counting_alloc;
 
 use counting_alloc::{assert_counter_sees_allocations, count_allocations, Counting};
-use qluks::qcow2::compressed::{decompress_cluster, decompress_cluster_with, Compression, CompressedError, InflateScratch};
+use qluks::qcow2::compressed::{
+    decompress_cluster, decompress_cluster_with, CompressedError, Compression, InflateScratch,
+};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
