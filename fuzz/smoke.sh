@@ -6,7 +6,19 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs="${FUZZ_SECONDS:-20}"
-targets=$(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^qluks-fuzz$')
+# FUZZ_TARGETS: a space-separated subset (default: every target in Cargo.toml).
+targets="${FUZZ_TARGETS:-$(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^qluks-fuzz$')}"
+
+# Little-endian bytes of $1, $2 bytes wide (for the operation prefixes of luks_volume and
+# image_open seeds).
+le() { local i; for ((i = 0; i < $2; i++)); do printf "\\x$(printf %02x $((($1 >> (8 * i)) & 255)))"; done; }
+# luks_volume operations (fuzz_targets/luks_volume.rs): flags 1 (fix LUKS2 checksums), then a
+# write_at into the volume, a read across its end, a write_in_place near u64::MAX and a read.
+luks_ops() { printf '\x01\x04'; le 13 1; le 1000 8; le 5000 3; le 4 1; le 700 8; le 1400 3
+  le 10 1; le 4095 8; le 8192 3; le 15 1; le 513 8; le 4096 3; }
+# image_open reads (fuzz_targets/image_open.rs): inside, across the end, near u64::MAX.
+image_ops() { printf '\x03'; le 3 1; le 1000 8; le 5000 2; le 1 1; le 700 8; le 1400 2; le 2 1; le 100 8; le 512 2; }
+seed_image() { mkdir -p corpus/image_open; { image_ops; cat "$1"; } > "corpus/image_open/$(basename "$1")"; }
 
 if command -v qemu-img >/dev/null; then
   seeds=$(mktemp -d)
@@ -30,6 +42,8 @@ if command -v qemu-img >/dev/null; then
   cp "$seeds/z.qcow2" corpus/qcow2_read/
   qemu-img create -q -f luks --object secret,id=s,data=pw -o key-secret=s,iter-time=10 "$seeds/l.luks" 1M
   head -c 4096 "$seeds/l.luks" > corpus/luks1_header/qemu-default.luks
+  for f in "$seeds"/*.qcow "$seeds"/q-*.qcow2 "$seeds/z.qcow2"; do seed_image "$f"; done
+  head -c 64k "$seeds/t.raw" > "$seeds/t64k.raw"; seed_image "$seeds/t64k.raw"
 fi
 
 if command -v cryptsetup >/dev/null; then
@@ -42,6 +56,38 @@ if command -v cryptsetup >/dev/null; then
   head -c 32768 "$lseeds/v2" > corpus/luks2_header/cryptsetup.luks2
   # dd reads exactly the JSON area: a `tail | head` pipeline dies of SIGPIPE under pipefail.
   dd if="$lseeds/v2" bs=4096 skip=1 count=3 status=none | tr -d '\0' > corpus/luks2_metadata/cryptsetup.json
+  # Small whole volumes with the cheapest KDFs cryptsetup allows (PBKDF2 1000 iterations,
+  # Argon2id 4 passes x 32 KiB), passphrase "pw", for luks_volume and image_open: LUKS1 (all
+  # eight keyslot areas of a 128-bit key, 8 KiB of payload), LUKS2 with PBKDF2 and a dynamic
+  # or fixed-size segment, LUKS2 with Argon2id, LUKS2 with 4 KiB sectors and a 512-bit key.
+  mkdir -p corpus/luks_volume
+  # (quiet: cryptsetup warns that these keyslot areas and devices are small, as meant)
+  fmt() { local out; out=$(cryptsetup luksFormat -q --key-file "$lseeds/key" "$@" 2>&1) || { echo "$out"; return 1; }; }
+  truncate -s 536k "$lseeds/l1.luks"
+  fmt --type luks1 --pbkdf-force-iterations 1000 --cipher aes-cbc-essiv:sha256 --key-size 128 --hash sha1 \
+    --align-payload 8 "$lseeds/l1.luks"
+  truncate -s 168k "$lseeds/l2-pbkdf2.luks"
+  fmt --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --cipher aes-xts-plain64 --key-size 256 \
+    --luks2-metadata-size 16k --luks2-keyslots-size 128k --offset 320 "$lseeds/l2-pbkdf2.luks"
+  LC_ALL=C sed 's/"size":"dynamic"/"size":"8192"   /g' "$lseeds/l2-pbkdf2.luks" > "$lseeds/l2-fixed.luks"
+  # Issue 8 item 6: a fixed-size segment at offset 2^64-4096 (the JSON grows by 11 bytes, taken
+  # from the NUL padding of its area; luks_volume fixes the checksums); the seed's read at 4096
+  # made the device offset wrap.
+  perl -0777 -pe 's/"offset":"163840","size":"8192"   (.*?)\0{11}/"offset":"18446744073709547520","size":"8192"$1/gs' \
+    "$lseeds/l2-fixed.luks" > "$lseeds/l2-wrap.luks"
+  truncate -s 104k "$lseeds/l2-argon2.luks"
+  fmt --type luks2 --pbkdf argon2id --pbkdf-force-iterations 4 --pbkdf-memory 32 --pbkdf-parallel 1 \
+    --cipher aes-cbc-essiv:sha256 --key-size 128 --luks2-metadata-size 16k --luks2-keyslots-size 64k \
+    --offset 192 "$lseeds/l2-argon2.luks"
+  truncate -s 304k "$lseeds/l2-4k.luks"
+  fmt --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --hash sha512 --cipher aes-xts-plain64 \
+    --key-size 512 --luks2-metadata-size 16k --luks2-keyslots-size 256k --offset 576 --sector-size 4096 \
+    "$lseeds/l2-4k.luks"
+  for f in "$lseeds"/*.luks; do
+    { luks_ops; cat "$f"; } > "corpus/luks_volume/$(basename "$f")"
+    { printf '\x01\x01'; le 15 1; le 4096 8; le 512 3; cat "$f"; } > "corpus/luks_volume/read4k-$(basename "$f")"
+    seed_image "$f"
+  done
   rm -rf "$lseeds"
 fi
 

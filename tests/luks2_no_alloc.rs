@@ -43,5 +43,6 @@ fn luks2_open_read_and_write_allocate_nothing() {
     });
     result.unwrap();
     assert_eq!(allocations, 0, "heap allocations during open + write + read");
+    common::counting_alloc::assert_counter_sees_allocations();
     assert!(back == data);
 }

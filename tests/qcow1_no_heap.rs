@@ -66,6 +66,7 @@ fn open_and_read_of_aes_and_compressed_qcow_allocate_nothing() {
         });
         drop(q);
         assert_eq!(allocations, 0, "{}: allocations during open + read", image.display());
+        common::counting_alloc::assert_counter_sees_allocations();
         assert_eq!(buf[..70_002], guest[3999..74_001], "{}: data", image.display());
     }
 }

@@ -1,5 +1,21 @@
 //! Backend availability and choice, and typed errors for bad keys, lengths and backends.
+mod common;
+
 use qluks_hal::{Aes, Backend, Cbc, Error, Essiv, EssivHash, IvGen, Xts};
+
+/// CI sets QLUKS_REQUIRE_BACKENDS to the backends this CPU has (.ci/run reads /proc/cpuinfo):
+/// each must be available here, and is then exercised by every test that runs on
+/// `common::tested_backends()`.
+#[test]
+fn every_required_backend_is_available_and_tested() {
+    let required = common::required_backends();
+    println!("required backends: {required:?}");
+    let tested = common::tested_backends();
+    for b in required {
+        assert!(b.is_available(), "required backend {b} is not available");
+        assert!(tested.contains(&b), "required backend {b} is not tested");
+    }
+}
 
 #[test]
 fn soft_is_always_available_and_best_is_the_last_available() {
@@ -63,7 +79,7 @@ fn essiv_hashes_whose_digest_is_not_an_aes_key_are_refused() {
 
 #[test]
 fn xts_unit_size_must_be_a_power_of_two_from_512_to_4096() {
-    for b in Backend::available() {
+    for b in common::tested_backends() {
         let xts = Xts::with_backend(&[7; 64], b).unwrap();
         let mut buf = vec![0u8; 8192];
         for size in [0, 16, 256, 768, 1000, 8192] {
@@ -88,7 +104,7 @@ fn xts_batch_must_be_whole_units() {
 
 #[test]
 fn xts_single_unit_needs_one_full_block() {
-    for b in Backend::available() {
+    for b in common::tested_backends() {
         let xts = Xts::with_backend(&[1; 48], b).unwrap();
         for len in [0, 1, 15] {
             let mut buf = vec![0u8; len];
@@ -139,7 +155,7 @@ fn debug_output_never_shows_key_bytes() {
 
 #[test]
 fn huge_sector_sizes_with_an_empty_buffer_are_zero_sectors_not_an_overflow() {
-    for b in Backend::available() {
+    for b in common::tested_backends() {
         let cbc = Cbc::with_backend(&[3; 16], b).unwrap();
         for size in [1usize << 60, usize::MAX & !15] {
             assert_eq!(cbc.encrypt_sectors(&mut [], size, 0, IvGen::Plain64), Ok(()));

@@ -3,7 +3,11 @@
 //! These target what is particular to the wide kernels: the 16-unit batches of initial tweaks
 //! (unit counts around multiples of 4 and 16), the tweak streams stepped by x^16 across every
 //! unit size, the 128-bit unit counter carrying at 2^64 and wrapping at 2^128, and all three key
-//! sizes in both directions. On a CPU without these backends the tests say SKIP and pass.
+//! sizes in both directions. On a CPU without these backends the tests say SKIP and pass,
+//! unless QLUKS_REQUIRE_BACKENDS names them (as CI does when /proc/cpuinfo has their
+//! features): then they fail.
+mod common;
+
 use aes::cipher::{Array, KeyInit};
 use qluks_hal::{Backend, Xts};
 use xts_mode::Xts128;
@@ -69,22 +73,22 @@ fn oracle(key: &[u8], data: &mut [u8], unit_size: usize, first_unit: u128, encry
     }
 }
 
-/// The VAES backends usable here; prints SKIP for the others.
+/// The VAES backends usable here; prints SKIP for the others and fails for a required one
+/// that is missing.
 fn backends() -> Vec<Backend> {
-    VAES_BACKENDS
-        .into_iter()
-        .filter(|b| {
-            let ok = b.is_available();
-            if !ok {
-                eprintln!("SKIP: backend {b} is not available on this CPU");
-            }
-            ok
-        })
-        .collect()
+    common::backends_under_test(&VAES_BACKENDS)
 }
 
-/// Checks both directions of one configuration on every VAES backend against the oracle.
-fn check(key: &[u8], unit_size: usize, units: usize, first_unit: u128) {
+/// Fails unless every required VAES backend is among those a test ran on.
+fn assert_required_ran(ran: &[Backend]) {
+    for b in common::required_backends().into_iter().filter(|b| VAES_BACKENDS.contains(b)) {
+        assert!(ran.contains(&b), "required backend {b} was not exercised");
+    }
+}
+
+/// Checks both directions of one configuration on every VAES backend against the oracle;
+/// returns the backends it ran on.
+fn check(key: &[u8], unit_size: usize, units: usize, first_unit: u128) -> Vec<Backend> {
     let seed = (key.len() * 1_000_003 + unit_size * 131 + units) as u64 ^ first_unit as u64;
     let plain = bytes(seed, unit_size * units);
     let mut expected_cipher = plain.clone();
@@ -92,7 +96,8 @@ fn check(key: &[u8], unit_size: usize, units: usize, first_unit: u128) {
     let mut expected_plain = expected_cipher.clone();
     oracle(key, &mut expected_plain, unit_size, first_unit, false);
     assert_eq!(expected_plain, plain, "oracle round trip");
-    for backend in backends() {
+    let backends = backends();
+    for &backend in &backends {
         let xts = Xts::with_backend(key, backend).unwrap();
         let what = format!("{backend}, key {} bytes, unit {unit_size}, {units} units from {first_unit:#x}", key.len());
         let mut buf = plain.clone();
@@ -103,6 +108,7 @@ fn check(key: &[u8], unit_size: usize, units: usize, first_unit: u128) {
         xts.decrypt_units(&mut buf, unit_size, first_unit).unwrap();
         assert!(buf == plain, "decrypt differs: {what}");
     }
+    backends
 }
 
 /// Guards the SKIPs below: a detection or wiring mistake must fail here, not skip silently.
@@ -120,7 +126,7 @@ fn every_unit_size_and_key_size_matches_xts_mode() {
     for key_len in [32, 48, 64] {
         let key = bytes(key_len as u64, key_len);
         for unit_size in UNIT_SIZES {
-            check(&key, unit_size, 3, 7);
+            assert_required_ran(&check(&key, unit_size, 3, 7));
         }
     }
 }
@@ -129,7 +135,7 @@ fn every_unit_size_and_key_size_matches_xts_mode() {
 fn unit_counts_around_the_tweak_batch_of_16_match_xts_mode() {
     let key = bytes(64, 64);
     for units in (1..=20).chain([31, 32, 33, 47, 48, 49, 63, 64, 65]) {
-        check(&key, 512, units, 1000);
+        assert_required_ran(&check(&key, 512, units, 1000));
     }
     let key = bytes(32, 32);
     for units in [1, 4, 5, 16, 17, 35] {

@@ -60,3 +60,12 @@ pub fn count_allocations<T>(f: impl FnOnce() -> T) -> (T, usize) {
     WATCHING.with(|w| w.set(false));
     (r, ALLOCATIONS.with(Cell::get) - before)
 }
+
+/// The positive control of a no-heap test: fails unless the counter sees one allocation made
+/// while it watches, so that a broken counter (or a test binary without this global
+/// allocator) cannot make a no-heap assertion pass.
+pub fn assert_counter_sees_allocations() {
+    let (probe, seen) = count_allocations(|| std::hint::black_box(Vec::<u8>::with_capacity(16)));
+    assert_eq!(seen, 1, "the counting allocator missed an allocation: is it this binary's global allocator?");
+    drop(probe);
+}

@@ -111,3 +111,45 @@ pub fn oracle_cbc(key: &[u8], data: &mut [u8], iv: &[u8; 16], enc: bool) {
         n => panic!("bad key length {n}"),
     }
 }
+
+/// The backends CI says this machine must offer: `QLUKS_REQUIRE_BACKENDS`, comma-separated
+/// names (`.ci/run` derives them from /proc/cpuinfo). Unset or empty: none. An unknown name
+/// fails.
+pub fn required_backends() -> Vec<qluks_hal::Backend> {
+    let list = std::env::var("QLUKS_REQUIRE_BACKENDS").unwrap_or_default();
+    list.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            qluks_hal::Backend::from_name(n)
+                .unwrap_or_else(|| panic!("QLUKS_REQUIRE_BACKENDS names an unknown backend `{n}`"))
+        })
+        .collect()
+}
+
+/// The backends of `candidates` that the tests run on: the available ones. A candidate that
+/// is required (see [`required_backends`]) but not available fails the test; one that is
+/// neither prints a SKIP line, so that a CPU without it cannot pass silently in CI.
+pub fn backends_under_test(candidates: &[qluks_hal::Backend]) -> Vec<qluks_hal::Backend> {
+    let required = required_backends();
+    candidates
+        .iter()
+        .copied()
+        .filter(|b| {
+            let available = b.is_available();
+            assert!(
+                available || !required.contains(b),
+                "backend {b} is required (QLUKS_REQUIRE_BACKENDS) but not available on this CPU"
+            );
+            if !available {
+                eprintln!("SKIP: backend {b} is not available on this CPU");
+            }
+            available
+        })
+        .collect()
+}
+
+/// Every backend the tests run on ([`backends_under_test`] of all of them).
+pub fn tested_backends() -> Vec<qluks_hal::Backend> {
+    backends_under_test(&qluks_hal::Backend::ALL)
+}
