@@ -7,6 +7,7 @@
 //! the offset is formed, see `offset`), offset (u64 LE), length (u16 LE); then the image.
 use qluks::image::{Image, ReadError, MAX_SCRATCH_LEN};
 use qluks::io::MemIo;
+use qluks::luks::KdfLimits;
 use qluks::qcow2::backing::{BackingRequest, DataFileRequest, Opened, Resolver};
 
 #[path = "kdf_budget.rs"]
@@ -28,6 +29,9 @@ impl<'a> Resolver<MemIo<'a>> for Refuse {
     fn open_data_file(&mut self, _: &DataFileRequest<'_>) -> Result<MemIo<'a>, &'static str> {
         Err("refused")
     }
+    fn kdf_limits(&mut self, _: usize) -> KdfLimits {
+        kdf_budget::LIMITS
+    }
 }
 
 fn offset(kind: u8, raw: u64, size: u64) -> u64 {
@@ -42,16 +46,9 @@ fn offset(kind: u8, raw: u64, size: u64) -> u64 {
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Some((&count, rest)) = data.split_first() else { return };
     let Some((ops, image)) = rest.split_at_checked(usize::from(count % 9) * OP_LEN) else { return };
-    // A qcow2 image with LUKS encryption unlocks with image-chosen PBKDF2/Argon2 costs that
-    // Image::open cannot bound yet (no KdfLimits): skip those; standalone LUKS volumes are
-    // opened when their claimed costs are tiny (Image::open passes no Argon2 memory, so an
-    // Argon2 keyslot fails with a typed error before any work).
-    if image.len() >= 36 && image[..4] == *b"QFI\xfb" && image[32..36] == [0, 0, 0, 2] {
-        return;
-    }
-    if kdf_budget::within_budget(image).is_none() {
-        return;
-    }
+    // KDF costs above kdf_budget::LIMITS are refused before any work, for standalone LUKS
+    // volumes and qcow2 images with an embedded LUKS header alike (Image::open passes no
+    // Argon2 memory, so an Argon2 keyslot fails with a typed error before any work).
     let mut device = image.to_vec();
     let mut scratch = vec![0u8; MAX_SCRATCH_LEN];
     let Ok(mut img) = Image::<MemIo>::open(MemIo::new(&mut device), &mut Refuse, &mut scratch) else { return };

@@ -58,16 +58,13 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             fix_checksum(&mut device, hdr_size as usize);
         }
     }
-    let Some(blocks) = kdf_budget::within_budget(&device) else { return };
-    let mut memory = vec![Argon2Block::default(); blocks];
+    let mut memory = vec![Argon2Block::default(); kdf_budget::argon2_blocks(&device)];
     let mut json = vec![0u8; 64 * 1024];
-    // `..Default::default()`: fields added to OpenOptions (kdf_limits) keep their defaults.
-    #[allow(clippy::needless_update)]
     let options = OpenOptions {
         keyslot: (flags & 2 != 0).then_some(usize::from(flags >> 4)),
         kdf_memory: Some(&mut memory),
         json_buffer: (flags & 4 != 0).then_some(&mut json[..]),
-        ..Default::default()
+        kdf_limits: kdf_budget::LIMITS,
     };
     let Ok(mut volume) = LuksVolume::open(MemIo::new(&mut device), b"pw", options) else { return };
     let size = volume.size();
