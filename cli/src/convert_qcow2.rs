@@ -15,7 +15,6 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-
 use qluks::qcow2::{Layer, Mapping};
 
 use crate::image_open::{open_chain, ChainArgs, CliChain};
@@ -111,7 +110,8 @@ pub fn run(
                 })
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("{}: {e}", src.display()))?;
-            let dst = OpenOptions::new().write(true).open(dst_path).map_err(|e| format!("{}: {e}", dst_path.display()))?;
+            let dst =
+                OpenOptions::new().write(true).open(dst_path).map_err(|e| format!("{}: {e}", dst_path.display()))?;
             Ok(Worker { files, dst, buf: vec![0u8; CHUNK as usize] })
         })
         .collect::<Result<_, _>>()?;
@@ -154,7 +154,16 @@ pub fn run(
             }
         }
         if !jobs.is_empty() {
-            run_round(&chain, &jobs, &mut states, (&plain, &stored_len), &copied, Paths { src, dst: dst_path }, progress, size)?;
+            run_round(
+                &chain,
+                &jobs,
+                &mut states,
+                (&plain, &stored_len),
+                &copied,
+                Paths { src, dst: dst_path },
+                progress,
+                size,
+            )?;
         }
         for &(start, length) in &serial {
             let mut done = 0;
@@ -214,9 +223,9 @@ fn run_round(
                             let out = &mut w.buf[..job.len as usize];
                             match layers[job.depth] {
                                 Layer::Qcow2(q) => q.read_stored(&mut w.files[job.depth], job.host, job.guest, out),
-                                Layer::Raw { .. } => w.files[job.depth]
-                                    .read_exact_at(out, job.host)
-                                    .map_err(qluks::qcow2::Error::Io),
+                                Layer::Raw { .. } => {
+                                    w.files[job.depth].read_exact_at(out, job.host).map_err(qluks::qcow2::Error::Io)
+                                }
                             }
                             .map_err(|e| format!("{}: {e}", paths.src.display()))?;
                             w.dst.write_all_at(out, job.guest).map_err(|e| format!("{}: {e}", paths.dst.display()))?;

@@ -46,7 +46,14 @@ impl<const N: usize> L2Cache<N> {
     /// An empty cache.
     pub const fn new() -> Self {
         const { assert!(N > 0, "an L2 cache needs at least one slot") };
-        L2Cache { tags: [None; N], stamps: [0; N], slices: [[0; SLICE_BYTES]; N], clock: 0, unallocated: None, uniform: None }
+        L2Cache {
+            tags: [None; N],
+            stamps: [0; N],
+            slices: [[0; SLICE_BYTES]; N],
+            clock: 0,
+            unallocated: None,
+            uniform: None,
+        }
     }
 
     /// Forgets everything (after switching to a snapshot's tables).
