@@ -383,3 +383,69 @@ fn qcow1_claiming_8_tib_maps_and_converts_from_its_tables() {
     assert_eq!(read_at(&out, 0, 8192), [vec![0x11; 4096], vec![0; 4096]].concat());
     assert_eq!(read_at(&out, 3 * TIB - 4096, 16384), [vec![0; 4096], vec![0x22; 8192], vec![0; 4096]].concat());
 }
+
+#[test]
+fn shared_zero_flag_tables_map_like_qemu_img_through_a_chain() {
+    // L1 entries sharing one L2 table of zero-flag entries (reads as zero, allocated), around
+    // entries with tables of their own; then an overlay on top. The skipped tables must map
+    // exactly as qemu-img maps them, at every depth.
+    const TEST: &str = "shared_zero_flag_tables_map_like_qemu_img_through_a_chain";
+    if !tools(TEST, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = TempDir::new(TEST);
+    let base = dir.join("base.qcow2");
+    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", s(&base), "64G"]));
+    // L1 entries cover 2 MiB: entry 0 gets a table, entries 5 and 9 keep theirs.
+    run(Command::new("qemu-io").args([
+        "-f",
+        "qcow2",
+        "-c",
+        "write -P 0x71 0 4k",
+        "-c",
+        "write -P 0x72 10M 8k",
+        "-c",
+        "write -P 0x73 18M 4k",
+        s(&base),
+    ]));
+    share_first_l2_table(&base, &[5, 9], |_| 1, 512);
+    let top = dir.join("top.qcow2");
+    run(Command::new("qemu-img").current_dir(dir.path()).args([
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=64k",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        "top.qcow2",
+    ]));
+    run(Command::new("qemu-io").args([
+        "-f",
+        "qcow2",
+        "-c",
+        "write -P 0x74 1G 64k",
+        "-c",
+        "write -P 0x75 11M 4k",
+        s(&top),
+    ]));
+    for image in [&base, &top] {
+        let map = run_within(qluks().args(["map", "--output", "json", s(image)]), HUGE);
+        assert_eq!(map, run(Command::new("qemu-img").args(["map", "--output", "json", s(image)])), "{image:?}");
+        let (ours, theirs) = (dir.join("ours.raw"), dir.join("theirs.raw"));
+        run_within(qluks().args(["convert", "-O", "raw", s(image), s(&ours)]), HUGE);
+        run(Command::new("qemu-img").args(["convert", "-O", "raw", s(image), s(&theirs)]));
+        let ranges = data_ranges(&map);
+        assert!(ranges.len() >= 2, "{map}");
+        for (start, len) in ranges {
+            let from = start.saturating_sub(65536);
+            let n = (start + len + 65536).min(64 << 30) - from;
+            assert_eq!(read_at(&ours, from, n), read_at(&theirs, from, n), "{image:?} around {start:#x}");
+        }
+        std::fs::remove_file(&ours).unwrap();
+        std::fs::remove_file(&theirs).unwrap();
+    }
+}
