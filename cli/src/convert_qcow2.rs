@@ -94,8 +94,8 @@ pub fn run(
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: {e}", src.display()))?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, MAX_WORKERS);
-    // Everything a worker needs is made here, on this thread: the workers themselves allocate
-    // nothing (glibc would give each of them an arena).
+    // Everything a worker needs is made here, on this thread, once: the workers' copy path
+    // allocates nothing (a thread that mallocs gets a glibc arena of its own).
     let mut states: Vec<Worker> = (0..workers)
         .map(|_| -> Result<Worker, Box<dyn Error>> {
             // Own open file descriptions (own file positions) for the kernel copies.
