@@ -94,17 +94,28 @@ pub fn run(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
     drop(to_reader);
     let mut copied = 0u64;
     let mut read_result = Ok(());
+    // A buffer whose chunk read as zeros is not sent (the output keeps a hole there): it is
+    // reused for the next chunk instead of being taken from the pool again.
+    let mut spare: Option<Vec<u8>> = None;
     'copy: for range in map.iter().filter(|m| !m.zero) {
         let mut offset = range.start;
         let end = range.start + range.length;
         while offset < end {
             let n = ((end - offset) as usize).min(CHUNK);
-            let Ok(mut buf) = free_buffers.recv() else { break 'copy };
+            let mut buf = match spare.take() {
+                Some(buf) => buf,
+                None => match free_buffers.recv() {
+                    Ok(buf) => buf,
+                    Err(_) => break 'copy,
+                },
+            };
             if let Err(e) = src.read_at(offset, &mut buf[..n]) {
                 read_result = Err(e);
                 break 'copy;
             }
-            if (known_map || buf[..n].iter().any(|&b| b != 0)) && to_writer.send((offset, buf, n)).is_err() {
+            if !known_map && buf[..n].iter().all(|&b| b == 0) {
+                spare = Some(buf);
+            } else if to_writer.send((offset, buf, n)).is_err() {
                 break 'copy; // the writer failed: its error is reported below
             }
             offset += n as u64;

@@ -1,10 +1,12 @@
 //! `qluks convert -O raw` of a qcow2 chain, in parallel.
 //!
-//! The allocation map is computed first (cheap: table lookups only). Stored data runs are then
-//! cut into 4 MiB jobs that worker threads execute independently: one `pread` per job on
-//! the worker's own handle of the layer's file, one batch decrypt in place
-//! ([`Qcow2::read_stored`]), one `pwrite` at the guest offset. Ranges that read as zero
-//! stay holes; compressed clusters are decompressed afterwards through the chain.
+//! The copy goes in rounds of at most [`ROUND_JOBS`] jobs, so memory stays the same whatever
+//! the image holds or claims: the allocation map of the next stretch of the disk is looked up
+//! (table lookups only) and its stored data runs are cut into jobs of at most 4 MiB, which
+//! worker threads then execute independently: one `pread` per job on the worker's own handle
+//! of the layer's file, one batch decrypt in place ([`Qcow2::read_stored`]), one `pwrite` at
+//! the guest offset. Ranges that read as zero stay holes; compressed clusters of the round are
+//! decompressed after it through the chain.
 use std::error::Error;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -15,17 +17,33 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use qluks::qcow2::{Layer, Mapping};
 
-use crate::image_open::{open_chain, ChainArgs};
+use crate::image_open::{open_chain, ChainArgs, CliChain};
 use crate::secret::SecretArgs;
 
 /// Bytes per job: large enough that contiguous clusters become one I/O and one decrypt call.
 const CHUNK: u64 = 4 << 20;
 
+/// Jobs (stored runs and compressed clusters) looked up and executed per round: the job list
+/// is all the memory the map takes, whatever the image.
+const ROUND_JOBS: usize = 4096;
+/// Most worker threads.
+const MAX_WORKERS: usize = 8;
+/// Stack of a worker thread (engine paths fit in 64 KiB).
+const WORKER_STACK: usize = 256 << 10;
+
+/// A stored run: `len` bytes at `host` in the file of layer `depth`, guest bytes from `guest`.
 struct Job {
     guest: u64,
     len: u64,
     depth: usize,
     host: u64,
+}
+
+/// What one worker owns: its handles of the layers' files and of the output, its buffer.
+struct Worker {
+    files: Vec<File>,
+    dst: File,
+    buf: Vec<u8>,
 }
 
 /// Converts the qcow2 image at `src` to a sparse raw file at `dst`.
@@ -57,36 +75,7 @@ pub fn run(
         .map_err(|e| format!("{}: {e}", dst_path.display()))?;
     dst.set_len(out_size)?;
 
-    let mut jobs = Vec::new();
-    let mut serial = Vec::new();
-    // Unmerged extents: each is one run with contiguous host offsets (merged ones, as map
-    // shows them, hide host offsets of encrypted layers and may join discontiguous runs).
-    let mut offset = 0;
-    while offset < size {
-        let e = chain.extent_at(offset, 1 << 40)?;
-        offset += e.length;
-        match e.mapping {
-            Mapping::Data { host_offset } => {
-                let mut done = 0;
-                while done < e.length {
-                    let len = (e.length - done).min(CHUNK);
-                    jobs.push(Job { guest: e.start + done, len, depth: e.depth, host: host_offset + done });
-                    done += len;
-                }
-            }
-            Mapping::Compressed { .. } => serial.push((e.start, e.length)),
-            Mapping::Zero { .. } | Mapping::Unallocated { .. } => {}
-        }
-    }
-
     let layers: Vec<&Layer<File, { crate::image_open::CACHE_SLICES }>> = chain.layers().collect();
-    let files: Vec<&File> = layers
-        .iter()
-        .map(|l| match l {
-            Layer::Qcow2(q) => q.data_file().unwrap_or(q.io()),
-            Layer::Raw { io, .. } => io,
-        })
-        .collect();
     // Unencrypted stored data needs no transformation: the kernel copies it file to file.
     let plain: Vec<bool> = layers
         .iter()
@@ -95,51 +84,38 @@ pub fn run(
             Layer::Raw { .. } => true,
         })
         .collect();
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
-    let next = AtomicUsize::new(0);
-    let copied = AtomicU64::new(0);
-    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| -> Result<(), String> {
-                    // Own open file descriptions (own file positions) for the kernel copies.
-                    let reopen = |f: &File| File::open(format!("/proc/self/fd/{}", f.as_raw_fd()));
-                    let mut own: Vec<File> =
-                        files.iter().map(|f| reopen(f)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
-                    let mut own_dst = OpenOptions::new().write(true).open(dst_path).map_err(|e| e.to_string())?;
-                    let mut buf = vec![0u8; CHUNK as usize];
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(job) = jobs.get(i) else { return Ok(()) };
-                        if plain[job.depth] {
-                            kernel_copy(&mut own[job.depth], job.host, &mut own_dst, job.guest, job.len)
-                                .map_err(|e| format!("{}: {e}", dst_path.display()))?;
-                            copied.fetch_add(job.len, Ordering::Relaxed);
-                            continue;
-                        }
-                        let out = &mut buf[..job.len as usize];
-                        match layers[job.depth] {
-                            Layer::Qcow2(q) => q.read_stored(&mut own[job.depth], job.host, job.guest, out),
-                            Layer::Raw { .. } => {
-                                own[job.depth].read_exact_at(out, job.host).map_err(qluks::qcow2::Error::Io)
-                            }
-                        }
-                        .map_err(|e| format!("{}: {e}", src.display()))?;
-                        dst.write_all_at(out, job.guest).map_err(|e| format!("{}: {e}", dst_path.display()))?;
-                        let total = copied.fetch_add(job.len, Ordering::Relaxed) + job.len;
-                        if progress {
-                            eprint!("\r    ({:.2}/100%)", total as f64 * 100.0 / size.max(1) as f64);
-                        }
-                    }
+    // Bytes each layer's data file holds: stored data past its end reads as zeros.
+    let stored_len: Vec<u64> = layers
+        .iter()
+        .map(|l| match l {
+            Layer::Qcow2(q) => q.data_file().unwrap_or(q.io()).metadata().map(|m| m.len()),
+            Layer::Raw { io, .. } => io.metadata().map(|m| m.len()),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", src.display()))?;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, MAX_WORKERS);
+    // Everything a worker needs is made here, on this thread, once: the workers' copy path
+    // allocates nothing (a thread that mallocs gets a glibc arena of its own).
+    let mut states: Vec<Worker> = (0..workers)
+        .map(|_| -> Result<Worker, Box<dyn Error>> {
+            // Own open file descriptions (own file positions) for the kernel copies.
+            let files = layers
+                .iter()
+                .map(|l| {
+                    let f = match l {
+                        Layer::Qcow2(q) => q.data_file().unwrap_or(q.io()),
+                        Layer::Raw { io, .. } => io,
+                    };
+                    File::open(format!("/proc/self/fd/{}", f.as_raw_fd()))
                 })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a worker panicked".into()))).collect()
-    });
-    for r in results {
-        r?;
-    }
-
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{}: {e}", src.display()))?;
+            let dst =
+                OpenOptions::new().write(true).open(dst_path).map_err(|e| format!("{}: {e}", dst_path.display()))?;
+            Ok(Worker { files, dst, buf: vec![0u8; CHUNK as usize] })
+        })
+        .collect::<Result<_, _>>()?;
+    drop(layers);
     let scratch_len = chain
         .layers()
         .map(|l| match l {
@@ -150,20 +126,129 @@ pub fn run(
         .unwrap_or(0);
     let mut scratch = vec![0u8; scratch_len];
     let mut buf = vec![0u8; CHUNK as usize];
-    for (start, length) in serial {
-        let mut done = 0;
-        while done < length {
-            let n = (length - done).min(CHUNK);
-            let out = &mut buf[..n as usize];
-            chain.read_at(start + done, out, &mut scratch).map_err(|e| format!("{}: {e}", src.display()))?;
-            dst.write_all_at(out, start + done)?;
-            done += n;
+
+    let copied = AtomicU64::new(0);
+    let mut jobs: Vec<Job> = Vec::with_capacity(ROUND_JOBS);
+    let mut serial: Vec<(u64, u64)> = Vec::with_capacity(ROUND_JOBS);
+    let mut offset = 0;
+    while offset < size {
+        // The next round's jobs: unmerged extents, each one run with contiguous host offsets
+        // (merged ones, as map shows them, hide host offsets of encrypted layers and may join
+        // discontiguous runs).
+        jobs.clear();
+        serial.clear();
+        while offset < size && jobs.len() + serial.len() < ROUND_JOBS {
+            let e = chain.extent_at(offset, CHUNK * (ROUND_JOBS - jobs.len() - serial.len()) as u64)?;
+            offset += e.length;
+            match e.mapping {
+                Mapping::Data { host_offset } => {
+                    let mut done = 0;
+                    while done < e.length {
+                        let len = (e.length - done).min(CHUNK);
+                        jobs.push(Job { guest: e.start + done, len, depth: e.depth, host: host_offset + done });
+                        done += len;
+                    }
+                }
+                Mapping::Compressed { .. } => serial.push((e.start, e.length)),
+                Mapping::Zero { .. } | Mapping::Unallocated { .. } => {}
+            }
+        }
+        if !jobs.is_empty() {
+            run_round(
+                &chain,
+                &jobs,
+                &mut states,
+                (&plain, &stored_len),
+                &copied,
+                Paths { src, dst: dst_path },
+                progress,
+                size,
+            )?;
+        }
+        for &(start, length) in &serial {
+            let mut done = 0;
+            while done < length {
+                let n = (length - done).min(CHUNK);
+                let out = &mut buf[..n as usize];
+                chain.read_at(start + done, out, &mut scratch).map_err(|e| format!("{}: {e}", src.display()))?;
+                dst.write_all_at(out, start + done)?;
+                done += n;
+            }
         }
     }
     if progress {
         eprintln!("\r    (100.00/100%)");
     }
     dst.sync_data()?;
+    Ok(())
+}
+
+/// The source and destination, for messages.
+#[derive(Clone, Copy)]
+struct Paths<'a> {
+    src: &'a Path,
+    dst: &'a Path,
+}
+
+/// Executes one round of jobs on the workers (one thread each, for the round).
+#[allow(clippy::too_many_arguments)]
+fn run_round(
+    chain: &CliChain,
+    jobs: &[Job],
+    states: &mut [Worker],
+    (plain, stored_len): (&[bool], &[u64]),
+    copied: &AtomicU64,
+    paths: Paths<'_>,
+    progress: bool,
+    size: u64,
+) -> Result<(), Box<dyn Error>> {
+    let layers: Vec<&Layer<File, { crate::image_open::CACHE_SLICES }>> = chain.layers().collect();
+    let next = AtomicUsize::new(0);
+    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = states
+            .iter_mut()
+            .take(jobs.len())
+            .map(|w| {
+                let (layers, next) = (&layers, &next);
+                std::thread::Builder::new().stack_size(WORKER_STACK).spawn_scoped(s, move || -> Result<(), String> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(job) = jobs.get(i) else { return Ok(()) };
+                        if plain[job.depth] && job.host >= stored_len[job.depth] {
+                            // Past the end of the file: zeros, and the output holds a hole there.
+                        } else if plain[job.depth] {
+                            kernel_copy(&mut w.files[job.depth], job.host, &mut w.dst, job.guest, job.len)
+                                .map_err(|e| format!("{}: {e}", paths.dst.display()))?;
+                        } else {
+                            let out = &mut w.buf[..job.len as usize];
+                            match layers[job.depth] {
+                                Layer::Qcow2(q) => q.read_stored(&mut w.files[job.depth], job.host, job.guest, out),
+                                Layer::Raw { .. } => {
+                                    w.files[job.depth].read_exact_at(out, job.host).map_err(qluks::qcow2::Error::Io)
+                                }
+                            }
+                            .map_err(|e| format!("{}: {e}", paths.src.display()))?;
+                            w.dst.write_all_at(out, job.guest).map_err(|e| format!("{}: {e}", paths.dst.display()))?;
+                        }
+                        let total = copied.fetch_add(job.len, Ordering::Relaxed) + job.len;
+                        if progress {
+                            eprint!("\r    ({:.2}/100%)", total as f64 * 100.0 / size.max(1) as f64);
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h.join().unwrap_or_else(|_| Err("a worker panicked".into())),
+                Err(e) => Err(format!("cannot start a worker thread: {e}")),
+            })
+            .collect()
+    });
+    for r in results {
+        r?;
+    }
     Ok(())
 }
 

@@ -211,4 +211,21 @@ impl Disk for QcowDisk {
     fn flush(&mut self) -> Result<(), Box<dyn Error>> {
         Ok(())
     }
+    /// From the L1/L2 tables: unallocated ranges read as zero (qcow images with a backing
+    /// file are not opened here).
+    fn map(&mut self) -> Result<Option<Vec<MapEntry>>, Box<dyn Error>> {
+        let Image::Qcow(q) = &mut self.0 else { return Ok(None) };
+        let mut out: Vec<MapEntry> = Vec::new();
+        let mut offset = 0;
+        while offset < q.size() {
+            let e = q.extent_at(offset)?;
+            let zero = e.kind == qluks::qcow::ExtentKind::Unallocated;
+            match out.last_mut() {
+                Some(last) if last.zero == zero => last.length += e.len,
+                _ => out.push(MapEntry { start: e.offset, length: e.len, zero }),
+            }
+            offset += e.len;
+        }
+        Ok(Some(out))
+    }
 }

@@ -21,6 +21,9 @@ use zeroize::Zeroize;
 
 const SECTOR: u64 = 512;
 
+/// L1 entries read at once when skipping unallocated L1 ranges (512 bytes of stack).
+const L1_SCAN_ENTRIES: usize = 64;
+
 /// What backs a guest range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExtentKind {
@@ -187,8 +190,11 @@ impl<'s, I: BlockIo> Qcow1<'s, I> {
         self.read_impl(offset, buf, Some(backing))
     }
 
-    /// The extent that starts at guest `offset`: how far (up to the end of the L2 table's range
-    /// and the virtual size) the storage stays of one kind and, for data, host-contiguous.
+    /// The extent that starts at guest `offset`: how far the storage stays of one kind and,
+    /// for data, host-contiguous. A data or unallocated run inside an L2 table ends at the end
+    /// of that table's range; a run of unallocated L1 entries is one extent, found by scanning
+    /// the L1 table a block of entries at a time, so mapping a sparse image costs what its
+    /// tables hold, not what its header claims. Ends at the virtual size.
     pub fn extent_at(&mut self, offset: u64) -> Result<Extent, Error<I::Error>> {
         let size = self.size();
         if offset >= size {
@@ -197,6 +203,13 @@ impl<'s, I: BlockIo> Qcow1<'s, I> {
         let cs = self.header.cluster_size() as u64;
         let in_cluster = offset % cs;
         let first = self.entry(offset)?;
+        let table_span = (self.header.l2_entries() as u64) << self.header.cluster_bits;
+        let table_end = (offset / table_span + 1) * table_span;
+        if matches!(first, ClusterEntry::Unallocated) && !self.l2_present {
+            // No L2 table here: skip this and every following unallocated L1 entry at once.
+            let end = self.unallocated_l1_end(offset / table_span + 1)?.saturating_mul(table_span);
+            return Ok(Extent { offset, len: end.min(size) - offset, kind: ExtentKind::Unallocated });
+        }
         let mut len = cs - in_cluster;
         let kind = match first {
             ClusterEntry::Unallocated => ExtentKind::Unallocated,
@@ -206,8 +219,6 @@ impl<'s, I: BlockIo> Qcow1<'s, I> {
                 return Ok(Extent { offset, len, kind: ExtentKind::Compressed { host_offset, len: clen } });
             }
         };
-        let table_span = (self.header.l2_entries() as u64) << self.header.cluster_bits;
-        let table_end = (offset / table_span + 1) * table_span;
         while offset + len < size.min(table_end) {
             let next = self.entry(offset + len)?;
             let same = match (first, next) {
@@ -221,6 +232,25 @@ impl<'s, I: BlockIo> Qcow1<'s, I> {
             len += cs;
         }
         Ok(Extent { offset, len: len.min(size - offset), kind })
+    }
+
+    /// The first L1 index at or after `from` whose entry names an L2 table (or the L1 size):
+    /// reads the L1 table in blocks of [`L1_SCAN_ENTRIES`] entries.
+    fn unallocated_l1_end(&mut self, from: u64) -> Result<u64, Error<I::Error>> {
+        let l1_size = self.header.l1_size;
+        let mut block = [0u8; L1_SCAN_ENTRIES * 8];
+        let mut index = from;
+        while index < l1_size {
+            let n = (l1_size - index).min(L1_SCAN_ENTRIES as u64) as usize;
+            let raw = &mut block[..n * 8];
+            // Inside the file: the L1 table was checked against the file size at open.
+            self.io.read_at(self.header.l1_table_offset + index * 8, raw).map_err(Error::Io)?;
+            match raw.chunks_exact(8).position(|e| e.iter().any(|&b| b != 0)) {
+                Some(i) => return Ok(index + i as u64),
+                None => index += n as u64,
+            }
+        }
+        Ok(l1_size)
     }
 
     fn read_impl<B>(&mut self, offset: u64, buf: &mut [u8], mut backing: Option<&mut B>) -> Result<(), Error<I::Error>>

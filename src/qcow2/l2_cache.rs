@@ -4,6 +4,8 @@
 //! Like QEMU's `l2-cache-entry-size`, the cache holds slices rather than whole tables, so a
 //! 2 MiB-cluster image does not need 2 MiB per cached table. Eviction is least recently used.
 
+use super::l2_entry::Mapping;
+
 /// Bytes per cached slice (or the whole table when clusters are smaller).
 pub const SLICE_BYTES: usize = 4096;
 
@@ -19,6 +21,13 @@ pub struct L2Cache<const N: usize> {
     stamps: [u64; N],
     slices: [[u8; SLICE_BYTES]; N],
     clock: u64,
+    /// A guest range last found unallocated (no L2 entry, in this layer): a chain asks the
+    /// same layer again for every run of its backing inside such a range, and the answer is
+    /// kept here instead of scanning the tables again each time.
+    unallocated: Option<(u64, u64)>,
+    /// An L2 table (its offset) last found to map every (sub)cluster the same way, with no
+    /// host offset (all unallocated, or all zero): L1 entries that share it are skipped whole.
+    uniform: Option<(u64, Mapping)>,
 }
 
 impl<const N: usize> Default for L2Cache<N> {
@@ -37,12 +46,41 @@ impl<const N: usize> L2Cache<N> {
     /// An empty cache.
     pub const fn new() -> Self {
         const { assert!(N > 0, "an L2 cache needs at least one slot") };
-        L2Cache { tags: [None; N], stamps: [0; N], slices: [[0; SLICE_BYTES]; N], clock: 0 }
+        L2Cache {
+            tags: [None; N],
+            stamps: [0; N],
+            slices: [[0; SLICE_BYTES]; N],
+            clock: 0,
+            unallocated: None,
+            uniform: None,
+        }
     }
 
     /// Forgets everything (after switching to a snapshot's tables).
     pub fn clear(&mut self) {
         self.tags = [None; N];
+        self.unallocated = None;
+        self.uniform = None;
+    }
+
+    /// Remembers that every (sub)cluster of the L2 table at `table_offset` maps as `mapping`.
+    pub fn note_uniform_table(&mut self, table_offset: u64, mapping: Mapping) {
+        self.uniform = Some((table_offset, mapping));
+    }
+
+    /// How every (sub)cluster of the L2 table at `table_offset` maps, if that is known.
+    pub fn uniform_table(&self, table_offset: u64) -> Option<Mapping> {
+        self.uniform.and_then(|(t, m)| (t == table_offset).then_some(m))
+    }
+
+    /// Remembers that guest bytes `start..end` are unallocated (replacing what was known).
+    pub fn note_unallocated(&mut self, start: u64, end: u64) {
+        self.unallocated = Some((start, end));
+    }
+
+    /// Where the remembered unallocated range that holds `offset` ends, if one does.
+    pub fn unallocated_until(&self, offset: u64) -> Option<u64> {
+        self.unallocated.and_then(|(start, end)| (start..end).contains(&offset).then_some(end))
     }
 
     /// The cached slice `slice` of the table at `table_offset`, filled by `load` on a miss.
