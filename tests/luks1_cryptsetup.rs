@@ -8,7 +8,7 @@ mod common;
 use common::{run, tool, TempDir};
 use qluks::crypto::{CipherSpec, HashAlg, OsRng};
 use qluks::luks::luks1::{self, CreateParams, Iterations};
-use qluks::luks::{Error, IoError};
+use qluks::luks::{Error, LuksIoError};
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::process::Command;
@@ -78,7 +78,7 @@ fn cryptsetup_luks1_volumes_unlock_to_the_dumped_volume_key() {
         assert_eq!(key.as_bytes(), &dumped_volume_key(&img, &pass)[..], "{extra:?}");
         // The newline is part of the passphrase: without it the volume stays locked.
         let e = luks1::unlock(&mut f, 0, None, &header, b"cryptsetup pass");
-        assert!(matches!(e, Err(IoError::Luks(Error::WrongPassphrase))));
+        assert!(matches!(e, Err(LuksIoError::Luks(Error::WrongPassphrase))));
     }
 }
 
@@ -157,7 +157,7 @@ fn keyslots_added_and_killed_by_cryptsetup_are_seen_by_qluks() {
     run(cryptsetup(&["luksKillSlot", "--key-file", &second]).arg(&img).arg("0"));
     let header = luks1::read_header(&mut f, 0).unwrap();
     assert!(!header.keyslots[0].active);
-    assert!(matches!(luks1::unlock(&mut f, 0, None, &header, b"first"), Err(IoError::Luks(Error::WrongPassphrase))));
+    assert!(matches!(luks1::unlock(&mut f, 0, None, &header, b"first"), Err(LuksIoError::Luks(Error::WrongPassphrase))));
 }
 
 #[test]

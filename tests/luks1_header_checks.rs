@@ -6,7 +6,7 @@ mod common;
 use qluks::crypto::{CipherSpec, HashAlg, OsRng};
 use qluks::io::MemIo;
 use qluks::luks::luks1::{self, CreateParams, Iterations, Luks1Header, HEADER_LEN};
-use qluks::luks::{Error, IoError, LuksVolume, OpenOptions};
+use qluks::luks::{Error, LuksIoError, LuksVolume, OpenOptions};
 use std::sync::OnceLock;
 
 /// A valid volume (QEMU layout, 64-byte key, keyslot 0 for "pass") with 4 KiB of payload.
@@ -38,8 +38,8 @@ fn slot_at(k: usize) -> usize {
 
 fn open_err(disk: &mut [u8], pass: &[u8]) -> Error {
     match LuksVolume::open(MemIo::new(disk), pass, OpenOptions::default()) {
-        Err(IoError::Luks(e)) => e,
-        Err(IoError::Device(e)) => panic!("device error {e}"),
+        Err(LuksIoError::Luks(e)) => e,
+        Err(LuksIoError::Io(e)) => panic!("device error {e}"),
         Ok(_) => panic!("opened"),
     }
 }
@@ -169,7 +169,7 @@ fn key_material_outside_the_callers_area_is_refused() {
     let header = luks1::read_header(&mut io, 0).unwrap();
     let e = luks1::unlock(&mut io, 0, Some(8 * 512), &header, b"pass").unwrap_err();
     assert!(
-        matches!(e, IoError::Luks(Error::KeyMaterialOutsideArea { keyslot: 0, end: 260_096, area_len: 4096 })),
+        matches!(e, LuksIoError::Luks(Error::KeyMaterialOutsideArea { keyslot: 0, end: 260_096, area_len: 4096 })),
         "{e:?}"
     );
 }

@@ -5,7 +5,7 @@ mod common;
 use qluks::crypto::{CipherSpec, HashAlg, OsRng};
 use qluks::io::{BlockIo, MemIo};
 use qluks::luks::luks1::{self, CreateParams, Iterations};
-use qluks::luks::{Error, IoError, LuksVolume, OpenOptions};
+use qluks::luks::{Error, LuksIoError, LuksVolume, OpenOptions};
 
 const PAYLOAD: usize = 64 * 1024;
 
@@ -18,9 +18,9 @@ fn formatted(cipher: &str, hash: HashAlg, pass: &[u8]) -> Vec<u8> {
     disk
 }
 
-fn luks_err<E: std::fmt::Debug>(r: Result<impl Sized, IoError<E>>) -> Error {
+fn luks_err<E: std::fmt::Debug>(r: Result<impl Sized, LuksIoError<E>>) -> Error {
     match r {
-        Err(IoError::Luks(e)) => e,
+        Err(LuksIoError::Luks(e)) => e,
         Err(e) => panic!("device error {e:?}"),
         Ok(_) => panic!("expected an error"),
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use qluks::luks::luks2::{self, Argon2Block};
-use qluks::luks::{Error, IoError};
+use qluks::luks::{Error, LuksIoError};
 
 const PASSPHRASE: &[u8] = b"correct horse battery staple";
 
@@ -54,10 +54,10 @@ fn qluks_unlock(image: &Path, passphrase: &[u8], memory_blocks: Option<usize>) -
     Ok((slot, key.as_bytes().to_vec()))
 }
 
-fn luks_error(e: IoError<std::io::Error>) -> Error {
+fn luks_error(e: LuksIoError<std::io::Error>) -> Error {
     match e {
-        IoError::Luks(e) => e,
-        IoError::Device(e) => panic!("device error: {e}"),
+        LuksIoError::Luks(e) => e,
+        LuksIoError::Io(e) => panic!("device error: {e}"),
     }
 }
 
@@ -143,7 +143,7 @@ fn argon2_with_too_little_caller_memory_names_the_need() {
     assert_eq!(qluks_unlock(&image, PASSPHRASE, Some(63)), Err(Error::KdfMemoryTooSmall { needed: 64 * 1024 }));
 }
 
-fn open_header(image: &Path) -> Result<luks2::Header, Error> {
+fn open_header(image: &Path) -> Result<luks2::Luks2Header, Error> {
     let mut json = vec![0u8; luks2::DEFAULT_JSON_BUFFER];
     luks2::read_header(&mut File::open(image).unwrap(), &mut json).map_err(luks_error)
 }
@@ -171,14 +171,14 @@ fn one_corrupted_header_copy_leaves_the_other_in_use() {
 
     corrupt_json(&image, 0);
     let header = open_header(&image).unwrap();
-    assert_eq!(header.primary_fault, Some(luks2::HeaderError::ChecksumMismatch));
+    assert_eq!(header.primary_fault, Some(luks2::Luks2CopyError::ChecksumMismatch));
     assert_eq!(header.secondary_fault, None);
     assert_eq!(qluks_unlock(&image, PASSPHRASE, None).unwrap().1, key);
 
     std::fs::write(&image, &pristine).unwrap();
     corrupt_json(&image, hdr_size);
     let header = open_header(&image).unwrap();
-    assert_eq!((header.primary_fault, header.secondary_fault), (None, Some(luks2::HeaderError::ChecksumMismatch)));
+    assert_eq!((header.primary_fault, header.secondary_fault), (None, Some(luks2::Luks2CopyError::ChecksumMismatch)));
     assert_eq!(qluks_unlock(&image, PASSPHRASE, None).unwrap().1, key);
 }
 
@@ -195,18 +195,18 @@ fn both_header_copies_corrupted_is_a_typed_error() {
     corrupt_json(&image, hdr_size);
     assert_eq!(
         open_header(&image).unwrap_err(),
-        Error::Luks2(luks2::Error::NoValidHeader {
-            primary: luks2::HeaderError::ChecksumMismatch,
-            secondary: luks2::HeaderError::ChecksumMismatch,
+        Error::Luks2(luks2::Luks2Error::NoValidHeader {
+            primary: luks2::Luks2CopyError::ChecksumMismatch,
+            secondary: luks2::Luks2CopyError::ChecksumMismatch,
         })
     );
     let open = qluks::luks::LuksVolume::open(File::open(&image).unwrap(), PASSPHRASE, Default::default());
-    let both = luks2::Error::NoValidHeader {
-        primary: luks2::HeaderError::ChecksumMismatch,
-        secondary: luks2::HeaderError::ChecksumMismatch,
+    let both = luks2::Luks2Error::NoValidHeader {
+        primary: luks2::Luks2CopyError::ChecksumMismatch,
+        secondary: luks2::Luks2CopyError::ChecksumMismatch,
     };
     let e = open.unwrap_err();
-    assert!(matches!(e, IoError::Luks(Error::Luks2(l)) if l == both), "{e:?}");
+    assert!(matches!(e, LuksIoError::Luks(Error::Luks2(l)) if l == both), "{e:?}");
 }
 
 #[test]
@@ -260,7 +260,7 @@ fn large_metadata_areas_need_a_larger_json_buffer() {
     let bytes = std::fs::read(&image).unwrap();
     let json_len = bytes[4096..].iter().position(|&b| b == 0).unwrap();
     assert!(
-        matches!(header, Err(IoError::Luks(Error::Luks2(luks2::Error::JsonTooLarge { len, capacity: 64 }))) if len == json_len),
+        matches!(header, Err(LuksIoError::Luks(Error::Luks2(luks2::Luks2Error::JsonTooLarge { len, capacity: 64 }))) if len == json_len),
         "{:?}",
         header.err()
     );
@@ -291,7 +291,7 @@ fn an_unfinished_reencryption_is_refused_by_its_requirement() {
     assert!(header.metadata.segments().any(|(_, s)| s.backup));
     let open = qluks::luks::LuksVolume::open(File::open(&image).unwrap(), PASSPHRASE, Default::default());
     match open.unwrap_err() {
-        IoError::Luks(Error::Luks2(luks2::Error::UnmetRequirement { name })) => {
+        LuksIoError::Luks(Error::Luks2(luks2::Luks2Error::UnmetRequirement { name })) => {
             assert_eq!(name.as_str(), "online-reencrypt-v2")
         }
         e => panic!("expected UnmetRequirement, got {e}"),

@@ -21,7 +21,7 @@ use qluks::io::{BlockIo, MemIo};
 use qluks::luks::luks1::{self, CreateParams, Iterations};
 use qluks::luks::luks2::create::{self as luks2_create, CreateKdf, HDR_SIZE};
 use qluks::luks::luks2::{self, Argon2Block};
-use qluks::luks::{Error, IoError, KdfCost, KdfLimits, LuksVolume, OpenOptions};
+use qluks::luks::{Error, LuksIoError, KdfCost, KdfLimits, LuksVolume, OpenOptions};
 
 /// A refusal does no KDF work: it returns well within this bound, while every claim in these
 /// tests would take far longer to pay.
@@ -52,9 +52,9 @@ fn within<T: Send + 'static>(bound: Duration, f: impl FnOnce() -> T + Send + 'st
     value
 }
 
-fn luks_err<T, E: std::fmt::Debug>(r: Result<T, IoError<E>>) -> Error {
+fn luks_err<T, E: std::fmt::Debug>(r: Result<T, LuksIoError<E>>) -> Error {
     match r {
-        Err(IoError::Luks(e)) => e,
+        Err(LuksIoError::Luks(e)) => e,
         Err(e) => panic!("device error {e:?}"),
         Ok(_) => panic!("expected an error"),
     }

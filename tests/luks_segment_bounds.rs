@@ -12,7 +12,7 @@ use qluks::crypto::{CipherSpec, HashAlg, OsRng, SectorCipher};
 use qluks::io::{BlockIo, MemIo};
 use qluks::luks::luks2::create::{self as luks2_create, CreateKdf, HDR_SIZE};
 use qluks::luks::luks2::{self, HeaderError, MetadataError};
-use qluks::luks::{luks1, Error, IoError, LuksVolume, OpenOptions, Segment};
+use qluks::luks::{luks1, Error, LuksIoError, LuksVolume, OpenOptions, Segment};
 
 const DATA_OFFSET: u64 = 1 << 20;
 const PAYLOAD: u64 = 64 * 1024;
@@ -44,8 +44,8 @@ fn with_segment(offset: u64, size: &str) -> Vec<u8> {
 
 fn open(disk: &mut [u8]) -> Result<LuksVolume<MemIo<'_>>, Error> {
     LuksVolume::open(MemIo::new(disk), b"pw", OpenOptions::default()).map_err(|e| match e {
-        IoError::Luks(e) => e,
-        IoError::Device(e) => panic!("device error {e}"),
+        LuksIoError::Luks(e) => e,
+        LuksIoError::Io(e) => panic!("device error {e}"),
     })
 }
 
@@ -91,7 +91,7 @@ fn segment_starting_inside_the_metadata_is_refused() {
     let mut disk = with_segment(offset, "4096");
     let expected = MetadataError::SegmentOverlapsMetadata { segment: 0, offset, metadata_end: DATA_OFFSET };
     let e = HeaderError::Metadata(expected);
-    assert_eq!(open(&mut disk).unwrap_err(), Error::Luks2(luks2::Error::NoValidHeader { primary: e, secondary: e }));
+    assert_eq!(open(&mut disk).unwrap_err(), Error::Luks2(luks2::Luks2Error::NoValidHeader { primary: e, secondary: e }));
 }
 
 /// A device as large as a u64 can say, that fails the test on any I/O.
@@ -119,7 +119,7 @@ fn a_wrapping_segment_is_refused_even_on_a_device_of_2_pow_64_bytes() {
     let cipher = SectorCipher::new(CipherSpec::DEFAULT, &[7u8; 64]).unwrap();
     let segment = Segment { offset: WRAPPING, size: Some(8192), sector_size: 512, iv_tweak: 0, cipher };
     match LuksVolume::new(Huge, segment) {
-        Err(IoError::Luks(e)) => {
+        Err(LuksIoError::Luks(e)) => {
             assert_eq!(e, Error::SegmentPastEnd { offset: WRAPPING, size: 8192, device_size: u64::MAX })
         }
         other => panic!("expected a refusal, got {other:?}"),
@@ -153,7 +153,7 @@ fn a_segment_ends_at_its_last_whole_sector() {
     let mut volume = LuksVolume::new(MemIo::new(&mut device), segment).unwrap();
     assert_eq!(volume.size(), 512);
     match volume.write_at(600, &[1u8; 10]) {
-        Err(IoError::Luks(e)) => assert_eq!(e, Error::OutOfRange { offset: 600, len: 10, size: 512 }),
+        Err(LuksIoError::Luks(e)) => assert_eq!(e, Error::OutOfRange { offset: 600, len: 10, size: 512 }),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }

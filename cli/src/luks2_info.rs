@@ -103,14 +103,14 @@ fn kdf_json(kdf: &Kdf) -> String {
 }
 
 /// The data segment's offset and plaintext size.
-fn payload(header: &Header, file_size: u64) -> Option<(u64, u64, &luks2::Segment)> {
+fn payload(header: &Header, file_size: u64) -> Option<(u64, u64, &luks2::Luks2Segment)> {
     let (_, segment) = header.metadata.data_segment()?;
     let sector = u64::from(segment.sector_size);
     let size = segment.size.unwrap_or_else(|| file_size.saturating_sub(segment.offset) / sector * sector);
     Some((segment.offset, size, segment))
 }
 
-fn copy_state(fault: Option<luks2::HeaderError>) -> String {
+fn copy_state(fault: Option<luks2::Luks2CopyError>) -> String {
     match fault {
         None => "valid".into(),
         Some(e) => format!("invalid ({e})"),

@@ -168,8 +168,8 @@ pub fn luks1_claims(header: &Luks1Header) -> Vec<Pbkdf2Claim> {
 }
 
 /// How to override the limit that refused `e`, if a KDF limit did: appended to the message.
-pub fn kdf_hint(e: &qluks::luks::Error) -> String {
-    use qluks::luks::Error;
+pub fn kdf_hint(e: &qluks::luks::LuksError) -> String {
+    use qluks::luks::LuksError;
     let cost = match e {
         Error::KeyslotKdfRefused { cost, .. }
         | Error::DigestKdfRefused { cost }

@@ -14,7 +14,7 @@
 use qluks::io::MemIo;
 use qluks::luks::luks2::binary_header::{Checksum, BINARY_HEADER_SIZE, CSUM_LEN, OFF_CSUM};
 use qluks::luks::luks2::{Argon2Block, BinaryHeader};
-use qluks::luks::{Error, IoError, LuksVolume, OpenOptions};
+use qluks::luks::{Error, LuksIoError, LuksVolume, OpenOptions};
 
 #[path = "kdf_budget.rs"]
 mod kdf_budget;
@@ -86,9 +86,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         // refuse (a segment that runs past it), never the volume.
         match &r {
             Ok(()) => assert!(in_range, "op {} at {off:#x} len {len} accepted outside size {size:#x}", kind & 3),
-            Err(IoError::Luks(Error::OutOfRange { .. })) => assert!(!in_range, "op {} at {off:#x} len {len}", kind & 3),
+            Err(LuksIoError::Luks(Error::OutOfRange { .. })) => assert!(!in_range, "op {} at {off:#x} len {len}", kind & 3),
             Err(e) => {
-                assert!(in_range && matches!(e, IoError::Device(_)), "op {} at {off:#x} len {len}: {e:?}", kind & 3)
+                assert!(in_range && matches!(e, LuksIoError::Io(_)), "op {} at {off:#x} len {len}: {e:?}", kind & 3)
             }
         }
         if r.is_ok() && kind & 3 != 0 && kind & 3 != 3 {

@@ -10,10 +10,10 @@ pub mod luks1;
 pub mod luks2;
 mod volume;
 
-pub use error::{Error, IoError};
+pub use error::{LuksError, LuksIoError};
 pub use limits::{KdfCost, KdfLimits, DEFAULT_ARGON2_MEMORY_KIB, DEFAULT_ARGON2_TIME, DEFAULT_PBKDF2_ITERATIONS};
-pub use luks1::{Keyslot, Luks1Header};
-pub use volume::{LuksVolume, OpenOptions, Segment};
+pub use luks1::Luks1Header;
+pub use volume::{DataSegment, LuksVolume, OpenOptions};
 
 /// The magic at the start of a LUKS1 or LUKS2 header.
 pub const MAGIC: [u8; 6] = *b"LUKS\xba\xbe";
