@@ -40,7 +40,7 @@ fn luks1_image() -> Vec<u8> {
 fn luks2_image(kdf: CreateKdf) -> Vec<u8> {
     let mut disk = vec![0u8; 17 << 20];
     let params = luks2::create::CreateParams { kdf, digest_iterations: 1000, ..Default::default() };
-    let mut memory = vec![luks2::Argon2Block::default(); 256];
+    let mut memory = vec![0u8; 256 * 1024];
     luks2::create::format(&mut MemIo::new(&mut disk), &params, PASSPHRASE, &mut memory, &mut OsRng).unwrap();
     let options = OpenOptions { kdf_memory: Some(&mut memory), ..Default::default() };
     let mut volume = LuksVolume::open(MemIo::new(&mut disk), PASSPHRASE, options).unwrap();
@@ -74,7 +74,7 @@ fn luks1_unlock_and_read_fit_in_64_kib() {
     let mut disk = luks1_image();
     assert!(on_small_stack(move || {
         let mut io = MemIo::new(&mut disk);
-        let header = luks1::read_header(&mut io, 0).unwrap();
+        let header = qluks::luks::Luks1Header::read(&mut io, 0).unwrap();
         let (_, key) = luks1::unlock_with_limits(&mut io, 0, None, &header, PASSPHRASE, None, &KdfLimits::DEFAULT).unwrap();
         let cipher = qluks::crypto::SectorCipher::new(header.cipher, key.as_bytes()).unwrap();
         let segment = qluks::luks::DataSegment {
@@ -89,22 +89,49 @@ fn luks1_unlock_and_read_fit_in_64_kib() {
     }));
 }
 
+/// Caller storage for the LUKS2 header and JSON text, made outside the small stack (firmware
+/// would use a static or its own struct).
+fn storage() -> (Box<luks2::Luks2Header>, Vec<u8>) {
+    (Box::new(luks2::Luks2Header::EMPTY), vec![0u8; luks2::DEFAULT_JSON_BUFFER])
+}
+
+/// `LuksVolume::open` with caller storage for the header, the JSON text and Argon2.
 fn luks2_open(mut disk: Vec<u8>) -> bool {
+    let (mut header, mut json) = storage();
+    let mut memory = vec![0u8; 256 * 1024];
     on_small_stack(move || {
-        let mut memory = vec![luks2::Argon2Block::default(); 256];
-        let mut json = vec![0u8; luks2::DEFAULT_JSON_BUFFER];
-        let options = OpenOptions { kdf_memory: Some(&mut memory), json_buffer: Some(&mut json), ..Default::default() };
+        let options = OpenOptions {
+            kdf_memory: Some(&mut memory),
+            json_buffer: Some(&mut json),
+            header: Some(&mut header),
+            ..Default::default()
+        };
         let mut volume = LuksVolume::open(MemIo::new(&mut disk), PASSPHRASE, options).unwrap();
         read_back(&mut volume)
     })
 }
 
-fn luks2_unlock(mut disk: Vec<u8>) -> bool {
+/// The two-step open: header read once into caller storage, Argon2 sized from it in bytes,
+/// then `open_luks2_header`.
+fn luks2_two_step(mut disk: Vec<u8>) -> bool {
+    let (mut header, mut json) = storage();
     on_small_stack(move || {
-        let mut memory = vec![luks2::Argon2Block::default(); 256];
-        let mut json = vec![0u8; luks2::DEFAULT_JSON_BUFFER];
         let mut io = MemIo::new(&mut disk);
-        let header = luks2::read_header(&mut io, &mut json).unwrap();
+        header.read_into(&mut io, &mut json).unwrap();
+        let mut memory = vec![0u8; header.kdf_memory_within(&KdfLimits::DEFAULT, None) as usize];
+        let mut volume =
+            LuksVolume::open_luks2_header(io, &header, PASSPHRASE, None, &mut memory, &KdfLimits::DEFAULT).unwrap();
+        read_back(&mut volume)
+    })
+}
+
+/// The lower-level functions: `luks2::unlock_with_limits`, `data_segment`, `LuksVolume::new`.
+fn luks2_unlock(mut disk: Vec<u8>) -> bool {
+    let (mut header, mut json) = storage();
+    on_small_stack(move || {
+        let mut io = MemIo::new(&mut disk);
+        header.read_into(&mut io, &mut json).unwrap();
+        let mut memory = vec![0u8; header.metadata.kdf_memory() as usize];
         let (_, key) =
             luks2::unlock_with_limits(&mut io, &header.metadata, PASSPHRASE, None, &mut memory, &KdfLimits::DEFAULT)
                 .unwrap();
@@ -132,4 +159,14 @@ fn luks2_argon2id_open_and_read_fit_in_64_kib() {
 #[test]
 fn luks2_argon2id_unlock_and_read_fit_in_64_kib() {
     assert!(luks2_unlock(luks2_image(ARGON2ID)));
+}
+
+#[test]
+fn luks2_pbkdf2_two_step_open_and_read_fit_in_64_kib() {
+    assert!(luks2_two_step(luks2_image(PBKDF2)));
+}
+
+#[test]
+fn luks2_argon2id_two_step_open_and_read_fit_in_64_kib() {
+    assert!(luks2_two_step(luks2_image(ARGON2ID)));
 }

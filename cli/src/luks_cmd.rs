@@ -90,7 +90,7 @@ impl IterationArgs {
 fn open(path: &Path) -> Result<(File, Luks1Header), Box<dyn Error>> {
     let mut file =
         FileOptions::new().read(true).write(true).open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let header = luks1::read_header(&mut file, 0).map_err(|e| format!("{}: {e}", path.display()))?;
+    let header = luks1::Luks1Header::read(&mut file, 0).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((file, header))
 }
 

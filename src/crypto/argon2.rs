@@ -7,10 +7,6 @@
 //! region is ever needed. The stack holds four 1 KiB blocks. The region is wiped afterwards: it
 //! holds passphrase-derived state.
 
-use blake2::digest::block_api::{UpdateCore, VariableOutputCore};
-use blake2::digest::block_buffer::LazyBuffer;
-use blake2::digest::Digest;
-use blake2::{Blake2b512, Blake2bVarCore};
 use zeroize::Zeroize;
 
 /// The shortest salt Argon2 accepts.
@@ -74,41 +70,144 @@ impl Params {
     }
 }
 
+/// BLAKE2b (RFC 7693) without a key, 1..=64 output bytes. Written as loops rather than the
+/// unrolled rounds of the `blake2` crate, whose compression function takes about 80 KiB of
+/// stack in debug builds.
+struct Blake2b {
+    h: [u64; 8],
+    t: u128,
+    buf: [u8; 128],
+    len: usize,
+    out_len: usize,
+}
+
+const IV: [u64; 8] = [
+    0x6a09e667f3bcc908,
+    0xbb67ae8584caa73b,
+    0x3c6ef372fe94f82b,
+    0xa54ff53a5f1d36f1,
+    0x510e527fade682d1,
+    0x9b05688c2b3e6c1f,
+    0x1f83d9abfb41bd6b,
+    0x5be0cd19137e2179,
+];
+
+const SIGMA: [[u8; 16]; 10] = [
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+    [14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3],
+    [11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4],
+    [7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8],
+    [9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13],
+    [2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9],
+    [12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11],
+    [13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10],
+    [6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5],
+    [10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0],
+];
+
+/// The (a, b, c, d) words of the eight G calls of a round.
+const G_WORDS: [[usize; 4]; 8] =
+    [[0, 4, 8, 12], [1, 5, 9, 13], [2, 6, 10, 14], [3, 7, 11, 15], [0, 5, 10, 15], [1, 6, 11, 12], [2, 7, 8, 13], [3, 4, 9, 14]];
+
+impl Blake2b {
+    fn new(out_len: usize) -> Blake2b {
+        let mut h = IV;
+        h[0] ^= 0x0101_0000 ^ out_len as u64;
+        Blake2b { h, t: 0, buf: [0; 128], len: 0, out_len }
+    }
+
+    fn compress(&mut self, last: bool) {
+        let mut m = [0u64; 16];
+        for (w, b) in m.iter_mut().zip(self.buf.chunks_exact(8)) {
+            *w = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        }
+        let mut v = [0u64; 16];
+        v[..8].copy_from_slice(&self.h);
+        v[8..].copy_from_slice(&IV);
+        v[12] ^= self.t as u64;
+        v[13] ^= (self.t >> 64) as u64;
+        if last {
+            v[14] = !v[14];
+        }
+        for round in 0..12 {
+            let s = &SIGMA[round % 10];
+            for (i, &[a, b, c, d]) in G_WORDS.iter().enumerate() {
+                let (x, y) = (m[s[2 * i] as usize], m[s[2 * i + 1] as usize]);
+                v[a] = v[a].wrapping_add(v[b]).wrapping_add(x);
+                v[d] = (v[d] ^ v[a]).rotate_right(32);
+                v[c] = v[c].wrapping_add(v[d]);
+                v[b] = (v[b] ^ v[c]).rotate_right(24);
+                v[a] = v[a].wrapping_add(v[b]).wrapping_add(y);
+                v[d] = (v[d] ^ v[a]).rotate_right(16);
+                v[c] = v[c].wrapping_add(v[d]);
+                v[b] = (v[b] ^ v[c]).rotate_right(63);
+            }
+        }
+        for i in 0..8 {
+            self.h[i] ^= v[i] ^ v[i + 8];
+        }
+        m.zeroize();
+        v.zeroize();
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            // The last block is compressed by `finish`, so a full buffer waits for more data.
+            if self.len == 128 {
+                self.t += 128;
+                self.compress(false);
+                self.len = 0;
+            }
+            let n = (128 - self.len).min(data.len());
+            self.buf[self.len..self.len + n].copy_from_slice(&data[..n]);
+            self.len += n;
+            data = &data[n..];
+        }
+    }
+
+    fn finish(mut self, out: &mut [u8]) {
+        self.t += self.len as u128;
+        self.buf[self.len..].fill(0);
+        self.compress(true);
+        let mut bytes = [0u8; 64];
+        for (b, w) in bytes.chunks_exact_mut(8).zip(self.h.iter()) {
+            b.copy_from_slice(&w.to_le_bytes());
+        }
+        out.copy_from_slice(&bytes[..self.out_len]);
+        bytes.zeroize();
+        self.h.zeroize();
+        self.buf.zeroize();
+    }
+}
+
 /// H' of RFC 9106 (variable-length BLAKE2b) of the concatenation of `inputs` into `out`
 /// (1..=1024 bytes here).
 fn blake2b_long(inputs: &[&[u8]], out: &mut [u8]) {
     let len = (out.len() as u32).to_le_bytes();
-    if let Ok(mut core) = Blake2bVarCore::new(out.len()) {
-        let mut buf = LazyBuffer::new(&len);
-        for input in inputs {
-            buf.digest_blocks(input, |blocks| core.update_blocks(blocks));
-        }
-        let mut full = Default::default();
-        core.finalize_variable_core(&mut buf, &mut full);
-        out.copy_from_slice(&full[..out.len()]);
-        full.zeroize();
-        return;
-    }
-    let mut h = Blake2b512::new();
-    h.update(len);
+    let mut h = Blake2b::new(out.len().min(64));
+    h.update(&len);
     for input in inputs {
         h.update(input);
     }
-    let mut v = h.finalize();
+    if out.len() <= 64 {
+        h.finish(out);
+        return;
+    }
+    let mut v = [0u8; 64];
+    h.finish(&mut v);
     let (first, mut rest) = out.split_at_mut(32);
     first.copy_from_slice(&v[..32]);
     while rest.len() > 64 {
-        v = Blake2b512::digest(v);
+        let mut h = Blake2b::new(64);
+        h.update(&v);
+        h.finish(&mut v);
         let (chunk, tail) = rest.split_at_mut(32);
         chunk.copy_from_slice(&v[..32]);
         rest = tail;
     }
-    let mut core = Blake2bVarCore::new(rest.len()).unwrap_or_else(|_| unreachable!("1..=64 bytes"));
-    let mut buf = LazyBuffer::new(&v);
-    let mut full = Default::default();
-    core.finalize_variable_core(&mut buf, &mut full);
-    rest.copy_from_slice(&full[..rest.len()]);
-    full.zeroize();
+    let mut h = Blake2b::new(rest.len());
+    h.update(&v);
+    h.finish(rest);
     v.zeroize();
 }
 
@@ -210,17 +309,17 @@ pub fn argon2(params: &Params, password: &[u8], salt: &[u8], out: &mut [u8], mem
         Variant::Argon2i => 1,
         Variant::Argon2id => 2,
     };
-    let mut h = Blake2b512::new();
+    let mut h = Blake2b::new(64);
     for v in [params.lanes, out.len() as u32, params.memory_kib, params.time, VERSION, y, password.len() as u32] {
-        h.update(v.to_le_bytes());
+        h.update(&v.to_le_bytes());
     }
     h.update(password);
-    h.update((salt.len() as u32).to_le_bytes());
+    h.update(&(salt.len() as u32).to_le_bytes());
     h.update(salt);
     // No secret, no associated data.
-    h.update([0u8; 8]);
+    h.update(&[0u8; 8]);
     let mut h0 = [0u8; 64];
-    h0.copy_from_slice(&h.finalize());
+    h.finish(&mut h0);
     let mut w = Work { prev: [0; WORDS], refb: [0; WORDS], cur: [0; WORDS], tmp: [0; WORDS] };
     fill(params, y, &h0, memory, &mut w);
     h0.zeroize();
@@ -391,6 +490,16 @@ mod tests {
         argon2(&params, b"password", b"somesalt", &mut out, &mut region).unwrap();
         let hex: std::string::String = out.iter().map(|b| std::format!("{b:02x}")).collect();
         assert_eq!(hex, "09316115d5cf24ed5a15a31a3ba326e5cf32edc24702987c02b6566f61913cf7");
+    }
+
+    #[test]
+    fn blake2b_matches_rfc_7693_abc() {
+        let mut out = [0u8; 64];
+        let mut h = Blake2b::new(64);
+        h.update(b"abc");
+        h.finish(&mut out);
+        assert_eq!(out[..8], [0xba, 0x80, 0xa5, 0x3f, 0x98, 0x1c, 0x4d, 0x0d]);
+        assert_eq!(out[56..], [0xb9, 0x23, 0x86, 0xed, 0xd4, 0x00, 0x99, 0x23]);
     }
 
     #[test]

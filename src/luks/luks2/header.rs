@@ -155,6 +155,18 @@ impl Luks2Header {
         result
     }
 
+    /// [`Luks2Header::read_into`] a new boxed header (`alloc` builds; the header never
+    /// crosses the stack by value).
+    #[cfg(feature = "alloc")]
+    pub fn read<I: BlockIo>(
+        io: &mut I,
+        json_buf: &mut [u8],
+    ) -> Result<alloc::boxed::Box<Luks2Header>, LuksIoError<I::Error>> {
+        let mut header = alloc::boxed::Box::new(Luks2Header::EMPTY);
+        header.read_into(io, json_buf)?;
+        Ok(header)
+    }
+
     /// Bytes of Argon2 memory an unlock of this volume within `limits` (of `keyslot` only,
     /// when given) needs: see [`Metadata::kdf_memory_within`].
     pub fn kdf_memory_within(&self, limits: &KdfLimits, keyslot: Option<usize>) -> u64 {
