@@ -107,7 +107,7 @@ fn luks1_named_keyslot_over_the_iteration_limit_is_refused_before_any_work() {
     assert_eq!(err, LuksError::KeyslotKdfRefused { keyslot: 0, cost: pbkdf2_cost() });
     assert_eq!(
         err.to_string(),
-        format!("keyslot 0 refused: it asks for PBKDF2 with {CLAIM} iterations (limit {LIMIT})")
+        format!("LUKS keyslot 0 refused: it asks for PBKDF2 with {CLAIM} iterations (limit {LIMIT})")
     );
 }
 

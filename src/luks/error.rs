@@ -310,7 +310,7 @@ impl fmt::Display for LuksError {
                 f,
                 "LUKS keyslot {keyslot}: key material ends at {end:#x}, outside the LUKS area ({area_len:#x} bytes)"
             ),
-            WrongPassphrase => write!(f, "wrong passphrase: it opens no LUKS keyslot"),
+            WrongPassphrase => write!(f, "no keyslot matches the passphrase (wrong passphrase)"),
             NoActiveKeyslot => write!(f, "LUKS: no keyslot is active"),
             KeyslotOutOfRange { keyslot } => write!(f, "LUKS: keyslot {keyslot} does not exist"),
             KeyslotInactive { keyslot } => write!(f, "LUKS: keyslot {keyslot} is not active"),
