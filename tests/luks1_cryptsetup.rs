@@ -157,7 +157,10 @@ fn keyslots_added_and_killed_by_cryptsetup_are_seen_by_qluks() {
     run(cryptsetup(&["luksKillSlot", "--key-file", &second]).arg(&img).arg("0"));
     let header = luks1::Luks1Header::read(&mut f, 0).unwrap();
     assert!(!header.keyslots[0].active);
-    assert!(matches!(luks1::unlock(&mut f, 0, None, &header, b"first"), Err(LuksIoError::Luks(LuksError::WrongPassphrase))));
+    assert!(matches!(
+        luks1::unlock(&mut f, 0, None, &header, b"first"),
+        Err(LuksIoError::Luks(LuksError::WrongPassphrase))
+    ));
 }
 
 #[test]

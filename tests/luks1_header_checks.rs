@@ -128,7 +128,10 @@ fn invalid_keyslot_state_is_refused() {
 #[test]
 fn stripes_other_than_4000_are_refused() {
     assert_eq!(with(|b| put32(b, slot_at(1) + 44, 3999)), LuksError::KeyslotStripes { keyslot: 1, stripes: 3999 });
-    assert_eq!(with(|b| put32(b, slot_at(1) + 44, u32::MAX)), LuksError::KeyslotStripes { keyslot: 1, stripes: u32::MAX });
+    assert_eq!(
+        with(|b| put32(b, slot_at(1) + 44, u32::MAX)),
+        LuksError::KeyslotStripes { keyslot: 1, stripes: u32::MAX }
+    );
 }
 
 #[test]

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Command;
 
 use qluks::crypto::{CipherSpec, HashAlg, OsRng};
-use qluks::luks::luks2::create::{format, CreateKdf, CreateParams};
 use qluks::luks::luks2;
+use qluks::luks::luks2::create::{format, CreateKdf, CreateParams};
 use qluks::luks::{LuksVolume, OpenOptions};
 
 const PASSPHRASE: &[u8] = b"made by qluks";

@@ -140,7 +140,10 @@ fn argon2_with_too_little_caller_memory_names_the_need() {
         "v.luks2",
         &["--pbkdf", "argon2id", "--pbkdf-memory", "64", "--pbkdf-force-iterations", "4", "--pbkdf-parallel", "1"],
     );
-    assert_eq!(qluks_unlock(&image, PASSPHRASE, Some(63)), Err(LuksError::KdfMemoryTooSmall { needed: 64 * 1024, supplied: 63 * 1024 }));
+    assert_eq!(
+        qluks_unlock(&image, PASSPHRASE, Some(63)),
+        Err(LuksError::KdfMemoryTooSmall { needed: 64 * 1024, supplied: 63 * 1024 })
+    );
 }
 
 fn open_header(image: &Path) -> Result<Box<luks2::Luks2Header>, LuksError> {

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use qluks::crypto::{CipherSpec, HashAlg, OsRng};
 use qluks::io::{BlockIo, MemIo};
 use qluks::luks::luks1::{self, CreateParams, Iterations};
-use qluks::luks::luks2::create::{self as luks2_create, CreateKdf, HDR_SIZE};
 use qluks::luks::luks2;
-use qluks::luks::{LuksError, LuksIoError, KdfCost, KdfLimits, LuksVolume, OpenOptions};
+use qluks::luks::luks2::create::{self as luks2_create, CreateKdf, HDR_SIZE};
+use qluks::luks::{KdfCost, KdfLimits, LuksError, LuksIoError, LuksVolume, OpenOptions};
 
 /// A refusal does no KDF work: it returns well within this bound, while every claim in these
 /// tests would take far longer to pay.
@@ -265,7 +265,10 @@ fn luks2_argon2_memory_over_the_limit_is_refused_without_allocating_it() {
         open_luks2(patched.clone(), Some(0), limits).unwrap_err(),
         LuksError::KeyslotKdfRefused { keyslot: 0, cost }
     );
-    assert_eq!(open_luks2(patched, None, limits).unwrap_err(), LuksError::KeyslotsRefused { keyslot: 0, cost, refused: 1 });
+    assert_eq!(
+        open_luks2(patched, None, limits).unwrap_err(),
+        LuksError::KeyslotsRefused { keyslot: 0, cost, refused: 1 }
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@ use qluks::crypto::{CipherSpec, HashAlg, OsRng, SectorCipher};
 use qluks::io::{BlockIo, MemIo};
 use qluks::luks::luks2::create::{self as luks2_create, CreateKdf, HDR_SIZE};
 use qluks::luks::luks2::{self, Luks2CopyError, MetadataError};
-use qluks::luks::{luks1, LuksError, LuksIoError, LuksVolume, OpenOptions, DataSegment};
+use qluks::luks::{luks1, DataSegment, LuksError, LuksIoError, LuksVolume, OpenOptions};
 
 const DATA_OFFSET: u64 = 1 << 20;
 const PAYLOAD: u64 = 64 * 1024;
@@ -77,10 +77,16 @@ fn segment_wrapping_past_2_pow_64_is_refused_at_open() {
 fn segment_ending_past_the_device_is_refused_at_open() {
     let size = 2 * PAYLOAD;
     let mut disk = with_segment(DATA_OFFSET, &size.to_string());
-    assert_eq!(open(&mut disk).unwrap_err(), LuksError::SegmentPastEnd { offset: DATA_OFFSET, size, device_size: DEVICE });
+    assert_eq!(
+        open(&mut disk).unwrap_err(),
+        LuksError::SegmentPastEnd { offset: DATA_OFFSET, size, device_size: DEVICE }
+    );
     // A dynamic segment starting past the end, likewise.
     let mut disk = with_segment(2 * DEVICE, "dynamic");
-    assert_eq!(open(&mut disk).unwrap_err(), LuksError::PayloadPastEnd { payload_offset: 2 * DEVICE, device_size: DEVICE });
+    assert_eq!(
+        open(&mut disk).unwrap_err(),
+        LuksError::PayloadPastEnd { payload_offset: 2 * DEVICE, device_size: DEVICE }
+    );
 }
 
 #[test]
@@ -91,7 +97,10 @@ fn segment_starting_inside_the_metadata_is_refused() {
     let mut disk = with_segment(offset, "4096");
     let expected = MetadataError::SegmentOverlapsMetadata { segment: 0, offset, metadata_end: DATA_OFFSET };
     let e = Luks2CopyError::Metadata(expected);
-    assert_eq!(open(&mut disk).unwrap_err(), LuksError::Luks2(luks2::Luks2Error::NoValidHeader { primary: e, secondary: e }));
+    assert_eq!(
+        open(&mut disk).unwrap_err(),
+        LuksError::Luks2(luks2::Luks2Error::NoValidHeader { primary: e, secondary: e })
+    );
 }
 
 /// A device as large as a u64 can say, that fails the test on any I/O.

@@ -29,7 +29,8 @@ fn pattern() -> Vec<u8> {
 
 fn luks1_image() -> Vec<u8> {
     let mut disk = vec![0u8; 2 << 20];
-    let mut params = CreateParams { cipher: CipherSpec::DEFAULT, hash: HashAlg::Sha256, iterations: Iterations::fixed(1000) };
+    let mut params =
+        CreateParams { cipher: CipherSpec::DEFAULT, hash: HashAlg::Sha256, iterations: Iterations::fixed(1000) };
     let (header, _) = luks1::format(&mut MemIo::new(&mut disk), 0, &mut params, PASSPHRASE, &mut OsRng).unwrap();
     let mut volume = LuksVolume::open_luks1(MemIo::new(&mut disk), PASSPHRASE, None).unwrap();
     volume.write_at(DATA_AT, &pattern()).unwrap();
@@ -75,7 +76,8 @@ fn luks1_unlock_and_read_fit_in_64_kib() {
     assert!(on_small_stack(move || {
         let mut io = MemIo::new(&mut disk);
         let header = qluks::luks::Luks1Header::read(&mut io, 0).unwrap();
-        let (_, key) = luks1::unlock_with_limits(&mut io, 0, None, &header, PASSPHRASE, None, &KdfLimits::DEFAULT).unwrap();
+        let (_, key) =
+            luks1::unlock_with_limits(&mut io, 0, None, &header, PASSPHRASE, None, &KdfLimits::DEFAULT).unwrap();
         let cipher = qluks::crypto::SectorCipher::new(header.cipher, key.as_bytes()).unwrap();
         let segment = qluks::luks::DataSegment {
             offset: header.payload_offset_bytes(),

@@ -98,7 +98,9 @@ pub fn open_with_chain(
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             let opened = match luks2_memory {
                 Some(memory) => memory.open(file, &passphrase, &limits),
-                None => LuksVolume::open(file, &passphrase, OpenOptions { kdf_limits: limits, ..OpenOptions::default() }),
+                None => {
+                    LuksVolume::open(file, &passphrase, OpenOptions { kdf_limits: limits, ..OpenOptions::default() })
+                }
             };
             let volume = opened.map_err(|e| {
                 let hint = e.luks().map(crate::secret::kdf_hint).unwrap_or_default();

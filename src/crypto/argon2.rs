@@ -106,8 +106,16 @@ const SIGMA: [[u8; 16]; 10] = [
 ];
 
 /// The (a, b, c, d) words of the eight G calls of a round.
-const G_WORDS: [[usize; 4]; 8] =
-    [[0, 4, 8, 12], [1, 5, 9, 13], [2, 6, 10, 14], [3, 7, 11, 15], [0, 5, 10, 15], [1, 6, 11, 12], [2, 7, 8, 13], [3, 4, 9, 14]];
+const G_WORDS: [[usize; 4]; 8] = [
+    [0, 4, 8, 12],
+    [1, 5, 9, 13],
+    [2, 6, 10, 14],
+    [3, 7, 11, 15],
+    [0, 5, 10, 15],
+    [1, 6, 11, 12],
+    [2, 7, 8, 13],
+    [3, 4, 9, 14],
+];
 
 impl Blake2b {
     fn new(out_len: usize) -> Blake2b {
@@ -223,12 +231,14 @@ fn block(memory: &[u8], index: usize) -> &[u8] {
     &memory[index * BLOCK_BYTES..(index + 1) * BLOCK_BYTES]
 }
 
-#[inline(always)]
+// Inlined when optimizing (the hot loop); separate small frames in debug builds, where
+// inlining every G of a round would make an 8 KiB frame.
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn fblamka(x: u64, y: u64) -> u64 {
     x.wrapping_add(y).wrapping_add(2u64.wrapping_mul(x & 0xffff_ffff).wrapping_mul(y & 0xffff_ffff))
 }
 
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn gb(v: &mut Block, a: usize, b: usize, c: usize, d: usize) {
     v[a] = fblamka(v[a], v[b]);
     v[d] = (v[d] ^ v[a]).rotate_right(32);
@@ -241,7 +251,7 @@ fn gb(v: &mut Block, a: usize, b: usize, c: usize, d: usize) {
 }
 
 /// The permutation P on the 16 words at positions `i`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn permute(v: &mut Block, i: [usize; 16]) {
     gb(v, i[0], i[4], i[8], i[12]);
     gb(v, i[1], i[5], i[9], i[13]);
@@ -255,13 +265,18 @@ fn permute(v: &mut Block, i: [usize; 16]) {
 
 /// P applied to the eight rows, then to the eight columns, of `r`.
 fn compress_rows_columns(r: &mut Block) {
+    let mut idx = [0usize; 16];
     for row in 0..8 {
-        let b = row * 16;
-        permute(r, core::array::from_fn(|k| b + k));
+        for (k, i) in idx.iter_mut().enumerate() {
+            *i = row * 16 + k;
+        }
+        permute(r, idx);
     }
     for col in 0..8 {
-        let b = col * 2;
-        permute(r, core::array::from_fn(|k| b + (k / 2) * 16 + (k % 2)));
+        for (k, i) in idx.iter_mut().enumerate() {
+            *i = col * 2 + (k / 2) * 16 + (k % 2);
+        }
+        permute(r, idx);
     }
 }
 
@@ -297,9 +312,16 @@ impl Zeroize for Work {
 
 /// Derives `out` from `password` and `salt` with `params`, working in `memory` (at least
 /// [`Params::memory_bytes`] bytes, any alignment; wiped afterwards).
-pub fn argon2(params: &Params, password: &[u8], salt: &[u8], out: &mut [u8], memory: &mut [u8]) -> Result<(), Argon2Error> {
+pub fn argon2(
+    params: &Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+    memory: &mut [u8],
+) -> Result<(), Argon2Error> {
     let needed = params.memory_bytes().ok_or(Argon2Error::Params)?;
-    if salt.len() < MIN_SALT_LEN || out.len() < 4 || out.len() > u32::MAX as usize || password.len() > u32::MAX as usize {
+    if salt.len() < MIN_SALT_LEN || out.len() < 4 || out.len() > u32::MAX as usize || password.len() > u32::MAX as usize
+    {
         return Err(Argon2Error::Params);
     }
     let Some(memory) = usize::try_from(needed).ok().and_then(|n| memory.get_mut(..n)) else {
@@ -370,7 +392,14 @@ fn fill(params: &Params, y: u32, h0: &[u8; 64], memory: &mut [u8], w: &mut Work)
                 let independent = params.variant == Variant::Argon2i || (pass == 0 && slice < SYNC_POINTS / 2);
                 if independent {
                     input = [0; WORDS];
-                    input[..6].copy_from_slice(&[pass as u64, lane as u64, slice as u64, block_count as u64, passes as u64, y as u64]);
+                    input[..6].copy_from_slice(&[
+                        pass as u64,
+                        lane as u64,
+                        slice as u64,
+                        block_count as u64,
+                        passes as u64,
+                        y as u64,
+                    ]);
                 }
                 let start = if pass == 0 && slice == 0 {
                     if independent {

@@ -289,11 +289,9 @@ impl fmt::Display for LuksError {
             KeyslotStripes { keyslot, stripes } => {
                 write!(f, "LUKS keyslot {keyslot}: {stripes} anti-forensic stripes (4000 expected)")
             }
-            KeyslotOverlapsHeader { keyslot } => write!(
-                f,
-                "LUKS1 keyslot {keyslot} (offset {}): key material overlaps the header",
-                keyslot_at(*keyslot)
-            ),
+            KeyslotOverlapsHeader { keyslot } => {
+                write!(f, "LUKS1 keyslot {keyslot} (offset {}): key material overlaps the header", keyslot_at(*keyslot))
+            }
             KeyslotsOverlap { keyslot, other } => {
                 write!(f, "LUKS1 keyslots {keyslot} and {other}: key material overlaps")
             }
@@ -319,14 +317,12 @@ impl fmt::Display for LuksError {
             LastKeyslot { keyslot } => {
                 write!(f, "LUKS: keyslot {keyslot} is the only active one; removing it would lose the data")
             }
-            OutOfRange { offset, len, size } => write!(
-                f,
-                "LUKS volume: access of {len} bytes at {offset:#x} is outside the volume (size {size:#x})"
-            ),
-            PayloadPastEnd { payload_offset, device_size } => write!(
-                f,
-                "LUKS: payload offset {payload_offset:#x} is past the end of the device ({device_size:#x})"
-            ),
+            OutOfRange { offset, len, size } => {
+                write!(f, "LUKS volume: access of {len} bytes at {offset:#x} is outside the volume (size {size:#x})")
+            }
+            PayloadPastEnd { payload_offset, device_size } => {
+                write!(f, "LUKS: payload offset {payload_offset:#x} is past the end of the device ({device_size:#x})")
+            }
             SectorSize { sector_size } => write!(f, "LUKS: sector size {sector_size} is not supported"),
             KeyslotKdfRefused { keyslot, cost } => write!(f, "LUKS keyslot {keyslot} refused: it asks for {cost}"),
             DigestKdfRefused { cost } => write!(f, "LUKS key digest refused: it asks for {cost}"),
@@ -339,10 +335,9 @@ impl fmt::Display for LuksError {
                 f,
                 "LUKS segment at {offset:#x} of {size:#x} bytes does not fit in the device ({device_size:#x} bytes)"
             ),
-            KdfMemoryTooSmall { needed, supplied } => write!(
-                f,
-                "LUKS2 Argon2 needs {needed} bytes of KDF memory, {supplied} bytes were supplied"
-            ),
+            KdfMemoryTooSmall { needed, supplied } => {
+                write!(f, "LUKS2 Argon2 needs {needed} bytes of KDF memory, {supplied} bytes were supplied")
+            }
             Crypto(e) => write!(f, "LUKS: {e}"),
             Luks2(e) => write!(f, "{e}"),
         }

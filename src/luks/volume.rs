@@ -5,7 +5,7 @@
 //! cipher call per request; only a partial first or last sector goes through a one-sector
 //! stack scratch (read-modify-write for writes). Nothing is allocated.
 
-use super::{luks1, LuksError, LuksIoError, KdfLimits, MAGIC, SECTOR};
+use super::{luks1, KdfLimits, LuksError, LuksIoError, MAGIC, SECTOR};
 use crate::crypto::SectorCipher;
 use crate::io::BlockIo;
 use crate::sector_span::sector_spans;

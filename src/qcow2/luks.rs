@@ -7,7 +7,7 @@ use super::error::Error;
 use super::extension::FdeHeader;
 use crate::crypto::SectorCipher;
 use crate::io::BlockIo;
-use crate::luks::{luks1, LuksIoError, KdfLimits};
+use crate::luks::{luks1, KdfLimits, LuksIoError};
 
 /// Unlocks the LUKS header at `fde` with `passphrase`, within the caller's KDF `limits`, and
 /// returns the data cipher.

@@ -143,7 +143,8 @@ pub fn format<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
     let mut mk_digest = [0u8; DIGEST_LEN];
     pbkdf2(params.hash, key.as_bytes(), &mk_salt, digest_iterations, &mut mk_digest)?;
     let (offsets, payload_offset) = layout(key_bytes);
-    let mut keyslots = [Luks1Keyslot { active: false, iterations: 0, salt: [0; 32], key_offset: 0, stripes: STRIPES }; 8];
+    let mut keyslots =
+        [Luks1Keyslot { active: false, iterations: 0, salt: [0; 32], key_offset: 0, stripes: STRIPES }; 8];
     for (slot, off) in keyslots.iter_mut().zip(offsets) {
         slot.key_offset = off;
     }

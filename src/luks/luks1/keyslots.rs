@@ -8,7 +8,7 @@ use super::header::{Luks1Header, HEADER_LEN, KEYSLOTS};
 use super::unlock::{check_area, unlock_with_limits};
 use crate::crypto::{pbkdf2, AfSplit, SectorCipher, VolumeKey};
 use crate::io::BlockIo;
-use crate::luks::{LuksError, LuksIoError, KdfLimits, SECTOR};
+use crate::luks::{KdfLimits, LuksError, LuksIoError, SECTOR};
 use zeroize::Zeroize;
 
 const CHUNK: usize = 8 * SECTOR;

@@ -9,7 +9,7 @@
 use super::header::{Luks1Header, DIGEST_LEN, HEADER_LEN, KEYSLOTS};
 use crate::crypto::{ct_eq, pbkdf2, AfMerge, SectorCipher, VolumeKey};
 use crate::io::BlockIo;
-use crate::luks::{LuksError, LuksIoError, KdfLimits, SECTOR};
+use crate::luks::{KdfLimits, LuksError, LuksIoError, SECTOR};
 use zeroize::Zeroize;
 
 /// Key material is processed this many bytes at a time.
@@ -127,6 +127,7 @@ pub fn verify_key(header: &Luks1Header, key: &VolumeKey) -> Result<bool, LuksErr
 }
 
 /// The slot key of keyslot `k`: PBKDF2 of the passphrase with the keyslot's salt and count.
+#[inline(never)]
 pub(crate) fn slot_key(header: &Luks1Header, k: usize, passphrase: &[u8]) -> Result<VolumeKey, LuksError> {
     let slot = &header.keyslots[k];
     let mut key = VolumeKey::zeroed(header.key_bytes as usize)?;
@@ -158,6 +159,20 @@ fn merge_keyslot<I: BlockIo>(
     let slot_key = slot_key(header, k, passphrase)?;
     let cipher = SectorCipher::new(header.cipher, slot_key.as_bytes())?;
     drop(slot_key);
+    merge_material(io, area_offset, header, k, &cipher)
+}
+
+/// Reads, decrypts and AF-merges keyslot `k`'s key material through a 4 KiB stack buffer
+/// (out of line, so that the buffer is not on the stack while PBKDF2 runs).
+#[inline(never)]
+fn merge_material<I: BlockIo>(
+    io: &mut I,
+    area_offset: u64,
+    header: &Luks1Header,
+    k: usize,
+    cipher: &SectorCipher,
+) -> Result<VolumeKey, LuksIoError<I::Error>> {
+    let slot = &header.keyslots[k];
     let mut merge = AfMerge::new(header.hash, header.key_bytes as usize, slot.stripes)?;
     let range = slot.material_range(header.key_bytes);
     let mut buf = [0u8; CHUNK];

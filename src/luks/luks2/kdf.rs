@@ -43,7 +43,10 @@ pub fn derive(kdf: &Kdf, passphrase: &[u8], out: &mut [u8], memory: &mut [u8]) -
         Kdf::Argon2 { salt, .. } => {
             let params = argon2_params(kdf).ok_or(super::Luks2Error::Argon2Failed)?;
             if (memory.len() as u64) < kdf_memory_bytes(kdf) {
-                return Err(LuksError::KdfMemoryTooSmall { needed: kdf_memory_bytes(kdf), supplied: memory.len() as u64 });
+                return Err(LuksError::KdfMemoryTooSmall {
+                    needed: kdf_memory_bytes(kdf),
+                    supplied: memory.len() as u64,
+                });
             }
             argon2(&params, passphrase, salt.as_slice(), out, memory).map_err(|e| match e {
                 Argon2Error::MemoryTooSmall { needed } => {

@@ -11,7 +11,7 @@ use super::metadata::{Luks2Digest, Luks2Keyslot, Metadata, Priority, MAX_KEYSLOT
 use super::Luks2Error;
 use crate::crypto::{ct_eq, pbkdf2, AfMerge, CipherSpec, HashAlg, SectorCipher, VolumeKey};
 use crate::io::BlockIo;
-use crate::luks::{LuksError, LuksIoError, KdfLimits, SECTOR};
+use crate::luks::{KdfLimits, LuksError, LuksIoError, SECTOR};
 
 /// Key material is read and decrypted this many bytes at a time.
 const CHUNK: usize = 8 * SECTOR;
@@ -42,13 +42,31 @@ pub fn merge_keyslot<I: BlockIo>(
     let area = &slot.area;
     let spec = CipherSpec::parse_combined(area.encryption.as_str(), area.key_size as usize)?;
     let af_hash = HashAlg::from_name(slot.af.hash.as_str())?;
-    let mut merge = AfMerge::new(af_hash, slot.key_size as usize, slot.af.stripes)?;
-
-    let mut area_key = VolumeKey::zeroed(area.key_size as usize)?;
-    derive(&slot.kdf, passphrase, area_key.as_mut_bytes(), kdf_memory)?;
+    let area_key = derive_area_key(slot, passphrase, kdf_memory)?;
     let cipher = SectorCipher::new(spec, area_key.as_bytes())?;
     drop(area_key);
+    merge_material(io, slot, af_hash, &cipher)
+}
 
+/// The KDF step, out of line: the key-material buffer of [`merge_material`] is not on the
+/// stack while PBKDF2 or Argon2 runs (the deepest point of an unlock).
+#[inline(never)]
+fn derive_area_key(slot: &Luks2Keyslot, passphrase: &[u8], kdf_memory: &mut [u8]) -> Result<VolumeKey, LuksError> {
+    let mut area_key = VolumeKey::zeroed(slot.area.key_size as usize)?;
+    derive(&slot.kdf, passphrase, area_key.as_mut_bytes(), kdf_memory)?;
+    Ok(area_key)
+}
+
+/// Reads, decrypts and AF-merges keyslot `slot`'s key material (a 4 KiB stack buffer).
+#[inline(never)]
+fn merge_material<I: BlockIo>(
+    io: &mut I,
+    slot: &Luks2Keyslot,
+    af_hash: HashAlg,
+    cipher: &SectorCipher,
+) -> Result<VolumeKey, LuksIoError<I::Error>> {
+    let area = &slot.area;
+    let mut merge = AfMerge::new(af_hash, slot.key_size as usize, slot.af.stripes)?;
     // Validated metadata: the material lies inside the area, which lies inside the device's
     // keyslots area.
     let len = slot.material_len();

@@ -31,7 +31,7 @@ pub use binary_header::{BinaryHeader, Luks2CopyError};
 pub use header::{Luks2Header, DEFAULT_JSON_BUFFER};
 pub use kdf::ARGON2_BLOCK_SIZE;
 pub use keyslot::{unlock, unlock_with_limits, verify_key};
-pub use metadata::{Luks2Digest, Kdf, Luks2Keyslot, Metadata, MetadataError, Luks2Segment};
+pub use metadata::{Kdf, Luks2Digest, Luks2Keyslot, Luks2Segment, Metadata, MetadataError};
 pub use open::data_segment;
 
 /// Why a LUKS2 volume cannot be used (the format's side; device errors are separate).
