@@ -409,12 +409,13 @@ fn fill(params: &Params, y: u32, h0: &[u8; 64], memory: &mut [u8], w: &mut Work)
                 } else {
                     0
                 };
-                let mut cur = lane * lane_len + slice * segment_len + start;
-                let prev = if cur % lane_len == 0 { cur + lane_len - 1 } else { cur - 1 };
+                let first = lane * lane_len + slice * segment_len + start;
+                let prev = if first.is_multiple_of(lane_len) { first + lane_len - 1 } else { first - 1 };
                 load(block(memory, prev), &mut w.prev);
                 // Within a segment the previous block is the one just computed (kept in
                 // `w.prev`).
                 for i in start..segment_len {
+                    let cur = first + (i - start);
                     let pseudo = if independent {
                         if i % WORDS == 0 {
                             next_addresses(&mut address, &mut input, &zero, &mut w.tmp);
@@ -454,7 +455,6 @@ fn fill(params: &Params, y: u32, h0: &[u8; 64], memory: &mut [u8], w: &mut Work)
                         b.copy_from_slice(&word.to_le_bytes());
                     }
                     core::mem::swap(&mut w.prev, &mut w.cur);
-                    cur += 1;
                 }
             }
         }

@@ -155,7 +155,6 @@ fn merge_keyslot<I: BlockIo>(
     k: usize,
 ) -> Result<VolumeKey, LuksIoError<I::Error>> {
     check_area(header, k, area_len)?;
-    let slot = &header.keyslots[k];
     let slot_key = slot_key(header, k, passphrase)?;
     let cipher = SectorCipher::new(header.cipher, slot_key.as_bytes())?;
     drop(slot_key);
