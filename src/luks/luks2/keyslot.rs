@@ -96,8 +96,8 @@ fn merge_material<I: BlockIo>(
 ///
 /// With `keyslot = None`, every keyslot bound to the data segment's digest is tried, high
 /// priority first, skipping `ignore` ones; with `Some(k)`, only keyslot `k`. Argon2 keyslots
-/// work in `kdf_memory` (size it with [`Metadata::kdf_memory_blocks`]; PBKDF2-only volumes can
-/// pass `&mut []`). Returns the keyslot that matched and the volume key; a passphrase that
+/// work in `kdf_memory`, a byte region of any alignment (size it in bytes with
+/// [`Metadata::kdf_memory_within`]; PBKDF2-only volumes can pass `&mut []`). Returns the keyslot that matched and the volume key; a passphrase that
 /// opens none gives [`LuksError::WrongPassphrase`]. KDF costs are checked against
 /// [`KdfLimits::DEFAULT`] (see [`unlock_with_limits`]). Nothing is written.
 pub fn unlock<I: BlockIo>(
