@@ -239,7 +239,7 @@ fn fblamka(x: u64, y: u64) -> u64 {
 }
 
 #[cfg_attr(not(debug_assertions), inline(always))]
-fn gb(v: &mut Block, a: usize, b: usize, c: usize, d: usize) {
+fn gb(v: &mut [u64; 16], a: usize, b: usize, c: usize, d: usize) {
     v[a] = fblamka(v[a], v[b]);
     v[d] = (v[d] ^ v[a]).rotate_right(32);
     v[c] = fblamka(v[c], v[d]);
@@ -250,34 +250,39 @@ fn gb(v: &mut Block, a: usize, b: usize, c: usize, d: usize) {
     v[b] = (v[b] ^ v[c]).rotate_right(63);
 }
 
-/// The permutation P on the 16 words at positions `i`.
+/// The permutation P on 16 words (constant indices: no bounds checks once inlined).
 #[cfg_attr(not(debug_assertions), inline(always))]
-fn permute(v: &mut Block, i: [usize; 16]) {
-    gb(v, i[0], i[4], i[8], i[12]);
-    gb(v, i[1], i[5], i[9], i[13]);
-    gb(v, i[2], i[6], i[10], i[14]);
-    gb(v, i[3], i[7], i[11], i[15]);
-    gb(v, i[0], i[5], i[10], i[15]);
-    gb(v, i[1], i[6], i[11], i[12]);
-    gb(v, i[2], i[7], i[8], i[13]);
-    gb(v, i[3], i[4], i[9], i[14]);
+fn permute(v: &mut [u64; 16]) {
+    gb(v, 0, 4, 8, 12);
+    gb(v, 1, 5, 9, 13);
+    gb(v, 2, 6, 10, 14);
+    gb(v, 3, 7, 11, 15);
+    gb(v, 0, 5, 10, 15);
+    gb(v, 1, 6, 11, 12);
+    gb(v, 2, 7, 8, 13);
+    gb(v, 3, 4, 9, 14);
 }
 
-/// P applied to the eight rows, then to the eight columns, of `r`.
+/// P applied to the eight rows (16 consecutive words), then to the eight columns (word pairs
+/// 2c, 2c + 1 of every row), of `r`.
 fn compress_rows_columns(r: &mut Block) {
-    let mut idx = [0usize; 16];
-    for row in 0..8 {
-        for (k, i) in idx.iter_mut().enumerate() {
-            *i = row * 16 + k;
-        }
-        permute(r, idx);
+    for row in r.chunks_exact_mut(16) {
+        let row: &mut [u64; 16] = row.try_into().unwrap_or_else(|_| unreachable!());
+        permute(row);
     }
+    let mut v = [0u64; 16];
     for col in 0..8 {
-        for (k, i) in idx.iter_mut().enumerate() {
-            *i = col * 2 + (k / 2) * 16 + (k % 2);
+        for k in 0..8 {
+            v[2 * k] = r[16 * k + 2 * col];
+            v[2 * k + 1] = r[16 * k + 2 * col + 1];
         }
-        permute(r, idx);
+        permute(&mut v);
+        for k in 0..8 {
+            r[16 * k + 2 * col] = v[2 * k];
+            r[16 * k + 2 * col + 1] = v[2 * k + 1];
+        }
     }
+    v.zeroize();
 }
 
 /// G(x, y) into `out`: `out` = P(x ^ y) ^ (x ^ y) [^ `out` when `xor`].
