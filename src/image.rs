@@ -9,7 +9,7 @@
 use core::fmt;
 
 use crate::io::BlockIo;
-use crate::luks::{IoError, LuksVolume, OpenOptions};
+use crate::luks::{LuksIoError, LuksVolume, OpenOptions};
 use crate::qcow::Qcow1;
 use crate::qcow2::backing::{ChainError, Resolver};
 use crate::qcow2::{self, Chain};
@@ -106,7 +106,7 @@ pub enum OpenError<E, R> {
     /// qcow2 (any layer of the chain, or the resolver).
     Qcow2(ChainError<E, R>),
     /// LUKS.
-    Luks(IoError<E>),
+    Luks(LuksIoError<E>),
     /// An encrypted image and no passphrase from the resolver.
     PassphraseRequired,
 }
@@ -145,7 +145,7 @@ pub enum ReadError<E> {
     /// qcow2.
     Qcow2(qcow2::Error<E>),
     /// LUKS.
-    Luks(IoError<E>),
+    Luks(LuksIoError<E>),
 }
 
 impl<E: fmt::Display> fmt::Display for ReadError<E> {

@@ -8,7 +8,7 @@ mod common;
 use common::{run, tool, TempDir};
 use qluks::crypto::{CipherSpec, HashAlg, OsRng};
 use qluks::luks::luks1::{self, CreateParams, Iterations};
-use qluks::luks::{Error, IoError};
+use qluks::luks::{LuksError, LuksIoError};
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::process::Command;
@@ -73,12 +73,12 @@ fn cryptsetup_luks1_volumes_unlock_to_the_dumped_volume_key() {
             .args(*extra)
             .arg(&img));
         let mut f = rw(&img);
-        let header = luks1::read_header(&mut f, 0).unwrap();
+        let header = luks1::Luks1Header::read(&mut f, 0).unwrap();
         let key = luks1::unlock(&mut f, 0, None, &header, b"cryptsetup pass\n").unwrap();
         assert_eq!(key.as_bytes(), &dumped_volume_key(&img, &pass)[..], "{extra:?}");
         // The newline is part of the passphrase: without it the volume stays locked.
         let e = luks1::unlock(&mut f, 0, None, &header, b"cryptsetup pass");
-        assert!(matches!(e, Err(IoError::Luks(Error::WrongPassphrase))));
+        assert!(matches!(e, Err(LuksIoError::Luks(LuksError::WrongPassphrase))));
     }
 }
 
@@ -108,7 +108,7 @@ fn qluks_volumes_are_accepted_by_cryptsetup() {
         assert!(dump.contains(&format!("Hash spec:     \t{}", hash.name())), "{dump}");
         assert!(test_passphrase(&img, &pass, None), "{cipher}: cryptsetup refuses the passphrase");
         let mut f = rw(&img);
-        let header = luks1::read_header(&mut f, 0).unwrap();
+        let header = luks1::Luks1Header::read(&mut f, 0).unwrap();
         let key = luks1::unlock(&mut f, 0, None, &header, b"qluks-made").unwrap();
         assert_eq!(key.as_bytes(), &dumped_volume_key(&img, &pass)[..], "{cipher}");
     }
@@ -125,7 +125,7 @@ fn keyslots_added_and_removed_by_qluks_are_seen_by_cryptsetup() {
     let img = dir.join("k.img");
     qluks_volume(&img, "aes-256-xts-plain64", HashAlg::Sha256, b"first");
     let mut f = rw(&img);
-    let mut header = luks1::read_header(&mut f, 0).unwrap();
+    let mut header = luks1::Luks1Header::read(&mut f, 0).unwrap();
     let key = luks1::unlock(&mut f, 0, None, &header, b"first").unwrap();
     let k = luks1::add_keyslot(&mut f, 0, None, &mut header, &key, b"second", Some(5), 1000, &mut OsRng).unwrap();
     assert_eq!(k, 5);
@@ -150,14 +150,17 @@ fn keyslots_added_and_killed_by_cryptsetup_are_seen_by_qluks() {
         .arg(&img)
         .arg(&second));
     let mut f = rw(&img);
-    let header = luks1::read_header(&mut f, 0).unwrap();
+    let header = luks1::Luks1Header::read(&mut f, 0).unwrap();
     let (slot, key) = luks1::unlock_keyslot(&mut f, 0, None, &header, b"second", None).unwrap();
     assert_eq!(slot, 3);
     assert_eq!(key.as_bytes(), luks1::unlock(&mut f, 0, None, &header, b"first").unwrap().as_bytes());
     run(cryptsetup(&["luksKillSlot", "--key-file", &second]).arg(&img).arg("0"));
-    let header = luks1::read_header(&mut f, 0).unwrap();
+    let header = luks1::Luks1Header::read(&mut f, 0).unwrap();
     assert!(!header.keyslots[0].active);
-    assert!(matches!(luks1::unlock(&mut f, 0, None, &header, b"first"), Err(IoError::Luks(Error::WrongPassphrase))));
+    assert!(matches!(
+        luks1::unlock(&mut f, 0, None, &header, b"first"),
+        Err(LuksIoError::Luks(LuksError::WrongPassphrase))
+    ));
 }
 
 #[test]
@@ -170,7 +173,7 @@ fn restoring_an_old_header_does_not_bring_a_removed_keyslot_back() {
     let img = dir.join("r.img");
     qluks_volume(&img, "aes-256-xts-plain64", HashAlg::Sha256, b"first");
     let mut f = rw(&img);
-    let mut header = luks1::read_header(&mut f, 0).unwrap();
+    let mut header = luks1::Luks1Header::read(&mut f, 0).unwrap();
     let key = luks1::unlock(&mut f, 0, None, &header, b"first").unwrap();
     luks1::add_keyslot(&mut f, 0, None, &mut header, &key, b"second", None, 1000, &mut OsRng).unwrap();
     let old_header = std::fs::read(&img).unwrap()[..4096].to_vec();

@@ -142,7 +142,7 @@ fn keyslots_added_by_qluks_open_in_qemu_and_qemu_amend_keyslots_open_in_qluks() 
     qemu_create(&img, "");
     // qluks adds "second"; qemu opens the volume with it.
     let mut f = FileOptions::new().read(true).write(true).open(&img).unwrap();
-    let mut header = luks1::read_header(&mut f, 0).unwrap();
+    let mut header = luks1::Luks1Header::read(&mut f, 0).unwrap();
     let key = luks1::unlock(&mut f, 0, None, &header, PASS.as_bytes()).unwrap();
     let k = luks1::add_keyslot(&mut f, 0, None, &mut header, &key, b"second", None, 1000, &mut OsRng).unwrap();
     drop(f);
@@ -168,7 +168,7 @@ fn keyslots_added_by_qluks_open_in_qemu_and_qemu_amend_keyslots_open_in_qluks() 
         "state=active,new-secret=s3,iter-time=10",
     ]));
     let mut f = FileOptions::new().read(true).write(true).open(&img).unwrap();
-    let header = luks1::read_header(&mut f, 0).unwrap();
+    let header = luks1::Luks1Header::read(&mut f, 0).unwrap();
     let (slot, key3) = luks1::unlock_keyslot(&mut f, 0, None, &header, b"third", None).unwrap();
     assert!(slot != 0 && slot != k, "amend used keyslot {slot}");
     assert_eq!(key3.as_bytes(), key.as_bytes());

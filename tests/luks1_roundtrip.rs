@@ -5,7 +5,7 @@ mod common;
 use qluks::crypto::{CipherSpec, HashAlg, OsRng};
 use qluks::io::{BlockIo, MemIo};
 use qluks::luks::luks1::{self, CreateParams, Iterations};
-use qluks::luks::{Error, IoError, LuksVolume, OpenOptions};
+use qluks::luks::{LuksError, LuksIoError, LuksVolume, OpenOptions};
 
 const PAYLOAD: usize = 64 * 1024;
 
@@ -18,9 +18,9 @@ fn formatted(cipher: &str, hash: HashAlg, pass: &[u8]) -> Vec<u8> {
     disk
 }
 
-fn luks_err<E: std::fmt::Debug>(r: Result<impl Sized, IoError<E>>) -> Error {
+fn luks_err<E: std::fmt::Debug>(r: Result<impl Sized, LuksIoError<E>>) -> LuksError {
     match r {
-        Err(IoError::Luks(e)) => e,
+        Err(LuksIoError::Luks(e)) => e,
         Err(e) => panic!("device error {e:?}"),
         Ok(_) => panic!("expected an error"),
     }
@@ -68,7 +68,7 @@ fn wrong_passphrase_is_refused_and_changes_nothing() {
     let mut disk = formatted("aes-256-xts-plain64", HashAlg::Sha256, b"right");
     let before = disk.clone();
     let e = luks_err(LuksVolume::open(MemIo::new(&mut disk), b"wrong", OpenOptions::default()));
-    assert_eq!(e, Error::WrongPassphrase);
+    assert_eq!(e, LuksError::WrongPassphrase);
     assert!(disk == before);
 }
 
@@ -77,10 +77,10 @@ fn access_past_the_payload_is_refused() {
     let mut disk = formatted("aes-256-xts-plain64", HashAlg::Sha256, b"p");
     let mut vol = LuksVolume::open(MemIo::new(&mut disk), b"p", OpenOptions::default()).unwrap();
     let e = luks_err(vol.read_at(PAYLOAD as u64 - 1, &mut [0u8; 2]));
-    assert_eq!(e, Error::OutOfRange { offset: PAYLOAD as u64 - 1, len: 2, size: PAYLOAD as u64 });
+    assert_eq!(e, LuksError::OutOfRange { offset: PAYLOAD as u64 - 1, len: 2, size: PAYLOAD as u64 });
     assert_eq!(
         luks_err(vol.write_at(u64::MAX, &[1])),
-        Error::OutOfRange { offset: u64::MAX, len: 1, size: PAYLOAD as u64 }
+        LuksError::OutOfRange { offset: u64::MAX, len: 1, size: PAYLOAD as u64 }
     );
 }
 
@@ -88,22 +88,22 @@ fn access_past_the_payload_is_refused() {
 fn added_keyslot_opens_the_same_volume_key() {
     let mut disk = formatted("aes-256-xts-plain64", HashAlg::Sha256, b"first");
     let mut io = MemIo::new(&mut disk);
-    let mut header = luks1::read_header(&mut io, 0).unwrap();
+    let mut header = luks1::Luks1Header::read(&mut io, 0).unwrap();
     let key = luks1::unlock(&mut io, 0, None, &header, b"first").unwrap();
     let k = luks1::add_keyslot(&mut io, 0, None, &mut header, &key, b"second", None, 1000, &mut OsRng).unwrap();
     assert_eq!(k, 1);
-    let header = luks1::read_header(&mut io, 0).unwrap();
+    let header = luks1::Luks1Header::read(&mut io, 0).unwrap();
     let (slot, key2) = luks1::unlock_keyslot(&mut io, 0, None, &header, b"second", None).unwrap();
     assert_eq!((slot, key2.as_bytes()), (1, key.as_bytes()));
     let e = luks_err(luks1::unlock_keyslot(&mut io, 0, None, &header, b"second", Some(0)));
-    assert_eq!(e, Error::WrongPassphrase);
+    assert_eq!(e, LuksError::WrongPassphrase);
 }
 
 #[test]
 fn removed_keyslot_key_material_is_overwritten() {
     let mut disk = formatted("aes-256-xts-plain64", HashAlg::Sha256, b"first");
     let mut io = MemIo::new(&mut disk);
-    let mut header = luks1::read_header(&mut io, 0).unwrap();
+    let mut header = luks1::Luks1Header::read(&mut io, 0).unwrap();
     let key = luks1::unlock(&mut io, 0, None, &header, b"first").unwrap();
     luks1::add_keyslot(&mut io, 0, None, &mut header, &key, b"second", None, 1000, &mut OsRng).unwrap();
     let old_header = io.as_slice()[..4096].to_vec();
@@ -114,9 +114,9 @@ fn removed_keyslot_key_material_is_overwritten() {
     assert_ne!(&io.as_slice()[range.start as usize..range.end as usize], &old_material[..]);
     // iotest 294: putting the old header back does not bring the passphrase back.
     io.write_at(0, &old_header).unwrap();
-    let restored = luks1::read_header(&mut io, 0).unwrap();
+    let restored = luks1::Luks1Header::read(&mut io, 0).unwrap();
     let e = luks_err(luks1::unlock(&mut io, 0, None, &restored, b"second"));
-    assert_eq!(e, Error::WrongPassphrase);
+    assert_eq!(e, LuksError::WrongPassphrase);
     assert!(luks1::unlock(&mut io, 0, None, &restored, b"first").is_ok());
 }
 
@@ -124,25 +124,25 @@ fn removed_keyslot_key_material_is_overwritten() {
 fn the_last_keyslot_is_only_removed_when_allowed() {
     let mut disk = formatted("aes-256-xts-plain64", HashAlg::Sha256, b"only");
     let mut io = MemIo::new(&mut disk);
-    let mut header = luks1::read_header(&mut io, 0).unwrap();
+    let mut header = luks1::Luks1Header::read(&mut io, 0).unwrap();
     let e = luks_err(luks1::remove_keyslot(&mut io, 0, None, &mut header, 0, false, &mut OsRng));
-    assert_eq!(e, Error::LastKeyslot { keyslot: 0 });
+    assert_eq!(e, LuksError::LastKeyslot { keyslot: 0 });
     luks1::remove_keyslot(&mut io, 0, None, &mut header, 0, true, &mut OsRng).unwrap();
-    let header = luks1::read_header(&mut io, 0).unwrap();
-    assert_eq!(luks_err(luks1::unlock(&mut io, 0, None, &header, b"only")), Error::NoActiveKeyslot);
+    let header = luks1::Luks1Header::read(&mut io, 0).unwrap();
+    assert_eq!(luks_err(luks1::unlock(&mut io, 0, None, &header, b"only")), LuksError::NoActiveKeyslot);
 }
 
 #[test]
 fn changed_passphrase_replaces_the_old_one() {
     let mut disk = formatted("aes-256-xts-plain64", HashAlg::Sha256, b"old");
     let mut io = MemIo::new(&mut disk);
-    let mut header = luks1::read_header(&mut io, 0).unwrap();
+    let mut header = luks1::Luks1Header::read(&mut io, 0).unwrap();
     let key = luks1::unlock(&mut io, 0, None, &header, b"old").unwrap();
     let k = luks1::change_passphrase(&mut io, 0, None, &mut header, b"old", b"new", None, 1000, &mut OsRng).unwrap();
-    let header = luks1::read_header(&mut io, 0).unwrap();
+    let header = luks1::Luks1Header::read(&mut io, 0).unwrap();
     assert_eq!(header.active_keyslots().collect::<Vec<_>>(), vec![k]);
     assert_eq!(luks1::unlock(&mut io, 0, None, &header, b"new").unwrap().as_bytes(), key.as_bytes());
-    assert_eq!(luks_err(luks1::unlock(&mut io, 0, None, &header, b"old")), Error::WrongPassphrase);
+    assert_eq!(luks_err(luks1::unlock(&mut io, 0, None, &header, b"old")), LuksError::WrongPassphrase);
 }
 
 #[test]

@@ -111,7 +111,7 @@ fn qemu_plaintext(dir: &TempDir, pass: &Path, img: &Path) -> Vec<u8> {
 /// The payload (ciphertext) of a LUKS1 volume file.
 fn payload(img: &Path) -> (u64, Vec<u8>) {
     let mut f = File::open(img).unwrap();
-    let header = luks1::read_header(&mut f, 0).unwrap();
+    let header = luks1::Luks1Header::read(&mut f, 0).unwrap();
     let at = header.payload_offset_bytes();
     (at, std::fs::read(img).unwrap()[at as usize..].to_vec())
 }
@@ -186,7 +186,7 @@ fn set_payload(img: &Path, at: u64, offset: usize, cipher: &[u8]) {
 /// `key` (given by cryptsetup) for ECB and CBC, QEMU for XTS or when there is no `key`.
 fn check_payload_against_outside_tool(dir: &TempDir, pass: &Path, img: &Path, key: Option<&[u8]>, what: &str) {
     let mut f = File::open(img).unwrap();
-    let header = luks1::read_header(&mut f, 0).unwrap();
+    let header = luks1::Luks1Header::read(&mut f, 0).unwrap();
     drop(f);
     let at = header.payload_offset_bytes();
     match (header.cipher.mode, key) {
@@ -269,7 +269,7 @@ fn cryptsetup_made_variants_unlock_to_the_dumped_key_and_decrypt_outside_data() 
             .arg(&pass)
             .arg(&img));
         let mut f = FileOptions::new().read(true).write(true).open(&img).unwrap();
-        let header = luks1::read_header(&mut f, 0).unwrap();
+        let header = luks1::Luks1Header::read(&mut f, 0).unwrap();
         f.set_len(header.payload_offset_bytes() + PAYLOAD as u64).unwrap();
         assert_eq!(header.cipher, CipherSpec::parse(cipher, mode, bits / 8).unwrap(), "{what}");
         assert_eq!(header.hash, hash, "{what}");
@@ -352,7 +352,7 @@ fn qemu_made_aes_192_and_sha224_sha384_volumes_read_the_same_both_ways() {
             .arg(&img)
             .arg(PAYLOAD.to_string()));
         let mut f = File::open(&img).unwrap();
-        let header = luks1::read_header(&mut f, 0).unwrap();
+        let header = luks1::Luks1Header::read(&mut f, 0).unwrap();
         assert_eq!(header.cipher, CipherSpec::parse_sized(spec).unwrap(), "{opts}");
         assert_eq!(header.hash, hash, "{opts}");
         drop(f);

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Command;
 
 use qluks::crypto::{CipherSpec, HashAlg, OsRng};
+use qluks::luks::luks2;
 use qluks::luks::luks2::create::{format, CreateKdf, CreateParams};
-use qluks::luks::luks2::{self, Argon2Block};
 use qluks::luks::{LuksVolume, OpenOptions};
 
 const PASSPHRASE: &[u8] = b"made by qluks";
@@ -40,7 +40,7 @@ fn check_created_volume_opens_in_cryptsetup(test: &str, params: CreateParams, me
     std::fs::write(&key_file, PASSPHRASE).unwrap();
     let mut file = FileOptions::new().read(true).write(true).create(true).truncate(true).open(&image).unwrap();
     file.set_len(params.data_offset + (1 << 20)).unwrap();
-    let mut memory = vec![Argon2Block::default(); memory_blocks];
+    let mut memory = vec![0u8; 1024 * memory_blocks];
     let key = format(&mut file, &params, PASSPHRASE, &mut memory, &mut OsRng).unwrap();
     drop(file);
 
@@ -115,7 +115,7 @@ fn data_written_to_a_created_detached_volume_decrypts_with_cryptsetup() {
     let plain = common::pattern(21, 1 << 20);
     std::fs::write(&data, vec![0u8; plain.len()]).unwrap();
     let mut json = vec![0u8; luks2::DEFAULT_JSON_BUFFER];
-    let hdr = luks2::read_header(&mut header_file, &mut json).unwrap();
+    let hdr = luks2::Luks2Header::read(&mut header_file, &mut json).unwrap();
     let segment = luks2::data_segment(&hdr.metadata, &key).unwrap();
     let data_file = FileOptions::new().read(true).write(true).open(&data).unwrap();
     let mut volume = LuksVolume::new(data_file, segment).unwrap();

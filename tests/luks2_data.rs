@@ -15,7 +15,7 @@ use std::fs::{File, OpenOptions as FileOptions};
 use std::path::Path;
 use std::process::Command;
 
-use qluks::luks::luks2::{self, Argon2Block};
+use qluks::luks::luks2;
 use qluks::luks::{LuksVolume, OpenOptions};
 use sha2::Digest as _;
 
@@ -154,8 +154,8 @@ fn data_written_by_qluks_decrypts_with_cryptsetup() {
     // Detached header: unlock from the header file, then the data device on its own.
     let mut header_file = File::open(&header).unwrap();
     let mut json = vec![0u8; luks2::DEFAULT_JSON_BUFFER];
-    let hdr = luks2::read_header(&mut header_file, &mut json).unwrap();
-    let mut memory: Vec<Argon2Block> = vec![Argon2Block::default(); hdr.metadata.kdf_memory_blocks()];
+    let hdr = luks2::Luks2Header::read(&mut header_file, &mut json).unwrap();
+    let mut memory = vec![0u8; hdr.metadata.kdf_memory() as usize];
     let (_, key) = luks2::unlock(&mut header_file, &hdr.metadata, PASSPHRASE, None, &mut memory).unwrap();
     let segment = luks2::data_segment(&hdr.metadata, &key).unwrap();
     let data_file = FileOptions::new().read(true).write(true).open(&data).unwrap();

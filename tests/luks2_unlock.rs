@@ -7,8 +7,8 @@ use std::fs::File;
 use std::path::Path;
 use std::process::Command;
 
-use qluks::luks::luks2::{self, Argon2Block};
-use qluks::luks::{Error, IoError};
+use qluks::luks::luks2;
+use qluks::luks::{LuksError, LuksIoError};
 
 const PASSPHRASE: &[u8] = b"correct horse battery staple";
 
@@ -44,20 +44,20 @@ fn dumped_volume_key(image: &Path, key_file: &Path) -> Vec<u8> {
         .collect()
 }
 
-fn qluks_unlock(image: &Path, passphrase: &[u8], memory_blocks: Option<usize>) -> Result<(usize, Vec<u8>), Error> {
+fn qluks_unlock(image: &Path, passphrase: &[u8], memory_blocks: Option<usize>) -> Result<(usize, Vec<u8>), LuksError> {
     let mut file = File::open(image).unwrap();
     let mut json = vec![0u8; luks2::DEFAULT_JSON_BUFFER];
-    let header = luks2::read_header(&mut file, &mut json).map_err(luks_error)?;
-    let blocks = memory_blocks.unwrap_or(header.metadata.kdf_memory_blocks());
-    let mut memory = vec![Argon2Block::default(); blocks];
+    let header = luks2::Luks2Header::read(&mut file, &mut json).map_err(luks_error)?;
+    let bytes = memory_blocks.map_or(header.metadata.kdf_memory() as usize, |blocks| blocks * 1024);
+    let mut memory = vec![0u8; bytes];
     let (slot, key) = luks2::unlock(&mut file, &header.metadata, passphrase, None, &mut memory).map_err(luks_error)?;
     Ok((slot, key.as_bytes().to_vec()))
 }
 
-fn luks_error(e: IoError<std::io::Error>) -> Error {
+fn luks_error(e: LuksIoError<std::io::Error>) -> LuksError {
     match e {
-        IoError::Luks(e) => e,
-        IoError::Device(e) => panic!("device error: {e}"),
+        LuksIoError::Luks(e) => e,
+        LuksIoError::Io(e) => panic!("device error: {e}"),
     }
 }
 
@@ -124,7 +124,7 @@ fn wrong_passphrase_is_refused() {
     let dir = common::TempDir::new(test);
     let (image, _) = luks_format(&dir, "v.luks2", &["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]);
     let before = std::fs::read(&image).unwrap();
-    assert_eq!(qluks_unlock(&image, b"not it", None), Err(Error::WrongPassphrase));
+    assert_eq!(qluks_unlock(&image, b"not it", None), Err(LuksError::WrongPassphrase));
     assert_eq!(std::fs::read(&image).unwrap(), before, "a failed unlock writes nothing");
 }
 
@@ -140,12 +140,15 @@ fn argon2_with_too_little_caller_memory_names_the_need() {
         "v.luks2",
         &["--pbkdf", "argon2id", "--pbkdf-memory", "64", "--pbkdf-force-iterations", "4", "--pbkdf-parallel", "1"],
     );
-    assert_eq!(qluks_unlock(&image, PASSPHRASE, Some(63)), Err(Error::KdfMemoryTooSmall { needed: 64 * 1024 }));
+    assert_eq!(
+        qluks_unlock(&image, PASSPHRASE, Some(63)),
+        Err(LuksError::KdfMemoryTooSmall { needed: 64 * 1024, supplied: 63 * 1024 })
+    );
 }
 
-fn open_header(image: &Path) -> Result<luks2::Header, Error> {
+fn open_header(image: &Path) -> Result<Box<luks2::Luks2Header>, LuksError> {
     let mut json = vec![0u8; luks2::DEFAULT_JSON_BUFFER];
-    luks2::read_header(&mut File::open(image).unwrap(), &mut json).map_err(luks_error)
+    luks2::Luks2Header::read(&mut File::open(image).unwrap(), &mut json).map_err(luks_error)
 }
 
 /// Flips one byte of the JSON area of the copy at `copy_offset`.
@@ -171,14 +174,14 @@ fn one_corrupted_header_copy_leaves_the_other_in_use() {
 
     corrupt_json(&image, 0);
     let header = open_header(&image).unwrap();
-    assert_eq!(header.primary_fault, Some(luks2::HeaderError::ChecksumMismatch));
+    assert_eq!(header.primary_fault, Some(luks2::Luks2CopyError::ChecksumMismatch));
     assert_eq!(header.secondary_fault, None);
     assert_eq!(qluks_unlock(&image, PASSPHRASE, None).unwrap().1, key);
 
     std::fs::write(&image, &pristine).unwrap();
     corrupt_json(&image, hdr_size);
     let header = open_header(&image).unwrap();
-    assert_eq!((header.primary_fault, header.secondary_fault), (None, Some(luks2::HeaderError::ChecksumMismatch)));
+    assert_eq!((header.primary_fault, header.secondary_fault), (None, Some(luks2::Luks2CopyError::ChecksumMismatch)));
     assert_eq!(qluks_unlock(&image, PASSPHRASE, None).unwrap().1, key);
 }
 
@@ -195,18 +198,18 @@ fn both_header_copies_corrupted_is_a_typed_error() {
     corrupt_json(&image, hdr_size);
     assert_eq!(
         open_header(&image).unwrap_err(),
-        Error::Luks2(luks2::Error::NoValidHeader {
-            primary: luks2::HeaderError::ChecksumMismatch,
-            secondary: luks2::HeaderError::ChecksumMismatch,
+        LuksError::Luks2(luks2::Luks2Error::NoValidHeader {
+            primary: luks2::Luks2CopyError::ChecksumMismatch,
+            secondary: luks2::Luks2CopyError::ChecksumMismatch,
         })
     );
     let open = qluks::luks::LuksVolume::open(File::open(&image).unwrap(), PASSPHRASE, Default::default());
-    let both = luks2::Error::NoValidHeader {
-        primary: luks2::HeaderError::ChecksumMismatch,
-        secondary: luks2::HeaderError::ChecksumMismatch,
+    let both = luks2::Luks2Error::NoValidHeader {
+        primary: luks2::Luks2CopyError::ChecksumMismatch,
+        secondary: luks2::Luks2CopyError::ChecksumMismatch,
     };
     let e = open.unwrap_err();
-    assert!(matches!(e, IoError::Luks(Error::Luks2(l)) if l == both), "{e:?}");
+    assert!(matches!(e, LuksIoError::Luks(LuksError::Luks2(l)) if l == both), "{e:?}");
 }
 
 #[test]
@@ -255,12 +258,12 @@ fn large_metadata_areas_need_a_larger_json_buffer() {
         &["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--luks2-metadata-size", "1m"],
     );
     let mut file = File::open(&image).unwrap();
-    let header = luks2::read_header(&mut file, &mut [0u8; 64]);
+    let header = luks2::Luks2Header::read(&mut file, &mut [0u8; 64]);
     // The JSON text runs from byte 4096 of the primary copy to its first NUL.
     let bytes = std::fs::read(&image).unwrap();
     let json_len = bytes[4096..].iter().position(|&b| b == 0).unwrap();
     assert!(
-        matches!(header, Err(IoError::Luks(Error::Luks2(luks2::Error::JsonTooLarge { len, capacity: 64 }))) if len == json_len),
+        matches!(header, Err(LuksIoError::Luks(LuksError::Luks2(luks2::Luks2Error::JsonTooLarge { len, capacity: 64 }))) if len == json_len),
         "{:?}",
         header.err()
     );
@@ -291,7 +294,7 @@ fn an_unfinished_reencryption_is_refused_by_its_requirement() {
     assert!(header.metadata.segments().any(|(_, s)| s.backup));
     let open = qluks::luks::LuksVolume::open(File::open(&image).unwrap(), PASSPHRASE, Default::default());
     match open.unwrap_err() {
-        IoError::Luks(Error::Luks2(luks2::Error::UnmetRequirement { name })) => {
+        LuksIoError::Luks(LuksError::Luks2(luks2::Luks2Error::UnmetRequirement { name })) => {
             assert_eq!(name.as_str(), "online-reencrypt-v2")
         }
         e => panic!("expected UnmetRequirement, got {e}"),
@@ -313,8 +316,8 @@ fn keyslot_choice_and_priority_ignore() {
     let mut unlock =
         |keyslot| luks2::unlock(&mut file, &header.metadata, PASSPHRASE, keyslot, &mut []).map_err(luks_error);
     // An `ignore` keyslot is tried only when chosen (cryptsetup too says no key matches).
-    assert_eq!(unlock(None).unwrap_err(), Error::WrongPassphrase);
+    assert_eq!(unlock(None).unwrap_err(), LuksError::WrongPassphrase);
     assert_eq!(unlock(Some(0)).unwrap().1.as_bytes(), &volume_key[..]);
-    assert_eq!(unlock(Some(1)).unwrap_err(), Error::KeyslotInactive { keyslot: 1 });
-    assert_eq!(unlock(Some(32)).unwrap_err(), Error::KeyslotOutOfRange { keyslot: 32 });
+    assert_eq!(unlock(Some(1)).unwrap_err(), LuksError::KeyslotInactive { keyslot: 1 });
+    assert_eq!(unlock(Some(32)).unwrap_err(), LuksError::KeyslotOutOfRange { keyslot: 32 });
 }

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use qluks::crypto::{CipherSpec, HashAlg, OsRng};
 use qluks::io::{BlockIo, MemIo};
 use qluks::luks::luks1::{self, CreateParams, Iterations};
+use qluks::luks::luks2;
 use qluks::luks::luks2::create::{self as luks2_create, CreateKdf, HDR_SIZE};
-use qluks::luks::luks2::{self, Argon2Block};
-use qluks::luks::{Error, IoError, KdfCost, KdfLimits, LuksVolume, OpenOptions};
+use qluks::luks::{KdfCost, KdfLimits, LuksError, LuksIoError, LuksVolume, OpenOptions};
 
 /// A refusal does no KDF work: it returns well within this bound, while every claim in these
 /// tests would take far longer to pay.
@@ -52,9 +52,9 @@ fn within<T: Send + 'static>(bound: Duration, f: impl FnOnce() -> T + Send + 'st
     value
 }
 
-fn luks_err<T, E: std::fmt::Debug>(r: Result<T, IoError<E>>) -> Error {
+fn luks_err<T, E: std::fmt::Debug>(r: Result<T, LuksIoError<E>>) -> LuksError {
     match r {
-        Err(IoError::Luks(e)) => e,
+        Err(LuksIoError::Luks(e)) => e,
         Err(e) => panic!("device error {e:?}"),
         Ok(_) => panic!("expected an error"),
     }
@@ -73,7 +73,7 @@ fn luks1_disk(pass: &[u8], second: Option<&[u8]>) -> Vec<u8> {
     let key = luks1::format(&mut MemIo::new(&mut disk), 0, &mut params, pass, &mut OsRng).unwrap();
     if let Some(second) = second {
         let mut io = MemIo::new(&mut disk);
-        let mut header = luks1::read_header(&mut io, 0).unwrap();
+        let mut header = luks1::Luks1Header::read(&mut io, 0).unwrap();
         luks1::add_keyslot(&mut io, 0, None, &mut header, &key.1, second, Some(1), 1000, &mut OsRng).unwrap();
     }
     disk
@@ -91,7 +91,7 @@ fn luks1_slot_iterations_at(k: usize) -> usize {
 /// The master-key digest iteration field.
 const LUKS1_DIGEST_ITERATIONS_AT: usize = 164;
 
-fn open_luks1(disk: Vec<u8>, pass: &'static [u8], keyslot: Option<usize>, limits: KdfLimits) -> Result<(), Error> {
+fn open_luks1(disk: Vec<u8>, pass: &'static [u8], keyslot: Option<usize>, limits: KdfLimits) -> Result<(), LuksError> {
     within(REFUSAL_BOUND, move || {
         let mut disk = disk;
         let options = OpenOptions { keyslot, kdf_limits: limits, ..OpenOptions::default() };
@@ -104,10 +104,10 @@ fn luks1_named_keyslot_over_the_iteration_limit_is_refused_before_any_work() {
     let mut disk = luks1_disk(b"pw", None);
     patch_be32(&mut disk, luks1_slot_iterations_at(0), CLAIM);
     let err = open_luks1(disk, b"pw", Some(0), pbkdf2_limit(LIMIT)).unwrap_err();
-    assert_eq!(err, Error::KeyslotKdfRefused { keyslot: 0, cost: pbkdf2_cost() });
+    assert_eq!(err, LuksError::KeyslotKdfRefused { keyslot: 0, cost: pbkdf2_cost() });
     assert_eq!(
         err.to_string(),
-        format!("keyslot 0 refused: it asks for PBKDF2 with {CLAIM} iterations (limit {LIMIT})")
+        format!("LUKS keyslot 0 refused: it asks for PBKDF2 with {CLAIM} iterations (limit {LIMIT})")
     );
 }
 
@@ -116,8 +116,8 @@ fn luks1_costly_keyslots_are_skipped_and_named_when_nothing_else_opens() {
     let mut disk = luks1_disk(b"pw", None);
     patch_be32(&mut disk, luks1_slot_iterations_at(0), CLAIM);
     let err = open_luks1(disk, b"pw", None, pbkdf2_limit(LIMIT)).unwrap_err();
-    assert_eq!(err, Error::KeyslotsRefused { keyslot: 0, cost: pbkdf2_cost(), refused: 1 });
-    assert_ne!(err, Error::WrongPassphrase);
+    assert_eq!(err, LuksError::KeyslotsRefused { keyslot: 0, cost: pbkdf2_cost(), refused: 1 });
+    assert_ne!(err, LuksError::WrongPassphrase);
 }
 
 #[test]
@@ -125,7 +125,7 @@ fn luks1_digest_over_the_iteration_limit_is_refused_before_any_work() {
     let mut disk = luks1_disk(b"pw", None);
     patch_be32(&mut disk, LUKS1_DIGEST_ITERATIONS_AT, CLAIM);
     let err = open_luks1(disk, b"pw", None, pbkdf2_limit(LIMIT)).unwrap_err();
-    assert_eq!(err, Error::DigestKdfRefused { cost: pbkdf2_cost() });
+    assert_eq!(err, LuksError::DigestKdfRefused { cost: pbkdf2_cost() });
 }
 
 #[test]
@@ -137,7 +137,7 @@ fn luks1_library_default_refuses_the_largest_claim_the_format_allows() {
     let err = open_luks1(disk, b"wrong", None, KdfLimits::default()).unwrap_err();
     let cost =
         KdfCost::Pbkdf2Iterations { iterations: luks1::MAX_ITERATIONS, limit: qluks::luks::DEFAULT_PBKDF2_ITERATIONS };
-    assert_eq!(err, Error::KeyslotsRefused { keyslot: 0, cost, refused: 2 });
+    assert_eq!(err, LuksError::KeyslotsRefused { keyslot: 0, cost, refused: 2 });
 }
 
 #[test]
@@ -148,7 +148,7 @@ fn luks1_allowed_keyslot_opens_when_a_costlier_one_is_skipped() {
     patch_be32(&mut disk, luks1_slot_iterations_at(0), CLAIM);
     let (slot, data_back) = within(REFUSAL_BOUND, move || {
         let mut io = MemIo::new(&mut disk);
-        let header = luks1::read_header(&mut io, 0).unwrap();
+        let header = luks1::Luks1Header::read(&mut io, 0).unwrap();
         let (slot, _) =
             luks1::unlock_with_limits(&mut io, 0, None, &header, b"pw", None, &pbkdf2_limit(LIMIT)).unwrap();
         let options = OpenOptions { kdf_limits: pbkdf2_limit(LIMIT), ..OpenOptions::default() };
@@ -164,7 +164,7 @@ fn luks1_allowed_keyslot_opens_when_a_costlier_one_is_skipped() {
 #[test]
 fn luks1_wrong_passphrase_without_refusals_stays_a_plain_wrong_passphrase() {
     let disk = luks1_disk(b"pw", Some(b"other"));
-    assert_eq!(open_luks1(disk, b"wrong", None, pbkdf2_limit(LIMIT)).unwrap_err(), Error::WrongPassphrase);
+    assert_eq!(open_luks1(disk, b"wrong", None, pbkdf2_limit(LIMIT)).unwrap_err(), LuksError::WrongPassphrase);
 }
 
 #[test]
@@ -173,7 +173,7 @@ fn luks1_change_passphrase_honours_the_limits() {
     patch_be32(&mut disk, luks1_slot_iterations_at(0), CLAIM);
     let err = within(REFUSAL_BOUND, move || {
         let mut io = MemIo::new(&mut disk);
-        let mut header = luks1::read_header(&mut io, 0).unwrap();
+        let mut header = luks1::Luks1Header::read(&mut io, 0).unwrap();
         let limits = pbkdf2_limit(LIMIT);
         luks_err(luks1::change_passphrase_with_limits(
             &mut io,
@@ -188,7 +188,7 @@ fn luks1_change_passphrase_honours_the_limits() {
             &mut OsRng,
         ))
     });
-    assert_eq!(err, Error::KeyslotKdfRefused { keyslot: 0, cost: pbkdf2_cost() });
+    assert_eq!(err, LuksError::KeyslotKdfRefused { keyslot: 0, cost: pbkdf2_cost() });
 }
 
 // ---- LUKS2 (qluks's own format, patched) ----
@@ -205,7 +205,7 @@ fn luks2_disk(kdf: CreateKdf) -> Vec<u8> {
         digest_iterations: 1000,
         data_offset: LUKS2_DATA_OFFSET,
     };
-    let mut memory = vec![Argon2Block::default(); 64];
+    let mut memory = vec![0u8; 1024 * 64];
     luks2_create::format(&mut MemIo::new(&mut disk), &params, b"pw", &mut memory, &mut OsRng).unwrap();
     disk
 }
@@ -214,14 +214,14 @@ fn patch_luks2_json(disk: &mut [u8], edit: impl Fn(&str) -> String) {
     luks2_json::patch(disk, HDR_SIZE as usize, edit)
 }
 
-fn open_luks2(disk: Vec<u8>, keyslot: Option<usize>, limits: KdfLimits) -> Result<(), Error> {
+fn open_luks2(disk: Vec<u8>, keyslot: Option<usize>, limits: KdfLimits) -> Result<(), LuksError> {
     within(REFUSAL_BOUND, move || {
         let mut disk = disk;
         // Memory for what the limits admit: a refused Argon2 keyslot gets none.
         let mut json = vec![0u8; 1 << 20];
-        let header = luks2::read_header(&mut MemIo::new(&mut disk), &mut json).unwrap();
-        let blocks = header.metadata.kdf_memory_blocks_within(&limits, keyslot);
-        let mut memory = vec![Argon2Block::default(); blocks];
+        let header = luks2::Luks2Header::read(&mut MemIo::new(&mut disk), &mut json).unwrap();
+        let bytes = header.kdf_memory_within(&limits, keyslot);
+        let mut memory = vec![0u8; bytes as usize];
         let options =
             OpenOptions { keyslot, kdf_limits: limits, kdf_memory: Some(&mut memory), ..OpenOptions::default() };
         LuksVolume::open(MemIo::new(&mut disk), b"pw", options).map(drop).map_err(|e| luks_err::<(), _>(Err(e)))
@@ -238,14 +238,14 @@ fn luks2_pbkdf2_keyslot_and_digest_over_the_limit_are_refused() {
     let mut slot = disk.clone();
     patch_luks2_json(&mut slot, |t| replace_once(t, "\"iterations\":1001", &format!("\"iterations\":{CLAIM}")));
     let err = open_luks2(slot.clone(), Some(0), pbkdf2_limit(LIMIT)).unwrap_err();
-    assert_eq!(err, Error::KeyslotKdfRefused { keyslot: 0, cost: pbkdf2_cost() });
+    assert_eq!(err, LuksError::KeyslotKdfRefused { keyslot: 0, cost: pbkdf2_cost() });
     let err = open_luks2(slot, None, pbkdf2_limit(LIMIT)).unwrap_err();
-    assert_eq!(err, Error::KeyslotsRefused { keyslot: 0, cost: pbkdf2_cost(), refused: 1 });
+    assert_eq!(err, LuksError::KeyslotsRefused { keyslot: 0, cost: pbkdf2_cost(), refused: 1 });
 
     let mut digest = disk;
     patch_luks2_json(&mut digest, |t| replace_once(t, "\"iterations\":1000", &format!("\"iterations\":{CLAIM}")));
     let err = open_luks2(digest, None, pbkdf2_limit(LIMIT)).unwrap_err();
-    assert_eq!(err, Error::DigestKdfRefused { cost: pbkdf2_cost() });
+    assert_eq!(err, LuksError::DigestKdfRefused { cost: pbkdf2_cost() });
 }
 
 #[test]
@@ -257,15 +257,18 @@ fn luks2_argon2_memory_over_the_limit_is_refused_without_allocating_it() {
     // 4 GiB, the most the format allows.
     patch_luks2_json(&mut patched, |t| replace_once(t, "\"memory\":64,", "\"memory\":4194304,"));
     let mut json = vec![0u8; 1 << 20];
-    let header = luks2::read_header(&mut MemIo::new(&mut patched), &mut json).unwrap();
-    assert_eq!(header.metadata.kdf_memory_blocks(), 4 << 20, "the claim");
-    assert_eq!(header.metadata.kdf_memory_blocks_within(&limits, None), 0, "nothing to allocate");
+    let header = luks2::Luks2Header::read(&mut MemIo::new(&mut patched), &mut json).unwrap();
+    assert_eq!(header.metadata.kdf_memory(), 4 << 30, "the claim (bytes)");
+    assert_eq!(header.metadata.kdf_memory_within(&limits, None), 0, "nothing to allocate");
     let cost = KdfCost::Argon2Memory { kib: 4 << 20, limit_kib: 1 << 20 };
     assert_eq!(
         open_luks2(patched.clone(), Some(0), limits).unwrap_err(),
-        Error::KeyslotKdfRefused { keyslot: 0, cost }
+        LuksError::KeyslotKdfRefused { keyslot: 0, cost }
     );
-    assert_eq!(open_luks2(patched, None, limits).unwrap_err(), Error::KeyslotsRefused { keyslot: 0, cost, refused: 1 });
+    assert_eq!(
+        open_luks2(patched, None, limits).unwrap_err(),
+        LuksError::KeyslotsRefused { keyslot: 0, cost, refused: 1 }
+    );
 }
 
 #[test]
@@ -277,13 +280,13 @@ fn luks2_argon2_time_over_the_limit_is_refused() {
     let cost = KdfCost::Argon2Time { time: 4_000_000_000, limit: 16 };
     assert_eq!(
         open_luks2(patched.clone(), Some(0), limits).unwrap_err(),
-        Error::KeyslotKdfRefused { keyslot: 0, cost }
+        LuksError::KeyslotKdfRefused { keyslot: 0, cost }
     );
     // The library default refuses it too.
     let cost = KdfCost::Argon2Time { time: 4_000_000_000, limit: qluks::luks::DEFAULT_ARGON2_TIME };
     assert_eq!(
         open_luks2(patched, None, KdfLimits::default()).unwrap_err(),
-        Error::KeyslotsRefused { keyslot: 0, cost, refused: 1 }
+        LuksError::KeyslotsRefused { keyslot: 0, cost, refused: 1 }
     );
 }
 
@@ -320,7 +323,7 @@ fn luks2_allowed_keyslot_opens_when_a_costlier_one_is_skipped() {
     let unlock = |limits: KdfLimits| {
         let mut file = File::open(&image).unwrap();
         let mut json = vec![0u8; 1 << 20];
-        let header = luks2::read_header(&mut file, &mut json).unwrap();
+        let header = luks2::Luks2Header::read(&mut file, &mut json).unwrap();
         luks2::unlock_with_limits(&mut file, &header.metadata, b"pw", None, &mut [], &limits).map(|(k, _)| k)
     };
     // Control: without a limit keyslot 0 opens first.
@@ -354,7 +357,7 @@ fn qcow2_luks_keyslot_over_the_limit_is_refused_through_open_and_the_resolver() 
     drop(file);
 
     // Control: the library default admits the claim (it is work, not absurd)...
-    let header = luks1::read_header(&mut File::open(&image).unwrap(), fde).unwrap();
+    let header = luks1::Luks1Header::read(&mut File::open(&image).unwrap(), fde).unwrap();
     assert_eq!(header.keyslots[0].iterations, CLAIM);
     // ...a caller limit refuses it at once.
     let open = |limits: KdfLimits| {
@@ -365,7 +368,7 @@ fn qcow2_luks_keyslot_over_the_limit_is_refused_through_open_and_the_resolver() 
     };
     match open(pbkdf2_limit(LIMIT)) {
         Err(qluks::qcow2::Error::Luks(e)) => {
-            assert_eq!(e, Error::KeyslotsRefused { keyslot: 0, cost: pbkdf2_cost(), refused: 1 })
+            assert_eq!(e, LuksError::KeyslotsRefused { keyslot: 0, cost: pbkdf2_cost(), refused: 1 })
         }
         other => panic!("expected a refusal, got {other:?}"),
     }

@@ -11,8 +11,8 @@ use luks2_json::replace_once;
 use qluks::crypto::{CipherSpec, HashAlg, OsRng, SectorCipher};
 use qluks::io::{BlockIo, MemIo};
 use qluks::luks::luks2::create::{self as luks2_create, CreateKdf, HDR_SIZE};
-use qluks::luks::luks2::{self, HeaderError, MetadataError};
-use qluks::luks::{luks1, Error, IoError, LuksVolume, OpenOptions, Segment};
+use qluks::luks::luks2::{self, Luks2CopyError, MetadataError};
+use qluks::luks::{luks1, DataSegment, LuksError, LuksIoError, LuksVolume, OpenOptions};
 
 const DATA_OFFSET: u64 = 1 << 20;
 const PAYLOAD: u64 = 64 * 1024;
@@ -42,10 +42,10 @@ fn with_segment(offset: u64, size: &str) -> Vec<u8> {
     disk
 }
 
-fn open(disk: &mut [u8]) -> Result<LuksVolume<MemIo<'_>>, Error> {
+fn open(disk: &mut [u8]) -> Result<LuksVolume<MemIo<'_>>, LuksError> {
     LuksVolume::open(MemIo::new(disk), b"pw", OpenOptions::default()).map_err(|e| match e {
-        IoError::Luks(e) => e,
-        IoError::Device(e) => panic!("device error {e}"),
+        LuksIoError::Luks(e) => e,
+        LuksIoError::Io(e) => panic!("device error {e}"),
     })
 }
 
@@ -68,7 +68,7 @@ fn segment_wrapping_past_2_pow_64_is_refused_at_open() {
     let header_before = disk[..4096].to_vec();
     assert_eq!(
         open(&mut disk).unwrap_err(),
-        Error::SegmentPastEnd { offset: WRAPPING, size: 8192, device_size: DEVICE }
+        LuksError::SegmentPastEnd { offset: WRAPPING, size: 8192, device_size: DEVICE }
     );
     assert_eq!(disk[..4096], header_before[..], "the header is untouched");
 }
@@ -77,10 +77,16 @@ fn segment_wrapping_past_2_pow_64_is_refused_at_open() {
 fn segment_ending_past_the_device_is_refused_at_open() {
     let size = 2 * PAYLOAD;
     let mut disk = with_segment(DATA_OFFSET, &size.to_string());
-    assert_eq!(open(&mut disk).unwrap_err(), Error::SegmentPastEnd { offset: DATA_OFFSET, size, device_size: DEVICE });
+    assert_eq!(
+        open(&mut disk).unwrap_err(),
+        LuksError::SegmentPastEnd { offset: DATA_OFFSET, size, device_size: DEVICE }
+    );
     // A dynamic segment starting past the end, likewise.
     let mut disk = with_segment(2 * DEVICE, "dynamic");
-    assert_eq!(open(&mut disk).unwrap_err(), Error::PayloadPastEnd { payload_offset: 2 * DEVICE, device_size: DEVICE });
+    assert_eq!(
+        open(&mut disk).unwrap_err(),
+        LuksError::PayloadPastEnd { payload_offset: 2 * DEVICE, device_size: DEVICE }
+    );
 }
 
 #[test]
@@ -90,8 +96,11 @@ fn segment_starting_inside_the_metadata_is_refused() {
     let offset = DATA_OFFSET / 2;
     let mut disk = with_segment(offset, "4096");
     let expected = MetadataError::SegmentOverlapsMetadata { segment: 0, offset, metadata_end: DATA_OFFSET };
-    let e = HeaderError::Metadata(expected);
-    assert_eq!(open(&mut disk).unwrap_err(), Error::Luks2(luks2::Error::NoValidHeader { primary: e, secondary: e }));
+    let e = Luks2CopyError::Metadata(expected);
+    assert_eq!(
+        open(&mut disk).unwrap_err(),
+        LuksError::Luks2(luks2::Luks2Error::NoValidHeader { primary: e, secondary: e })
+    );
 }
 
 /// A device as large as a u64 can say, that fails the test on any I/O.
@@ -117,10 +126,10 @@ impl BlockIo for Huge {
 fn a_wrapping_segment_is_refused_even_on_a_device_of_2_pow_64_bytes() {
     // Read and write both go through the volume, which cannot be built.
     let cipher = SectorCipher::new(CipherSpec::DEFAULT, &[7u8; 64]).unwrap();
-    let segment = Segment { offset: WRAPPING, size: Some(8192), sector_size: 512, iv_tweak: 0, cipher };
+    let segment = DataSegment { offset: WRAPPING, size: Some(8192), sector_size: 512, iv_tweak: 0, cipher };
     match LuksVolume::new(Huge, segment) {
-        Err(IoError::Luks(e)) => {
-            assert_eq!(e, Error::SegmentPastEnd { offset: WRAPPING, size: 8192, device_size: u64::MAX })
+        Err(LuksIoError::Luks(e)) => {
+            assert_eq!(e, LuksError::SegmentPastEnd { offset: WRAPPING, size: 8192, device_size: u64::MAX })
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -139,7 +148,7 @@ fn luks1_payload_offset_past_the_device_is_refused_at_open() {
     disk[104..108].copy_from_slice(&past.to_be_bytes());
     assert_eq!(
         open(&mut disk).unwrap_err(),
-        Error::PayloadPastEnd { payload_offset: u64::from(past) * 512, device_size: len }
+        LuksError::PayloadPastEnd { payload_offset: u64::from(past) * 512, device_size: len }
     );
 }
 
@@ -149,11 +158,11 @@ fn a_segment_ends_at_its_last_whole_sector() {
     // read-modify-write reach past the segment.
     let mut device = vec![0u8; 4096];
     let cipher = SectorCipher::new(CipherSpec::DEFAULT, &[7u8; 64]).unwrap();
-    let segment = Segment { offset: 1024, size: Some(1000), sector_size: 512, iv_tweak: 0, cipher };
+    let segment = DataSegment { offset: 1024, size: Some(1000), sector_size: 512, iv_tweak: 0, cipher };
     let mut volume = LuksVolume::new(MemIo::new(&mut device), segment).unwrap();
     assert_eq!(volume.size(), 512);
     match volume.write_at(600, &[1u8; 10]) {
-        Err(IoError::Luks(e)) => assert_eq!(e, Error::OutOfRange { offset: 600, len: 10, size: 512 }),
+        Err(LuksIoError::Luks(e)) => assert_eq!(e, LuksError::OutOfRange { offset: 600, len: 10, size: 512 }),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }

@@ -708,7 +708,7 @@ fn luks_key_material_outside_the_fde_area_is_refused() {
     // 4096 + 4000 stripes * 64 key bytes (qemu's default aes-256-xts), rounded up to a sector.
     let end = (4096 + 4000 * 64u64).next_multiple_of(512);
     assert!(
-        matches!(r, Err(Error::Luks(luks::Error::KeyMaterialOutsideArea { keyslot: 0, end: e, area_len: 4096 })) if e == end),
+        matches!(r, Err(Error::Luks(luks::LuksError::KeyMaterialOutsideArea { keyslot: 0, end: e, area_len: 4096 })) if e == end),
         "{r:?}"
     );
 }

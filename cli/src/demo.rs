@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use qluks::crypto::{CipherSpec, HashAlg, OsRng};
 use qluks::hal::{Backend, Xts};
 use qluks::luks::luks1::{self, CreateParams, Iterations};
-use qluks::luks::{IoError, LuksVolume};
+use qluks::luks::{LuksIoError, LuksVolume};
 use qluks::qcow2::file_resolver::{BackingPolicy, FileResolver};
 
 use crate::bench::{xts_gbps, Cipher, XtsConfig};
@@ -181,7 +181,7 @@ fn luks_round_trip(dir: &Path) -> Result<(), Box<dyn Error>> {
 
     let start = Instant::now();
     match LuksVolume::open_luks1(File::open(&path)?, b"not the passphrase", None) {
-        Err(IoError::Luks(e @ qluks::luks::Error::WrongPassphrase)) => {
+        Err(LuksIoError::Luks(e @ qluks::luks::LuksError::WrongPassphrase)) => {
             println!("   {:<16} {:8.1} ms   refused: {e}", "wrong passphrase", ms(start.elapsed()))
         }
         Err(e) => return Err(format!("wrong passphrase: unexpected error: {e}").into()),

@@ -37,7 +37,8 @@ pub fn run(args: InfoArgs) -> Result<(), Box<dyn Error>> {
             BlockIo::read_at(&mut file, 0, &mut v)?;
             match u16::from_be_bytes([v[6], v[7]]) {
                 1 => {
-                    let header = luks1::read_header(&mut file, 0).map_err(|e| format!("{}: {e}", path.display()))?;
+                    let header =
+                        luks1::Luks1Header::read(&mut file, 0).map_err(|e| format!("{}: {e}", path.display()))?;
                     luks1_info(&header, file_size, args.output)
                 }
                 2 => crate::luks2_info::info(&mut file, file_size, args.output == Output::Json)

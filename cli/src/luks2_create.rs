@@ -12,7 +12,6 @@ use std::path::Path;
 use qluks::crypto::OsRng;
 use qluks::luks::luks1::Iterations;
 use qluks::luks::luks2::create::{format, CreateKdf, CreateParams, DEFAULT_DATA_OFFSET};
-use qluks::luks::luks2::Argon2Block;
 
 use crate::secret::SecretArgs;
 use crate::units::parse_size;
@@ -67,7 +66,7 @@ pub fn run(image: &Path, size: &str, options: Option<&str>, secret: &SecretArgs)
         .map_err(|e| format!("{}: {e}", image.display()))?;
     file.set_len(DEFAULT_DATA_OFFSET + size)?;
     let blocks = if argon2 { memory_kib as usize } else { 0 };
-    let mut memory = vec![Argon2Block::default(); blocks];
+    let mut memory = vec![0u8; 1024 * blocks];
     format(&mut file, &params, &passphrase, &mut memory, &mut OsRng)?;
     file.sync_all()?;
     Ok(())

@@ -9,9 +9,9 @@ use qluks::luks::luks2::{
     self,
     binary_header::HDR_SIZES,
     metadata::{Priority, SegmentType},
-    Argon2Block, Header, Kdf,
+    Kdf, Luks2Header,
 };
-use qluks::luks::{KdfLimits, OpenOptions};
+use qluks::luks::{KdfLimits, LuksIoError, LuksVolume};
 
 use crate::escape::shown;
 use crate::info::json_escape;
@@ -20,11 +20,11 @@ use crate::secret::Pbkdf2Claim;
 /// Largest JSON area any LUKS2 header has (4 MiB header minus the binary header).
 const MAX_JSON: usize = HDR_SIZES[HDR_SIZES.len() - 1] as usize - 4096;
 
-/// Caller memory for opening a LUKS2 volume: Argon2 blocks for its most demanding keyslot and
-/// a JSON buffer for any header size.
+/// Caller memory for opening a LUKS2 volume in two steps: its header (read once), and Argon2
+/// memory in bytes for its most demanding keyslot within the limits.
 pub struct Luks2Memory {
-    kdf: Vec<Argon2Block>,
-    json: Vec<u8>,
+    header: Box<Luks2Header>,
+    kdf: Vec<u8>,
 }
 
 impl Luks2Memory {
@@ -38,19 +38,21 @@ impl Luks2Memory {
             return Ok(None);
         }
         let mut json = vec![0u8; MAX_JSON];
-        let header = luks2::read_header(file, &mut json)?;
-        let blocks = header.metadata.kdf_memory_blocks_within(limits, None);
-        Ok(Some(Luks2Memory { kdf: vec![Argon2Block::default(); blocks], json }))
+        let header = luks2::Luks2Header::read(file, &mut json)?;
+        let bytes = header.kdf_memory_within(limits, None);
+        let bytes = usize::try_from(bytes).map_err(|_| format!("Argon2 needs {bytes} bytes of memory"))?;
+        Ok(Some(Luks2Memory { header, kdf: vec![0u8; bytes] }))
     }
 
-    /// Open options lending this memory, with the KDF `limits` it was sized for.
-    pub fn options(&mut self, limits: KdfLimits) -> OpenOptions<'_> {
-        OpenOptions {
-            kdf_memory: Some(&mut self.kdf),
-            json_buffer: Some(&mut self.json),
-            kdf_limits: limits,
-            ..Default::default()
-        }
+    /// Unlocks with the header read by [`Luks2Memory::for_volume`] (not read again), within
+    /// the KDF `limits` the memory was sized for.
+    pub fn open(
+        mut self,
+        file: File,
+        passphrase: &[u8],
+        limits: &KdfLimits,
+    ) -> Result<LuksVolume<File>, LuksIoError<std::io::Error>> {
+        LuksVolume::open_luks2_header(file, &self.header, passphrase, None, &mut self.kdf, limits)
     }
 }
 
@@ -58,7 +60,7 @@ impl Luks2Memory {
 /// qluks does not know is left out: the unlock refuses it).
 pub fn pbkdf2_claims(file: &mut File) -> Result<Vec<Pbkdf2Claim>, Box<dyn Error>> {
     let mut json = vec![0u8; MAX_JSON];
-    let header = luks2::read_header(file, &mut json)?;
+    let header = luks2::Luks2Header::read(file, &mut json)?;
     let m = &header.metadata;
     let slots = m.keyslots().filter_map(|(_, k)| match &k.kdf {
         Kdf::Pbkdf2 { hash, iterations, .. } => Some((hash.as_str(), *iterations, k.area.key_size as usize)),
@@ -74,7 +76,7 @@ pub fn pbkdf2_claims(file: &mut File) -> Result<Vec<Pbkdf2Claim>, Box<dyn Error>
 /// `qluks info` text for the LUKS2 volume in `file`.
 pub fn info(file: &mut File, file_size: u64, json: bool) -> Result<String, Box<dyn Error>> {
     let mut buf = vec![0u8; MAX_JSON];
-    let header = luks2::read_header(file, &mut buf)?;
+    let header = luks2::Luks2Header::read(file, &mut buf)?;
     Ok(if json { info_json(&header, file_size) } else { info_human(&header, file_size) })
 }
 
@@ -103,21 +105,21 @@ fn kdf_json(kdf: &Kdf) -> String {
 }
 
 /// The data segment's offset and plaintext size.
-fn payload(header: &Header, file_size: u64) -> Option<(u64, u64, &luks2::Segment)> {
+fn payload(header: &Luks2Header, file_size: u64) -> Option<(u64, u64, &luks2::Luks2Segment)> {
     let (_, segment) = header.metadata.data_segment()?;
     let sector = u64::from(segment.sector_size);
     let size = segment.size.unwrap_or_else(|| file_size.saturating_sub(segment.offset) / sector * sector);
     Some((segment.offset, size, segment))
 }
 
-fn copy_state(fault: Option<luks2::HeaderError>) -> String {
+fn copy_state(fault: Option<luks2::Luks2CopyError>) -> String {
     match fault {
         None => "valid".into(),
         Some(e) => format!("invalid ({e})"),
     }
 }
 
-fn info_human(header: &Header, file_size: u64) -> String {
+fn info_human(header: &Luks2Header, file_size: u64) -> String {
     let b = &header.binary;
     let m = &header.metadata;
     let mut s = String::new();
@@ -195,7 +197,7 @@ fn bits(mask: u32) -> Vec<u32> {
     (0..32).filter(|i| mask & (1 << i) != 0).collect()
 }
 
-fn info_json(header: &Header, file_size: u64) -> String {
+fn info_json(header: &Luks2Header, file_size: u64) -> String {
     let b = &header.binary;
     let m = &header.metadata;
     let mut s = String::new();

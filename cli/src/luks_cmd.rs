@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use qluks::crypto::OsRng;
 use qluks::luks::luks1::{self, Iterations, Luks1Header};
-use qluks::luks::IoError;
+use qluks::luks::LuksIoError;
 
 use crate::secret::{luks1_claims, NewSecretArgs, SecretArgs};
 
@@ -90,12 +90,12 @@ impl IterationArgs {
 fn open(path: &Path) -> Result<(File, Luks1Header), Box<dyn Error>> {
     let mut file =
         FileOptions::new().read(true).write(true).open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let header = luks1::read_header(&mut file, 0).map_err(|e| format!("{}: {e}", path.display()))?;
+    let header = luks1::Luks1Header::read(&mut file, 0).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((file, header))
 }
 
 /// A LUKS error with the volume's name and, for a refused KDF cost, how to allow it.
-fn with_hint(path: &Path, e: IoError<std::io::Error>) -> String {
+fn with_hint(path: &Path, e: LuksIoError<std::io::Error>) -> String {
     let hint = e.luks().map(crate::secret::kdf_hint).unwrap_or_default();
     format!("{}: {e}{hint}", path.display())
 }

@@ -94,12 +94,15 @@ pub fn open_with_chain(
         Format::Luks => {
             let passphrase = secret.get(&format!("Passphrase for {}: ", path.display()))?;
             let limits = secret.kdf.limits(&crate::secret::pbkdf2_claims(&mut file));
-            let mut luks2_memory = crate::luks2_info::Luks2Memory::for_volume(&mut file, &limits)
+            let luks2_memory = crate::luks2_info::Luks2Memory::for_volume(&mut file, &limits)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
-            let options = luks2_memory
-                .as_mut()
-                .map_or_else(|| OpenOptions { kdf_limits: limits, ..OpenOptions::default() }, |m| m.options(limits));
-            let volume = LuksVolume::open(file, &passphrase, options).map_err(|e| {
+            let opened = match luks2_memory {
+                Some(memory) => memory.open(file, &passphrase, &limits),
+                None => {
+                    LuksVolume::open(file, &passphrase, OpenOptions { kdf_limits: limits, ..OpenOptions::default() })
+                }
+            };
+            let volume = opened.map_err(|e| {
                 let hint = e.luks().map(crate::secret::kdf_hint).unwrap_or_default();
                 format!("{}: {e}{hint}", path.display())
             })?;

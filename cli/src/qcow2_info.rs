@@ -45,7 +45,7 @@ pub fn qcow2_info(path: &Path, file: File, json_out: bool) -> Result<String, Box
         CryptMethod::Luks => {
             let fde = x.fde.ok_or("FDE extension missing")?;
             let (mut file, _) = q.into_inner();
-            let l = luks1::read_header(&mut file, fde.offset).map_err(|e| at(&e))?;
+            let l = luks1::Luks1Header::read(&mut file, fde.offset).map_err(|e| at(&e))?;
             let slots: Vec<Value> = l
                 .keyslots
                 .iter()

@@ -148,12 +148,12 @@ pub fn pbkdf2_claims(file: &mut File) -> Vec<Pbkdf2Claim> {
         if u16::from_be_bytes([start[6], start[7]]) == 2 {
             return crate::luks2_info::pbkdf2_claims(file).unwrap_or_default();
         }
-        return luks1::read_header(file, 0).map(|h| luks1_claims(&h)).unwrap_or_default();
+        return luks1::Luks1Header::read(file, 0).map(|h| luks1_claims(&h)).unwrap_or_default();
     }
     if let Ok((header, extensions, _)) = qluks::qcow2::read_header(file) {
         if header.crypt_method == qluks::qcow2::CryptMethod::Luks {
             if let Some(fde) = extensions.fde {
-                return luks1::read_header(file, fde.offset).map(|h| luks1_claims(&h)).unwrap_or_default();
+                return luks1::Luks1Header::read(file, fde.offset).map(|h| luks1_claims(&h)).unwrap_or_default();
             }
         }
     }
@@ -168,15 +168,11 @@ pub fn luks1_claims(header: &Luks1Header) -> Vec<Pbkdf2Claim> {
 }
 
 /// How to override the limit that refused `e`, if a KDF limit did: appended to the message.
-pub fn kdf_hint(e: &qluks::luks::Error) -> String {
-    use qluks::luks::Error;
-    let cost = match e {
-        Error::KeyslotKdfRefused { cost, .. }
-        | Error::DigestKdfRefused { cost }
-        | Error::KeyslotsRefused { cost, .. } => cost,
-        _ => return String::new(),
+pub fn kdf_hint(e: &qluks::luks::LuksError) -> String {
+    let Some(cost) = e.kdf_cost() else {
+        return String::new();
     };
-    match *cost {
+    match cost {
         KdfCost::Pbkdf2Iterations { iterations, .. } => format!(
             "; to allow it, pass --max-kdf-iterations {iterations} (the default limit is what this machine \
              computes in about {PBKDF2_SECONDS} s)"

@@ -7,14 +7,14 @@
 //! Input: a control prefix, then the device bytes.
 //!   byte 0: flags. bit 0: recompute the LUKS2 header checksums (so that mutated JSON gets
 //!           past them); bit 1: try only keyslot (flags >> 4); bit 2: a 64 KiB JSON buffer
-//!           instead of the default stack one.
+//!           instead of the default stack one; bit 3: caller storage for the LUKS2 header.
 //!   byte 1: number of operations (mod 9), then that many 12-byte operations:
 //!           kind (bits 0-1: 0/3 read_at, 1 write_at, 2 write_in_place; bits 2-3: how the
 //!           offset is formed, see `offset`), offset (u64 LE), length (u24 LE, mod 192 KiB + 1).
 use qluks::io::MemIo;
 use qluks::luks::luks2::binary_header::{Checksum, BINARY_HEADER_SIZE, CSUM_LEN, OFF_CSUM};
-use qluks::luks::luks2::{Argon2Block, BinaryHeader};
-use qluks::luks::{Error, IoError, LuksVolume, OpenOptions};
+use qluks::luks::luks2::BinaryHeader;
+use qluks::luks::{LuksError, LuksIoError, LuksVolume, OpenOptions};
 
 #[path = "kdf_budget.rs"]
 mod kdf_budget;
@@ -58,13 +58,16 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             fix_checksum(&mut device, hdr_size as usize);
         }
     }
-    let mut memory = vec![Argon2Block::default(); kdf_budget::argon2_blocks(&device)];
+    let mut memory = vec![0u8; kdf_budget::argon2_bytes(&device)];
     let mut json = vec![0u8; 64 * 1024];
+    // Caller storage for the header, or the stack fallback.
+    let mut header = Box::new(qluks::luks::luks2::Luks2Header::EMPTY);
     let options = OpenOptions {
         keyslot: (flags & 2 != 0).then_some(usize::from(flags >> 4)),
         kdf_memory: Some(&mut memory),
         json_buffer: (flags & 4 != 0).then_some(&mut json[..]),
         kdf_limits: kdf_budget::LIMITS,
+        header: (flags & 8 != 0).then_some(&mut *header),
     };
     let Ok(mut volume) = LuksVolume::open(MemIo::new(&mut device), b"pw", options) else { return };
     let size = volume.size();
@@ -86,9 +89,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         // refuse (a segment that runs past it), never the volume.
         match &r {
             Ok(()) => assert!(in_range, "op {} at {off:#x} len {len} accepted outside size {size:#x}", kind & 3),
-            Err(IoError::Luks(Error::OutOfRange { .. })) => assert!(!in_range, "op {} at {off:#x} len {len}", kind & 3),
+            Err(LuksIoError::Luks(LuksError::OutOfRange { .. })) => assert!(!in_range, "op {} at {off:#x} len {len}", kind & 3),
             Err(e) => {
-                assert!(in_range && matches!(e, IoError::Device(_)), "op {} at {off:#x} len {len}: {e:?}", kind & 3)
+                assert!(in_range && matches!(e, LuksIoError::Io(_)), "op {} at {off:#x} len {len}: {e:?}", kind & 3)
             }
         }
         if r.is_ok() && kind & 3 != 0 && kind & 3 != 3 {

@@ -5,6 +5,7 @@
 //! nothing about headers or I/O. Nothing here allocates; every secret is zeroized on drop.
 
 mod af;
+pub(crate) mod argon2;
 mod cipher_spec;
 mod error;
 mod hash;

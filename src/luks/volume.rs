@@ -5,7 +5,7 @@
 //! cipher call per request; only a partial first or last sector goes through a one-sector
 //! stack scratch (read-modify-write for writes). Nothing is allocated.
 
-use super::{luks1, Error, IoError, KdfLimits, MAGIC, SECTOR};
+use super::{luks1, KdfLimits, LuksError, LuksIoError, MAGIC, SECTOR};
 use crate::crypto::SectorCipher;
 use crate::io::BlockIo;
 use crate::sector_span::sector_spans;
@@ -18,7 +18,7 @@ const WRITE_CHUNK: usize = 16 * 1024;
 
 /// Where and how the payload is encrypted.
 #[derive(Debug)]
-pub struct Segment {
+pub struct DataSegment {
     /// Start of the payload in the device, in bytes.
     pub offset: u64,
     /// Payload length in bytes; `None`: up to the end of the device (rounded down to sectors).
@@ -38,40 +38,44 @@ pub struct Segment {
 pub struct OpenOptions<'m> {
     /// Try only this keyslot.
     pub keyslot: Option<usize>,
-    /// Memory for memory-hard KDFs (LUKS2 argon2; size it with
-    /// [`Metadata::kdf_memory_blocks`](super::luks2::Metadata::kdf_memory_blocks)); LUKS1 needs none.
-    pub kdf_memory: Option<&'m mut [super::luks2::Argon2Block]>,
+    /// Memory for memory-hard KDFs (LUKS2 Argon2): a byte region of any alignment, at least
+    /// [`Metadata::kdf_memory_within`](super::luks2::Metadata::kdf_memory_within) bytes; LUKS1
+    /// and PBKDF2 keyslots need none.
+    pub kdf_memory: Option<&'m mut [u8]>,
     /// The most work and memory the KDFs may cost (default: [`KdfLimits::DEFAULT`]); keyslots
     /// and digests over them are refused before any work is done.
     pub kdf_limits: KdfLimits,
     /// Buffer for the LUKS2 JSON metadata (default: a stack buffer of
     /// [`luks2::DEFAULT_JSON_BUFFER`](super::luks2::DEFAULT_JSON_BUFFER) bytes).
     pub json_buffer: Option<&'m mut [u8]>,
+    /// Storage for the LUKS2 header (default: one on the stack, about 10 KiB; see
+    /// [`Luks2Header::EMPTY`](super::luks2::Luks2Header::EMPTY)).
+    pub header: Option<&'m mut super::luks2::Luks2Header>,
 }
 
 /// An unlocked volume over a device.
 pub struct LuksVolume<I> {
     io: I,
-    segment: Segment,
+    segment: DataSegment,
     size: u64,
 }
 
 impl<I: BlockIo> LuksVolume<I> {
     /// A volume over `segment` of `io` (already unlocked). The segment must lie inside the
-    /// device: [`Error::PayloadPastEnd`] for a dynamic segment starting past its end,
-    /// [`Error::SegmentPastEnd`] for a sized one whose end is past it (or overflows), so that
+    /// device: [`LuksError::PayloadPastEnd`] for a dynamic segment starting past its end,
+    /// [`LuksError::SegmentPastEnd`] for a sized one whose end is past it (or overflows), so that
     /// every device offset of the volume is below the device size. The payload is the
     /// segment's whole sectors.
-    pub fn new(mut io: I, segment: Segment) -> Result<Self, IoError<I::Error>> {
+    pub fn new(mut io: I, segment: DataSegment) -> Result<Self, LuksIoError<I::Error>> {
         let s = segment.sector_size;
         if !s.is_power_of_two() || !(SECTOR..=MAX_SECTOR).contains(&s) {
-            return Err(Error::SectorSize { sector_size: s }.into());
+            return Err(LuksError::SectorSize { sector_size: s }.into());
         }
-        let device_size = io.size().map_err(IoError::Device)?;
+        let device_size = io.size().map_err(LuksIoError::Io)?;
         let size = match segment.size {
             Some(size) => {
                 if segment.offset.checked_add(size).is_none_or(|end| end > device_size) {
-                    return Err(Error::SegmentPastEnd { offset: segment.offset, size, device_size }.into());
+                    return Err(LuksError::SegmentPastEnd { offset: segment.offset, size, device_size }.into());
                 }
                 // Whole sectors only (LUKS2 metadata is validated so; a caller's segment too),
                 // so that no sector read or written reaches past the segment.
@@ -79,7 +83,7 @@ impl<I: BlockIo> LuksVolume<I> {
             }
             None => {
                 if segment.offset > device_size {
-                    return Err(Error::PayloadPastEnd { payload_offset: segment.offset, device_size }.into());
+                    return Err(LuksError::PayloadPastEnd { payload_offset: segment.offset, device_size }.into());
                 }
                 (device_size - segment.offset) / s as u64 * s as u64
             }
@@ -88,27 +92,27 @@ impl<I: BlockIo> LuksVolume<I> {
     }
 
     /// Opens a LUKS volume at the start of `io` with `passphrase`, whichever its version.
-    pub fn open(mut io: I, passphrase: &[u8], options: OpenOptions<'_>) -> Result<Self, IoError<I::Error>> {
+    pub fn open(mut io: I, passphrase: &[u8], options: OpenOptions<'_>) -> Result<Self, LuksIoError<I::Error>> {
         let mut start = [0u8; 8];
-        let size = io.size().map_err(IoError::Device)?;
+        let size = io.size().map_err(LuksIoError::Io)?;
         if size < start.len() as u64 {
-            return Err(Error::TooShort { len: size as usize, needed: luks1::HEADER_LEN }.into());
+            return Err(LuksError::TooShort { len: size as usize, needed: luks1::HEADER_LEN }.into());
         }
-        io.read_at(0, &mut start).map_err(IoError::Device)?;
+        io.read_at(0, &mut start).map_err(LuksIoError::Io)?;
         if start[..6] != MAGIC {
-            return Err(Error::BadMagic.into());
+            return Err(LuksError::BadMagic.into());
         }
         match u16::from_be_bytes([start[6], start[7]]) {
             1 => LuksVolume::open_luks1_with_limits(io, passphrase, options.keyslot, &options.kdf_limits),
             2 => LuksVolume::open_luks2(io, passphrase, options),
-            version => Err(Error::UnsupportedVersion { version }.into()),
+            version => Err(LuksError::UnsupportedVersion { version }.into()),
         }
     }
 
     /// Opens a standalone LUKS1 volume: payload at `payload_offset`, IV sector = payload offset
     /// / 512.
     /// KDF costs are checked against [`KdfLimits::DEFAULT`].
-    pub fn open_luks1(io: I, passphrase: &[u8], keyslot: Option<usize>) -> Result<Self, IoError<I::Error>> {
+    pub fn open_luks1(io: I, passphrase: &[u8], keyslot: Option<usize>) -> Result<Self, LuksIoError<I::Error>> {
         LuksVolume::open_luks1_with_limits(io, passphrase, keyslot, &KdfLimits::DEFAULT)
     }
 
@@ -119,12 +123,12 @@ impl<I: BlockIo> LuksVolume<I> {
         passphrase: &[u8],
         keyslot: Option<usize>,
         limits: &KdfLimits,
-    ) -> Result<Self, IoError<I::Error>> {
-        let header = luks1::read_header(&mut io, 0)?;
+    ) -> Result<Self, LuksIoError<I::Error>> {
+        let header = luks1::Luks1Header::read(&mut io, 0)?;
         let (_, key) = luks1::unlock_with_limits(&mut io, 0, None, &header, passphrase, keyslot, limits)?;
         let cipher = SectorCipher::new(header.cipher, key.as_bytes())?;
         let segment =
-            Segment { offset: header.payload_offset_bytes(), size: None, sector_size: SECTOR, iv_tweak: 0, cipher };
+            DataSegment { offset: header.payload_offset_bytes(), size: None, sector_size: SECTOR, iv_tweak: 0, cipher };
         LuksVolume::new(io, segment)
     }
 
@@ -134,7 +138,7 @@ impl<I: BlockIo> LuksVolume<I> {
     }
 
     /// The segment.
-    pub fn segment(&self) -> &Segment {
+    pub fn segment(&self) -> &DataSegment {
         &self.segment
     }
 
@@ -149,14 +153,14 @@ impl<I: BlockIo> LuksVolume<I> {
     }
 
     /// Makes previous writes durable.
-    pub fn flush(&mut self) -> Result<(), IoError<I::Error>> {
-        self.io.flush().map_err(IoError::Device)
+    pub fn flush(&mut self) -> Result<(), LuksIoError<I::Error>> {
+        self.io.flush().map_err(LuksIoError::Io)
     }
 
-    fn check(&self, offset: u64, len: usize) -> Result<(), Error> {
+    fn check(&self, offset: u64, len: usize) -> Result<(), LuksError> {
         match offset.checked_add(len as u64) {
             Some(end) if end <= self.size => Ok(()),
-            _ => Err(Error::OutOfRange { offset, len: len as u64, size: self.size }),
+            _ => Err(LuksError::OutOfRange { offset, len: len as u64, size: self.size }),
         }
     }
 
@@ -167,18 +171,18 @@ impl<I: BlockIo> LuksVolume<I> {
     }
 
     /// Device offset of payload sector `sector`, checked (never wraps to the header).
-    fn device_offset(&self, sector: u64, len: usize) -> Result<u64, Error> {
+    fn device_offset(&self, sector: u64, len: usize) -> Result<u64, LuksError> {
         let s = self.segment.sector_size as u64;
         sector
             .checked_mul(s)
             .and_then(|at| self.segment.offset.checked_add(at))
             .filter(|at| at.checked_add(len as u64).is_some())
-            .ok_or(Error::OutOfRange { offset: sector.saturating_mul(s), len: len as u64, size: self.size })
+            .ok_or(LuksError::OutOfRange { offset: sector.saturating_mul(s), len: len as u64, size: self.size })
     }
 
     /// En/decrypts whole sectors whose IV sectors step by sector_size / 512: one cipher call
     /// for 512-byte sectors, one per sector above (the hal steps tweaks by one per unit).
-    fn crypt_sectors(&self, buf: &mut [u8], first_iv: u64, encrypt: bool) -> Result<(), Error> {
+    fn crypt_sectors(&self, buf: &mut [u8], first_iv: u64, encrypt: bool) -> Result<(), LuksError> {
         let s = self.segment.sector_size;
         let cipher = &self.segment.cipher;
         let step = (s / SECTOR) as u64;
@@ -202,22 +206,22 @@ impl<I: BlockIo> LuksVolume<I> {
     }
 
     /// Reads and decrypts whole sectors starting at payload sector `sector` into `buf`.
-    fn read_sectors(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), IoError<I::Error>> {
+    fn read_sectors(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), LuksIoError<I::Error>> {
         let at = self.device_offset(sector, buf.len())?;
-        self.io.read_at(at, buf).map_err(IoError::Device)?;
+        self.io.read_at(at, buf).map_err(LuksIoError::Io)?;
         self.crypt_sectors(buf, self.iv_sector(sector), false)?;
         Ok(())
     }
 
     /// Encrypts whole plaintext sectors in `buf` in place and writes them at payload sector `sector`.
-    fn write_sectors(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), IoError<I::Error>> {
+    fn write_sectors(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), LuksIoError<I::Error>> {
         let at = self.device_offset(sector, buf.len())?;
         self.crypt_sectors(buf, self.iv_sector(sector), true)?;
-        self.io.write_at(at, buf).map_err(IoError::Device)
+        self.io.write_at(at, buf).map_err(LuksIoError::Io)
     }
 
     /// Writes `data` at byte `within` of payload sector `sector` (read-modify-write).
-    fn write_partial(&mut self, sector: u64, within: usize, data: &[u8]) -> Result<(), IoError<I::Error>> {
+    fn write_partial(&mut self, sector: u64, within: usize, data: &[u8]) -> Result<(), LuksIoError<I::Error>> {
         let s = self.segment.sector_size;
         let mut scratch = [0u8; MAX_SECTOR];
         let r = self.read_sectors(sector, &mut scratch[..s]).and_then(|()| {
@@ -229,7 +233,7 @@ impl<I: BlockIo> LuksVolume<I> {
     }
 
     /// Reads `buf.len()` bytes of plaintext at payload byte `offset`.
-    pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError<I::Error>> {
+    pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), LuksIoError<I::Error>> {
         self.check(offset, buf.len())?;
         let s = self.segment.sector_size;
         let mut done = 0;
@@ -253,7 +257,7 @@ impl<I: BlockIo> LuksVolume<I> {
     /// Encrypts `buf` in place and writes it at payload byte `offset`: the fast path, one
     /// encrypt and one device write for the aligned part. `buf` is left holding ciphertext
     /// where it covered whole sectors.
-    pub fn write_in_place(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError<I::Error>> {
+    pub fn write_in_place(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), LuksIoError<I::Error>> {
         self.check(offset, buf.len())?;
         let s = self.segment.sector_size;
         let mut done = 0;
@@ -271,7 +275,7 @@ impl<I: BlockIo> LuksVolume<I> {
 
     /// Writes `data` at payload byte `offset`, encrypting through a stack buffer (`data` is
     /// left untouched; see [`LuksVolume::write_in_place`] for the zero-copy path).
-    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), IoError<I::Error>> {
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), LuksIoError<I::Error>> {
         self.check(offset, data.len())?;
         let s = self.segment.sector_size;
         let mut chunk = [0u8; WRITE_CHUNK];

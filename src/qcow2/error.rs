@@ -368,7 +368,7 @@ pub enum Error<E> {
     /// The passphrase opens no key slot.
     WrongPassphrase,
     /// The LUKS header inside the image cannot be used.
-    Luks(crate::luks::Error),
+    Luks(crate::luks::LuksError),
     /// A compressed cluster could not be decompressed into exactly one cluster.
     Decompress {
         /// Guest offset of the cluster.

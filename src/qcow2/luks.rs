@@ -7,7 +7,7 @@ use super::error::Error;
 use super::extension::FdeHeader;
 use crate::crypto::SectorCipher;
 use crate::io::BlockIo;
-use crate::luks::{luks1, IoError, KdfLimits};
+use crate::luks::{luks1, KdfLimits, LuksIoError};
 
 /// Unlocks the LUKS header at `fde` with `passphrase`, within the caller's KDF `limits`, and
 /// returns the data cipher.
@@ -17,12 +17,12 @@ pub(crate) fn unlock<I: BlockIo>(
     passphrase: &[u8],
     limits: &KdfLimits,
 ) -> Result<Crypt, Error<I::Error>> {
-    let map = |e: IoError<I::Error>| match e {
-        IoError::Device(e) => Error::Io(e),
-        IoError::Luks(crate::luks::Error::WrongPassphrase) => Error::WrongPassphrase,
-        IoError::Luks(e) => Error::Luks(e),
+    let map = |e: LuksIoError<I::Error>| match e {
+        LuksIoError::Io(e) => Error::Io(e),
+        LuksIoError::Luks(crate::luks::LuksError::WrongPassphrase) => Error::WrongPassphrase,
+        LuksIoError::Luks(e) => Error::Luks(e),
     };
-    let header = luks1::read_header(io, fde.offset).map_err(map)?;
+    let header = luks1::Luks1Header::read(io, fde.offset).map_err(map)?;
     let (_, key) =
         luks1::unlock_with_limits(io, fde.offset, Some(fde.length), &header, passphrase, None, limits).map_err(map)?;
     Ok(Crypt::HostSectorIv(SectorCipher::new(header.cipher, key.as_bytes())?))

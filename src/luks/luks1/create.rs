@@ -2,11 +2,11 @@
 //! iteration counts measured on this machine or given explicitly.
 
 use super::header::{Luks1Header, DIGEST_LEN, KEYSLOTS, MIN_PAYLOAD_OFFSET};
-use super::keyslot::{Keyslot, STRIPES};
+use super::keyslot::{Luks1Keyslot, STRIPES};
 use super::keyslots::{write_header_padded, write_keyslot};
 use crate::crypto::{pbkdf2, CipherSpec, HashAlg, VolumeKey};
 use crate::io::BlockIo;
-use crate::luks::{Error, IoError, SECTOR};
+use crate::luks::{LuksError, LuksIoError, SECTOR};
 
 /// QEMU's lower bound for both keyslot and digest iterations when measured.
 pub const MIN_ITERATIONS: u32 = 1000;
@@ -15,7 +15,7 @@ pub const MIN_ITERATIONS: u32 = 1000;
 pub enum Iterations<'c> {
     /// Explicit counts.
     Fixed {
-        /// Keyslot iterations.
+        /// Luks1Keyslot iterations.
         keyslot: u32,
         /// Master-key digest iterations.
         digest: u32,
@@ -38,7 +38,7 @@ impl Iterations<'_> {
     }
 
     /// (keyslot iterations, digest iterations) for `hash` and a `key_bytes`-byte key.
-    pub fn resolve(&mut self, hash: HashAlg, key_bytes: usize) -> Result<(u32, u32), Error> {
+    pub fn resolve(&mut self, hash: HashAlg, key_bytes: usize) -> Result<(u32, u32), LuksError> {
         match self {
             Iterations::Fixed { keyslot, digest } => Ok((*keyslot, *digest)),
             Iterations::IterTime { ms, clock_ns } => {
@@ -56,7 +56,7 @@ impl Iterations<'_> {
 
 /// PBKDF2 iterations per second of `hash` deriving `out_len` (<= 64) bytes, measured with
 /// `clock_ns` (doubling the count until a run takes at least 50 ms).
-pub fn calibrate(hash: HashAlg, out_len: usize, clock_ns: &mut dyn FnMut() -> u64) -> Result<u64, Error> {
+pub fn calibrate(hash: HashAlg, out_len: usize, clock_ns: &mut dyn FnMut() -> u64) -> Result<u64, LuksError> {
     let mut iterations = 1000u32;
     let mut out = [0u8; 64];
     let out = &mut out[..out_len.clamp(1, 64)];
@@ -100,9 +100,9 @@ fn field<const N: usize>(s: &str) -> [u8; N] {
     b
 }
 
-pub(crate) fn uuid_v4<R: rand_core::TryCryptoRng + ?Sized>(rng: &mut R) -> Result<[u8; 40], Error> {
+pub(crate) fn uuid_v4<R: rand_core::TryCryptoRng + ?Sized>(rng: &mut R) -> Result<[u8; 40], LuksError> {
     let mut r = [0u8; 16];
-    rng.try_fill_bytes(&mut r).map_err(|_| Error::Crypto(crate::crypto::Error::Random))?;
+    rng.try_fill_bytes(&mut r).map_err(|_| LuksError::Crypto(crate::crypto::Error::Random))?;
     r[6] = (r[6] & 0x0f) | 0x40;
     r[8] = (r[8] & 0x3f) | 0x80;
     let hex = b"0123456789abcdef";
@@ -133,17 +133,18 @@ pub fn format<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
     params: &mut CreateParams<'_>,
     passphrase: &[u8],
     rng: &mut R,
-) -> Result<(Luks1Header, VolumeKey), IoError<I::Error>> {
+) -> Result<(Luks1Header, VolumeKey), LuksIoError<I::Error>> {
     let spec = params.cipher;
     let key_bytes = spec.key_bytes as u32;
     let (slot_iterations, digest_iterations) = params.iterations.resolve(params.hash, spec.key_bytes)?;
     let key = VolumeKey::random(spec.key_bytes, rng)?;
     let mut mk_salt = [0u8; 32];
-    rng.try_fill_bytes(&mut mk_salt).map_err(|_| Error::Crypto(crate::crypto::Error::Random))?;
+    rng.try_fill_bytes(&mut mk_salt).map_err(|_| LuksError::Crypto(crate::crypto::Error::Random))?;
     let mut mk_digest = [0u8; DIGEST_LEN];
     pbkdf2(params.hash, key.as_bytes(), &mk_salt, digest_iterations, &mut mk_digest)?;
     let (offsets, payload_offset) = layout(key_bytes);
-    let mut keyslots = [Keyslot { active: false, iterations: 0, salt: [0; 32], key_offset: 0, stripes: STRIPES }; 8];
+    let mut keyslots =
+        [Luks1Keyslot { active: false, iterations: 0, salt: [0; 32], key_offset: 0, stripes: STRIPES }; 8];
     for (slot, off) in keyslots.iter_mut().zip(offsets) {
         slot.key_offset = off;
     }
@@ -164,7 +165,7 @@ pub fn format<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
     write_keyslot(io, area_offset, &mut header, 0, passphrase, &key, slot_iterations, rng)?;
     header.validate()?;
     write_header_padded(io, area_offset, &header)?;
-    io.flush().map_err(IoError::Device)?;
+    io.flush().map_err(LuksIoError::Io)?;
     Ok((header, key))
 }
 

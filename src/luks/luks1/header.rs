@@ -1,9 +1,9 @@
 //! The LUKS1 partition header (phdr): 592 bytes, parsed into a validated value and serialized
 //! back byte for byte.
 
-use super::keyslot::{be32, Keyslot, KEYSLOT_LEN, STRIPES};
+use super::keyslot::{be32, Luks1Keyslot, KEYSLOT_LEN, STRIPES};
 use crate::crypto::{CipherSpec, HashAlg};
-use crate::luks::{Error, MAGIC, SECTOR};
+use crate::luks::{LuksError, MAGIC, SECTOR};
 
 /// Number of keyslots.
 pub const KEYSLOTS: usize = 8;
@@ -41,15 +41,15 @@ pub struct Luks1Header {
     /// UUID string, NUL-terminated.
     pub uuid: [u8; 40],
     /// The eight keyslots.
-    pub keyslots: [Keyslot; KEYSLOTS],
+    pub keyslots: [Luks1Keyslot; KEYSLOTS],
     /// Typed `cipher_name` + `cipher_mode` + `key_bytes`.
     pub cipher: CipherSpec,
     /// Typed `hash_spec`.
     pub hash: HashAlg,
 }
 
-fn cstr<'a>(b: &'a [u8], field: &'static str) -> Result<&'a str, Error> {
-    let end = b.iter().position(|&c| c == 0).ok_or(Error::StringNotTerminated { field })?;
+fn cstr<'a>(b: &'a [u8], field: &'static str) -> Result<&'a str, LuksError> {
+    let end = b.iter().position(|&c| c == 0).ok_or(LuksError::StringNotTerminated { field })?;
     // Non-UTF-8 names cannot match any cipher or hash; report them as unsupported names.
     Ok(core::str::from_utf8(&b[..end]).unwrap_or("\u{fffd}"))
 }
@@ -68,16 +68,16 @@ impl Luks1Header {
     /// keyslot states, 4000 stripes, and key material that neither overlaps the header, another
     /// keyslot nor the payload. Whether the key material lies inside the device is checked at
     /// unlock, where the device size is known.
-    pub fn parse(bytes: &[u8]) -> Result<Luks1Header, Error> {
+    pub fn parse(bytes: &[u8]) -> Result<Luks1Header, LuksError> {
         if bytes.len() < HEADER_LEN {
-            return Err(Error::TooShort { len: bytes.len(), needed: HEADER_LEN });
+            return Err(LuksError::TooShort { len: bytes.len(), needed: HEADER_LEN });
         }
         if bytes[..6] != MAGIC {
-            return Err(Error::BadMagic);
+            return Err(LuksError::BadMagic);
         }
         let version = u16::from_be_bytes([bytes[6], bytes[7]]);
         if version != 1 {
-            return Err(Error::UnsupportedVersion { version });
+            return Err(LuksError::UnsupportedVersion { version });
         }
         let cipher_name_s = cstr(&bytes[8..40], "cipher_name")?;
         let cipher_mode_s = cstr(&bytes[40..72], "cipher_mode")?;
@@ -86,14 +86,14 @@ impl Luks1Header {
         let payload_offset = be32(bytes, 104);
         let key_bytes = be32(bytes, 108);
         let cipher = CipherSpec::parse(cipher_name_s, cipher_mode_s, key_bytes as usize).map_err(|e| match e {
-            crate::crypto::Error::KeyLength { .. } => Error::KeyBytes { key_bytes },
+            crate::crypto::Error::KeyLength { .. } => LuksError::KeyBytes { key_bytes },
             e => e.into(),
         })?;
         let hash = HashAlg::from_name(hash_s)?;
-        let mut keyslots = [Keyslot { active: false, iterations: 0, salt: [0; 32], key_offset: 0, stripes: 0 }; 8];
+        let mut keyslots = [Luks1Keyslot { active: false, iterations: 0, salt: [0; 32], key_offset: 0, stripes: 0 }; 8];
         for (i, slot) in keyslots.iter_mut().enumerate() {
             let at = KEYSLOTS_AT + i * KEYSLOT_LEN;
-            *slot = Keyslot::parse(&array(bytes, at), i)?;
+            *slot = Luks1Keyslot::parse(&array(bytes, at), i)?;
         }
         let header = Luks1Header {
             cipher_name: array(bytes, 8),
@@ -115,32 +115,32 @@ impl Luks1Header {
 
     /// The checks of [`Luks1Header::parse`] that concern numbers and layout (also run before
     /// a header is written).
-    pub fn validate(&self) -> Result<(), Error> {
+    pub fn validate(&self) -> Result<(), LuksError> {
         if self.mk_iterations == 0 || self.mk_iterations > MAX_ITERATIONS {
-            return Err(Error::DigestIterations { iterations: self.mk_iterations });
+            return Err(LuksError::DigestIterations { iterations: self.mk_iterations });
         }
         if self.payload_offset < MIN_PAYLOAD_OFFSET {
-            return Err(Error::PayloadOffset { payload_offset: self.payload_offset });
+            return Err(LuksError::PayloadOffset { payload_offset: self.payload_offset });
         }
         let payload = self.payload_offset as u64 * SECTOR as u64;
         for (i, slot) in self.keyslots.iter().enumerate() {
             if slot.active && (slot.iterations == 0 || slot.iterations > MAX_ITERATIONS) {
-                return Err(Error::KeyslotIterations { keyslot: i, iterations: slot.iterations });
+                return Err(LuksError::KeyslotIterations { keyslot: i, iterations: slot.iterations });
             }
             if slot.stripes != STRIPES {
-                return Err(Error::KeyslotStripes { keyslot: i, stripes: slot.stripes });
+                return Err(LuksError::KeyslotStripes { keyslot: i, stripes: slot.stripes });
             }
             let r = slot.material_range(self.key_bytes);
             if r.start < HEADER_LEN as u64 {
-                return Err(Error::KeyslotOverlapsHeader { keyslot: i });
+                return Err(LuksError::KeyslotOverlapsHeader { keyslot: i });
             }
             if r.end > payload {
-                return Err(Error::KeyslotOverlapsPayload { keyslot: i });
+                return Err(LuksError::KeyslotOverlapsPayload { keyslot: i });
             }
             for (j, other) in self.keyslots.iter().enumerate().skip(i + 1) {
                 let o = other.material_range(self.key_bytes);
                 if r.start < o.end && o.start < r.end {
-                    return Err(Error::KeyslotsOverlap { keyslot: i, other: j });
+                    return Err(LuksError::KeyslotsOverlap { keyslot: i, other: j });
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! One LUKS1 keyslot (48 bytes of the phdr) and where its key material lies.
 
-use crate::luks::{Error, SECTOR};
+use crate::luks::{LuksError, SECTOR};
 
 /// `active` value of an enabled keyslot.
 pub const KEYSLOT_ENABLED: u32 = 0x00AC_71F3;
@@ -13,7 +13,7 @@ pub const KEYSLOT_LEN: usize = 48;
 
 /// A keyslot: PBKDF2 parameters and the location of its AF-split, encrypted key material.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Keyslot {
+pub struct Luks1Keyslot {
     /// Enabled (0x00AC71F3) or not (0x0000DEAD).
     pub active: bool,
     /// PBKDF2 iterations deriving the slot key from the passphrase.
@@ -26,17 +26,17 @@ pub struct Keyslot {
     pub stripes: u32,
 }
 
-impl Keyslot {
+impl Luks1Keyslot {
     /// Parses a 48-byte record (fields only; [`super::Luks1Header::parse`] validates them).
-    pub(crate) fn parse(b: &[u8; KEYSLOT_LEN], index: usize) -> Result<Keyslot, Error> {
+    pub(crate) fn parse(b: &[u8; KEYSLOT_LEN], index: usize) -> Result<Luks1Keyslot, LuksError> {
         let active = match be32(b, 0) {
             KEYSLOT_ENABLED => true,
             KEYSLOT_DISABLED => false,
-            active => return Err(Error::KeyslotState { keyslot: index, active }),
+            active => return Err(LuksError::KeyslotState { keyslot: index, active }),
         };
         let mut salt = [0u8; 32];
         salt.copy_from_slice(&b[8..40]);
-        Ok(Keyslot { active, iterations: be32(b, 4), salt, key_offset: be32(b, 40), stripes: be32(b, 44) })
+        Ok(Luks1Keyslot { active, iterations: be32(b, 4), salt, key_offset: be32(b, 40), stripes: be32(b, 44) })
     }
 
     /// The 48-byte record.

@@ -1,4 +1,4 @@
-//! Keyslot management on an existing LUKS1 header: add a passphrase, remove one (its key
+//! Luks1Keyslot management on an existing LUKS1 header: add a passphrase, remove one (its key
 //! material overwritten, as QEMU iotest 294 requires), change one.
 //!
 //! Every change writes key material first and the header last, so an interruption leaves the
@@ -8,13 +8,13 @@ use super::header::{Luks1Header, HEADER_LEN, KEYSLOTS};
 use super::unlock::{check_area, unlock_with_limits};
 use crate::crypto::{pbkdf2, AfSplit, SectorCipher, VolumeKey};
 use crate::io::BlockIo;
-use crate::luks::{Error, IoError, KdfLimits, SECTOR};
+use crate::luks::{KdfLimits, LuksError, LuksIoError, SECTOR};
 use zeroize::Zeroize;
 
 const CHUNK: usize = 8 * SECTOR;
 
-fn random<R: rand_core::TryCryptoRng + ?Sized>(rng: &mut R, out: &mut [u8]) -> Result<(), Error> {
-    rng.try_fill_bytes(out).map_err(|_| Error::Crypto(crate::crypto::Error::Random))
+fn random<R: rand_core::TryCryptoRng + ?Sized>(rng: &mut R, out: &mut [u8]) -> Result<(), LuksError> {
+    rng.try_fill_bytes(out).map_err(|_| LuksError::Crypto(crate::crypto::Error::Random))
 }
 
 /// Writes the phdr at `area_offset` (validated first).
@@ -22,9 +22,9 @@ pub(crate) fn write_header<I: BlockIo>(
     io: &mut I,
     area_offset: u64,
     header: &Luks1Header,
-) -> Result<(), IoError<I::Error>> {
+) -> Result<(), LuksIoError<I::Error>> {
     header.validate()?;
-    io.write_at(area_offset, &header.to_bytes()).map_err(IoError::Device)
+    io.write_at(area_offset, &header.to_bytes()).map_err(LuksIoError::Io)
 }
 
 /// Writes the phdr followed by zeros up to the first key material (4096 bytes), as at creation.
@@ -32,10 +32,10 @@ pub(crate) fn write_header_padded<I: BlockIo>(
     io: &mut I,
     area_offset: u64,
     header: &Luks1Header,
-) -> Result<(), IoError<I::Error>> {
+) -> Result<(), LuksIoError<I::Error>> {
     let mut b = [0u8; 8 * SECTOR];
     b[..HEADER_LEN].copy_from_slice(&header.to_bytes());
-    io.write_at(area_offset, &b).map_err(IoError::Device)
+    io.write_at(area_offset, &b).map_err(LuksIoError::Io)
 }
 
 /// Fills keyslot `k` for `passphrase`: new salt, AF-split key material encrypted with the slot
@@ -50,9 +50,9 @@ pub(crate) fn write_keyslot<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
     key: &VolumeKey,
     iterations: u32,
     rng: &mut R,
-) -> Result<(), IoError<I::Error>> {
+) -> Result<(), LuksIoError<I::Error>> {
     if iterations == 0 || iterations > super::MAX_ITERATIONS {
-        return Err(Error::KeyslotIterations { keyslot: k, iterations }.into());
+        return Err(LuksError::KeyslotIterations { keyslot: k, iterations }.into());
     }
     let slot = &mut header.keyslots[k];
     random(rng, &mut slot.salt)?;
@@ -73,8 +73,8 @@ pub(crate) fn write_keyslot<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
         let step = split
             .fill(chunk, rng)
             .and_then(|()| cipher.encrypt_sectors(chunk, SECTOR, (at - range.start) / SECTOR as u64))
-            .map_err(IoError::from)
-            .and_then(|()| io.write_at(area_offset + at, chunk).map_err(IoError::Device));
+            .map_err(LuksIoError::from)
+            .and_then(|()| io.write_at(area_offset + at, chunk).map_err(LuksIoError::Io));
         if let Err(e) = step {
             result = Err(e);
             break;
@@ -100,19 +100,19 @@ pub fn add_keyslot<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
     keyslot: Option<usize>,
     iterations: u32,
     rng: &mut R,
-) -> Result<usize, IoError<I::Error>> {
+) -> Result<usize, LuksIoError<I::Error>> {
     let k = match keyslot {
-        Some(k) if k >= KEYSLOTS => return Err(Error::KeyslotOutOfRange { keyslot: k }.into()),
-        Some(k) if header.keyslots[k].active => return Err(Error::KeyslotActive { keyslot: k }.into()),
+        Some(k) if k >= KEYSLOTS => return Err(LuksError::KeyslotOutOfRange { keyslot: k }.into()),
+        Some(k) if header.keyslots[k].active => return Err(LuksError::KeyslotActive { keyslot: k }.into()),
         Some(k) => k,
-        None => header.keyslots.iter().position(|s| !s.active).ok_or(Error::NoFreeKeyslot)?,
+        None => header.keyslots.iter().position(|s| !s.active).ok_or(LuksError::NoFreeKeyslot)?,
     };
     let area_len = area_len_or_device(io, area_offset, area_len)?;
     check_area(header, k, area_len)?;
     let mut updated = header.clone();
     write_keyslot(io, area_offset, &mut updated, k, new_passphrase, key, iterations, rng)?;
     write_header(io, area_offset, &updated)?;
-    io.flush().map_err(IoError::Device)?;
+    io.flush().map_err(LuksIoError::Io)?;
     *header = updated;
     Ok(k)
 }
@@ -128,15 +128,15 @@ pub fn remove_keyslot<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
     k: usize,
     allow_last: bool,
     rng: &mut R,
-) -> Result<(), IoError<I::Error>> {
+) -> Result<(), LuksIoError<I::Error>> {
     if k >= KEYSLOTS {
-        return Err(Error::KeyslotOutOfRange { keyslot: k }.into());
+        return Err(LuksError::KeyslotOutOfRange { keyslot: k }.into());
     }
     if !header.keyslots[k].active {
-        return Err(Error::KeyslotInactive { keyslot: k }.into());
+        return Err(LuksError::KeyslotInactive { keyslot: k }.into());
     }
     if !allow_last && header.active_keyslots().count() == 1 {
-        return Err(Error::LastKeyslot { keyslot: k }.into());
+        return Err(LuksError::LastKeyslot { keyslot: k }.into());
     }
     let area_len = area_len_or_device(io, area_offset, area_len)?;
     check_area(header, k, area_len)?;
@@ -146,17 +146,17 @@ pub fn remove_keyslot<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
     while at < range.end {
         let n = ((range.end - at) as usize).min(CHUNK);
         random(rng, &mut buf[..n])?;
-        io.write_at(area_offset + at, &buf[..n]).map_err(IoError::Device)?;
+        io.write_at(area_offset + at, &buf[..n]).map_err(LuksIoError::Io)?;
         at += n as u64;
     }
-    io.flush().map_err(IoError::Device)?;
+    io.flush().map_err(LuksIoError::Io)?;
     let mut updated = header.clone();
     let slot = &mut updated.keyslots[k];
     slot.active = false;
     slot.iterations = 0;
     slot.salt = [0; 32];
     write_header(io, area_offset, &updated)?;
-    io.flush().map_err(IoError::Device)?;
+    io.flush().map_err(LuksIoError::Io)?;
     *header = updated;
     Ok(())
 }
@@ -176,7 +176,7 @@ pub fn change_passphrase<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
     keyslot: Option<usize>,
     iterations: u32,
     rng: &mut R,
-) -> Result<usize, IoError<I::Error>> {
+) -> Result<usize, LuksIoError<I::Error>> {
     let limits = KdfLimits::DEFAULT;
     change_passphrase_with_limits(io, area_offset, area_len, header, old, new, keyslot, iterations, &limits, rng)
 }
@@ -195,7 +195,7 @@ pub fn change_passphrase_with_limits<I: BlockIo, R: rand_core::TryCryptoRng + ?S
     iterations: u32,
     limits: &KdfLimits,
     rng: &mut R,
-) -> Result<usize, IoError<I::Error>> {
+) -> Result<usize, LuksIoError<I::Error>> {
     let (k, key) = unlock_with_limits(io, area_offset, area_len, header, old, keyslot, limits)?;
     if header.keyslots.iter().any(|s| !s.active) {
         let new_k = add_keyslot(io, area_offset, area_len, header, &key, new, None, iterations, rng)?;
@@ -205,7 +205,7 @@ pub fn change_passphrase_with_limits<I: BlockIo, R: rand_core::TryCryptoRng + ?S
     let mut updated = header.clone();
     write_keyslot(io, area_offset, &mut updated, k, new, &key, iterations, rng)?;
     write_header(io, area_offset, &updated)?;
-    io.flush().map_err(IoError::Device)?;
+    io.flush().map_err(LuksIoError::Io)?;
     *header = updated;
     Ok(k)
 }
@@ -214,9 +214,9 @@ fn area_len_or_device<I: BlockIo>(
     io: &mut I,
     area_offset: u64,
     area_len: Option<u64>,
-) -> Result<u64, IoError<I::Error>> {
+) -> Result<u64, LuksIoError<I::Error>> {
     match area_len {
         Some(n) => Ok(n),
-        None => Ok(io.size().map_err(IoError::Device)?.saturating_sub(area_offset)),
+        None => Ok(io.size().map_err(LuksIoError::Io)?.saturating_sub(area_offset)),
     }
 }

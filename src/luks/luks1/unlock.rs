@@ -9,21 +9,28 @@
 use super::header::{Luks1Header, DIGEST_LEN, HEADER_LEN, KEYSLOTS};
 use crate::crypto::{ct_eq, pbkdf2, AfMerge, SectorCipher, VolumeKey};
 use crate::io::BlockIo;
-use crate::luks::{Error, IoError, KdfLimits, SECTOR};
+use crate::luks::{KdfLimits, LuksError, LuksIoError, SECTOR};
 use zeroize::Zeroize;
 
 /// Key material is processed this many bytes at a time.
 const CHUNK: usize = 8 * SECTOR;
 
-/// Reads and validates the phdr at `area_offset`.
-pub fn read_header<I: BlockIo>(io: &mut I, area_offset: u64) -> Result<Luks1Header, IoError<I::Error>> {
-    let size = io.size().map_err(IoError::Device)?;
+impl Luks1Header {
+    /// Reads and validates the phdr at `area_offset` of `io` (0 for a standalone volume, the
+    /// FDE extension offset in a qcow2 image).
+    pub fn read<I: BlockIo>(io: &mut I, area_offset: u64) -> Result<Luks1Header, LuksIoError<I::Error>> {
+        read_header(io, area_offset)
+    }
+}
+
+fn read_header<I: BlockIo>(io: &mut I, area_offset: u64) -> Result<Luks1Header, LuksIoError<I::Error>> {
+    let size = io.size().map_err(LuksIoError::Io)?;
     let available = size.saturating_sub(area_offset);
     if available < HEADER_LEN as u64 {
-        return Err(Error::TooShort { len: available as usize, needed: HEADER_LEN }.into());
+        return Err(LuksError::TooShort { len: available as usize, needed: HEADER_LEN }.into());
     }
     let mut b = [0u8; HEADER_LEN];
-    io.read_at(area_offset, &mut b).map_err(IoError::Device)?;
+    io.read_at(area_offset, &mut b).map_err(LuksIoError::Io)?;
     Ok(Luks1Header::parse(&b)?)
 }
 
@@ -31,8 +38,8 @@ pub fn read_header<I: BlockIo>(io: &mut I, area_offset: u64) -> Result<Luks1Head
 ///
 /// `area_offset` is where the phdr starts in `io` (0 for a standalone volume, the FDE extension
 /// offset for qcow2); with `area_len = Some(n)` key material outside `area_offset..+n` is
-/// refused with [`Error::KeyMaterialOutsideArea`]. A passphrase that opens no keyslot gives
-/// [`Error::WrongPassphrase`]. KDF costs are checked against [`KdfLimits::DEFAULT`] (see
+/// refused with [`LuksError::KeyMaterialOutsideArea`]. A passphrase that opens no keyslot gives
+/// [`LuksError::WrongPassphrase`]. KDF costs are checked against [`KdfLimits::DEFAULT`] (see
 /// [`unlock_with_limits`]). Nothing is written.
 pub fn unlock<I: BlockIo>(
     io: &mut I,
@@ -40,7 +47,7 @@ pub fn unlock<I: BlockIo>(
     area_len: Option<u64>,
     header: &Luks1Header,
     passphrase: &[u8],
-) -> Result<VolumeKey, IoError<I::Error>> {
+) -> Result<VolumeKey, LuksIoError<I::Error>> {
     unlock_keyslot(io, area_offset, area_len, header, passphrase, None).map(|(_, key)| key)
 }
 
@@ -53,15 +60,15 @@ pub fn unlock_keyslot<I: BlockIo>(
     header: &Luks1Header,
     passphrase: &[u8],
     keyslot: Option<usize>,
-) -> Result<(usize, VolumeKey), IoError<I::Error>> {
+) -> Result<(usize, VolumeKey), LuksIoError<I::Error>> {
     unlock_with_limits(io, area_offset, area_len, header, passphrase, keyslot, &KdfLimits::DEFAULT)
 }
 
 /// Like [`unlock_keyslot`], with the caller's KDF limits, checked before any PBKDF2 work: a
-/// master-key digest over the limit gives [`Error::DigestKdfRefused`]; a chosen keyslot over it
-/// [`Error::KeyslotKdfRefused`]. Without a chosen keyslot, keyslots over the limit are skipped,
-/// and when no other keyslot matches the error is [`Error::KeyslotsRefused`] (naming the first
-/// skipped one), not [`Error::WrongPassphrase`].
+/// master-key digest over the limit gives [`LuksError::DigestKdfRefused`]; a chosen keyslot over it
+/// [`LuksError::KeyslotKdfRefused`]. Without a chosen keyslot, keyslots over the limit are skipped,
+/// and when no other keyslot matches the error is [`LuksError::KeyslotsRefused`] (naming the first
+/// skipped one), not [`LuksError::WrongPassphrase`].
 pub fn unlock_with_limits<I: BlockIo>(
     io: &mut I,
     area_offset: u64,
@@ -70,26 +77,26 @@ pub fn unlock_with_limits<I: BlockIo>(
     passphrase: &[u8],
     keyslot: Option<usize>,
     limits: &KdfLimits,
-) -> Result<(usize, VolumeKey), IoError<I::Error>> {
+) -> Result<(usize, VolumeKey), LuksIoError<I::Error>> {
     let area_len = match area_len {
         Some(n) => n,
-        None => io.size().map_err(IoError::Device)?.saturating_sub(area_offset),
+        None => io.size().map_err(LuksIoError::Io)?.saturating_sub(area_offset),
     };
     if let Some(k) = keyslot {
         if k >= KEYSLOTS {
-            return Err(Error::KeyslotOutOfRange { keyslot: k }.into());
+            return Err(LuksError::KeyslotOutOfRange { keyslot: k }.into());
         }
         if !header.keyslots[k].active {
-            return Err(Error::KeyslotInactive { keyslot: k }.into());
+            return Err(LuksError::KeyslotInactive { keyslot: k }.into());
         }
         limits
             .check_pbkdf2(header.keyslots[k].iterations)
-            .map_err(|cost| Error::KeyslotKdfRefused { keyslot: k, cost })?;
+            .map_err(|cost| LuksError::KeyslotKdfRefused { keyslot: k, cost })?;
     }
     if header.active_keyslots().next().is_none() {
-        return Err(Error::NoActiveKeyslot.into());
+        return Err(LuksError::NoActiveKeyslot.into());
     }
-    limits.check_pbkdf2(header.mk_iterations).map_err(|cost| Error::DigestKdfRefused { cost })?;
+    limits.check_pbkdf2(header.mk_iterations).map_err(|cost| LuksError::DigestKdfRefused { cost })?;
     let mut refused = None;
     let mut refused_count = 0;
     for k in header.active_keyslots().filter(|&k| keyslot.is_none_or(|want| want == k)) {
@@ -104,14 +111,14 @@ pub fn unlock_with_limits<I: BlockIo>(
         }
     }
     Err(match refused {
-        Some((keyslot, cost)) => Error::KeyslotsRefused { keyslot, cost, refused: refused_count },
-        None => Error::WrongPassphrase,
+        Some((keyslot, cost)) => LuksError::KeyslotsRefused { keyslot, cost, refused: refused_count },
+        None => LuksError::WrongPassphrase,
     }
     .into())
 }
 
 /// Whether `key` matches the header's master-key digest (compared in constant time).
-pub fn verify_key(header: &Luks1Header, key: &VolumeKey) -> Result<bool, Error> {
+pub fn verify_key(header: &Luks1Header, key: &VolumeKey) -> Result<bool, LuksError> {
     let mut digest = [0u8; DIGEST_LEN];
     pbkdf2(header.hash, key.as_bytes(), &header.mk_salt, header.mk_iterations, &mut digest)?;
     let ok = ct_eq(&digest, &header.mk_digest);
@@ -120,7 +127,8 @@ pub fn verify_key(header: &Luks1Header, key: &VolumeKey) -> Result<bool, Error> 
 }
 
 /// The slot key of keyslot `k`: PBKDF2 of the passphrase with the keyslot's salt and count.
-pub(crate) fn slot_key(header: &Luks1Header, k: usize, passphrase: &[u8]) -> Result<VolumeKey, Error> {
+#[inline(never)]
+pub(crate) fn slot_key(header: &Luks1Header, k: usize, passphrase: &[u8]) -> Result<VolumeKey, LuksError> {
     let slot = &header.keyslots[k];
     let mut key = VolumeKey::zeroed(header.key_bytes as usize)?;
     pbkdf2(header.hash, passphrase, &slot.salt, slot.iterations, key.as_mut_bytes())?;
@@ -128,10 +136,10 @@ pub(crate) fn slot_key(header: &Luks1Header, k: usize, passphrase: &[u8]) -> Res
 }
 
 /// Checks that keyslot `k`'s key material lies inside the area.
-pub(crate) fn check_area(header: &Luks1Header, k: usize, area_len: u64) -> Result<(), Error> {
+pub(crate) fn check_area(header: &Luks1Header, k: usize, area_len: u64) -> Result<(), LuksError> {
     let r = header.keyslots[k].material_range(header.key_bytes);
     if r.end > area_len {
-        return Err(Error::KeyMaterialOutsideArea { keyslot: k, end: r.end, area_len });
+        return Err(LuksError::KeyMaterialOutsideArea { keyslot: k, end: r.end, area_len });
     }
     Ok(())
 }
@@ -145,12 +153,25 @@ fn merge_keyslot<I: BlockIo>(
     header: &Luks1Header,
     passphrase: &[u8],
     k: usize,
-) -> Result<VolumeKey, IoError<I::Error>> {
+) -> Result<VolumeKey, LuksIoError<I::Error>> {
     check_area(header, k, area_len)?;
-    let slot = &header.keyslots[k];
     let slot_key = slot_key(header, k, passphrase)?;
     let cipher = SectorCipher::new(header.cipher, slot_key.as_bytes())?;
     drop(slot_key);
+    merge_material(io, area_offset, header, k, &cipher)
+}
+
+/// Reads, decrypts and AF-merges keyslot `k`'s key material through a 4 KiB stack buffer
+/// (out of line, so that the buffer is not on the stack while PBKDF2 runs).
+#[inline(never)]
+fn merge_material<I: BlockIo>(
+    io: &mut I,
+    area_offset: u64,
+    header: &Luks1Header,
+    k: usize,
+    cipher: &SectorCipher,
+) -> Result<VolumeKey, LuksIoError<I::Error>> {
+    let slot = &header.keyslots[k];
     let mut merge = AfMerge::new(header.hash, header.key_bytes as usize, slot.stripes)?;
     let range = slot.material_range(header.key_bytes);
     let mut buf = [0u8; CHUNK];
@@ -160,7 +181,7 @@ fn merge_keyslot<I: BlockIo>(
         let n = ((range.end - at) as usize).min(CHUNK);
         let chunk = &mut buf[..n];
         if let Err(e) = io.read_at(area_offset + at, chunk) {
-            result = Err(IoError::Device(e));
+            result = Err(LuksIoError::Io(e));
             break;
         }
         // Key material IVs count sectors from the start of the key material.
@@ -174,5 +195,5 @@ fn merge_keyslot<I: BlockIo>(
     }
     buf.zeroize();
     result?;
-    Ok(merge.finish().ok_or(Error::KeyslotStripes { keyslot: k, stripes: slot.stripes })?)
+    Ok(merge.finish().ok_or(LuksError::KeyslotStripes { keyslot: k, stripes: slot.stripes })?)
 }

@@ -120,7 +120,7 @@ impl Checksum {
 
 /// Why one header copy cannot be used. When both copies fail, the caller gets both reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeaderError {
+pub enum Luks2CopyError {
     /// The device ends before the copy does.
     Truncated {
         /// Bytes the copy needs from its start.
@@ -173,35 +173,35 @@ pub enum HeaderError {
     Metadata(super::metadata::MetadataError),
 }
 
-impl fmt::Display for HeaderError {
+impl fmt::Display for Luks2CopyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HeaderError::Truncated { needed, device_size } => {
+            Luks2CopyError::Truncated { needed, device_size } => {
                 write!(f, "needs {needed} bytes but the device has {device_size}")
             }
-            HeaderError::BadMagic => f.write_str("no LUKS2 magic"),
-            HeaderError::UnsupportedVersion { version } => write!(f, "LUKS version {version}, expected 2"),
-            HeaderError::BadHeaderSize { hdr_size } => {
+            Luks2CopyError::BadMagic => f.write_str("no LUKS2 magic"),
+            Luks2CopyError::UnsupportedVersion { version } => write!(f, "LUKS version {version}, expected 2"),
+            Luks2CopyError::BadHeaderSize { hdr_size } => {
                 write!(f, "hdr_size {hdr_size} is not a power of two from 16 KiB to 4 MiB")
             }
-            HeaderError::OffsetMismatch { found_at, hdr_offset } => {
+            Luks2CopyError::OffsetMismatch { found_at, hdr_offset } => {
                 write!(f, "found at {found_at:#x} but hdr_offset says {hdr_offset:#x}")
             }
-            HeaderError::SizeMismatch { primary, secondary } => {
+            Luks2CopyError::SizeMismatch { primary, secondary } => {
                 write!(f, "hdr_size {secondary} differs from the primary copy's {primary}")
             }
-            HeaderError::NotTerminated { field } => write!(f, "field {field} is not NUL-terminated"),
-            HeaderError::UnsupportedChecksum { name } => {
+            Luks2CopyError::NotTerminated { field } => write!(f, "field {field} is not NUL-terminated"),
+            Luks2CopyError::UnsupportedChecksum { name } => {
                 write!(f, "unsupported checksum_alg \"{}\"", super::text::Text(name))
             }
-            HeaderError::ChecksumMismatch => f.write_str("checksum mismatch"),
-            HeaderError::JsonNotTerminated => f.write_str("JSON area is not NUL-terminated"),
-            HeaderError::Metadata(e) => write!(f, "{e}"),
+            Luks2CopyError::ChecksumMismatch => f.write_str("checksum mismatch"),
+            Luks2CopyError::JsonNotTerminated => f.write_str("JSON area is not NUL-terminated"),
+            Luks2CopyError::Metadata(e) => write!(f, "{e}"),
         }
     }
 }
 
-impl core::error::Error for HeaderError {}
+impl core::error::Error for Luks2CopyError {}
 
 /// The fields of a binary header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +228,22 @@ pub struct BinaryHeader {
     pub csum: [u8; CSUM_LEN],
 }
 
+impl BinaryHeader {
+    /// All-zero fields: storage for [`Luks2Header::EMPTY`](super::Luks2Header::EMPTY).
+    pub const EMPTY: BinaryHeader = BinaryHeader {
+        copy: HeaderCopy::Primary,
+        hdr_size: 0,
+        seqid: 0,
+        label: [0; 48],
+        checksum_alg: ChecksumAlg::Sha256,
+        salt: [0; 64],
+        uuid: [0; 40],
+        subsystem: [0; 48],
+        hdr_offset: 0,
+        csum: [0; CSUM_LEN],
+    };
+}
+
 fn be_u64(bytes: &[u8], at: usize) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&bytes[at..at + 8]);
@@ -248,19 +264,19 @@ pub fn padded_text(field: &[u8]) -> &[u8] {
 
 impl BinaryHeader {
     /// Parses and checks a binary header.
-    pub fn parse(bytes: &[u8; BINARY_HEADER_SIZE]) -> Result<Self, HeaderError> {
+    pub fn parse(bytes: &[u8; BINARY_HEADER_SIZE]) -> Result<Self, Luks2CopyError> {
         let copy = match &bytes[..6] {
             m if m == MAGIC_PRIMARY => HeaderCopy::Primary,
             m if m == MAGIC_SECONDARY => HeaderCopy::Secondary,
-            _ => return Err(HeaderError::BadMagic),
+            _ => return Err(Luks2CopyError::BadMagic),
         };
         let version = u16::from_be_bytes([bytes[OFF_VERSION], bytes[OFF_VERSION + 1]]);
         if version != 2 {
-            return Err(HeaderError::UnsupportedVersion { version });
+            return Err(Luks2CopyError::UnsupportedVersion { version });
         }
         let hdr_size = be_u64(bytes, OFF_HDR_SIZE);
         if !HDR_SIZES.contains(&hdr_size) {
-            return Err(HeaderError::BadHeaderSize { hdr_size });
+            return Err(Luks2CopyError::BadHeaderSize { hdr_size });
         }
         let label: [u8; 48] = field(bytes, OFF_LABEL);
         let checksum_name: [u8; 32] = field(bytes, OFF_CHECKSUM_ALG);
@@ -273,11 +289,11 @@ impl BinaryHeader {
             ("subsystem", &subsystem[..]),
         ] {
             if !text.contains(&0) {
-                return Err(HeaderError::NotTerminated { field: name });
+                return Err(Luks2CopyError::NotTerminated { field: name });
             }
         }
         let checksum_alg = ChecksumAlg::from_name(padded_text(&checksum_name))
-            .ok_or(HeaderError::UnsupportedChecksum { name: field(&checksum_name, 0) })?;
+            .ok_or(Luks2CopyError::UnsupportedChecksum { name: field(&checksum_name, 0) })?;
         Ok(BinaryHeader {
             copy,
             hdr_size,
@@ -351,14 +367,14 @@ mod tests {
     fn magic_must_match() {
         let mut b = sample();
         b[0] = b'X';
-        assert_eq!(BinaryHeader::parse(&b), Err(HeaderError::BadMagic));
+        assert_eq!(BinaryHeader::parse(&b), Err(Luks2CopyError::BadMagic));
     }
 
     #[test]
     fn version_must_be_2() {
         let mut b = sample();
         b[OFF_VERSION + 1] = 1;
-        assert_eq!(BinaryHeader::parse(&b), Err(HeaderError::UnsupportedVersion { version: 1 }));
+        assert_eq!(BinaryHeader::parse(&b), Err(Luks2CopyError::UnsupportedVersion { version: 1 }));
     }
 
     #[test]
@@ -366,7 +382,7 @@ mod tests {
         for bad in [0u64, 4096, 0x4001, 0x80_0000, u64::MAX] {
             let mut b = sample();
             b[OFF_HDR_SIZE..OFF_HDR_SIZE + 8].copy_from_slice(&bad.to_be_bytes());
-            assert_eq!(BinaryHeader::parse(&b), Err(HeaderError::BadHeaderSize { hdr_size: bad }));
+            assert_eq!(BinaryHeader::parse(&b), Err(Luks2CopyError::BadHeaderSize { hdr_size: bad }));
         }
     }
 
@@ -374,10 +390,10 @@ mod tests {
     fn string_fields_must_be_terminated() {
         let mut b = sample();
         b[OFF_LABEL..OFF_LABEL + 48].fill(b'L');
-        assert_eq!(BinaryHeader::parse(&b), Err(HeaderError::NotTerminated { field: "label" }));
+        assert_eq!(BinaryHeader::parse(&b), Err(Luks2CopyError::NotTerminated { field: "label" }));
         let mut b = sample();
         b[OFF_UUID..OFF_UUID + 40].fill(b'u');
-        assert_eq!(BinaryHeader::parse(&b), Err(HeaderError::NotTerminated { field: "uuid" }));
+        assert_eq!(BinaryHeader::parse(&b), Err(Luks2CopyError::NotTerminated { field: "uuid" }));
     }
 
     #[test]
@@ -385,7 +401,7 @@ mod tests {
         let mut b = sample();
         b[OFF_CHECKSUM_ALG..OFF_CHECKSUM_ALG + 6].copy_from_slice(b"md5\0\0\0");
         let err = BinaryHeader::parse(&b).unwrap_err();
-        assert!(matches!(err, HeaderError::UnsupportedChecksum { name } if name.starts_with(b"md5\0")));
+        assert!(matches!(err, Luks2CopyError::UnsupportedChecksum { name } if name.starts_with(b"md5\0")));
         assert_eq!(err.to_string(), "unsupported checksum_alg \"md5\"");
     }
 }

@@ -15,12 +15,12 @@ use zeroize::Zeroize;
 use super::binary_header::{
     Checksum, ChecksumAlg, BINARY_HEADER_SIZE, CSUM_LEN, MAGIC_PRIMARY, MAGIC_SECONDARY, OFF_CSUM,
 };
-use super::kdf::{derive, Argon2Block};
+use super::kdf::derive;
 use super::metadata::{Argon2Variant, Kdf, AF_STRIPES};
 use super::text::{Bytes, Name};
 use crate::crypto::{pbkdf2, AfSplit, CipherSpec, HashAlg, SectorCipher, VolumeKey};
 use crate::io::BlockIo;
-use crate::luks::{Error, IoError, SECTOR};
+use crate::luks::{LuksError, LuksIoError, SECTOR};
 
 /// Header size (binary header + JSON area) of each copy, cryptsetup's default.
 pub const HDR_SIZE: u64 = 0x4000;
@@ -58,9 +58,9 @@ pub struct CreateParams {
     pub cipher: CipherSpec,
     /// Encryption sector size: 512, 1024, 2048 or 4096.
     pub sector_size: u32,
-    /// Keyslot 0's KDF.
+    /// Luks2Keyslot 0's KDF.
     pub kdf: CreateKdf,
-    /// Digest (PBKDF2-SHA256) iterations, at least 1000.
+    /// Luks2Digest (PBKDF2-SHA256) iterations, at least 1000.
     pub digest_iterations: u32,
     /// Data offset in bytes (a multiple of 4096, room for the keyslot after 32 KiB), or 0 for a
     /// detached header, whose keyslots area then takes cryptsetup's default size (the header
@@ -95,8 +95,8 @@ impl fmt::Write for SliceWriter<'_> {
     }
 }
 
-fn random<R: rand_core::TryCryptoRng + ?Sized>(rng: &mut R, out: &mut [u8]) -> Result<(), Error> {
-    rng.try_fill_bytes(out).map_err(|_| Error::Crypto(crate::crypto::Error::Random))
+fn random<R: rand_core::TryCryptoRng + ?Sized>(rng: &mut R, out: &mut [u8]) -> Result<(), LuksError> {
+    rng.try_fill_bytes(out).map_err(|_| LuksError::Crypto(crate::crypto::Error::Random))
 }
 
 /// Standard padded base64 of up to 64 bytes.
@@ -116,24 +116,24 @@ pub fn format<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
     io: &mut I,
     params: &CreateParams,
     passphrase: &[u8],
-    kdf_memory: &mut [Argon2Block],
+    kdf_memory: &mut [u8],
     rng: &mut R,
-) -> Result<VolumeKey, IoError<I::Error>> {
+) -> Result<VolumeKey, LuksIoError<I::Error>> {
     let spec = params.cipher;
     let key_size = spec.key_bytes;
     let s = params.sector_size;
     if !s.is_power_of_two() || !(512..=4096).contains(&s) {
-        return Err(Error::SectorSize { sector_size: s as usize }.into());
+        return Err(LuksError::SectorSize { sector_size: s as usize }.into());
     }
     if params.digest_iterations < 1000 || params.digest_iterations > crate::luks::luks1::MAX_ITERATIONS {
-        return Err(Error::DigestIterations { iterations: params.digest_iterations }.into());
+        return Err(LuksError::DigestIterations { iterations: params.digest_iterations }.into());
     }
     let material_len = (key_size as u64 * u64::from(AF_STRIPES)).div_ceil(SECTOR as u64) * SECTOR as u64;
     let area_size = material_len.next_multiple_of(4096);
     let keyslots_size = match params.data_offset {
         0 => DEFAULT_DATA_OFFSET - KEYSLOTS_OFFSET,
         offset if offset.is_multiple_of(4096) && offset >= KEYSLOTS_OFFSET + area_size => offset - KEYSLOTS_OFFSET,
-        offset => return Err(Error::PayloadOffset { payload_offset: (offset / SECTOR as u64) as u32 }.into()),
+        offset => return Err(LuksError::PayloadOffset { payload_offset: (offset / SECTOR as u64) as u32 }.into()),
     };
 
     let key = VolumeKey::random(key_size, rng)?;
@@ -141,23 +141,29 @@ pub fn format<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
     let mut digest_salt = [0u8; 32];
     random(rng, &mut kdf_salt)?;
     random(rng, &mut digest_salt)?;
-    let salt = Bytes::new(&kdf_salt).ok_or(Error::Crypto(crate::crypto::Error::Random))?;
+    let salt = Bytes::new(&kdf_salt).ok_or(LuksError::Crypto(crate::crypto::Error::Random))?;
     let kdf = match params.kdf {
         CreateKdf::Pbkdf2 { hash, iterations } => {
             if iterations == 0 || iterations > crate::luks::luks1::MAX_ITERATIONS {
-                return Err(Error::KeyslotIterations { keyslot: 0, iterations }.into());
+                return Err(LuksError::KeyslotIterations { keyslot: 0, iterations }.into());
             }
             Kdf::Pbkdf2 { hash: Name::truncated(hash.name()), iterations, salt }
         }
         CreateKdf::Argon2id { time, memory_kib, cpus } => {
-            if argon2::Params::new(memory_kib, time, cpus, Some(key_size)).is_err() {
-                return Err(super::Error::Argon2Failed.into());
+            let params = crate::crypto::argon2::Params {
+                variant: crate::crypto::argon2::Variant::Argon2id,
+                time,
+                memory_kib,
+                lanes: cpus,
+            };
+            if params.memory_bytes().is_none() || key_size < 4 {
+                return Err(super::Luks2Error::Argon2Failed.into());
             }
             Kdf::Argon2 { variant: Argon2Variant::Argon2id, time, memory_kib, cpus, salt }
         }
     };
 
-    // Keyslot 0: area key from the passphrase, key material split and encrypted into the area.
+    // Luks2Keyslot 0: area key from the passphrase, key material split and encrypted into the area.
     let mut area_key = VolumeKey::zeroed(key_size)?;
     derive(&kdf, passphrase, area_key.as_mut_bytes(), kdf_memory)?;
     let cipher = SectorCipher::new(spec, area_key.as_bytes())?;
@@ -172,9 +178,9 @@ pub fn format<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
         // Past the key material the splitter yields zeros; encrypted they wipe the area's tail.
         let step = split
             .fill(chunk, rng)
-            .map_err(IoError::from)
+            .map_err(LuksIoError::from)
             .and_then(|()| Ok(cipher.encrypt_sectors(chunk, SECTOR, done / SECTOR as u64)?))
-            .and_then(|()| io.write_at(KEYSLOTS_OFFSET + done, chunk).map_err(IoError::Device));
+            .and_then(|()| io.write_at(KEYSLOTS_OFFSET + done, chunk).map_err(LuksIoError::Io));
         if let Err(e) = step {
             result = Err(e);
             break;
@@ -209,7 +215,7 @@ pub fn format<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
         Base64(&digest),
     );
     // The text is under a KiB; a 12 KiB area cannot overflow.
-    written.map_err(|_| super::Error::JsonTooLarge { len: JSON_AREA, capacity: JSON_AREA })?;
+    written.map_err(|_| super::Luks2Error::JsonTooLarge { len: JSON_AREA, capacity: JSON_AREA })?;
     debug_assert_eq!(super::metadata::Metadata::parse(&w.buf[..w.len], HDR_SIZE).err(), None);
 
     let uuid = crate::luks::luks1::uuid_v4(rng)?;
@@ -227,10 +233,10 @@ pub fn format<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
         sum.update(&bin);
         sum.update(&json);
         bin[OFF_CSUM..OFF_CSUM + CSUM_LEN].copy_from_slice(&sum.finish());
-        io.write_at(offset + BINARY_HEADER_SIZE as u64, &json).map_err(IoError::Device)?;
-        io.write_at(offset, &bin).map_err(IoError::Device)?;
+        io.write_at(offset + BINARY_HEADER_SIZE as u64, &json).map_err(LuksIoError::Io)?;
+        io.write_at(offset, &bin).map_err(LuksIoError::Io)?;
     }
-    io.flush().map_err(IoError::Device)?;
+    io.flush().map_err(LuksIoError::Io)?;
     digest.zeroize();
     Ok(key)
 }

@@ -11,11 +11,11 @@
 use crate::io::BlockIo;
 
 use super::binary_header::{
-    BinaryHeader, Checksum, HeaderCopy, HeaderError, BINARY_HEADER_SIZE, CSUM_LEN, HDR_SIZES, OFF_CSUM,
+    BinaryHeader, Checksum, HeaderCopy, Luks2CopyError, BINARY_HEADER_SIZE, CSUM_LEN, HDR_SIZES, OFF_CSUM,
 };
 use super::metadata::Metadata;
-use super::Error;
-use crate::luks::IoError;
+use super::Luks2Error;
+use crate::luks::{KdfLimits, LuksIoError};
 
 /// A header copy that passed the binary checks and the checksum.
 struct CheckedCopy {
@@ -26,15 +26,15 @@ struct CheckedCopy {
 
 /// The metadata in use and the state of both copies.
 #[derive(Debug, Clone)]
-pub struct Header {
+pub struct Luks2Header {
     /// The binary header of the copy in use.
     pub binary: BinaryHeader,
     /// Its parsed metadata.
     pub metadata: Metadata,
     /// Why the primary copy was not usable (`None`: it was valid).
-    pub primary_fault: Option<HeaderError>,
+    pub primary_fault: Option<Luks2CopyError>,
     /// Why the secondary copy was not usable (`None`: it was valid).
-    pub secondary_fault: Option<HeaderError>,
+    pub secondary_fault: Option<Luks2CopyError>,
 }
 
 /// The smallest JSON buffer that holds the JSON area of any header cryptsetup makes with its
@@ -51,23 +51,23 @@ fn check_copy<I: BlockIo>(
     device_size: u64,
     scratch: &mut [u8; BINARY_HEADER_SIZE],
     mut capture: Option<&mut [u8]>,
-) -> Result<Result<CheckedCopy, HeaderError>, I::Error> {
+) -> Result<Result<CheckedCopy, Luks2CopyError>, I::Error> {
     let needed = offset + BINARY_HEADER_SIZE as u64;
     if needed > device_size {
-        return Ok(Err(HeaderError::Truncated { needed, device_size }));
+        return Ok(Err(Luks2CopyError::Truncated { needed, device_size }));
     }
     io.read_at(offset, scratch)?;
     let binary = match BinaryHeader::parse(scratch) {
         Ok(b) if b.copy == expected => b,
-        Ok(_) => return Ok(Err(HeaderError::BadMagic)),
+        Ok(_) => return Ok(Err(Luks2CopyError::BadMagic)),
         Err(e) => return Ok(Err(e)),
     };
     if binary.hdr_offset != offset {
-        return Ok(Err(HeaderError::OffsetMismatch { found_at: offset, hdr_offset: binary.hdr_offset }));
+        return Ok(Err(Luks2CopyError::OffsetMismatch { found_at: offset, hdr_offset: binary.hdr_offset }));
     }
     let needed = offset + binary.hdr_size;
     if needed > device_size {
-        return Ok(Err(HeaderError::Truncated { needed, device_size }));
+        return Ok(Err(Luks2CopyError::Truncated { needed, device_size }));
     }
 
     let mut checksum = Checksum::new(binary.checksum_alg);
@@ -101,11 +101,11 @@ fn check_copy<I: BlockIo>(
         pos += chunk.len();
     }
     if checksum.finish()[..binary.checksum_alg.digest_len()] != binary.csum[..binary.checksum_alg.digest_len()] {
-        return Ok(Err(HeaderError::ChecksumMismatch));
+        return Ok(Err(Luks2CopyError::ChecksumMismatch));
     }
     match json_len {
         Some(json_len) => Ok(Ok(CheckedCopy { binary, json_len })),
-        None => Ok(Err(HeaderError::JsonNotTerminated)),
+        None => Ok(Err(Luks2CopyError::JsonNotTerminated)),
     }
 }
 
@@ -115,7 +115,7 @@ fn find_secondary<I: BlockIo>(
     io: &mut I,
     device_size: u64,
     scratch: &mut [u8; BINARY_HEADER_SIZE],
-) -> Result<Result<CheckedCopy, HeaderError>, I::Error> {
+) -> Result<Result<CheckedCopy, Luks2CopyError>, I::Error> {
     for offset in HDR_SIZES {
         if offset + BINARY_HEADER_SIZE as u64 > device_size {
             break;
@@ -125,33 +125,76 @@ fn find_secondary<I: BlockIo>(
             return check_copy(io, offset, HeaderCopy::Secondary, device_size, scratch, None);
         }
     }
-    Ok(Err(HeaderError::BadMagic))
+    Ok(Err(Luks2CopyError::BadMagic))
 }
 
-/// Reads the LUKS2 metadata of the volume on `io`, using `json_buf` for the JSON text
-/// ([`DEFAULT_JSON_BUFFER`] is enough for cryptsetup's default 16 KiB headers; a larger
-/// header needs up to its JSON area size, else [`Error::JsonTooLarge`]).
-pub fn read_header<I: BlockIo>(io: &mut I, json_buf: &mut [u8]) -> Result<Header, IoError<I::Error>> {
-    let device_size = io.size().map_err(IoError::Device)?;
+impl Luks2Header {
+    /// Storage for [`Luks2Header::read_into`]: no metadata. About 10 KiB (see the
+    /// [module docs](crate::luks#memory)); put it in a static, a caller's struct or a box
+    /// rather than on a small stack.
+    pub const EMPTY: Luks2Header = Luks2Header {
+        binary: BinaryHeader::EMPTY,
+        metadata: Metadata::EMPTY,
+        primary_fault: None,
+        secondary_fault: None,
+    };
+
+    /// Reads the LUKS2 metadata of the volume on `io` into `self`, in place, using `json_buf`
+    /// for the JSON text ([`DEFAULT_JSON_BUFFER`] is enough for cryptsetup's default 16 KiB
+    /// headers; a larger header needs up to its JSON area size, else
+    /// [`Luks2Error::JsonTooLarge`]). The two-step open: read once, size the KDF memory with
+    /// [`Luks2Header::kdf_memory_within`], then unlock with
+    /// [`LuksVolume::open_luks2_header`](crate::luks::LuksVolume::open_luks2_header). On error
+    /// `self` holds no metadata.
+    pub fn read_into<I: BlockIo>(&mut self, io: &mut I, json_buf: &mut [u8]) -> Result<(), LuksIoError<I::Error>> {
+        let result = read_into(self, io, json_buf);
+        if result.is_err() {
+            self.metadata.clear();
+            self.binary = BinaryHeader::EMPTY;
+        }
+        result
+    }
+
+    /// [`Luks2Header::read_into`] a new boxed header (`alloc` builds; the header never
+    /// crosses the stack by value).
+    #[cfg(feature = "alloc")]
+    pub fn read<I: BlockIo>(
+        io: &mut I,
+        json_buf: &mut [u8],
+    ) -> Result<alloc::boxed::Box<Luks2Header>, LuksIoError<I::Error>> {
+        let mut header = alloc::boxed::Box::new(Luks2Header::EMPTY);
+        header.read_into(io, json_buf)?;
+        Ok(header)
+    }
+
+    /// Bytes of Argon2 memory an unlock of this volume within `limits` (of `keyslot` only,
+    /// when given) needs: see [`Metadata::kdf_memory_within`].
+    pub fn kdf_memory_within(&self, limits: &KdfLimits, keyslot: Option<usize>) -> u64 {
+        self.metadata.kdf_memory_within(limits, keyslot)
+    }
+}
+
+fn read_into<I: BlockIo>(out: &mut Luks2Header, io: &mut I, json_buf: &mut [u8]) -> Result<(), LuksIoError<I::Error>> {
+    let device_size = io.size().map_err(LuksIoError::Io)?;
     let mut scratch = [0u8; BINARY_HEADER_SIZE];
 
     // The primary is read with capture: it is the one in use unless the secondary is newer.
     let mut primary = check_copy(io, 0, HeaderCopy::Primary, device_size, &mut scratch, Some(&mut *json_buf))
-        .map_err(IoError::Device)?;
+        .map_err(LuksIoError::Io)?;
     let mut secondary = match &primary {
         Ok(p) => {
             let hdr_size = p.binary.hdr_size;
             check_copy(io, hdr_size, HeaderCopy::Secondary, device_size, &mut scratch, None)
-                .map_err(IoError::Device)?
+                .map_err(LuksIoError::Io)?
                 .and_then(|s| {
                     if s.binary.hdr_size == hdr_size {
                         Ok(s)
                     } else {
-                        Err(HeaderError::SizeMismatch { primary: hdr_size, secondary: s.binary.hdr_size })
+                        Err(Luks2CopyError::SizeMismatch { primary: hdr_size, secondary: s.binary.hdr_size })
                     }
                 })
         }
-        Err(_) => find_secondary(io, device_size, &mut scratch).map_err(IoError::Device)?,
+        Err(_) => find_secondary(io, device_size, &mut scratch).map_err(LuksIoError::Io)?,
     };
 
     // The primary first unless the secondary has a higher seqid; a copy whose JSON is
@@ -168,7 +211,7 @@ pub fn read_header<I: BlockIo>(io: &mut I, json_buf: &mut [u8]) -> Result<Header
             // Read again, now keeping the JSON (the buffer holds the primary's).
             let offset = checked.binary.hdr_offset;
             match check_copy(io, offset, HeaderCopy::Secondary, device_size, &mut scratch, Some(&mut *json_buf))
-                .map_err(IoError::Device)?
+                .map_err(LuksIoError::Io)?
             {
                 Ok(c) => (c.binary, c.json_len),
                 Err(e) => {
@@ -181,16 +224,17 @@ pub fn read_header<I: BlockIo>(io: &mut I, json_buf: &mut [u8]) -> Result<Header
             (checked.binary.clone(), checked.json_len)
         };
         if json_len > json_buf.len() {
-            return Err(IoError::Luks(Error::JsonTooLarge { len: json_len, capacity: json_buf.len() }.into()));
+            return Err(LuksIoError::Luks(Luks2Error::JsonTooLarge { len: json_len, capacity: json_buf.len() }.into()));
         }
-        match Metadata::parse(&json_buf[..json_len], binary.hdr_size) {
-            Ok(metadata) => {
-                let primary_fault = primary.as_ref().err().copied();
-                let secondary_fault = secondary.as_ref().err().copied();
-                return Ok(Header { binary, metadata, primary_fault, secondary_fault });
+        match out.metadata.parse_into(&json_buf[..json_len], binary.hdr_size) {
+            Ok(()) => {
+                out.primary_fault = primary.as_ref().err().copied();
+                out.secondary_fault = secondary.as_ref().err().copied();
+                out.binary = binary;
+                return Ok(());
             }
             Err(e) => {
-                let fault = Err(HeaderError::Metadata(e));
+                let fault = Err(Luks2CopyError::Metadata(e));
                 if use_secondary {
                     secondary = fault;
                 } else {
@@ -199,10 +243,10 @@ pub fn read_header<I: BlockIo>(io: &mut I, json_buf: &mut [u8]) -> Result<Header
             }
         }
     }
-    Err(IoError::Luks(
-        Error::NoValidHeader {
-            primary: primary.err().unwrap_or(HeaderError::BadMagic),
-            secondary: secondary.err().unwrap_or(HeaderError::BadMagic),
+    Err(LuksIoError::Luks(
+        Luks2Error::NoValidHeader {
+            primary: primary.err().unwrap_or(Luks2CopyError::BadMagic),
+            secondary: secondary.err().unwrap_or(Luks2CopyError::BadMagic),
         }
         .into(),
     ))
@@ -213,8 +257,8 @@ mod tests {
     use super::*;
     use crate::io::MemIo;
     use crate::luks::luks2::metadata::tests::CRYPTSETUP_JSON;
-    use crate::luks::luks2::Error as Luks2Error;
-    use crate::luks::Error as LuksError;
+    use crate::luks::luks2::Luks2Error;
+    use crate::luks::LuksError;
     use std::vec::Vec;
 
     const HDR: usize = 0x4000;
@@ -244,15 +288,16 @@ mod tests {
         image
     }
 
-    fn read(image: &mut [u8]) -> Result<Header, LuksError> {
+    fn read(image: &mut [u8]) -> Result<Luks2Header, LuksError> {
         let mut json = [0u8; DEFAULT_JSON_BUFFER];
-        read_header(&mut MemIo::new(image), &mut json).map_err(|e| match e {
-            IoError::Luks(e) => e,
-            IoError::Device(e) => panic!("{e}"),
+        let mut header = Luks2Header::EMPTY;
+        header.read_into(&mut MemIo::new(image), &mut json).map(|()| header).map_err(|e| match e {
+            LuksIoError::Luks(e) => e,
+            LuksIoError::Io(e) => panic!("{e}"),
         })
     }
 
-    fn no_valid_header(image: &mut [u8]) -> (HeaderError, HeaderError) {
+    fn no_valid_header(image: &mut [u8]) -> (Luks2CopyError, Luks2CopyError) {
         match read(image) {
             Err(LuksError::Luks2(Luks2Error::NoValidHeader { primary, secondary })) => (primary, secondary),
             other => panic!("expected NoValidHeader, got {other:?}"),
@@ -281,7 +326,7 @@ mod tests {
         img[4096 + 10] ^= 1;
         let h = read(&mut img).unwrap();
         assert_eq!(h.binary.label_text(), b"secondary");
-        assert_eq!(h.primary_fault, Some(HeaderError::ChecksumMismatch));
+        assert_eq!(h.primary_fault, Some(Luks2CopyError::ChecksumMismatch));
     }
 
     #[test]
@@ -290,7 +335,7 @@ mod tests {
         img[HDR + 100] ^= 0x40;
         let h = read(&mut img).unwrap();
         assert_eq!(h.binary.label_text(), b"primary");
-        assert_eq!(h.secondary_fault, Some(HeaderError::ChecksumMismatch));
+        assert_eq!(h.secondary_fault, Some(Luks2CopyError::ChecksumMismatch));
     }
 
     #[test]
@@ -299,7 +344,7 @@ mod tests {
         img[..4096].fill(0);
         let h = read(&mut img).unwrap();
         assert_eq!(h.binary.label_text(), b"secondary");
-        assert_eq!(h.primary_fault, Some(HeaderError::BadMagic));
+        assert_eq!(h.primary_fault, Some(Luks2CopyError::BadMagic));
     }
 
     #[test]
@@ -307,7 +352,7 @@ mod tests {
         let mut img = image(5, 5);
         img[4096 + 10] ^= 1;
         img[HDR] = b'X';
-        assert_eq!(no_valid_header(&mut img), (HeaderError::ChecksumMismatch, HeaderError::BadMagic));
+        assert_eq!(no_valid_header(&mut img), (Luks2CopyError::ChecksumMismatch, Luks2CopyError::BadMagic));
     }
 
     #[test]
@@ -323,7 +368,7 @@ mod tests {
             kind: super::super::json::JsonErrorKind::UnexpectedEnd,
             offset: CRYPTSETUP_JSON.len() - 1,
         };
-        assert_eq!(h.primary_fault, Some(HeaderError::Metadata(MetadataError::Json(end))));
+        assert_eq!(h.primary_fault, Some(Luks2CopyError::Metadata(MetadataError::Json(end))));
     }
 
     use super::super::metadata::MetadataError;
@@ -345,7 +390,7 @@ mod tests {
         assert_eq!(h.binary.seqid, 9);
         img[HDR + OFF_CSUM + 63] ^= 1;
         let h = read(&mut img).unwrap();
-        assert_eq!((h.binary.seqid, h.secondary_fault), (5, Some(HeaderError::ChecksumMismatch)));
+        assert_eq!((h.binary.seqid, h.secondary_fault), (5, Some(Luks2CopyError::ChecksumMismatch)));
     }
 
     #[test]
@@ -361,27 +406,28 @@ mod tests {
         let csum = sum.finish();
         img[HDR + OFF_CSUM..HDR + OFF_CSUM + CSUM_LEN].copy_from_slice(&csum);
         let h = read(&mut img).unwrap();
-        assert_eq!(h.secondary_fault, Some(HeaderError::OffsetMismatch { found_at: HDR as u64, hdr_offset: 0 }));
+        assert_eq!(h.secondary_fault, Some(Luks2CopyError::OffsetMismatch { found_at: HDR as u64, hdr_offset: 0 }));
     }
 
     #[test]
     fn a_truncated_device_is_a_header_error() {
         let mut img = image(5, 5);
         let (primary, secondary) = no_valid_header(&mut img[..HDR - 1]);
-        assert_eq!(primary, HeaderError::Truncated { needed: HDR as u64, device_size: HDR as u64 - 1 });
-        assert_eq!(secondary, HeaderError::BadMagic);
+        assert_eq!(primary, Luks2CopyError::Truncated { needed: HDR as u64, device_size: HDR as u64 - 1 });
+        assert_eq!(secondary, Luks2CopyError::BadMagic);
         let (primary, _) = no_valid_header(&mut img[..100]);
-        assert_eq!(primary, HeaderError::Truncated { needed: 4096, device_size: 100 });
+        assert_eq!(primary, Luks2CopyError::Truncated { needed: 4096, device_size: 100 });
     }
 
     #[test]
     fn json_larger_than_the_buffer_is_refused() {
         let mut img = image(5, 5);
         let mut json = [0u8; 100];
-        let err = read_header(&mut MemIo::new(&mut img), &mut json).unwrap_err();
+        let mut header = Luks2Header::EMPTY;
+        let err = header.read_into(&mut MemIo::new(&mut img), &mut json).unwrap_err();
         assert!(matches!(
             err,
-            IoError::Luks(LuksError::Luks2(Luks2Error::JsonTooLarge { len, capacity: 100 })) if len == CRYPTSETUP_JSON.len()
+            LuksIoError::Luks(LuksError::Luks2(Luks2Error::JsonTooLarge { len, capacity: 100 })) if len == CRYPTSETUP_JSON.len()
         ));
     }
 
@@ -391,7 +437,7 @@ mod tests {
         let filler = std::vec![b' '; HDR - 4096];
         write_copy(&mut img, 0, false, 5, b"primary", &filler);
         let h = read(&mut img).unwrap();
-        assert_eq!(h.primary_fault, Some(HeaderError::JsonNotTerminated));
+        assert_eq!(h.primary_fault, Some(Luks2CopyError::JsonNotTerminated));
     }
 
     #[test]

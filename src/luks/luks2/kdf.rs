@@ -1,53 +1,59 @@
-//! Keyslot key derivation: PBKDF2 (through `crate::crypto`) or Argon2i/Argon2id with memory
+//! Luks2Keyslot key derivation: PBKDF2 (through `crate::crypto`) or Argon2i/Argon2id with memory
 //! the caller supplies.
 //!
 //! Argon2 is memory-hard by design: cryptsetup's default asks for up to 1 GiB. An
-//! allocation-free engine cannot conjure that, so the caller passes the blocks (sized with
-//! [`Metadata::kdf_memory_blocks`](super::Metadata::kdf_memory_blocks)) and gets
-//! [`Error::KdfMemoryTooSmall`] with the exact need when they are too few. The blocks are
-//! zeroized after use: they hold passphrase-derived state.
+//! allocation-free engine cannot conjure that, so the caller passes a plain byte region (sized
+//! with [`Metadata::kdf_memory_within`](super::Metadata::kdf_memory_within), in bytes) and gets
+//! [`LuksError::KdfMemoryTooSmall`] with the exact need in bytes when it is too small. The
+//! region needs no alignment, and is zeroized after use: it holds passphrase-derived state.
 
-use zeroize::Zeroize;
-
-use super::metadata::{kdf_memory_blocks, Argon2Variant, Kdf};
+use super::metadata::{kdf_memory_bytes, Argon2Variant, Kdf};
+use crate::crypto::argon2::{argon2, Argon2Error, Params, Variant};
 use crate::crypto::{pbkdf2, HashAlg};
-use crate::luks::Error;
+use crate::luks::LuksError;
 
-/// One 1 KiB block of Argon2 working memory (the unit callers allocate).
-pub use argon2::Block as Argon2Block;
+/// Argon2's unit of memory: region sizes are whole multiples of it.
+pub const ARGON2_BLOCK_SIZE: usize = crate::crypto::argon2::BLOCK_BYTES;
 
-/// Bytes in one [`Argon2Block`].
-pub const ARGON2_BLOCK_SIZE: usize = argon2::Block::SIZE;
+/// The Argon2 parameters of a keyslot KDF (`None` for PBKDF2).
+pub(crate) fn argon2_params(kdf: &Kdf) -> Option<Params> {
+    match *kdf {
+        Kdf::Pbkdf2 { .. } => None,
+        Kdf::Argon2 { variant, time, memory_kib, cpus, .. } => Some(Params {
+            variant: match variant {
+                Argon2Variant::Argon2i => Variant::Argon2i,
+                Argon2Variant::Argon2id => Variant::Argon2id,
+            },
+            time,
+            memory_kib,
+            lanes: cpus,
+        }),
+    }
+}
 
-/// Derives `out.len()` bytes from `passphrase` with `kdf`; Argon2 works in `memory`.
-pub fn derive(kdf: &Kdf, passphrase: &[u8], out: &mut [u8], memory: &mut [Argon2Block]) -> Result<(), Error> {
+/// Derives `out.len()` bytes from `passphrase` with `kdf`; Argon2 works in `memory` (a plain
+/// byte region of any alignment, at least [`kdf_memory_bytes`] long; wiped afterwards).
+pub fn derive(kdf: &Kdf, passphrase: &[u8], out: &mut [u8], memory: &mut [u8]) -> Result<(), LuksError> {
     match kdf {
         Kdf::Pbkdf2 { hash, iterations, salt } => {
             let hash = HashAlg::from_name(hash.as_str())?;
             pbkdf2(hash, passphrase, salt.as_slice(), *iterations, out)?;
             Ok(())
         }
-        Kdf::Argon2 { variant, time, memory_kib, cpus, salt } => {
-            let needed = kdf_memory_blocks(kdf);
-            let Some(blocks) = memory.get_mut(..needed) else {
-                return Err(Error::KdfMemoryTooSmall { needed: (needed * ARGON2_BLOCK_SIZE) as u64 });
-            };
-            let algorithm = match variant {
-                Argon2Variant::Argon2i => argon2::Algorithm::Argon2i,
-                Argon2Variant::Argon2id => argon2::Algorithm::Argon2id,
-            };
-            let result = argon2::Params::new(*memory_kib, *time, *cpus, Some(out.len())).and_then(|params| {
-                argon2::Argon2::new(algorithm, argon2::Version::V0x13, params).hash_password_into_with_memory(
-                    passphrase,
-                    salt.as_slice(),
-                    out,
-                    &mut *blocks,
-                )
-            });
-            for block in blocks.iter_mut() {
-                block.zeroize();
+        Kdf::Argon2 { salt, .. } => {
+            let params = argon2_params(kdf).ok_or(super::Luks2Error::Argon2Failed)?;
+            if (memory.len() as u64) < kdf_memory_bytes(kdf) {
+                return Err(LuksError::KdfMemoryTooSmall {
+                    needed: kdf_memory_bytes(kdf),
+                    supplied: memory.len() as u64,
+                });
             }
-            result.map_err(|_| super::Error::Argon2Failed.into())
+            argon2(&params, passphrase, salt.as_slice(), out, memory).map_err(|e| match e {
+                Argon2Error::MemoryTooSmall { needed } => {
+                    LuksError::KdfMemoryTooSmall { needed, supplied: memory.len() as u64 }
+                }
+                Argon2Error::Params => super::Luks2Error::Argon2Failed.into(),
+            })
         }
     }
 }
@@ -69,17 +75,17 @@ mod tests {
 
     #[test]
     fn argon2_refuses_too_little_memory_naming_the_need() {
-        let mut memory = [Argon2Block::default(); 7];
+        let mut memory = [0u8; 8 * 1024 - 1];
         let err = derive(&argon2id(8), b"pw", &mut [0; 32], &mut memory).unwrap_err();
-        assert_eq!(err, Error::KdfMemoryTooSmall { needed: 8 * 1024 });
+        assert_eq!(err, LuksError::KdfMemoryTooSmall { needed: 8 * 1024, supplied: 8 * 1024 - 1 });
     }
 
     #[test]
     fn argon2_wipes_its_memory_and_depends_on_the_variant() {
-        let mut memory = [Argon2Block::default(); 16];
+        let mut memory = [0u8; 16 * 1024];
         let (mut id, mut i) = ([0u8; 32], [0u8; 32]);
         derive(&argon2id(16), b"password", &mut id, &mut memory).unwrap();
-        assert!(memory.iter().all(|b| b.as_ref().iter().all(|&w| w == 0)), "memory is wiped");
+        assert!(memory.iter().all(|&b| b == 0), "memory is wiped");
         let Kdf::Argon2 { time, memory_kib, cpus, salt, .. } = argon2id(16) else { unreachable!() };
         let argon2i = Kdf::Argon2 { variant: Argon2Variant::Argon2i, time, memory_kib, cpus, salt };
         derive(&argon2i, b"password", &mut i, &mut memory).unwrap();

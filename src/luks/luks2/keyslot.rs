@@ -6,18 +6,18 @@
 
 use zeroize::Zeroize;
 
-use super::kdf::{derive, Argon2Block};
-use super::metadata::{Digest, Keyslot, Metadata, Priority, MAX_KEYSLOTS};
-use super::Error as Luks2Error;
+use super::kdf::derive;
+use super::metadata::{Luks2Digest, Luks2Keyslot, Metadata, Priority, MAX_KEYSLOTS};
+use super::Luks2Error;
 use crate::crypto::{ct_eq, pbkdf2, AfMerge, CipherSpec, HashAlg, SectorCipher, VolumeKey};
 use crate::io::BlockIo;
-use crate::luks::{Error, IoError, KdfLimits, SECTOR};
+use crate::luks::{KdfLimits, LuksError, LuksIoError, SECTOR};
 
 /// Key material is read and decrypted this many bytes at a time.
 const CHUNK: usize = 8 * SECTOR;
 
 /// Whether `key` matches `digest` (PBKDF2 of the key, compared in constant time).
-pub fn verify_key(digest: &Digest, key: &VolumeKey) -> Result<bool, Error> {
+pub fn verify_key(digest: &Luks2Digest, key: &VolumeKey) -> Result<bool, LuksError> {
     let hash = HashAlg::from_name(digest.hash.as_str())?;
     let expected = digest.digest.as_slice();
     if expected.len() != hash.digest_len() {
@@ -35,20 +35,38 @@ pub fn verify_key(digest: &Digest, key: &VolumeKey) -> Result<bool, Error> {
 /// material into a candidate volume key (right only if the passphrase was).
 pub fn merge_keyslot<I: BlockIo>(
     io: &mut I,
-    slot: &Keyslot,
+    slot: &Luks2Keyslot,
     passphrase: &[u8],
-    kdf_memory: &mut [Argon2Block],
-) -> Result<VolumeKey, IoError<I::Error>> {
+    kdf_memory: &mut [u8],
+) -> Result<VolumeKey, LuksIoError<I::Error>> {
     let area = &slot.area;
     let spec = CipherSpec::parse_combined(area.encryption.as_str(), area.key_size as usize)?;
     let af_hash = HashAlg::from_name(slot.af.hash.as_str())?;
-    let mut merge = AfMerge::new(af_hash, slot.key_size as usize, slot.af.stripes)?;
-
-    let mut area_key = VolumeKey::zeroed(area.key_size as usize)?;
-    derive(&slot.kdf, passphrase, area_key.as_mut_bytes(), kdf_memory)?;
+    let area_key = derive_area_key(slot, passphrase, kdf_memory)?;
     let cipher = SectorCipher::new(spec, area_key.as_bytes())?;
     drop(area_key);
+    merge_material(io, slot, af_hash, &cipher)
+}
 
+/// The KDF step, out of line: the key-material buffer of [`merge_material`] is not on the
+/// stack while PBKDF2 or Argon2 runs (the deepest point of an unlock).
+#[inline(never)]
+fn derive_area_key(slot: &Luks2Keyslot, passphrase: &[u8], kdf_memory: &mut [u8]) -> Result<VolumeKey, LuksError> {
+    let mut area_key = VolumeKey::zeroed(slot.area.key_size as usize)?;
+    derive(&slot.kdf, passphrase, area_key.as_mut_bytes(), kdf_memory)?;
+    Ok(area_key)
+}
+
+/// Reads, decrypts and AF-merges keyslot `slot`'s key material (a 4 KiB stack buffer).
+#[inline(never)]
+fn merge_material<I: BlockIo>(
+    io: &mut I,
+    slot: &Luks2Keyslot,
+    af_hash: HashAlg,
+    cipher: &SectorCipher,
+) -> Result<VolumeKey, LuksIoError<I::Error>> {
+    let area = &slot.area;
+    let mut merge = AfMerge::new(af_hash, slot.key_size as usize, slot.af.stripes)?;
     // Validated metadata: the material lies inside the area, which lies inside the device's
     // keyslots area.
     let len = slot.material_len();
@@ -59,7 +77,7 @@ pub fn merge_keyslot<I: BlockIo>(
         let n = ((len - done) as usize).min(CHUNK);
         let chunk = &mut buf[..n];
         if let Err(e) = io.read_at(area.offset + done, chunk) {
-            result = Err(IoError::Device(e));
+            result = Err(LuksIoError::Io(e));
             break;
         }
         if let Err(e) = cipher.decrypt_sectors(chunk, SECTOR, done / SECTOR as u64) {
@@ -71,61 +89,61 @@ pub fn merge_keyslot<I: BlockIo>(
     }
     buf.zeroize();
     result?;
-    Ok(merge.finish().ok_or(Error::KeyslotStripes { keyslot: 0, stripes: slot.af.stripes })?)
+    Ok(merge.finish().ok_or(LuksError::KeyslotStripes { keyslot: 0, stripes: slot.af.stripes })?)
 }
 
 /// Unlocks the data segment's volume key with `passphrase`.
 ///
 /// With `keyslot = None`, every keyslot bound to the data segment's digest is tried, high
 /// priority first, skipping `ignore` ones; with `Some(k)`, only keyslot `k`. Argon2 keyslots
-/// work in `kdf_memory` (size it with [`Metadata::kdf_memory_blocks`]; PBKDF2-only volumes can
-/// pass `&mut []`). Returns the keyslot that matched and the volume key; a passphrase that
-/// opens none gives [`Error::WrongPassphrase`]. KDF costs are checked against
+/// work in `kdf_memory`, a byte region of any alignment (size it in bytes with
+/// [`Metadata::kdf_memory_within`]; PBKDF2-only volumes can pass `&mut []`). Returns the keyslot that matched and the volume key; a passphrase that
+/// opens none gives [`LuksError::WrongPassphrase`]. KDF costs are checked against
 /// [`KdfLimits::DEFAULT`] (see [`unlock_with_limits`]). Nothing is written.
 pub fn unlock<I: BlockIo>(
     io: &mut I,
     metadata: &Metadata,
     passphrase: &[u8],
     keyslot: Option<usize>,
-    kdf_memory: &mut [Argon2Block],
-) -> Result<(usize, VolumeKey), IoError<I::Error>> {
+    kdf_memory: &mut [u8],
+) -> Result<(usize, VolumeKey), LuksIoError<I::Error>> {
     unlock_with_limits(io, metadata, passphrase, keyslot, kdf_memory, &KdfLimits::DEFAULT)
 }
 
 /// [`unlock`] with the caller's KDF limits, checked before any KDF work: the digest's PBKDF2
-/// iterations over the limit give [`Error::DigestKdfRefused`], a chosen keyslot over it
-/// [`Error::KeyslotKdfRefused`]. Without a chosen keyslot, keyslots over the limits are not
-/// tried, and when no other keyslot matches the error is [`Error::KeyslotsRefused`] (naming
-/// the first one skipped), not [`Error::WrongPassphrase`].
+/// iterations over the limit give [`LuksError::DigestKdfRefused`], a chosen keyslot over it
+/// [`LuksError::KeyslotKdfRefused`]. Without a chosen keyslot, keyslots over the limits are not
+/// tried, and when no other keyslot matches the error is [`LuksError::KeyslotsRefused`] (naming
+/// the first one skipped), not [`LuksError::WrongPassphrase`].
 pub fn unlock_with_limits<I: BlockIo>(
     io: &mut I,
     metadata: &Metadata,
     passphrase: &[u8],
     keyslot: Option<usize>,
-    kdf_memory: &mut [Argon2Block],
+    kdf_memory: &mut [u8],
     limits: &KdfLimits,
-) -> Result<(usize, VolumeKey), IoError<I::Error>> {
+) -> Result<(usize, VolumeKey), LuksIoError<I::Error>> {
     let (segment, _) = metadata.data_segment().ok_or(Luks2Error::NoDataSegment)?;
     let (_, digest) = metadata.digest_for_segment(segment).ok_or(Luks2Error::NoDigest { segment })?;
     let bound = |k: usize| digest.keyslots & (1 << k) != 0 && metadata.keyslots[k].is_some();
 
     if let Some(k) = keyslot {
         if k >= MAX_KEYSLOTS {
-            return Err(Error::KeyslotOutOfRange { keyslot: k }.into());
+            return Err(LuksError::KeyslotOutOfRange { keyslot: k }.into());
         }
         if metadata.keyslots[k].is_none() {
-            return Err(Error::KeyslotInactive { keyslot: k }.into());
+            return Err(LuksError::KeyslotInactive { keyslot: k }.into());
         }
         if !bound(k) {
             return Err(Luks2Error::KeyslotNotBound { keyslot: k as u8, segment }.into());
         }
         if let Some(slot) = &metadata.keyslots[k] {
-            limits.check(&slot.kdf).map_err(|cost| Error::KeyslotKdfRefused { keyslot: k, cost })?;
+            limits.check(&slot.kdf).map_err(|cost| LuksError::KeyslotKdfRefused { keyslot: k, cost })?;
         }
     } else if !(0..MAX_KEYSLOTS).any(bound) {
-        return Err(Error::NoActiveKeyslot.into());
+        return Err(LuksError::NoActiveKeyslot.into());
     }
-    limits.check_pbkdf2(digest.iterations).map_err(|cost| Error::DigestKdfRefused { cost })?;
+    limits.check_pbkdf2(digest.iterations).map_err(|cost| LuksError::DigestKdfRefused { cost })?;
 
     // A chosen keyslot is tried whatever its priority; otherwise high before normal.
     let mut order = [0usize; MAX_KEYSLOTS];
@@ -153,8 +171,8 @@ pub fn unlock_with_limits<I: BlockIo>(
             continue;
         }
         let key = merge_keyslot(io, slot, passphrase, kdf_memory).map_err(|e| match e {
-            IoError::Luks(Error::KeyslotStripes { stripes, .. }) => {
-                IoError::Luks(Error::KeyslotStripes { keyslot: k, stripes })
+            LuksIoError::Luks(LuksError::KeyslotStripes { stripes, .. }) => {
+                LuksIoError::Luks(LuksError::KeyslotStripes { keyslot: k, stripes })
             }
             e => e,
         })?;
@@ -163,8 +181,8 @@ pub fn unlock_with_limits<I: BlockIo>(
         }
     }
     Err(match refused {
-        Some((keyslot, cost)) => Error::KeyslotsRefused { keyslot, cost, refused: refused_count },
-        None => Error::WrongPassphrase,
+        Some((keyslot, cost)) => LuksError::KeyslotsRefused { keyslot, cost, refused: refused_count },
+        None => LuksError::WrongPassphrase,
     }
     .into())
 }

@@ -14,11 +14,11 @@ use super::binary_header::BINARY_HEADER_SIZE;
 use super::json::{parse_decimal_u64, JsonError, JsonStr, Parser, ValueKind};
 use super::text::{Bytes, Name};
 
-/// Keyslot ids are 0..32 (cryptsetup's limit).
+/// Luks2Keyslot ids are 0..32 (cryptsetup's limit).
 pub const MAX_KEYSLOTS: usize = 32;
-/// Segment ids are 0..8 (a stable volume has one; reencryption uses up to three).
+/// Luks2Segment ids are 0..8 (a stable volume has one; reencryption uses up to three).
 pub const MAX_SEGMENTS: usize = 8;
-/// Digest ids are 0..8 (cryptsetup's limit).
+/// Luks2Digest ids are 0..8 (cryptsetup's limit).
 pub const MAX_DIGESTS: usize = 8;
 /// The anti-forensic split LUKS2 uses, like LUKS1.
 pub const AF_STRIPES: u32 = 4000;
@@ -213,7 +213,7 @@ impl fmt::Display for MetadataError {
 
 impl core::error::Error for MetadataError {}
 
-/// Keyslot priority: which slots are tried first when none is chosen.
+/// Luks2Keyslot priority: which slots are tried first when none is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Priority {
     /// 0: only used when chosen explicitly.
@@ -295,7 +295,7 @@ pub struct Area {
 
 /// A `luks2` keyslot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Keyslot {
+pub struct Luks2Keyslot {
     /// Size of the volume key this slot stores, in bytes.
     pub key_size: u32,
     /// Priority.
@@ -308,7 +308,7 @@ pub struct Keyslot {
     pub area: Area,
 }
 
-impl Keyslot {
+impl Luks2Keyslot {
     /// Bytes of key material: key_size * stripes, rounded up to whole 512-byte sectors.
     pub fn material_len(&self) -> u64 {
         (u64::from(self.key_size) * u64::from(self.af.stripes)).div_ceil(512) * 512
@@ -326,7 +326,7 @@ pub enum SegmentType {
 
 /// A data segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
+pub struct Luks2Segment {
     /// Type.
     pub segment_type: SegmentType,
     /// Byte offset of the data on the device.
@@ -345,7 +345,7 @@ pub struct Segment {
 
 /// A `pbkdf2` digest: proves a candidate volume key right.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Digest {
+pub struct Luks2Digest {
     /// Keyslots holding the key (bit i = keyslot i).
     pub keyslots: u32,
     /// Segments encrypted with the key (bit i = segment i).
@@ -376,13 +376,13 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metadata {
     /// `luks2` keyslots by id.
-    pub keyslots: [Option<Keyslot>; MAX_KEYSLOTS],
+    pub keyslots: [Option<Luks2Keyslot>; MAX_KEYSLOTS],
     /// Keyslots of other types (`reencrypt`), by bit: present, but they hold no volume key.
     pub other_keyslots: u32,
     /// Segments by id.
-    pub segments: [Option<Segment>; MAX_SEGMENTS],
+    pub segments: [Option<Luks2Segment>; MAX_SEGMENTS],
     /// Digests by id.
-    pub digests: [Option<Digest>; MAX_DIGESTS],
+    pub digests: [Option<Luks2Digest>; MAX_DIGESTS],
     /// Config.
     pub config: Config,
 }
@@ -544,7 +544,13 @@ fn parse_kdf(p: &mut Parser<'_>) -> Result<Kdf, MetadataError> {
     let cpus = required(cpus, "keyslots.N.kdf.cpus", start)?;
     // Let the implementation judge the combination (memory >= 8 * lanes, salt length, ...)
     // now, so that a bad slot is reported as bad metadata and not as a failed unlock.
-    if argon2::Params::new(memory_kib, time, cpus, None).is_err() || salt.as_slice().len() < argon2::MIN_SALT_LEN {
+    let params = crate::crypto::argon2::Params {
+        variant: crate::crypto::argon2::Variant::Argon2id,
+        time,
+        memory_kib,
+        lanes: cpus,
+    };
+    if params.memory_bytes().is_none() || salt.as_slice().len() < crate::crypto::argon2::MIN_SALT_LEN {
         return Err(MetadataError::BadValue { field: "keyslots.N.kdf", offset: start });
     }
     Ok(Kdf::Argon2 { variant, time, memory_kib, cpus, salt })
@@ -626,7 +632,7 @@ fn keyslot_type(mut probe: Parser<'_>) -> Result<Name<32>, MetadataError> {
 }
 
 /// One keyslot; `None` for a keyslot of another type than `luks2` (skipped).
-fn parse_keyslot(p: &mut Parser<'_>) -> Result<Option<Keyslot>, MetadataError> {
+fn parse_keyslot(p: &mut Parser<'_>) -> Result<Option<Luks2Keyslot>, MetadataError> {
     let start = p.offset();
     let kind = keyslot_type(p.clone())?;
     match kind.as_str() {
@@ -662,7 +668,7 @@ fn parse_keyslot(p: &mut Parser<'_>) -> Result<Option<Keyslot>, MetadataError> {
             Ok(p.skip()?)
         }
     })?;
-    Ok(Some(Keyslot {
+    Ok(Some(Luks2Keyslot {
         key_size: required(key_size, "keyslots.N.key_size", start)?,
         priority: priority.unwrap_or(Priority::Normal),
         kdf: required(kdf, "keyslots.N.kdf", start)?,
@@ -671,7 +677,7 @@ fn parse_keyslot(p: &mut Parser<'_>) -> Result<Option<Keyslot>, MetadataError> {
     }))
 }
 
-fn parse_segment(p: &mut Parser<'_>) -> Result<Segment, MetadataError> {
+fn parse_segment(p: &mut Parser<'_>) -> Result<Luks2Segment, MetadataError> {
     let start = p.offset();
     let (mut kind, mut offset, mut size, mut iv_tweak, mut encryption, mut sector_size) =
         (None, None, None, None, None, None);
@@ -736,10 +742,10 @@ fn parse_segment(p: &mut Parser<'_>) -> Result<Segment, MetadataError> {
         ),
         SegmentType::Linear => (Name::truncated(""), 512, 0),
     };
-    Ok(Segment { segment_type, offset, size, iv_tweak, encryption, sector_size, backup })
+    Ok(Luks2Segment { segment_type, offset, size, iv_tweak, encryption, sector_size, backup })
 }
 
-fn parse_digest(p: &mut Parser<'_>) -> Result<Digest, MetadataError> {
+fn parse_digest(p: &mut Parser<'_>) -> Result<Luks2Digest, MetadataError> {
     let start = p.offset();
     let (mut kind, mut keyslots, mut segments, mut hash, mut iterations, mut salt, mut digest) =
         (None, None, None, None, None, None, None);
@@ -774,7 +780,7 @@ fn parse_digest(p: &mut Parser<'_>) -> Result<Digest, MetadataError> {
     if digest.as_slice().is_empty() {
         return Err(MetadataError::BadValue { field: "digests.N.digest", offset: start });
     }
-    Ok(Digest {
+    Ok(Luks2Digest {
         keyslots: required(keyslots, "digests.N.keyslots", start)?,
         segments: required(segments, "digests.N.segments", start)?,
         hash: required(hash, "digests.N.hash", start)?,
@@ -838,11 +844,46 @@ fn section<'a, T>(
 impl Metadata {
     /// Parses and validates the JSON text of a header copy whose binary header says
     /// `hdr_size`.
+    ///
+    /// This returns about 10 KiB by value; [`Metadata::parse_into`] fills caller-owned storage
+    /// instead (firmware with a small stack).
     pub fn parse(json: &[u8], hdr_size: u64) -> Result<Metadata, MetadataError> {
-        let mut keyslots = [None; MAX_KEYSLOTS];
-        let mut other_keyslots = 0u32;
-        let mut segments = [None; MAX_SEGMENTS];
-        let mut digests = [None; MAX_DIGESTS];
+        let mut metadata = Metadata::EMPTY;
+        metadata.parse_into(json, hdr_size)?;
+        Ok(metadata)
+    }
+
+    /// No keyslots, segments or digests: the storage [`Metadata::parse_into`] fills.
+    pub const EMPTY: Metadata = Metadata {
+        keyslots: [None; MAX_KEYSLOTS],
+        other_keyslots: 0,
+        segments: [None; MAX_SEGMENTS],
+        digests: [None; MAX_DIGESTS],
+        config: Config { json_size: 0, keyslots_size: 0, requirement: None },
+    };
+
+    /// [`Metadata::parse`] into `self`, in place (nothing large on the stack). On error `self`
+    /// holds no keyslot, segment or digest.
+    pub fn parse_into(&mut self, json: &[u8], hdr_size: u64) -> Result<(), MetadataError> {
+        let result = self.parse_in_place(json, hdr_size);
+        if result.is_err() {
+            self.clear();
+        }
+        result
+    }
+
+    /// Empties every table (in place).
+    pub(crate) fn clear(&mut self) {
+        self.keyslots.iter_mut().for_each(|k| *k = None);
+        self.segments.iter_mut().for_each(|s| *s = None);
+        self.digests.iter_mut().for_each(|d| *d = None);
+        self.other_keyslots = 0;
+        self.config = Config { json_size: 0, keyslots_size: 0, requirement: None };
+    }
+
+    fn parse_in_place(&mut self, json: &[u8], hdr_size: u64) -> Result<(), MetadataError> {
+        self.clear();
+        let Metadata { keyslots, other_keyslots, segments, digests, config: config_out } = self;
         let mut config = None;
         let mut seen = [false; 3];
         Parser::document(json, |p, key| {
@@ -855,19 +896,19 @@ impl Metadata {
             };
             if key.eq_str("keyslots") {
                 once(0, "keyslots")?;
-                section(p, "keyslots", &mut keyslots, |p, id| {
+                section(p, "keyslots", &mut keyslots[..], |p, id| {
                     let slot = parse_keyslot(p)?;
                     if slot.is_none() {
-                        other_keyslots |= 1 << id;
+                        *other_keyslots |= 1 << id;
                     }
                     Ok(slot)
                 })
             } else if key.eq_str("segments") {
                 once(1, "segments")?;
-                section(p, "segments", &mut segments, |p, _| parse_segment(p).map(Some))
+                section(p, "segments", &mut segments[..], |p, _| parse_segment(p).map(Some))
             } else if key.eq_str("digests") {
                 once(2, "digests")?;
-                section(p, "digests", &mut digests, |p, _| parse_digest(p).map(Some))
+                section(p, "digests", &mut digests[..], |p, _| parse_digest(p).map(Some))
             } else if key.eq_str("config") {
                 set_once(&mut config, parse_config(p)?, "config", at)
             } else {
@@ -880,9 +921,8 @@ impl Metadata {
                 return Err(MetadataError::MissingField { field: name, offset: 0 });
             }
         }
-        let metadata = Metadata { keyslots, other_keyslots, segments, digests, config: required(config, "config", 0)? };
-        metadata.validate(hdr_size)?;
-        Ok(metadata)
+        *config_out = required(config, "config", 0)?;
+        self.validate(hdr_size)
     }
 
     fn validate(&self, hdr_size: u64) -> Result<(), MetadataError> {
@@ -960,60 +1000,57 @@ impl Metadata {
     }
 
     /// The `luks2` keyslots with their ids.
-    pub fn keyslots(&self) -> impl Iterator<Item = (u8, &Keyslot)> + '_ {
+    pub fn keyslots(&self) -> impl Iterator<Item = (u8, &Luks2Keyslot)> + '_ {
         self.keyslots.iter().enumerate().filter_map(|(i, k)| Some((i as u8, k.as_ref()?)))
     }
 
     /// The segments with their ids.
-    pub fn segments(&self) -> impl Iterator<Item = (u8, &Segment)> + '_ {
+    pub fn segments(&self) -> impl Iterator<Item = (u8, &Luks2Segment)> + '_ {
         self.segments.iter().enumerate().filter_map(|(i, s)| Some((i as u8, s.as_ref()?)))
     }
 
     /// The digests with their ids.
-    pub fn digests(&self) -> impl Iterator<Item = (u8, &Digest)> + '_ {
+    pub fn digests(&self) -> impl Iterator<Item = (u8, &Luks2Digest)> + '_ {
         self.digests.iter().enumerate().filter_map(|(i, d)| Some((i as u8, d.as_ref()?)))
     }
 
     /// The segment holding the volume's data: the one segment not marked as a reencryption
     /// backup. `None` when there is none or more than one (a reencryption in progress).
-    pub fn data_segment(&self) -> Option<(u8, &Segment)> {
+    pub fn data_segment(&self) -> Option<(u8, &Luks2Segment)> {
         let mut data = self.segments().filter(|(_, s)| !s.backup);
         let first = data.next()?;
         data.next().is_none().then_some(first)
     }
 
     /// The digest that verifies keys for segment `segment`.
-    pub fn digest_for_segment(&self, segment: u8) -> Option<(u8, &Digest)> {
+    pub fn digest_for_segment(&self, segment: u8) -> Option<(u8, &Luks2Digest)> {
         self.digests().find(|(_, d)| d.segments & (1 << segment) != 0)
     }
 
-    /// Argon2 memory (in 1 KiB blocks) the most demanding keyslot needs; 0 when every slot
-    /// uses PBKDF2. Callers size the memory they pass to unlock with it.
-    pub fn kdf_memory_blocks(&self) -> usize {
-        self.keyslots().map(|(_, k)| kdf_memory_blocks(&k.kdf)).max().unwrap_or(0)
+    /// Bytes of Argon2 memory the most demanding keyslot needs; 0 when every keyslot uses
+    /// PBKDF2. See [`Metadata::kdf_memory_within`] to size for what an unlock will try.
+    pub fn kdf_memory(&self) -> u64 {
+        self.keyslots().map(|(_, k)| kdf_memory_bytes(&k.kdf)).max().unwrap_or(0)
     }
 
-    /// Argon2 memory (in 1 KiB blocks) the most demanding keyslot *within `limits`* needs
-    /// (only `keyslot` when given): what an unlock with these limits can use, so that a caller
-    /// never allocates for a keyslot the limits refuse.
-    pub fn kdf_memory_blocks_within(&self, limits: &crate::luks::KdfLimits, keyslot: Option<usize>) -> usize {
+    /// Bytes of Argon2 memory an unlock within `limits` (of `keyslot` only, when given) can
+    /// use: the most demanding keyslot the limits admit, so that a caller never sets aside
+    /// memory for a keyslot the limits refuse. 0 when every such keyslot uses PBKDF2. Pass a
+    /// region of (at least) this many bytes, of any alignment, to the unlock.
+    pub fn kdf_memory_within(&self, limits: &crate::luks::KdfLimits, keyslot: Option<usize>) -> u64 {
         self.keyslots()
             .filter(|(id, k)| keyslot.is_none_or(|want| want == usize::from(*id)) && limits.check(&k.kdf).is_ok())
-            .map(|(_, k)| kdf_memory_blocks(&k.kdf))
+            .map(|(_, k)| kdf_memory_bytes(&k.kdf))
             .max()
             .unwrap_or(0)
     }
 }
 
-/// Argon2 memory (1 KiB blocks) one KDF needs; 0 for PBKDF2.
-pub fn kdf_memory_blocks(kdf: &Kdf) -> usize {
-    match *kdf {
-        Kdf::Pbkdf2 { .. } => 0,
-        // Validated at parse time; a failure cannot happen here, 0 keeps it panic-free.
-        Kdf::Argon2 { time, memory_kib, cpus, .. } => {
-            argon2::Params::new(memory_kib, time, cpus, None).map(|p| p.block_count()).unwrap_or(0)
-        }
-    }
+/// Bytes of Argon2 memory one KDF needs (its KiB rounded down to whole segments, as Argon2
+/// uses them); 0 for PBKDF2.
+pub fn kdf_memory_bytes(kdf: &Kdf) -> u64 {
+    // Validated at parse time; invalid costs cannot happen here, 0 keeps it panic-free.
+    super::kdf::argon2_params(kdf).and_then(|p| p.memory_bytes()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -1070,7 +1107,22 @@ pub(crate) mod tests {
         assert_eq!(digest.keyslots, 0b11);
         assert_eq!(digest.digest.as_slice().len(), 32);
         assert_eq!(m.config.keyslots_size, 16744448);
-        assert_eq!(m.kdf_memory_blocks(), 64);
+        assert_eq!(m.kdf_memory(), 64 * 1024);
+        let limits = crate::luks::KdfLimits { argon2_memory_kib: 63, ..crate::luks::KdfLimits::DEFAULT };
+        // Keyslot 0 (Argon2id, 64 KiB) is over the limit; keyslot 1 is PBKDF2.
+        assert_eq!(m.kdf_memory_within(&limits, None), 0);
+        assert_eq!(m.kdf_memory_within(&crate::luks::KdfLimits::DEFAULT, Some(0)), 64 * 1024);
+        assert_eq!(m.kdf_memory_within(&crate::luks::KdfLimits::DEFAULT, Some(1)), 0);
+    }
+
+    #[test]
+    fn parse_into_fills_in_place_and_a_failure_leaves_it_empty() {
+        let mut m = Metadata::parse(CRYPTSETUP_JSON.as_bytes(), HDR_SIZE).unwrap();
+        let expected = m.clone();
+        m.parse_into(CRYPTSETUP_JSON.as_bytes(), HDR_SIZE).unwrap();
+        assert_eq!(m, expected);
+        assert!(m.parse_into(b"{}", HDR_SIZE).is_err());
+        assert_eq!(m, Metadata::EMPTY);
     }
 
     #[test]

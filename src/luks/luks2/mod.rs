@@ -27,22 +27,22 @@ pub mod text;
 
 use core::fmt;
 
-pub use binary_header::{BinaryHeader, HeaderError};
-pub use header::{read_header, Header, DEFAULT_JSON_BUFFER};
-pub use kdf::{Argon2Block, ARGON2_BLOCK_SIZE};
+pub use binary_header::{BinaryHeader, Luks2CopyError};
+pub use header::{Luks2Header, DEFAULT_JSON_BUFFER};
+pub use kdf::ARGON2_BLOCK_SIZE;
 pub use keyslot::{unlock, unlock_with_limits, verify_key};
-pub use metadata::{Digest, Kdf, Keyslot, Metadata, MetadataError, Segment};
+pub use metadata::{Kdf, Luks2Digest, Luks2Keyslot, Luks2Segment, Metadata, MetadataError};
 pub use open::data_segment;
 
 /// Why a LUKS2 volume cannot be used (the format's side; device errors are separate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Error {
+pub enum Luks2Error {
     /// Neither metadata copy is usable; each one's reason.
     NoValidHeader {
         /// The primary copy's fault.
-        primary: HeaderError,
+        primary: Luks2CopyError,
         /// The secondary copy's fault.
-        secondary: HeaderError,
+        secondary: Luks2CopyError,
     },
     /// The JSON text does not fit in the buffer the caller supplied.
     JsonTooLarge {
@@ -87,36 +87,36 @@ pub enum Error {
     },
 }
 
-impl fmt::Display for Error {
+impl fmt::Display for Luks2Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::NoValidHeader { primary, secondary } => {
+            Luks2Error::NoValidHeader { primary, secondary } => {
                 write!(f, "no valid LUKS2 header: primary copy: {primary}; secondary copy: {secondary}")
             }
-            Error::JsonTooLarge { len, capacity } => {
+            Luks2Error::JsonTooLarge { len, capacity } => {
                 write!(f, "LUKS2 JSON metadata of {len} bytes does not fit the {capacity}-byte buffer")
             }
-            Error::UnmetRequirement { name } => {
+            Luks2Error::UnmetRequirement { name } => {
                 write!(f, "LUKS2 volume requires \"{name}\", which qluks does not implement")
             }
-            Error::NoDataSegment => f.write_str("LUKS2 volume has no single data segment"),
-            Error::NoDigest { segment } => write!(f, "no LUKS2 digest covers segment {segment}"),
-            Error::KeyslotNotBound { keyslot, segment } => {
+            Luks2Error::NoDataSegment => f.write_str("LUKS2 volume has no single data segment"),
+            Luks2Error::NoDigest { segment } => write!(f, "no LUKS2 digest covers segment {segment}"),
+            Luks2Error::KeyslotNotBound { keyslot, segment } => {
                 write!(f, "LUKS2 keyslot {keyslot} does not hold the key of segment {segment}")
             }
-            Error::DigestLength { len, hash_len } => {
+            Luks2Error::DigestLength { len, hash_len } => {
                 write!(f, "LUKS2 digest of {len} bytes does not match its hash ({hash_len} bytes)")
             }
-            Error::Argon2Failed => f.write_str("Argon2 refused the keyslot's parameters"),
-            Error::SegmentNotEncrypted { segment } => write!(f, "LUKS2 segment {segment} is not encrypted"),
+            Luks2Error::Argon2Failed => f.write_str("Argon2 refused the keyslot's parameters"),
+            Luks2Error::SegmentNotEncrypted { segment } => write!(f, "LUKS2 segment {segment} is not encrypted"),
         }
     }
 }
 
-impl core::error::Error for Error {}
+impl core::error::Error for Luks2Error {}
 
-impl<E> From<Error> for crate::luks::IoError<E> {
-    fn from(e: Error) -> Self {
-        crate::luks::IoError::Luks(e.into())
+impl<E> From<Luks2Error> for crate::luks::LuksIoError<E> {
+    fn from(e: Luks2Error) -> Self {
+        crate::luks::LuksIoError::Luks(e.into())
     }
 }

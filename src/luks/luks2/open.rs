@@ -1,17 +1,17 @@
 //! Opening a LUKS2 volume into a [`LuksVolume`]: metadata read, keyslot unlocked, data segment
 //! keyed.
 
-use super::header::{read_header, DEFAULT_JSON_BUFFER};
+use super::header::{Luks2Header, DEFAULT_JSON_BUFFER};
 use super::keyslot::unlock_with_limits;
 use super::metadata::{Metadata, SegmentType};
-use super::Error as Luks2Error;
+use super::Luks2Error;
 use crate::crypto::{CipherSpec, SectorCipher, VolumeKey};
 use crate::io::BlockIo;
-use crate::luks::{Error, IoError, LuksVolume, OpenOptions, Segment};
+use crate::luks::{DataSegment, KdfLimits, LuksError, LuksIoError, LuksVolume, OpenOptions};
 
 /// The data segment of `metadata`, keyed with the unlocked volume `key`. With a detached
 /// header, pass the result to [`LuksVolume::new`] over the data device.
-pub fn data_segment(metadata: &Metadata, key: &VolumeKey) -> Result<Segment, Error> {
+pub fn data_segment(metadata: &Metadata, key: &VolumeKey) -> Result<DataSegment, LuksError> {
     if let Some(name) = metadata.config.requirement {
         return Err(Luks2Error::UnmetRequirement { name }.into());
     }
@@ -20,7 +20,7 @@ pub fn data_segment(metadata: &Metadata, key: &VolumeKey) -> Result<Segment, Err
         return Err(Luks2Error::SegmentNotEncrypted { segment: id }.into());
     }
     let spec = CipherSpec::parse_combined(segment.encryption.as_str(), key.len())?;
-    Ok(Segment {
+    Ok(DataSegment {
         offset: segment.offset,
         size: segment.size,
         sector_size: segment.sector_size as usize,
@@ -31,23 +31,70 @@ pub fn data_segment(metadata: &Metadata, key: &VolumeKey) -> Result<Segment, Err
 
 impl<I: BlockIo> LuksVolume<I> {
     /// Opens a LUKS2 volume whose header starts `io`: the newest valid metadata copy is read
-    /// (into `options.json_buffer`, or a [`DEFAULT_JSON_BUFFER`]-byte stack buffer), a keyslot
-    /// unlocked within `options.kdf_limits` (Argon2 in `options.kdf_memory`), and the data segment keyed. A volume with an
-    /// unfinished reencryption (a mandatory requirement) is refused.
-    pub fn open_luks2(mut io: I, passphrase: &[u8], options: OpenOptions<'_>) -> Result<Self, IoError<I::Error>> {
-        let header = match options.json_buffer {
-            Some(buf) => read_header(&mut io, buf)?,
-            None => read_header(&mut io, &mut [0u8; DEFAULT_JSON_BUFFER])?,
+    /// into `options.header` (or a header on the stack, about 10 KiB) with the JSON text in
+    /// `options.json_buffer` (or a [`DEFAULT_JSON_BUFFER`]-byte stack buffer), a keyslot
+    /// unlocked within `options.kdf_limits` (Argon2 in `options.kdf_memory`), and the data
+    /// segment keyed. A volume with an unfinished reencryption (a mandatory requirement) is
+    /// refused. With both buffers supplied the open fits the 64 KiB stack budget (see the
+    /// [module docs](crate::luks#memory)).
+    pub fn open_luks2(mut io: I, passphrase: &[u8], options: OpenOptions<'_>) -> Result<Self, LuksIoError<I::Error>> {
+        let OpenOptions { keyslot, kdf_memory, kdf_limits, json_buffer, header } = options;
+        let kdf_memory = kdf_memory.unwrap_or(&mut []);
+        let Some(header) = header else {
+            return open_with_stack_header(io, passphrase, keyslot, kdf_memory, &kdf_limits, json_buffer);
         };
+        match json_buffer {
+            Some(json) => header.read_into(&mut io, json)?,
+            None => read_with_stack_json(&mut io, header)?,
+        }
+        LuksVolume::open_luks2_header(io, header, passphrase, keyslot, kdf_memory, &kdf_limits)
+    }
+
+    /// The second step of a two-step LUKS2 open: unlocks with a header already read by
+    /// [`Luks2Header::read_into`] (the header is not read again). `kdf_memory` is a byte
+    /// region of any alignment of at least [`Luks2Header::kdf_memory_within`]`(limits,
+    /// keyslot)` bytes (empty for PBKDF2 keyslots); `keyslot` picks one keyslot, `None` tries
+    /// every keyslot of the data segment within `limits`.
+    pub fn open_luks2_header(
+        mut io: I,
+        header: &Luks2Header,
+        passphrase: &[u8],
+        keyslot: Option<usize>,
+        kdf_memory: &mut [u8],
+        limits: &KdfLimits,
+    ) -> Result<Self, LuksIoError<I::Error>> {
         let metadata = &header.metadata;
         if let Some(name) = metadata.config.requirement {
             return Err(Luks2Error::UnmetRequirement { name }.into());
         }
-        let kdf_memory = options.kdf_memory.unwrap_or(&mut []);
-        let (_, key) =
-            unlock_with_limits(&mut io, metadata, passphrase, options.keyslot, kdf_memory, &options.kdf_limits)?;
+        let (_, key) = unlock_with_limits(&mut io, metadata, passphrase, keyslot, kdf_memory, limits)?;
         let segment = data_segment(metadata, &key)?;
         drop(key);
         LuksVolume::new(io, segment)
     }
+}
+
+/// [`LuksVolume::open_luks2`] without caller storage for the header (kept out of line, so
+/// that its 10 KiB are on the stack only when used).
+#[inline(never)]
+fn open_with_stack_header<I: BlockIo>(
+    mut io: I,
+    passphrase: &[u8],
+    keyslot: Option<usize>,
+    kdf_memory: &mut [u8],
+    limits: &KdfLimits,
+    json_buffer: Option<&mut [u8]>,
+) -> Result<LuksVolume<I>, LuksIoError<I::Error>> {
+    let mut header = Luks2Header::EMPTY;
+    match json_buffer {
+        Some(json) => header.read_into(&mut io, json)?,
+        None => read_with_stack_json(&mut io, &mut header)?,
+    }
+    LuksVolume::open_luks2_header(io, &header, passphrase, keyslot, kdf_memory, limits)
+}
+
+/// Reads the header with a [`DEFAULT_JSON_BUFFER`]-byte stack buffer (out of line, as above).
+#[inline(never)]
+fn read_with_stack_json<I: BlockIo>(io: &mut I, header: &mut Luks2Header) -> Result<(), LuksIoError<I::Error>> {
+    header.read_into(io, &mut [0u8; DEFAULT_JSON_BUFFER])
 }

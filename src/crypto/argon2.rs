@@ -1,0 +1,550 @@
+//! Argon2i and Argon2id (RFC 9106, version 0x13) working in a caller-supplied byte region.
+//!
+//! LUKS2 keyslots derive their area key with Argon2, which is memory-hard: cryptsetup asks for
+//! up to 1 GiB. The memory comes from the caller as a plain `&mut [u8]` of any alignment
+//! (firmware hands over a raw region without `unsafe`): each 1 KiB block is loaded into a
+//! stack copy as little-endian words, compressed, and stored back, so no aligned view of the
+//! region is ever needed. The stack holds four 1 KiB blocks. The region is wiped afterwards: it
+//! holds passphrase-derived state.
+
+use zeroize::Zeroize;
+
+/// The shortest salt Argon2 accepts.
+pub const MIN_SALT_LEN: usize = 8;
+/// Bytes in one Argon2 block.
+pub const BLOCK_BYTES: usize = 1024;
+const WORDS: usize = BLOCK_BYTES / 8;
+const SYNC_POINTS: usize = 4;
+const VERSION: u32 = 0x13;
+
+/// Which Argon2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// Data-independent addressing.
+    Argon2i,
+    /// Data-independent for the first half pass, then data-dependent (cryptsetup's default).
+    Argon2id,
+}
+
+/// Argon2 costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
+    /// The variant.
+    pub variant: Variant,
+    /// Passes (`t`), at least 1.
+    pub time: u32,
+    /// Memory in KiB (`m`), at least 8 per lane.
+    pub memory_kib: u32,
+    /// Lanes (`p`), 1..2^24.
+    pub lanes: u32,
+}
+
+/// Why Argon2 refused to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Argon2Error {
+    /// The costs are outside what RFC 9106 allows (`t` = 0, no lanes, less than 8 KiB per
+    /// lane, a salt under 8 bytes, an output under 4 bytes).
+    Params,
+    /// The memory region is smaller than [`Params::memory_bytes`].
+    MemoryTooSmall {
+        /// Bytes needed.
+        needed: u64,
+    },
+}
+
+impl Params {
+    fn valid(&self) -> bool {
+        self.time >= 1 && (1..1 << 24).contains(&self.lanes) && self.memory_kib >= 8 * self.lanes
+    }
+
+    /// Blocks actually used: `m` rounded down to a multiple of 4 lanes' segments.
+    fn block_count(&self) -> usize {
+        let per = SYNC_POINTS * self.lanes as usize;
+        self.memory_kib as usize / per * per
+    }
+
+    /// Bytes of working memory these costs need (`m` KiB rounded down to whole segments);
+    /// `None` when the costs are invalid.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        self.valid().then(|| self.block_count() as u64 * BLOCK_BYTES as u64)
+    }
+}
+
+/// BLAKE2b (RFC 7693) without a key, 1..=64 output bytes. Written as loops rather than the
+/// unrolled rounds of the `blake2` crate, whose compression function takes about 80 KiB of
+/// stack in debug builds.
+struct Blake2b {
+    h: [u64; 8],
+    t: u128,
+    buf: [u8; 128],
+    len: usize,
+    out_len: usize,
+}
+
+const IV: [u64; 8] = [
+    0x6a09e667f3bcc908,
+    0xbb67ae8584caa73b,
+    0x3c6ef372fe94f82b,
+    0xa54ff53a5f1d36f1,
+    0x510e527fade682d1,
+    0x9b05688c2b3e6c1f,
+    0x1f83d9abfb41bd6b,
+    0x5be0cd19137e2179,
+];
+
+const SIGMA: [[u8; 16]; 10] = [
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+    [14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3],
+    [11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4],
+    [7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8],
+    [9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13],
+    [2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9],
+    [12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11],
+    [13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10],
+    [6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5],
+    [10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0],
+];
+
+/// The (a, b, c, d) words of the eight G calls of a round.
+const G_WORDS: [[usize; 4]; 8] = [
+    [0, 4, 8, 12],
+    [1, 5, 9, 13],
+    [2, 6, 10, 14],
+    [3, 7, 11, 15],
+    [0, 5, 10, 15],
+    [1, 6, 11, 12],
+    [2, 7, 8, 13],
+    [3, 4, 9, 14],
+];
+
+impl Blake2b {
+    fn new(out_len: usize) -> Blake2b {
+        let mut h = IV;
+        h[0] ^= 0x0101_0000 ^ out_len as u64;
+        Blake2b { h, t: 0, buf: [0; 128], len: 0, out_len }
+    }
+
+    fn compress(&mut self, last: bool) {
+        let mut m = [0u64; 16];
+        for (w, b) in m.iter_mut().zip(self.buf.chunks_exact(8)) {
+            *w = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        }
+        let mut v = [0u64; 16];
+        v[..8].copy_from_slice(&self.h);
+        v[8..].copy_from_slice(&IV);
+        v[12] ^= self.t as u64;
+        v[13] ^= (self.t >> 64) as u64;
+        if last {
+            v[14] = !v[14];
+        }
+        for round in 0..12 {
+            let s = &SIGMA[round % 10];
+            for (i, &[a, b, c, d]) in G_WORDS.iter().enumerate() {
+                let (x, y) = (m[s[2 * i] as usize], m[s[2 * i + 1] as usize]);
+                v[a] = v[a].wrapping_add(v[b]).wrapping_add(x);
+                v[d] = (v[d] ^ v[a]).rotate_right(32);
+                v[c] = v[c].wrapping_add(v[d]);
+                v[b] = (v[b] ^ v[c]).rotate_right(24);
+                v[a] = v[a].wrapping_add(v[b]).wrapping_add(y);
+                v[d] = (v[d] ^ v[a]).rotate_right(16);
+                v[c] = v[c].wrapping_add(v[d]);
+                v[b] = (v[b] ^ v[c]).rotate_right(63);
+            }
+        }
+        for i in 0..8 {
+            self.h[i] ^= v[i] ^ v[i + 8];
+        }
+        m.zeroize();
+        v.zeroize();
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            // The last block is compressed by `finish`, so a full buffer waits for more data.
+            if self.len == 128 {
+                self.t += 128;
+                self.compress(false);
+                self.len = 0;
+            }
+            let n = (128 - self.len).min(data.len());
+            self.buf[self.len..self.len + n].copy_from_slice(&data[..n]);
+            self.len += n;
+            data = &data[n..];
+        }
+    }
+
+    fn finish(mut self, out: &mut [u8]) {
+        self.t += self.len as u128;
+        self.buf[self.len..].fill(0);
+        self.compress(true);
+        let mut bytes = [0u8; 64];
+        for (b, w) in bytes.chunks_exact_mut(8).zip(self.h.iter()) {
+            b.copy_from_slice(&w.to_le_bytes());
+        }
+        out.copy_from_slice(&bytes[..self.out_len]);
+        bytes.zeroize();
+        self.h.zeroize();
+        self.buf.zeroize();
+    }
+}
+
+/// H' of RFC 9106 (variable-length BLAKE2b) of the concatenation of `inputs` into `out`
+/// (1..=1024 bytes here).
+fn blake2b_long(inputs: &[&[u8]], out: &mut [u8]) {
+    let len = (out.len() as u32).to_le_bytes();
+    let mut h = Blake2b::new(out.len().min(64));
+    h.update(&len);
+    for input in inputs {
+        h.update(input);
+    }
+    if out.len() <= 64 {
+        h.finish(out);
+        return;
+    }
+    let mut v = [0u8; 64];
+    h.finish(&mut v);
+    let (first, mut rest) = out.split_at_mut(32);
+    first.copy_from_slice(&v[..32]);
+    while rest.len() > 64 {
+        let mut h = Blake2b::new(64);
+        h.update(&v);
+        h.finish(&mut v);
+        let (chunk, tail) = rest.split_at_mut(32);
+        chunk.copy_from_slice(&v[..32]);
+        rest = tail;
+    }
+    let mut h = Blake2b::new(rest.len());
+    h.update(&v);
+    h.finish(rest);
+    v.zeroize();
+}
+
+type Block = [u64; WORDS];
+
+fn load(bytes: &[u8], out: &mut Block) {
+    for (w, b) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+        *w = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+    }
+}
+
+fn block(memory: &[u8], index: usize) -> &[u8] {
+    &memory[index * BLOCK_BYTES..(index + 1) * BLOCK_BYTES]
+}
+
+// Inlined when optimizing (the hot loop); separate small frames in debug builds, where
+// inlining every G of a round would make an 8 KiB frame.
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn fblamka(x: u64, y: u64) -> u64 {
+    x.wrapping_add(y).wrapping_add(2u64.wrapping_mul(x & 0xffff_ffff).wrapping_mul(y & 0xffff_ffff))
+}
+
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn gb(v: &mut [u64; 16], a: usize, b: usize, c: usize, d: usize) {
+    v[a] = fblamka(v[a], v[b]);
+    v[d] = (v[d] ^ v[a]).rotate_right(32);
+    v[c] = fblamka(v[c], v[d]);
+    v[b] = (v[b] ^ v[c]).rotate_right(24);
+    v[a] = fblamka(v[a], v[b]);
+    v[d] = (v[d] ^ v[a]).rotate_right(16);
+    v[c] = fblamka(v[c], v[d]);
+    v[b] = (v[b] ^ v[c]).rotate_right(63);
+}
+
+/// The permutation P on 16 words (constant indices: no bounds checks once inlined).
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn permute(v: &mut [u64; 16]) {
+    gb(v, 0, 4, 8, 12);
+    gb(v, 1, 5, 9, 13);
+    gb(v, 2, 6, 10, 14);
+    gb(v, 3, 7, 11, 15);
+    gb(v, 0, 5, 10, 15);
+    gb(v, 1, 6, 11, 12);
+    gb(v, 2, 7, 8, 13);
+    gb(v, 3, 4, 9, 14);
+}
+
+/// P applied to the eight rows (16 consecutive words), then to the eight columns (word pairs
+/// 2c, 2c + 1 of every row), of `r`.
+fn compress_rows_columns(r: &mut Block) {
+    for row in r.chunks_exact_mut(16) {
+        let row: &mut [u64; 16] = row.try_into().unwrap_or_else(|_| unreachable!());
+        permute(row);
+    }
+    let mut v = [0u64; 16];
+    for col in 0..8 {
+        for k in 0..8 {
+            v[2 * k] = r[16 * k + 2 * col];
+            v[2 * k + 1] = r[16 * k + 2 * col + 1];
+        }
+        permute(&mut v);
+        for k in 0..8 {
+            r[16 * k + 2 * col] = v[2 * k];
+            r[16 * k + 2 * col + 1] = v[2 * k + 1];
+        }
+    }
+    v.zeroize();
+}
+
+/// G(x, y) into `out`: `out` = P(x ^ y) ^ (x ^ y) [^ `out` when `xor`].
+fn compress(x: &Block, y: &Block, out: &mut Block, tmp: &mut Block, xor: bool) {
+    for k in 0..WORDS {
+        let r = x[k] ^ y[k];
+        tmp[k] = r;
+        out[k] = if xor { out[k] ^ r } else { r };
+    }
+    compress_rows_columns(tmp);
+    for k in 0..WORDS {
+        out[k] ^= tmp[k];
+    }
+}
+
+/// Work state on the stack: previous block, reference block, output block, scratch.
+struct Work {
+    prev: Block,
+    refb: Block,
+    cur: Block,
+    tmp: Block,
+}
+
+impl Zeroize for Work {
+    fn zeroize(&mut self) {
+        self.prev.zeroize();
+        self.refb.zeroize();
+        self.cur.zeroize();
+        self.tmp.zeroize();
+    }
+}
+
+/// Derives `out` from `password` and `salt` with `params`, working in `memory` (at least
+/// [`Params::memory_bytes`] bytes, any alignment; wiped afterwards).
+pub fn argon2(
+    params: &Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+    memory: &mut [u8],
+) -> Result<(), Argon2Error> {
+    let needed = params.memory_bytes().ok_or(Argon2Error::Params)?;
+    if salt.len() < MIN_SALT_LEN || out.len() < 4 || out.len() > u32::MAX as usize || password.len() > u32::MAX as usize
+    {
+        return Err(Argon2Error::Params);
+    }
+    let Some(memory) = usize::try_from(needed).ok().and_then(|n| memory.get_mut(..n)) else {
+        return Err(Argon2Error::MemoryTooSmall { needed });
+    };
+    let y: u32 = match params.variant {
+        Variant::Argon2i => 1,
+        Variant::Argon2id => 2,
+    };
+    let mut h = Blake2b::new(64);
+    for v in [params.lanes, out.len() as u32, params.memory_kib, params.time, VERSION, y, password.len() as u32] {
+        h.update(&v.to_le_bytes());
+    }
+    h.update(password);
+    h.update(&(salt.len() as u32).to_le_bytes());
+    h.update(salt);
+    // No secret, no associated data.
+    h.update(&[0u8; 8]);
+    let mut h0 = [0u8; 64];
+    h.finish(&mut h0);
+    let mut w = Work { prev: [0; WORDS], refb: [0; WORDS], cur: [0; WORDS], tmp: [0; WORDS] };
+    fill(params, y, &h0, memory, &mut w);
+    h0.zeroize();
+    // Final block: xor of every lane's last block.
+    let lanes = params.lanes as usize;
+    let lane_len = params.block_count() / lanes;
+    load(block(memory, lane_len - 1), &mut w.cur);
+    for lane in 1..lanes {
+        load(block(memory, lane * lane_len + lane_len - 1), &mut w.refb);
+        for k in 0..WORDS {
+            w.cur[k] ^= w.refb[k];
+        }
+    }
+    let mut bytes = [0u8; BLOCK_BYTES];
+    for (b, word) in bytes.chunks_exact_mut(8).zip(w.cur.iter()) {
+        b.copy_from_slice(&word.to_le_bytes());
+    }
+    blake2b_long(&[&bytes], out);
+    bytes.zeroize();
+    w.zeroize();
+    memory.zeroize();
+    Ok(())
+}
+
+fn fill(params: &Params, y: u32, h0: &[u8; 64], memory: &mut [u8], w: &mut Work) {
+    let lanes = params.lanes as usize;
+    let block_count = params.block_count();
+    let lane_len = block_count / lanes;
+    let segment_len = lane_len / SYNC_POINTS;
+    let passes = params.time as usize;
+
+    // The first two blocks of each lane.
+    let mut bytes = [0u8; BLOCK_BYTES];
+    for lane in 0..lanes {
+        for i in 0..2u32 {
+            blake2b_long(&[h0, &i.to_le_bytes(), &(lane as u32).to_le_bytes()], &mut bytes);
+            memory[(lane * lane_len + i as usize) * BLOCK_BYTES..][..BLOCK_BYTES].copy_from_slice(&bytes);
+        }
+    }
+    bytes.zeroize();
+
+    let mut address = [0u64; WORDS];
+    let mut input = [0u64; WORDS];
+    let zero = [0u64; WORDS];
+    for pass in 0..passes {
+        for slice in 0..SYNC_POINTS {
+            for lane in 0..lanes {
+                let independent = params.variant == Variant::Argon2i || (pass == 0 && slice < SYNC_POINTS / 2);
+                if independent {
+                    input = [0; WORDS];
+                    input[..6].copy_from_slice(&[
+                        pass as u64,
+                        lane as u64,
+                        slice as u64,
+                        block_count as u64,
+                        passes as u64,
+                        y as u64,
+                    ]);
+                }
+                let start = if pass == 0 && slice == 0 {
+                    if independent {
+                        next_addresses(&mut address, &mut input, &zero, &mut w.tmp);
+                    }
+                    2
+                } else {
+                    0
+                };
+                let first = lane * lane_len + slice * segment_len + start;
+                let prev = if first.is_multiple_of(lane_len) { first + lane_len - 1 } else { first - 1 };
+                load(block(memory, prev), &mut w.prev);
+                // Within a segment the previous block is the one just computed (kept in
+                // `w.prev`).
+                for i in start..segment_len {
+                    let cur = first + (i - start);
+                    let pseudo = if independent {
+                        if i % WORDS == 0 {
+                            next_addresses(&mut address, &mut input, &zero, &mut w.tmp);
+                        }
+                        address[i % WORDS]
+                    } else {
+                        w.prev[0]
+                    };
+                    let ref_lane = if pass == 0 && slice == 0 { lane } else { (pseudo >> 32) as usize % lanes };
+                    let same_lane = ref_lane == lane;
+                    let area = if pass == 0 {
+                        if slice == 0 {
+                            i - 1
+                        } else if same_lane {
+                            slice * segment_len + i - 1
+                        } else {
+                            slice * segment_len - usize::from(i == 0)
+                        }
+                    } else if same_lane {
+                        lane_len - segment_len + i - 1
+                    } else {
+                        lane_len - segment_len - usize::from(i == 0)
+                    } as u64;
+                    let j1 = pseudo & 0xffff_ffff;
+                    let rel = (j1 * j1) >> 32;
+                    let rel = area - 1 - ((area * rel) >> 32);
+                    let begin = if pass != 0 && slice != SYNC_POINTS - 1 { (slice + 1) * segment_len } else { 0 };
+                    let ref_index = (begin as u64 + rel) as usize % lane_len;
+                    load(block(memory, ref_lane * lane_len + ref_index), &mut w.refb);
+                    let xor = pass != 0;
+                    if xor {
+                        load(block(memory, cur), &mut w.cur);
+                    }
+                    compress(&w.prev, &w.refb, &mut w.cur, &mut w.tmp, xor);
+                    let dst = &mut memory[cur * BLOCK_BYTES..(cur + 1) * BLOCK_BYTES];
+                    for (b, word) in dst.chunks_exact_mut(8).zip(w.cur.iter()) {
+                        b.copy_from_slice(&word.to_le_bytes());
+                    }
+                    core::mem::swap(&mut w.prev, &mut w.cur);
+                }
+            }
+        }
+    }
+    address.zeroize();
+    input.zeroize();
+}
+
+fn next_addresses(address: &mut Block, input: &mut Block, zero: &Block, tmp: &mut Block) {
+    input[6] += 1;
+    compress(zero, input, address, tmp, false);
+    let a = *address;
+    compress(zero, &a, address, tmp, false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(params: &Params, password: &[u8], salt: &[u8], out_len: usize) -> std::vec::Vec<u8> {
+        let algorithm = match params.variant {
+            Variant::Argon2i => ::argon2::Algorithm::Argon2i,
+            Variant::Argon2id => ::argon2::Algorithm::Argon2id,
+        };
+        let p = ::argon2::Params::new(params.memory_kib, params.time, params.lanes, Some(out_len)).unwrap();
+        let mut blocks = std::vec![::argon2::Block::default(); p.block_count()];
+        let mut out = std::vec![0u8; out_len];
+        ::argon2::Argon2::new(algorithm, ::argon2::Version::V0x13, p)
+            .hash_password_into_with_memory(password, salt, &mut out, &mut blocks)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn matches_the_argon2_crate_for_both_variants_lanes_passes_and_lengths() {
+        let cases = [
+            (Variant::Argon2id, 1, 8, 1, 32),
+            (Variant::Argon2id, 3, 64, 4, 64),
+            (Variant::Argon2i, 2, 40, 2, 16),
+            (Variant::Argon2id, 1, 1000, 3, 100),
+            (Variant::Argon2i, 4, 300, 1, 4),
+            (Variant::Argon2id, 2, 2048, 2, 1024),
+        ];
+        for (variant, time, memory_kib, lanes, out_len) in cases {
+            let params = Params { variant, time, memory_kib, lanes };
+            let expected = reference(&params, b"password", b"somesalt-16bytes", out_len);
+            // An unaligned region: one byte into a buffer.
+            let mut region = std::vec![0xa5u8; params.memory_bytes().unwrap() as usize + 1];
+            let mut out = std::vec![0u8; out_len];
+            argon2(&params, b"password", b"somesalt-16bytes", &mut out, &mut region[1..]).unwrap();
+            assert_eq!(out, expected, "{params:?} -> {out_len}");
+            assert!(region[1..].iter().all(|&b| b == 0), "the region is wiped");
+        }
+    }
+
+    #[test]
+    fn rfc_9106_argon2id_without_secret_matches_phc_vector() {
+        // argon2 reference `test.c`: argon2id v=0x13, t=2, m=2^16, p=1, "password"/"somesalt".
+        let params = Params { variant: Variant::Argon2id, time: 2, memory_kib: 1 << 16, lanes: 1 };
+        let mut region = std::vec![0u8; params.memory_bytes().unwrap() as usize];
+        let mut out = [0u8; 32];
+        argon2(&params, b"password", b"somesalt", &mut out, &mut region).unwrap();
+        let hex: std::string::String = out.iter().map(|b| std::format!("{b:02x}")).collect();
+        assert_eq!(hex, "09316115d5cf24ed5a15a31a3ba326e5cf32edc24702987c02b6566f61913cf7");
+    }
+
+    #[test]
+    fn blake2b_matches_rfc_7693_abc() {
+        let mut out = [0u8; 64];
+        let mut h = Blake2b::new(64);
+        h.update(b"abc");
+        h.finish(&mut out);
+        assert_eq!(out[..8], [0xba, 0x80, 0xa5, 0x3f, 0x98, 0x1c, 0x4d, 0x0d]);
+        assert_eq!(out[56..], [0xb9, 0x23, 0x86, 0xed, 0xd4, 0x00, 0x99, 0x23]);
+    }
+
+    #[test]
+    fn refuses_too_little_memory_and_bad_costs() {
+        let params = Params { variant: Variant::Argon2id, time: 1, memory_kib: 8, lanes: 1 };
+        let mut region = [0u8; 8 * 1024 - 1];
+        let r = argon2(&params, b"pw", b"saltsalt", &mut [0; 32], &mut region);
+        assert_eq!(r, Err(Argon2Error::MemoryTooSmall { needed: 8192 }));
+        let bad = Params { lanes: 2, ..params };
+        assert_eq!(bad.memory_bytes(), None);
+        let r = argon2(&params, b"pw", b"short", &mut [0; 32], &mut [0u8; 8192]);
+        assert_eq!(r, Err(Argon2Error::Params));
+    }
+}
