@@ -50,7 +50,7 @@ fn open_chain(top: &Path, root: &Path, passphrases: &[&str]) -> Chain<File> {
 fn read_all(chain: &mut Chain<File>) -> Vec<u8> {
     let mut buf = vec![0u8; chain.size() as usize];
     let mut scratch = vec![0u8; 3 << 21];
-    chain.read_at(0, &mut buf, &mut scratch).unwrap();
+    chain.read_at_with_scratch(0, &mut buf, &mut scratch).unwrap();
     buf
 }
 
@@ -87,7 +87,7 @@ fn three_deep_chain_with_different_secrets_reads_like_qemu() {
     // An odd read straddling layers and the encrypted partial-sector path.
     let mut buf = vec![0u8; 70_001];
     let mut scratch = [];
-    chain.read_at(64 * 1024 - 3, &mut buf, &mut scratch).unwrap();
+    chain.read_at_with_scratch(64 * 1024 - 3, &mut buf, &mut scratch).unwrap();
     assert_eq!(buf, want[64 * 1024 - 3..64 * 1024 - 3 + 70_001]);
 }
 

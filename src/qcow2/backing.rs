@@ -55,7 +55,6 @@
 use core::fmt;
 
 use super::error::Error;
-use super::extension::NameBuf;
 use super::Qcow2;
 use crate::crypto::Name;
 use crate::io::BlockIo;
@@ -287,8 +286,8 @@ pub enum ChainError<E, R> {
         /// `true` for an external data file, `false` for a backing file.
         data_file: bool,
     },
-    /// The device failed while probing a backing file's format.
-    Probe {
+    /// The device failed outside any layer's open (while probing a backing file's format).
+    Io {
         /// Depth of the layer.
         depth: usize,
         /// The error.
@@ -319,7 +318,7 @@ impl<E: fmt::Display, R: fmt::Display> fmt::Display for ChainError<E, R> {
                  (a raw disk can hold such a header); declare its format in the image that names it",
                 if *data_file { "an external data file" } else { "a backing file" }
             ),
-            ChainError::Probe { depth, error } => write!(f, "backing layer {depth}: {error}"),
+            ChainError::Io { depth, error } => write!(f, "backing layer {depth}: {error}"),
         }
     }
 }
@@ -339,12 +338,18 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> fmt::Debug for Chain<I, N, 
 }
 
 impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
+    /// A chain without layers, to be filled by [`Chain::open_in`] (const: it can initialise a
+    /// `static`). Reading an empty chain fails with [`Error::OutOfRange`] (its size is 0).
+    pub const fn new_empty() -> Self {
+        const { assert!(DEPTH > 0, "a chain holds at least one layer") };
+        Chain { layers: [const { None }; DEPTH] }
+    }
+
     /// A chain of one layer; add backings with [`Chain::push_backing`].
     pub fn new(top: Layer<I, N>) -> Self {
-        const { assert!(DEPTH > 0, "a chain holds at least one layer") };
-        let mut layers = core::array::from_fn(|_| None);
-        layers[0] = Some(top);
-        Chain { layers }
+        let mut chain = Self::new_empty();
+        chain.layers[0] = Some(top);
+        chain
     }
 
     /// Appends the backing of the current bottom layer; gives the layer back when full.
@@ -359,23 +364,40 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
         }
     }
 
-    /// Opens the qcow2 image on `top` and, through `resolver`, every backing file it names;
-    /// each qcow2 layer's passphrase comes from [`Resolver::passphrase`].
+    /// Opens the qcow2 image on `top` and, through `resolver`, every backing file it names,
+    /// returning the chain by value (`DEPTH` layers of about `size_of::<Qcow2Image<I>>()`
+    /// each; [`Chain::open_in`] opens into caller-owned memory instead).
     pub fn open<R: Resolver<I>>(top: I, resolver: &mut R) -> Result<Self, ChainError<I::Error, R::Error>> {
-        let first = open_qcow2::<I, N, R>(top, resolver, 0, false)?;
-        let mut chain = Chain::new(first);
+        let mut chain = Self::new_empty();
+        chain.open_in(top, resolver)?;
+        Ok(chain)
+    }
+
+    /// Opens the qcow2 image on `top` and, through `resolver`, every backing file it names,
+    /// into this chain's own storage (layers already there are replaced; their cache memory is
+    /// reused): nothing of a layer's size is built on the stack or moved. Each qcow2 layer's
+    /// passphrase comes from [`Resolver::passphrase`]. On error the chain holds the layers
+    /// opened so far (reading it is then meaningless; open it again).
+    pub fn open_in<R: Resolver<I>>(&mut self, top: I, resolver: &mut R) -> Result<(), ChainError<I::Error, R::Error>> {
+        for layer in self.layers.iter_mut().skip(1) {
+            if matches!(layer, Some(Layer::Raw { .. })) {
+                *layer = None;
+            }
+        }
+        open_qcow2::<I, N, R>(&mut self.layers[0], top, resolver, 0, false)?;
         let mut identities = [None::<u64>; DEPTH];
         identities[0] = resolver.top_identity();
         let mut depth = 0;
-        while let Some(Layer::Qcow2(parent)) = &chain.layers[depth] {
-            let Some(name) = parent.extensions().backing_file else { break };
-            let format_name: Option<NameBuf> = parent.extensions().backing_format;
+        loop {
+            let (above, below) = self.layers.split_at_mut(depth + 1);
+            let Some(Layer::Qcow2(parent)) = &above[depth] else { break };
+            let Some(name) = parent.extensions().backing_file.as_ref() else { break };
             depth += 1;
-            if depth >= DEPTH {
+            let Some(slot) = below.first_mut() else {
                 return Err(ChainError::TooDeep { limit: DEPTH });
-            }
-            let request =
-                BackingRequest { name: name.as_bytes(), format: format_name.as_ref().map(|n| n.as_bytes()), depth };
+            };
+            let format_name = parent.extensions().backing_format.as_ref();
+            let request = BackingRequest { name: name.as_bytes(), format: format_name.map(|n| n.as_bytes()), depth };
             let declared = match request.format {
                 None => None,
                 Some(f) => Some(
@@ -393,20 +415,22 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
             let (format, probed) = match format.or(declared) {
                 Some(f) => (f, false),
                 None if resolver.probe_undeclared_format(&request) => {
-                    (probe(&mut io).map_err(|error| ChainError::Probe { depth, error })?, true)
+                    (probe(&mut io).map_err(|error| ChainError::Io { depth, error })?, true)
                 }
                 None => return Err(ChainError::UndeclaredFormat { depth }),
             };
-            let layer = match format {
+            match format {
                 BackingFormat::Raw => {
                     let size = io.size().map_err(|e| ChainError::Layer { depth, error: Error::Io(e) })?;
-                    Layer::Raw { io, size }
+                    *slot = Some(Layer::Raw { io, size });
                 }
-                BackingFormat::Qcow2 => open_qcow2::<I, N, R>(io, resolver, depth, probed)?,
-            };
-            chain.layers[depth] = Some(layer);
+                BackingFormat::Qcow2 => open_qcow2::<I, N, R>(slot, io, resolver, depth, probed)?,
+            }
         }
-        Ok(chain)
+        for layer in &mut self.layers[depth + 1..] {
+            *layer = None;
+        }
+        Ok(())
     }
 
     /// Virtual size (the top layer's).
@@ -429,52 +453,86 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
         &mut self.layers
     }
 
-    /// Reads guest bytes through the chain. `scratch` (see [`Qcow2::compressed_scratch_len`]
-    /// of the largest-cluster layer) is only needed for compressed clusters.
-    pub fn read_at(&mut self, offset: u64, buf: &mut [u8], scratch: &mut [u8]) -> Result<(), Error<I::Error>> {
+    /// Reads guest bytes through the chain. Compressed clusters need scratch memory: use
+    /// [`Chain::read_at_with_scratch`].
+    pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Error<I::Error>> {
+        self.read_at_with_scratch(offset, buf, &mut [])
+    }
+
+    /// [`Chain::read_at`] with `scratch` (see [`Qcow2::compressed_scratch_len`] of the
+    /// largest-cluster layer) for compressed clusters.
+    pub fn read_at_with_scratch(
+        &mut self,
+        offset: u64,
+        buf: &mut [u8],
+        scratch: &mut [u8],
+    ) -> Result<(), Error<I::Error>> {
         let (top, below) = self.layers.split_first_mut().expect("DEPTH > 0");
-        match top.as_mut().expect("a chain has a top layer") {
-            Layer::Qcow2(q) => q.read_layered(offset, buf, below, scratch),
-            Layer::Raw { io, size } => {
+        match top {
+            Some(Layer::Qcow2(q)) => q.read_layered(offset, buf, below, scratch),
+            Some(Layer::Raw { io, size }) => {
                 if offset.checked_add(buf.len() as u64).is_none_or(|e| e > *size) {
                     return Err(Error::OutOfRange { offset, len: buf.len(), size: *size });
                 }
                 io.read_at(offset, buf).map_err(Error::Io)
             }
+            None => Err(Error::OutOfRange { offset, len: buf.len(), size: 0 }),
         }
     }
 }
 
-/// Opens the qcow2 layer at `depth`; a `probed` one (format guessed, not declared) may name no
+impl<I: BlockIo, const N: usize, const DEPTH: usize> Default for Chain<I, N, DEPTH> {
+    fn default() -> Self {
+        Self::new_empty()
+    }
+}
+
+/// Opens the qcow2 layer at `depth` into `slot`; a `probed` one (format guessed, not declared) may name no
 /// files of its own.
+#[inline(never)]
 fn open_qcow2<I: BlockIo, const N: usize, R: Resolver<I>>(
-    mut io: I,
+    slot: &mut Option<Layer<I, N>>,
+    io: I,
     resolver: &mut R,
     depth: usize,
     probed: bool,
-) -> Result<Layer<I, N>, ChainError<I::Error, R::Error>> {
+) -> Result<(), ChainError<I::Error, R::Error>> {
     let layer_err = |error| ChainError::Layer { depth, error };
-    // Peek at the header for the data file feature (and, when probed, any name) before opening.
+    // The header first: the data file feature (and, when probed, any name) decide what to
+    // ask the resolver for before unlocking.
+    let mut parts = super::Parts::<I, I>::read(io).map_err(layer_err)?;
+    let external = parts.header.incompatible(super::Incompatible::ExternalDataFile);
     if probed {
-        let (header, extensions, _) = super::read_header(&mut io).map_err(layer_err)?;
-        if extensions.backing_file.is_some() {
+        if parts.extensions.backing_file.is_some() {
             return Err(ChainError::ProbedNamesFile { depth, data_file: false });
         }
-        if extensions.data_file.is_some() || header.incompatible(super::Incompatible::ExternalDataFile) {
+        if parts.extensions.data_file.is_some() || external {
             return Err(ChainError::ProbedNamesFile { depth, data_file: true });
         }
     }
-    let needs_data_file = super::needs_data_file(&mut io).map_err(layer_err)?;
-    let data_file = match needs_data_file {
-        None => None,
-        Some(name) => {
-            let request = DataFileRequest { name: name.as_ref().map(|n| n.as_bytes()), depth };
+    let data_file = match external {
+        false => None,
+        true => {
+            let request = DataFileRequest { name: parts.extensions.data_file.as_ref().map(|n| n.as_bytes()), depth };
             Some(resolver.open_data_file(&request).map_err(|error| ChainError::Resolver { depth, error })?)
         }
     };
     let limits = resolver.kdf_limits(depth);
     let passphrase = resolver.passphrase(depth);
-    Qcow2::open_with_kdf_limits(io, data_file, passphrase, &limits).map(Layer::Qcow2).map_err(layer_err)
+    parts.finish(data_file, Some((passphrase, &limits))).map_err(layer_err)?;
+    fill_layer(slot, parts);
+    Ok(())
+}
+
+/// Moves an opened image into its chain slot (reusing the cache memory of a qcow2 layer
+/// already there). Not inlined: its frame may hold the new layer while it is built, and must
+/// not add up with the open path's.
+#[inline(never)]
+fn fill_layer<I: BlockIo, const N: usize>(slot: &mut Option<Layer<I, N>>, parts: super::Parts<I, I>) {
+    match slot {
+        Some(Layer::Qcow2(q)) => Qcow2::fill_existing(q, parts),
+        _ => *slot = Some(Layer::Qcow2(Qcow2::from_parts(parts))),
+    }
 }
 
 /// qcow2 magic and version 2/3 -> qcow2, anything else raw.

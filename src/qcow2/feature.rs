@@ -87,13 +87,13 @@ impl FeatureName {
 
 impl core::fmt::Debug for FeatureName {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{:?}", crate::qcow2::Name(self.as_bytes()))
+        write!(f, "{:?}", crate::qcow2::UntrustedName(self.as_bytes()))
     }
 }
 
 impl core::fmt::Display for FeatureName {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        core::fmt::Display::fmt(&crate::qcow2::Name(self.as_bytes()), f)
+        core::fmt::Display::fmt(&crate::qcow2::UntrustedName(self.as_bytes()), f)
     }
 }
 

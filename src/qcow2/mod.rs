@@ -37,7 +37,7 @@ mod mapping;
 mod read;
 pub mod snapshot;
 
-pub use backing::{Chain, Layer};
+pub use backing::{Chain, ChainError, Layer};
 pub use error::{Corruption, Error, HeaderError};
 pub use extension::{Extensions, FdeHeader};
 pub use extent::Extent;
@@ -73,15 +73,15 @@ pub(crate) fn be64(b: &[u8], off: usize) -> u64 {
 /// (newlines and ESC included), Unicode bidirectional and invisible format characters escaped;
 /// bytes that are not UTF-8 as `\\xNN`. What a terminal shows is then exactly what the image
 /// holds, with no escape sequence run and no text reordered or hidden.
-pub struct Name<'a>(pub &'a [u8]);
+pub struct UntrustedName<'a>(pub &'a [u8]);
 
-impl core::fmt::Display for Name<'_> {
+impl core::fmt::Display for UntrustedName<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         crate::crypto::name::fmt_untrusted(self.0, f)
     }
 }
 
-impl core::fmt::Debug for Name<'_> {
+impl core::fmt::Debug for UntrustedName<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "\"{self}\"")
     }
@@ -120,11 +120,46 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> core::fmt::Debug 
     }
 }
 
-impl<I: BlockIo, const N: usize> Qcow2<I, I, N> {
-    /// Opens an image without an external data file. `passphrase` is needed for encrypted
-    /// images (LUKS: any key slot's passphrase; legacy AES: the key string).
+/// A [`Qcow2`] with the defaults spelled out (the image file's type for the data file,
+/// [`DEFAULT_CACHE_SLICES`] cached slices), so that `Qcow2Image::open(file, ..)` infers.
+pub type Qcow2Image<I> = Qcow2<I, I, DEFAULT_CACHE_SLICES>;
+
+/// Caller-owned storage for a [`Qcow2`] opened in place ([`Qcow2::open_in`]); `None` until
+/// the first open. Put it in a static, a box or a memory pool: [`Qcow2::open_in`] fills it
+/// without building the image (and its inline cache) on the stack.
+pub type Qcow2Slot<I, D = I, const N: usize = DEFAULT_CACHE_SLICES> = Option<Qcow2<I, D, N>>;
+
+/// Everything an open image holds except its cache: what the open path builds before it
+/// moves it into the caller's slot.
+pub(crate) struct Parts<I, D> {
+    pub(crate) io: I,
+    pub(crate) data_file: Option<D>,
+    pub(crate) header: Header,
+    pub(crate) extensions: Extensions,
+    pub(crate) file_size: u64,
+    pub(crate) data_file_size: u64,
+    pub(crate) crypt: Crypt,
+}
+
+impl<I: BlockIo> Qcow2<I, I, DEFAULT_CACHE_SLICES> {
+    /// Opens an image without an external data file, returning it by value (about
+    /// `size_of::<Qcow2Image<I>>()` bytes: see the module docs; [`Qcow2::open_in`] opens into
+    /// caller-owned memory instead). `passphrase` is needed for encrypted images (LUKS: any
+    /// key slot's passphrase; legacy AES: the key string).
     pub fn open(io: I, passphrase: Option<&[u8]>) -> Result<Self, Error<I::Error>> {
         Self::open_with_data_file(io, None, passphrase)
+    }
+}
+
+impl<I: BlockIo, const N: usize> Qcow2<I, I, N> {
+    /// Opens an image without an external data file into `slot` (caller-owned memory; a
+    /// previous image there is replaced, its cache memory reused) and returns it.
+    pub fn open_in<'s>(
+        slot: &'s mut Option<Self>,
+        io: I,
+        passphrase: Option<&[u8]>,
+    ) -> Result<&'s mut Self, Error<I::Error>> {
+        Self::open_in_with(slot, io, None, passphrase, &crate::luks::KdfLimits::DEFAULT)
     }
 }
 
@@ -137,7 +172,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         data_file: Option<D>,
         passphrase: Option<&[u8]>,
     ) -> Result<Self, Error<I::Error>> {
-        Self::open_inner(io, data_file, Some((passphrase, &crate::luks::KdfLimits::DEFAULT)))
+        Self::open_with_kdf_limits(io, data_file, passphrase, &crate::luks::KdfLimits::DEFAULT)
     }
 
     /// [`Qcow2::open_with_data_file`] with the caller's KDF limits for the embedded LUKS header
@@ -149,23 +184,108 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         passphrase: Option<&[u8]>,
         limits: &crate::luks::KdfLimits,
     ) -> Result<Self, Error<I::Error>> {
-        Self::open_inner(io, data_file, Some((passphrase, limits)))
+        let parts = Parts::open(io, data_file, Some((passphrase, limits)))?;
+        Ok(Self::from_parts(parts))
+    }
+
+    /// [`Qcow2::open_with_kdf_limits`] into `slot` (caller-owned memory; a previous image
+    /// there is replaced, its cache memory reused): nothing of the image's size is built on
+    /// the stack or moved.
+    pub fn open_in_with<'s>(
+        slot: &'s mut Option<Self>,
+        io: I,
+        data_file: Option<D>,
+        passphrase: Option<&[u8]>,
+        limits: &crate::luks::KdfLimits,
+    ) -> Result<&'s mut Self, Error<I::Error>> {
+        let parts = Parts::open(io, data_file, Some((passphrase, limits)))?;
+        Ok(Self::fill(slot, parts))
     }
 
     /// Opens the metadata only: header, tables, snapshots and the allocation map are
     /// available without a passphrase or data file; reading encrypted data (or data in a
     /// missing data file) fails with [`Error::PassphraseRequired`] ([`Error::DataFileRequired`]).
     pub fn open_metadata(io: I, data_file: Option<D>) -> Result<Self, Error<I::Error>> {
-        Self::open_inner(io, data_file, None)
+        Ok(Self::from_parts(Parts::open(io, data_file, None)?))
     }
 
+    /// [`Qcow2::open_metadata`] into `slot` (see [`Qcow2::open_in_with`]).
+    pub fn open_metadata_in(
+        slot: &mut Option<Self>,
+        io: I,
+        data_file: Option<D>,
+    ) -> Result<&mut Self, Error<I::Error>> {
+        let parts = Parts::open(io, data_file, None)?;
+        Ok(Self::fill(slot, parts))
+    }
+
+    #[inline(always)]
+    pub(crate) fn from_parts(p: Parts<I, D>) -> Self {
+        Qcow2 {
+            l1_table_offset: p.header.l1_table_offset,
+            l1_size: p.header.l1_size,
+            size: p.header.size,
+            snapshot: None,
+            io: p.io,
+            data_file: p.data_file,
+            header: p.header,
+            extensions: p.extensions,
+            file_size: p.file_size,
+            data_file_size: p.data_file_size,
+            crypt: p.crypt,
+            cache: L2Cache::new(),
+        }
+    }
+
+    /// Moves `p` into `slot` field by field: an image already there keeps its cache memory
+    /// (emptied); an empty slot gets the image built in place.
+    #[inline(never)]
+    fn fill(slot: &mut Option<Self>, p: Parts<I, D>) -> &mut Self {
+        match slot {
+            Some(q) => {
+                Self::fill_existing(q, p);
+                q
+            }
+            None => slot.insert(Self::from_parts(p)),
+        }
+    }
+
+    /// Moves `p` into the image `q` field by field, keeping (and emptying) its cache.
+    pub(crate) fn fill_existing(q: &mut Self, p: Parts<I, D>) {
+                q.l1_table_offset = p.header.l1_table_offset;
+                q.l1_size = p.header.l1_size;
+                q.size = p.header.size;
+                q.snapshot = None;
+                q.io = p.io;
+                q.data_file = p.data_file;
+                q.header = p.header;
+                q.extensions = p.extensions;
+                q.file_size = p.file_size;
+                q.data_file_size = p.data_file_size;
+                q.crypt = p.crypt;
+                q.cache.clear();
+    }
+}
+
+impl<I: BlockIo, D: BlockIo<Error = I::Error>> Parts<I, D> {
     /// `key`: `None` = metadata only, `Some((passphrase, limits))` = unlock.
-    fn open_inner(
-        mut io: I,
-        mut data_file: Option<D>,
+    pub(crate) fn open(
+        io: I,
+        data_file: Option<D>,
         key: Option<(Option<&[u8]>, &crate::luks::KdfLimits)>,
     ) -> Result<Self, Error<I::Error>> {
-        let (header, extensions, file_size) = read_header(&mut io)?;
+        let mut parts = Self::read(io)?;
+        parts.finish(data_file, key)?;
+        Ok(parts)
+    }
+
+    /// Reads and checks the header (step 1 of opening; the caller may look at the names
+    /// before [`Parts::finish`]).
+    // Not inlined (nor is what it calls): its frames (the header area, the LUKS unlock) are
+    // gone before the image is moved into its slot, so the two never add up on the stack.
+    #[inline(never)]
+    pub(crate) fn read(mut io: I) -> Result<Self, Error<I::Error>> {
+        let (header, extensions, file_size) = read_qcow2_header(&mut io)?;
         let l1_bytes = u64::from(header.l1_size) * 8;
         check_in_file(header::Table::L1, header.l1_table_offset, l1_bytes, file_size)?;
         let rt_bytes = u64::from(header.refcount_table_clusters) << header.cluster_bits;
@@ -173,7 +293,17 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         if header.nb_snapshots > 0 {
             check_in_file(header::Table::Snapshots, header.snapshots_offset, 40, file_size)?;
         }
-        let data_file_size = if header.incompatible(Incompatible::ExternalDataFile) {
+        Ok(Parts { io, data_file: None, header, extensions, file_size, data_file_size: 0, crypt: Crypt::Locked })
+    }
+
+    /// Step 2: takes the data file (kept only when the image has the feature) and unlocks.
+    #[inline(never)]
+    pub(crate) fn finish(
+        &mut self,
+        mut data_file: Option<D>,
+        key: Option<(Option<&[u8]>, &crate::luks::KdfLimits)>,
+    ) -> Result<(), Error<I::Error>> {
+        self.data_file_size = if self.header.incompatible(Incompatible::ExternalDataFile) {
             match data_file.as_mut() {
                 Some(d) => d.size().map_err(Error::Io)?,
                 None if key.is_none() => 0,
@@ -183,29 +313,18 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             data_file = None;
             0
         };
-        let crypt = match (header.crypt_method, key) {
+        self.data_file = data_file;
+        self.crypt = match (self.header.crypt_method, key) {
             (CryptMethod::None, _) => Crypt::None,
             (_, None) => Crypt::Locked,
             (_, Some((passphrase, limits))) => {
-                Self::unlock(&mut io, &header, &extensions, file_size, passphrase, limits)?
+                Self::unlock(&mut self.io, &self.header, &self.extensions, self.file_size, passphrase, limits)?
             }
         };
-        Ok(Qcow2 {
-            io,
-            data_file,
-            l1_table_offset: header.l1_table_offset,
-            l1_size: header.l1_size,
-            size: header.size,
-            snapshot: None,
-            header,
-            extensions,
-            file_size,
-            data_file_size,
-            crypt,
-            cache: L2Cache::new(),
-        })
+        Ok(())
     }
 
+    #[inline(never)]
     fn unlock(
         io: &mut I,
         header: &Header,
@@ -231,6 +350,9 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         })
     }
 
+}
+
+impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     /// The validated header.
     pub fn header(&self) -> &Header {
         &self.header
@@ -298,7 +420,8 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
 
 /// Reads and validates the header and extensions of the image on `io` (no passphrase needed:
 /// this is what `qluks info` shows). Returns them with the file size.
-pub fn read_header<I: BlockIo>(io: &mut I) -> Result<(Header, Extensions, u64), Error<I::Error>> {
+#[inline(never)]
+pub fn read_qcow2_header<I: BlockIo>(io: &mut I) -> Result<(Header, Extensions, u64), Error<I::Error>> {
     let file_size = io.size().map_err(Error::Io)?;
     let mut area = [0u8; HEADER_AREA];
     let n = (HEADER_AREA as u64).min(file_size) as usize;
@@ -313,12 +436,6 @@ pub fn read_header<I: BlockIo>(io: &mut I) -> Result<(Header, Extensions, u64), 
     let n = n.min(header.cluster_size() as usize);
     let extensions = Extensions::parse(&header, &area[..n])?;
     Ok((header, extensions, file_size))
-}
-
-/// `Some(data file name)` when the image on `io` keeps its data in an external data file.
-pub(crate) fn needs_data_file<I: BlockIo>(io: &mut I) -> Result<Option<Option<extension::NameBuf>>, Error<I::Error>> {
-    let (header, extensions, _) = read_header(io)?;
-    Ok(header.incompatible(Incompatible::ExternalDataFile).then_some(extensions.data_file))
 }
 
 fn check_in_file<E>(table: header::Table, offset: u64, len: u64, file_size: u64) -> Result<(), Error<E>> {

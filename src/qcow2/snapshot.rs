@@ -47,13 +47,13 @@ impl SnapshotName {
 
 impl core::fmt::Debug for SnapshotName {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{:?}", super::Name(self.as_bytes()))
+        write!(f, "{:?}", super::UntrustedName(self.as_bytes()))
     }
 }
 
 impl core::fmt::Display for SnapshotName {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{}", super::Name(self.as_bytes()))
+        write!(f, "{}", super::UntrustedName(self.as_bytes()))
     }
 }
 

@@ -177,7 +177,7 @@ fn run(args: &Args) -> Result<[u8; 32], Failure> {
                 virtio_blk::requests() - requests
             );
             let scratch = SCRATCH.take().ok_or(Failure::Args("scratch buffer already in use"))?;
-            hash_range(args.offset, args.length, buffer, |offset, buf| chain.read_at(offset, buf, scratch))
+            hash_range(args.offset, args.length, buffer, |offset, buf| chain.read_at_with_scratch(offset, buf, scratch))
         }
     }
 }
