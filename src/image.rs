@@ -126,7 +126,28 @@ impl<E: fmt::Display, R: fmt::Display> fmt::Display for OpenError<E, R> {
     }
 }
 
-impl<E: fmt::Debug + fmt::Display, R: fmt::Debug + fmt::Display> core::error::Error for OpenError<E, R> {}
+impl<E: core::error::Error + 'static, R: fmt::Debug + fmt::Display + 'static> core::error::Error for OpenError<E, R> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            OpenError::Io(e) => Some(e),
+            OpenError::Qcow(e) => Some(e),
+            OpenError::Qcow2(e) => Some(e),
+            OpenError::Luks(e) => Some(e),
+            OpenError::QcowBacking | OpenError::PassphraseRequired => None,
+        }
+    }
+}
+
+impl<E, R> OpenError<E, R> {
+    /// Whether the passphrase (of any layer) was wrong.
+    pub fn is_wrong_passphrase(&self) -> bool {
+        match self {
+            OpenError::Qcow2(e) => e.is_wrong_passphrase(),
+            OpenError::Luks(e) => matches!(e.luks(), Some(crate::luks::Error::WrongPassphrase)),
+            _ => false,
+        }
+    }
+}
 
 /// Why a read failed.
 #[derive(Debug)]
@@ -164,7 +185,17 @@ impl<E: fmt::Display> fmt::Display for ReadError<E> {
     }
 }
 
-impl<E: fmt::Debug + fmt::Display> core::error::Error for ReadError<E> {}
+impl<E: core::error::Error + 'static> core::error::Error for ReadError<E> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            ReadError::Io(e) => Some(e),
+            ReadError::Qcow(e) => Some(e),
+            ReadError::Qcow2(e) => Some(e),
+            ReadError::Luks(e) => Some(e),
+            ReadError::OutOfRange { .. } => None,
+        }
+    }
+}
 
 impl<'s, I: BlockIo, const N: usize, const DEPTH: usize> Image<'s, I, N, DEPTH> {
     /// Detects the format of `io` and opens it. Passphrases (layer 0 = this image) and

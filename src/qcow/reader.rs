@@ -398,7 +398,7 @@ enum NoBacking<E> {
     Never(core::convert::Infallible, core::marker::PhantomData<E>),
 }
 
-impl<E: core::fmt::Debug + core::fmt::Display> BlockIo for NoBacking<E> {
+impl<E: core::fmt::Debug + core::fmt::Display + From<crate::io::ReadOnly>> BlockIo for NoBacking<E> {
     type Error = E;
     fn read_at(&mut self, _: u64, _: &mut [u8]) -> Result<(), E> {
         match *self {

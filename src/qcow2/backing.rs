@@ -318,12 +318,43 @@ impl<E: fmt::Display, R: fmt::Display> fmt::Display for ChainError<E, R> {
                  (a raw disk can hold such a header); declare its format in the image that names it",
                 if *data_file { "an external data file" } else { "a backing file" }
             ),
-            ChainError::Io { depth, error } => write!(f, "backing layer {depth}: {error}"),
+            ChainError::Io { depth, error } => write!(f, "backing layer {depth}: probing its format: {error}"),
         }
     }
 }
 
-impl<E: fmt::Debug + fmt::Display, R: fmt::Debug + fmt::Display> core::error::Error for ChainError<E, R> {}
+/// `source()` is the layer's error or the device's; a resolver's error has no `'static`
+/// `Error` bound (resolvers may report a `&str`), so it is only shown, not chained.
+impl<E: core::error::Error + 'static, R: fmt::Debug + fmt::Display> core::error::Error for ChainError<E, R> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            ChainError::Layer { error, .. } => Some(error),
+            ChainError::Io { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl<E, R> ChainError<E, R> {
+    /// Whether a layer's passphrase was wrong ([`Error::is_wrong_passphrase`]).
+    pub fn is_wrong_passphrase(&self) -> bool {
+        matches!(self, ChainError::Layer { error, .. } if error.is_wrong_passphrase())
+    }
+
+    /// The depth of the layer the error is about (0 = top), when it is about one.
+    pub fn depth(&self) -> Option<usize> {
+        match self {
+            ChainError::Layer { depth, .. }
+            | ChainError::Resolver { depth, .. }
+            | ChainError::Loop { depth }
+            | ChainError::UnsupportedFormat { depth, .. }
+            | ChainError::UndeclaredFormat { depth }
+            | ChainError::ProbedNamesFile { depth, .. }
+            | ChainError::Io { depth, .. } => Some(*depth),
+            ChainError::TooDeep { .. } => None,
+        }
+    }
+}
 
 /// An image with its backing layers, stored inline: `DEPTH` layers at most, `N` cached table
 /// slices per qcow2 layer.
