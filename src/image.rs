@@ -55,7 +55,7 @@ pub fn detect<I: BlockIo>(io: &mut I) -> Result<Format, I::Error> {
     if io.size()? < magic.len() as u64 {
         return Ok(Format::Raw);
     }
-    io.read_at(0, &mut magic)?;
+    crate::io::read_aligned(io, 0, &mut magic)?;
     let version = u32::from_be_bytes([magic[4], magic[5], magic[6], magic[7]]);
     Ok(if magic[..4] == qcow2::header::MAGIC {
         match version {
@@ -266,7 +266,7 @@ impl<'s, I: BlockIo, const N: usize, const DEPTH: usize> Image<'s, I, N, DEPTH> 
             return Err(ReadError::OutOfRange { offset, len: buf.len(), size });
         }
         match self {
-            Image::Raw { io, .. } => io.read_at(offset, buf).map_err(ReadError::Io),
+            Image::Raw { io, .. } => crate::io::read_aligned(io, offset, buf).map_err(ReadError::Io),
             Image::Qcow(q) => q.read_at(offset, buf).map_err(ReadError::Qcow),
             Image::Qcow2 { chain, scratch: own } => {
                 let scratch = match scratch {
@@ -300,7 +300,7 @@ fn open_qcow<'s, I: BlockIo, const N: usize, const DEPTH: usize, R: Resolver<I>>
     scratch: &'s mut [u8],
 ) -> Result<Image<'s, I, N, DEPTH>, OpenError<I::Error, R::Error>> {
     let mut raw = [0u8; crate::qcow::header::HEADER_LEN];
-    io.read_at(0, &mut raw).map_err(OpenError::Io)?;
+    crate::io::read_aligned(&mut io, 0, &mut raw).map_err(OpenError::Io)?;
     let header = crate::qcow::QcowHeader::parse(&raw).map_err(|e| OpenError::Qcow(crate::qcow::Error::from(e)))?;
     if header.backing_file_offset != 0 {
         return Err(OpenError::QcowBacking);

@@ -89,14 +89,109 @@ pub trait BlockIo {
     /// The device's size in bytes.
     fn size(&mut self) -> Result<u64, Self::Error>;
 
-    /// Preferred buffer alignment in bytes (a power of two; 1 = none), like UEFI's `IoAlign`.
+    /// Buffer alignment in bytes the device needs (a power of two; 1 = none), like UEFI's
+    /// `IoAlign`: the engines pass it only buffers whose address is a multiple of it (they
+    /// bounce the rest, see [`read_aligned`]).
     fn io_align(&self) -> usize {
         1
     }
 
-    /// The device's block size in bytes (a power of two), a hint for request sizes.
+    /// The device's request granularity in bytes (a power of two; 1 = any byte range, the
+    /// default), like UEFI's `BlockSize`. When it is more than 1 (at most [`MAX_BLOCK_SIZE`])
+    /// the engines read only whole aligned blocks (offset and length multiples of it): their
+    /// own metadata in whole blocks, guest data straight into the caller's buffer when it is
+    /// aligned and through a one-block bounce buffer at unaligned heads and tails
+    /// ([`read_aligned`]). The device's size is then a whole number of blocks.
     fn block_size(&self) -> usize {
-        512
+        1
+    }
+}
+
+/// The largest [`BlockIo::block_size`] (and [`BlockIo::io_align`]) the engines honour: the
+/// size of their bounce buffer. Larger values are treated as 1 (any request).
+pub const MAX_BLOCK_SIZE: usize = 4096;
+
+/// Reads `buf.len()` bytes at `offset` from `io` in requests `io` accepts: whole aligned
+/// blocks of [`BlockIo::block_size`] into buffers aligned to [`BlockIo::io_align`]. The
+/// aligned middle goes straight into `buf` (one request, no copy); unaligned heads and tails
+/// (and buffers at unaligned addresses) go through a [`MAX_BLOCK_SIZE`] bounce buffer on the
+/// stack. A device with neither requirement gets `buf` as is.
+pub fn read_aligned<I: BlockIo + ?Sized>(io: &mut I, offset: u64, buf: &mut [u8]) -> Result<(), I::Error> {
+    let (bs, align) = granularity(io);
+    let start_ok = offset % bs as u64 == 0 && buf.len() % bs == 0;
+    if start_ok && (buf.as_ptr() as usize) % align == 0 {
+        return io.read_at(offset, buf);
+    }
+    read_bounced(io, offset, buf, bs, align)
+}
+
+fn granularity<I: BlockIo + ?Sized>(io: &I) -> (usize, usize) {
+    let valid = |n: usize| n.is_power_of_two() && n <= MAX_BLOCK_SIZE;
+    let bs = io.block_size();
+    let align = io.io_align();
+    (if valid(bs) { bs } else { 1 }, if valid(align) { align } else { 1 })
+}
+
+/// One block of bounce memory, aligned for any `io_align` up to [`MAX_BLOCK_SIZE`].
+#[repr(C, align(4096))]
+struct Bounce([u8; MAX_BLOCK_SIZE]);
+
+#[inline(never)]
+fn read_bounced<I: BlockIo + ?Sized>(
+    io: &mut I,
+    offset: u64,
+    buf: &mut [u8],
+    bs: usize,
+    align: usize,
+) -> Result<(), I::Error> {
+    let mut bounce = Bounce([0; MAX_BLOCK_SIZE]);
+    let mut done = 0usize;
+    while done < buf.len() {
+        let pos = offset + done as u64;
+        let within = (pos % bs as u64) as usize;
+        let rest = buf.len() - done;
+        if within == 0 && rest >= bs {
+            let whole = rest / bs * bs;
+            let part = &mut buf[done..done + whole];
+            if (part.as_ptr() as usize) % align == 0 {
+                io.read_at(pos, part)?;
+                done += whole;
+            } else {
+                let n = whole.min(MAX_BLOCK_SIZE);
+                io.read_at(pos, &mut bounce.0[..n])?;
+                part[..n].copy_from_slice(&bounce.0[..n]);
+                done += n;
+            }
+            continue;
+        }
+        // A partial block: read all of it, keep the part asked for.
+        io.read_at(pos - within as u64, &mut bounce.0[..bs])?;
+        let n = (bs - within).min(rest);
+        buf[done..done + n].copy_from_slice(&bounce.0[within..within + n]);
+        done += n;
+    }
+    Ok(())
+}
+
+/// A view of a device whose reads go through [`read_aligned`]: hand it to code that reads
+/// arbitrary byte ranges (a LUKS header parser) so that the device still sees only whole
+/// aligned blocks. Writes pass through unchanged.
+#[derive(Debug)]
+pub struct Aligned<'a, I: ?Sized>(pub &'a mut I);
+
+impl<I: BlockIo + ?Sized> BlockIo for Aligned<'_, I> {
+    type Error = I::Error;
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
+        read_aligned(self.0, offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), Self::Error> {
+        self.0.write_at(offset, buf)
+    }
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        self.0.flush()
+    }
+    fn size(&mut self) -> Result<u64, Self::Error> {
+        self.0.size()
     }
 }
 
@@ -373,9 +468,6 @@ mod file {
         fn size(&mut self) -> std::io::Result<u64> {
             Ok(self.metadata()?.len())
         }
-        fn block_size(&self) -> usize {
-            4096
-        }
     }
 }
 
@@ -418,6 +510,40 @@ mod tests {
         fn size(&mut self) -> Result<u64, MemIoError> {
             Ok(512)
         }
+    }
+
+    /// A 512-byte-block device that fails any request that is not whole aligned blocks.
+    struct Blocks<'a>(MemIo<'a>);
+
+    impl BlockIo for Blocks<'_> {
+        type Error = MemIoError;
+        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), MemIoError> {
+            if offset % 512 != 0 || buf.len() % 512 != 0 {
+                return Err(MemIoError::OutOfBounds(OutOfBounds { offset, len: buf.len(), size: 0 }));
+            }
+            self.0.read_at(offset, buf)
+        }
+        fn size(&mut self) -> Result<u64, MemIoError> {
+            self.0.size()
+        }
+        fn block_size(&self) -> usize {
+            512
+        }
+    }
+
+    #[test]
+    fn read_aligned_reads_any_range_from_a_block_device() {
+        let mut data: [u8; 2048] = core::array::from_fn(|i| (i * 7) as u8);
+        let want = data;
+        let mut dev = Blocks(MemIo::new(&mut data));
+        for (off, len) in [(0usize, 512usize), (1, 1), (511, 2), (100, 1500), (512, 1024), (3, 2045), (0, 2048)] {
+            let mut buf = [0u8; 2048];
+            read_aligned(&mut dev, off as u64, &mut buf[..len]).unwrap();
+            assert_eq!(buf[..len], want[off..off + len], "{len} at {off}");
+            // At an odd address too.
+            read_aligned(&mut dev, off as u64, &mut buf[1..1 + len.min(2047)]).unwrap();
+        }
+        assert!(dev.read_at(1, &mut [0u8; 1]).is_err(), "the device itself refuses partial blocks");
     }
 
     #[test]

@@ -101,7 +101,7 @@ impl<I: BlockIo, const N: usize> Layer<I, N> {
     ) -> Result<(), Error<I::Error>> {
         match self {
             Layer::Qcow2(q) => q.read_layered(offset, buf, below, scratch),
-            Layer::Raw { io, .. } => io.read_at(offset, buf).map_err(Error::Io),
+            Layer::Raw { io, .. } => crate::io::read_aligned(io, offset, buf).map_err(Error::Io),
         }
     }
 }
@@ -505,7 +505,7 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
                 if offset.checked_add(buf.len() as u64).is_none_or(|e| e > *size) {
                     return Err(Error::OutOfRange { offset, len: buf.len(), size: *size });
                 }
-                io.read_at(offset, buf).map_err(Error::Io)
+                crate::io::read_aligned(io, offset, buf).map_err(Error::Io)
             }
             None => Err(Error::OutOfRange { offset, len: buf.len(), size: 0 }),
         }
@@ -572,7 +572,7 @@ pub fn probe<I: BlockIo>(io: &mut I) -> Result<BackingFormat, I::Error> {
     if io.size()? < 8 {
         return Ok(BackingFormat::Raw);
     }
-    io.read_at(0, &mut magic)?;
+    crate::io::read_aligned(io, 0, &mut magic)?;
     let version = u32::from_be_bytes([magic[4], magic[5], magic[6], magic[7]]);
     Ok(if magic[..4] == super::header::MAGIC && (version == 2 || version == 3) {
         BackingFormat::Qcow2

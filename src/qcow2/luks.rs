@@ -22,6 +22,9 @@ pub(crate) fn unlock<I: BlockIo>(
         IoError::Luks(crate::luks::Error::WrongPassphrase) => Error::WrongPassphrase,
         IoError::Luks(e) => Error::Luks(e),
     };
+    // The LUKS code reads byte ranges (the 592-byte header, key material): through the
+    // aligning view, a block device sees whole aligned blocks only.
+    let io = &mut crate::io::Aligned(io);
     let header = luks1::read_header(io, fde.offset).map_err(map)?;
     let (_, key) =
         luks1::unlock_with_limits(io, fde.offset, Some(fde.length), &header, passphrase, None, limits).map_err(map)?;

@@ -32,7 +32,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let io = &mut self.io;
         let s = self
             .cache
-            .get(table_offset, slice, |buf| io.read_at(start, &mut buf[..len as usize]).map_err(Error::Io))?;
+            .get(table_offset, slice, |buf| crate::io::read_aligned(io, start, &mut buf[..len as usize]).map_err(Error::Io))?;
         let second = if entry_size == 16 { be64(s, within + 8) } else { 0 };
         Ok((be64(s, within), second))
     }

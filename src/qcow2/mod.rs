@@ -425,7 +425,7 @@ pub fn read_qcow2_header<I: BlockIo>(io: &mut I) -> Result<(Header, Extensions, 
     let file_size = io.size().map_err(Error::Io)?;
     let mut area = [0u8; HEADER_AREA];
     let n = (HEADER_AREA as u64).min(file_size) as usize;
-    io.read_at(0, &mut area[..n]).map_err(Error::Io)?;
+    crate::io::read_aligned(io, 0, &mut area[..n]).map_err(Error::Io)?;
     let area = &area[..n];
     let header = match Header::parse(area) {
         Err(HeaderError::UnknownIncompatibleFeatures { bits }) => {

@@ -129,7 +129,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let (input, rest) = scratch.split_at_mut(compressed_len as usize);
         let avail = (self.file_size - host_offset).min(compressed_len) as usize;
         let input = &mut input[..avail];
-        self.io.read_at(host_offset, input).map_err(Error::Io)?;
+        crate::io::read_aligned(&mut self.io, host_offset, input).map_err(Error::Io)?;
         let cluster_start = guest & !(cs as u64 - 1);
         let kind = self.header.compression_type;
         let fail = |error| Error::Decompress { guest_offset: cluster_start, error };
@@ -202,7 +202,7 @@ fn read_host<J: BlockIo>(io: &mut J, file_size: u64, host: u64, out: &mut [u8]) 
     let avail = file_size.saturating_sub(host).min(out.len() as u64) as usize;
     let (present, past_end) = out.split_at_mut(avail);
     if !present.is_empty() {
-        io.read_at(host, present).map_err(Error::Io)?;
+        crate::io::read_aligned(io, host, present).map_err(Error::Io)?;
     }
     past_end.fill(0);
     Ok(())

@@ -145,7 +145,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             return Err(None);
         }
         if !buf.is_empty() {
-            self.io.read_at(offset, buf).map_err(|e| Some(Error::Io(e)))?;
+            crate::io::read_aligned(&mut self.io, offset, buf).map_err(|e| Some(Error::Io(e)))?;
         }
         Ok(())
     }
