@@ -268,3 +268,33 @@ fn image_luks_fits_in_64_kib() {
 fn image_luks_qcow2_fits_in_64_kib() {
     image_case("image_luks_qcow2_fits_in_64_kib", "luks.qcow2");
 }
+
+/// The sizes the module docs' memory table reports (printed with `--nocapture`); a layer
+/// costs its cache plus under 5 KiB (the names it keeps, the header, the cipher).
+#[test]
+fn struct_sizes_stay_within_the_documented_table() {
+    use qluks::image::Image;
+    use qluks::qcow2::backing::Layer;
+    use qluks::qcow2::extension::Extensions;
+    use qluks::qcow2::Qcow2;
+    use std::mem::size_of;
+    let rows = [
+        ("Extensions", size_of::<Extensions>()),
+        ("Qcow2<File> (N = 4)", size_of::<Qcow2Image<File>>()),
+        ("Qcow2<File, File, 1>", size_of::<Qcow2<File, File, 1>>()),
+        ("Qcow2<File, File, 16>", size_of::<Qcow2<File, File, 16>>()),
+        ("Layer<File> (N = 4)", size_of::<Layer<File>>()),
+        ("Chain<File, 4, 2>", size_of::<Chain<File, 4, 2>>()),
+        ("Chain<File> (4, 4)", size_of::<Chain<File>>()),
+        ("Chain<File, 8, 16>", size_of::<Chain<File, 8, 16>>()),
+        ("Image<File>", size_of::<Image<'_, File>>()),
+    ];
+    for (name, size) in rows {
+        println!("{name:24} {size:>8}");
+    }
+    assert!(size_of::<Extensions>() < 3584, "was 4.8 KiB with inline 1 KiB names and 32 feature entries");
+    let cache = |n: usize| n * (4096 + 32);
+    assert!(size_of::<Qcow2Image<File>>() < cache(4) + 5120);
+    assert!(size_of::<Chain<File, 8, 16>>() < 16 * (cache(8) + 5120));
+    assert!(size_of::<Image<'_, File>>() < 4096, "the chain is the caller's, not inline");
+}

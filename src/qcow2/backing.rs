@@ -42,7 +42,7 @@
 //!     let mut chain: Chain<MemIo<'_>, 4, 2> =
 //!         Chain::open(top, &mut disks).map_err(|_| "cannot open the chain")?;
 //!     let mut sector = [0u8; 512];
-//!     chain.read_at(0, &mut sector, &mut []).map_err(|_| "read failed")?;
+//!     chain.read_at(0, &mut sector).map_err(|_| "read failed")?;
 //!     Ok(())
 //! }
 //! # let _ = boot;

@@ -9,7 +9,7 @@ use qluks::qcow2::backing::{BackingFormat, BackingRequest, Chain, DataFileReques
 
 use crate::virtio_blk::{VirtioBlk, MAX_DISKS, SERIAL_LEN};
 
-/// Cached 4 KiB table slices per qcow2 layer (inline in the chain, on the stack).
+/// Cached 4 KiB table slices per qcow2 layer (inline in the chain, a static in `.bss`).
 pub const CACHE_SLICES: usize = 16;
 /// Layers at most: the overlay, its base, and room for a deeper chain.
 pub const DEPTH: usize = MAX_DISKS;
