@@ -39,7 +39,7 @@ pub mod prelude {
     pub use crate::io::{BlockIo, MemIo, ReadOnly};
     pub use crate::qcow::{Error as QcowError, Qcow1};
     pub use crate::qcow2::backing::{BackingFormat, BackingRequest, DataFileRequest, NoBacking, Opened, Resolver};
-    pub use crate::qcow2::{Chain, ChainError, Error as Qcow2Error, Qcow2, Qcow2Image, Qcow2Slot};
+    pub use crate::qcow2::{Chain, ChainError, Error as Qcow2Error, Qcow2, Qcow2Image};
     // NOTE for the lead: the LUKS names below are those on main today. The LUKS engineer's
     // renames (issue 9: one LUKS error vocabulary, `luks::IoError` -> ..., `luks::Error` ->
     // ...) will need these re-exports updated when that branch is merged.

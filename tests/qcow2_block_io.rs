@@ -10,7 +10,7 @@ use std::process::Command;
 
 use qluks::io::BlockIo;
 use qluks::qcow2::backing::{BackingFormat, BackingRequest, Chain, DataFileRequest, Opened, Resolver};
-use qluks::qcow2::{Qcow2, Qcow2Slot};
+use qluks::qcow2::Qcow2;
 
 const BLOCK: u64 = 512;
 const ALIGN: usize = 16;
@@ -100,8 +100,8 @@ fn luks_qcow2_opens_and_reads_through_a_512_byte_block_device() {
     let opts = format!("driver=qcow2,file.filename={},encrypt.key-secret=s0", img.display());
     qemu_io(&[sec], &opts, &["write -P 0x5a 0 64k", "write -P 0x21 70000 5000", "write -P 0x7e 900k 3000"]);
     let want = qemu_raw(&dir, &[sec], &opts);
-    let mut slot: Box<Qcow2Slot<Blocks>> = Box::default();
-    let q = Qcow2::open_in(&mut slot, Blocks::open(&img), Some(b"pw")).unwrap();
+    let mut q: Box<Qcow2<Blocks>> = Box::default();
+    q.open_in(Blocks::open(&img), Some(b"pw")).unwrap();
     let mut buf = vec![0u8; q.size() as usize];
     q.read_at(0, &mut buf).unwrap();
     assert_eq!(buf, want);
@@ -111,7 +111,7 @@ fn luks_qcow2_opens_and_reads_through_a_512_byte_block_device() {
         q.read_at(off, &mut part[1..]).unwrap();
         assert_eq!(part[1..], want[off as usize..off as usize + len], "{len} at {off}");
     }
-    assert!(q.io().requests > 0);
+    assert!(q.io().unwrap().requests > 0);
 }
 
 /// Hands out pre-opened block devices by name and per-layer passphrases.

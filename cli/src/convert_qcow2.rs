@@ -83,10 +83,10 @@ pub fn run(
     let files: Vec<&File> = layers
         .iter()
         .map(|l| match l {
-            Layer::Qcow2(q) => q.data_file().unwrap_or(q.io()),
-            Layer::Raw { io, .. } => io,
+            Layer::Qcow2(q) => q.data_file().or(q.io()).ok_or("layer not open"),
+            Layer::Raw { io, .. } => Ok(io),
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     // Unencrypted stored data needs no transformation: the kernel copies it file to file.
     let plain: Vec<bool> = layers
         .iter()

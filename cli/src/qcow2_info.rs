@@ -44,7 +44,7 @@ pub fn qcow2_info(path: &Path, file: File, json_out: bool) -> Result<String, Box
         CryptMethod::Aes => json!({ "format": "aes" }),
         CryptMethod::Luks => {
             let fde = x.fde.ok_or("FDE extension missing")?;
-            let (mut file, _) = q.into_inner();
+            let (Some(mut file), _) = q.into_inner() else { return Err("image not open".into()) };
             let l = luks1::read_header(&mut file, fde.offset).map_err(|e| at(&e))?;
             let slots: Vec<Value> = l
                 .keyslots
@@ -87,7 +87,7 @@ pub fn qcow2_info(path: &Path, file: File, json_out: bool) -> Result<String, Box
             "l1_size": s.l1_size,
         }));
     }
-    let file_size = q.into_inner().0.size()?;
+    let file_size = q.into_inner().0.ok_or("image not open")?.size()?;
     let v = json!({
         "format": "qcow2",
         "filename": path.display().to_string(),

@@ -359,7 +359,10 @@ impl<E, R> ChainError<E, R> {
 /// An image with its backing layers, stored inline: `DEPTH` layers at most, `N` cached table
 /// slices per qcow2 layer.
 pub struct Chain<I: BlockIo, const N: usize = { super::DEFAULT_CACHE_SLICES }, const DEPTH: usize = 4> {
+    /// `..len` are the chain (top first); the slots past it keep closed qcow2 layers (their
+    /// cache memory, for the next open) or nothing.
     layers: [Option<Layer<I, N>>; DEPTH],
+    len: usize,
 }
 
 impl<I: BlockIo, const N: usize, const DEPTH: usize> fmt::Debug for Chain<I, N, DEPTH> {
@@ -373,22 +376,24 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
     /// `static`). Reading an empty chain fails with [`Error::OutOfRange`] (its size is 0).
     pub const fn new_empty() -> Self {
         const { assert!(DEPTH > 0, "a chain holds at least one layer") };
-        Chain { layers: [const { None }; DEPTH] }
+        Chain { layers: [const { Some(Layer::Qcow2(Qcow2::new_empty())) }; DEPTH], len: 0 }
     }
 
     /// A chain of one layer; add backings with [`Chain::push_backing`].
     pub fn new(top: Layer<I, N>) -> Self {
         let mut chain = Self::new_empty();
         chain.layers[0] = Some(top);
+        chain.len = 1;
         chain
     }
 
     /// Appends the backing of the current bottom layer; gives the layer back when full.
     #[allow(clippy::result_large_err)]
     pub fn push_backing(&mut self, layer: Layer<I, N>) -> Result<(), Layer<I, N>> {
-        match self.layers.iter_mut().find(|l| l.is_none()) {
+        match self.layers.get_mut(self.len) {
             Some(slot) => {
                 *slot = Some(layer);
+                self.len += 1;
                 Ok(())
             }
             None => Err(layer),
@@ -410,12 +415,9 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
     /// passphrase comes from [`Resolver::passphrase`]. On error the chain holds the layers
     /// opened so far (reading it is then meaningless; open it again).
     pub fn open_in<R: Resolver<I>>(&mut self, top: I, resolver: &mut R) -> Result<(), ChainError<I::Error, R::Error>> {
-        for layer in self.layers.iter_mut().skip(1) {
-            if matches!(layer, Some(Layer::Raw { .. })) {
-                *layer = None;
-            }
-        }
+        self.close();
         open_qcow2::<I, N, R>(&mut self.layers[0], top, resolver, 0, false)?;
+        self.len = 1;
         let mut identities = [None::<u64>; DEPTH];
         identities[0] = resolver.top_identity();
         let mut depth = 0;
@@ -453,35 +455,47 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
             match format {
                 BackingFormat::Raw => {
                     let size = io.size().map_err(|e| ChainError::Layer { depth, error: Error::Io(e) })?;
-                    *slot = Some(Layer::Raw { io, size });
+                    put_raw_layer(slot, io, size);
                 }
                 BackingFormat::Qcow2 => open_qcow2::<I, N, R>(slot, io, resolver, depth, probed)?,
             }
-        }
-        for layer in &mut self.layers[depth + 1..] {
-            *layer = None;
+            self.len = depth + 1;
         }
         Ok(())
     }
 
-    /// Virtual size (the top layer's).
+    /// Closes every layer (dropping the devices, keeping the qcow2 layers' cache memory): the
+    /// chain is then empty, as [`Chain::new_empty`] made it.
+    pub fn close(&mut self) {
+        for slot in self.layers.iter_mut() {
+            match slot {
+                Some(Layer::Qcow2(q)) => q.close(),
+                // Drops the raw device (the slot becomes an empty qcow2 layer).
+                Some(Layer::Raw { .. }) => new_qcow2_layer(slot),
+                None => {}
+            }
+        }
+        self.len = 0;
+    }
+
+    /// Virtual size (the top layer's; 0 when empty).
     pub fn size(&self) -> u64 {
-        self.layers[0].as_ref().map_or(0, Layer::size)
+        self.layers().next().map_or(0, Layer::size)
     }
 
     /// The layers, top first.
     pub fn layers(&self) -> impl Iterator<Item = &Layer<I, N>> {
-        self.layers.iter().map_while(Option::as_ref)
+        self.layers[..self.len].iter().map_while(Option::as_ref)
     }
 
-    /// The top layer.
-    pub fn top(&self) -> &Layer<I, N> {
-        self.layers[0].as_ref().expect("a chain has a top layer")
+    /// The top layer (`None` when the chain is empty).
+    pub fn top(&self) -> Option<&Layer<I, N>> {
+        self.layers().next()
     }
 
-    /// Mutable access to the layers (top first, `None` after the bottom).
+    /// Mutable access to the layers (top first).
     pub fn layers_mut(&mut self) -> &mut [Option<Layer<I, N>>] {
-        &mut self.layers
+        &mut self.layers[..self.len]
     }
 
     /// Reads guest bytes through the chain. Compressed clusters need scratch memory: use
@@ -498,7 +512,9 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
         buf: &mut [u8],
         scratch: &mut [u8],
     ) -> Result<(), Error<I::Error>> {
-        let (top, below) = self.layers.split_first_mut().expect("DEPTH > 0");
+        let Some((top, below)) = self.layers[..self.len].split_first_mut() else {
+            return Err(Error::OutOfRange { offset, len: buf.len(), size: 0 });
+        };
         match top {
             Some(Layer::Qcow2(q)) => q.read_layered(offset, buf, below, scratch),
             Some(Layer::Raw { io, size }) => {
@@ -528,42 +544,71 @@ fn open_qcow2<I: BlockIo, const N: usize, R: Resolver<I>>(
     depth: usize,
     probed: bool,
 ) -> Result<(), ChainError<I::Error, R::Error>> {
+    let q = qcow2_slot(slot);
+    let r = open_steps::<I, N, R>(q, io, resolver, depth, probed);
+    if r.is_err() {
+        q.close();
+    }
+    r
+}
+
+fn open_steps<I: BlockIo, const N: usize, R: Resolver<I>>(
+    q: &mut Qcow2<I, I, N>,
+    io: I,
+    resolver: &mut R,
+    depth: usize,
+    probed: bool,
+) -> Result<(), ChainError<I::Error, R::Error>> {
     let layer_err = |error| ChainError::Layer { depth, error };
     // The header first: the data file feature (and, when probed, any name) decide what to
     // ask the resolver for before unlocking.
-    let mut parts = super::Parts::<I, I>::read(io).map_err(layer_err)?;
-    let external = parts.header.incompatible(super::Incompatible::ExternalDataFile);
+    q.read_header_in(io).map_err(layer_err)?;
+    let external = q.header().incompatible(super::Incompatible::ExternalDataFile);
+    let names = q.extensions();
     if probed {
-        if parts.extensions.backing_file.is_some() {
+        if names.backing_file.is_some() {
             return Err(ChainError::ProbedNamesFile { depth, data_file: false });
         }
-        if parts.extensions.data_file.is_some() || external {
+        if names.data_file.is_some() || external {
             return Err(ChainError::ProbedNamesFile { depth, data_file: true });
         }
     }
     let data_file = match external {
         false => None,
         true => {
-            let request = DataFileRequest { name: parts.extensions.data_file.as_ref().map(|n| n.as_bytes()), depth };
+            let request = DataFileRequest { name: names.data_file.as_ref().map(|n| n.as_bytes()), depth };
             Some(resolver.open_data_file(&request).map_err(|error| ChainError::Resolver { depth, error })?)
         }
     };
     let limits = resolver.kdf_limits(depth);
     let passphrase = resolver.passphrase(depth);
-    parts.finish(data_file, Some((passphrase, &limits))).map_err(layer_err)?;
-    fill_layer(slot, parts);
-    Ok(())
+    q.finish_open(data_file, Some((passphrase, &limits))).map_err(layer_err)
 }
 
-/// Moves an opened image into its chain slot (reusing the cache memory of a qcow2 layer
-/// already there). Not inlined: its frame may hold the new layer while it is built, and must
-/// not add up with the open path's.
-#[inline(never)]
-fn fill_layer<I: BlockIo, const N: usize>(slot: &mut Option<Layer<I, N>>, parts: super::Parts<I, I>) {
-    match slot {
-        Some(Layer::Qcow2(q)) => Qcow2::fill_existing(q, parts),
-        _ => *slot = Some(Layer::Qcow2(Qcow2::from_parts(parts))),
+/// The qcow2 layer in `slot`, where the next layer opens in place (reusing its cache memory).
+fn qcow2_slot<I: BlockIo, const N: usize>(slot: &mut Option<Layer<I, N>>) -> &mut Qcow2<I, I, N> {
+    if !matches!(slot, Some(Layer::Qcow2(_))) {
+        new_qcow2_layer(slot);
     }
+    match slot {
+        Some(Layer::Qcow2(q)) => q,
+        _ => unreachable!("just made a qcow2 layer"),
+    }
+}
+
+/// Puts an empty qcow2 layer where a raw one (or none) was. Not inlined: its frame holds a
+/// whole layer while it is built (only chains with raw layers, or made by [`Chain::new`]).
+#[cold]
+#[inline(never)]
+fn new_qcow2_layer<I: BlockIo, const N: usize>(slot: &mut Option<Layer<I, N>>) {
+    *slot = Some(Layer::Qcow2(Qcow2::new_empty()));
+}
+
+/// Puts a raw layer in `slot`. Not inlined, for the same reason.
+#[cold]
+#[inline(never)]
+fn put_raw_layer<I: BlockIo, const N: usize>(slot: &mut Option<Layer<I, N>>, io: I, size: u64) {
+    *slot = Some(Layer::Raw { io, size });
 }
 
 /// qcow2 magic and version 2/3 -> qcow2, anything else raw.

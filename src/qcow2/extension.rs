@@ -131,19 +131,31 @@ impl core::fmt::Debug for Extensions {
 }
 
 impl Extensions {
+    /// No extensions and no names (an image not opened yet).
+    pub const EMPTY: Extensions = Extensions {
+        backing_format: None,
+        backing_file: None,
+        data_file: None,
+        fde: None,
+        bitmaps: None,
+        feature_table: heapless::Vec::new(),
+        unknown: heapless::Vec::new(),
+        unknown_total: 0,
+    };
+
     /// Parses the extensions and the backing file name from `area`, a copy of the first bytes
     /// of cluster 0 (all of it, or at least up to the end marker).
     pub fn parse(h: &Header, area: &[u8]) -> Result<Extensions, HeaderError> {
-        let mut x = Extensions {
-            backing_format: None,
-            backing_file: None,
-            data_file: None,
-            fde: None,
-            bitmaps: None,
-            feature_table: heapless::Vec::new(),
-            unknown: heapless::Vec::new(),
-            unknown_total: 0,
-        };
+        let mut x = Extensions::EMPTY;
+        x.parse_into(h, area)?;
+        Ok(x)
+    }
+
+    /// [`Extensions::parse`] into `self` (replacing what it held), without a large value
+    /// returned on the stack.
+    pub fn parse_into(&mut self, h: &Header, area: &[u8]) -> Result<(), HeaderError> {
+        *self = Extensions::EMPTY;
+        let x = self;
         let cluster_end = h.cluster_size();
         if h.backing_file_offset != 0 {
             let start = h.backing_file_offset as usize;
@@ -153,7 +165,7 @@ impl Extensions {
             x.backing_file = NameBuf::new(raw);
         }
         if h.version < 3 && h.header_length == super::header::V2_HEADER_LEN && area.len() < 80 {
-            return Ok(x);
+            return Ok(());
         }
         let mut off = u64::from(h.header_length);
         let mut seen = 0u32; // bit per known type
@@ -252,7 +264,7 @@ impl Extensions {
         if h.crypt_method == CryptMethod::Luks && x.fde.is_none() {
             return Err(HeaderError::LuksWithoutFde);
         }
-        Ok(x)
+        Ok(())
     }
 
     /// The raw feature name table (48-byte entries).

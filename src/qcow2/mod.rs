@@ -25,7 +25,7 @@
 //!
 //! Every open and read path runs in 64 KiB of stack (`tests/stack_qcow2.rs` runs each on a
 //! 64 KiB thread) provided the large structs live in the caller's memory (a `static`, a box, a
-//! pool): open them in place with [`Qcow2::open_in`] (into a [`Qcow2Slot`]),
+//! pool): open them in place with [`Qcow2::open_in`] (on a [`Qcow2::new_empty`], `const`),
 //! [`Chain::open_in`] (on a [`Chain::new_empty`], which is `const`) and
 //! [`Image::open`](crate::image::Image::open) (which takes the chain by reference). The
 //! by-value `open`s remain for callers with stack to spare.
@@ -118,7 +118,8 @@ impl core::fmt::Debug for UntrustedName<'_> {
 /// `I` is the image file, `D` the external data file (the same type as `I` by default; unused
 /// without one), `N` the number of 4 KiB table slices cached inline.
 pub struct Qcow2<I: BlockIo, D: BlockIo<Error = I::Error> = I, const N: usize = DEFAULT_CACHE_SLICES> {
-    io: I,
+    /// `None` until opened ([`Qcow2::new_empty`]).
+    io: Option<I>,
     data_file: Option<D>,
     header: Header,
     extensions: Extensions,
@@ -150,23 +151,6 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> core::fmt::Debug 
 /// [`DEFAULT_CACHE_SLICES`] cached slices), so that `Qcow2Image::open(file, ..)` infers.
 pub type Qcow2Image<I> = Qcow2<I, I, DEFAULT_CACHE_SLICES>;
 
-/// Caller-owned storage for a [`Qcow2`] opened in place ([`Qcow2::open_in`]); `None` until
-/// the first open. Put it in a static, a box or a memory pool: [`Qcow2::open_in`] fills it
-/// without building the image (and its inline cache) on the stack.
-pub type Qcow2Slot<I, D = I, const N: usize = DEFAULT_CACHE_SLICES> = Option<Qcow2<I, D, N>>;
-
-/// Everything an open image holds except its cache: what the open path builds before it
-/// moves it into the caller's slot.
-pub(crate) struct Parts<I, D> {
-    pub(crate) io: I,
-    pub(crate) data_file: Option<D>,
-    pub(crate) header: Header,
-    pub(crate) extensions: Extensions,
-    pub(crate) file_size: u64,
-    pub(crate) data_file_size: u64,
-    pub(crate) crypt: Crypt,
-}
-
 impl<I: BlockIo> Qcow2<I, I, DEFAULT_CACHE_SLICES> {
     /// Opens an image without an external data file, returning it by value (about
     /// `size_of::<Qcow2Image<I>>()` bytes: see the module docs; [`Qcow2::open_in`] opens into
@@ -178,18 +162,47 @@ impl<I: BlockIo> Qcow2<I, I, DEFAULT_CACHE_SLICES> {
 }
 
 impl<I: BlockIo, const N: usize> Qcow2<I, I, N> {
-    /// Opens an image without an external data file into `slot` (caller-owned memory; a
-    /// previous image there is replaced, its cache memory reused) and returns it.
-    pub fn open_in<'s>(
-        slot: &'s mut Option<Self>,
-        io: I,
-        passphrase: Option<&[u8]>,
-    ) -> Result<&'s mut Self, Error<I::Error>> {
-        Self::open_in_with(slot, io, None, passphrase, &crate::luks::KdfLimits::DEFAULT)
+    /// Opens an image without an external data file into this (caller-owned) value, made by
+    /// [`Qcow2::new_empty`] or holding an image opened before (replaced; its cache memory is
+    /// reused): nothing of the image's size is built on the stack or moved.
+    pub fn open_in(&mut self, io: I, passphrase: Option<&[u8]>) -> Result<(), Error<I::Error>> {
+        self.open_in_with(io, None, passphrase, &crate::luks::KdfLimits::DEFAULT)
+    }
+}
+
+impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Default for Qcow2<I, D, N> {
+    fn default() -> Self {
+        Self::new_empty()
     }
 }
 
 impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
+    /// An image that holds nothing yet (size 0, no device), for [`Qcow2::open_in`]: its
+    /// memory (mostly the table cache) is the caller's, e.g. a `static` (this is `const`), a
+    /// box or a pool.
+    pub const fn new_empty() -> Self {
+        Qcow2 {
+            io: None,
+            data_file: None,
+            header: Header::EMPTY,
+            extensions: Extensions::EMPTY,
+            file_size: 0,
+            data_file_size: 0,
+            l1_table_offset: 0,
+            l1_size: 0,
+            size: 0,
+            snapshot: None,
+            crypt: Crypt::Locked,
+            cache: L2Cache::new(),
+        }
+    }
+
+    /// Whether an image is open (not [`Qcow2::new_empty`], nor closed by a failed
+    /// [`Qcow2::open_in`]).
+    pub fn is_open(&self) -> bool {
+        self.io.is_some()
+    }
+
     /// Opens an image whose guest data may live in `data_file` (required when the image has
     /// the external data file feature; the image's [`Extensions::data_file`] names it, and the
     /// caller decides whether and how to open that name).
@@ -210,108 +223,78 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         passphrase: Option<&[u8]>,
         limits: &crate::luks::KdfLimits,
     ) -> Result<Self, Error<I::Error>> {
-        let parts = Parts::open(io, data_file, Some((passphrase, limits)))?;
-        Ok(Self::from_parts(parts))
+        let mut q = Self::new_empty();
+        q.open_in_with(io, data_file, passphrase, limits)?;
+        Ok(q)
     }
 
-    /// [`Qcow2::open_with_kdf_limits`] into `slot` (caller-owned memory; a previous image
-    /// there is replaced, its cache memory reused): nothing of the image's size is built on
-    /// the stack or moved.
-    pub fn open_in_with<'s>(
-        slot: &'s mut Option<Self>,
+    /// [`Qcow2::open_with_kdf_limits`] into this (caller-owned) value (see
+    /// [`Qcow2::open_in`]). On error the value is left closed ([`Qcow2::is_open`] false).
+    pub fn open_in_with(
+        &mut self,
         io: I,
         data_file: Option<D>,
         passphrase: Option<&[u8]>,
         limits: &crate::luks::KdfLimits,
-    ) -> Result<&'s mut Self, Error<I::Error>> {
-        let parts = Parts::open(io, data_file, Some((passphrase, limits)))?;
-        Ok(Self::fill(slot, parts))
+    ) -> Result<(), Error<I::Error>> {
+        self.open_steps(io, data_file, Some((passphrase, limits)))
     }
 
     /// Opens the metadata only: header, tables, snapshots and the allocation map are
     /// available without a passphrase or data file; reading encrypted data (or data in a
     /// missing data file) fails with [`Error::PassphraseRequired`] ([`Error::DataFileRequired`]).
     pub fn open_metadata(io: I, data_file: Option<D>) -> Result<Self, Error<I::Error>> {
-        Ok(Self::from_parts(Parts::open(io, data_file, None)?))
+        let mut q = Self::new_empty();
+        q.open_metadata_in(io, data_file)?;
+        Ok(q)
     }
 
-    /// [`Qcow2::open_metadata`] into `slot` (see [`Qcow2::open_in_with`]).
-    pub fn open_metadata_in(
-        slot: &mut Option<Self>,
-        io: I,
-        data_file: Option<D>,
-    ) -> Result<&mut Self, Error<I::Error>> {
-        let parts = Parts::open(io, data_file, None)?;
-        Ok(Self::fill(slot, parts))
+    /// [`Qcow2::open_metadata`] into this (caller-owned) value (see [`Qcow2::open_in_with`]).
+    pub fn open_metadata_in(&mut self, io: I, data_file: Option<D>) -> Result<(), Error<I::Error>> {
+        self.open_steps(io, data_file, None)
     }
 
-    #[inline(always)]
-    pub(crate) fn from_parts(p: Parts<I, D>) -> Self {
-        Qcow2 {
-            l1_table_offset: p.header.l1_table_offset,
-            l1_size: p.header.l1_size,
-            size: p.header.size,
-            snapshot: None,
-            io: p.io,
-            data_file: p.data_file,
-            header: p.header,
-            extensions: p.extensions,
-            file_size: p.file_size,
-            data_file_size: p.data_file_size,
-            crypt: p.crypt,
-            cache: L2Cache::new(),
-        }
-    }
-
-    /// Moves `p` into `slot` field by field: an image already there keeps its cache memory
-    /// (emptied); an empty slot gets the image built in place.
-    #[inline(never)]
-    fn fill(slot: &mut Option<Self>, p: Parts<I, D>) -> &mut Self {
-        match slot {
-            Some(q) => {
-                Self::fill_existing(q, p);
-                q
-            }
-            None => slot.insert(Self::from_parts(p)),
-        }
-    }
-
-    /// Moves `p` into the image `q` field by field, keeping (and emptying) its cache.
-    pub(crate) fn fill_existing(q: &mut Self, p: Parts<I, D>) {
-                q.l1_table_offset = p.header.l1_table_offset;
-                q.l1_size = p.header.l1_size;
-                q.size = p.header.size;
-                q.snapshot = None;
-                q.io = p.io;
-                q.data_file = p.data_file;
-                q.header = p.header;
-                q.extensions = p.extensions;
-                q.file_size = p.file_size;
-                q.data_file_size = p.data_file_size;
-                q.crypt = p.crypt;
-                q.cache.clear();
-    }
-}
-
-impl<I: BlockIo, D: BlockIo<Error = I::Error>> Parts<I, D> {
-    /// `key`: `None` = metadata only, `Some((passphrase, limits))` = unlock.
-    pub(crate) fn open(
+    fn open_steps(
+        &mut self,
         io: I,
         data_file: Option<D>,
         key: Option<(Option<&[u8]>, &crate::luks::KdfLimits)>,
-    ) -> Result<Self, Error<I::Error>> {
-        let mut parts = Self::read(io)?;
-        parts.finish(data_file, key)?;
-        Ok(parts)
+    ) -> Result<(), Error<I::Error>> {
+        let r = self.read_header_in(io).and_then(|()| self.finish_open(data_file, key));
+        if r.is_err() {
+            self.close();
+        }
+        r
     }
 
-    /// Reads and checks the header (step 1 of opening; the caller may look at the names
-    /// before [`Parts::finish`]).
-    // Not inlined (nor is what it calls): its frames (the header area, the LUKS unlock) are
-    // gone before the image is moved into its slot, so the two never add up on the stack.
+    /// Drops the devices and forgets the image, keeping the cache memory: the value is then
+    /// as [`Qcow2::new_empty`] made it.
+    pub fn close(&mut self) {
+        self.io = None;
+        self.data_file = None;
+        self.header = Header::EMPTY;
+        self.extensions = Extensions::EMPTY;
+        self.file_size = 0;
+        self.data_file_size = 0;
+        self.l1_table_offset = 0;
+        self.l1_size = 0;
+        self.size = 0;
+        self.snapshot = None;
+        self.crypt = Crypt::Locked;
+        self.cache.clear();
+    }
+
+    /// Opening, step 1: closes this image, takes `io` and reads and checks the header into
+    /// place (the caller may look at the names before [`Qcow2::finish_open`]). The image stays
+    /// unreadable (size 0) until step 2. On error the caller closes it.
+    // Not inlined (nor is what it calls): the header area's frame is gone before the unlock.
     #[inline(never)]
-    pub(crate) fn read(mut io: I) -> Result<Self, Error<I::Error>> {
-        let (header, extensions, file_size) = read_qcow2_header(&mut io)?;
+    pub(crate) fn read_header_in(&mut self, io: I) -> Result<(), Error<I::Error>> {
+        self.close();
+        let io = self.io.insert(io);
+        let file_size = read_header_into(io, &mut self.header, &mut self.extensions)?;
+        self.file_size = file_size;
+        let header = &self.header;
         let l1_bytes = u64::from(header.l1_size) * 8;
         check_in_file(header::Table::L1, header.l1_table_offset, l1_bytes, file_size)?;
         let rt_bytes = u64::from(header.refcount_table_clusters) << header.cluster_bits;
@@ -319,12 +302,14 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>> Parts<I, D> {
         if header.nb_snapshots > 0 {
             check_in_file(header::Table::Snapshots, header.snapshots_offset, 40, file_size)?;
         }
-        Ok(Parts { io, data_file: None, header, extensions, file_size, data_file_size: 0, crypt: Crypt::Locked })
+        Ok(())
     }
 
-    /// Step 2: takes the data file (kept only when the image has the feature) and unlocks.
+    /// Opening, step 2: takes the data file (kept only when the image has the feature),
+    /// unlocks (`key`: `None` = metadata only, `Some((passphrase, limits))`), and makes the
+    /// image readable. On error the caller closes it.
     #[inline(never)]
-    pub(crate) fn finish(
+    pub(crate) fn finish_open(
         &mut self,
         mut data_file: Option<D>,
         key: Option<(Option<&[u8]>, &crate::luks::KdfLimits)>,
@@ -340,43 +325,25 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>> Parts<I, D> {
             0
         };
         self.data_file = data_file;
+        let Some(io) = self.io.as_mut() else {
+            return Err(Error::OutOfRange { offset: 0, len: 0, size: 0 });
+        };
         self.crypt = match (self.header.crypt_method, key) {
             (CryptMethod::None, _) => Crypt::None,
             (_, None) => Crypt::Locked,
             (_, Some((passphrase, limits))) => {
-                Self::unlock(&mut self.io, &self.header, &self.extensions, self.file_size, passphrase, limits)?
+                unlock(io, &self.header, &self.extensions, self.file_size, passphrase, limits)?
             }
         };
+        self.l1_table_offset = self.header.l1_table_offset;
+        self.l1_size = self.header.l1_size;
+        self.size = self.header.size;
+        self.snapshot = None;
+        self.cache.clear();
         Ok(())
     }
-
-    #[inline(never)]
-    fn unlock(
-        io: &mut I,
-        header: &Header,
-        extensions: &Extensions,
-        file_size: u64,
-        passphrase: Option<&[u8]>,
-        limits: &crate::luks::KdfLimits,
-    ) -> Result<Crypt, Error<I::Error>> {
-        Ok(match header.crypt_method {
-            CryptMethod::None => Crypt::None,
-            CryptMethod::Aes => Crypt::legacy_aes(passphrase.ok_or(Error::PassphraseRequired)?)?,
-            CryptMethod::Luks => {
-                let fde = extensions.fde.ok_or(Error::Header(HeaderError::LuksWithoutFde))?;
-                if fde.offset.saturating_add(fde.length) > file_size {
-                    return Err(Error::Corrupt(Corruption::PastEndOfFile {
-                        table: header::Table::Fde,
-                        offset: fde.offset,
-                        file_size,
-                    }));
-                }
-                luks::unlock(io, fde, passphrase.ok_or(Error::PassphraseRequired)?, limits)?
-            }
-        })
-    }
-
 }
+
 
 impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     /// The validated header.
@@ -420,8 +387,8 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         self.snapshot
     }
 
-    /// Gives back the image file and data file.
-    pub fn into_inner(self) -> (I, Option<D>) {
+    /// Gives back the image file (`None` if not open) and data file.
+    pub fn into_inner(self) -> (Option<I>, Option<D>) {
         (self.io, self.data_file)
     }
 
@@ -447,21 +414,60 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
 /// Reads and validates the header and extensions of the image on `io` (no passphrase needed:
 /// this is what `qluks info` shows). Returns them with the file size.
 #[inline(never)]
+fn unlock<I: BlockIo>(
+    io: &mut I,
+    header: &Header,
+    extensions: &Extensions,
+    file_size: u64,
+    passphrase: Option<&[u8]>,
+    limits: &crate::luks::KdfLimits,
+) -> Result<Crypt, Error<I::Error>> {
+    Ok(match header.crypt_method {
+        CryptMethod::None => Crypt::None,
+        CryptMethod::Aes => Crypt::legacy_aes(passphrase.ok_or(Error::PassphraseRequired)?)?,
+        CryptMethod::Luks => {
+            let fde = extensions.fde.ok_or(Error::Header(HeaderError::LuksWithoutFde))?;
+            if fde.offset.saturating_add(fde.length) > file_size {
+                return Err(Error::Corrupt(Corruption::PastEndOfFile {
+                    table: header::Table::Fde,
+                    offset: fde.offset,
+                    file_size,
+                }));
+            }
+            luks::unlock(io, fde, passphrase.ok_or(Error::PassphraseRequired)?, limits)?
+        }
+    })
+}
+
+#[inline(never)]
 pub fn read_qcow2_header<I: BlockIo>(io: &mut I) -> Result<(Header, Extensions, u64), Error<I::Error>> {
+    let mut header = Header::EMPTY;
+    let mut extensions = Extensions::EMPTY;
+    let file_size = read_header_into(io, &mut header, &mut extensions)?;
+    Ok((header, extensions, file_size))
+}
+
+/// [`read_qcow2_header`] into place (nothing large returned by value).
+#[inline(never)]
+fn read_header_into<I: BlockIo>(
+    io: &mut I,
+    header: &mut Header,
+    extensions: &mut Extensions,
+) -> Result<u64, Error<I::Error>> {
     let file_size = io.size().map_err(Error::Io)?;
     let mut area = [0u8; HEADER_AREA];
     let n = (HEADER_AREA as u64).min(file_size) as usize;
     crate::io::read_aligned(io, 0, &mut area[..n]).map_err(Error::Io)?;
     let area = &area[..n];
-    let header = match Header::parse(area) {
+    *header = match Header::parse(area) {
         Err(HeaderError::UnknownIncompatibleFeatures { bits }) => {
             return Err(unknown_feature_error(area, bits));
         }
         r => r?,
     };
     let n = n.min(header.cluster_size() as usize);
-    let extensions = Extensions::parse(&header, &area[..n])?;
-    Ok((header, extensions, file_size))
+    extensions.parse_into(header, &area[..n])?;
+    Ok(file_size)
 }
 
 fn check_in_file<E>(table: header::Table, offset: u64, len: u64, file_size: u64) -> Result<(), Error<E>> {

@@ -145,7 +145,8 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             return Err(None);
         }
         if !buf.is_empty() {
-            crate::io::read_aligned(&mut self.io, offset, buf).map_err(|e| Some(Error::Io(e)))?;
+            let io = self.io.as_mut().ok_or(None)?;
+            crate::io::read_aligned(io, offset, buf).map_err(|e| Some(Error::Io(e)))?;
         }
         Ok(())
     }
