@@ -75,6 +75,8 @@ pub fn detect<I: BlockIo>(io: &mut I) -> Result<Format, I::Error> {
 /// Small: a qcow2 chain (the large part: `DEPTH` layers with `N` cached table slices each)
 /// lives in caller memory given to [`Image::open`], so the image itself can be returned and
 /// moved cheaply.
+// No heap: the qcow and LUKS variants carry their ciphers inline (about 2 KiB), by design.
+#[allow(clippy::large_enum_variant)]
 pub enum Image<'s, I: BlockIo, const N: usize = { qcow2::DEFAULT_CACHE_SLICES }, const DEPTH: usize = 4> {
     /// Raw bytes.
     Raw {
@@ -260,7 +262,12 @@ impl<'s, I: BlockIo, const N: usize, const DEPTH: usize> Image<'s, I, N, DEPTH> 
         self.read_impl(offset, buf, Some(scratch))
     }
 
-    fn read_impl(&mut self, offset: u64, buf: &mut [u8], scratch: Option<&mut [u8]>) -> Result<(), ReadError<I::Error>> {
+    fn read_impl(
+        &mut self,
+        offset: u64,
+        buf: &mut [u8],
+        scratch: Option<&mut [u8]>,
+    ) -> Result<(), ReadError<I::Error>> {
         let size = self.size();
         if offset.checked_add(buf.len() as u64).is_none_or(|end| end > size) {
             return Err(ReadError::OutOfRange { offset, len: buf.len(), size });

@@ -118,8 +118,8 @@ pub const MAX_BLOCK_SIZE: usize = 4096;
 /// stack. A device with neither requirement gets `buf` as is.
 pub fn read_aligned<I: BlockIo + ?Sized>(io: &mut I, offset: u64, buf: &mut [u8]) -> Result<(), I::Error> {
     let (bs, align) = granularity(io);
-    let start_ok = offset % bs as u64 == 0 && buf.len() % bs == 0;
-    if start_ok && (buf.as_ptr() as usize) % align == 0 {
+    let start_ok = offset.is_multiple_of(bs as u64) && buf.len().is_multiple_of(bs);
+    if start_ok && (buf.as_ptr() as usize).is_multiple_of(align) {
         return io.read_at(offset, buf);
     }
     read_bounced(io, offset, buf, bs, align)
@@ -153,7 +153,7 @@ fn read_bounced<I: BlockIo + ?Sized>(
         if within == 0 && rest >= bs {
             let whole = rest / bs * bs;
             let part = &mut buf[done..done + whole];
-            if (part.as_ptr() as usize) % align == 0 {
+            if (part.as_ptr() as usize).is_multiple_of(align) {
                 io.read_at(pos, part)?;
                 done += whole;
             } else {
@@ -518,7 +518,7 @@ mod tests {
     impl BlockIo for Blocks<'_> {
         type Error = MemIoError;
         fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), MemIoError> {
-            if offset % 512 != 0 || buf.len() % 512 != 0 {
+            if !offset.is_multiple_of(512) || !buf.len().is_multiple_of(512) {
                 return Err(MemIoError::OutOfBounds(OutOfBounds { offset, len: buf.len(), size: 0 }));
             }
             self.0.read_at(offset, buf)

@@ -32,7 +32,8 @@ impl BlockIo for Blocks {
     type Error = std::io::Error;
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         self.requests += 1;
-        if offset % BLOCK != 0 || buf.len() as u64 % BLOCK != 0 || buf.as_ptr() as usize % ALIGN != 0 {
+        let whole = offset.is_multiple_of(BLOCK) && (buf.len() as u64).is_multiple_of(BLOCK);
+        if !whole || !(buf.as_ptr() as usize).is_multiple_of(ALIGN) {
             let addr = buf.as_ptr() as usize;
             panic!("request of {} bytes at {offset:#x} into {addr:#x} is not whole aligned blocks", buf.len());
         }

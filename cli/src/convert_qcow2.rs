@@ -155,7 +155,9 @@ pub fn run(
         while done < length {
             let n = (length - done).min(CHUNK);
             let out = &mut buf[..n as usize];
-            chain.read_at_with_scratch(start + done, out, &mut scratch).map_err(|e| format!("{}: {e}", src.display()))?;
+            chain
+                .read_at_with_scratch(start + done, out, &mut scratch)
+                .map_err(|e| format!("{}: {e}", src.display()))?;
             dst.write_all_at(out, start + done)?;
             done += n;
         }

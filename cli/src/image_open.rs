@@ -85,7 +85,8 @@ fn needs_passphrase(path: &Path) -> Result<bool, Box<dyn Error>> {
     let mut file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(match qluks::image::detect(&mut file)? {
         qluks::image::Format::Qcow2 => {
-            let (h, _, _) = qluks::qcow2::read_qcow2_header(&mut file).map_err(|e| format!("{}: {e}", path.display()))?;
+            let (h, _, _) =
+                qluks::qcow2::read_qcow2_header(&mut file).map_err(|e| format!("{}: {e}", path.display()))?;
             h.crypt_method != CryptMethod::None
         }
         qluks::image::Format::Qcow => {

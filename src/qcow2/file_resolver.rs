@@ -108,7 +108,13 @@ pub struct Found {
 
 impl core::fmt::Display for Found {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{} name \"{}\" in {}", self.role, UntrustedName(&self.name), UntrustedName(self.image.as_os_str().as_bytes()))
+        write!(
+            f,
+            "{} name \"{}\" in {}",
+            self.role,
+            UntrustedName(&self.name),
+            UntrustedName(self.image.as_os_str().as_bytes())
+        )
     }
 }
 

@@ -344,7 +344,6 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     }
 }
 
-
 impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     /// The validated header.
     pub fn header(&self) -> &Header {
