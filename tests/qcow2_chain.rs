@@ -117,6 +117,13 @@ fn wrong_backing_passphrase_names_the_layer() {
     r.set_passphrase(1, b"wrong");
     let e = Chain::<File>::open(File::open(&top).unwrap(), &mut r).unwrap_err();
     assert!(matches!(e, ChainError::Layer { depth: 1, error: qluks::qcow2::Error::WrongPassphrase }), "{e:?}");
+    // One question to branch on, the layer in the message, the layer's error as the source,
+    // and LUKS's own words for a wrong passphrase.
+    assert!(e.is_wrong_passphrase());
+    assert_eq!(e.depth(), Some(1));
+    assert_eq!(e.to_string(), "backing layer 1: no keyslot matches the passphrase");
+    let source = std::error::Error::source(&e).expect("the layer's error");
+    assert_eq!(source.to_string(), "no keyslot matches the passphrase");
 }
 
 #[test]

@@ -24,27 +24,29 @@
 //! # Memory and stack
 //!
 //! Every open and read path runs in 64 KiB of stack (`tests/stack_qcow2.rs` runs each on a
-//! 64 KiB thread) provided the large structs live in the caller's memory (a `static`, a box, a
-//! pool): open them in place with [`Qcow2::open_in`] (on a [`Qcow2::new_empty`], `const`),
-//! [`Chain::open_in`] (on a [`Chain::new_empty`], which is `const`) and
-//! [`Image::open`](crate::image::Image::open) (which takes the chain by reference). The
-//! by-value `open`s remain for callers with stack to spare.
+//! thread with its measured minimum plus about 8 KiB) provided the large structs live in the
+//! caller's memory (a `static`, a box, a pool) and are opened in place: [`Qcow2::new_empty`]
+//! and [`Chain::new_empty`] are `const`, [`Qcow2::open_in`] and [`Chain::open_in`] fill them
+//! field by field (a chain keeps closed layers' caches for the next open), and
+//! [`Image::open`](crate::image::Image::open) takes the chain by reference. The by-value
+//! `open`s remain for callers with stack to spare (they build the value on the stack).
 //!
 //! | what | bytes (x86-64, `I = File`) |
 //! | --- | --- |
-//! | table cache, per qcow2 layer | `N` x (4096 + 32) |
-//! | [`Extensions`] (names kept: backing and data file 1023 bytes each, format 32, 16 feature table entries, 8 unknown extensions) | 3 128 |
+//! | table cache, per qcow2 layer | `N` x (4096 + 32) + 8 |
+//! | [`Extensions`] (kept: backing and data file names 1023 bytes each, format name 32, 16 feature table entries, 8 unknown extensions) | 3 128 (was 4 832) |
 //! | [`Qcow2`] = cache + about 4.3 KiB (header, extensions, cipher key schedules, sizes) | `N` = 1: 8 448; 4: 20 832; 16: 70 368 |
 //! | [`Layer`] (`N` = 4) | 20 832 |
-//! | [`Chain`] = `DEPTH` x [`Layer`] | `<4, 2>`: 41 664; `<4, 4>`: 83 328; `<8, 16>`: 597 504 |
-//! | [`Image`](crate::image::Image) (the chain is the caller's) | 2 200 |
+//! | [`Chain`] = `DEPTH` x [`Layer`] + 8 | `<4, 2>`: 41 672; `<4, 4>`: 83 336; `<8, 16>`: 597 512 |
+//! | [`Image`](crate::image::Image) (the chain is the caller's) | 2 200 (was 90 160) |
 //! | compressed scratch ([`Qcow2::compressed_scratch_len`]) | 3 x cluster size (192 KiB at 64 KiB clusters) |
-//! | bounce buffer of [`read_aligned`](crate::io::read_aligned) (stack, only with `block_size() > 1`) | 4 096 |
+//! | bounce buffer of [`read_aligned`](crate::io::read_aligned) (stack, only with `block_size() > 1` or `io_align() > 1`) | 4 096 |
+//! | header area read at open (stack, [`HEADER_AREA`]) | 8 192 |
 //!
-//! Minimum stack measured (release, x86-64, by bisecting the thread stack size; the caller's
-//! structs not on it): `Qcow2` LUKS / legacy AES / compressed open + read 47 KiB; a three-layer
-//! LUKS chain open + read 37 KiB; `Image` on raw / qcow / qcow2 / LUKS / LUKS qcow2: 9 / 9 /
-//! 45 / 33 / 45 KiB. Debug builds need more (see the numbers in `tests/stack_qcow2.rs`).
+//! Minimum stack measured (x86-64, release / debug, KiB, by bisecting the thread's stack size;
+//! a thread alone needs about 9): `Qcow2` open + read: LUKS 27 / 69, legacy AES 9 / 49,
+//! compressed clusters 29 / 57; a three-layer LUKS chain 27 / 73; [`Image`](crate::image::Image)
+//! on raw 9 / 9, qcow 9 / 43, qcow2 9 / 43, LUKS 29 / 75, LUKS qcow2 31 / 83.
 
 pub mod backing;
 pub mod compressed;

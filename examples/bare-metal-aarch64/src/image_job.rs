@@ -67,7 +67,7 @@ impl Resolver<VirtioBlk> for Disks<'_> {
 /// The hal backend the top layer decrypts with (`None` for an unencrypted image).
 pub fn top_backend(chain: &DiskChain) -> Option<qluks_hal::Backend> {
     match chain.top() {
-        Layer::Qcow2(q) => q.cipher().map(|c| c.backend()),
-        Layer::Raw { .. } => None,
+        Some(Layer::Qcow2(q)) => q.cipher().map(|c| c.backend()),
+        Some(Layer::Raw { .. }) | None => None,
     }
 }
