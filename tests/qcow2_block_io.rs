@@ -170,3 +170,31 @@ fn encrypted_chain_opens_and_reads_through_a_512_byte_block_device() {
         assert_eq!(part[1..], want[off as usize..off as usize + len], "{len} at {off}");
     }
 }
+
+#[test]
+fn image_opens_qcow_and_qcow2_through_a_512_byte_block_device() {
+    let t = "image_opens_qcow_and_qcow2_through_a_512_byte_block_device";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(t);
+    for format in ["qcow", "qcow2"] {
+        let img = dir.join(format);
+        qemu_img(&["create", "-q", "-f", format, img.to_str().unwrap(), "1M"]);
+        let opts = format!("driver={format},file.filename={}", img.display());
+        qemu_io(&[], &opts, &["write -P 0x5a 0 64k", "write -P 0x21 70000 5000"]);
+        let want = qemu_raw(&dir, &[], &opts);
+        let mut r = Devices { files: vec![], passphrases: vec![] };
+        let mut chain: Box<Chain<Blocks>> = Box::default();
+        let mut scratch = vec![0u8; 3 << 16];
+        let mut image = qluks::image::Image::open(Blocks::open(&img), &mut r, &mut chain, &mut scratch).unwrap();
+        let mut buf = vec![0u8; image.size() as usize];
+        image.read_at(0, &mut buf).unwrap();
+        assert_eq!(buf, want, "{format}");
+        for &(off, len) in ODD {
+            let mut part = vec![0u8; len + 1];
+            image.read_at(off, &mut part[1..]).unwrap();
+            assert_eq!(part[1..], want[off as usize..off as usize + len], "{format}: {len} at {off}");
+        }
+    }
+}
