@@ -55,7 +55,7 @@ pub fn detect<I: BlockIo>(io: &mut I) -> Result<Format, I::Error> {
     if io.size()? < magic.len() as u64 {
         return Ok(Format::Raw);
     }
-    io.read_at(0, &mut magic)?;
+    crate::io::read_aligned(io, 0, &mut magic)?;
     let version = u32::from_be_bytes([magic[4], magic[5], magic[6], magic[7]]);
     Ok(if magic[..4] == qcow2::header::MAGIC {
         match version {
@@ -71,7 +71,11 @@ pub fn detect<I: BlockIo>(io: &mut I) -> Result<Format, I::Error> {
 }
 
 /// An open image of any format.
-// No heap: the qcow2 chain is stored inline, by design.
+///
+/// Small: a qcow2 chain (the large part: `DEPTH` layers with `N` cached table slices each)
+/// lives in caller memory given to [`Image::open`], so the image itself can be returned and
+/// moved cheaply.
+// No heap: the qcow and LUKS variants carry their ciphers inline (about 2 KiB), by design.
 #[allow(clippy::large_enum_variant)]
 pub enum Image<'s, I: BlockIo, const N: usize = { qcow2::DEFAULT_CACHE_SLICES }, const DEPTH: usize = 4> {
     /// Raw bytes.
@@ -85,8 +89,8 @@ pub enum Image<'s, I: BlockIo, const N: usize = { qcow2::DEFAULT_CACHE_SLICES },
     Qcow(Qcow1<'s, I>),
     /// qcow2 with its backing chain.
     Qcow2 {
-        /// The chain (top first).
-        chain: Chain<I, N, DEPTH>,
+        /// The chain (top first), in the caller's memory.
+        chain: &'s mut Chain<I, N, DEPTH>,
         /// Memory for compressed clusters.
         scratch: &'s mut [u8],
     },
@@ -124,7 +128,28 @@ impl<E: fmt::Display, R: fmt::Display> fmt::Display for OpenError<E, R> {
     }
 }
 
-impl<E: fmt::Debug + fmt::Display, R: fmt::Debug + fmt::Display> core::error::Error for OpenError<E, R> {}
+impl<E: core::error::Error + 'static, R: fmt::Debug + fmt::Display + 'static> core::error::Error for OpenError<E, R> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            OpenError::Io(e) => Some(e),
+            OpenError::Qcow(e) => Some(e),
+            OpenError::Qcow2(e) => Some(e),
+            OpenError::Luks(e) => Some(e),
+            OpenError::QcowBacking | OpenError::PassphraseRequired => None,
+        }
+    }
+}
+
+impl<E, R> OpenError<E, R> {
+    /// Whether the passphrase (of any layer) was wrong.
+    pub fn is_wrong_passphrase(&self) -> bool {
+        match self {
+            OpenError::Qcow2(e) => e.is_wrong_passphrase(),
+            OpenError::Luks(e) => matches!(e.luks(), Some(crate::luks::LuksError::WrongPassphrase)),
+            _ => false,
+        }
+    }
+}
 
 /// Why a read failed.
 #[derive(Debug)]
@@ -162,15 +187,28 @@ impl<E: fmt::Display> fmt::Display for ReadError<E> {
     }
 }
 
-impl<E: fmt::Debug + fmt::Display> core::error::Error for ReadError<E> {}
+impl<E: core::error::Error + 'static> core::error::Error for ReadError<E> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            ReadError::Io(e) => Some(e),
+            ReadError::Qcow(e) => Some(e),
+            ReadError::Qcow2(e) => Some(e),
+            ReadError::Luks(e) => Some(e),
+            ReadError::OutOfRange { .. } => None,
+        }
+    }
+}
 
 impl<'s, I: BlockIo, const N: usize, const DEPTH: usize> Image<'s, I, N, DEPTH> {
     /// Detects the format of `io` and opens it. Passphrases (layer 0 = this image) and
-    /// backing/data files come from `resolver`; `scratch` ([`MAX_SCRATCH_LEN`] suffices) holds
-    /// qcow tables and qcow2 compressed clusters.
+    /// backing/data files come from `resolver`. Memory comes from the caller: `chain` holds a
+    /// qcow2 image and its backing layers (opened in place with [`Chain::open_in`]; unused for
+    /// the other formats; [`Chain::new_empty`] makes one, const, for a `static`), `scratch`
+    /// ([`MAX_SCRATCH_LEN`] suffices) qcow tables and qcow2 compressed clusters.
     pub fn open<R: Resolver<I>>(
         mut io: I,
         resolver: &mut R,
+        chain: &'s mut Chain<I, N, DEPTH>,
         scratch: &'s mut [u8],
     ) -> Result<Self, OpenError<I::Error, R::Error>> {
         match detect(&mut io).map_err(OpenError::Io)? {
@@ -178,30 +216,14 @@ impl<'s, I: BlockIo, const N: usize, const DEPTH: usize> Image<'s, I, N, DEPTH> 
                 let size = io.size().map_err(OpenError::Io)?;
                 Ok(Image::Raw { io, size })
             }
-            Format::Qcow2 => Ok(Image::Qcow2 { chain: Chain::open(io, resolver).map_err(OpenError::Qcow2)?, scratch }),
-            Format::Luks => {
-                let kdf_limits = resolver.kdf_limits(0);
-                let pass = resolver.passphrase(0).ok_or(OpenError::PassphraseRequired)?;
-                let options = OpenOptions { kdf_limits, ..OpenOptions::default() };
-                Ok(Image::Luks(LuksVolume::open(io, pass, options).map_err(OpenError::Luks)?))
+            Format::Qcow2 => {
+                chain.open_in(io, resolver).map_err(OpenError::Qcow2)?;
+                Ok(Image::Qcow2 { chain, scratch })
             }
-            Format::Qcow => {
-                let mut raw = [0u8; crate::qcow::header::HEADER_LEN];
-                io.read_at(0, &mut raw).map_err(OpenError::Io)?;
-                let header =
-                    crate::qcow::QcowHeader::parse(&raw).map_err(|e| OpenError::Qcow(crate::qcow::Error::from(e)))?;
-                if header.backing_file_offset != 0 {
-                    return Err(OpenError::QcowBacking);
-                }
-                let pass = match header.crypt_method {
-                    crate::qcow::CryptMethod::None => None,
-                    _ => Some(resolver.passphrase(0).ok_or(OpenError::PassphraseRequired)?),
-                };
-                Ok(Image::Qcow(Qcow1::open(io, scratch, pass).map_err(OpenError::Qcow)?))
-            }
+            Format::Luks => open_luks(io, resolver),
+            Format::Qcow => open_qcow(io, resolver, scratch),
         }
     }
-
     /// The format.
     pub fn format(&self) -> Format {
         match self {
@@ -222,17 +244,77 @@ impl<'s, I: BlockIo, const N: usize, const DEPTH: usize> Image<'s, I, N, DEPTH> 
         }
     }
 
-    /// Reads guest-visible bytes (decrypted, backing layers resolved).
+    /// Reads guest-visible bytes (decrypted, backing layers resolved); qcow2 compressed
+    /// clusters decompress into the scratch memory given at open.
     pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError<I::Error>> {
+        self.read_impl(offset, buf, None)
+    }
+
+    /// [`Image::read_at`] with other scratch memory for qcow2 compressed clusters (the same
+    /// shape as [`Qcow2::read_at_with_scratch`](crate::qcow2::Qcow2::read_at_with_scratch) and
+    /// [`Chain::read_at_with_scratch`]; qcow keeps using the memory given at open).
+    pub fn read_at_with_scratch(
+        &mut self,
+        offset: u64,
+        buf: &mut [u8],
+        scratch: &mut [u8],
+    ) -> Result<(), ReadError<I::Error>> {
+        self.read_impl(offset, buf, Some(scratch))
+    }
+
+    fn read_impl(
+        &mut self,
+        offset: u64,
+        buf: &mut [u8],
+        scratch: Option<&mut [u8]>,
+    ) -> Result<(), ReadError<I::Error>> {
         let size = self.size();
         if offset.checked_add(buf.len() as u64).is_none_or(|end| end > size) {
             return Err(ReadError::OutOfRange { offset, len: buf.len(), size });
         }
         match self {
-            Image::Raw { io, .. } => io.read_at(offset, buf).map_err(ReadError::Io),
+            Image::Raw { io, .. } => crate::io::read_aligned(io, offset, buf).map_err(ReadError::Io),
             Image::Qcow(q) => q.read_at(offset, buf).map_err(ReadError::Qcow),
-            Image::Qcow2 { chain, scratch } => chain.read_at(offset, buf, scratch).map_err(ReadError::Qcow2),
+            Image::Qcow2 { chain, scratch: own } => {
+                let scratch = match scratch {
+                    Some(s) => s,
+                    None => &mut **own,
+                };
+                chain.read_at_with_scratch(offset, buf, scratch).map_err(ReadError::Qcow2)
+            }
             Image::Luks(v) => v.read_at(offset, buf).map_err(ReadError::Luks),
         }
     }
+}
+
+// The formats' open paths are not inlined into `Image::open`: its frame would otherwise hold
+// the largest locals of every format at once.
+#[inline(never)]
+fn open_luks<'s, I: BlockIo, const N: usize, const DEPTH: usize, R: Resolver<I>>(
+    io: I,
+    resolver: &mut R,
+) -> Result<Image<'s, I, N, DEPTH>, OpenError<I::Error, R::Error>> {
+    let kdf_limits = resolver.kdf_limits(0);
+    let pass = resolver.passphrase(0).ok_or(OpenError::PassphraseRequired)?;
+    let options = OpenOptions { kdf_limits, ..OpenOptions::default() };
+    Ok(Image::Luks(LuksVolume::open(io, pass, options).map_err(OpenError::Luks)?))
+}
+
+#[inline(never)]
+fn open_qcow<'s, I: BlockIo, const N: usize, const DEPTH: usize, R: Resolver<I>>(
+    mut io: I,
+    resolver: &mut R,
+    scratch: &'s mut [u8],
+) -> Result<Image<'s, I, N, DEPTH>, OpenError<I::Error, R::Error>> {
+    let mut raw = [0u8; crate::qcow::header::HEADER_LEN];
+    crate::io::read_aligned(&mut io, 0, &mut raw).map_err(OpenError::Io)?;
+    let header = crate::qcow::QcowHeader::parse(&raw).map_err(|e| OpenError::Qcow(crate::qcow::Error::from(e)))?;
+    if header.backing_file_offset != 0 {
+        return Err(OpenError::QcowBacking);
+    }
+    let pass = match header.crypt_method {
+        crate::qcow::CryptMethod::None => None,
+        _ => Some(resolver.passphrase(0).ok_or(OpenError::PassphraseRequired)?),
+    };
+    Ok(Image::Qcow(Qcow1::open(io, scratch, pass).map_err(OpenError::Qcow)?))
 }

@@ -351,7 +351,7 @@ fn qcow2_luks_keyslot_over_the_limit_is_refused_through_open_and_the_resolver() 
             .arg("1M"),
     );
     let mut file = std::fs::OpenOptions::new().read(true).write(true).open(&image).unwrap();
-    let (_, extensions, _) = qluks::qcow2::read_header(&mut file).unwrap();
+    let (_, extensions, _) = qluks::qcow2::read_qcow2_header(&mut file).unwrap();
     let fde = extensions.fde.unwrap().offset;
     BlockIo::write_at(&mut file, fde + luks1_slot_iterations_at(0) as u64, &CLAIM.to_be_bytes()).unwrap();
     drop(file);

@@ -267,7 +267,7 @@ fn small_image(dir: &common::TempDir) -> Vec<u8> {
     std::fs::read(img).unwrap()
 }
 
-fn open_mem(image: &mut [u8]) -> Result<(), Error<qluks::io::OutOfBounds>> {
+fn open_mem(image: &mut [u8]) -> Result<(), Error<qluks::io::MemIoError>> {
     let mut scratch = vec![0u8; Qcow1::<MemIo>::MAX_SCRATCH_LEN];
     let mut q = Qcow1::open(MemIo::new(image), &mut scratch, None)?;
     let mut buf = vec![0u8; q.size() as usize];

@@ -31,7 +31,7 @@ fn open(top: &Path, policy: BackingPolicy) -> Result<Chain<File, 2, 4>, Error> {
 
 fn read_all(chain: &mut Chain<File, 2, 4>) -> Vec<u8> {
     let mut buf = vec![0u8; chain.size() as usize];
-    chain.read_at(0, &mut buf, &mut []).unwrap();
+    chain.read_at(0, &mut buf).unwrap();
     buf
 }
 

@@ -50,7 +50,7 @@ fn open_chain(top: &Path, root: &Path, passphrases: &[&str]) -> Chain<File> {
 fn read_all(chain: &mut Chain<File>) -> Vec<u8> {
     let mut buf = vec![0u8; chain.size() as usize];
     let mut scratch = vec![0u8; 3 << 21];
-    chain.read_at(0, &mut buf, &mut scratch).unwrap();
+    chain.read_at_with_scratch(0, &mut buf, &mut scratch).unwrap();
     buf
 }
 
@@ -87,7 +87,7 @@ fn three_deep_chain_with_different_secrets_reads_like_qemu() {
     // An odd read straddling layers and the encrypted partial-sector path.
     let mut buf = vec![0u8; 70_001];
     let mut scratch = [];
-    chain.read_at(64 * 1024 - 3, &mut buf, &mut scratch).unwrap();
+    chain.read_at_with_scratch(64 * 1024 - 3, &mut buf, &mut scratch).unwrap();
     assert_eq!(buf, want[64 * 1024 - 3..64 * 1024 - 3 + 70_001]);
 }
 
@@ -116,7 +116,23 @@ fn wrong_backing_passphrase_names_the_layer() {
     let mut r = FileResolver::new(&top, dir.path()).unwrap();
     r.set_passphrase(1, b"wrong");
     let e = Chain::<File>::open(File::open(&top).unwrap(), &mut r).unwrap_err();
-    assert!(matches!(e, ChainError::Layer { depth: 1, error: qluks::qcow2::Error::WrongPassphrase }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            ChainError::Layer { depth: 1, error: qluks::qcow2::Error::Luks(qluks::luks::LuksError::WrongPassphrase) }
+        ),
+        "{e:?}"
+    );
+    // One question to branch on, the layer in the message, the layer's error as the source,
+    // and LUKS's own words for a wrong passphrase.
+    assert!(e.is_wrong_passphrase());
+    assert_eq!(e.depth(), Some(1));
+    assert_eq!(
+        e.to_string(),
+        "backing layer 1: LUKS header in the image: no keyslot matches the passphrase (wrong passphrase)"
+    );
+    let source = std::error::Error::source(&e).expect("the layer's error");
+    assert_eq!(source.to_string(), "LUKS header in the image: no keyslot matches the passphrase (wrong passphrase)");
 }
 
 #[test]

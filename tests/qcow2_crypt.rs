@@ -102,7 +102,8 @@ fn luks_wrong_passphrase_is_a_typed_error() {
     let img = dir.join("luks.qcow2");
     create(&img, "right", "encrypt.format=luks,encrypt.iter-time=10", "1M");
     let r = Qcow2::<File>::open(File::open(&img).unwrap(), Some(b"wrong"));
-    assert!(matches!(r, Err(Error::WrongPassphrase)), "{r:?}");
+    assert!(matches!(r, Err(Error::Luks(qluks::luks::LuksError::WrongPassphrase))), "{r:?}");
+    assert!(r.as_ref().is_err_and(|e| e.is_wrong_passphrase()));
     let r = Qcow2::<File>::open(File::open(&img).unwrap(), None);
     assert!(matches!(r, Err(Error::PassphraseRequired)), "{r:?}");
 }

@@ -6,14 +6,14 @@ mod common;
 
 use std::process::Command;
 
-use qluks::io::{MemIo, OutOfBounds};
+use qluks::io::{MemIo, MemIoError};
 use qluks::luks;
 use qluks::qcow2::backing::{BackingRequest, Chain, DataFileRequest, Opened, Resolver};
 use qluks::qcow2::compressed::{CompressedError, Compression};
 use qluks::qcow2::header::Table;
 use qluks::qcow2::{Corruption, Error, HeaderError, Qcow2};
 
-type QError = Error<OutOfBounds>;
+type QError = Error<MemIoError>;
 
 const EXT_FEATURE_TABLE: u32 = 0x6803_f857;
 const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;

@@ -185,7 +185,7 @@ fn external_data_file_reads_like_qemu() {
         assert!(matches!(Qcow2::<File>::open(File::open(&img).unwrap(), None), Err(Error::DataFileRequired)));
         let mut q: Qcow2<File> =
             Qcow2::open_with_data_file(File::open(&img).unwrap(), Some(File::open(&data).unwrap()), None).unwrap();
-        assert_eq!(q.extensions().data_file.unwrap().as_bytes(), data.to_str().unwrap().as_bytes());
+        assert_eq!(q.extensions().data_file.as_ref().unwrap().as_bytes(), data.to_str().unwrap().as_bytes());
         assert_eq!(read_all(&mut q), want, "data_file_raw={raw}");
     }
 }

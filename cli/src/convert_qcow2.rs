@@ -76,6 +76,14 @@ pub fn run(
     dst.set_len(out_size)?;
 
     let layers: Vec<&Layer<File, { crate::image_open::CACHE_SLICES }>> = chain.layers().collect();
+    // The file each layer's data lives in (its external data file, else the image).
+    let files: Vec<&File> = layers
+        .iter()
+        .map(|l| match l {
+            Layer::Qcow2(q) => q.data_file().or(q.io()).ok_or("layer not open"),
+            Layer::Raw { io, .. } => Ok(io),
+        })
+        .collect::<Result<_, _>>()?;
     // Unencrypted stored data needs no transformation: the kernel copies it file to file.
     let plain: Vec<bool> = layers
         .iter()
@@ -85,12 +93,9 @@ pub fn run(
         })
         .collect();
     // Bytes each layer's data file holds: stored data past its end reads as zeros.
-    let stored_len: Vec<u64> = layers
+    let stored_len: Vec<u64> = files
         .iter()
-        .map(|l| match l {
-            Layer::Qcow2(q) => q.data_file().unwrap_or(q.io()).metadata().map(|m| m.len()),
-            Layer::Raw { io, .. } => io.metadata().map(|m| m.len()),
-        })
+        .map(|f| f.metadata().map(|m| m.len()))
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: {e}", src.display()))?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, MAX_WORKERS);
@@ -99,15 +104,9 @@ pub fn run(
     let mut states: Vec<Worker> = (0..workers)
         .map(|_| -> Result<Worker, Box<dyn Error>> {
             // Own open file descriptions (own file positions) for the kernel copies.
-            let files = layers
+            let files = files
                 .iter()
-                .map(|l| {
-                    let f = match l {
-                        Layer::Qcow2(q) => q.data_file().unwrap_or(q.io()),
-                        Layer::Raw { io, .. } => io,
-                    };
-                    File::open(format!("/proc/self/fd/{}", f.as_raw_fd()))
-                })
+                .map(|f| File::open(format!("/proc/self/fd/{}", f.as_raw_fd())))
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("{}: {e}", src.display()))?;
             let dst =
@@ -170,7 +169,9 @@ pub fn run(
             while done < length {
                 let n = (length - done).min(CHUNK);
                 let out = &mut buf[..n as usize];
-                chain.read_at(start + done, out, &mut scratch).map_err(|e| format!("{}: {e}", src.display()))?;
+                chain
+                    .read_at_with_scratch(start + done, out, &mut scratch)
+                    .map_err(|e| format!("{}: {e}", src.display()))?;
                 dst.write_all_at(out, start + done)?;
                 done += n;
             }

@@ -85,7 +85,8 @@ fn needs_passphrase(path: &Path) -> Result<bool, Box<dyn Error>> {
     let mut file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(match qluks::image::detect(&mut file)? {
         qluks::image::Format::Qcow2 => {
-            let (h, _, _) = qluks::qcow2::read_header(&mut file).map_err(|e| format!("{}: {e}", path.display()))?;
+            let (h, _, _) =
+                qluks::qcow2::read_qcow2_header(&mut file).map_err(|e| format!("{}: {e}", path.display()))?;
             h.crypt_method != CryptMethod::None
         }
         qluks::image::Format::Qcow => {
@@ -166,7 +167,7 @@ impl Disk for Qcow2Disk {
         self.chain.size()
     }
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Box<dyn Error>> {
-        Ok(self.chain.read_at(offset, buf, &mut self.scratch)?)
+        Ok(self.chain.read_at_with_scratch(offset, buf, &mut self.scratch)?)
     }
     fn write_at(&mut self, _offset: u64, _buf: &mut [u8]) -> Result<(), Box<dyn Error>> {
         Err("qcow2 images are read-only in qluks".into())
@@ -193,7 +194,8 @@ impl QcowDisk {
         let mut r = resolver(path, secret, &ChainArgs::default())?;
         let scratch: &'static mut [u8] = Box::leak(vec![0u8; MAX_SCRATCH_LEN].into_boxed_slice());
         let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let image = Image::open(file, &mut r, scratch).map_err(|e| format!("{}: {e}", path.display()))?;
+        let chain: &'static mut qluks::qcow2::Chain<File> = Box::leak(Box::default());
+        let image = Image::open(file, &mut r, chain, scratch).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(QcowDisk(image))
     }
 }

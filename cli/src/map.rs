@@ -123,8 +123,10 @@ fn qcow_extents(args: &MapArgs) -> Result<Vec<Extent>, Box<dyn Error>> {
     let mut r = crate::image_open::resolver(path, &args.secret, &args.chain)?;
     let mut scratch = vec![0u8; qluks::image::MAX_SCRATCH_LEN];
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut chain = Box::<qluks::qcow2::Chain<std::fs::File>>::default();
     let image: qluks::image::Image<'_, std::fs::File> =
-        qluks::image::Image::open(file, &mut r, &mut scratch).map_err(|e| format!("{}: {e}", path.display()))?;
+        qluks::image::Image::open(file, &mut r, &mut chain, &mut scratch)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     let qluks::image::Image::Qcow(mut q) = image else { return Err("not a qcow image".into()) };
     let encrypted = q.is_encrypted();
     let mut out: Vec<Extent> = Vec::new();

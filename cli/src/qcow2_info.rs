@@ -44,7 +44,7 @@ pub fn qcow2_info(path: &Path, file: File, json_out: bool) -> Result<String, Box
         CryptMethod::Aes => json!({ "format": "aes" }),
         CryptMethod::Luks => {
             let fde = x.fde.ok_or("FDE extension missing")?;
-            let (mut file, _) = q.into_inner();
+            let (Some(mut file), _) = q.into_inner() else { return Err("image not open".into()) };
             let l = luks1::Luks1Header::read(&mut file, fde.offset).map_err(|e| at(&e))?;
             let slots: Vec<Value> = l
                 .keyslots
@@ -87,7 +87,7 @@ pub fn qcow2_info(path: &Path, file: File, json_out: bool) -> Result<String, Box
             "l1_size": s.l1_size,
         }));
     }
-    let file_size = q.into_inner().0.size()?;
+    let file_size = q.into_inner().0.ok_or("image not open")?.size()?;
     let v = json!({
         "format": "qcow2",
         "filename": path.display().to_string(),
@@ -107,9 +107,9 @@ pub fn qcow2_info(path: &Path, file: File, json_out: bool) -> Result<String, Box
         "autoclear_features": feature_names(h.autoclear_features, FeatureKind::Autoclear, table),
         "encrypted": h.crypt_method != CryptMethod::None,
         "encryption": encryption,
-        "backing_file": x.backing_file.map(|n| lossy(n.as_bytes())),
-        "backing_file_format": x.backing_format.map(|n| lossy(n.as_bytes())),
-        "data_file": x.data_file.map(|n| lossy(n.as_bytes())),
+        "backing_file": x.backing_file.as_ref().map(|n| lossy(n.as_bytes())),
+        "backing_file_format": x.backing_format.as_ref().map(|n| lossy(n.as_bytes())),
+        "data_file": x.data_file.as_ref().map(|n| lossy(n.as_bytes())),
         "data_file_raw": h.autoclear_features & 2 != 0,
         "unknown_extensions": x.unknown().iter().map(|u| json!({"type": u.ext_type, "length": u.len})).collect::<Vec<_>>(),
         "snapshots": snapshots,

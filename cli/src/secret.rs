@@ -150,7 +150,7 @@ pub fn pbkdf2_claims(file: &mut File) -> Vec<Pbkdf2Claim> {
         }
         return luks1::Luks1Header::read(file, 0).map(|h| luks1_claims(&h)).unwrap_or_default();
     }
-    if let Ok((header, extensions, _)) = qluks::qcow2::read_header(file) {
+    if let Ok((header, extensions, _)) = qluks::qcow2::read_qcow2_header(file) {
         if header.crypt_method == qluks::qcow2::CryptMethod::Luks {
             if let Some(fde) = extensions.fde {
                 return luks1::Luks1Header::read(file, fde.offset).map(|h| luks1_claims(&h)).unwrap_or_default();

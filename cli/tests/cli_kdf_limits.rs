@@ -125,7 +125,7 @@ fn qcow2_with_a_costly_embedded_luks_keyslot_is_refused_by_convert_and_map() {
         .arg(&img)
         .arg("1M"));
     let mut file = std::fs::File::open(&img).unwrap();
-    let (_, extensions, _) = qluks::qcow2::read_header(&mut file).unwrap();
+    let (_, extensions, _) = qluks::qcow2::read_qcow2_header(&mut file).unwrap();
     patch_be32(&img, extensions.fde.unwrap().offset as usize + 208 + 4, HUGE);
     let out = dir.join("out.raw");
     for args in [

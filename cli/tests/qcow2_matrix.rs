@@ -144,7 +144,9 @@ fn qluks_read(case: &Case) -> (Vec<u8>, Vec<MapRange>) {
             let mut scratch = vec![0u8; 3 * (2 << 20)];
             for (off, len) in windows(case) {
                 let mut buf = vec![0u8; len as usize];
-                chain.read_at(off, &mut buf, &mut scratch).unwrap_or_else(|e| panic!("{}: read: {e}", case.name));
+                chain
+                    .read_at_with_scratch(off, &mut buf, &mut scratch)
+                    .unwrap_or_else(|e| panic!("{}: read: {e}", case.name));
                 out.extend_from_slice(&buf);
             }
             // Each internal snapshot's disk, whole, after the active disk.
@@ -154,7 +156,9 @@ fn qluks_read(case: &Case) -> (Vec<u8>, Vec<MapRange>) {
                     q.find_snapshot(name.as_bytes()).unwrap_or_else(|e| panic!("{}: snapshot {name}: {e}", case.name));
                 q.select_snapshot(&s).unwrap_or_else(|e| panic!("{}: select {name}: {e}", case.name));
                 let mut buf = vec![0u8; q.size() as usize];
-                chain.read_at(0, &mut buf, &mut scratch).unwrap_or_else(|e| panic!("{}: read {name}: {e}", case.name));
+                chain
+                    .read_at_with_scratch(0, &mut buf, &mut scratch)
+                    .unwrap_or_else(|e| panic!("{}: read {name}: {e}", case.name));
                 out.extend_from_slice(&buf);
             }
             if let Some(Some(Layer::Qcow2(q))) = chain.layers_mut().first_mut() {

@@ -51,7 +51,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     // Argon2 memory, so an Argon2 keyslot fails with a typed error before any work).
     let mut device = image.to_vec();
     let mut scratch = vec![0u8; MAX_SCRATCH_LEN];
-    let Ok(mut img) = Image::<MemIo>::open(MemIo::new(&mut device), &mut Refuse, &mut scratch) else { return };
+    let mut chain = Box::<qluks::qcow2::Chain<MemIo>>::default();
+    let Ok(mut img) = Image::open(MemIo::new(&mut device), &mut Refuse, &mut chain, &mut scratch) else { return };
     let size = img.size();
     let mut buf = vec![0u8; 65535];
     let reads = ops.chunks_exact(OP_LEN).map(|op| {

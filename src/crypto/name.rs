@@ -75,6 +75,6 @@ mod tests {
         let mut bytes = raw.to_vec();
         bytes.push(0xff);
         assert_eq!(Name::new(&bytes).to_string(), "a\\u{1b}[2Jb\\nc\\u{9b}d\\u{202e}e\\u{200b}f\\u{feff}é\\xff");
-        assert_eq!(crate::qcow2::Name(&bytes).to_string(), Name::new(&bytes).to_string());
+        assert_eq!(crate::qcow2::UntrustedName(&bytes).to_string(), Name::new(&bytes).to_string());
     }
 }

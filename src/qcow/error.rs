@@ -141,7 +141,17 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
     }
 }
 
-impl<E: fmt::Debug + fmt::Display> core::error::Error for Error<E> {}
+impl<E: core::error::Error + 'static> core::error::Error for Error<E> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            Error::Header(e) => Some(e),
+            Error::Compressed { error, .. } => Some(error),
+            Error::Crypto(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl<E> From<HeaderError> for Error<E> {
     fn from(e: HeaderError) -> Self {

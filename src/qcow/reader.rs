@@ -101,7 +101,7 @@ impl<'s, I: BlockIo> Qcow1<'s, I> {
         let file_size = io.size().map_err(Error::Io)?;
         let mut raw = [0u8; HEADER_LEN];
         let n = (file_size.min(HEADER_LEN as u64)) as usize;
-        io.read_at(0, &mut raw[..n]).map_err(Error::Io)?;
+        crate::io::read_aligned(&mut io, 0, &mut raw[..n]).map_err(Error::Io)?;
         let header = QcowHeader::parse(&raw[..n])?;
 
         let l1_len = header.l1_table_len();
@@ -131,7 +131,8 @@ impl<'s, I: BlockIo> Qcow1<'s, I> {
             if header.backing_file_offset.checked_add(u64::from(len)).is_none_or(|end| end > file_size) {
                 return Err(Error::BackingFileNamePastEnd { offset: header.backing_file_offset, len, file_size });
             }
-            io.read_at(header.backing_file_offset, &mut backing_file[..len as usize]).map_err(Error::Io)?;
+            crate::io::read_aligned(&mut io, header.backing_file_offset, &mut backing_file[..len as usize])
+                .map_err(Error::Io)?;
             backing_file_len = Some(len as usize);
         }
 
@@ -303,7 +304,7 @@ impl<'s, I: BlockIo> Qcow1<'s, I> {
     /// Reads a host-contiguous run of data clusters and decrypts it in place.
     fn read_data(&mut self, guest: u64, host: u64, buf: &mut [u8]) -> Result<(), Error<I::Error>> {
         let Some(cipher) = &self.cipher else {
-            return self.io.read_at(host, buf).map_err(Error::Io);
+            return crate::io::read_aligned(&mut self.io, host, buf).map_err(Error::Io);
         };
         // Whole sectors are decrypted in place in `buf`; a partial first or last sector goes
         // through one sector of stack. Host offsets are sector-aligned, so host and guest sector
@@ -313,11 +314,11 @@ impl<'s, I: BlockIo> Qcow1<'s, I> {
             let host = host + done as u64 - span.within as u64;
             let part = &mut buf[done..done + span.len];
             if span.is_whole(SECTOR as usize) {
-                self.io.read_at(host, part).map_err(Error::Io)?;
+                crate::io::read_aligned(&mut self.io, host, part).map_err(Error::Io)?;
                 cipher.decrypt_sectors(part, SECTOR as usize, span.sector)?;
             } else {
                 let mut sector = [0u8; SECTOR as usize];
-                let r = self.io.read_at(host, &mut sector).map_err(Error::Io);
+                let r = crate::io::read_aligned(&mut self.io, host, &mut sector).map_err(Error::Io);
                 let r = r.and_then(|()| Ok(cipher.decrypt_sectors(&mut sector, SECTOR as usize, span.sector)?));
                 part.copy_from_slice(&sector[span.within..span.within + span.len]);
                 sector.zeroize();
@@ -334,7 +335,7 @@ impl<'s, I: BlockIo> Qcow1<'s, I> {
         }
         self.cluster_cached = None;
         let input = &mut self.compressed_input[..len as usize];
-        self.io.read_at(host_offset, input).map_err(Error::Io)?;
+        crate::io::read_aligned(&mut self.io, host_offset, input).map_err(Error::Io)?;
         let cluster_start = guest & !(self.header.cluster_size() as u64 - 1);
         decompress_cluster(Compression::Deflate, input, self.cluster)
             .map_err(|error| Error::Compressed { guest_offset: cluster_start, error })?;
@@ -382,7 +383,8 @@ impl<'s, I: BlockIo> Qcow1<'s, I> {
         self.l2_cached = None;
         let mut raw = [0u8; 8];
         // l1_index < l1_size because offset < size, and the L1 table lies inside the file.
-        self.io.read_at(self.header.l1_table_offset + l1_index * 8, &mut raw).map_err(Error::Io)?;
+        crate::io::read_aligned(&mut self.io, self.header.l1_table_offset + l1_index * 8, &mut raw)
+            .map_err(Error::Io)?;
         let l2_offset = u64::from_be_bytes(raw);
         if l2_offset == 0 {
             self.l2_present = false;
@@ -391,7 +393,7 @@ impl<'s, I: BlockIo> Qcow1<'s, I> {
             if l2_offset.checked_add(len).is_none_or(|end| end > self.file_size) {
                 return Err(Error::L2TablePastEnd { l1_index, offset: l2_offset, file_size: self.file_size });
             }
-            self.io.read_at(l2_offset, self.l2_table).map_err(Error::Io)?;
+            crate::io::read_aligned(&mut self.io, l2_offset, self.l2_table).map_err(Error::Io)?;
             self.l2_present = true;
         }
         self.l2_cached = Some(l1_index);
@@ -428,7 +430,7 @@ enum NoBacking<E> {
     Never(core::convert::Infallible, core::marker::PhantomData<E>),
 }
 
-impl<E: core::fmt::Debug + core::fmt::Display> BlockIo for NoBacking<E> {
+impl<E: core::fmt::Debug + core::fmt::Display + From<crate::io::ReadOnly>> BlockIo for NoBacking<E> {
     type Error = E;
     fn read_at(&mut self, _: u64, _: &mut [u8]) -> Result<(), E> {
         match *self {

@@ -42,7 +42,7 @@
 //!     let mut chain: Chain<MemIo<'_>, 4, 2> =
 //!         Chain::open(top, &mut disks).map_err(|_| "cannot open the chain")?;
 //!     let mut sector = [0u8; 512];
-//!     chain.read_at(0, &mut sector, &mut []).map_err(|_| "read failed")?;
+//!     chain.read_at(0, &mut sector).map_err(|_| "read failed")?;
 //!     Ok(())
 //! }
 //! # let _ = boot;
@@ -55,7 +55,6 @@
 use core::fmt;
 
 use super::error::Error;
-use super::extension::NameBuf;
 use super::Qcow2;
 use crate::crypto::Name;
 use crate::io::BlockIo;
@@ -102,7 +101,7 @@ impl<I: BlockIo, const N: usize> Layer<I, N> {
     ) -> Result<(), Error<I::Error>> {
         match self {
             Layer::Qcow2(q) => q.read_layered(offset, buf, below, scratch),
-            Layer::Raw { io, .. } => io.read_at(offset, buf).map_err(Error::Io),
+            Layer::Raw { io, .. } => crate::io::read_aligned(io, offset, buf).map_err(Error::Io),
         }
     }
 }
@@ -287,8 +286,8 @@ pub enum ChainError<E, R> {
         /// `true` for an external data file, `false` for a backing file.
         data_file: bool,
     },
-    /// The device failed while probing a backing file's format.
-    Probe {
+    /// The device failed outside any layer's open (while probing a backing file's format).
+    Io {
         /// Depth of the layer.
         depth: usize,
         /// The error.
@@ -319,17 +318,51 @@ impl<E: fmt::Display, R: fmt::Display> fmt::Display for ChainError<E, R> {
                  (a raw disk can hold such a header); declare its format in the image that names it",
                 if *data_file { "an external data file" } else { "a backing file" }
             ),
-            ChainError::Probe { depth, error } => write!(f, "backing layer {depth}: {error}"),
+            ChainError::Io { depth, error } => write!(f, "backing layer {depth}: probing its format: {error}"),
         }
     }
 }
 
-impl<E: fmt::Debug + fmt::Display, R: fmt::Debug + fmt::Display> core::error::Error for ChainError<E, R> {}
+/// `source()` is the layer's error or the device's; a resolver's error has no `'static`
+/// `Error` bound (resolvers may report a `&str`), so it is only shown, not chained.
+impl<E: core::error::Error + 'static, R: fmt::Debug + fmt::Display> core::error::Error for ChainError<E, R> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            ChainError::Layer { error, .. } => Some(error),
+            ChainError::Io { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl<E, R> ChainError<E, R> {
+    /// Whether a layer's passphrase was wrong ([`Error::is_wrong_passphrase`]).
+    pub fn is_wrong_passphrase(&self) -> bool {
+        matches!(self, ChainError::Layer { error, .. } if error.is_wrong_passphrase())
+    }
+
+    /// The depth of the layer the error is about (0 = top), when it is about one.
+    pub fn depth(&self) -> Option<usize> {
+        match self {
+            ChainError::Layer { depth, .. }
+            | ChainError::Resolver { depth, .. }
+            | ChainError::Loop { depth }
+            | ChainError::UnsupportedFormat { depth, .. }
+            | ChainError::UndeclaredFormat { depth }
+            | ChainError::ProbedNamesFile { depth, .. }
+            | ChainError::Io { depth, .. } => Some(*depth),
+            ChainError::TooDeep { .. } => None,
+        }
+    }
+}
 
 /// An image with its backing layers, stored inline: `DEPTH` layers at most, `N` cached table
 /// slices per qcow2 layer.
 pub struct Chain<I: BlockIo, const N: usize = { super::DEFAULT_CACHE_SLICES }, const DEPTH: usize = 4> {
+    /// `..len` are the chain (top first); the slots past it keep closed qcow2 layers (their
+    /// cache memory, for the next open) or nothing.
     layers: [Option<Layer<I, N>>; DEPTH],
+    len: usize,
 }
 
 impl<I: BlockIo, const N: usize, const DEPTH: usize> fmt::Debug for Chain<I, N, DEPTH> {
@@ -339,43 +372,65 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> fmt::Debug for Chain<I, N, 
 }
 
 impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
+    /// A chain without layers, to be filled by [`Chain::open_in`] (const: it can initialise a
+    /// `static`). Reading an empty chain fails with [`Error::OutOfRange`] (its size is 0).
+    pub const fn new_empty() -> Self {
+        const { assert!(DEPTH > 0, "a chain holds at least one layer") };
+        Chain { layers: [const { Some(Layer::Qcow2(Qcow2::new_empty())) }; DEPTH], len: 0 }
+    }
+
     /// A chain of one layer; add backings with [`Chain::push_backing`].
     pub fn new(top: Layer<I, N>) -> Self {
-        const { assert!(DEPTH > 0, "a chain holds at least one layer") };
-        let mut layers = core::array::from_fn(|_| None);
-        layers[0] = Some(top);
-        Chain { layers }
+        let mut chain = Self::new_empty();
+        chain.layers[0] = Some(top);
+        chain.len = 1;
+        chain
     }
 
     /// Appends the backing of the current bottom layer; gives the layer back when full.
     #[allow(clippy::result_large_err)]
     pub fn push_backing(&mut self, layer: Layer<I, N>) -> Result<(), Layer<I, N>> {
-        match self.layers.iter_mut().find(|l| l.is_none()) {
+        match self.layers.get_mut(self.len) {
             Some(slot) => {
                 *slot = Some(layer);
+                self.len += 1;
                 Ok(())
             }
             None => Err(layer),
         }
     }
 
-    /// Opens the qcow2 image on `top` and, through `resolver`, every backing file it names;
-    /// each qcow2 layer's passphrase comes from [`Resolver::passphrase`].
+    /// Opens the qcow2 image on `top` and, through `resolver`, every backing file it names,
+    /// returning the chain by value (`DEPTH` layers of about `size_of::<Qcow2Image<I>>()`
+    /// each; [`Chain::open_in`] opens into caller-owned memory instead).
     pub fn open<R: Resolver<I>>(top: I, resolver: &mut R) -> Result<Self, ChainError<I::Error, R::Error>> {
-        let first = open_qcow2::<I, N, R>(top, resolver, 0, false)?;
-        let mut chain = Chain::new(first);
+        let mut chain = Self::new_empty();
+        chain.open_in(top, resolver)?;
+        Ok(chain)
+    }
+
+    /// Opens the qcow2 image on `top` and, through `resolver`, every backing file it names,
+    /// into this chain's own storage (layers already there are replaced; their cache memory is
+    /// reused): nothing of a layer's size is built on the stack or moved. Each qcow2 layer's
+    /// passphrase comes from [`Resolver::passphrase`]. On error the chain holds the layers
+    /// opened so far (reading it is then meaningless; open it again).
+    pub fn open_in<R: Resolver<I>>(&mut self, top: I, resolver: &mut R) -> Result<(), ChainError<I::Error, R::Error>> {
+        self.close();
+        open_qcow2::<I, N, R>(&mut self.layers[0], top, resolver, 0, false)?;
+        self.len = 1;
         let mut identities = [None::<u64>; DEPTH];
         identities[0] = resolver.top_identity();
         let mut depth = 0;
-        while let Some(Layer::Qcow2(parent)) = &chain.layers[depth] {
-            let Some(name) = parent.extensions().backing_file else { break };
-            let format_name: Option<NameBuf> = parent.extensions().backing_format;
+        loop {
+            let (above, below) = self.layers.split_at_mut(depth + 1);
+            let Some(Layer::Qcow2(parent)) = &above[depth] else { break };
+            let Some(name) = parent.extensions().backing_file.as_ref() else { break };
             depth += 1;
-            if depth >= DEPTH {
+            let Some(slot) = below.first_mut() else {
                 return Err(ChainError::TooDeep { limit: DEPTH });
-            }
-            let request =
-                BackingRequest { name: name.as_bytes(), format: format_name.as_ref().map(|n| n.as_bytes()), depth };
+            };
+            let format_name = parent.extensions().backing_format.as_ref();
+            let request = BackingRequest { name: name.as_bytes(), format: format_name.map(|n| n.as_bytes()), depth };
             let declared = match request.format {
                 None => None,
                 Some(f) => Some(
@@ -393,88 +448,167 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
             let (format, probed) = match format.or(declared) {
                 Some(f) => (f, false),
                 None if resolver.probe_undeclared_format(&request) => {
-                    (probe(&mut io).map_err(|error| ChainError::Probe { depth, error })?, true)
+                    (probe(&mut io).map_err(|error| ChainError::Io { depth, error })?, true)
                 }
                 None => return Err(ChainError::UndeclaredFormat { depth }),
             };
-            let layer = match format {
+            match format {
                 BackingFormat::Raw => {
                     let size = io.size().map_err(|e| ChainError::Layer { depth, error: Error::Io(e) })?;
-                    Layer::Raw { io, size }
+                    put_raw_layer(slot, io, size);
                 }
-                BackingFormat::Qcow2 => open_qcow2::<I, N, R>(io, resolver, depth, probed)?,
-            };
-            chain.layers[depth] = Some(layer);
+                BackingFormat::Qcow2 => open_qcow2::<I, N, R>(slot, io, resolver, depth, probed)?,
+            }
+            self.len = depth + 1;
         }
-        Ok(chain)
+        Ok(())
     }
 
-    /// Virtual size (the top layer's).
+    /// Closes every layer (dropping the devices, keeping the qcow2 layers' cache memory): the
+    /// chain is then empty, as [`Chain::new_empty`] made it.
+    pub fn close(&mut self) {
+        for slot in self.layers.iter_mut() {
+            match slot {
+                Some(Layer::Qcow2(q)) => q.close(),
+                // Drops the raw device (the slot becomes an empty qcow2 layer).
+                Some(Layer::Raw { .. }) => new_qcow2_layer(slot),
+                None => {}
+            }
+        }
+        self.len = 0;
+    }
+
+    /// Virtual size (the top layer's; 0 when empty).
     pub fn size(&self) -> u64 {
-        self.layers[0].as_ref().map_or(0, Layer::size)
+        self.layers().next().map_or(0, Layer::size)
     }
 
     /// The layers, top first.
     pub fn layers(&self) -> impl Iterator<Item = &Layer<I, N>> {
-        self.layers.iter().map_while(Option::as_ref)
+        self.layers[..self.len].iter().map_while(Option::as_ref)
     }
 
-    /// The top layer.
-    pub fn top(&self) -> &Layer<I, N> {
-        self.layers[0].as_ref().expect("a chain has a top layer")
+    /// The top layer (`None` when the chain is empty).
+    pub fn top(&self) -> Option<&Layer<I, N>> {
+        self.layers().next()
     }
 
-    /// Mutable access to the layers (top first, `None` after the bottom).
+    /// Mutable access to the layers (top first).
     pub fn layers_mut(&mut self) -> &mut [Option<Layer<I, N>>] {
-        &mut self.layers
+        &mut self.layers[..self.len]
     }
 
-    /// Reads guest bytes through the chain. `scratch` (see [`Qcow2::compressed_scratch_len`]
-    /// of the largest-cluster layer) is only needed for compressed clusters.
-    pub fn read_at(&mut self, offset: u64, buf: &mut [u8], scratch: &mut [u8]) -> Result<(), Error<I::Error>> {
-        let (top, below) = self.layers.split_first_mut().expect("DEPTH > 0");
-        match top.as_mut().expect("a chain has a top layer") {
-            Layer::Qcow2(q) => q.read_layered(offset, buf, below, scratch),
-            Layer::Raw { io, size } => {
+    /// Reads guest bytes through the chain. Compressed clusters need scratch memory: use
+    /// [`Chain::read_at_with_scratch`].
+    pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Error<I::Error>> {
+        self.read_at_with_scratch(offset, buf, &mut [])
+    }
+
+    /// [`Chain::read_at`] with `scratch` (see [`Qcow2::compressed_scratch_len`] of the
+    /// largest-cluster layer) for compressed clusters.
+    pub fn read_at_with_scratch(
+        &mut self,
+        offset: u64,
+        buf: &mut [u8],
+        scratch: &mut [u8],
+    ) -> Result<(), Error<I::Error>> {
+        let Some((top, below)) = self.layers[..self.len].split_first_mut() else {
+            return Err(Error::OutOfRange { offset, len: buf.len(), size: 0 });
+        };
+        match top {
+            Some(Layer::Qcow2(q)) => q.read_layered(offset, buf, below, scratch),
+            Some(Layer::Raw { io, size }) => {
                 if offset.checked_add(buf.len() as u64).is_none_or(|e| e > *size) {
                     return Err(Error::OutOfRange { offset, len: buf.len(), size: *size });
                 }
-                io.read_at(offset, buf).map_err(Error::Io)
+                crate::io::read_aligned(io, offset, buf).map_err(Error::Io)
             }
+            None => Err(Error::OutOfRange { offset, len: buf.len(), size: 0 }),
         }
     }
 }
 
-/// Opens the qcow2 layer at `depth`; a `probed` one (format guessed, not declared) may name no
+impl<I: BlockIo, const N: usize, const DEPTH: usize> Default for Chain<I, N, DEPTH> {
+    fn default() -> Self {
+        Self::new_empty()
+    }
+}
+
+/// Opens the qcow2 layer at `depth` into `slot`; a `probed` one (format guessed, not declared) may name no
 /// files of its own.
+#[inline(never)]
 fn open_qcow2<I: BlockIo, const N: usize, R: Resolver<I>>(
-    mut io: I,
+    slot: &mut Option<Layer<I, N>>,
+    io: I,
     resolver: &mut R,
     depth: usize,
     probed: bool,
-) -> Result<Layer<I, N>, ChainError<I::Error, R::Error>> {
+) -> Result<(), ChainError<I::Error, R::Error>> {
+    let q = qcow2_slot(slot);
+    let r = open_steps::<I, N, R>(q, io, resolver, depth, probed);
+    if r.is_err() {
+        q.close();
+    }
+    r
+}
+
+fn open_steps<I: BlockIo, const N: usize, R: Resolver<I>>(
+    q: &mut Qcow2<I, I, N>,
+    io: I,
+    resolver: &mut R,
+    depth: usize,
+    probed: bool,
+) -> Result<(), ChainError<I::Error, R::Error>> {
     let layer_err = |error| ChainError::Layer { depth, error };
-    // Peek at the header for the data file feature (and, when probed, any name) before opening.
+    // The header first: the data file feature (and, when probed, any name) decide what to
+    // ask the resolver for before unlocking.
+    q.read_header_in(io).map_err(layer_err)?;
+    let external = q.header().incompatible(super::Incompatible::ExternalDataFile);
+    let names = q.extensions();
     if probed {
-        let (header, extensions, _) = super::read_header(&mut io).map_err(layer_err)?;
-        if extensions.backing_file.is_some() {
+        if names.backing_file.is_some() {
             return Err(ChainError::ProbedNamesFile { depth, data_file: false });
         }
-        if extensions.data_file.is_some() || header.incompatible(super::Incompatible::ExternalDataFile) {
+        if names.data_file.is_some() || external {
             return Err(ChainError::ProbedNamesFile { depth, data_file: true });
         }
     }
-    let needs_data_file = super::needs_data_file(&mut io).map_err(layer_err)?;
-    let data_file = match needs_data_file {
-        None => None,
-        Some(name) => {
-            let request = DataFileRequest { name: name.as_ref().map(|n| n.as_bytes()), depth };
+    let data_file = match external {
+        false => None,
+        true => {
+            let request = DataFileRequest { name: names.data_file.as_ref().map(|n| n.as_bytes()), depth };
             Some(resolver.open_data_file(&request).map_err(|error| ChainError::Resolver { depth, error })?)
         }
     };
     let limits = resolver.kdf_limits(depth);
     let passphrase = resolver.passphrase(depth);
-    Qcow2::open_with_kdf_limits(io, data_file, passphrase, &limits).map(Layer::Qcow2).map_err(layer_err)
+    q.finish_open(data_file, Some((passphrase, &limits))).map_err(layer_err)
+}
+
+/// The qcow2 layer in `slot`, where the next layer opens in place (reusing its cache memory).
+fn qcow2_slot<I: BlockIo, const N: usize>(slot: &mut Option<Layer<I, N>>) -> &mut Qcow2<I, I, N> {
+    if !matches!(slot, Some(Layer::Qcow2(_))) {
+        new_qcow2_layer(slot);
+    }
+    match slot {
+        Some(Layer::Qcow2(q)) => q,
+        _ => unreachable!("just made a qcow2 layer"),
+    }
+}
+
+/// Puts an empty qcow2 layer where a raw one (or none) was. Not inlined: its frame holds a
+/// whole layer while it is built (only chains with raw layers, or made by [`Chain::new`]).
+#[cold]
+#[inline(never)]
+fn new_qcow2_layer<I: BlockIo, const N: usize>(slot: &mut Option<Layer<I, N>>) {
+    *slot = Some(Layer::Qcow2(Qcow2::new_empty()));
+}
+
+/// Puts a raw layer in `slot`. Not inlined, for the same reason.
+#[cold]
+#[inline(never)]
+fn put_raw_layer<I: BlockIo, const N: usize>(slot: &mut Option<Layer<I, N>>, io: I, size: u64) {
+    *slot = Some(Layer::Raw { io, size });
 }
 
 /// qcow2 magic and version 2/3 -> qcow2, anything else raw.
@@ -483,7 +617,7 @@ pub fn probe<I: BlockIo>(io: &mut I) -> Result<BackingFormat, I::Error> {
     if io.size()? < 8 {
         return Ok(BackingFormat::Raw);
     }
-    io.read_at(0, &mut magic)?;
+    crate::io::read_aligned(io, 0, &mut magic)?;
     let version = u32::from_be_bytes([magic[4], magic[5], magic[6], magic[7]]);
     Ok(if magic[..4] == super::header::MAGIC && (version == 2 || version == 3) {
         BackingFormat::Qcow2

@@ -365,9 +365,9 @@ pub enum Error<E> {
     DataFileRequired,
     /// An encrypted image opened without a passphrase.
     PassphraseRequired,
-    /// The passphrase opens no key slot.
-    WrongPassphrase,
-    /// The LUKS header inside the image cannot be used.
+    /// The LUKS header inside the image refused: the passphrase opens no keyslot
+    /// ([`crate::luks::LuksError::WrongPassphrase`], see [`Error::is_wrong_passphrase`]), a
+    /// keyslot costs more than the KDF limits allow, or the header cannot be used.
     Luks(crate::luks::LuksError),
     /// A compressed cluster could not be decompressed into exactly one cluster.
     Decompress {
@@ -424,7 +424,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             }
             Error::DataFileRequired => write!(f, "image uses an external data file and none was supplied"),
             Error::PassphraseRequired => write!(f, "image is encrypted: a passphrase is required"),
-            Error::WrongPassphrase => write!(f, "wrong passphrase (no key slot opens with it)"),
+            // The same words as LUKS's own wrong-passphrase error.
             Error::Luks(e) => write!(f, "LUKS header in the image: {e}"),
             Error::Decompress { guest_offset, error } => {
                 write!(f, "compressed cluster at guest offset {guest_offset:#x}: {error}")
@@ -438,4 +438,32 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
     }
 }
 
-impl<E: fmt::Debug + fmt::Display> core::error::Error for Error<E> {}
+impl<E: core::error::Error + 'static> core::error::Error for Error<E> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            Error::Header(e) => Some(e),
+            Error::Corrupt(e) => Some(e),
+            Error::Luks(e) => Some(e),
+            Error::Decompress { error, .. } => Some(error),
+            Error::Crypto(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl<E> Error<E> {
+    /// Whether the passphrase was wrong (no LUKS keyslot opens with it): the one question
+    /// callers branch on to ask again.
+    pub fn is_wrong_passphrase(&self) -> bool {
+        matches!(self, Error::Luks(e) if e.is_wrong_passphrase())
+    }
+
+    /// The device's error, if this is one.
+    pub fn io(&self) -> Option<&E> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}

@@ -19,39 +19,50 @@ pub const EXT_FDE: u32 = 0x0537_be77;
 /// External data file name.
 pub const EXT_DATA_FILE: u32 = 0x4441_5441;
 
-/// Feature table entries kept (QEMU writes 8).
-pub const MAX_FEATURE_ENTRIES: usize = 32;
+/// Feature table entries kept (QEMU writes 8; entries past this only lose their names in
+/// error messages).
+pub const MAX_FEATURE_ENTRIES: usize = 16;
+/// Bytes of a backing format name kept (QEMU's format names are a few bytes; a longer one
+/// is kept truncated, and no format matches it).
+pub const MAX_FORMAT_NAME: usize = 32;
 /// Unknown extensions recorded.
 pub const MAX_UNKNOWN: usize = 8;
 
-/// A name stored in place: backing file, backing format or data file (at most 1023 bytes).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct NameBuf {
-    bytes: [u8; MAX_BACKING_NAME as usize],
-    len: u16,
+/// A name stored in place: backing file or data file (at most 1023 bytes), backing format
+/// (at most [`MAX_FORMAT_NAME`] bytes kept).
+#[derive(Clone, PartialEq, Eq)]
+pub struct NameBuf<const CAP: usize = { MAX_BACKING_NAME as usize }> {
+    bytes: heapless::Vec<u8, CAP>,
+    /// The length in the image (more than `CAP` when truncated).
+    len: u32,
 }
 
-impl NameBuf {
-    pub(crate) const fn empty() -> NameBuf {
-        NameBuf { bytes: [0; MAX_BACKING_NAME as usize], len: 0 }
+impl<const CAP: usize> NameBuf<CAP> {
+    /// `raw`, or `None` when longer than `CAP`.
+    pub(crate) fn new(raw: &[u8]) -> Option<Self> {
+        Some(NameBuf { bytes: heapless::Vec::from_slice(raw).ok()?, len: raw.len() as u32 })
     }
 
-    pub(crate) fn new(raw: &[u8]) -> Option<NameBuf> {
-        let mut n = NameBuf::empty();
-        n.bytes.get_mut(..raw.len())?.copy_from_slice(raw);
-        n.len = raw.len() as u16;
-        Some(n)
+    /// The first `CAP` bytes of `raw`.
+    pub(crate) fn truncated(raw: &[u8]) -> Self {
+        let keep = raw.len().min(CAP);
+        NameBuf { bytes: heapless::Vec::from_slice(&raw[..keep]).unwrap_or_default(), len: raw.len() as u32 }
     }
 
     /// The bytes (not NUL-terminated; usually UTF-8 but not guaranteed).
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
+        &self.bytes
+    }
+
+    /// Whether the image's name was longer than what is kept.
+    pub fn is_truncated(&self) -> bool {
+        self.len as usize > self.bytes.len()
     }
 }
 
-impl core::fmt::Debug for NameBuf {
+impl<const CAP: usize> core::fmt::Debug for NameBuf<CAP> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{:?}", super::Name(self.as_bytes()))
+        write!(f, "{:?}", super::UntrustedName(self.as_bytes()))
     }
 }
 
@@ -89,8 +100,8 @@ pub struct UnknownExt {
 /// All header extensions of an image.
 #[derive(Clone)]
 pub struct Extensions {
-    /// Backing file format name ("qcow2", "raw", ...).
-    pub backing_format: Option<NameBuf>,
+    /// Backing file format name ("qcow2", "raw", ...; see [`NameBuf::is_truncated`]).
+    pub backing_format: Option<NameBuf<MAX_FORMAT_NAME>>,
     /// Backing file name (from the header's backing_file_offset, not an extension, kept here
     /// with the other names).
     pub backing_file: Option<NameBuf>,
@@ -100,10 +111,8 @@ pub struct Extensions {
     pub fde: Option<FdeHeader>,
     /// Bitmaps.
     pub bitmaps: Option<BitmapsExt>,
-    feature_table: [u8; MAX_FEATURE_ENTRIES * 48],
-    feature_table_len: usize,
-    unknown: [UnknownExt; MAX_UNKNOWN],
-    unknown_len: usize,
+    feature_table: heapless::Vec<u8, { MAX_FEATURE_ENTRIES * 48 }>,
+    unknown: heapless::Vec<UnknownExt, MAX_UNKNOWN>,
     unknown_total: usize,
 }
 
@@ -115,28 +124,38 @@ impl core::fmt::Debug for Extensions {
             .field("data_file", &self.data_file)
             .field("fde", &self.fde)
             .field("bitmaps", &self.bitmaps)
-            .field("feature_entries", &(self.feature_table_len / 48))
+            .field("feature_entries", &(self.feature_table.len() / 48))
             .field("unknown", &self.unknown())
             .finish()
     }
 }
 
 impl Extensions {
+    /// No extensions and no names (an image not opened yet).
+    pub const EMPTY: Extensions = Extensions {
+        backing_format: None,
+        backing_file: None,
+        data_file: None,
+        fde: None,
+        bitmaps: None,
+        feature_table: heapless::Vec::new(),
+        unknown: heapless::Vec::new(),
+        unknown_total: 0,
+    };
+
     /// Parses the extensions and the backing file name from `area`, a copy of the first bytes
     /// of cluster 0 (all of it, or at least up to the end marker).
     pub fn parse(h: &Header, area: &[u8]) -> Result<Extensions, HeaderError> {
-        let mut x = Extensions {
-            backing_format: None,
-            backing_file: None,
-            data_file: None,
-            fde: None,
-            bitmaps: None,
-            feature_table: [0; MAX_FEATURE_ENTRIES * 48],
-            feature_table_len: 0,
-            unknown: [UnknownExt { ext_type: 0, offset: 0, len: 0 }; MAX_UNKNOWN],
-            unknown_len: 0,
-            unknown_total: 0,
-        };
+        let mut x = Extensions::EMPTY;
+        x.parse_into(h, area)?;
+        Ok(x)
+    }
+
+    /// [`Extensions::parse`] into `self` (replacing what it held), without a large value
+    /// returned on the stack.
+    pub fn parse_into(&mut self, h: &Header, area: &[u8]) -> Result<(), HeaderError> {
+        *self = Extensions::EMPTY;
+        let x = self;
         let cluster_end = h.cluster_size();
         if h.backing_file_offset != 0 {
             let start = h.backing_file_offset as usize;
@@ -146,7 +165,7 @@ impl Extensions {
             x.backing_file = NameBuf::new(raw);
         }
         if h.version < 3 && h.header_length == super::header::V2_HEADER_LEN && area.len() < 80 {
-            return Ok(x);
+            return Ok(());
         }
         let mut off = u64::from(h.header_length);
         let mut seen = 0u32; // bit per known type
@@ -187,16 +206,19 @@ impl Extensions {
             }
             match ext_type {
                 EXT_BACKING_FORMAT => {
-                    x.backing_format = Some(NameBuf::new(data).ok_or(HeaderError::NameTooLong { ext_type, len })?);
+                    if len > MAX_BACKING_NAME {
+                        return Err(HeaderError::NameTooLong { ext_type, len });
+                    }
+                    x.backing_format = Some(NameBuf::truncated(data));
                 }
                 EXT_DATA_FILE => {
                     x.data_file = Some(NameBuf::new(data).ok_or(HeaderError::NameTooLong { ext_type, len })?);
                 }
                 EXT_FEATURE_TABLE => {
                     // Entries past our capacity are dropped: they only serve error messages.
-                    let keep = data.len().min(x.feature_table.len()) / 48 * 48;
-                    x.feature_table[..keep].copy_from_slice(&data[..keep]);
-                    x.feature_table_len = keep;
+                    let keep = data.len().min(x.feature_table.capacity()) / 48 * 48;
+                    x.feature_table.clear();
+                    x.feature_table.extend_from_slice(&data[..keep]).expect("within capacity");
                 }
                 EXT_BITMAPS => {
                     if len != 24 {
@@ -232,10 +254,8 @@ impl Extensions {
                     x.fde = Some(fde);
                 }
                 _ => {
-                    if x.unknown_len < MAX_UNKNOWN {
-                        x.unknown[x.unknown_len] = UnknownExt { ext_type, offset: data_start, len };
-                        x.unknown_len += 1;
-                    }
+                    // Past the capacity only the count is kept.
+                    let _ = x.unknown.push(UnknownExt { ext_type, offset: data_start, len });
                     x.unknown_total += 1;
                 }
             }
@@ -244,17 +264,17 @@ impl Extensions {
         if h.crypt_method == CryptMethod::Luks && x.fde.is_none() {
             return Err(HeaderError::LuksWithoutFde);
         }
-        Ok(x)
+        Ok(())
     }
 
     /// The raw feature name table (48-byte entries).
     pub fn feature_table(&self) -> &[u8] {
-        &self.feature_table[..self.feature_table_len]
+        &self.feature_table
     }
 
     /// Unknown extensions (the first [`MAX_UNKNOWN`]; see [`Extensions::unknown_count`]).
     pub fn unknown(&self) -> &[UnknownExt] {
-        &self.unknown[..self.unknown_len]
+        &self.unknown
     }
 
     /// How many unknown extensions the image has in total.

@@ -54,46 +54,42 @@ pub fn known_name(kind: FeatureKind, bit: u32) -> Option<&'static str> {
 }
 
 /// A feature name, up to 46 bytes (NUL padding removed).
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct FeatureName {
-    bytes: [u8; 46],
-    len: u8,
+    bytes: heapless::Vec<u8, 46>,
 }
 
 impl FeatureName {
     /// An empty name (the bit is not in the table).
     pub const fn empty() -> FeatureName {
-        FeatureName { bytes: [0; 46], len: 0 }
+        FeatureName { bytes: heapless::Vec::new() }
     }
 
     pub(crate) fn from_raw(raw: &[u8]) -> FeatureName {
-        let mut n = FeatureName::empty();
         let len = raw.iter().take(46).position(|&c| c == 0).unwrap_or(raw.len().min(46));
-        n.bytes[..len].copy_from_slice(&raw[..len]);
-        n.len = len as u8;
-        n
+        FeatureName { bytes: heapless::Vec::from_slice(&raw[..len]).unwrap_or_default() }
     }
 
     /// The name's bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len as usize]
+        &self.bytes
     }
 
     /// Whether the table had no name for the bit.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.bytes.is_empty()
     }
 }
 
 impl core::fmt::Debug for FeatureName {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{:?}", crate::qcow2::Name(self.as_bytes()))
+        write!(f, "{:?}", crate::qcow2::UntrustedName(self.as_bytes()))
     }
 }
 
 impl core::fmt::Display for FeatureName {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        core::fmt::Display::fmt(&crate::qcow2::Name(self.as_bytes()), f)
+        core::fmt::Display::fmt(&crate::qcow2::UntrustedName(self.as_bytes()), f)
     }
 }
 

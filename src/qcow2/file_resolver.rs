@@ -20,7 +20,7 @@ use std::path::{Component, Path, PathBuf};
 use std::vec::Vec;
 
 use super::backing::{BackingRequest, DataFileRequest, Opened, Resolver};
-use super::Name;
+use super::UntrustedName;
 use crate::io::BlockIo;
 
 /// Where backing and data files named in images may be opened from, and whether undeclared
@@ -108,7 +108,13 @@ pub struct Found {
 
 impl core::fmt::Display for Found {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{} name \"{}\" in {}", self.role, Name(&self.name), Name(self.image.as_os_str().as_bytes()))
+        write!(
+            f,
+            "{} name \"{}\" in {}",
+            self.role,
+            UntrustedName(&self.name),
+            UntrustedName(self.image.as_os_str().as_bytes())
+        )
     }
 }
 
@@ -241,8 +247,8 @@ impl FileResolverError {
     }
 }
 
-fn shown(p: &Path) -> Name<'_> {
-    Name(p.as_os_str().as_bytes())
+fn shown(p: &Path) -> UntrustedName<'_> {
+    UntrustedName(p.as_os_str().as_bytes())
 }
 
 impl core::fmt::Display for FileResolverError {

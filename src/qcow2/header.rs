@@ -83,6 +83,29 @@ pub struct Header {
 }
 
 impl Header {
+    /// The header of an image not opened yet ([`super::Qcow2::new_empty`]): size 0, no
+    /// tables, 512-byte clusters.
+    pub const EMPTY: Header = Header {
+        version: 3,
+        backing_file_offset: 0,
+        backing_file_size: 0,
+        cluster_bits: 9,
+        size: 0,
+        crypt_method: CryptMethod::None,
+        l1_size: 0,
+        l1_table_offset: 0,
+        refcount_table_offset: 0,
+        refcount_table_clusters: 0,
+        nb_snapshots: 0,
+        snapshots_offset: 0,
+        incompatible_features: 0,
+        compatible_features: 0,
+        autoclear_features: 0,
+        refcount_order: 4,
+        header_length: V3_HEADER_LEN,
+        compression_type: Compression::Deflate,
+    };
+
     /// Parses and validates the header from the start of the file (at least 72 bytes, and at
     /// least `header_length` bytes for v3).
     ///

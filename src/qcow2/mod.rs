@@ -12,13 +12,41 @@
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use qluks::qcow2::Qcow2;
+//! // `File: BlockIo` needs the `std` feature.
+//! use qluks::qcow2::Qcow2Image;
 //! let file = std::fs::File::open("disk.qcow2")?;
-//! let mut disk: Qcow2<std::fs::File> = Qcow2::open(file, Some(b"passphrase"))?;
+//! let mut disk = Qcow2Image::open(file, Some(b"passphrase"))?;
 //! let mut sector = [0u8; 512];
 //! disk.read_at(0, &mut sector)?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Memory and stack
+//!
+//! Every open and read path runs in 64 KiB of stack (`tests/stack_qcow2.rs` runs each on a
+//! thread with its measured minimum plus about 8 KiB) provided the large structs live in the
+//! caller's memory (a `static`, a box, a pool) and are opened in place: [`Qcow2::new_empty`]
+//! and [`Chain::new_empty`] are `const`, [`Qcow2::open_in`] and [`Chain::open_in`] fill them
+//! field by field (a chain keeps closed layers' caches for the next open), and
+//! [`Image::open`](crate::image::Image::open) takes the chain by reference. The by-value
+//! `open`s remain for callers with stack to spare (they build the value on the stack).
+//!
+//! | what | bytes (x86-64, `I = File`) |
+//! | --- | --- |
+//! | table cache, per qcow2 layer | `N` x (4096 + 32) + 8 |
+//! | [`Extensions`] (kept: backing and data file names 1023 bytes each, format name 32, 16 feature table entries, 8 unknown extensions) | 3 128 (was 4 832) |
+//! | [`Qcow2`] = cache + about 4.3 KiB (header, extensions, cipher key schedules, sizes) | `N` = 1: 8 448; 4: 20 832; 16: 70 368 |
+//! | [`Layer`] (`N` = 4) | 20 832 |
+//! | [`Chain`] = `DEPTH` x [`Layer`] + 8 | `<4, 2>`: 41 672; `<4, 4>`: 83 336; `<8, 16>`: 597 512 |
+//! | [`Image`](crate::image::Image) (the chain is the caller's) | 2 200 (was 90 160) |
+//! | compressed scratch ([`Qcow2::compressed_scratch_len`]) | 3 x cluster size (192 KiB at 64 KiB clusters) |
+//! | bounce buffer of [`read_aligned`](crate::io::read_aligned) (stack, only with `block_size() > 1` or `io_align() > 1`) | 4 096 |
+//! | header area read at open (stack, [`HEADER_AREA`]) | 8 192 |
+//!
+//! Minimum stack measured (x86-64, release / debug, KiB, by bisecting the thread's stack size;
+//! a thread alone needs about 9): `Qcow2` open + read: LUKS 27 / 69, legacy AES 9 / 49,
+//! compressed clusters 29 / 57; a three-layer LUKS chain 27 / 73; [`Image`](crate::image::Image)
+//! on raw 9 / 9, qcow 9 / 43, qcow2 9 / 43, LUKS 29 / 75, LUKS qcow2 31 / 83.
 
 pub mod backing;
 pub mod compressed;
@@ -37,7 +65,7 @@ mod mapping;
 mod read;
 pub mod snapshot;
 
-pub use backing::{Chain, Layer};
+pub use backing::{Chain, ChainError, Layer};
 pub use error::{Corruption, Error, HeaderError};
 pub use extension::{Extensions, FdeHeader};
 pub use extent::Extent;
@@ -73,15 +101,15 @@ pub(crate) fn be64(b: &[u8], off: usize) -> u64 {
 /// (newlines and ESC included), Unicode bidirectional and invisible format characters escaped;
 /// bytes that are not UTF-8 as `\\xNN`. What a terminal shows is then exactly what the image
 /// holds, with no escape sequence run and no text reordered or hidden.
-pub struct Name<'a>(pub &'a [u8]);
+pub struct UntrustedName<'a>(pub &'a [u8]);
 
-impl core::fmt::Display for Name<'_> {
+impl core::fmt::Display for UntrustedName<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         crate::crypto::name::fmt_untrusted(self.0, f)
     }
 }
 
-impl core::fmt::Debug for Name<'_> {
+impl core::fmt::Debug for UntrustedName<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "\"{self}\"")
     }
@@ -92,7 +120,8 @@ impl core::fmt::Debug for Name<'_> {
 /// `I` is the image file, `D` the external data file (the same type as `I` by default; unused
 /// without one), `N` the number of 4 KiB table slices cached inline.
 pub struct Qcow2<I: BlockIo, D: BlockIo<Error = I::Error> = I, const N: usize = DEFAULT_CACHE_SLICES> {
-    io: I,
+    /// `None` until opened ([`Qcow2::new_empty`]).
+    io: Option<I>,
     data_file: Option<D>,
     header: Header,
     extensions: Extensions,
@@ -120,15 +149,62 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> core::fmt::Debug 
     }
 }
 
-impl<I: BlockIo, const N: usize> Qcow2<I, I, N> {
-    /// Opens an image without an external data file. `passphrase` is needed for encrypted
-    /// images (LUKS: any key slot's passphrase; legacy AES: the key string).
+/// A [`Qcow2`] with the defaults spelled out (the image file's type for the data file,
+/// [`DEFAULT_CACHE_SLICES`] cached slices), so that `Qcow2Image::open(file, ..)` infers.
+pub type Qcow2Image<I> = Qcow2<I, I, DEFAULT_CACHE_SLICES>;
+
+impl<I: BlockIo> Qcow2<I, I, DEFAULT_CACHE_SLICES> {
+    /// Opens an image without an external data file, returning it by value (about
+    /// `size_of::<Qcow2Image<I>>()` bytes: see the module docs; [`Qcow2::open_in`] opens into
+    /// caller-owned memory instead). `passphrase` is needed for encrypted images (LUKS: any
+    /// key slot's passphrase; legacy AES: the key string).
     pub fn open(io: I, passphrase: Option<&[u8]>) -> Result<Self, Error<I::Error>> {
         Self::open_with_data_file(io, None, passphrase)
     }
 }
 
+impl<I: BlockIo, const N: usize> Qcow2<I, I, N> {
+    /// Opens an image without an external data file into this (caller-owned) value, made by
+    /// [`Qcow2::new_empty`] or holding an image opened before (replaced; its cache memory is
+    /// reused): nothing of the image's size is built on the stack or moved.
+    pub fn open_in(&mut self, io: I, passphrase: Option<&[u8]>) -> Result<(), Error<I::Error>> {
+        self.open_in_with(io, None, passphrase, &crate::luks::KdfLimits::DEFAULT)
+    }
+}
+
+impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Default for Qcow2<I, D, N> {
+    fn default() -> Self {
+        Self::new_empty()
+    }
+}
+
 impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
+    /// An image that holds nothing yet (size 0, no device), for [`Qcow2::open_in`]: its
+    /// memory (mostly the table cache) is the caller's, e.g. a `static` (this is `const`), a
+    /// box or a pool.
+    pub const fn new_empty() -> Self {
+        Qcow2 {
+            io: None,
+            data_file: None,
+            header: Header::EMPTY,
+            extensions: Extensions::EMPTY,
+            file_size: 0,
+            data_file_size: 0,
+            l1_table_offset: 0,
+            l1_size: 0,
+            size: 0,
+            snapshot: None,
+            crypt: Crypt::Locked,
+            cache: L2Cache::new(),
+        }
+    }
+
+    /// Whether an image is open (not [`Qcow2::new_empty`], nor closed by a failed
+    /// [`Qcow2::open_in`]).
+    pub fn is_open(&self) -> bool {
+        self.io.is_some()
+    }
+
     /// Opens an image whose guest data may live in `data_file` (required when the image has
     /// the external data file feature; the image's [`Extensions::data_file`] names it, and the
     /// caller decides whether and how to open that name).
@@ -137,7 +213,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         data_file: Option<D>,
         passphrase: Option<&[u8]>,
     ) -> Result<Self, Error<I::Error>> {
-        Self::open_inner(io, data_file, Some((passphrase, &crate::luks::KdfLimits::DEFAULT)))
+        Self::open_with_kdf_limits(io, data_file, passphrase, &crate::luks::KdfLimits::DEFAULT)
     }
 
     /// [`Qcow2::open_with_data_file`] with the caller's KDF limits for the embedded LUKS header
@@ -149,23 +225,78 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         passphrase: Option<&[u8]>,
         limits: &crate::luks::KdfLimits,
     ) -> Result<Self, Error<I::Error>> {
-        Self::open_inner(io, data_file, Some((passphrase, limits)))
+        let mut q = Self::new_empty();
+        q.open_in_with(io, data_file, passphrase, limits)?;
+        Ok(q)
+    }
+
+    /// [`Qcow2::open_with_kdf_limits`] into this (caller-owned) value (see
+    /// [`Qcow2::open_in`]). On error the value is left closed ([`Qcow2::is_open`] false).
+    pub fn open_in_with(
+        &mut self,
+        io: I,
+        data_file: Option<D>,
+        passphrase: Option<&[u8]>,
+        limits: &crate::luks::KdfLimits,
+    ) -> Result<(), Error<I::Error>> {
+        self.open_steps(io, data_file, Some((passphrase, limits)))
     }
 
     /// Opens the metadata only: header, tables, snapshots and the allocation map are
     /// available without a passphrase or data file; reading encrypted data (or data in a
     /// missing data file) fails with [`Error::PassphraseRequired`] ([`Error::DataFileRequired`]).
     pub fn open_metadata(io: I, data_file: Option<D>) -> Result<Self, Error<I::Error>> {
-        Self::open_inner(io, data_file, None)
+        let mut q = Self::new_empty();
+        q.open_metadata_in(io, data_file)?;
+        Ok(q)
     }
 
-    /// `key`: `None` = metadata only, `Some((passphrase, limits))` = unlock.
-    fn open_inner(
-        mut io: I,
-        mut data_file: Option<D>,
+    /// [`Qcow2::open_metadata`] into this (caller-owned) value (see [`Qcow2::open_in_with`]).
+    pub fn open_metadata_in(&mut self, io: I, data_file: Option<D>) -> Result<(), Error<I::Error>> {
+        self.open_steps(io, data_file, None)
+    }
+
+    fn open_steps(
+        &mut self,
+        io: I,
+        data_file: Option<D>,
         key: Option<(Option<&[u8]>, &crate::luks::KdfLimits)>,
-    ) -> Result<Self, Error<I::Error>> {
-        let (header, extensions, file_size) = read_header(&mut io)?;
+    ) -> Result<(), Error<I::Error>> {
+        let r = self.read_header_in(io).and_then(|()| self.finish_open(data_file, key));
+        if r.is_err() {
+            self.close();
+        }
+        r
+    }
+
+    /// Drops the devices and forgets the image, keeping the cache memory: the value is then
+    /// as [`Qcow2::new_empty`] made it.
+    pub fn close(&mut self) {
+        self.io = None;
+        self.data_file = None;
+        self.header = Header::EMPTY;
+        self.extensions = Extensions::EMPTY;
+        self.file_size = 0;
+        self.data_file_size = 0;
+        self.l1_table_offset = 0;
+        self.l1_size = 0;
+        self.size = 0;
+        self.snapshot = None;
+        self.crypt = Crypt::Locked;
+        self.cache.clear();
+    }
+
+    /// Opening, step 1: closes this image, takes `io` and reads and checks the header into
+    /// place (the caller may look at the names before [`Qcow2::finish_open`]). The image stays
+    /// unreadable (size 0) until step 2. On error the caller closes it.
+    // Not inlined (nor is what it calls): the header area's frame is gone before the unlock.
+    #[inline(never)]
+    pub(crate) fn read_header_in(&mut self, io: I) -> Result<(), Error<I::Error>> {
+        self.close();
+        let io = self.io.insert(io);
+        let file_size = read_header_into(io, &mut self.header, &mut self.extensions)?;
+        self.file_size = file_size;
+        let header = &self.header;
         let l1_bytes = u64::from(header.l1_size) * 8;
         check_in_file(header::Table::L1, header.l1_table_offset, l1_bytes, file_size)?;
         let rt_bytes = u64::from(header.refcount_table_clusters) << header.cluster_bits;
@@ -173,7 +304,19 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         if header.nb_snapshots > 0 {
             check_in_file(header::Table::Snapshots, header.snapshots_offset, 40, file_size)?;
         }
-        let data_file_size = if header.incompatible(Incompatible::ExternalDataFile) {
+        Ok(())
+    }
+
+    /// Opening, step 2: takes the data file (kept only when the image has the feature),
+    /// unlocks (`key`: `None` = metadata only, `Some((passphrase, limits))`), and makes the
+    /// image readable. On error the caller closes it.
+    #[inline(never)]
+    pub(crate) fn finish_open(
+        &mut self,
+        mut data_file: Option<D>,
+        key: Option<(Option<&[u8]>, &crate::luks::KdfLimits)>,
+    ) -> Result<(), Error<I::Error>> {
+        self.data_file_size = if self.header.incompatible(Incompatible::ExternalDataFile) {
             match data_file.as_mut() {
                 Some(d) => d.size().map_err(Error::Io)?,
                 None if key.is_none() => 0,
@@ -183,54 +326,27 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             data_file = None;
             0
         };
-        let crypt = match (header.crypt_method, key) {
+        self.data_file = data_file;
+        let Some(io) = self.io.as_mut() else {
+            return Err(Error::OutOfRange { offset: 0, len: 0, size: 0 });
+        };
+        self.crypt = match (self.header.crypt_method, key) {
             (CryptMethod::None, _) => Crypt::None,
             (_, None) => Crypt::Locked,
             (_, Some((passphrase, limits))) => {
-                Self::unlock(&mut io, &header, &extensions, file_size, passphrase, limits)?
+                unlock(io, &self.header, &self.extensions, self.file_size, passphrase, limits)?
             }
         };
-        Ok(Qcow2 {
-            io,
-            data_file,
-            l1_table_offset: header.l1_table_offset,
-            l1_size: header.l1_size,
-            size: header.size,
-            snapshot: None,
-            header,
-            extensions,
-            file_size,
-            data_file_size,
-            crypt,
-            cache: L2Cache::new(),
-        })
+        self.l1_table_offset = self.header.l1_table_offset;
+        self.l1_size = self.header.l1_size;
+        self.size = self.header.size;
+        self.snapshot = None;
+        self.cache.clear();
+        Ok(())
     }
+}
 
-    fn unlock(
-        io: &mut I,
-        header: &Header,
-        extensions: &Extensions,
-        file_size: u64,
-        passphrase: Option<&[u8]>,
-        limits: &crate::luks::KdfLimits,
-    ) -> Result<Crypt, Error<I::Error>> {
-        Ok(match header.crypt_method {
-            CryptMethod::None => Crypt::None,
-            CryptMethod::Aes => Crypt::legacy_aes(passphrase.ok_or(Error::PassphraseRequired)?)?,
-            CryptMethod::Luks => {
-                let fde = extensions.fde.ok_or(Error::Header(HeaderError::LuksWithoutFde))?;
-                if fde.offset.saturating_add(fde.length) > file_size {
-                    return Err(Error::Corrupt(Corruption::PastEndOfFile {
-                        table: header::Table::Fde,
-                        offset: fde.offset,
-                        file_size,
-                    }));
-                }
-                luks::unlock(io, fde, passphrase.ok_or(Error::PassphraseRequired)?, limits)?
-            }
-        })
-    }
-
+impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     /// The validated header.
     pub fn header(&self) -> &Header {
         &self.header
@@ -272,8 +388,8 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         self.snapshot
     }
 
-    /// Gives back the image file and data file.
-    pub fn into_inner(self) -> (I, Option<D>) {
+    /// Gives back the image file (`None` if not open) and data file.
+    pub fn into_inner(self) -> (Option<I>, Option<D>) {
         (self.io, self.data_file)
     }
 
@@ -298,27 +414,61 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
 
 /// Reads and validates the header and extensions of the image on `io` (no passphrase needed:
 /// this is what `qluks info` shows). Returns them with the file size.
-pub fn read_header<I: BlockIo>(io: &mut I) -> Result<(Header, Extensions, u64), Error<I::Error>> {
+#[inline(never)]
+fn unlock<I: BlockIo>(
+    io: &mut I,
+    header: &Header,
+    extensions: &Extensions,
+    file_size: u64,
+    passphrase: Option<&[u8]>,
+    limits: &crate::luks::KdfLimits,
+) -> Result<Crypt, Error<I::Error>> {
+    Ok(match header.crypt_method {
+        CryptMethod::None => Crypt::None,
+        CryptMethod::Aes => Crypt::legacy_aes(passphrase.ok_or(Error::PassphraseRequired)?)?,
+        CryptMethod::Luks => {
+            let fde = extensions.fde.ok_or(Error::Header(HeaderError::LuksWithoutFde))?;
+            if fde.offset.saturating_add(fde.length) > file_size {
+                return Err(Error::Corrupt(Corruption::PastEndOfFile {
+                    table: header::Table::Fde,
+                    offset: fde.offset,
+                    file_size,
+                }));
+            }
+            luks::unlock(io, fde, passphrase.ok_or(Error::PassphraseRequired)?, limits)?
+        }
+    })
+}
+
+#[inline(never)]
+pub fn read_qcow2_header<I: BlockIo>(io: &mut I) -> Result<(Header, Extensions, u64), Error<I::Error>> {
+    let mut header = Header::EMPTY;
+    let mut extensions = Extensions::EMPTY;
+    let file_size = read_header_into(io, &mut header, &mut extensions)?;
+    Ok((header, extensions, file_size))
+}
+
+/// [`read_qcow2_header`] into place (nothing large returned by value).
+#[inline(never)]
+fn read_header_into<I: BlockIo>(
+    io: &mut I,
+    header: &mut Header,
+    extensions: &mut Extensions,
+) -> Result<u64, Error<I::Error>> {
     let file_size = io.size().map_err(Error::Io)?;
     let mut area = [0u8; HEADER_AREA];
     let n = (HEADER_AREA as u64).min(file_size) as usize;
-    io.read_at(0, &mut area[..n]).map_err(Error::Io)?;
+    crate::io::read_aligned(io, 0, &mut area[..n]).map_err(Error::Io)?;
     let area = &area[..n];
-    let header = match Header::parse(area) {
+    *header = match Header::parse(area) {
         Err(HeaderError::UnknownIncompatibleFeatures { bits }) => {
             return Err(unknown_feature_error(area, bits));
         }
         r => r?,
     };
     let n = n.min(header.cluster_size() as usize);
-    let extensions = Extensions::parse(&header, &area[..n])?;
-    Ok((header, extensions, file_size))
-}
-
-/// `Some(data file name)` when the image on `io` keeps its data in an external data file.
-pub(crate) fn needs_data_file<I: BlockIo>(io: &mut I) -> Result<Option<Option<extension::NameBuf>>, Error<I::Error>> {
-    let (header, extensions, _) = read_header(io)?;
-    Ok(header.incompatible(Incompatible::ExternalDataFile).then_some(extensions.data_file))
+    extensions.parse_into(header, &area[..n])?;
+    Ok(file_size)
 }
 
 fn check_in_file<E>(table: header::Table, offset: u64, len: u64, file_size: u64) -> Result<(), Error<E>> {

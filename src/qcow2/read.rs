@@ -51,7 +51,10 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         match self.data_file.as_mut() {
             Some(d) => read_stored(&self.crypt, d, self.data_file_size, host_offset, guest, out),
             None if external => Err(Error::DataFileRequired),
-            None => read_stored(&self.crypt, &mut self.io, self.file_size, host_offset, guest, out),
+            None => match self.io.as_mut() {
+                Some(io) => read_stored(&self.crypt, io, self.file_size, host_offset, guest, out),
+                None => Err(Error::OutOfRange { offset: guest, len: out.len(), size: 0 }),
+            },
         }
     }
 
@@ -88,9 +91,9 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         self.mapping_run(guest_offset, max_len.min(self.size - guest_offset))
     }
 
-    /// The image file.
-    pub fn io(&self) -> &I {
-        &self.io
+    /// The image file (`None` when no image is open).
+    pub fn io(&self) -> Option<&I> {
+        self.io.as_ref()
     }
 
     /// The external data file, if one was supplied.
@@ -129,7 +132,8 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let (input, rest) = scratch.split_at_mut(compressed_len as usize);
         let avail = (self.file_size - host_offset).min(compressed_len) as usize;
         let input = &mut input[..avail];
-        self.io.read_at(host_offset, input).map_err(Error::Io)?;
+        let io = self.io.as_mut().ok_or(Error::OutOfRange { offset: guest, len: out.len(), size: 0 })?;
+        crate::io::read_aligned(io, host_offset, input).map_err(Error::Io)?;
         let cluster_start = guest & !(cs as u64 - 1);
         let kind = self.header.compression_type;
         let fail = |error| Error::Decompress { guest_offset: cluster_start, error };
@@ -202,7 +206,7 @@ fn read_host<J: BlockIo>(io: &mut J, file_size: u64, host: u64, out: &mut [u8]) 
     let avail = file_size.saturating_sub(host).min(out.len() as u64) as usize;
     let (present, past_end) = out.split_at_mut(avail);
     if !present.is_empty() {
-        io.read_at(host, present).map_err(Error::Io)?;
+        crate::io::read_aligned(io, host, present).map_err(Error::Io)?;
     }
     past_end.fill(0);
     Ok(())

@@ -17,16 +17,17 @@ pub const MAX_TABLE_BYTES: u64 = 64 << 20;
 pub const NAME_CAP: usize = 128;
 
 /// A snapshot id or name (first [`NAME_CAP`] bytes).
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SnapshotName {
-    bytes: [u8; NAME_CAP],
+    bytes: heapless::Vec<u8, NAME_CAP>,
+    /// The length on disk (more than [`NAME_CAP`] when truncated).
     len: u16,
 }
 
 impl SnapshotName {
     /// The stored bytes (truncated to [`NAME_CAP`] when [`SnapshotName::is_truncated`]).
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len).min(NAME_CAP)]
+        &self.bytes
     }
 
     /// Full length on disk.
@@ -47,18 +48,18 @@ impl SnapshotName {
 
 impl core::fmt::Debug for SnapshotName {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{:?}", super::Name(self.as_bytes()))
+        write!(f, "{:?}", super::UntrustedName(self.as_bytes()))
     }
 }
 
 impl core::fmt::Display for SnapshotName {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{}", super::Name(self.as_bytes()))
+        write!(f, "{}", super::UntrustedName(self.as_bytes()))
     }
 }
 
 /// One snapshot table entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     /// Position in the table.
     pub index: u32,
@@ -87,10 +88,8 @@ pub struct Snapshot {
 }
 
 fn name_from(raw: &[u8], full_len: u16) -> SnapshotName {
-    let mut n = SnapshotName { bytes: [0; NAME_CAP], len: full_len };
     let keep = raw.len().min(NAME_CAP);
-    n.bytes[..keep].copy_from_slice(&raw[..keep]);
-    n
+    SnapshotName { bytes: heapless::Vec::from_slice(&raw[..keep]).unwrap_or_default(), len: full_len }
 }
 
 impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
@@ -145,7 +144,8 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             return Err(None);
         }
         if !buf.is_empty() {
-            self.io.read_at(offset, buf).map_err(|e| Some(Error::Io(e)))?;
+            let io = self.io.as_mut().ok_or(None)?;
+            crate::io::read_aligned(io, offset, buf).map_err(|e| Some(Error::Io(e)))?;
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use qluks::qcow2::backing::{BackingFormat, BackingRequest, Chain, DataFileReques
 
 use crate::virtio_blk::{VirtioBlk, MAX_DISKS, SERIAL_LEN};
 
-/// Cached 4 KiB table slices per qcow2 layer (inline in the chain, on the stack).
+/// Cached 4 KiB table slices per qcow2 layer (inline in the chain, a static in `.bss`).
 pub const CACHE_SLICES: usize = 16;
 /// Layers at most: the overlay, its base, and room for a deeper chain.
 pub const DEPTH: usize = MAX_DISKS;
@@ -67,7 +67,7 @@ impl Resolver<VirtioBlk> for Disks<'_> {
 /// The hal backend the top layer decrypts with (`None` for an unencrypted image).
 pub fn top_backend(chain: &DiskChain) -> Option<qluks_hal::Backend> {
     match chain.top() {
-        Layer::Qcow2(q) => q.cipher().map(|c| c.backend()),
-        Layer::Raw { .. } => None,
+        Some(Layer::Qcow2(q)) => q.cipher().map(|c| c.backend()),
+        Some(Layer::Raw { .. }) | None => None,
     }
 }

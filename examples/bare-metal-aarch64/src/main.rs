@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
 use args::{Args, Fault, Source};
-use static_buf::StaticBuf;
+use static_buf::{StaticBuf, StaticCell};
 use timer::Instant;
 
 /// Exit statuses.
@@ -164,10 +164,12 @@ fn run(args: &Args) -> Result<[u8; 32], Failure> {
         Source::Image => {
             let requests = virtio_blk::requests();
             let t = Instant::now();
-            let mut chain = image_job::DiskChain::open(top, &mut disks).map_err(|e| report("open", e))?;
+            // The chain (its layers and their table caches) lives in `.bss`, opened in place.
+            let chain = CHAIN.take().ok_or(Failure::Args("chain already in use"))?;
+            chain.open_in(top, &mut disks).map_err(|e| report("open", e))?;
             let unlock_us = t.elapsed_us();
             let layers = chain.layers().count();
-            match image_job::top_backend(&chain) {
+            match image_job::top_backend(chain) {
                 Some(backend) => println!("hal backend: {backend}"),
                 None => println!("hal backend: none (the image is not encrypted)"),
             }
@@ -177,10 +179,13 @@ fn run(args: &Args) -> Result<[u8; 32], Failure> {
                 virtio_blk::requests() - requests
             );
             let scratch = SCRATCH.take().ok_or(Failure::Args("scratch buffer already in use"))?;
-            hash_range(args.offset, args.length, buffer, |offset, buf| chain.read_at(offset, buf, scratch))
+            hash_range(args.offset, args.length, buffer, |offset, buf| chain.read_at_with_scratch(offset, buf, scratch))
         }
     }
 }
+
+/// The qcow2 chain: `DEPTH` layers with `CACHE_SLICES` cached table slices each, in `.bss`.
+static CHAIN: StaticCell<image_job::DiskChain> = StaticCell::new(image_job::DiskChain::new_empty());
 
 /// Unbounded recursion with a 4 KiB frame: runs into the stack guard.
 fn recurse(depth: u64) -> u64 {

@@ -439,8 +439,21 @@ impl VirtioBlk {
     }
 }
 
+/// The driver is read-only: `BlockIo`'s default `write_at`/`flush` fail with this.
+impl From<qluks::io::ReadOnly> for VirtioError {
+    fn from(_: qluks::io::ReadOnly) -> Self {
+        VirtioError::ReadOnly
+    }
+}
+
 impl qluks::io::BlockIo for VirtioBlk {
     type Error = VirtioError;
+
+    /// Whole sectors: the engines then read their metadata in whole aligned sectors and
+    /// bounce only the unaligned ends of guest reads (this driver could do it too).
+    fn block_size(&self) -> usize {
+        SECTOR
+    }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), VirtioError> {
         let out_of_range = VirtioError::OutOfRange { offset, len: buf.len(), size: self.capacity };
@@ -470,14 +483,6 @@ impl qluks::io::BlockIo for VirtioBlk {
         if !tail.is_empty() {
             self.read_partial(offset, tail)?;
         }
-        Ok(())
-    }
-
-    fn write_at(&mut self, _offset: u64, _buf: &[u8]) -> Result<(), VirtioError> {
-        Err(VirtioError::ReadOnly)
-    }
-
-    fn flush(&mut self) -> Result<(), VirtioError> {
         Ok(())
     }
 
