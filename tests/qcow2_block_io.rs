@@ -3,55 +3,12 @@
 //! qcow2 image and an encrypted chain open and read through it, reads at odd offsets included.
 mod common;
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::process::Command;
 
-use qluks::io::BlockIo;
 use qluks::qcow2::backing::{BackingFormat, BackingRequest, Chain, DataFileRequest, Opened, Resolver};
 use qluks::qcow2::Qcow2;
 
-const BLOCK: u64 = 512;
-const ALIGN: usize = 16;
-
-/// Refuses any request that is not whole aligned blocks into an aligned buffer. Its size is
-/// the file's rounded up to whole blocks (zeros past the file's end), as a disk's would be.
-struct Blocks {
-    file: File,
-    requests: u64,
-}
-
-impl Blocks {
-    fn open(path: &Path) -> Blocks {
-        Blocks { file: File::open(path).unwrap(), requests: 0 }
-    }
-}
-
-impl BlockIo for Blocks {
-    type Error = std::io::Error;
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        self.requests += 1;
-        let whole = offset.is_multiple_of(BLOCK) && (buf.len() as u64).is_multiple_of(BLOCK);
-        if !whole || !(buf.as_ptr() as usize).is_multiple_of(ALIGN) {
-            let addr = buf.as_ptr() as usize;
-            panic!("request of {} bytes at {offset:#x} into {addr:#x} is not whole aligned blocks", buf.len());
-        }
-        let len = self.file.metadata()?.len();
-        buf.fill(0);
-        let have = len.saturating_sub(offset).min(buf.len() as u64) as usize;
-        self.file.read_exact_at(&mut buf[..have], offset)
-    }
-    fn size(&mut self) -> std::io::Result<u64> {
-        Ok(self.file.metadata()?.len().next_multiple_of(BLOCK))
-    }
-    fn block_size(&self) -> usize {
-        BLOCK as usize
-    }
-    fn io_align(&self) -> usize {
-        ALIGN
-    }
-}
+use common::blocks::Blocks;
 
 fn qemu_img(args: &[&str]) {
     common::run(Command::new("qemu-img").args(args));

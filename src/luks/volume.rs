@@ -98,7 +98,7 @@ impl<I: BlockIo> LuksVolume<I> {
         if size < start.len() as u64 {
             return Err(LuksError::TooShort { len: size as usize, needed: luks1::HEADER_LEN }.into());
         }
-        io.read_at(0, &mut start).map_err(LuksIoError::Io)?;
+        crate::io::read_aligned(&mut io, 0, &mut start).map_err(LuksIoError::Io)?;
         if start[..6] != MAGIC {
             return Err(LuksError::BadMagic.into());
         }
@@ -208,7 +208,7 @@ impl<I: BlockIo> LuksVolume<I> {
     /// Reads and decrypts whole sectors starting at payload sector `sector` into `buf`.
     fn read_sectors(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), LuksIoError<I::Error>> {
         let at = self.device_offset(sector, buf.len())?;
-        self.io.read_at(at, buf).map_err(LuksIoError::Io)?;
+        crate::io::read_aligned(&mut self.io, at, buf).map_err(LuksIoError::Io)?;
         self.crypt_sectors(buf, self.iv_sector(sector), false)?;
         Ok(())
     }
@@ -257,6 +257,10 @@ impl<I: BlockIo> LuksVolume<I> {
     /// Encrypts `buf` in place and writes it at payload byte `offset`: the fast path, one
     /// encrypt and one device write for the aligned part. `buf` is left holding ciphertext
     /// where it covered whole sectors.
+    ///
+    /// Reads honour [`BlockIo::block_size`]; writes go to the device in whole volume sectors
+    /// (512 or 4096 bytes), so a device whose blocks are larger than the volume's sectors must
+    /// accept sector-sized writes.
     pub fn write_in_place(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), LuksIoError<I::Error>> {
         self.check(offset, buf.len())?;
         let s = self.segment.sector_size;

@@ -21,9 +21,6 @@ pub(crate) fn unlock<I: BlockIo>(
         LuksIoError::Io(e) => Error::Io(e),
         LuksIoError::Luks(e) => Error::Luks(e),
     };
-    // The LUKS code reads byte ranges (the 592-byte header, key material): through the
-    // aligning view, a block device sees whole aligned blocks only.
-    let io = &mut crate::io::Aligned(io);
     let header = luks1::Luks1Header::read(io, fde.offset).map_err(map)?;
     let (_, key) =
         luks1::unlock_with_limits(io, fde.offset, Some(fde.length), &header, passphrase, None, limits).map_err(map)?;

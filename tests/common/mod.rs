@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod blocks;
 pub mod counting_alloc;
 
 /// Whether `name` can be run. Missing: SKIP (returns false) or panic under QLUKS_REQUIRE_TOOLS=1.

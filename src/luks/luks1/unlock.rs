@@ -30,7 +30,7 @@ fn read_header<I: BlockIo>(io: &mut I, area_offset: u64) -> Result<Luks1Header, 
         return Err(LuksError::TooShort { len: available as usize, needed: HEADER_LEN }.into());
     }
     let mut b = [0u8; HEADER_LEN];
-    io.read_at(area_offset, &mut b).map_err(LuksIoError::Io)?;
+    crate::io::read_aligned(io, area_offset, &mut b).map_err(LuksIoError::Io)?;
     Ok(Luks1Header::parse(&b)?)
 }
 
@@ -180,7 +180,7 @@ fn merge_material<I: BlockIo>(
     while at < range.end {
         let n = ((range.end - at) as usize).min(CHUNK);
         let chunk = &mut buf[..n];
-        if let Err(e) = io.read_at(area_offset + at, chunk) {
+        if let Err(e) = crate::io::read_aligned(io, area_offset + at, chunk) {
             result = Err(LuksIoError::Io(e));
             break;
         }

@@ -56,7 +56,7 @@ fn check_copy<I: BlockIo>(
     if needed > device_size {
         return Ok(Err(Luks2CopyError::Truncated { needed, device_size }));
     }
-    io.read_at(offset, scratch)?;
+    crate::io::read_aligned(io, offset, scratch)?;
     let binary = match BinaryHeader::parse(scratch) {
         Ok(b) if b.copy == expected => b,
         Ok(_) => return Ok(Err(Luks2CopyError::BadMagic)),
@@ -93,7 +93,7 @@ fn check_copy<I: BlockIo>(
             let n = BINARY_HEADER_SIZE.min(area_len - pos);
             &mut scratch[..n]
         };
-        io.read_at(area_offset + pos as u64, chunk)?;
+        crate::io::read_aligned(io, area_offset + pos as u64, chunk)?;
         checksum.update(chunk);
         if json_len.is_none() {
             json_len = chunk.iter().position(|&b| b == 0).map(|i| pos + i);
@@ -120,7 +120,7 @@ fn find_secondary<I: BlockIo>(
         if offset + BINARY_HEADER_SIZE as u64 > device_size {
             break;
         }
-        io.read_at(offset, &mut scratch[..])?;
+        crate::io::read_aligned(io, offset, &mut scratch[..])?;
         if scratch[..6] == super::binary_header::MAGIC_SECONDARY {
             return check_copy(io, offset, HeaderCopy::Secondary, device_size, scratch, None);
         }

@@ -76,7 +76,7 @@ fn merge_material<I: BlockIo>(
     while done < len {
         let n = ((len - done) as usize).min(CHUNK);
         let chunk = &mut buf[..n];
-        if let Err(e) = io.read_at(area.offset + done, chunk) {
+        if let Err(e) = crate::io::read_aligned(io, area.offset + done, chunk) {
             result = Err(LuksIoError::Io(e));
             break;
         }
