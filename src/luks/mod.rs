@@ -18,7 +18,7 @@
 //! use qluks::io::MemIo;
 //! use qluks::luks::{LuksIoError, LuksVolume, OpenOptions};
 //!
-//! # fn main() -> Result<(), LuksIoError<qluks::io::OutOfBounds>> {
+//! # fn main() -> Result<(), LuksIoError<qluks::io::MemIoError>> {
 //! # let mut disk = doc_support::luks1_volume(b"secret");
 //! # let disk: &mut [u8] = &mut disk;
 //! // `disk` holds a LUKS1 volume (cryptsetup's or QEMU's); any `BlockIo` works the same.
@@ -73,7 +73,7 @@
 //! use qluks::luks::luks2::{Luks2Header, DEFAULT_JSON_BUFFER};
 //! use qluks::luks::{KdfLimits, LuksIoError, LuksVolume};
 //!
-//! # fn main() -> Result<(), LuksIoError<qluks::io::OutOfBounds>> {
+//! # fn main() -> Result<(), LuksIoError<qluks::io::MemIoError>> {
 //! # let mut disk = doc_support::luks2_argon2id_volume(b"secret");
 //! // Caller-owned storage: a static, a struct of yours or a box; here the (large) main stack.
 //! let mut header = Luks2Header::EMPTY; // about 9.4 KiB
