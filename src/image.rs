@@ -5,6 +5,67 @@
 //! Names found in images (backing and data files) and every passphrase go through the
 //! caller's [`Resolver`]; memory comes from the caller (`scratch` for qcow's tables and
 //! qcow2's compressed clusters, the const generics for the qcow2 caches and chain depth).
+//!
+//! ```
+//! use qluks::image::{detect, Format, Image, MAX_SCRATCH_LEN};
+//! use qluks::io::MemIo;
+//! use qluks::qcow2::backing::{Chain, NoBacking};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let mut image = doc_support::qcow2_image();
+//! // `image` holds some disk image; its format is found from its first bytes.
+//! assert_eq!(detect(&mut MemIo::new(&mut image))?, Format::Qcow2);
+//! assert_eq!(detect(&mut MemIo::new(&mut [0u8; 4096]))?, Format::Raw);
+//!
+//! // Caller memory: the qcow2 chain (here 4 table slices x 1 layer) and the scratch.
+//! let mut chain: Chain<MemIo<'_>, 4, 1> = Chain::new_empty();
+//! let mut scratch = vec![0u8; MAX_SCRATCH_LEN];
+//! // `NoBacking` opens no backing or data file and has no passphrase: implement
+//! // `qluks::qcow2::backing::Resolver` for yours (or use `FileResolver` with `std`).
+//! let mut disk = Image::open(MemIo::new(&mut image), &mut NoBacking, &mut chain, &mut scratch)?;
+//! assert_eq!((disk.format(), disk.size()), (Format::Qcow2, 1 << 20));
+//! let mut sector = [0u8; 512];
+//! disk.read_at(0, &mut sector)?;
+//! assert_eq!(sector, [0x11; 512]);
+//! # Ok(())
+//! # }
+//! # mod doc_support {
+//! #     fn put(b: &mut [u8], off: usize, v: &[u8]) { b[off..off + v.len()].copy_from_slice(v) }
+//! #     /// A 1 MiB qcow2 v3 image, 4 KiB clusters: guest cluster 0 holds 0x11, cluster 1 is a
+//! #     /// zero cluster, the rest unallocated; snapshot "before" saw 0x22 in cluster 0.
+//! #     pub fn qcow2_image() -> Vec<u8> {
+//! #         let mut img = vec![0u8; 9 * 4096];
+//! #         put(&mut img, 0, b"QFI\xfb");
+//! #         put(&mut img, 4, &3u32.to_be_bytes());
+//! #         put(&mut img, 20, &12u32.to_be_bytes());
+//! #         put(&mut img, 24, &(1u64 << 20).to_be_bytes());
+//! #         put(&mut img, 36, &1u32.to_be_bytes()); // l1_size
+//! #         put(&mut img, 40, &0x2000u64.to_be_bytes()); // L1
+//! #         put(&mut img, 48, &0x1000u64.to_be_bytes()); // refcount table
+//! #         put(&mut img, 56, &1u32.to_be_bytes());
+//! #         put(&mut img, 60, &1u32.to_be_bytes()); // nb_snapshots
+//! #         put(&mut img, 64, &0x8000u64.to_be_bytes()); // snapshot table
+//! #         put(&mut img, 96, &4u32.to_be_bytes());
+//! #         put(&mut img, 100, &104u32.to_be_bytes());
+//! #         let copied = 1u64 << 63;
+//! #         put(&mut img, 0x2000, &(copied | 0x3000).to_be_bytes()); // L1[0] -> L2
+//! #         put(&mut img, 0x3000, &(copied | 0x4000).to_be_bytes()); // L2[0] -> data
+//! #         put(&mut img, 0x3008, &1u64.to_be_bytes()); // L2[1]: zero cluster
+//! #         img[0x4000..0x5000].fill(0x11);
+//! #         put(&mut img, 0x5000, &0x6000u64.to_be_bytes()); // snapshot L1[0] -> L2
+//! #         put(&mut img, 0x6000, &0x7000u64.to_be_bytes()); // snapshot L2[0] -> data
+//! #         img[0x7000..0x8000].fill(0x22);
+//! #         put(&mut img, 0x8000, &0x5000u64.to_be_bytes()); // snapshot: L1 offset
+//! #         put(&mut img, 0x8008, &1u32.to_be_bytes()); // l1_size
+//! #         put(&mut img, 0x800c, &1u16.to_be_bytes()); // id length
+//! #         put(&mut img, 0x800e, &6u16.to_be_bytes()); // name length
+//! #         put(&mut img, 0x8024, &16u32.to_be_bytes()); // extra data: vm state, disk size
+//! #         put(&mut img, 0x8030, &(1u64 << 20).to_be_bytes());
+//! #         put(&mut img, 0x8038, b"1before");
+//! #         img
+//! #     }
+//! # }
+//! ```
 
 use core::fmt;
 

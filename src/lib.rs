@@ -15,8 +15,9 @@
 //! | open whatever format a disk holds | [`image::Image`] |
 //! | import the common names | [`prelude`] |
 //!
-//! Each of those modules has a runnable example; the README's library section has three
-//! complete programs. Every open and read path runs in 64 KiB of stack when the large structs
+//! Every public module has a runnable example in its docs (kept compiling by doctests; only
+//! `qcow2::file_resolver`'s is compile-only, as it needs real files); the README's library
+//! section has three complete programs. Every open and read path runs in 64 KiB of stack when the large structs
 //! live in caller memory; the [`qcow2`] and [`luks`] docs give each type's size.
 //!
 //! # Features

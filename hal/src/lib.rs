@@ -19,6 +19,33 @@
 //! target feature, or after the caller vouches for the CPU with `Backend::assert_armv8_aes`.
 //! The result is cached. On the soft-float `x86_64-unknown-none` target no SIMD code can be
 //! compiled, so only `soft` exists there.
+//!
+//! # Example
+//!
+//! XTS-encrypt a batch of sectors with the fastest backend, check that the soft backend
+//! decrypts them (backends are interchangeable), then CBC with ESSIV IVs, as LUKS1 uses:
+//!
+//! ```
+//! use qluks_hal::{Backend, Cbc, Essiv, EssivHash, IvGen, Xts};
+//!
+//! # fn main() -> Result<(), qluks_hal::Error> {
+//! let key = [0x42u8; 64]; // AES-256-XTS: two 32-byte keys
+//! let plain = [0x5au8; 4 * 512]; // four 512-byte sectors, one call
+//! let mut data = plain;
+//! Xts::with_backend(&key, Backend::best())?.encrypt_units(&mut data, 512, 100)?; // sectors 100..104
+//! assert_ne!(data, plain);
+//! Xts::with_backend(&key, Backend::Soft)?.decrypt_units(&mut data, 512, 100)?;
+//! assert_eq!(data, plain);
+//!
+//! let cbc_key = [7u8; 32]; // aes-cbc-essiv:sha256
+//! let essiv = Essiv::new(EssivHash::Sha256, &cbc_key, Backend::best())?;
+//! let cbc = Cbc::new(&cbc_key)?;
+//! cbc.encrypt_sectors(&mut data, 512, 0, IvGen::Essiv(&essiv))?;
+//! cbc.decrypt_sectors(&mut data, 512, 0, IvGen::Essiv(&essiv))?;
+//! assert_eq!(data, plain);
+//! # Ok(())
+//! # }
+//! ```
 #![no_std]
 #![deny(missing_docs)]
 

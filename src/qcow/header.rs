@@ -1,5 +1,27 @@
 //! The qcow (version 1) header: a pure parse of the first 48 bytes, validated as QEMU's
 //! `qcow_open` does.
+//!
+//! ```
+//! use qluks::qcow::header::{CryptMethod, HeaderError, QcowHeader, MAGIC};
+//!
+//! # fn main() -> Result<(), HeaderError> {
+//! let mut bytes = [0u8; 48];
+//! bytes[..4].copy_from_slice(&MAGIC);
+//! bytes[4..8].copy_from_slice(&1u32.to_be_bytes()); // version 1
+//! bytes[24..32].copy_from_slice(&(64u64 << 20).to_be_bytes()); // 64 MiB
+//! (bytes[32], bytes[33]) = (12, 9); // 4 KiB clusters, 512-entry L2 tables
+//! bytes[40..48].copy_from_slice(&4096u64.to_be_bytes()); // L1 table offset
+//!
+//! let header = QcowHeader::parse(&bytes)?;
+//! assert_eq!((header.cluster_size(), header.l2_entries()), (4096, 512));
+//! assert_eq!(header.l1_size, 32); // 64 MiB / (4 KiB * 512), derived, not stored
+//! assert_eq!(header.crypt_method, CryptMethod::None);
+//!
+//! bytes[33] = 20; // QEMU refuses l2_bits outside 6..=13, and so does the parser
+//! assert!(matches!(QcowHeader::parse(&bytes), Err(HeaderError::L2BitsOutOfRange { l2_bits: 20 })));
+//! # Ok(())
+//! # }
+//! ```
 
 use core::fmt;
 

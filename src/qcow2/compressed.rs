@@ -19,6 +19,30 @@
 //! is decoded by `ruzstd` and only with the crate's `alloc` feature; without it a zstd cluster is a
 //! typed error ([`CompressedError::ZstdNeedsAlloc`]). With `alloc`, the decoder's memory is bounded
 //! by [`ZSTD_MAX_WINDOW`] plus one zstd block and the cluster, whatever the input claims.
+//!
+//! ```
+//! use qluks::qcow2::compressed::{decompress_cluster, CompressedError, Compression};
+//!
+//! # fn main() -> Result<(), CompressedError> {
+//! // A raw deflate stream for a 4 KiB cluster: one final "stored" block (deflate's
+//! // uncompressed form: header byte, LEN, !LEN, data), as zlib may emit for random data,
+//! // followed by padding up to the 512-byte sector as QEMU reads it.
+//! let mut input = vec![0x01, 0x00, 0x10, 0xff, 0xef];
+//! input.extend((0..4096u32).map(|i| (i % 251) as u8));
+//! input.resize(input.len().next_multiple_of(512), 0);
+//!
+//! let deflate = Compression::from_type(0).expect("0 is deflate");
+//! let mut cluster = [0u8; 4096];
+//! decompress_cluster(deflate, &input, &mut cluster)?;
+//! assert!(cluster.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+//!
+//! // The stream must produce exactly one cluster: an 8 KiB cluster is refused.
+//! let mut bigger = [0u8; 8192];
+//! let err = decompress_cluster(deflate, &input, &mut bigger).unwrap_err();
+//! assert!(matches!(err, CompressedError::TooLittleOutput { produced: 4096, expected: 8192, .. }));
+//! # Ok(())
+//! # }
+//! ```
 
 use core::fmt;
 

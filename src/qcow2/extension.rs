@@ -3,6 +3,49 @@
 //!
 //! Known extensions are decoded into fixed-size fields (no heap); unknown ones are kept as
 //! (type, offset, length) records so that callers can list or preserve them.
+//!
+//! ```
+//! use qluks::qcow2::extension::{Extensions, EXT_BACKING_FORMAT, EXT_FEATURE_TABLE};
+//! use qluks::qcow2::feature::{table_name, FeatureKind};
+//! use qluks::qcow2::{Header, HeaderError};
+//!
+//! # fn main() -> Result<(), HeaderError> {
+//! # fn put(b: &mut [u8], off: usize, v: &[u8]) { b[off..off + v.len()].copy_from_slice(v) }
+//! # let mut cluster0 = [0u8; 4096];
+//! # put(&mut cluster0, 0, b"QFI\xfb");
+//! # put(&mut cluster0, 4, &3u32.to_be_bytes());
+//! # put(&mut cluster0, 20, &12u32.to_be_bytes());
+//! # put(&mut cluster0, 24, &(1u64 << 20).to_be_bytes());
+//! # put(&mut cluster0, 36, &1u32.to_be_bytes());
+//! # put(&mut cluster0, 40, &8192u64.to_be_bytes());
+//! # put(&mut cluster0, 48, &4096u64.to_be_bytes());
+//! # put(&mut cluster0, 56, &1u32.to_be_bytes());
+//! # put(&mut cluster0, 96, &4u32.to_be_bytes());
+//! # put(&mut cluster0, 100, &104u32.to_be_bytes());
+//! // Cluster 0 of a v3 image (header_length 104) whose backing file is `base.qcow2` at 256.
+//! put(&mut cluster0, 8, &256u64.to_be_bytes());
+//! put(&mut cluster0, 16, &10u32.to_be_bytes());
+//! put(&mut cluster0, 256, b"base.qcow2");
+//! // Extensions from byte 104: the backing format (padded to 8), a one-entry feature name
+//! // table (compatible bit 5), then the zero end marker.
+//! put(&mut cluster0, 104, &EXT_BACKING_FORMAT.to_be_bytes());
+//! put(&mut cluster0, 108, &5u32.to_be_bytes());
+//! put(&mut cluster0, 112, b"qcow2");
+//! put(&mut cluster0, 120, &EXT_FEATURE_TABLE.to_be_bytes());
+//! put(&mut cluster0, 124, &48u32.to_be_bytes());
+//! put(&mut cluster0, 128, &[1, 5]);
+//! put(&mut cluster0, 130, b"fast trim");
+//!
+//! let header = Header::parse(&cluster0)?;
+//! let ext = Extensions::parse(&header, &cluster0)?;
+//! assert_eq!(ext.backing_file.as_ref().map(|n| n.as_bytes()), Some(&b"base.qcow2"[..]));
+//! assert_eq!(ext.backing_format.as_ref().map(|n| n.as_bytes()), Some(&b"qcow2"[..]));
+//! let name = table_name(ext.feature_table(), FeatureKind::Compatible, 5);
+//! assert_eq!(name.as_ref().map(|n| n.as_bytes()), Some(&b"fast trim"[..]));
+//! assert_eq!((ext.data_file.is_none(), ext.unknown_count()), (true, 0));
+//! # Ok(())
+//! # }
+//! ```
 
 use super::error::HeaderError;
 use super::header::{CryptMethod, Header, MAX_BACKING_NAME};

@@ -5,6 +5,66 @@
 //! layer (depth + 1); past the end of a shorter backing, or in the bottom layer, it is "not
 //! present, reads as zero" at that depth. Host offsets are reported only where QEMU reports
 //! them: unencrypted layers' (sub)clusters that have one; raw layers map 1:1.
+//!
+//! ```
+//! use qluks::io::MemIo;
+//! use qluks::qcow2::backing::{Chain, NoBacking};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let mut image = doc_support::qcow2_image();
+//! // `image`: 1 MiB, 4 KiB clusters; cluster 0 holds data, cluster 1 is a zero cluster.
+//! let mut chain: Chain<MemIo<'_>, 4, 1> = Chain::open(MemIo::new(&mut image), &mut NoBacking)?;
+//! let mut map = chain.extents(0);
+//!
+//! let data = map.next().expect("an extent")?;
+//! assert_eq!((data.start, data.length, data.depth), (0, 4096, 0));
+//! assert!(data.data() && data.offset() == Some(0x4000)); // host offset in the file
+//!
+//! let zero = map.next().expect("an extent")?;
+//! assert!(zero.present() && zero.zero() && zero.start == 4096);
+//!
+//! let rest = map.next().expect("an extent")?; // unallocated: reads as zero
+//! assert!(!rest.present() && rest.zero() && rest.start + rest.length == 1 << 20);
+//! assert!(map.next().is_none());
+//! # Ok(())
+//! # }
+//! # mod doc_support {
+//! #     fn put(b: &mut [u8], off: usize, v: &[u8]) { b[off..off + v.len()].copy_from_slice(v) }
+//! #     /// A 1 MiB qcow2 v3 image, 4 KiB clusters: guest cluster 0 holds 0x11, cluster 1 is a
+//! #     /// zero cluster, the rest unallocated; snapshot "before" saw 0x22 in cluster 0.
+//! #     pub fn qcow2_image() -> Vec<u8> {
+//! #         let mut img = vec![0u8; 9 * 4096];
+//! #         put(&mut img, 0, b"QFI\xfb");
+//! #         put(&mut img, 4, &3u32.to_be_bytes());
+//! #         put(&mut img, 20, &12u32.to_be_bytes());
+//! #         put(&mut img, 24, &(1u64 << 20).to_be_bytes());
+//! #         put(&mut img, 36, &1u32.to_be_bytes()); // l1_size
+//! #         put(&mut img, 40, &0x2000u64.to_be_bytes()); // L1
+//! #         put(&mut img, 48, &0x1000u64.to_be_bytes()); // refcount table
+//! #         put(&mut img, 56, &1u32.to_be_bytes());
+//! #         put(&mut img, 60, &1u32.to_be_bytes()); // nb_snapshots
+//! #         put(&mut img, 64, &0x8000u64.to_be_bytes()); // snapshot table
+//! #         put(&mut img, 96, &4u32.to_be_bytes());
+//! #         put(&mut img, 100, &104u32.to_be_bytes());
+//! #         let copied = 1u64 << 63;
+//! #         put(&mut img, 0x2000, &(copied | 0x3000).to_be_bytes()); // L1[0] -> L2
+//! #         put(&mut img, 0x3000, &(copied | 0x4000).to_be_bytes()); // L2[0] -> data
+//! #         put(&mut img, 0x3008, &1u64.to_be_bytes()); // L2[1]: zero cluster
+//! #         img[0x4000..0x5000].fill(0x11);
+//! #         put(&mut img, 0x5000, &0x6000u64.to_be_bytes()); // snapshot L1[0] -> L2
+//! #         put(&mut img, 0x6000, &0x7000u64.to_be_bytes()); // snapshot L2[0] -> data
+//! #         img[0x7000..0x8000].fill(0x22);
+//! #         put(&mut img, 0x8000, &0x5000u64.to_be_bytes()); // snapshot: L1 offset
+//! #         put(&mut img, 0x8008, &1u32.to_be_bytes()); // l1_size
+//! #         put(&mut img, 0x800c, &1u16.to_be_bytes()); // id length
+//! #         put(&mut img, 0x800e, &6u16.to_be_bytes()); // name length
+//! #         put(&mut img, 0x8024, &16u32.to_be_bytes()); // extra data: vm state, disk size
+//! #         put(&mut img, 0x8030, &(1u64 << 20).to_be_bytes());
+//! #         put(&mut img, 0x8038, b"1before");
+//! #         img
+//! #     }
+//! # }
+//! ```
 
 use super::backing::{Chain, Layer};
 use super::error::Error;

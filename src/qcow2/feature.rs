@@ -1,5 +1,28 @@
 //! Feature bits (incompatible / compatible / autoclear) and the feature name table extension,
 //! which lets an image name bits this reader does not know.
+//!
+//! ```
+//! use qluks::qcow2::feature::{known_name, table_name, FeatureKind, Incompatible};
+//! use qluks::qcow2::Header;
+//!
+//! // QEMU's names for the bits it defines...
+//! assert_eq!(known_name(FeatureKind::Incompatible, 4), Some("extended L2 entries"));
+//! assert_eq!(known_name(FeatureKind::Incompatible, 9), None);
+//!
+//! // ...and the image's own feature name table (48-byte entries: kind, bit, name), which is
+//! // how an error can name an incompatible bit this reader does not know.
+//! let mut table = [0u8; 96];
+//! table[..2].copy_from_slice(&[0, 9]); // incompatible bit 9
+//! table[2..15].copy_from_slice(b"future format");
+//! table[48..50].copy_from_slice(&[2, 0]); // autoclear bit 0
+//! table[50..57].copy_from_slice(b"bitmaps");
+//! let name = table_name(&table, FeatureKind::Incompatible, 9).expect("in the table");
+//! assert_eq!(name.as_bytes(), b"future format");
+//! assert!(table_name(&table, FeatureKind::Compatible, 9).is_none());
+//!
+//! let header = Header { cluster_bits: 16, incompatible_features: 1 << 4, ..Header::EMPTY };
+//! assert!(header.incompatible(Incompatible::ExtendedL2) && header.extended_l2());
+//! ```
 
 /// Known incompatible feature bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,6 +11,30 @@
 //! swapped between the check and the open is caught. `json:` pseudo-names are never followed.
 //! The format of a backing file whose image declares none is not probed unless
 //! [`BackingPolicy::probe_format`] allows it (see [`Resolver::probe_undeclared_format`]).
+//!
+//! This module needs the `std` feature. Opening an encrypted overlay whose backing files live
+//! anywhere under `/var/lib/images` (the example needs real files, so it is only compiled):
+//!
+//! ```no_run
+//! use std::fs::File;
+//! use std::path::Path;
+//! use qluks::qcow2::backing::Chain;
+//! use qluks::qcow2::file_resolver::{BackingPolicy, FileResolver};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let top = Path::new("/var/lib/images/vm1.qcow2");
+//! let policy = BackingPolicy::new().root("/var/lib/images"); // confinement, not `..` escapes
+//! let mut resolver = FileResolver::with_policy(top, policy)?;
+//! resolver.set_passphrase(0, b"overlay passphrase"); // depth 0 = `top`, 1 = its backing, ...
+//!
+//! // Up to 4 layers with 4 cached table slices each (83 KiB): boxed, opened in place.
+//! let mut chain: Box<Chain<File, 4, 4>> = Box::new(Chain::new_empty());
+//! chain.open_in(File::open(top)?, &mut resolver)?;
+//! let mut sector = [0u8; 512];
+//! chain.read_at(0, &mut sector)?;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::ffi::OsStr;
 use std::fs::{File, Metadata, OpenOptions};

@@ -3,6 +3,35 @@
 //!
 //! Validation follows QEMU's `qcow2_do_open`: everything that would make a later table read
 //! overflow, land in cluster 0 or allocate absurdly is refused here, before any I/O.
+//!
+//! ```
+//! use qluks::qcow2::header::{CryptMethod, Header, MAGIC, V3_HEADER_LEN};
+//! use qluks::qcow2::HeaderError;
+//!
+//! # fn main() -> Result<(), HeaderError> {
+//! # fn put(b: &mut [u8], off: usize, v: &[u8]) { b[off..off + v.len()].copy_from_slice(v) }
+//! // The first bytes of a v3 image: 64 KiB clusters, 1 GiB, L1 in cluster 3, refcounts in 1.
+//! let mut cluster0 = [0u8; 512];
+//! put(&mut cluster0, 0, &MAGIC);
+//! put(&mut cluster0, 4, &3u32.to_be_bytes()); // version
+//! put(&mut cluster0, 20, &16u32.to_be_bytes()); // cluster_bits
+//! put(&mut cluster0, 24, &(1u64 << 30).to_be_bytes()); // size
+//! put(&mut cluster0, 36, &2u32.to_be_bytes()); // l1_size: 2 x 512 MiB
+//! put(&mut cluster0, 40, &(3u64 << 16).to_be_bytes()); // l1_table_offset
+//! put(&mut cluster0, 48, &(1u64 << 16).to_be_bytes()); // refcount_table_offset
+//! put(&mut cluster0, 56, &1u32.to_be_bytes()); // refcount_table_clusters
+//! put(&mut cluster0, 96, &4u32.to_be_bytes()); // refcount_order: 16-bit refcounts
+//! put(&mut cluster0, 100, &V3_HEADER_LEN.to_be_bytes()); // header_length
+//!
+//! let header = Header::parse(&cluster0)?;
+//! assert_eq!((header.cluster_size(), header.l2_entries(), header.size), (65536, 8192, 1 << 30));
+//! assert_eq!(header.crypt_method, CryptMethod::None);
+//!
+//! put(&mut cluster0, 36, &1u32.to_be_bytes()); // an L1 table too small for the size
+//! assert!(matches!(Header::parse(&cluster0), Err(HeaderError::L1TooSmall { l1_size: 1, needed: 2 })));
+//! # Ok(())
+//! # }
+//! ```
 
 use super::compressed::Compression;
 use super::error::HeaderError;

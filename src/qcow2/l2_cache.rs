@@ -3,6 +3,29 @@
 //!
 //! Like QEMU's `l2-cache-entry-size`, the cache holds slices rather than whole tables, so a
 //! 2 MiB-cluster image does not need 2 MiB per cached table. Eviction is least recently used.
+//!
+//! The engine fills slices from the image; here the loader only counts its calls:
+//!
+//! ```
+//! use qluks::qcow2::l2_cache::{L2Cache, SLICE_BYTES};
+//!
+//! # fn main() -> Result<(), &'static str> {
+//! let mut cache = L2Cache::<2>::new(); // 2 x 4 KiB inline: put it in a static or a box
+//! let mut loads = 0;
+//! let mut load = |slot: &mut [u8; SLICE_BYTES], fill: u8| {
+//!     loads += 1;
+//!     slot.fill(fill); // the engine reads the table slice from the device here
+//!     Ok::<(), &'static str>(())
+//! };
+//! assert_eq!(cache.get(0x3_0000, 0, |s| load(s, 1))?[0], 1); // miss
+//! assert_eq!(cache.get(0x4_0000, 0, |s| load(s, 2))?[0], 2); // miss
+//! assert_eq!(cache.get(0x3_0000, 0, |s| load(s, 9))?[0], 1); // hit: not reloaded
+//! cache.get(0x5_0000, 1, |s| load(s, 3))?; // miss: evicts the least recently used (0x4_0000)
+//! assert_eq!(cache.get(0x3_0000, 0, |s| load(s, 9))?[0], 1); // still cached
+//! assert_eq!(loads, 3);
+//! # Ok(())
+//! # }
+//! ```
 
 use super::l2_entry::Mapping;
 

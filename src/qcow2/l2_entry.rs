@@ -3,6 +3,30 @@
 //! The classification mirrors QEMU's `qcow2_get_cluster_type` / `qcow2_get_subcluster_type`,
 //! including the external data file rule (host offset 0 is a real offset there when COPIED is
 //! set) and the invalid subcluster states.
+//!
+//! ```
+//! use qluks::qcow2::l2_entry::{classify, Mapping, OFLAG_COMPRESSED, OFLAG_COPIED, OFLAG_ZERO};
+//! use qluks::qcow2::{Corruption, Header};
+//!
+//! # fn main() -> Result<(), Corruption> {
+//! let header = Header { cluster_bits: 16, ..Header::EMPTY }; // 64 KiB clusters, no subclusters
+//! // An allocated cluster at host 0x50000; byte 0x100 of it, and the 0xff00 bytes left.
+//! let (mapping, run) = classify(&header, false, OFLAG_COPIED | 0x5_0000, 0, 0x100)?;
+//! assert_eq!((mapping, run), (Mapping::Data { host_offset: 0x5_0100 }, 0xff00));
+//!
+//! assert_eq!(classify(&header, false, 0, 0, 0)?.0, Mapping::Unallocated { host_offset: None });
+//! assert_eq!(classify(&header, false, OFLAG_ZERO, 0, 0)?.0, Mapping::Zero { host_offset: None });
+//!
+//! // Compressed: offset in the low 54 bits (62 - (16 - 8)), then the extra 512-byte sectors.
+//! let entry = OFLAG_COMPRESSED | (3 << 54) | 0x7_0200;
+//! let compressed = Mapping::Compressed { host_offset: 0x7_0200, compressed_len: 4 * 512 };
+//! assert_eq!(classify(&header, false, entry, 0, 0)?.0, compressed);
+//!
+//! // A data offset that is not cluster aligned is corruption, not a panic.
+//! assert!(classify(&header, false, 0x5_0200, 0, 0).is_err());
+//! # Ok(())
+//! # }
+//! ```
 
 use super::error::Corruption;
 use super::header::Header;

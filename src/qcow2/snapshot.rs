@@ -3,6 +3,68 @@
 //!
 //! Entries are read one at a time through a small fixed buffer; names longer than
 //! [`NAME_CAP`] bytes are kept truncated (with their full length reported).
+//!
+//! ```
+//! use qluks::io::MemIo;
+//! use qluks::qcow2::Qcow2Image;
+//!
+//! # fn main() -> Result<(), qluks::qcow2::Error<qluks::io::MemIoError>> {
+//! # let mut image = doc_support::qcow2_image();
+//! // `image` has one internal snapshot, "before" (`qemu-img snapshot -c before`).
+//! let mut disk = Qcow2Image::open(MemIo::new(&mut image), None)?;
+//! for snapshot in disk.snapshots() {
+//!     let snapshot = snapshot?;
+//!     assert_eq!((snapshot.id.as_bytes(), snapshot.name.as_bytes()), (&b"1"[..], &b"before"[..]));
+//!     assert_eq!(snapshot.disk_size, Some(1 << 20));
+//! }
+//! let mut now = [0u8; 512];
+//! disk.read_at(0, &mut now)?;
+//!
+//! let before = disk.find_snapshot(b"before")?; // by name or id
+//! disk.select_snapshot(&before)?; // reads now see the disk as it was
+//! let mut then = [0u8; 512];
+//! disk.read_at(0, &mut then)?;
+//! assert_eq!((now[0], then[0]), (0x11, 0x22));
+//! disk.select_active();
+//! # Ok(())
+//! # }
+//! # mod doc_support {
+//! #     fn put(b: &mut [u8], off: usize, v: &[u8]) { b[off..off + v.len()].copy_from_slice(v) }
+//! #     /// A 1 MiB qcow2 v3 image, 4 KiB clusters: guest cluster 0 holds 0x11, cluster 1 is a
+//! #     /// zero cluster, the rest unallocated; snapshot "before" saw 0x22 in cluster 0.
+//! #     pub fn qcow2_image() -> Vec<u8> {
+//! #         let mut img = vec![0u8; 9 * 4096];
+//! #         put(&mut img, 0, b"QFI\xfb");
+//! #         put(&mut img, 4, &3u32.to_be_bytes());
+//! #         put(&mut img, 20, &12u32.to_be_bytes());
+//! #         put(&mut img, 24, &(1u64 << 20).to_be_bytes());
+//! #         put(&mut img, 36, &1u32.to_be_bytes()); // l1_size
+//! #         put(&mut img, 40, &0x2000u64.to_be_bytes()); // L1
+//! #         put(&mut img, 48, &0x1000u64.to_be_bytes()); // refcount table
+//! #         put(&mut img, 56, &1u32.to_be_bytes());
+//! #         put(&mut img, 60, &1u32.to_be_bytes()); // nb_snapshots
+//! #         put(&mut img, 64, &0x8000u64.to_be_bytes()); // snapshot table
+//! #         put(&mut img, 96, &4u32.to_be_bytes());
+//! #         put(&mut img, 100, &104u32.to_be_bytes());
+//! #         let copied = 1u64 << 63;
+//! #         put(&mut img, 0x2000, &(copied | 0x3000).to_be_bytes()); // L1[0] -> L2
+//! #         put(&mut img, 0x3000, &(copied | 0x4000).to_be_bytes()); // L2[0] -> data
+//! #         put(&mut img, 0x3008, &1u64.to_be_bytes()); // L2[1]: zero cluster
+//! #         img[0x4000..0x5000].fill(0x11);
+//! #         put(&mut img, 0x5000, &0x6000u64.to_be_bytes()); // snapshot L1[0] -> L2
+//! #         put(&mut img, 0x6000, &0x7000u64.to_be_bytes()); // snapshot L2[0] -> data
+//! #         img[0x7000..0x8000].fill(0x22);
+//! #         put(&mut img, 0x8000, &0x5000u64.to_be_bytes()); // snapshot: L1 offset
+//! #         put(&mut img, 0x8008, &1u32.to_be_bytes()); // l1_size
+//! #         put(&mut img, 0x800c, &1u16.to_be_bytes()); // id length
+//! #         put(&mut img, 0x800e, &6u16.to_be_bytes()); // name length
+//! #         put(&mut img, 0x8024, &16u32.to_be_bytes()); // extra data: vm state, disk size
+//! #         put(&mut img, 0x8030, &(1u64 << 20).to_be_bytes());
+//! #         put(&mut img, 0x8038, b"1before");
+//! #         img
+//! #     }
+//! # }
+//! ```
 
 use super::error::{Corruption, Error};
 use super::header::{check_table, l1_entries_for, Table, MAX_L1_BYTES};

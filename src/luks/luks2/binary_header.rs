@@ -4,6 +4,52 @@
 //! version, header size, terminated strings, a known checksum algorithm). The checksum, which
 //! also covers the JSON area behind the header, is verified by `header.rs` while it streams
 //! that area from the device, with the help of [`Checksum`].
+//!
+//! ```
+//! use qluks::luks::luks2::binary_header::{BinaryHeader, ChecksumAlg, HeaderCopy, BINARY_HEADER_SIZE};
+//! use qluks::luks::luks2::Luks2CopyError;
+//!
+//! # fn main() -> Result<(), Luks2CopyError> {
+//! # let disk = doc_support::luks2_volume(b"secret");
+//! // `disk` starts with a LUKS2 header (cryptsetup's 16 KiB metadata copies).
+//! let first: &[u8; BINARY_HEADER_SIZE] = disk[..4096].try_into().expect("4096 bytes");
+//! let primary = BinaryHeader::parse(first)?;
+//! assert_eq!((primary.copy, primary.hdr_size, primary.hdr_offset), (HeaderCopy::Primary, 16384, 0));
+//! assert_eq!(primary.json_area_size(), 16384 - 4096);
+//! assert_eq!(primary.checksum_alg, ChecksumAlg::Sha256);
+//!
+//! // The secondary copy sits at `hdr_size`, with its own magic and the same seqid.
+//! let at = primary.hdr_size as usize;
+//! let secondary = BinaryHeader::parse(disk[at..at + 4096].try_into().expect("4096 bytes"))?;
+//! assert_eq!((secondary.copy, secondary.seqid), (HeaderCopy::Secondary, primary.seqid));
+//! assert_eq!(secondary.uuid_text(), primary.uuid_text());
+//! # Ok(())
+//! # }
+//! # mod doc_support {
+//! #     pub struct Rng(pub u64);
+//! #     impl rand_core::TryRng for Rng {
+//! #         type Error = core::convert::Infallible;
+//! #         fn try_next_u32(&mut self) -> Result<u32, Self::Error> { Ok(self.try_next_u64()? as u32) }
+//! #         fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+//! #             self.0 ^= self.0 << 13; self.0 ^= self.0 >> 7; self.0 ^= self.0 << 17; Ok(self.0)
+//! #         }
+//! #         fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+//! #             for b in dst { *b = self.try_next_u64()? as u8; } Ok(())
+//! #         }
+//! #     }
+//! #     impl rand_core::TryCryptoRng for Rng {}
+//! #     /// A LUKS2 volume (PBKDF2 keyslot, 16 KiB metadata copies, data at 1 MiB).
+//! #     #[allow(dead_code)]
+//! #     pub fn luks2_volume(pass: &[u8]) -> Vec<u8> {
+//! #         use qluks::luks::luks2::create::{format, CreateKdf, CreateParams};
+//! #         let kdf = CreateKdf::Pbkdf2 { hash: qluks::crypto::HashAlg::Sha256, iterations: 1000 };
+//! #         let params = CreateParams { kdf, digest_iterations: 1000, data_offset: 1 << 20, ..Default::default() };
+//! #         let mut disk = vec![0u8; (1 << 20) + 8192];
+//! #         format(&mut qluks::io::MemIo::new(&mut disk), &params, pass, &mut [], &mut Rng(9)).unwrap();
+//! #         disk
+//! #     }
+//! # }
+//! ```
 
 use core::fmt;
 

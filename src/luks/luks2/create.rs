@@ -6,6 +6,58 @@
 //! material is split, encrypted and written a few sectors at a time. Key material goes to disk
 //! before the metadata, the secondary copy before the primary, so an interrupted format leaves
 //! no header that names missing key material.
+//!
+//! ```
+//! use qluks::crypto::HashAlg;
+//! use qluks::io::MemIo;
+//! use qluks::luks::luks2::create::{format, CreateKdf, CreateParams};
+//! use qluks::luks::{LuksIoError, LuksVolume, OpenOptions};
+//!
+//! # fn main() -> Result<(), LuksIoError<qluks::io::MemIoError>> {
+//! # let mut rng = doc_support::Rng(5); // use `qluks::crypto::OsRng` (feature `std`) or your RNG
+//! let params = CreateParams {
+//!     kdf: CreateKdf::Pbkdf2 { hash: HashAlg::Sha256, iterations: 1000 }, // or Argon2id
+//!     digest_iterations: 1000,
+//!     data_offset: 1 << 20, // 1 MiB of metadata and keyslot area, then the data
+//!     ..Default::default() // aes-xts-plain64, 512-bit key, 4096-byte sectors
+//! };
+//! let mut disk = vec![0u8; (1 << 20) + 64 * 1024];
+//! let key = format(&mut MemIo::new(&mut disk), &params, b"secret", &mut [], &mut rng)?;
+//! assert_eq!(key.len(), 64);
+//!
+//! let mut volume = LuksVolume::open(MemIo::new(&mut disk), b"secret", OpenOptions::default())?;
+//! assert_eq!(volume.size(), 64 * 1024);
+//! volume.write_at(4096, &[0xee; 4096])?; // encrypted on the way to the device
+//! # let mut back = [0u8; 4096];
+//! # volume.read_at(4096, &mut back)?;
+//! # assert_eq!(back, [0xee; 4096]);
+//! # Ok(())
+//! # }
+//! # mod doc_support {
+//! #     pub struct Rng(pub u64);
+//! #     impl rand_core::TryRng for Rng {
+//! #         type Error = core::convert::Infallible;
+//! #         fn try_next_u32(&mut self) -> Result<u32, Self::Error> { Ok(self.try_next_u64()? as u32) }
+//! #         fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+//! #             self.0 ^= self.0 << 13; self.0 ^= self.0 >> 7; self.0 ^= self.0 << 17; Ok(self.0)
+//! #         }
+//! #         fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+//! #             for b in dst { *b = self.try_next_u64()? as u8; } Ok(())
+//! #         }
+//! #     }
+//! #     impl rand_core::TryCryptoRng for Rng {}
+//! #     /// A LUKS2 volume (PBKDF2 keyslot, 16 KiB metadata copies, data at 1 MiB).
+//! #     #[allow(dead_code)]
+//! #     pub fn luks2_volume(pass: &[u8]) -> Vec<u8> {
+//! #         use qluks::luks::luks2::create::{format, CreateKdf, CreateParams};
+//! #         let kdf = CreateKdf::Pbkdf2 { hash: qluks::crypto::HashAlg::Sha256, iterations: 1000 };
+//! #         let params = CreateParams { kdf, digest_iterations: 1000, data_offset: 1 << 20, ..Default::default() };
+//! #         let mut disk = vec![0u8; (1 << 20) + 8192];
+//! #         format(&mut qluks::io::MemIo::new(&mut disk), &params, pass, &mut [], &mut Rng(9)).unwrap();
+//! #         disk
+//! #     }
+//! # }
+//! ```
 
 use core::fmt::{self, Write as _};
 

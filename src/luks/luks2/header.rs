@@ -7,6 +7,50 @@
 //! is damaged its `hdr_size` cannot be trusted, so the secondary is searched at every offset
 //! where it may be (like cryptsetup does). The JSON text is kept in a buffer the caller
 //! supplies; the metadata parsed from it is copied out, so the buffer is free afterwards.
+//!
+//! ```
+//! use qluks::io::MemIo;
+//! use qluks::luks::luks2::{Luks2Header, DEFAULT_JSON_BUFFER};
+//! use qluks::luks::LuksIoError;
+//!
+//! # fn main() -> Result<(), LuksIoError<qluks::io::MemIoError>> {
+//! # let mut disk = doc_support::luks2_volume(b"secret");
+//! // `disk` holds a LUKS2 volume; damage its primary copy's JSON area.
+//! disk[4096 + 10] ^= 0xff;
+//! let mut header = Luks2Header::EMPTY;
+//! let mut json = [0u8; DEFAULT_JSON_BUFFER];
+//! header.read_into(&mut MemIo::new(&mut disk), &mut json)?;
+//! // The secondary copy (at `hdr_size`) was used, and the primary's fault is reported.
+//! assert!(header.primary_fault.is_some() && header.secondary_fault.is_none());
+//! assert_eq!(header.binary.hdr_offset, header.binary.hdr_size);
+//! assert_eq!(header.metadata.keyslots().count(), 1);
+//! # Ok(())
+//! # }
+//! # mod doc_support {
+//! #     pub struct Rng(pub u64);
+//! #     impl rand_core::TryRng for Rng {
+//! #         type Error = core::convert::Infallible;
+//! #         fn try_next_u32(&mut self) -> Result<u32, Self::Error> { Ok(self.try_next_u64()? as u32) }
+//! #         fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+//! #             self.0 ^= self.0 << 13; self.0 ^= self.0 >> 7; self.0 ^= self.0 << 17; Ok(self.0)
+//! #         }
+//! #         fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+//! #             for b in dst { *b = self.try_next_u64()? as u8; } Ok(())
+//! #         }
+//! #     }
+//! #     impl rand_core::TryCryptoRng for Rng {}
+//! #     /// A LUKS2 volume (PBKDF2 keyslot, 16 KiB metadata copies, data at 1 MiB).
+//! #     #[allow(dead_code)]
+//! #     pub fn luks2_volume(pass: &[u8]) -> Vec<u8> {
+//! #         use qluks::luks::luks2::create::{format, CreateKdf, CreateParams};
+//! #         let kdf = CreateKdf::Pbkdf2 { hash: qluks::crypto::HashAlg::Sha256, iterations: 1000 };
+//! #         let params = CreateParams { kdf, digest_iterations: 1000, data_offset: 1 << 20, ..Default::default() };
+//! #         let mut disk = vec![0u8; (1 << 20) + 8192];
+//! #         format(&mut qluks::io::MemIo::new(&mut disk), &params, pass, &mut [], &mut Rng(9)).unwrap();
+//! #         disk
+//! #     }
+//! # }
+//! ```
 
 use crate::io::BlockIo;
 

@@ -6,6 +6,36 @@
 //! allocated, nesting is bounded by [`MAX_DEPTH`] (so a hostile `[[[[...` cannot exhaust the
 //! stack), and every malformed input ends in a [`JsonError`] with its byte offset, never a
 //! panic. The parser knows nothing about LUKS; `metadata.rs` gives the members their meaning.
+//!
+//! ```
+//! use qluks::luks::luks2::json::{JsonError, JsonErrorKind, Parser};
+//!
+//! # fn main() -> Result<(), JsonError> {
+//! let text = br#"{"keyslots": {"0": {"type": "luks2", "key_size": 64}}, "tokens": [1, "x"], "v": 2}"#;
+//! let (mut key_size, mut tokens) = (None, 0);
+//! Parser::document(text, |p, member| {
+//!     if member.eq_str("keyslots") {
+//!         p.object(|p, _id| {
+//!             p.object(|p, field| match field.raw() {
+//!                 "key_size" => Ok(key_size = p.number()?.as_u64()),
+//!                 _ => p.skip(), // every value is consumed: parsed or skipped
+//!             })
+//!         })
+//!     } else if member.eq_str("tokens") {
+//!         p.array(|p| p.skip().map(|()| tokens += 1))
+//!     } else {
+//!         p.skip()
+//!     }
+//! })?;
+//! assert_eq!((key_size, tokens), (Some(64), 2));
+//!
+//! // Hostile input ends in a typed error with its offset: here nesting past `MAX_DEPTH`.
+//! let deep = [&br#"{"a":"#[..], &[b'['; 100]].concat();
+//! let err = Parser::document(&deep, |p, _| p.skip()).unwrap_err();
+//! assert_eq!(err.kind, JsonErrorKind::TooDeep);
+//! # Ok(())
+//! # }
+//! ```
 
 use core::fmt;
 

@@ -6,6 +6,33 @@
 //! with [`Metadata::kdf_memory_within`](super::Metadata::kdf_memory_within), in bytes) and gets
 //! [`LuksError::KdfMemoryTooSmall`] with the exact need in bytes when it is too small. The
 //! region needs no alignment, and is zeroized after use: it holds passphrase-derived state.
+//!
+//! ```
+//! use qluks::crypto::{pbkdf2, HashAlg};
+//! use qluks::luks::luks2::kdf::derive;
+//! use qluks::luks::luks2::metadata::{kdf_memory_bytes, Argon2Variant, HashName, Kdf, Salt};
+//! use qluks::luks::LuksError;
+//!
+//! # fn main() -> Result<(), LuksError> {
+//! let salt = Salt::new(&[7; 32]).expect("at most 64 bytes");
+//! let sha256 = HashName::new("sha256").expect("a short name");
+//! let mut key = [0u8; 32];
+//! derive(&Kdf::Pbkdf2 { hash: sha256, iterations: 1000, salt }, b"pass", &mut key, &mut [])?;
+//! let mut expected = [0u8; 32];
+//! pbkdf2(HashAlg::Sha256, b"pass", &[7; 32], 1000, &mut expected)?;
+//! assert_eq!(key, expected);
+//!
+//! // Argon2id with 64 KiB: the caller brings the memory, sized by `kdf_memory_bytes`.
+//! let argon2 = Kdf::Argon2 { variant: Argon2Variant::Argon2id, time: 1, memory_kib: 64, cpus: 1, salt };
+//! let needed = kdf_memory_bytes(&argon2);
+//! assert_eq!(needed, 64 * 1024);
+//! let too_small = derive(&argon2, b"pass", &mut key, &mut [0u8; 1024]);
+//! assert!(matches!(too_small, Err(LuksError::KdfMemoryTooSmall { needed: 65536, .. })));
+//! let mut memory = vec![0u8; 64 * 1024]; // any alignment; wiped after use
+//! derive(&argon2, b"pass", &mut key, &mut memory)?;
+//! # Ok(())
+//! # }
+//! ```
 
 use super::metadata::{kdf_memory_bytes, Argon2Variant, Kdf};
 use crate::crypto::argon2::{argon2, Argon2Error, Params, Variant};

@@ -3,6 +3,56 @@
 //! key, accepted when the PBKDF2 digest of the data segment matches (constant time).
 //!
 //! Key material streams through one fixed stack buffer, whatever its size.
+//!
+//! ```
+//! use qluks::io::MemIo;
+//! use qluks::luks::luks2::{unlock, unlock_with_limits, verify_key, Luks2Header, DEFAULT_JSON_BUFFER};
+//! use qluks::luks::{KdfLimits, LuksIoError};
+//!
+//! # fn main() -> Result<(), LuksIoError<qluks::io::MemIoError>> {
+//! # let mut disk = doc_support::luks2_volume(b"secret");
+//! let mut io = MemIo::new(&mut disk); // a LUKS2 volume with keyslot 0 for "secret"
+//! let mut header = Luks2Header::EMPTY;
+//! header.read_into(&mut io, &mut [0u8; DEFAULT_JSON_BUFFER])?;
+//! let metadata = &header.metadata;
+//!
+//! let (keyslot, key) = unlock(&mut io, metadata, b"secret", Some(0), &mut [])?;
+//! let (_, digest) = metadata.digest_for_segment(0).expect("the data segment's digest");
+//! assert!(keyslot == 0 && verify_key(digest, &key)?);
+//!
+//! let wrong = unlock(&mut io, metadata, b"guess", None, &mut []);
+//! assert!(wrong.is_err_and(|e| e.is_wrong_passphrase()));
+//! // Costs are checked before any work: a limit below the keyslot's iterations refuses it.
+//! let tight = KdfLimits { pbkdf2_iterations: 100, ..KdfLimits::DEFAULT };
+//! let refused = unlock_with_limits(&mut io, metadata, b"secret", None, &mut [], &tight);
+//! assert!(refused.is_err_and(|e| e.is_kdf_refused()));
+//! # Ok(())
+//! # }
+//! # mod doc_support {
+//! #     pub struct Rng(pub u64);
+//! #     impl rand_core::TryRng for Rng {
+//! #         type Error = core::convert::Infallible;
+//! #         fn try_next_u32(&mut self) -> Result<u32, Self::Error> { Ok(self.try_next_u64()? as u32) }
+//! #         fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+//! #             self.0 ^= self.0 << 13; self.0 ^= self.0 >> 7; self.0 ^= self.0 << 17; Ok(self.0)
+//! #         }
+//! #         fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+//! #             for b in dst { *b = self.try_next_u64()? as u8; } Ok(())
+//! #         }
+//! #     }
+//! #     impl rand_core::TryCryptoRng for Rng {}
+//! #     /// A LUKS2 volume (PBKDF2 keyslot, 16 KiB metadata copies, data at 1 MiB).
+//! #     #[allow(dead_code)]
+//! #     pub fn luks2_volume(pass: &[u8]) -> Vec<u8> {
+//! #         use qluks::luks::luks2::create::{format, CreateKdf, CreateParams};
+//! #         let kdf = CreateKdf::Pbkdf2 { hash: qluks::crypto::HashAlg::Sha256, iterations: 1000 };
+//! #         let params = CreateParams { kdf, digest_iterations: 1000, data_offset: 1 << 20, ..Default::default() };
+//! #         let mut disk = vec![0u8; (1 << 20) + 8192];
+//! #         format(&mut qluks::io::MemIo::new(&mut disk), &params, pass, &mut [], &mut Rng(9)).unwrap();
+//! #         disk
+//! #     }
+//! # }
+//! ```
 
 use zeroize::Zeroize;
 

@@ -7,6 +7,56 @@
 //! keyslots and segments). Tokens belong to other programs and are only checked for syntax.
 //! Numbers are accepted both as JSON numbers and as decimal strings, as LUKS2 writes 64-bit
 //! values in strings.
+//!
+//! ```
+//! use qluks::luks::luks2::metadata::{Kdf, Metadata, MetadataError};
+//!
+//! # fn main() -> Result<(), MetadataError> {
+//! # let disk = doc_support::luks2_volume(b"secret");
+//! // `disk` holds a LUKS2 volume; its primary JSON area follows the 4 KiB binary header.
+//! // (`Luks2Header::read_into` does this, checksum included, for both copies.)
+//! let area = &disk[4096..16384];
+//! let json = &area[..area.iter().position(|&b| b == 0).unwrap_or(area.len())];
+//! let metadata = Metadata::parse(json, 16384)?;
+//!
+//! let (id, keyslot) = metadata.keyslots().next().expect("one keyslot");
+//! assert!(id == 0 && keyslot.key_size == 64);
+//! assert!(matches!(keyslot.kdf, Kdf::Pbkdf2 { iterations: 1000, .. }));
+//! let (_, segment) = metadata.data_segment().expect("a data segment");
+//! assert_eq!((segment.offset, segment.sector_size), (1 << 20, 4096));
+//! assert_eq!(segment.encryption.as_str(), "aes-xts-plain64");
+//! assert_eq!(metadata.kdf_memory(), 0); // no Argon2 keyslot
+//!
+//! // Cross-checks: a keyslot area outside the keyslots area is refused, with its offset.
+//! let bad = String::from_utf8_lossy(json).replace("\"offset\":\"32768\"", "\"offset\":\"4096\"");
+//! assert!(Metadata::parse(bad.as_bytes(), 16384).is_err());
+//! # Ok(())
+//! # }
+//! # mod doc_support {
+//! #     pub struct Rng(pub u64);
+//! #     impl rand_core::TryRng for Rng {
+//! #         type Error = core::convert::Infallible;
+//! #         fn try_next_u32(&mut self) -> Result<u32, Self::Error> { Ok(self.try_next_u64()? as u32) }
+//! #         fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+//! #             self.0 ^= self.0 << 13; self.0 ^= self.0 >> 7; self.0 ^= self.0 << 17; Ok(self.0)
+//! #         }
+//! #         fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+//! #             for b in dst { *b = self.try_next_u64()? as u8; } Ok(())
+//! #         }
+//! #     }
+//! #     impl rand_core::TryCryptoRng for Rng {}
+//! #     /// A LUKS2 volume (PBKDF2 keyslot, 16 KiB metadata copies, data at 1 MiB).
+//! #     #[allow(dead_code)]
+//! #     pub fn luks2_volume(pass: &[u8]) -> Vec<u8> {
+//! #         use qluks::luks::luks2::create::{format, CreateKdf, CreateParams};
+//! #         let kdf = CreateKdf::Pbkdf2 { hash: qluks::crypto::HashAlg::Sha256, iterations: 1000 };
+//! #         let params = CreateParams { kdf, digest_iterations: 1000, data_offset: 1 << 20, ..Default::default() };
+//! #         let mut disk = vec![0u8; (1 << 20) + 8192];
+//! #         format(&mut qluks::io::MemIo::new(&mut disk), &params, pass, &mut [], &mut Rng(9)).unwrap();
+//! #         disk
+//! #     }
+//! # }
+//! ```
 
 use core::fmt;
 

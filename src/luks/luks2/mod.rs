@@ -14,6 +14,62 @@
 //!
 //! Nothing here allocates: the JSON text goes into a caller-supplied buffer, Argon2 memory
 //! comes from the caller.
+//!
+//! # Example: the layers, step by step
+//!
+//! [`LuksVolume::open`](crate::luks::LuksVolume::open) does all of this in one call; the
+//! steps are for callers that want to choose (a detached header, a keyslot, their memory):
+//!
+//! ```
+//! use qluks::io::MemIo;
+//! use qluks::luks::luks2::{self, Luks2Header, DEFAULT_JSON_BUFFER};
+//! use qluks::luks::{LuksIoError, LuksVolume};
+//!
+//! # fn main() -> Result<(), LuksIoError<qluks::io::MemIoError>> {
+//! # let mut disk = doc_support::luks2_volume(b"secret");
+//! // `disk` holds a LUKS2 volume (cryptsetup's layout, a PBKDF2 keyslot).
+//! let mut io = MemIo::new(&mut disk);
+//! let mut header = Luks2Header::EMPTY; // caller storage: about 9.4 KiB
+//! let mut json = [0u8; DEFAULT_JSON_BUFFER];
+//! header.read_into(&mut io, &mut json)?; // both copies checked, the newest valid one kept
+//! // PBKDF2 needs no KDF memory (Argon2: `header.kdf_memory_within` bytes).
+//! let (keyslot, key) = luks2::unlock(&mut io, &header.metadata, b"secret", None, &mut [])?;
+//! assert_eq!(keyslot, 0);
+//! let segment = luks2::data_segment(&header.metadata, &key)?;
+//! assert_eq!(segment.offset, 1 << 20);
+//!
+//! let mut volume = LuksVolume::new(io, segment)?; // or over another device (detached)
+//! volume.write_at(0, b"hello")?;
+//! let mut back = [0u8; 5];
+//! volume.read_at(0, &mut back)?;
+//! assert_eq!(&back, b"hello");
+//! # Ok(())
+//! # }
+//! # mod doc_support {
+//! #     pub struct Rng(pub u64);
+//! #     impl rand_core::TryRng for Rng {
+//! #         type Error = core::convert::Infallible;
+//! #         fn try_next_u32(&mut self) -> Result<u32, Self::Error> { Ok(self.try_next_u64()? as u32) }
+//! #         fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+//! #             self.0 ^= self.0 << 13; self.0 ^= self.0 >> 7; self.0 ^= self.0 << 17; Ok(self.0)
+//! #         }
+//! #         fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+//! #             for b in dst { *b = self.try_next_u64()? as u8; } Ok(())
+//! #         }
+//! #     }
+//! #     impl rand_core::TryCryptoRng for Rng {}
+//! #     /// A LUKS2 volume (PBKDF2 keyslot, 16 KiB metadata copies, data at 1 MiB).
+//! #     #[allow(dead_code)]
+//! #     pub fn luks2_volume(pass: &[u8]) -> Vec<u8> {
+//! #         use qluks::luks::luks2::create::{format, CreateKdf, CreateParams};
+//! #         let kdf = CreateKdf::Pbkdf2 { hash: qluks::crypto::HashAlg::Sha256, iterations: 1000 };
+//! #         let params = CreateParams { kdf, digest_iterations: 1000, data_offset: 1 << 20, ..Default::default() };
+//! #         let mut disk = vec![0u8; (1 << 20) + 8192];
+//! #         format(&mut qluks::io::MemIo::new(&mut disk), &params, pass, &mut [], &mut Rng(9)).unwrap();
+//! #         disk
+//! #     }
+//! # }
+//! ```
 
 pub mod binary_header;
 pub mod create;

@@ -1,5 +1,51 @@
 //! Opening a LUKS2 volume into a [`LuksVolume`]: metadata read, keyslot unlocked, data segment
 //! keyed.
+//!
+//! ```
+//! use qluks::io::MemIo;
+//! use qluks::luks::luks2::{Luks2Header, DEFAULT_JSON_BUFFER};
+//! use qluks::luks::{LuksIoError, LuksVolume, OpenOptions};
+//!
+//! # fn main() -> Result<(), LuksIoError<qluks::io::MemIoError>> {
+//! # let mut disk = doc_support::luks2_volume(b"secret");
+//! // `disk` holds a LUKS2 volume. Header and JSON text in caller storage (not the stack).
+//! let mut header = Luks2Header::EMPTY;
+//! let mut json = [0u8; DEFAULT_JSON_BUFFER];
+//! let options = OpenOptions { header: Some(&mut header), json_buffer: Some(&mut json), ..Default::default() };
+//! let mut volume = LuksVolume::open_luks2(MemIo::new(&mut disk), b"secret", options)?;
+//! volume.write_at(0, &[1; 4096])?;
+//! let mut sector = [0u8; 4096];
+//! volume.read_at(0, &mut sector)?;
+//! assert_eq!(sector, [1; 4096]);
+//! assert_eq!(volume.segment().offset, 1 << 20); // the data segment from the metadata
+//! assert_eq!(header.metadata.keyslots().count(), 1); // the header stays readable
+//! # Ok(())
+//! # }
+//! # mod doc_support {
+//! #     pub struct Rng(pub u64);
+//! #     impl rand_core::TryRng for Rng {
+//! #         type Error = core::convert::Infallible;
+//! #         fn try_next_u32(&mut self) -> Result<u32, Self::Error> { Ok(self.try_next_u64()? as u32) }
+//! #         fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+//! #             self.0 ^= self.0 << 13; self.0 ^= self.0 >> 7; self.0 ^= self.0 << 17; Ok(self.0)
+//! #         }
+//! #         fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+//! #             for b in dst { *b = self.try_next_u64()? as u8; } Ok(())
+//! #         }
+//! #     }
+//! #     impl rand_core::TryCryptoRng for Rng {}
+//! #     /// A LUKS2 volume (PBKDF2 keyslot, 16 KiB metadata copies, data at 1 MiB).
+//! #     #[allow(dead_code)]
+//! #     pub fn luks2_volume(pass: &[u8]) -> Vec<u8> {
+//! #         use qluks::luks::luks2::create::{format, CreateKdf, CreateParams};
+//! #         let kdf = CreateKdf::Pbkdf2 { hash: qluks::crypto::HashAlg::Sha256, iterations: 1000 };
+//! #         let params = CreateParams { kdf, digest_iterations: 1000, data_offset: 1 << 20, ..Default::default() };
+//! #         let mut disk = vec![0u8; (1 << 20) + 8192];
+//! #         format(&mut qluks::io::MemIo::new(&mut disk), &params, pass, &mut [], &mut Rng(9)).unwrap();
+//! #         disk
+//! #     }
+//! # }
+//! ```
 
 use super::header::{Luks2Header, DEFAULT_JSON_BUFFER};
 use super::keyslot::unlock_with_limits;

@@ -1,5 +1,20 @@
 //! Fixed-capacity values copied out of the metadata: short names ([`Name`]), binary values
 //! decoded from base64 ([`Bytes`]) and a printable view of untrusted bytes ([`Text`]).
+//!
+//! ```
+//! use qluks::luks::luks2::text::{Bytes, Name, Text};
+//!
+//! let hash = Name::<16>::new("sha256").expect("fits");
+//! assert_eq!(hash.as_str(), "sha256");
+//! assert!(Name::<4>::new("sha256").is_none()); // too long is refused, not cut
+//! assert_eq!(Name::<4>::truncated("sha256").as_str(), "sha2");
+//!
+//! let salt = Bytes::<64>::from_base64(b"AAEC/w==").expect("padded base64");
+//! assert_eq!(salt.as_slice(), &[0, 1, 2, 0xff]);
+//!
+//! // Untrusted bytes (a label) display up to their NUL, unprintable ones escaped.
+//! assert_eq!(format!("{}", Text(b"disk\x1b[2J\0junk")), "disk\\x1b[2J");
+//! ```
 
 use core::fmt;
 
