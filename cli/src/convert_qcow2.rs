@@ -115,15 +115,7 @@ pub fn run(
         })
         .collect::<Result<_, _>>()?;
     drop(layers);
-    let scratch_len = chain
-        .layers()
-        .map(|l| match l {
-            Layer::Qcow2(q) => q.compressed_scratch_len(),
-            Layer::Raw { .. } => 0,
-        })
-        .max()
-        .unwrap_or(0);
-    let mut scratch = vec![0u8; scratch_len];
+    let mut scratch = vec![0u8; chain.compressed_scratch_len()];
     let mut buf = vec![0u8; CHUNK as usize];
 
     let copied = AtomicU64::new(0);

@@ -10,7 +10,7 @@ use qluks::io::BlockIo;
 use qluks::qcow2::backing::ChainError;
 use qluks::qcow2::extent::Extent;
 use qluks::qcow2::file_resolver::{BackingPolicy, FileResolver, FileResolverError};
-use qluks::qcow2::{Chain, CryptMethod, Layer};
+use qluks::qcow2::{Chain, CryptMethod};
 
 use crate::open::{Disk, MapEntry};
 use crate::secret::SecretArgs;
@@ -150,15 +150,8 @@ impl Qcow2Disk {
 
     /// A disk over an opened chain.
     pub fn from_chain(chain: Box<CliChain>) -> Qcow2Disk {
-        let largest = chain
-            .layers()
-            .map(|l| match l {
-                Layer::Qcow2(q) => q.compressed_scratch_len(),
-                Layer::Raw { .. } => 0,
-            })
-            .max()
-            .unwrap_or(0);
-        Qcow2Disk { chain, scratch: vec![0; largest] }
+        let scratch = vec![0; chain.compressed_scratch_len()];
+        Qcow2Disk { chain, scratch }
     }
 }
 

@@ -488,6 +488,18 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
         self.layers[..self.len].iter().map_while(Option::as_ref)
     }
 
+    /// Scratch bytes [`Chain::read_at_with_scratch`] needs for compressed clusters in any
+    /// layer (0 when no layer is qcow2).
+    pub fn compressed_scratch_len(&self) -> usize {
+        self.layers()
+            .map(|l| match l {
+                Layer::Qcow2(q) => q.compressed_scratch_len(),
+                Layer::Raw { .. } => 0,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The top layer (`None` when the chain is empty).
     pub fn top(&self) -> Option<&Layer<I, N>> {
         self.layers().next()
