@@ -3,40 +3,12 @@
 //! qcow2 image and an encrypted chain open and read through it, reads at odd offsets included.
 mod common;
 
-use std::process::Command;
-
 use qluks::qcow2::backing::{BackingFormat, BackingRequest, Chain, DataFileRequest, Opened, Resolver};
 use qluks::qcow2::Qcow2;
 
 use common::blocks::Blocks;
 
-fn qemu_img(args: &[&str]) {
-    common::run(Command::new("qemu-img").args(args));
-}
-
-fn qemu_io(objects: &[&str], image_opts: &str, cmds: &[&str]) {
-    let mut c = Command::new("qemu-io");
-    for o in objects {
-        c.args(["--object", o]);
-    }
-    c.args(["--image-opts", image_opts]);
-    for cmd in cmds {
-        c.arg("-c").arg(cmd);
-    }
-    common::run(&mut c);
-}
-
-fn qemu_raw(dir: &common::TempDir, objects: &[&str], image_opts: &str) -> Vec<u8> {
-    let out = dir.join("qemu.raw");
-    let mut c = Command::new("qemu-img");
-    c.arg("convert");
-    for o in objects {
-        c.args(["--object", o]);
-    }
-    c.args(["--image-opts", image_opts, "-O", "raw"]).arg(&out);
-    common::run(&mut c);
-    std::fs::read(out).unwrap()
-}
+use common::{qemu_img, qemu_io, qemu_raw};
 
 fn luks_opts(secret: &str) -> String {
     format!("encrypt.format=luks,encrypt.key-secret={secret},encrypt.iter-time=10")

@@ -12,7 +12,6 @@ mod common;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use qluks::image::Image;
 use qluks::qcow2::backing::{BackingFormat, BackingRequest, Chain, DataFileRequest, Opened, Resolver};
@@ -54,33 +53,7 @@ fn on_small_stack<T: Send + 'static>(budget: Budget, f: impl FnOnce() -> T + Sen
     std::thread::Builder::new().stack_size(budget.bytes()).spawn(f).unwrap().join().unwrap()
 }
 
-fn qemu_img(args: &[&str]) {
-    common::run(Command::new("qemu-img").args(args));
-}
-
-fn qemu_io(objects: &[&str], image_opts: &str, cmds: &[&str]) {
-    let mut c = Command::new("qemu-io");
-    for o in objects {
-        c.args(["--object", o]);
-    }
-    c.args(["--image-opts", image_opts]);
-    for cmd in cmds {
-        c.arg("-c").arg(cmd);
-    }
-    common::run(&mut c);
-}
-
-fn qemu_raw(dir: &common::TempDir, objects: &[&str], image_opts: &str) -> Vec<u8> {
-    let out = dir.join("qemu.raw");
-    let mut c = Command::new("qemu-img");
-    c.arg("convert");
-    for o in objects {
-        c.args(["--object", o]);
-    }
-    c.args(["--image-opts", image_opts, "-O", "raw"]).arg(&out);
-    common::run(&mut c);
-    std::fs::read(out).unwrap()
-}
+use common::{qemu_img, qemu_io, qemu_raw};
 
 /// Hands out pre-opened files by name and per-layer passphrases (what firmware does).
 struct Files {

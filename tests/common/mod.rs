@@ -107,6 +107,38 @@ pub fn check(cmd: &Command, out: &Output) {
     }
 }
 
+/// Runs `qemu-img ARGS` (under the watchdog), failing the test when it fails.
+pub fn qemu_img(args: &[&str]) {
+    run(Command::new("qemu-img").args(args));
+}
+
+/// Runs `qemu-io --object O... --image-opts OPTS -c CMD...`, failing the test when it fails.
+pub fn qemu_io(objects: &[&str], image_opts: &str, cmds: &[&str]) {
+    let mut c = Command::new("qemu-io");
+    for o in objects {
+        c.args(["--object", o]);
+    }
+    c.args(["--image-opts", image_opts]);
+    for cmd in cmds {
+        c.arg("-c").arg(cmd);
+    }
+    run(&mut c);
+}
+
+/// The guest content of an image as `qemu-img convert -O raw` sees it (`--object O...
+/// --image-opts OPTS`), through a file in `dir`.
+pub fn qemu_raw(dir: &TempDir, objects: &[&str], image_opts: &str) -> Vec<u8> {
+    let out = dir.join("qemu.raw");
+    let mut c = Command::new("qemu-img");
+    c.arg("convert");
+    for o in objects {
+        c.args(["--object", o]);
+    }
+    c.args(["--image-opts", image_opts, "-O", "raw"]).arg(&out);
+    run(&mut c);
+    std::fs::read(out).unwrap()
+}
+
 /// A scratch directory removed on drop (kept when QLUKS_KEEP_TMP=1).
 pub struct TempDir(PathBuf);
 
