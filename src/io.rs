@@ -173,28 +173,6 @@ fn read_bounced<I: BlockIo + ?Sized>(
     Ok(())
 }
 
-/// A view of a device whose reads go through [`read_aligned`]: hand it to code that reads
-/// arbitrary byte ranges (a LUKS header parser) so that the device still sees only whole
-/// aligned blocks. Writes pass through unchanged.
-#[derive(Debug)]
-pub struct Aligned<'a, I: ?Sized>(pub &'a mut I);
-
-impl<I: BlockIo + ?Sized> BlockIo for Aligned<'_, I> {
-    type Error = I::Error;
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
-        read_aligned(self.0, offset, buf)
-    }
-    fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), Self::Error> {
-        self.0.write_at(offset, buf)
-    }
-    fn flush(&mut self) -> Result<(), Self::Error> {
-        self.0.flush()
-    }
-    fn size(&mut self) -> Result<u64, Self::Error> {
-        self.0.size()
-    }
-}
-
 /// The error of writing to a read-only device (what the default [`BlockIo::write_at`] and
 /// [`BlockIo::flush`] return, through the device's `From<ReadOnly>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -230,3 +230,14 @@ fn reads_past_the_virtual_size_are_refused() {
         );
     }
 }
+
+#[test]
+fn an_image_not_yet_opened_is_empty() {
+    // `new_empty` (the in-place slot before `open_in`) is a disk of size 0: reads are out of
+    // range, never a panic or a read of a missing device.
+    let mut q: qluks::qcow2::Qcow2Image<qluks::io::MemIo<'static>> = Qcow2::new_empty();
+    assert_eq!(q.size(), 0);
+    let mut buf = [0u8; 512];
+    let e = q.read_at(0, &mut buf).unwrap_err();
+    assert!(matches!(e, Error::OutOfRange { offset: 0, len: 512, size: 0 }), "{e:?}");
+}

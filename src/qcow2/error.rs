@@ -363,6 +363,9 @@ pub enum Error<E> {
     },
     /// The image keeps its data in an external data file but none was supplied.
     DataFileRequired,
+    /// The image was used before it was opened ([`crate::qcow2::Qcow2::new_empty`] without a
+    /// successful `open_in`, or after `into_inner`).
+    NotOpen,
     /// An encrypted image opened without a passphrase.
     PassphraseRequired,
     /// The LUKS header inside the image refused: the passphrase opens no keyslot
@@ -423,6 +426,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                 write!(f, "read of {len} bytes at {offset:#x} is outside the virtual disk (size {size:#x})")
             }
             Error::DataFileRequired => write!(f, "image uses an external data file and none was supplied"),
+            Error::NotOpen => write!(f, "the qcow2 image is not open"),
             Error::PassphraseRequired => write!(f, "image is encrypted: a passphrase is required"),
             // The same words as LUKS's own wrong-passphrase error.
             Error::Luks(e) => write!(f, "LUKS header in the image: {e}"),

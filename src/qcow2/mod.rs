@@ -328,7 +328,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         };
         self.data_file = data_file;
         let Some(io) = self.io.as_mut() else {
-            return Err(Error::OutOfRange { offset: 0, len: 0, size: 0 });
+            return Err(Error::NotOpen);
         };
         self.crypt = match (self.header.crypt_method, key) {
             (CryptMethod::None, _) => Crypt::None,

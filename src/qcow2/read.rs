@@ -53,7 +53,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             None if external => Err(Error::DataFileRequired),
             None => match self.io.as_mut() {
                 Some(io) => read_stored(&self.crypt, io, self.file_size, host_offset, guest, out),
-                None => Err(Error::OutOfRange { offset: guest, len: out.len(), size: 0 }),
+                None => Err(Error::NotOpen),
             },
         }
     }
@@ -132,7 +132,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let (input, rest) = scratch.split_at_mut(compressed_len as usize);
         let avail = (self.file_size - host_offset).min(compressed_len) as usize;
         let input = &mut input[..avail];
-        let io = self.io.as_mut().ok_or(Error::OutOfRange { offset: guest, len: out.len(), size: 0 })?;
+        let io = self.io.as_mut().ok_or(Error::NotOpen)?;
         crate::io::read_aligned(io, host_offset, input).map_err(Error::Io)?;
         let cluster_start = guest & !(cs as u64 - 1);
         let kind = self.header.compression_type;
