@@ -50,6 +50,7 @@
 
 pub mod backing;
 pub mod compressed;
+pub mod create;
 mod crypt;
 mod error;
 pub mod extension;
@@ -63,7 +64,9 @@ pub mod l2_entry;
 mod luks;
 mod mapping;
 mod read;
+mod refcount;
 pub mod snapshot;
+mod write;
 
 pub use backing::{Chain, ChainError, Layer};
 pub use error::{Corruption, Error, HeaderError};
@@ -135,6 +138,8 @@ pub struct Qcow2<I: BlockIo, D: BlockIo<Error = I::Error> = I, const N: usize = 
     snapshot: Option<u32>,
     crypt: Crypt,
     cache: L2Cache<N>,
+    /// Write engine state (allocator position, whether writes were accepted).
+    write: refcount::WriteState,
 }
 
 impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> core::fmt::Debug for Qcow2<I, D, N> {
@@ -196,6 +201,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             snapshot: None,
             crypt: Crypt::Locked,
             cache: L2Cache::new(),
+            write: refcount::WriteState::NEW,
         }
     }
 
@@ -284,6 +290,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         self.snapshot = None;
         self.crypt = Crypt::Locked;
         self.cache.clear();
+        self.write = refcount::WriteState::NEW;
     }
 
     /// Opening, step 1: closes this image, takes `io` and reads and checks the header into
