@@ -16,15 +16,20 @@
 //! ```
 //! use qluks::io::MemIo;
 //! use qluks::qcow2::create::{create, CreateOptions};
+//! use qluks::qcow2::Qcow2;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let mut rng = doc_rng::Rng(1);
-//! let mut file = vec![0u8; 0];
-//! let mut disk = qluks::io::VecIo::new(&mut file);
-//! // qemu-img create -f qcow2 IMAGE 64M: header, refcount table, one refcount block, L1.
-//! create(&mut disk, &mut CreateOptions::new(64 << 20), &mut rng)?;
-//! assert_eq!(file.len(), 0x30008);
-//! # let _ = MemIo::new(&mut [0u8; 0]);
+//! // qemu-img create -f qcow2 IMAGE 64M: header, refcount table, one refcount block, and the
+//! // L1 table's one entry at 0x30000 (QEMU's file ends there, at 0x30008).
+//! let mut disk = vec![0u8; 0x30008];
+//! create(&mut MemIo::new(&mut disk), &mut CreateOptions::new(64 << 20), &mut rng)?;
+//! assert_eq!(&disk[40..48], &0x30000u64.to_be_bytes()); // l1_table_offset
+//!
+//! let mut image = Qcow2::open(MemIo::new(&mut disk), None)?;
+//! let mut sector = [1u8; 512];
+//! image.read_at((64 << 20) - 512, &mut sector)?;
+//! assert_eq!(sector, [0; 512]);
 //! # Ok(())
 //! # }
 //! # mod doc_rng {
@@ -528,7 +533,7 @@ fn geometry(o: &CreateOptions<'_>) -> Result<Geometry, CreateError> {
         l2_entry,
         l2_entries,
         refcount_order,
-        rb_entries: cs * 8 >> refcount_order,
+        rb_entries: (cs * 8) >> refcount_order,
         data_clusters,
         l1_size,
         l1_clusters: ceil_div(l1_size * 8, cs),
