@@ -624,6 +624,16 @@ fn plan(g: &Geometry, size: u64) -> Result<Plan, CreateError> {
     }
 }
 
+/// Checks `options` as [`create`] does before it writes anything (all but the device's block
+/// size): for callers that want to refuse before they create or truncate a file.
+pub fn validate(options: &CreateOptions<'_>) -> Result<(), CreateError> {
+    let g = geometry(options)?;
+    let p = plan(&g, options.size)?;
+    let mut header = Aligned([0u8; BUF]);
+    build_header(options, &g, &p, &mut header.0)?;
+    Ok(())
+}
+
 /// Creates a qcow2 image on `io` (expected empty; it is written from offset 0 and grown as
 /// needed). Randomness (LUKS keys and salts) comes from `rng`.
 ///
@@ -696,7 +706,7 @@ pub fn create<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
 }
 
 /// Builds cluster 0's meaningful bytes; returns their length.
-fn build_header<E>(o: &CreateOptions<'_>, g: &Geometry, p: &Plan, b: &mut [u8; BUF]) -> Result<usize, Error<E>> {
+fn build_header(o: &CreateOptions<'_>, g: &Geometry, p: &Plan, b: &mut [u8; BUF]) -> Result<usize, CreateError> {
     let v3 = o.compat == Compat::V1_1;
     let put32 = |b: &mut [u8; BUF], off: usize, v: u32| b[off..off + 4].copy_from_slice(&v.to_be_bytes());
     let put64 = |b: &mut [u8; BUF], off: usize, v: u64| b[off..off + 8].copy_from_slice(&v.to_be_bytes());
@@ -742,7 +752,7 @@ fn build_header<E>(o: &CreateOptions<'_>, g: &Geometry, p: &Plan, b: &mut [u8; B
     let name_len = o.backing_file.map_or(0, |n| n.len());
     let needed = at + fmt_len + fde_len + table_len + 8 + name_len;
     if needed as u64 > g.cs || needed > BUF {
-        return Err(CreateError::HeaderTooLarge { needed, cluster_size: g.cs }.into());
+        return Err(CreateError::HeaderTooLarge { needed, cluster_size: g.cs });
     }
     if let Some(fmt) = o.backing_format {
         put32(b, at, EXT_BACKING_FORMAT);
