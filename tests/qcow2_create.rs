@@ -603,6 +603,12 @@ fn legacy_aes_needs_the_opt_in_then_matches_qemu_img() {
     same_layout(&img, &theirs);
     assert_eq!(info(&img, true)["format-specific"]["data"]["encrypt"]["format"], "aes");
     exercise(&img, true, 1 << 20);
+
+    // Preallocated (v3): zero entries, so nothing reads as decrypted garbage.
+    let img = dir.join("aes-prealloc.qcow2");
+    o.preallocation = Preallocation::Metadata;
+    qluks_create(&img, &mut o);
+    exercise(&img, true, 1 << 20);
 }
 
 #[test]
@@ -712,6 +718,16 @@ fn invalid_options_are_typed_errors_and_write_nothing() {
             CreateError::Iterations { iterations: 0 },
         ),
         (|o| o.size = 1 << 60, CreateError::SizeTooLarge { size: 1 << 60, cluster_size: 65536 }),
+        (
+            // An L1 table of 4 MiB entries is allowed, 2^61 bytes of preallocated clusters not
+            // (and refused before walking them).
+            |o| {
+                o.size = 1 << 61;
+                o.cluster_size = 2 << 20;
+                o.preallocation = Preallocation::Metadata;
+            },
+            CreateError::SizeTooLarge { size: 1 << 61, cluster_size: 2 << 20 },
+        ),
         (|o| o.size = u64::MAX - 511, CreateError::SizeTooLarge { size: u64::MAX - 511, cluster_size: 65536 }),
         (
             |o| {

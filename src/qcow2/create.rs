@@ -96,6 +96,8 @@ pub enum Encryption<'a> {
         passphrase: &'a [u8],
         /// Cipher and IV generator (`encrypt.cipher-alg`, `encrypt.cipher-mode`,
         /// `encrypt.ivgen-alg`, `encrypt.ivgen-hash-alg`); QEMU's default aes-256-xts-plain64.
+        /// (24-byte keys, aes-192 in CBC/ECB, give key material of 187.5 sectors, which qluks
+        /// and cryptsetup read and QEMU 10 cannot: qemu-img aborts on an assertion.)
         cipher: CipherSpec,
         /// `encrypt.hash-alg` (default sha256).
         hash: HashAlg,
@@ -524,6 +526,11 @@ fn geometry(o: &CreateOptions<'_>) -> Result<Geometry, CreateError> {
     let data_clusters = ceil_div(o.size, cs);
     let l1_size = ceil_div(data_clusters, l2_entries);
     if l1_size * 8 > MAX_L1_BYTES {
+        return Err(too_large);
+    }
+    // Preallocated data and L2 tables must stay below 2^56 bytes: refused here, before a walk
+    // over more clusters than any file can hold.
+    if prealloc && (data_clusters + l1_size) > (MAX_OFFSET >> cluster_bits) {
         return Err(too_large);
     }
     let refcount_order = bits.trailing_zeros();
