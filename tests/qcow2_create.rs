@@ -309,6 +309,30 @@ const CASES: &[Case] = &[
             o.cluster_size = 32768;
         },
     },
+    // More refcount blocks than one table cluster holds: the table moves to the end (QEMU
+    // relocates it there too, with a different layout).
+    Case {
+        name: "luks-c512-r64",
+        qemu: "cluster_size=512,refcount_bits=64,encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10",
+        size: 1 << 20,
+        identical: false,
+        set: |o| {
+            luks(o);
+            o.cluster_size = 512;
+            o.refcount_bits = 64;
+        },
+    },
+    Case {
+        name: "prealloc-c512-r64",
+        qemu: "cluster_size=512,refcount_bits=64,preallocation=metadata",
+        size: 4 << 20,
+        identical: false,
+        set: |o| {
+            o.cluster_size = 512;
+            o.refcount_bits = 64;
+            o.preallocation = Preallocation::Metadata;
+        },
+    },
 ];
 
 /// `qemu-img info` without what differs between any two LUKS headers (UUID, measured

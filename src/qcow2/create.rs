@@ -562,8 +562,13 @@ fn plan(g: &Geometry, size: u64) -> Result<Plan, CreateError> {
     // Cluster offsets stay below 2^56 (the L1/L2 offset field): stop counting past it so
     // nothing overflows on absurd inputs (the L1 limit already bounds the walk).
     let limit = MAX_OFFSET >> g.cluster_bits;
-    let mut last_is_data = false;
+    let (mut l1_at, mut luks_at, mut last_is_data) = (0, 0, false);
     let mut track = |e: Event| {
+        match e {
+            Event::L1 { at } => l1_at = at,
+            Event::Luks { at } => luks_at = at,
+            _ => {}
+        }
         last_is_data = matches!(e, Event::Data { .. });
         Ok::<(), ()>(())
     };
@@ -571,28 +576,17 @@ fn plan(g: &Geometry, size: u64) -> Result<Plan, CreateError> {
     if end.next > limit {
         return Err(too_large);
     }
-    let capacity = g.cs / 8;
-    if end.blocks <= capacity {
-        let mut l1_at = 0;
-        let mut luks_at = 0;
-        let mut find = |e: Event| {
-            match e {
-                Event::L1 { at } => l1_at = at,
-                Event::Luks { at } => luks_at = at,
-                _ => {}
-            }
-            Ok::<(), ()>(())
-        };
-        let _ = walk(g, None, &mut find);
-        return Ok(Plan {
-            total: end.next,
-            table_at: 1,
-            table_clusters: 1,
-            relocated: false,
-            l1_at,
-            luks_at,
-            data_end_last: last_is_data,
-        });
+    let plan = Plan {
+        total: end.next,
+        table_at: 1,
+        table_clusters: 1,
+        relocated: false,
+        l1_at,
+        luks_at,
+        data_end_last: last_is_data,
+    };
+    if end.blocks <= g.cs / 8 {
+        return Ok(plan);
     }
     // The table moves to the end, sized for every block including those it needs itself.
     let mut clusters = ceil_div(end.blocks * 8, g.cs);
@@ -606,25 +600,13 @@ fn plan(g: &Geometry, size: u64) -> Result<Plan, CreateError> {
             if c.next > limit {
                 return Err(too_large);
             }
-            let mut l1_at = 0;
-            let mut luks_at = 0;
-            let mut find = |e: Event| {
-                match e {
-                    Event::L1 { at } => l1_at = at,
-                    Event::Luks { at } => luks_at = at,
-                    _ => {}
-                }
-                Ok::<(), ()>(())
-            };
-            let _ = walk(g, Some(clusters), &mut find);
             return Ok(Plan {
                 total: c.next,
                 table_at: end.next,
                 table_clusters: clusters,
                 relocated: true,
-                l1_at,
-                luks_at,
                 data_end_last: false,
+                ..plan
             });
         }
         clusters += 1;
@@ -643,6 +625,12 @@ pub fn validate(options: &CreateOptions<'_>) -> Result<(), CreateError> {
 
 /// Creates a qcow2 image on `io` (expected empty; it is written from offset 0 and grown as
 /// needed). Randomness (LUKS keys and salts) comes from `rng`.
+///
+/// Every metadata byte is written (zero-filled clusters included); what is not written is
+/// what QEMU does not write either: preallocated data clusters (unencrypted ones then read
+/// as whatever the device held, zeros on a new file) and bytes past the end of the image.
+/// The device must accept whole aligned blocks of [`BlockIo::block_size`] up to a cluster
+/// (LUKS: 512-byte blocks; LUKS formatting writes key material in sectors).
 ///
 /// Every option is checked first ([`CreateError`] inside [`Error::Create`]); then the
 /// refcount structures, tables and LUKS header are written, and the header (cluster 0) last,
