@@ -390,6 +390,51 @@ pub enum Error<E> {
     Crypto(crate::crypto::Error),
     /// No such snapshot.
     NoSuchSnapshot,
+    /// Writing refused: the dirty bit (incompatible bit 0) is set, so refcounts may be stale
+    /// (lazy refcounts after a crash) until the image is repaired (`qemu-img check -r all`).
+    DirtyImage,
+    /// Writing refused: the corrupt bit (incompatible bit 1) is set.
+    CorruptImage,
+    /// Writing refused: a snapshot is selected (writes go to the active disk only).
+    SnapshotSelected,
+    /// Writing refused: the image uses a feature the write engine does not maintain.
+    WriteUnsupported {
+        /// The feature (e.g. "persistent bitmaps").
+        feature: &'static str,
+    },
+    /// A refcount would exceed its width (`refcount_bits`).
+    RefcountOverflow {
+        /// Host offset of the cluster.
+        host_offset: u64,
+        /// The refcount width.
+        refcount_bits: u32,
+    },
+    /// A refcount would drop below 0 (the metadata is inconsistent).
+    RefcountUnderflow {
+        /// Host offset of the cluster.
+        host_offset: u64,
+    },
+    /// A refcount table entry that is not a valid refcount block offset.
+    BadRefcountBlock {
+        /// Index in the refcount table.
+        index: u64,
+        /// The raw entry.
+        entry: u64,
+    },
+    /// The image cannot grow: the refcount table would exceed 8 MiB or offsets 2^56.
+    ImageFull {
+        /// Host offset that could not be covered.
+        host_offset: u64,
+    },
+    /// A data write would land on metadata (QEMU's overlap check).
+    MetadataOverlap {
+        /// What it would overwrite (e.g. "refcount table").
+        what: &'static str,
+        /// Host offset of the write.
+        host_offset: u64,
+        /// Its length.
+        len: u64,
+    },
 }
 
 impl<E> From<HeaderError> for Error<E> {
@@ -438,6 +483,29 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             }
             Error::Crypto(e) => write!(f, "{e}"),
             Error::NoSuchSnapshot => write!(f, "no such snapshot"),
+            Error::DirtyImage => write!(
+                f,
+                "image has the dirty bit set (refcounts may be stale): refusing to write; repair it first (qemu-img check -r all)"
+            ),
+            Error::CorruptImage => write!(f, "image has the corrupt bit set: refusing to write"),
+            Error::SnapshotSelected => write!(f, "a snapshot is selected: only the active disk can be written"),
+            Error::WriteUnsupported { feature } => write!(f, "writing images with {feature} is not supported"),
+            Error::RefcountOverflow { host_offset, refcount_bits } => {
+                write!(f, "refcount of the cluster at {host_offset:#x} would exceed {refcount_bits} bits")
+            }
+            Error::RefcountUnderflow { host_offset } => {
+                write!(f, "corrupt image: refcount of the cluster at {host_offset:#x} would drop below 0")
+            }
+            Error::BadRefcountBlock { index, entry } => {
+                write!(f, "corrupt image: refcount table entry {index} ({entry:#x}) is not a valid refcount block offset")
+            }
+            Error::ImageFull { host_offset } => write!(
+                f,
+                "image cannot grow to cover host offset {host_offset:#x} (refcount table limit of 8 MiB or offset limit of 2^56)"
+            ),
+            Error::MetadataOverlap { what, host_offset, len } => {
+                write!(f, "write of {len} bytes at host offset {host_offset:#x} would overwrite the {what}: refused")
+            }
         }
     }
 }

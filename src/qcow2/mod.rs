@@ -66,6 +66,7 @@ mod mapping;
 mod read;
 mod refcount;
 pub mod snapshot;
+mod table_write;
 mod write;
 
 pub use backing::{Chain, ChainError, Layer};
@@ -276,8 +277,12 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     }
 
     /// Drops the devices and forgets the image, keeping the cache memory: the value is then
-    /// as [`Qcow2::new_empty`] made it.
+    /// as [`Qcow2::new_empty`] made it. An image that was written is flushed first, best
+    /// effort: call [`Qcow2::flush`] before to see its errors.
     pub fn close(&mut self) {
+        if self.write.ready && self.io.is_some() {
+            let _ = self.flush();
+        }
         self.io = None;
         self.data_file = None;
         self.header = Header::EMPTY;
@@ -289,7 +294,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         self.size = 0;
         self.snapshot = None;
         self.crypt = Crypt::Locked;
-        self.cache.clear();
+        self.cache.clear_all();
         self.write = refcount::WriteState::NEW;
     }
 
