@@ -898,5 +898,30 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     }
 }
 
+/// Hooks that drive the metadata layer alone, for integration tests against qemu-img (not
+/// API: the data layer's `write_at` is the way to write).
+#[doc(hidden)]
+impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
+    /// Points the guest cluster holding `guest_offset` at a newly allocated cluster (L2 entry
+    /// `host | COPIED`, the replaced cluster released) and returns the new host offset; the
+    /// caller writes the cluster's data (through another handle) before [`Qcow2::flush`].
+    pub fn debug_map_new_cluster(&mut self, guest_offset: u64) -> Result<u64, Error<I::Error>> {
+        let (old, _, _) = self.l2_entry_of(guest_offset)?;
+        let (host, _) = self.alloc_clusters(1)?;
+        self.note_host_write(host + self.header.cluster_size());
+        self.set_l2_entry(guest_offset, host | OFLAG_COPIED, 0)?;
+        let old_host = old & super::l2_entry::L2E_OFFSET_MASK;
+        if old & super::l2_entry::OFLAG_COMPRESSED == 0 && old_host != 0 {
+            self.release_clusters(old_host, 1)?;
+        }
+        Ok(host)
+    }
+
+    /// [`Qcow2::refcount_of`] for tests.
+    pub fn debug_refcount_of(&mut self, host_offset: u64) -> Result<u64, Error<I::Error>> {
+        self.refcount_of(host_offset)
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -131,7 +131,7 @@ mod tests {
         for order in 0..=6u32 {
             let max = refcount_max(order);
             let mut b = [0u8; 64];
-            let entries = 64 * 8 >> order;
+            let entries = (64 * 8) >> order;
             for i in 0..entries {
                 let (at, shift) = refcount_pos(order, i);
                 set_refcount(&mut b, at as usize, shift, order, i.wrapping_mul(0x9e37_79b9_7f4a_7c15) & max);

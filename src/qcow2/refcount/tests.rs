@@ -221,6 +221,11 @@ fn allocation_is_first_fit_contiguous_and_reuses_released_clusters() {
     assert_eq!(q.refcount_of(a + 2 * 4096).unwrap(), 0);
     let (c, n) = q.alloc_clusters(5).unwrap();
     assert_eq!((c, n), (a + 2 * 4096, 3), "first fit: the freed hole, as far as it goes");
+    // Compressed bytes straddling two clusters release both.
+    q.release_compressed(a + 4096 - 100, 300).unwrap();
+    q.flush().unwrap();
+    assert_eq!((q.refcount_of(a).unwrap(), q.refcount_of(a + 4096).unwrap()), (0, 0));
+    assert_eq!(q.refcount_of(a + 2 * 4096).unwrap(), 1);
 }
 
 #[test]
@@ -421,6 +426,7 @@ fn workload(img: &mut [u8]) -> Vec<Event> {
             let g = (g * 7 + round) % 300;
             let (old, _, _) = q.l2_entry_of(g * 512).unwrap();
             let (host, _) = q.alloc_clusters(1).unwrap();
+            q.data_barrier().unwrap();
             q.set_l2_entry(g * 512, host | OFLAG_COPIED, 0).unwrap();
             if old & L2E_OFFSET_MASK != 0 {
                 q.release_clusters(old & L2E_OFFSET_MASK, 1).unwrap();
