@@ -24,7 +24,13 @@ fn rw(path: &Path) -> File {
 fn check_clean(img: &Path) {
     let out = common::output(Command::new("qemu-img").args(["check", "--output=json"]).arg(img));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "qemu-img check {}: {}\n{}", img.display(), text, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "qemu-img check {}: {}\n{}",
+        img.display(),
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!text.contains("\"leaks\"") && !text.contains("\"corruptions\""), "{text}");
 }
 
@@ -80,7 +86,16 @@ fn a_full_refcount_table_is_relocated_and_qemu_img_check_is_clean() {
     let dir = common::TempDir::new(TEST);
     let img = dir.join("grow.qcow2");
     // 512-byte clusters, 64-bit refcounts: the one-cluster refcount table covers 2 MiB.
-    common::qemu_img(&["create", "-q", "-f", "qcow2", "-o", "cluster_size=512,refcount_bits=64", img.to_str().unwrap(), "4M"]);
+    common::qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=512,refcount_bits=64",
+        img.to_str().unwrap(),
+        "4M",
+    ]);
     let table = |img: &Path| {
         let mut h = [0u8; 12];
         File::open(img).unwrap().read_exact_at(&mut h, 48).unwrap();

@@ -400,8 +400,12 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         self.snapshot
     }
 
-    /// Gives back the image file (`None` if not open) and data file.
-    pub fn into_inner(self) -> (Option<I>, Option<D>) {
+    /// Gives back the image file (`None` if not open) and data file. An image that was
+    /// written is flushed first, best effort: call [`Qcow2::flush`] before to see its errors.
+    pub fn into_inner(mut self) -> (Option<I>, Option<D>) {
+        if self.write.ready && self.io.is_some() {
+            let _ = self.flush();
+        }
         (self.io, self.data_file)
     }
 

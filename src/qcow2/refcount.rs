@@ -62,15 +62,12 @@ pub(crate) struct WriteState {
     /// Queued releases: (first cluster index, clusters).
     pending: [(u64, u64); PENDING_CAP],
     pending_len: usize,
-    /// Lowest and highest refcount block offsets (`lo > hi`: none): the window in which the
-    /// overlap check looks the refcount table up.
-    blocks_lo: u64,
-    blocks_hi: u64,
+    /// Where the refcount blocks are (for the overlap check).
+    blocks: Ranges<BLOCK_LIST>,
     /// Bytes of the snapshot table (walked once by [`Qcow2::prepare_write`]).
     snapshot_table_len: u64,
-    /// Lowest start and highest end of the snapshots' L1 tables (`lo >= hi`: none).
-    snap_l1_lo: u64,
-    snap_l1_hi: u64,
+    /// Where the snapshots' L1 tables are.
+    snap_l1: Ranges<SNAPSHOT_L1_LIST>,
     /// The refcount table entry looked up last: (index + 1, block offset); 0: none.
     rt_memo: (u64, u64),
 }
@@ -81,13 +78,53 @@ impl WriteState {
         free_index: 0,
         pending: [(0, 0); PENDING_CAP],
         pending_len: 0,
-        blocks_lo: u64::MAX,
-        blocks_hi: 0,
+        blocks: Ranges::NEW,
         snapshot_table_len: 0,
-        snap_l1_lo: u64::MAX,
-        snap_l1_hi: 0,
+        snap_l1: Ranges::NEW,
         rt_memo: (0, 0),
     };
+}
+
+/// Refcount blocks listed exactly for the overlap check (more: a window and a table scan).
+const BLOCK_LIST: usize = 64;
+/// Snapshot L1 tables listed exactly for the overlap check (more: a window and a table walk).
+const SNAPSHOT_L1_LIST: usize = 16;
+
+/// Up to `K` host ranges known exactly; past that, only the window they span (the caller then
+/// looks them up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ranges<const K: usize> {
+    list: [(u64, u64); K],
+    len: usize,
+    overflow: bool,
+    lo: u64,
+    hi: u64,
+}
+
+impl<const K: usize> Ranges<K> {
+    const NEW: Self = Ranges { list: [(0, 0); K], len: 0, overflow: false, lo: u64::MAX, hi: 0 };
+
+    fn add(&mut self, start: u64, end: u64) {
+        self.lo = self.lo.min(start);
+        self.hi = self.hi.max(end);
+        if self.len < K {
+            self.list[self.len] = (start, end);
+            self.len += 1;
+        } else {
+            self.overflow = true;
+        }
+    }
+
+    /// Whether one of the ranges meets `start..end`: `None` when only a lookup can tell.
+    fn verdict(&self, start: u64, end: u64) -> Option<bool> {
+        if self.lo >= end || start >= self.hi {
+            return Some(false);
+        }
+        if self.overflow {
+            return None;
+        }
+        Some(self.list[..self.len].iter().any(|&(a, b)| a < end && start < b))
+    }
 }
 
 /// What the free-cluster search found.
@@ -169,8 +206,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
                 if raw & !REFT_OFFSET_MASK != 0 || raw & (cs - 1) != 0 || raw >= MAX_OFFSET {
                     return Err(Error::BadRefcountBlock { index, entry: raw });
                 }
-                st.blocks_lo = st.blocks_lo.min(raw);
-                st.blocks_hi = st.blocks_hi.max(raw);
+                st.blocks.add(raw, raw + cs);
             }
             pos += n as u64;
         }
@@ -180,16 +216,14 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     /// Walks the snapshot table once: its length and the window of the snapshots' L1 tables.
     fn scan_snapshots(&mut self, st: &mut WriteState) -> Result<(), Error<I::Error>> {
         let mut len = 0u64;
-        let (mut lo, mut hi) = (u64::MAX, 0u64);
+        let cs = self.header.cluster_size();
         for s in self.snapshots() {
             let s = s?;
             len = len.saturating_add(s.entry_len);
-            lo = lo.min(s.l1_table_offset);
-            hi = hi.max(s.l1_table_offset.saturating_add(u64::from(s.l1_size) * 8));
+            let end = s.l1_table_offset.saturating_add(u64::from(s.l1_size) * 8).next_multiple_of(cs);
+            st.snap_l1.add(s.l1_table_offset & !(cs - 1), end);
         }
         st.snapshot_table_len = len;
-        st.snap_l1_lo = lo;
-        st.snap_l1_hi = hi;
         Ok(())
     }
 
@@ -394,12 +428,18 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         if l2_hit {
             return fail("L2 table");
         }
-        let (lo, hi) = (self.write.blocks_lo, self.write.blocks_hi);
-        if lo <= hi && hits(lo, hi - lo + cs) && self.hits_refcount_block(host_offset, end)? {
+        let blocks = match self.write.blocks.verdict(host_offset, end) {
+            Some(hit) => hit,
+            None => self.hits_refcount_block(host_offset, end)?,
+        };
+        if blocks {
             return fail("refcount block");
         }
-        let (lo, hi) = (self.write.snap_l1_lo, self.write.snap_l1_hi);
-        if lo < hi && hits(lo, hi - lo) && self.hits_snapshot_l1(host_offset, end)? {
+        let snap_l1 = match self.write.snap_l1.verdict(host_offset, end) {
+            Some(hit) => hit,
+            None => self.hits_snapshot_l1(host_offset, end)?,
+        };
+        if snap_l1 {
             return fail("snapshot L1 table");
         }
         Ok(())
@@ -769,8 +809,8 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             s[w..w + 8].copy_from_slice(&block.to_be_bytes());
         }
         self.write.rt_memo = (0, 0);
-        self.write.blocks_lo = self.write.blocks_lo.min(block);
-        self.write.blocks_hi = self.write.blocks_hi.max(block);
+        let cs = self.header.cluster_size();
+        self.write.blocks.add(block, block + cs);
         Ok(())
     }
 
@@ -846,8 +886,9 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         self.header.refcount_table_clusters = nt as u32;
         self.write.rt_memo = (0, 0);
         self.cache.forget(old);
-        self.write.blocks_lo = self.write.blocks_lo.min(area << cb);
-        self.write.blocks_hi = self.write.blocks_hi.max((area + nb - 1) << cb);
+        for k in 0..nb {
+            self.write.blocks.add((area + k) << cb, (area + k + 1) << cb);
+        }
         // The header no longer names the old table (durably): free it.
         for c in old >> cb..(old >> cb) + old_clusters {
             self.change_refcount(c, false)?;

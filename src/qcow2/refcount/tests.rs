@@ -288,6 +288,22 @@ fn a_full_refcount_table_is_relocated_and_the_old_one_freed() {
     }
     assert!(reused, "the old table's cluster was reused");
     assert_eq!(q.refcount_of(512).unwrap(), 1);
+    // More refcount blocks than the overlap check lists: found by a scan of the table.
+    q.prepare_write().unwrap();
+    assert!(q.write.blocks.overflow);
+    let rt = q.header.refcount_table_offset;
+    let block = get64(&read8(&mut q, rt + 30 * 8), 0);
+    assert!(matches!(q.check_data_overlap(block + 8, 8), Err(Error::MetadataOverlap { what: "refcount block", .. })));
+    let (e, _, _) = q.l2_entry_of(0).unwrap();
+    q.check_data_overlap(e & L2E_OFFSET_MASK, 512).unwrap();
+}
+
+/// Eight bytes of the image at `offset`, read through the engine's device.
+fn read8<const N: usize>(q: &mut Img<'_, N>, offset: u64) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    let io = q.io.as_mut().unwrap();
+    io.read_at(offset, &mut b).unwrap();
+    b
 }
 
 #[test]
