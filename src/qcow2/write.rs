@@ -103,7 +103,8 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     /// Scratch bytes the write entry points need at least: 3 x the cluster size (one cluster
     /// of bounce buffer for copy on write and encryption, two for reading a compressed cluster
     /// that is copied). 1.5 KiB at 512-byte clusters, 192 KiB at 64 KiB clusters, 6 MiB at
-    /// 2 MiB clusters. More scratch makes larger batches (see the module docs).
+    /// 2 MiB clusters; plus `io_align() - 1` bytes on a device that wants aligned buffers
+    /// ([`BlockIo::io_align`]). More scratch makes larger batches (see the module docs).
     pub fn write_scratch_len(&self) -> usize {
         3 * self.cluster_size() as usize
     }
@@ -245,20 +246,26 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     }
 
     /// Splits the caller's scratch into the bounce buffer (a whole number of clusters, at
-    /// least one) and the read path's scratch.
+    /// least one, starting at an address the device's [`BlockIo::io_align`] accepts) and the
+    /// read path's scratch.
     fn split_scratch<'s, const M: usize>(
         &self,
         below: &[Option<Layer<I, M>>],
         scratch: &'s mut [u8],
     ) -> Result<ScratchParts<'s>, Error<I::Error>> {
         let cs = self.cluster_size() as usize;
+        let io_align = self.io.as_ref().ok_or(Error::NotOpen)?.io_align();
+        let pad = match io_align.is_power_of_two() && io_align <= MAX_BLOCK_SIZE {
+            true => (io_align - scratch.as_ptr() as usize % io_align) % io_align,
+            false => 0,
+        };
         let reserve = self.read_reserve(below);
-        let needed = cs + reserve;
+        let needed = pad + cs + reserve;
         if scratch.len() < needed {
             return Err(Error::ScratchTooSmall { needed, got: scratch.len() });
         }
-        let bounce = (scratch.len() - reserve) / cs * cs;
-        Ok(scratch.split_at_mut(bounce))
+        let bounce = (scratch.len() - pad - reserve) / cs * cs;
+        Ok(scratch[pad..].split_at_mut(bounce))
     }
 
     /// The alignment of every byte range written: whole encryption sectors, and whole device
@@ -389,6 +396,8 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let first = self.plan(gc0, pos - gc0, (end - gc0).min(cs), align)?;
         let mut last = first;
         let mut n = 1u64;
+        // Whether an in-place cluster after the first needs its entry changed.
+        let mut later_changes = false;
         while gc0 + n * cs < end && n < MAX_RUN_CLUSTERS {
             let gc = gc0 + n * cs;
             let p = self.plan(gc, 0, (end - gc).min(cs), align)?;
@@ -400,6 +409,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             if !continues {
                 break;
             }
+            later_changes |= (p.entry_in_place, p.new_bitmap) != (p.old_entry, p.old_bitmap);
             last = p;
             n += 1;
         }
@@ -445,6 +455,10 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             self.data_barrier()?;
         }
         for i in 0..n {
+            if first.in_place.is_some() && !later_changes && i > 0 {
+                // Overwritten in place, entries unchanged: nothing more to do.
+                break;
+            }
             let gc = gc0 + i * cs;
             let p = match i {
                 0 => first,
