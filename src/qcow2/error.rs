@@ -391,12 +391,14 @@ pub enum Error<E> {
     Crypto(crate::crypto::Error),
     /// No such snapshot.
     NoSuchSnapshot,
-    /// The write engine cannot change this image this way (a raw top layer, discard on a
-    /// version 2 image with a backing file, an external data file).
+    /// Writing refused: the image uses a feature the write engine does not maintain.
     WriteUnsupported {
-        /// What is not supported.
-        reason: &'static str,
+        /// The feature (e.g. "a raw top layer").
+        feature: &'static str,
     },
+    /// Discard on a version 2 image with a backing file (QEMU refuses it too: without the zero
+    /// flag, a discarded cluster would show the backing file's data).
+    DiscardUnsupported,
     /// A write through the image alone would copy on write from the backing file it names
     /// (it would read as zeros here): write through a [`crate::qcow2::Chain`] holding the
     /// backing layers.
@@ -452,7 +454,10 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             }
             Error::Crypto(e) => write!(f, "{e}"),
             Error::NoSuchSnapshot => write!(f, "no such snapshot"),
-            Error::WriteUnsupported { reason } => write!(f, "cannot write this image: {reason}"),
+            Error::WriteUnsupported { feature } => write!(f, "writing images with {feature} is not supported"),
+            Error::DiscardUnsupported => {
+                write!(f, "discard is not supported on a version 2 image with a backing file (use write-zeroes)")
+            }
             Error::BackingRequired { guest_offset } => write!(
                 f,
                 "copy on write at guest offset {guest_offset:#x} needs the backing file's data: write through the \

@@ -137,7 +137,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         self.prepare_write()?;
         self.check_range(offset, len)?;
         if self.header.version < 3 && self.extensions.backing_file.is_some() {
-            return Err(Error::WriteUnsupported { reason: "discard on a version 2 image with a backing file" });
+            return Err(Error::DiscardUnsupported);
         }
         let cs = self.cluster_size();
         let end = offset + len;
@@ -227,7 +227,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             return Err(Error::OutOfRange { offset, len: usize::try_from(len).unwrap_or(usize::MAX), size });
         }
         if self.header.incompatible(Incompatible::ExternalDataFile) {
-            return Err(Error::WriteUnsupported { reason: "guest data in an external data file" });
+            return Err(Error::WriteUnsupported { feature: "an external data file" });
         }
         Ok(())
     }
@@ -275,7 +275,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let blk = if blk.is_power_of_two() && blk <= MAX_BLOCK_SIZE { blk as u64 } else { 1 };
         let align = blk.max(if self.crypt.is_encrypted() { SECTOR } else { 1 });
         if align > self.cluster_size() {
-            return Err(Error::WriteUnsupported { reason: "device block size larger than the cluster size" });
+            return Err(Error::WriteUnsupported { feature: "a device block size larger than the cluster size" });
         }
         Ok(align)
     }
@@ -418,7 +418,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             None => {
                 let (h, got) = self.alloc_clusters(n)?;
                 if got == 0 || got > n || h % cs != 0 {
-                    return Err(Error::WriteUnsupported { reason: "the allocator returned no usable clusters" });
+                    return Err(Error::WriteUnsupported { feature: "an allocation the allocator could not make" });
                 }
                 if got < n {
                     n = got;
@@ -716,7 +716,7 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
         match self.layers_mut().split_first_mut() {
             Some((Some(Layer::Qcow2(q)), below)) => Ok((q, below)),
             Some((Some(Layer::Raw { .. }), _)) => {
-                Err(Error::WriteUnsupported { reason: "the top layer of the chain is raw (only qcow2 is written)" })
+                Err(Error::WriteUnsupported { feature: "a raw top layer (only qcow2 is written)" })
             }
             _ => Err(Error::NotOpen),
         }
