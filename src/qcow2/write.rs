@@ -752,3 +752,22 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
         self.split_top()?.0.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{align_up, sc_bits};
+
+    #[test]
+    fn subcluster_masks_cover_first_to_last_inclusive() {
+        assert_eq!(sc_bits(0, 0), 1);
+        assert_eq!(sc_bits(1, 3), 0b1110);
+        assert_eq!(sc_bits(0, 31), u32::MAX);
+        assert_eq!(sc_bits(31, 31), 1 << 31);
+    }
+
+    #[test]
+    fn align_up_saturates_instead_of_overflowing() {
+        assert_eq!(align_up(1, 512), 512);
+        assert_eq!(align_up(u64::MAX - 3, 512), u64::MAX);
+    }
+}
