@@ -155,6 +155,16 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> core::fmt::Debug 
     }
 }
 
+/// Dropping an image that was written flushes it (best effort, as QEMU does on close): call
+/// [`Qcow2::flush`] before to see its errors.
+impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Drop for Qcow2<I, D, N> {
+    fn drop(&mut self) {
+        if self.write.ready && self.io.is_some() {
+            let _ = self.flush();
+        }
+    }
+}
+
 /// A [`Qcow2`] with the defaults spelled out (the image file's type for the data file,
 /// [`DEFAULT_CACHE_SLICES`] cached slices), so that `Qcow2Image::open(file, ..)` infers.
 pub type Qcow2Image<I> = Qcow2<I, I, DEFAULT_CACHE_SLICES>;
@@ -406,7 +416,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         if self.write.ready && self.io.is_some() {
             let _ = self.flush();
         }
-        (self.io, self.data_file)
+        (self.io.take(), self.data_file.take())
     }
 
     /// Reads `buf.len()` guest bytes at `offset`; unallocated clusters read as zeros (this
