@@ -361,9 +361,11 @@ mod tests {
     #[test]
     fn dirty_slices_are_never_evicted_silently() {
         let mut cache: L2Cache<2> = L2Cache::new();
-        let fill = |v: u8| move |b: &mut [u8; SLICE_BYTES]| -> Result<(), ()> {
-            b[0] = v;
-            Ok(())
+        let fill = |v: u8| {
+            move |b: &mut [u8; SLICE_BYTES]| -> Result<(), ()> {
+                b[0] = v;
+                Ok(())
+            }
         };
         cache.get_mut(0x1000, 0, 1, fill(1)).unwrap()[0] = 11; // dirty, least recently used
         cache.get(0x2000, 0, fill(2)).unwrap();
