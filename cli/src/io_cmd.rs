@@ -157,9 +157,10 @@ const PIECE: u64 = 4 << 20;
 
 fn execute(disk: &mut dyn Disk, cmd: &Cmd, buf: &mut Vec<u8>, out: &mut impl Write) -> Result<(), Box<dyn Error>> {
     let Cmd { offset, len, .. } = *cmd;
-    let end = offset.checked_add(len).filter(|&e| e <= disk.size()).ok_or_else(|| {
-        format!("{len} bytes at offset {offset} are outside the disk (size {})", disk.size())
-    })?;
+    let end = offset
+        .checked_add(len)
+        .filter(|&e| e <= disk.size())
+        .ok_or_else(|| format!("{len} bytes at offset {offset} are outside the disk (size {})", disk.size()))?;
     let piece = len.min(PIECE) as usize;
     if buf.len() < piece {
         buf.resize(piece, 0);
@@ -182,9 +183,12 @@ fn execute(disk: &mut dyn Disk, cmd: &Cmd, buf: &mut Vec<u8>, out: &mut impl Wri
                 at += n as u64;
             }
             if let Some((at, found, expected)) = mismatch {
-                // qemu-io's message (it names the request), then where and what.
-                writeln!(out, "Pattern verification failed at offset {offset}, {len} bytes")?;
-                return Err(format!("byte at offset {at} is {found:#04x}, expected {expected:#04x}").into());
+                // qemu-io's message (it names the request) and what was found.
+                writeln!(
+                    out,
+                    "Pattern verification failed at offset {offset}, {len} bytes (found {found:#04x}, expected {expected:#04x})"
+                )?;
+                return Err(format!("pattern verification: the first differing byte is at offset {at}").into());
             }
             if !cmd.quiet {
                 writeln!(out, "read {len}/{len} bytes at offset {offset}")?;
@@ -256,7 +260,10 @@ mod tests {
         assert_eq!(parse("write -P 0 0 1"), cmd(Op::Write { fill: 0 }, 0, 1));
         assert_eq!(parse("discard 4k 0x1000"), cmd(Op::Discard, 4096, 4096));
         assert_eq!(parse("flush"), cmd(Op::Flush, 0, 0));
-        assert_eq!(parse("write -q 0 1G"), Ok(Cmd { op: Op::Write { fill: 0xcd }, offset: 0, len: 1 << 30, quiet: true }));
+        assert_eq!(
+            parse("write -q 0 1G"),
+            Ok(Cmd { op: Op::Write { fill: 0xcd }, offset: 0, len: 1 << 30, quiet: true })
+        );
         assert!(parse("read 0").is_err());
         assert!(parse("flush 0").is_err());
         assert!(parse("write -u 0 1").is_err());

@@ -11,7 +11,7 @@ use crate::image_open::{ChainArgs, Qcow2Disk, QcowDisk};
 use crate::secret::SecretArgs;
 
 /// A guest-visible disk: its plaintext bytes.
-pub trait Disk {
+pub trait Disk: Send {
     /// Size in bytes.
     fn size(&self) -> u64;
     /// Reads exactly `buf.len()` bytes at `offset`.
