@@ -196,9 +196,9 @@ pub fn hint<E>(e: &ChainError<E, FileResolverError>) -> &'static str {
     }
 }
 
-/// Scratch memory of qcow2 writes: the engine encrypts (and copies on write) in it, so it sets
-/// the size of one batch (one encrypt call and one `write_at`). At least the engine's minimum
-/// ([`CliChain::write_scratch_len`]).
+/// Scratch memory of qcow2 writes beyond the engine's minimum ([`CliChain::write_scratch_len`],
+/// 3 clusters): the engine encrypts (and copies on write) in it, so it sets the size of one
+/// batch (one encrypt call and one `write_at`): 4 MiB, the CLI's request pieces.
 pub const WRITE_SCRATCH: usize = 4 << 20;
 
 /// A qcow2 chain as a [`Disk`]: read-only, or with its top layer writable.
@@ -240,7 +240,7 @@ impl Qcow2Disk {
             return Err("the image was opened read-only".into());
         }
         if self.write_scratch.is_empty() {
-            self.write_scratch = vec![0; self.chain.write_scratch_len().max(WRITE_SCRATCH)];
+            self.write_scratch = vec![0; self.chain.write_scratch_len() + WRITE_SCRATCH];
         }
         Ok(&mut self.write_scratch)
     }

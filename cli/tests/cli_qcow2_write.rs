@@ -461,3 +461,131 @@ fn read_only_file_refuses_writes_and_still_reads() {
     assert!(read.contains("read 4096/4096 bytes at offset 0"), "{read}");
     assert!(std::fs::read(&path).unwrap() == before, "the image changed");
 }
+
+/// `qluks convert -O qcow2` of `src` (qluks arguments `src_args`) into `dst` with `-o
+/// options` and, when given, the output passphrase from `target_pass`.
+fn convert(src_args: &[String], src: &Path, dst: &Path, options: &str, target_pass: Option<&Path>) -> String {
+    let mut c = qluks();
+    c.arg("convert").args(src_args).args(["-O", "qcow2", "-o", options]);
+    if let Some(p) = target_pass {
+        c.arg("--target-passphrase-file").arg(p);
+    }
+    run(c.arg(src).arg(dst))
+}
+
+/// A raw file (data, zeros and a hole) into a new LUKS qcow2: same content as the raw file
+/// for qemu-img, clean, encrypted, and sparse (zero ranges not allocated).
+#[test]
+fn convert_raw_into_luks_qcow2() {
+    let test = "convert_raw_luks";
+    if !tools(test, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = TempDir::new(test);
+    let raw = dir.join("src.raw");
+    let size = 6u64 << 20;
+    let mut bytes = vec![0u8; size as usize];
+    bytes[1000..1_500_000].copy_from_slice(&common::pattern(7, 1_499_000));
+    bytes[(4 << 20) + 3..(4 << 20) + 70_000].fill(0xee);
+    std::fs::write(&raw, &bytes).unwrap();
+    let pass = dir.join("target.pass");
+    std::fs::write(&pass, "new secret").unwrap();
+    let dst = dir.join("out.qcow2");
+    convert(&[], &raw, &dst, "encrypt.format=luks,encrypt.iter-time=10,cluster_size=4k", Some(&pass));
+    let out = Image {
+        path: dst.clone(),
+        objects: vec!["secret,id=t0,data=new secret".into()],
+        opts: "driver=qcow2,encrypt.key-secret=t0".into(),
+        qluks_args: vec!["--passphrase-file".into(), s(&pass).into()],
+    };
+    let src = Image { path: raw.clone(), objects: vec![], opts: "driver=raw".into(), qluks_args: vec![] };
+    out.assert_same(&src, "raw -> LUKS qcow2");
+    out.check_clean();
+    let info = qemu_img(&["info", s(&dst)]);
+    assert!(info.contains("encrypted: yes") && info.contains("cluster_size: 4096"), "{info}");
+    // The zero stretch between the two data ranges (1.5 MiB .. 4 MiB) holds no data.
+    let mut c = out.qemu_cmd("map");
+    let map = run(c.args(["--output=json", "--image-opts", &out.image_opts()]));
+    assert!(
+        map.lines().any(|l| l.contains("\"start\": 1503232, \"length\": 2691072,") && l.contains("\"data\": false")),
+        "the zero range was written:\n{map}"
+    );
+}
+
+/// A LUKS qcow2 made by qemu-img re-encrypted by `qluks convert` under a new passphrase (and a
+/// new master key): the same content, the old passphrase no longer opens it.
+#[test]
+fn convert_luks_qcow2_to_a_new_key() {
+    let test = "convert_rekey";
+    if !tools(test, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = TempDir::new(test);
+    let src = qemu_image(&dir, "cluster_size=64k", true, 8 << 20);
+    src.qemu_io(&["write -P 0x99 3M 12345".into(), "write -z 100k 200k".into()]);
+    let new_pass = dir.join("new.pass");
+    std::fs::write(&new_pass, "another pw").unwrap();
+    let dst = dir.join("rekeyed.qcow2");
+    convert(&src.qluks_args, &src.path, &dst, "encrypt.format=luks,encrypt.iter-time=10", Some(&new_pass));
+    let out = Image {
+        path: dst.clone(),
+        objects: vec!["secret,id=n0,data=another pw".into()],
+        opts: "driver=qcow2,encrypt.key-secret=n0".into(),
+        qluks_args: vec!["--passphrase-file".into(), s(&new_pass).into()],
+    };
+    src.assert_same(&out, "re-encrypted");
+    out.check_clean();
+    let old_secret = Image { objects: vec!["secret,id=n0,data=pw".into()], ..out.at(dst.clone()) };
+    let mut c = old_secret.qemu_cmd("compare");
+    let refused = output(c.args(["--image-opts", &old_secret.image_opts(), &src.image_opts()]));
+    assert!(!refused.status.success(), "the old passphrase still opens the converted image");
+    // qluks reads it with the new passphrase.
+    let read = out.qluks_io(&["read -P 0x99 3M 12345".into(), "read -P 0 100k 200k".into()]);
+    assert!(read.contains("read 12345/12345 bytes at offset 3145728"), "{read}");
+}
+
+/// The content of a chain (a LUKS overlay on a plain base) into one unencrypted qcow2 with
+/// small clusters and 1-bit refcounts.
+#[test]
+fn convert_chain_into_plain_qcow2() {
+    let test = "convert_chain";
+    if !tools(test, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = TempDir::new(test);
+    let base = dir.join("base.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", s(&base), "4M"]);
+    Image::plain(base.clone()).qemu_io(&["write -P 0x41 0 3M".into()]);
+    let top = dir.join("top.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "--object",
+        "secret,id=s0,data=pw",
+        "-o",
+        "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        s(&top),
+    ]);
+    let pass = dir.join("pass");
+    std::fs::write(&pass, "pw").unwrap();
+    let chain = Image {
+        path: top.clone(),
+        objects: vec!["secret,id=s0,data=pw".into()],
+        opts: "driver=qcow2,encrypt.key-secret=s0".into(),
+        qluks_args: vec!["--passphrase-file".into(), s(&pass).into()],
+    };
+    chain.qemu_io(&["write -P 0x42 1000 70000".into(), "write -z 2M 4k".into()]);
+    let dst = dir.join("flat.qcow2");
+    convert(&chain.qluks_args, &top, &dst, "cluster_size=512,refcount_bits=1", None);
+    let flat = Image::plain(dst.clone());
+    chain.assert_same(&flat, "flattened chain");
+    flat.check_clean();
+    let info = qemu_img(&["info", s(&dst)]);
+    assert!(!info.contains("backing file") && !info.contains("encrypted: yes"), "{info}");
+}
