@@ -390,6 +390,9 @@ pub enum Error<E> {
     Crypto(crate::crypto::Error),
     /// No such snapshot.
     NoSuchSnapshot,
+    /// Options that cannot be created ([`super::create::create`]), refused before anything
+    /// is written.
+    Create(super::create::CreateError),
 }
 
 impl<E> From<HeaderError> for Error<E> {
@@ -438,6 +441,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             }
             Error::Crypto(e) => write!(f, "{e}"),
             Error::NoSuchSnapshot => write!(f, "no such snapshot"),
+            Error::Create(e) => write!(f, "{e}"),
         }
     }
 }
@@ -451,6 +455,7 @@ impl<E: core::error::Error + 'static> core::error::Error for Error<E> {
             Error::Luks(e) => Some(e),
             Error::Decompress { error, .. } => Some(error),
             Error::Crypto(e) => Some(e),
+            Error::Create(e) => Some(e),
             _ => None,
         }
     }
