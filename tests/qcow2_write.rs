@@ -527,7 +527,7 @@ fn overlays_on_backing_files_match_qemu() {
     let mut chain = open_chain(&img);
     let mut scratch = vec![0u8; chain.write_scratch_len()];
     assert!(
-        matches!(chain.discard(0, 65536), Err(Error::WriteUnsupported { .. })),
+        matches!(chain.discard(0, 65536), Err(Error::DiscardUnsupported)),
         "discard on a v2 image with a backing file is refused"
     );
     // Through the image alone, a partial cluster over the backing file is refused (it would
@@ -680,4 +680,146 @@ fn write_errors_are_typed() {
     assert_eq!(chain.write_scratch_len(), 0);
     let r = chain.write_at(0, &[1], &mut scratch);
     assert!(matches!(r, Err(Error::WriteUnsupported { .. })), "{r:?}");
+}
+
+/// A file that records every write (offset, length).
+struct Recorder {
+    file: File,
+    writes: std::rc::Rc<std::cell::RefCell<Vec<(u64, usize)>>>,
+}
+
+impl qluks::io::BlockIo for Recorder {
+    type Error = std::io::Error;
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        qluks::io::BlockIo::read_at(&mut self.file, offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        self.writes.borrow_mut().push((offset, buf.len()));
+        qluks::io::BlockIo::write_at(&mut self.file, offset, buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        qluks::io::BlockIo::flush(&mut self.file)
+    }
+    fn size(&mut self) -> std::io::Result<u64> {
+        qluks::io::BlockIo::size(&mut self.file)
+    }
+}
+
+/// Data paths are batch paths: a write straddling two unallocated clusters of a LUKS image,
+/// with copy on write of both untouched parts, is one write of both whole clusters (head,
+/// data and tail merged, one run from one allocation); a 1 MiB overwrite in place is one
+/// write; a large write into new clusters is one write per bounce buffer.
+#[test]
+fn contiguous_runs_are_one_write() {
+    let t = "contiguous_runs_are_one_write";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(t);
+    let path = dir.join("a.qcow2");
+    let p = path.to_str().unwrap();
+    let sec = "secret,id=sec0,data=batch-pw".to_string();
+    create(&["create", "-q", "-f", "qcow2", "--object", &sec, "-o", &luks_opts("sec0"), p, "8M"]);
+    let writes = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let rec = Recorder { file: open_rw(&path), writes: writes.clone() };
+    let mut q = qluks::qcow2::Qcow2::<Recorder>::open(rec, Some(b"batch-pw")).unwrap();
+    let cs = 65536u64;
+    let mut scratch = vec![0u8; q.write_scratch_len() + 2 * cs as usize];
+    let data_writes = |q: &mut qluks::qcow2::Qcow2<Recorder>, guest: u64, len: u64| -> Vec<(u64, usize)> {
+        let (m, n) = q.mapping(guest, len).unwrap();
+        assert_eq!(n, len, "{m:?}: one contiguous host run");
+        let qluks::qcow2::Mapping::Data { host_offset } = m else { panic!("{m:?}") };
+        let w = writes.borrow();
+        w.iter().copied().filter(|&(o, l)| o < host_offset + len && o + l as u64 > host_offset).collect()
+    };
+
+    q.write_at(0xfe00, &[0xaa; 0x400], &mut scratch).unwrap();
+    assert_eq!(data_writes(&mut q, 0, 2 * cs).len(), 1, "{:?}", writes.borrow());
+    let (_, run) = data_writes(&mut q, 0, 2 * cs)[0];
+    assert_eq!(run as u64, 2 * cs, "head + data + tail of both clusters in one write");
+
+    writes.borrow_mut().clear();
+    q.write_at(2 * cs, &vec![0x55; 8 * cs as usize], &mut scratch).unwrap();
+    q.write_at(2 * cs + 100, &vec![0x56; 4 * cs as usize], &mut scratch).unwrap();
+    let mut w = data_writes(&mut q, 2 * cs, 8 * cs);
+    w.sort();
+    // New clusters in bounce-buffer chunks (3 clusters each here), then the in-place
+    // overwrite of 4 clusters + 100 bytes (to the sector) as one more run of 2 chunks.
+    let h = w[0].0;
+    let c = cs as usize;
+    let want = [(h, 3 * c), (h, 3 * c), (h + 3 * cs, c + 512), (h + 3 * cs, 3 * c), (h + 6 * cs, 2 * c)];
+    assert_eq!(w, want);
+    drop(q);
+    check_clean(&Img {
+        path: path.clone(),
+        objects: vec![sec.clone()],
+        opts: format!("driver=qcow2,file.filename={p},encrypt.key-secret=sec0"),
+        passphrases: vec![],
+    });
+}
+
+/// The write path (copy on write of an encrypted cluster shared with a snapshot, a compressed
+/// cluster, a new L2 table, write-zeroes, discard, flush) runs in the project's 64 KiB of
+/// stack (128 KiB in debug builds); the image and the scratch are the caller's memory.
+#[test]
+fn write_path_fits_in_64_kib_of_stack() {
+    let t = "write_path_fits_in_64_kib_of_stack";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let kib = if cfg!(debug_assertions) { 128 } else { 64 };
+    let kib = std::env::var("QLUKS_STACK_KIB").ok().and_then(|s| s.parse().ok()).unwrap_or(kib);
+    let dir = common::TempDir::new(t);
+    let path = dir.join("a.qcow2");
+    let p = path.to_str().unwrap();
+    let sec = "secret,id=sec0,data=stack-pw".to_string();
+    create(&["create", "-q", "-f", "qcow2", "--object", &sec, "-o", &luks_opts("sec0"), p, "4M"]);
+    let img = Img {
+        path: path.clone(),
+        objects: vec![sec],
+        opts: format!("driver=qcow2,file.filename={p},encrypt.key-secret=sec0"),
+        passphrases: vec!["stack-pw".into()],
+    };
+    img.qemu_io(&["write -q -P 0x42 0 1M".into()]);
+    let mut c = Command::new("qemu-img");
+    c.args(["snapshot", "--object", &img.objects[0], "--image-opts", &img.opts, "-c", "s1"]);
+    common::run(&mut c);
+    let raw_src = dir.join("src.raw");
+    std::fs::write(&raw_src, vec![7u8; 1 << 20]).unwrap();
+    let zpath = dir.join("z.qcow2");
+    create(&["convert", "-q", "-c", "-O", "qcow2", raw_src.to_str().unwrap(), zpath.to_str().unwrap()]);
+    let zimg = Img::plain(&zpath);
+    let mut z = Box::new(open_image(&zimg));
+    let mut q = Box::new(open_image(&img));
+    let mut scratch = vec![0u8; q.write_scratch_len()];
+    let data = common::pattern(8, 200_000);
+    let (q, data) = std::thread::Builder::new()
+        .stack_size(kib * 1024)
+        .spawn(move || {
+            z.write_at(70_000, &data[..3000], &mut scratch).unwrap();
+            z.flush().unwrap();
+            q.write_at(1000, &data, &mut scratch).unwrap();
+            q.write_at(3 << 20, &data[..5000], &mut scratch).unwrap();
+            q.write_zeroes(700_000, 300_000, false, &mut scratch).unwrap();
+            q.discard(0, 65536).unwrap();
+            q.flush().unwrap();
+            (q, data)
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    drop(q);
+    let raw = img.raw(&dir);
+    let mut want = vec![0x42u8; 1 << 20];
+    want.resize(4 << 20, 0);
+    want[1000..201_000].copy_from_slice(&data);
+    want[3 << 20..(3 << 20) + 5000].copy_from_slice(&data[..5000]);
+    want[700_000..1_000_000].fill(0);
+    want[..65536].fill(0);
+    assert_same(&raw, &want, "after the writes on a small stack");
+    check_clean(&img);
+    let mut want = vec![7u8; 1 << 20];
+    want[70_000..73_000].copy_from_slice(&data[..3000]);
+    assert_same(&zimg.raw(&dir), &want, "compressed cluster copied on write on a small stack");
+    check_clean(&zimg);
 }

@@ -66,6 +66,7 @@ mod mapping;
 mod read;
 mod refcount;
 pub mod snapshot;
+mod table_write;
 mod write;
 
 pub use backing::{Chain, ChainError, Layer};
@@ -151,6 +152,16 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> core::fmt::Debug 
             .field("snapshot", &self.snapshot)
             .field("crypt", &self.crypt)
             .finish_non_exhaustive()
+    }
+}
+
+/// Dropping an image that was written flushes it (best effort, as QEMU does on close): call
+/// [`Qcow2::flush`] before to see its errors.
+impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Drop for Qcow2<I, D, N> {
+    fn drop(&mut self) {
+        if self.write.ready && self.io.is_some() {
+            let _ = self.flush();
+        }
     }
 }
 
@@ -276,8 +287,12 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     }
 
     /// Drops the devices and forgets the image, keeping the cache memory: the value is then
-    /// as [`Qcow2::new_empty`] made it.
+    /// as [`Qcow2::new_empty`] made it. An image that was written is flushed first, best
+    /// effort: call [`Qcow2::flush`] before to see its errors.
     pub fn close(&mut self) {
+        if self.write.ready && self.io.is_some() {
+            let _ = self.flush();
+        }
         self.io = None;
         self.data_file = None;
         self.header = Header::EMPTY;
@@ -289,7 +304,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         self.size = 0;
         self.snapshot = None;
         self.crypt = Crypt::Locked;
-        self.cache.clear();
+        self.cache.clear_all();
         self.write = refcount::WriteState::NEW;
     }
 
@@ -395,9 +410,13 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         self.snapshot
     }
 
-    /// Gives back the image file (`None` if not open) and data file.
-    pub fn into_inner(self) -> (Option<I>, Option<D>) {
-        (self.io, self.data_file)
+    /// Gives back the image file (`None` if not open) and data file. An image that was
+    /// written is flushed first, best effort: call [`Qcow2::flush`] before to see its errors.
+    pub fn into_inner(mut self) -> (Option<I>, Option<D>) {
+        if self.write.ready && self.io.is_some() {
+            let _ = self.flush();
+        }
+        (self.io.take(), self.data_file.take())
     }
 
     /// Reads `buf.len()` guest bytes at `offset`; unallocated clusters read as zeros (this
