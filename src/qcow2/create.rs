@@ -16,15 +16,20 @@
 //! ```
 //! use qluks::io::MemIo;
 //! use qluks::qcow2::create::{create, CreateOptions};
+//! use qluks::qcow2::Qcow2;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let mut rng = doc_rng::Rng(1);
-//! let mut file = vec![0u8; 0];
-//! let mut disk = qluks::io::VecIo::new(&mut file);
-//! // qemu-img create -f qcow2 IMAGE 64M: header, refcount table, one refcount block, L1.
-//! create(&mut disk, &mut CreateOptions::new(64 << 20), &mut rng)?;
-//! assert_eq!(file.len(), 0x30008);
-//! # let _ = MemIo::new(&mut [0u8; 0]);
+//! // qemu-img create -f qcow2 IMAGE 64M: header, refcount table, one refcount block, and the
+//! // L1 table's one entry at 0x30000 (QEMU's file ends there, at 0x30008).
+//! let mut disk = vec![0u8; 0x30008];
+//! create(&mut MemIo::new(&mut disk), &mut CreateOptions::new(64 << 20), &mut rng)?;
+//! assert_eq!(&disk[40..48], &0x30000u64.to_be_bytes()); // l1_table_offset
+//!
+//! let mut image = Qcow2::open(MemIo::new(&mut disk), None)?;
+//! let mut sector = [1u8; 512];
+//! image.read_at((64 << 20) - 512, &mut sector)?;
+//! assert_eq!(sector, [0; 512]);
 //! # Ok(())
 //! # }
 //! # mod doc_rng {
@@ -91,6 +96,8 @@ pub enum Encryption<'a> {
         passphrase: &'a [u8],
         /// Cipher and IV generator (`encrypt.cipher-alg`, `encrypt.cipher-mode`,
         /// `encrypt.ivgen-alg`, `encrypt.ivgen-hash-alg`); QEMU's default aes-256-xts-plain64.
+        /// (24-byte keys, aes-192 in CBC/ECB, give key material of 187.5 sectors, which qluks
+        /// and cryptsetup read and QEMU 10 cannot: qemu-img aborts on an assertion.)
         cipher: CipherSpec,
         /// `encrypt.hash-alg` (default sha256).
         hash: HashAlg,
@@ -521,6 +528,11 @@ fn geometry(o: &CreateOptions<'_>) -> Result<Geometry, CreateError> {
     if l1_size * 8 > MAX_L1_BYTES {
         return Err(too_large);
     }
+    // Preallocated data and L2 tables must stay below 2^56 bytes: refused here, before a walk
+    // over more clusters than any file can hold.
+    if prealloc && (data_clusters + l1_size) > (MAX_OFFSET >> cluster_bits) {
+        return Err(too_large);
+    }
     let refcount_order = bits.trailing_zeros();
     Ok(Geometry {
         cluster_bits,
@@ -528,7 +540,7 @@ fn geometry(o: &CreateOptions<'_>) -> Result<Geometry, CreateError> {
         l2_entry,
         l2_entries,
         refcount_order,
-        rb_entries: cs * 8 >> refcount_order,
+        rb_entries: (cs * 8) >> refcount_order,
         data_clusters,
         l1_size,
         l1_clusters: ceil_div(l1_size * 8, cs),
@@ -550,8 +562,13 @@ fn plan(g: &Geometry, size: u64) -> Result<Plan, CreateError> {
     // Cluster offsets stay below 2^56 (the L1/L2 offset field): stop counting past it so
     // nothing overflows on absurd inputs (the L1 limit already bounds the walk).
     let limit = MAX_OFFSET >> g.cluster_bits;
-    let mut last_is_data = false;
+    let (mut l1_at, mut luks_at, mut last_is_data) = (0, 0, false);
     let mut track = |e: Event| {
+        match e {
+            Event::L1 { at } => l1_at = at,
+            Event::Luks { at } => luks_at = at,
+            _ => {}
+        }
         last_is_data = matches!(e, Event::Data { .. });
         Ok::<(), ()>(())
     };
@@ -559,28 +576,17 @@ fn plan(g: &Geometry, size: u64) -> Result<Plan, CreateError> {
     if end.next > limit {
         return Err(too_large);
     }
-    let capacity = g.cs / 8;
-    if end.blocks <= capacity {
-        let mut l1_at = 0;
-        let mut luks_at = 0;
-        let mut find = |e: Event| {
-            match e {
-                Event::L1 { at } => l1_at = at,
-                Event::Luks { at } => luks_at = at,
-                _ => {}
-            }
-            Ok::<(), ()>(())
-        };
-        let _ = walk(g, None, &mut find);
-        return Ok(Plan {
-            total: end.next,
-            table_at: 1,
-            table_clusters: 1,
-            relocated: false,
-            l1_at,
-            luks_at,
-            data_end_last: last_is_data,
-        });
+    let plan = Plan {
+        total: end.next,
+        table_at: 1,
+        table_clusters: 1,
+        relocated: false,
+        l1_at,
+        luks_at,
+        data_end_last: last_is_data,
+    };
+    if end.blocks <= g.cs / 8 {
+        return Ok(plan);
     }
     // The table moves to the end, sized for every block including those it needs itself.
     let mut clusters = ceil_div(end.blocks * 8, g.cs);
@@ -594,33 +600,37 @@ fn plan(g: &Geometry, size: u64) -> Result<Plan, CreateError> {
             if c.next > limit {
                 return Err(too_large);
             }
-            let mut l1_at = 0;
-            let mut luks_at = 0;
-            let mut find = |e: Event| {
-                match e {
-                    Event::L1 { at } => l1_at = at,
-                    Event::Luks { at } => luks_at = at,
-                    _ => {}
-                }
-                Ok::<(), ()>(())
-            };
-            let _ = walk(g, Some(clusters), &mut find);
             return Ok(Plan {
                 total: c.next,
                 table_at: end.next,
                 table_clusters: clusters,
                 relocated: true,
-                l1_at,
-                luks_at,
                 data_end_last: false,
+                ..plan
             });
         }
         clusters += 1;
     }
 }
 
+/// Checks `options` as [`create`] does before it writes anything (all but the device's block
+/// size): for callers that want to refuse before they create or truncate a file.
+pub fn validate(options: &CreateOptions<'_>) -> Result<(), CreateError> {
+    let g = geometry(options)?;
+    let p = plan(&g, options.size)?;
+    let mut header = Aligned([0u8; BUF]);
+    build_header(options, &g, &p, &mut header.0)?;
+    Ok(())
+}
+
 /// Creates a qcow2 image on `io` (expected empty; it is written from offset 0 and grown as
 /// needed). Randomness (LUKS keys and salts) comes from `rng`.
+///
+/// Every metadata byte is written (zero-filled clusters included); what is not written is
+/// what QEMU does not write either: preallocated data clusters (unencrypted ones then read
+/// as whatever the device held, zeros on a new file) and bytes past the end of the image.
+/// The device must accept whole aligned blocks of [`BlockIo::block_size`] up to a cluster
+/// (LUKS: 512-byte blocks; LUKS formatting writes key material in sectors).
 ///
 /// Every option is checked first ([`CreateError`] inside [`Error::Create`]); then the
 /// refcount structures, tables and LUKS header are written, and the header (cluster 0) last,
@@ -691,7 +701,7 @@ pub fn create<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
 }
 
 /// Builds cluster 0's meaningful bytes; returns their length.
-fn build_header<E>(o: &CreateOptions<'_>, g: &Geometry, p: &Plan, b: &mut [u8; BUF]) -> Result<usize, Error<E>> {
+fn build_header(o: &CreateOptions<'_>, g: &Geometry, p: &Plan, b: &mut [u8; BUF]) -> Result<usize, CreateError> {
     let v3 = o.compat == Compat::V1_1;
     let put32 = |b: &mut [u8; BUF], off: usize, v: u32| b[off..off + 4].copy_from_slice(&v.to_be_bytes());
     let put64 = |b: &mut [u8; BUF], off: usize, v: u64| b[off..off + 8].copy_from_slice(&v.to_be_bytes());
@@ -737,7 +747,7 @@ fn build_header<E>(o: &CreateOptions<'_>, g: &Geometry, p: &Plan, b: &mut [u8; B
     let name_len = o.backing_file.map_or(0, |n| n.len());
     let needed = at + fmt_len + fde_len + table_len + 8 + name_len;
     if needed as u64 > g.cs || needed > BUF {
-        return Err(CreateError::HeaderTooLarge { needed, cluster_size: g.cs }.into());
+        return Err(CreateError::HeaderTooLarge { needed, cluster_size: g.cs });
     }
     if let Some(fmt) = o.backing_format {
         put32(b, at, EXT_BACKING_FORMAT);
