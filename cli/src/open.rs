@@ -114,8 +114,10 @@ pub fn open_with_chain(
     secret: &SecretArgs,
     chain: &ChainArgs,
 ) -> Result<Box<dyn Disk>, Box<dyn Error>> {
-    let mut file =
-        FileOptions::new().read(true).write(writable).open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut file = FileOptions::new().read(true).write(writable).open(path).map_err(|e| {
+        let why = if writable { " (opened read-write: a command writes)" } else { "" };
+        format!("{}: {e}{why}", path.display())
+    })?;
     match detect(&mut file)? {
         Format::Luks => {
             let passphrase = secret.get(&format!("Passphrase for {}: ", path.display()))?;

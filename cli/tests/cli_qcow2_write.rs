@@ -292,10 +292,11 @@ fn random_writes_over_a_snapshot_and_compressed_clusters() {
     let size: u64 = 8 << 20;
     let cluster = 4096;
     let image = qemu_image(&dir, "cluster_size=4k", false, size);
-    // Compressed clusters (whole clusters, qemu-io -c), then a snapshot of it all.
+    // Compressed clusters (whole clusters, qemu-io -c, where nothing is allocated yet), then a
+    // snapshot of it all.
     image.qemu_io(&[
-        "write -c -P 0x33 1M 64k".into(),
-        "write -c -P 0x44 5M 256k".into(),
+        "write -c -P 0x33 3M 64k".into(),
+        "write -c -P 0x44 4M 256k".into(),
         "write -c -P 0x55 7M 4k".into(),
     ]);
     qemu_img(&["snapshot", "-c", "snap1", s(&image.path)]);
