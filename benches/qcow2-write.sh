@@ -13,9 +13,10 @@
 # Usage: benches/qcow2-write.sh [REPEATS] [WORKDIR]   (defaults: 5, a fresh temp directory)
 # Needs a release build (cargo build --release), qemu-img and qemu-io. Images live in
 # /dev/shm (no disk in the figures). Each repeat runs QEMU then qluks on fresh copies of the
-# same input; prints every time (wall clock, ms), the medians and their ratio (QEMU / qluks:
-# above 1 means qluks is faster), and checks after each pair that both results have the same
-# guest content (qemu-img compare) and that the qluks result passes qemu-img check.
+# same input; prints every time (wall clock and CPU = user + sys, ms), the medians and their
+# ratio (QEMU / qluks: above 1 means qluks is faster), and checks after each pair that both
+# results have the same guest content (qemu-img compare) and that the qluks result passes
+# qemu-img check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repeats=${1:-5}
@@ -44,10 +45,11 @@ mapfile -t random_cmds < <(awk 'BEGIN { x = 42; for (i = 0; i < 4000; i++) {
 random_args=()
 for c in "${random_cmds[@]}"; do random_args+=(-c "$c"); done
 
-ms() {
-  local s; s=$(date +%s%N)
-  "$@" >/dev/null 2>"$work/stderr" || { echo "failed: $*" >&2; cat "$work/stderr" >&2; exit 1; }
-  echo $((($(date +%s%N) - s) / 1000000))
+# "WALL_MS CPU_MS" of a command (CPU = user + sys of all its threads).
+timed() {
+  /usr/bin/time -o "$work/time" -f '%e %U %S' "$@" >/dev/null 2>"$work/stderr" \
+    || { echo "failed: $*" >&2; cat "$work/stderr" >&2; exit 1; }
+  awk '{print int($1 * 1000), int(($2 + $3) * 1000)}' "$work/time"
 }
 median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 same() {
@@ -56,37 +58,38 @@ same() {
 }
 ratio() { awk "BEGIN {printf \"%.2f\", $1 / $2}"; }
 
-declare -a sq sl rq rl cq cl eq el
+declare -a sq sl rq rl cq cl eq el sqc slc rqc rlc cqc clc eqc elc
 for ((i = 0; i < repeats; i++)); do
   cp empty.qcow2 q.qcow2; cp empty.qcow2 l.qcow2
-  sq+=("$(ms qemu-io "${secret[@]}" --image-opts "$(opts q.qcow2)" -c 'write -P 0x5a 0 1G' -c flush)")
-  sl+=("$(ms "$qluks" io --passphrase-file pw.txt -c 'write -P 0x5a 0 1G' -c flush l.qcow2)")
+  read -r w c < <(timed qemu-io "${secret[@]}" --image-opts "$(opts q.qcow2)" -c 'write -P 0x5a 0 1G' -c flush); sq+=("$w"); sqc+=("$c")
+  read -r w c < <(timed "$qluks" io --passphrase-file pw.txt -c 'write -P 0x5a 0 1G' -c flush l.qcow2); sl+=("$w"); slc+=("$c")
   same q.qcow2 l.qcow2
 
   cp full.qcow2 q.qcow2; cp full.qcow2 l.qcow2
-  rq+=("$(ms qemu-io "${secret[@]}" --image-opts "$(opts q.qcow2)" "${random_args[@]}" -c flush)")
-  rl+=("$(ms "$qluks" io --passphrase-file pw.txt "${random_args[@]}" -c flush l.qcow2)")
+  read -r w c < <(timed qemu-io "${secret[@]}" --image-opts "$(opts q.qcow2)" "${random_args[@]}" -c flush); rq+=("$w"); rqc+=("$c")
+  read -r w c < <(timed "$qluks" io --passphrase-file pw.txt "${random_args[@]}" -c flush l.qcow2); rl+=("$w"); rlc+=("$c")
   same q.qcow2 l.qcow2
 
   rm -f q.qcow2 l.qcow2
-  cq+=("$(ms qemu-img convert "${secret[@]}" -O qcow2 -o "$luks,cluster_size=64k" src.raw q.qcow2)")
-  cl+=("$(ms "$qluks" convert -O qcow2 -o "encrypt.format=luks,encrypt.iter-time=10,cluster_size=64k" \
-    --target-passphrase-file pw.txt src.raw l.qcow2)")
+  read -r w c < <(timed qemu-img convert "${secret[@]}" -O qcow2 -o "$luks,cluster_size=64k" src.raw q.qcow2); cq+=("$w"); cqc+=("$c")
+  read -r w c < <(timed "$qluks" convert -O qcow2 -o "encrypt.format=luks,encrypt.iter-time=10,cluster_size=64k" \
+    --target-passphrase-file pw.txt src.raw l.qcow2); cl+=("$w"); clc+=("$c")
   same q.qcow2 l.qcow2
 
   rm -f q.qcow2 l.qcow2
-  eq+=("$(ms qemu-img convert "${secret[@]}" --image-opts "$(opts full.qcow2)" -O qcow2 -o "$luks,cluster_size=64k" q.qcow2)")
-  el+=("$(ms "$qluks" convert --passphrase-file pw.txt -O qcow2 -o "encrypt.format=luks,encrypt.iter-time=10,cluster_size=64k" \
-    --target-passphrase-file pw.txt full.qcow2 l.qcow2)")
+  read -r w c < <(timed qemu-img convert "${secret[@]}" --image-opts "$(opts full.qcow2)" -O qcow2 -o "$luks,cluster_size=64k" q.qcow2); eq+=("$w"); eqc+=("$c")
+  read -r w c < <(timed "$qluks" convert --passphrase-file pw.txt -O qcow2 -o "encrypt.format=luks,encrypt.iter-time=10,cluster_size=64k" \
+    --target-passphrase-file pw.txt full.qcow2 l.qcow2); el+=("$w"); elc+=("$c")
   same q.qcow2 l.qcow2
   rm -f q.qcow2 l.qcow2
 done
 
 line() {
   local name=$1 peer=$2; shift 2
-  local -n a=$1 b=$2
-  local ma mb; ma=$(median "${a[@]}"); mb=$(median "${b[@]}")
-  echo "$name  $peer ${a[*]} ms | qluks ${b[*]} ms | medians $ma / $mb ms: qluks $(ratio "$ma" "$mb")x"
+  local -n a=$1 b=$2 ac=${1}c bc=${2}c
+  local ma mb mac mbc; ma=$(median "${a[@]}"); mb=$(median "${b[@]}"); mac=$(median "${ac[@]}"); mbc=$(median "${bc[@]}")
+  echo "$name  wall: $peer ${a[*]} ms | qluks ${b[*]} ms | medians $ma / $mb ms: qluks $(ratio "$ma" "$mb")x"
+  echo "$name  CPU:  $peer ${ac[*]} ms | qluks ${bc[*]} ms | medians $mac / $mbc ms: qluks $(ratio "$mac" "$mbc")x"
 }
 line "sequential 1 GiB write   " qemu-io sq sl
 line "4000 random 4 KiB writes " qemu-io rq rl

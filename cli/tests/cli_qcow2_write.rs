@@ -48,7 +48,7 @@ impl Lcg {
     }
     /// Uniform in `0..n` (n > 0).
     fn below(&mut self, n: u64) -> u64 {
-        ((self.next() << 31 | self.next()) % n.max(1)) as u64
+        (self.next() << 31 | self.next()) % n.max(1)
     }
     /// Uniform in `lo..=hi`.
     fn range(&mut self, lo: u64, hi: u64) -> u64 {
