@@ -57,8 +57,9 @@ struct Cmd {
 }
 
 impl Cmd {
+    /// Whether the command changes the image (`flush` alone does not: it opens read-only).
     fn writes(&self) -> bool {
-        !matches!(self.op, Op::Read { .. })
+        matches!(self.op, Op::Write { .. } | Op::WriteZeroes { .. } | Op::Discard)
     }
 }
 
