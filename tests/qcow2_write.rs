@@ -504,6 +504,10 @@ fn overlays_on_backing_files_match_qemu() {
     };
     base_img.qemu_io(&["write -q -P 0xb0 0 1M".into(), "write -q -P 0xb1 1500000 2M".into()]);
     let o = format!("{},cluster_size=4k", luks_opts("s1"));
+    let ext_top = dir.join("ext.qcow2");
+    let et = ext_top.to_str().unwrap();
+    let o_ext = format!("{},cluster_size=64k,extended_l2=on", luks_opts("s1"));
+    create(&["create", "-q", "-f", "qcow2", "--object", &objects[1], "-o", &o_ext, "-b", b, "-F", "qcow2", et, "4M"]);
     create(&["create", "-q", "-f", "qcow2", "--object", &objects[1], "-o", &o, "-b", b, "-F", "qcow2", tp, "4M"]);
     let img = Img {
         path: top.clone(),
@@ -514,6 +518,16 @@ fn overlays_on_backing_files_match_qemu() {
     img.qemu_io(&["write -q -P 0x77 8000 5000".into()]);
     let base_before = std::fs::read(&base).unwrap();
     differential(&dir, &img, &script(31, 150, 4 << 20, 4096, true), 4096, true, 0);
+    assert_eq!(std::fs::read(&base).unwrap(), base_before, "the backing file is unchanged");
+    // The same base under an encrypted top with extended L2 (subclusters copied from the base).
+    let img = Img {
+        path: ext_top.clone(),
+        objects: objects.clone(),
+        opts: format!("driver=qcow2,file.filename={et},encrypt.key-secret=s1,backing.encrypt.key-secret=s0"),
+        passphrases: vec!["top-pw".into(), "base-pw".into()],
+    };
+    img.qemu_io(&["write -q -P 0x78 8000 5000".into()]);
+    differential(&dir, &img, &script(33, 150, 4 << 20, 65536, true), 65536, true, 0);
     assert_eq!(std::fs::read(&base).unwrap(), base_before, "the backing file is unchanged");
 
     // A plain v2 overlay on a raw base: no discards (refused), zero writes as data.
@@ -535,6 +549,55 @@ fn overlays_on_backing_files_match_qemu() {
     let mut alone = open_image(&img);
     let r = alone.write_at(3 << 20, &[1; 100], &mut scratch);
     assert!(matches!(r, Err(Error::BackingRequired { .. })), "{r:?}");
+    // A whole cluster needs nothing from the backing file.
+    alone.write_at(3 << 20, &[1; 16384], &mut scratch).unwrap();
+    drop(alone);
+    check_clean(&img);
+}
+
+/// An image made by qemu-img with a snapshot of part of its data (`cs` clusters, LUKS or
+/// not, extended L2 or not).
+fn snapshotted(dir: &common::TempDir, cs: u64, luks: bool, ext: bool, size: &str) -> Img {
+    let path = dir.join("a.qcow2");
+    let p = path.to_str().unwrap();
+    let o = format!("cluster_size={cs},extended_l2={}", if ext { "on" } else { "off" });
+    let img = if luks {
+        let sec = "secret,id=sec0,data=snap-pw".to_string();
+        let o = format!("{},{o}", luks_opts("sec0"));
+        create(&["create", "-q", "-f", "qcow2", "--object", &sec, "-o", &o, p, size]);
+        Img {
+            path: path.clone(),
+            objects: vec![sec],
+            opts: format!("driver=qcow2,file.filename={p},encrypt.key-secret=sec0"),
+            passphrases: vec!["snap-pw".into()],
+        }
+    } else {
+        create(&["create", "-q", "-f", "qcow2", "-o", &o, p, size]);
+        Img::plain(&path)
+    };
+    prefill(&img, cs, true);
+    img.qemu_io(&["write -q -P 0x66 0 1M".into(), "write -q -P 0x67 1200000 30000".into()]);
+    let mut c = Command::new("qemu-img");
+    c.arg("snapshot");
+    for o in &img.objects {
+        c.args(["--object", o]);
+    }
+    c.args(["--image-opts", &img.opts, "-c", "snap1"]);
+    common::run(&mut c);
+    img
+}
+
+/// What QEMU reads in snapshot `snap1` of `img`.
+fn snapshot_raw(dir: &common::TempDir, img: &Img) -> Vec<u8> {
+    let out = dir.join("snap.raw");
+    let mut c = Command::new("qemu-img");
+    c.arg("convert");
+    for o in &img.objects {
+        c.args(["--object", o]);
+    }
+    c.args(["--image-opts", &img.opts, "-l", "snapshot.name=snap1", "-O", "raw"]).arg(&out);
+    common::run(&mut c);
+    std::fs::read(&out).unwrap()
 }
 
 /// Internal snapshots made by `qemu-img snapshot -c`: shared clusters and L2 tables are copied
@@ -545,47 +608,29 @@ fn snapshots_are_unchanged_by_writes() {
     if !common::tools(t, &["qemu-img", "qemu-io"]) {
         return;
     }
-    for (cs, luks) in [(65536u64, false), (4096, true), (512, false)] {
+    for (cs, luks, ext) in [(65536u64, false, false), (4096, true, false), (512, false, false), (32768, true, true)] {
         let dir = common::TempDir::new(t);
-        let path = dir.join("a.qcow2");
-        let p = path.to_str().unwrap();
-        let size = 2u64 << 20;
-        let img = if luks {
-            let sec = "secret,id=sec0,data=snap-pw".to_string();
-            let o = format!("{},cluster_size={cs}", luks_opts("sec0"));
-            create(&["create", "-q", "-f", "qcow2", "--object", &sec, "-o", &o, p, "2M"]);
-            Img {
-                path: path.clone(),
-                objects: vec![sec],
-                opts: format!("driver=qcow2,file.filename={p},encrypt.key-secret=sec0"),
-                passphrases: vec!["snap-pw".into()],
-            }
-        } else {
-            create(&["create", "-q", "-f", "qcow2", "-o", &format!("cluster_size={cs}"), p, "2M"]);
-            Img::plain(&path)
-        };
-        prefill(&img, cs, true);
-        img.qemu_io(&["write -q -P 0x66 0 1M".into()]);
-        let mut c = Command::new("qemu-img");
-        c.arg("snapshot");
-        for o in &img.objects {
-            c.args(["--object", o]);
-        }
-        c.args(["--image-opts", &img.opts, "-c", "snap1"]);
-        common::run(&mut c);
-        let snap_before = img.raw(&dir);
-        let ours = differential(&dir, &img, &script(40 + cs, 120, size, cs, true), cs, false, 0);
-        // The snapshot, read by QEMU, is unchanged.
-        let out = dir.join("snap.raw");
-        let mut c = Command::new("qemu-img");
-        c.arg("convert");
-        for o in &ours.objects {
-            c.args(["--object", o]);
-        }
-        c.args(["--image-opts", &ours.opts, "-l", "snapshot.name=snap1", "-O", "raw"]).arg(&out);
-        common::run(&mut c);
-        assert_same(&std::fs::read(&out).unwrap(), &snap_before, "snapshot content after qluks writes");
+        let img = snapshotted(&dir, cs, luks, ext, "2M");
+        let snap_before = snapshot_raw(&dir, &img);
+        let ours = differential(&dir, &img, &script(40 + cs, 120, 2 << 20, cs, true), cs, false, 0);
+        assert_same(&snapshot_raw(&dir, &ours), &snap_before, "snapshot content after qluks writes");
     }
+}
+
+/// A long script (2000 operations) on a snapshotted LUKS image with 4 KiB clusters: refcount
+/// blocks and L2 tables allocated as it goes, shared clusters copied, clusters freed and
+/// reused.
+#[test]
+fn long_script_on_a_snapshotted_luks_image() {
+    let t = "long_script_on_a_snapshotted_luks_image";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(t);
+    let img = snapshotted(&dir, 4096, true, false, "8M");
+    let snap_before = snapshot_raw(&dir, &img);
+    let ours = differential(&dir, &img, &script(77, 2000, 8 << 20, 4096, true), 4096, false, 0);
+    assert_same(&snapshot_raw(&dir, &ours), &snap_before, "snapshot content after qluks writes");
 }
 
 /// Compressed clusters made by `qemu-img convert -c`: partial writes copy the decompressed
