@@ -804,15 +804,17 @@ fn contiguous_runs_are_one_write() {
 }
 
 /// The write path (copy on write of an encrypted cluster shared with a snapshot, a compressed
-/// cluster, a new L2 table, write-zeroes, discard, flush) runs in the project's 64 KiB of
-/// stack (128 KiB in debug builds); the image and the scratch are the caller's memory.
+/// cluster, a new L2 table, write-zeroes, discard, flush) runs within the project's 64 KiB of
+/// stack; the image and the scratch are the caller's memory. Minimum measured (x86-64, by
+/// bisecting `QLUKS_STACK_KIB`): release 25..=28 KiB, debug 65..=68 KiB; the budget is that
+/// plus about 12 KiB, so a regression of 16 KiB fails.
 #[test]
 fn write_path_fits_in_64_kib_of_stack() {
     let t = "write_path_fits_in_64_kib_of_stack";
     if !common::tools(t, &["qemu-img", "qemu-io"]) {
         return;
     }
-    let kib = if cfg!(debug_assertions) { 128 } else { 64 };
+    let kib = if cfg!(debug_assertions) { 80 } else { 40 };
     let kib = std::env::var("QLUKS_STACK_KIB").ok().and_then(|s| s.parse().ok()).unwrap_or(kib);
     let dir = common::TempDir::new(t);
     let path = dir.join("a.qcow2");
