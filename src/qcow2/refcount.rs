@@ -46,7 +46,7 @@ pub(crate) const CLASS_REFCOUNT: u8 = 1;
 /// Dirty class of L2 table slices in the table cache.
 pub(crate) const CLASS_L2: u8 = 2;
 /// Releases queued before they are applied as one batch (one flush for all of them).
-pub const PENDING_CAP: usize = 32;
+pub const PENDING_CAP: usize = 16;
 /// Valid bits of a refcount table entry (the block's offset).
 const REFT_OFFSET_MASK: u64 = 0xffff_ffff_ffff_fe00;
 /// Chunk of the small stack buffers used to build new refcount blocks and tables.
@@ -85,10 +85,11 @@ impl WriteState {
     };
 }
 
-/// Refcount blocks listed exactly for the overlap check (more: a window and a table scan).
-const BLOCK_LIST: usize = 64;
+/// Runs of refcount blocks listed exactly for the overlap check (more: a window and a table
+/// scan). One run per 2 GiB of image at 64 KiB clusters and 16-bit refcounts.
+const BLOCK_LIST: usize = 16;
 /// Snapshot L1 tables listed exactly for the overlap check (more: a window and a table walk).
-const SNAPSHOT_L1_LIST: usize = 16;
+const SNAPSHOT_L1_LIST: usize = 4;
 
 /// Up to `K` host ranges known exactly; past that, only the window they span (the caller then
 /// looks them up).
@@ -107,7 +108,10 @@ impl<const K: usize> Ranges<K> {
     fn add(&mut self, start: u64, end: u64) {
         self.lo = self.lo.min(start);
         self.hi = self.hi.max(end);
-        if self.len < K {
+        if let Some(r) = self.list[..self.len].iter_mut().find(|r| r.1 == start || r.0 == end) {
+            // Adjacent to a listed range (consecutive blocks): one range.
+            *r = (r.0.min(start), r.1.max(end));
+        } else if self.len < K {
             self.list[self.len] = (start, end);
             self.len += 1;
         } else {
