@@ -216,7 +216,7 @@ trait Target {
     fn scratch_len(&self) -> usize;
 }
 
-impl Target for Qcow2Image<File> {
+impl<X: qluks::io::BlockIo<Error = std::io::Error>> Target for qluks::qcow2::Qcow2<X> {
     fn write(&mut self, off: u64, data: &[u8], scratch: &mut [u8]) -> Result<(), Error<std::io::Error>> {
         self.write_at(off, data, scratch)
     }
@@ -224,10 +224,10 @@ impl Target for Qcow2Image<File> {
         self.write_zeroes(off, len, unmap, scratch)
     }
     fn discard(&mut self, off: u64, len: u64) -> Result<(), Error<std::io::Error>> {
-        Qcow2Image::discard(self, off, len)
+        qluks::qcow2::Qcow2::discard(self, off, len)
     }
     fn flush(&mut self) -> Result<(), Error<std::io::Error>> {
-        Qcow2Image::flush(self)
+        qluks::qcow2::Qcow2::flush(self)
     }
     fn read(&mut self, off: u64, buf: &mut [u8], scratch: &mut [u8]) -> Result<(), Error<std::io::Error>> {
         self.read_at_with_scratch(off, buf, scratch)
@@ -869,4 +869,92 @@ fn write_path_fits_in_64_kib_of_stack() {
     want[70_000..73_000].copy_from_slice(&data[..3000]);
     assert_same(&zimg.raw(&dir), &want, "compressed cluster copied on write on a small stack");
     check_clean(&zimg);
+}
+
+/// A read-write device that takes only whole `BLOCK`-byte blocks at aligned offsets from and
+/// into 16-byte-aligned buffers, and panics on anything else (firmware block I/O).
+struct Blocks<const BLOCK: u64> {
+    file: File,
+}
+
+impl<const BLOCK: u64> Blocks<BLOCK> {
+    fn check(offset: u64, len: usize, addr: usize) {
+        let whole = offset.is_multiple_of(BLOCK) && (len as u64).is_multiple_of(BLOCK);
+        assert!(
+            whole && addr.is_multiple_of(16),
+            "request of {len} bytes at {offset:#x} ({addr:#x}) is not whole blocks"
+        );
+    }
+}
+
+impl<const BLOCK: u64> qluks::io::BlockIo for Blocks<BLOCK> {
+    type Error = std::io::Error;
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        Self::check(offset, buf.len(), buf.as_ptr() as usize);
+        use std::os::unix::fs::FileExt;
+        let len = self.file.metadata()?.len();
+        buf.fill(0);
+        let have = len.saturating_sub(offset).min(buf.len() as u64) as usize;
+        self.file.read_exact_at(&mut buf[..have], offset)
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        Self::check(offset, buf.len(), buf.as_ptr() as usize);
+        qluks::io::BlockIo::write_at(&mut self.file, offset, buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        qluks::io::BlockIo::flush(&mut self.file)
+    }
+    fn size(&mut self) -> std::io::Result<u64> {
+        Ok(self.file.metadata()?.len().next_multiple_of(BLOCK))
+    }
+    fn block_size(&self) -> usize {
+        BLOCK as usize
+    }
+    fn io_align(&self) -> usize {
+        16
+    }
+}
+
+/// Data writes through a device of 512- and 4096-byte blocks: unaligned guest writes become
+/// whole-block writes (the partial blocks read, merged and encrypted again), into aligned
+/// buffers; QEMU reads the result, and the image checks clean.
+#[test]
+fn writes_through_a_block_device_are_whole_blocks() {
+    let t = "writes_through_a_block_device_are_whole_blocks";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    for (luks, block) in [(false, 512u64), (true, 512), (false, 4096), (true, 4096)] {
+        let dir = common::TempDir::new(t);
+        let path = dir.join("a.qcow2");
+        let p = path.to_str().unwrap();
+        let sec = "secret,id=sec0,data=blk-pw".to_string();
+        let img = if luks {
+            create(&["create", "-q", "-f", "qcow2", "--object", &sec, "-o", &luks_opts("sec0"), p, "4M"]);
+            Img {
+                path: path.clone(),
+                objects: vec![sec],
+                opts: format!("driver=qcow2,file.filename={p},encrypt.key-secret=sec0"),
+                passphrases: vec!["blk-pw".into()],
+            }
+        } else {
+            create(&["create", "-q", "-f", "qcow2", p, "4M"]);
+            Img::plain(&path)
+        };
+        prefill(&img, 65536, true);
+        let ops = script(60 + block, 100, 4 << 20, 65536, true);
+        let mut model = img.raw(&dir);
+        apply_model(&mut model, &ops, 65536);
+        let pass = img.passphrases.first().map(|p| p.as_bytes());
+        let seen = if block == 512 {
+            let dev = Blocks::<512> { file: open_rw(&path) };
+            run_ops(&mut qluks::qcow2::Qcow2::open(dev, pass).unwrap(), &ops, 100, 4 << 20)
+        } else {
+            let dev = Blocks::<4096> { file: open_rw(&path) };
+            run_ops(&mut qluks::qcow2::Qcow2::open(dev, pass).unwrap(), &ops, 100, 4 << 20)
+        };
+        assert_same(&seen, &model, "qluks reads back what it wrote");
+        assert_same(&img.raw(&dir), &model, "QEMU reads what qluks wrote");
+        check_clean(&img);
+    }
 }
