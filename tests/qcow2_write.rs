@@ -958,3 +958,59 @@ fn writes_through_a_block_device_are_whole_blocks() {
         check_clean(&img);
     }
 }
+
+/// A ZERO cluster that keeps its offset (v3 `write -z` without unmap) and has COPIED is
+/// written in place: same host cluster, zeros around the data, the zero flag cleared.
+#[test]
+fn zero_cluster_with_offset_is_written_in_place() {
+    let t = "zero_cluster_with_offset_is_written_in_place";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(t);
+    let img = Img::plain(&dir.join("a.qcow2"));
+    create(&["create", "-q", "-f", "qcow2", img.path.to_str().unwrap(), "1M"]);
+    img.qemu_io(&["write -q -P 1 0 64k".into(), "write -q -z 0 64k".into()]);
+    let mut q = open_image(&img);
+    let (m, _) = q.mapping(0, 65536).unwrap();
+    let qluks::qcow2::Mapping::Zero { host_offset: Some(host) } = m else { panic!("{m:?}") };
+    let mut scratch = vec![0u8; q.write_scratch_len()];
+    q.write_at(1000, &[5; 100], &mut scratch).unwrap();
+    assert_eq!(q.mapping(0, 65536).unwrap(), (qluks::qcow2::Mapping::Data { host_offset: host }, 65536));
+    drop(q);
+    img.qemu_io(&["read -q -P 0 0 1000".into(), "read -q -P 5 1000 100".into(), "read -q -P 0 1100 64436".into()]);
+    check_clean(&img);
+}
+
+/// Extended L2 over a backing file: a 512-byte write at 3000 allocates only the subcluster it
+/// touches (allocation bits 0x2 with 2 KiB subclusters, as QEMU), the rest still reads from
+/// the backing file.
+#[test]
+fn extended_l2_write_allocates_only_touched_subclusters() {
+    let t = "extended_l2_write_allocates_only_touched_subclusters";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(t);
+    let base = Img::plain(&dir.join("base.qcow2"));
+    let b = base.path.to_str().unwrap();
+    create(&["create", "-q", "-f", "qcow2", b, "1M"]);
+    base.qemu_io(&["write -q -P 9 0 1M".into()]);
+    let top = Img::plain(&dir.join("top.qcow2"));
+    let tp = top.path.to_str().unwrap();
+    create(&["create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", b, "-F", "qcow2", tp, "1M"]);
+    let mut chain = open_chain(&top);
+    let mut scratch = vec![0u8; chain.write_scratch_len()];
+    chain.write_at(3000, &[4; 512], &mut scratch).unwrap();
+    chain.flush().unwrap();
+    drop(chain);
+    let mut q = qluks::qcow2::Qcow2Image::open_metadata(File::open(&top.path).unwrap(), None).unwrap();
+    let (m, len) = q.mapping(0, 65536).unwrap();
+    assert!(matches!(m, qluks::qcow2::Mapping::Unallocated { host_offset: Some(_) }) && len == 2048, "{m:?} {len}");
+    let (m, len) = q.mapping(2048, 65536).unwrap();
+    assert!(matches!(m, qluks::qcow2::Mapping::Data { .. }) && len == 2048, "{m:?} {len}");
+    let (m, len) = q.mapping(4096, 65536).unwrap();
+    assert!(matches!(m, qluks::qcow2::Mapping::Unallocated { host_offset: Some(_) }) && len == 61440, "{m:?} {len}");
+    top.qemu_io(&["read -q -P 9 0 3000".into(), "read -q -P 4 3000 512".into(), "read -q -P 9 3512 1045064".into()]);
+    check_clean(&top);
+}
