@@ -1014,3 +1014,36 @@ fn extended_l2_write_allocates_only_touched_subclusters() {
     top.qemu_io(&["read -q -P 9 0 3000".into(), "read -q -P 4 3000 512".into(), "read -q -P 9 3512 1045064".into()]);
     check_clean(&top);
 }
+
+/// An L2 entry (COPIED) pointing past the end of the file is corruption: refused with a typed
+/// error before anything is written (writing there would grow the file without bound).
+#[test]
+fn in_place_write_past_the_end_of_the_file_is_refused() {
+    let t = "in_place_write_past_the_end_of_the_file_is_refused";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    use std::os::unix::fs::FileExt;
+    let dir = common::TempDir::new(t);
+    let img = Img::plain(&dir.join("a.qcow2"));
+    create(&["create", "-q", "-f", "qcow2", img.path.to_str().unwrap(), "1M"]);
+    img.qemu_io(&["write -q -P 1 0 64k".into()]);
+    let f = open_rw(&img.path);
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, 40).unwrap();
+    let l1 = u64::from_be_bytes(b);
+    f.read_exact_at(&mut b, l1).unwrap();
+    let l2 = u64::from_be_bytes(b) & 0x00ff_ffff_ffff_fe00;
+    f.write_all_at(&((1u64 << 63) | (1u64 << 44)).to_be_bytes(), l2).unwrap();
+    drop(f);
+    let before = std::fs::read(&img.path).unwrap();
+    let mut q = open_image(&img);
+    let mut scratch = vec![0u8; q.write_scratch_len()];
+    let r = q.write_at(100, &[2; 10], &mut scratch);
+    assert!(
+        matches!(r, Err(Error::Corrupt(qluks::qcow2::Corruption::DataPastEndOfFile { offset, .. })) if offset == 1 << 44),
+        "{r:?}"
+    );
+    drop(q);
+    assert_eq!(std::fs::read(&img.path).unwrap(), before, "the file is unchanged");
+}
