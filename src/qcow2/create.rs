@@ -352,8 +352,9 @@ struct Geometry {
 /// One allocation of the layout, in file order.
 #[derive(Clone, Copy)]
 enum Event {
-    /// Refcount block `k` at cluster `at`.
-    Block { k: u64, at: u64 },
+    /// Refcount block `k` at cluster `at`; `ahead` when placed before blocks of lower
+    /// index (see [`Cursor::cover`]).
+    Block { k: u64, at: u64, ahead: bool },
     /// The L1 table.
     L1 { at: u64 },
     /// L2 table `index`.
@@ -364,11 +365,18 @@ enum Event {
     Luks { at: u64 },
 }
 
+/// Refcount blocks placed ahead of their turn at once (QEMU's recursion in
+/// `alloc_refcount_block`); more would be placed in order (valid, QEMU's layout aside).
+const MAX_AHEAD: usize = 4;
+
 /// Where the layout walk stands: next free cluster, refcount blocks placed.
 #[derive(Clone, Copy)]
 struct Cursor {
     next: u64,
+    /// Blocks `0..blocks` are placed ...
     blocks: u64,
+    /// ... and these beyond them (`u64::MAX`: free slot).
+    ahead: [u64; MAX_AHEAD],
 }
 
 /// The outcome of a dry run.
@@ -397,14 +405,36 @@ impl Cursor {
 
     /// New refcount blocks right after the end until every cluster below it is described
     /// (QEMU: the block lands at the free index, after the allocation that needed it).
+    ///
+    /// As in QEMU, when the cluster a block would take lies in the range of a later block
+    /// that does not exist yet, that later block is placed first, right after it (describing
+    /// itself), and the earlier block then takes the cluster (described by the later one).
     fn cover<X>(&mut self, g: &Geometry, f: &mut impl FnMut(Event) -> Result<(), X>) -> Result<(), X> {
-        while self.blocks * g.rb_entries < self.next {
-            let at = self.next;
-            self.next += 1;
-            f(Event::Block { k: self.blocks, at })?;
+        loop {
+            while let Some(slot) = self.ahead.iter_mut().find(|b| **b == self.blocks) {
+                *slot = u64::MAX;
+                self.blocks += 1;
+            }
+            if self.blocks * g.rb_entries >= self.next {
+                return Ok(());
+            }
+            let (k, at) = (self.blocks, self.next);
+            let j = at / g.rb_entries;
+            let free = self.ahead.iter().position(|b| *b == u64::MAX);
+            match free {
+                Some(slot) if j > k && (at + 1) / g.rb_entries == j && !self.ahead.contains(&j) => {
+                    f(Event::Block { k: j, at: at + 1, ahead: true })?;
+                    self.ahead[slot] = j;
+                    f(Event::Block { k, at, ahead: false })?;
+                    self.next += 2;
+                }
+                _ => {
+                    f(Event::Block { k, at, ahead: false })?;
+                    self.next += 1;
+                }
+            }
             self.blocks += 1;
         }
-        Ok(())
     }
 }
 
@@ -417,8 +447,8 @@ fn prealloc_cap(g: &Geometry) -> u64 {
 /// relocated refcount table's length (None: the table stays in cluster 1).
 fn walk<X>(g: &Geometry, table: Option<u64>, f: &mut impl FnMut(Event) -> Result<(), X>) -> Result<Cursor, X> {
     // Clusters 0..=2: header, refcount table, refcount block 0 (describing all three).
-    let mut c = Cursor { next: 3, blocks: 1 };
-    f(Event::Block { k: 0, at: 2 })?;
+    let mut c = Cursor { next: 3, blocks: 1, ahead: [u64::MAX; MAX_AHEAD] };
+    f(Event::Block { k: 0, at: 2, ahead: false })?;
     c.cover(g, f)?;
     if g.l1_size > 0 {
         let at = c.alloc(g, g.l1_clusters, f)?;
@@ -655,7 +685,7 @@ pub fn create<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
 
     // Pass 1: refcount blocks and the zeroed LUKS area.
     walk(&g, table, &mut |e| match e {
-        Event::Block { k, at } => w.refcount_block(&g, &p, k, at),
+        Event::Block { k, at, .. } => w.refcount_block(&g, &p, k, at),
         Event::Luks { at } => w.zeros(at * g.cs, g.luks_clusters * g.cs),
         _ => Ok(()),
     })
@@ -782,6 +812,23 @@ fn build_header(o: &CreateOptions<'_>, g: &Geometry, p: &Plan, b: &mut [u8; BUF]
         at += name.len();
     }
     Ok(at)
+}
+
+/// The refcount table being written in chunks.
+struct Table {
+    base: u64,
+    len: usize,
+    per_chunk: u64,
+    chunk: u64,
+    /// Entries (block index, offset) of chunks not reached yet (`u64::MAX`: free).
+    waiting: [(u64, u64); 2 * MAX_AHEAD],
+}
+
+impl Table {
+    fn set(&self, buf: &mut Aligned, (k, offset): (u64, u64)) {
+        let off = ((k % self.per_chunk) * 8) as usize;
+        buf.0[off..off + 8].copy_from_slice(&offset.to_be_bytes());
+    }
 }
 
 /// The work buffer, aligned for any device (`BlockIo::io_align` up to 4 KiB).
@@ -916,26 +963,63 @@ impl<I: BlockIo> Writer<'_, I> {
         Ok(())
     }
 
-    /// The refcount table: every block's offset, the rest of its clusters zero.
+    /// The refcount table: every block's offset, the rest of its clusters zero. Blocks come
+    /// in index order but for a few placed ahead ([`MAX_AHEAD`]): their entries wait in
+    /// [`Table::waiting`] until their chunk is filled.
     fn refcount_table(&mut self, g: &Geometry, p: &Plan) -> Result<(), I::Error> {
         let len = (g.cs as usize).min(BUF);
-        let bytes = p.table_clusters * g.cs;
-        let base = p.table_at * g.cs;
-        let per_chunk = (len / 8) as u64;
-        let mut chunk = 0u64;
+        let mut t = Table {
+            base: p.table_at * g.cs,
+            len,
+            per_chunk: (len / 8) as u64,
+            chunk: 0,
+            waiting: [(u64::MAX, 0); 2 * MAX_AHEAD],
+        };
         self.buf.0.fill(0);
         walk(g, p.relocated.then_some(p.table_clusters), &mut |e| {
-            if let Event::Block { k, at } = e {
-                self.chunks(base, len, &mut chunk, k / per_chunk)?;
-                let off = ((k % per_chunk) * 8) as usize;
-                self.buf.0[off..off + 8].copy_from_slice(&(at * g.cs).to_be_bytes());
+            if let Event::Block { k, at, ahead } = e {
+                let entry = (k, at * g.cs);
+                let chunk = k / t.per_chunk;
+                if ahead && chunk > t.chunk {
+                    // An entry waits while its block is ahead of the order (at most
+                    // MAX_AHEAD) or was passed over since the last block in order (as
+                    // many): the room is enough (were it not, the chunks up to it would be
+                    // written early and lose entries still to come, which the bound rules
+                    // out).
+                    if let Some(slot) = t.waiting.iter_mut().find(|e| e.0 == u64::MAX) {
+                        *slot = entry;
+                        return Ok(());
+                    }
+                    debug_assert!(false, "refcount table entries waiting beyond the bound");
+                }
+                self.table_advance(&mut t, chunk)?;
+                t.set(&mut self.buf, entry);
             }
             Ok::<(), I::Error>(())
         })?;
-        self.chunks(base, len, &mut chunk, bytes / len as u64)?;
+        self.table_advance(&mut t, p.table_clusters * g.cs / len as u64)?;
         if p.relocated {
             self.zeros(g.cs, g.cs)?;
         }
         Ok(())
+    }
+
+    /// Writes the table's chunks before chunk `upto`, each with its waiting entries, and
+    /// puts those of chunk `upto` into the buffer.
+    fn table_advance(&mut self, t: &mut Table, upto: u64) -> Result<(), I::Error> {
+        loop {
+            for i in 0..t.waiting.len() {
+                let e = t.waiting[i];
+                if e.0 != u64::MAX && e.0 / t.per_chunk == t.chunk {
+                    t.set(&mut self.buf, e);
+                    t.waiting[i].0 = u64::MAX;
+                }
+            }
+            if t.chunk >= upto {
+                return Ok(());
+            }
+            let next = t.chunk + 1;
+            self.chunks(t.base, t.len, &mut t.chunk, next)?;
+        }
     }
 }
