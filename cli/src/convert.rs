@@ -1,4 +1,5 @@
-//! `qluks convert -O raw`: the plaintext of an image into a raw file (sparse where zero).
+//! `qluks convert -O raw`: the plaintext of an image into a raw file (sparse where zero);
+//! `-O qcow2` is [`crate::convert_to_qcow2`].
 use std::error::Error;
 use std::fs::OpenOptions as FileOptions;
 use std::path::PathBuf;
@@ -13,9 +14,22 @@ use crate::secret::SecretArgs;
 /// `qluks convert` arguments.
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// Output format (raw).
+    /// Output format (raw, qcow2).
     #[arg(short = 'O', value_name = "FORMAT", default_value = "raw")]
     output_format: String,
+    /// Options of a qcow2 output, comma-separated, with qemu-img's names (cluster_size,
+    /// compat, refcount_bits, extended_l2, lazy_refcounts, preallocation, encrypt.format=luks,
+    /// encrypt.cipher-alg, encrypt.cipher-mode, encrypt.ivgen-alg, encrypt.hash-alg,
+    /// encrypt.iter-time, ...).
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Option<String>,
+    /// Passphrase of an encrypted output (`-o encrypt.format=luks`), from this file (used as
+    /// is); without it or --target-passphrase-env, asked twice on the terminal.
+    #[arg(long, value_name = "FILE", conflicts_with = "target_passphrase_env")]
+    target_passphrase_file: Option<PathBuf>,
+    /// Passphrase of an encrypted output, from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    target_passphrase_env: Option<String>,
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
@@ -42,8 +56,22 @@ const WRITERS: usize = 4;
 
 /// Runs `qluks convert`.
 pub fn run(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
+    if args.output_format == "qcow2" {
+        if args.snapshot.is_some() {
+            return Err("-l (a snapshot) is supported with -O raw only".into());
+        }
+        let secret = crate::secret::NewSecretArgs {
+            new_passphrase_file: args.target_passphrase_file.clone(),
+            new_passphrase_env: args.target_passphrase_env.clone(),
+        };
+        let target = crate::convert_to_qcow2::Target { options: args.options.as_deref(), secret: &secret };
+        return crate::convert_to_qcow2::run(&args.src, &args.dst, &args.secret, &args.chain, &target, args.progress);
+    }
     if args.output_format != "raw" {
-        return Err(format!("output format `{}` is not supported (raw)", args.output_format).into());
+        return Err(format!("output format `{}` is not supported (raw, qcow2)", args.output_format).into());
+    }
+    if args.options.is_some() || args.target_passphrase_file.is_some() || args.target_passphrase_env.is_some() {
+        return Err("-o and --target-passphrase-* apply to -O qcow2 only".into());
     }
     let mut probe = std::fs::File::open(&args.src).map_err(|e| format!("{}: {e}", args.src.display()))?;
     if crate::open::detect(&mut probe)? == crate::open::Format::Qcow2 {

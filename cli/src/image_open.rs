@@ -1,5 +1,6 @@
 //! Opening qcow2 (with its backing chain) and qcow images for the CLI: passphrases per layer,
-//! backing files through the std resolver, read-only [`Disk`]s with an allocation map.
+//! backing files through the std resolver, [`Disk`]s with an allocation map (qcow2: the top
+//! layer writable on request; backing layers and qcow images read-only).
 use std::error::Error;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -7,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use qluks::image::{Image, MAX_SCRATCH_LEN};
 use qluks::io::BlockIo;
-use qluks::qcow2::backing::ChainError;
+use qluks::qcow2::backing::{BackingRequest, ChainError, DataFileRequest, Opened, Resolver};
 use qluks::qcow2::extent::Extent;
 use qluks::qcow2::file_resolver::{BackingPolicy, FileResolver, FileResolverError};
 use qluks::qcow2::{Chain, CryptMethod};
@@ -105,9 +106,23 @@ pub fn open_chain(path: &Path, secret: &SecretArgs, chain: &ChainArgs) -> Result
 }
 
 /// Opens the qcow2 image at `path` with its backing chain through `r` (passphrases already set).
-pub fn open_chain_with(path: &Path, mut r: FileResolver) -> Result<Box<CliChain>, Box<dyn Error>> {
-    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn open_chain_with(path: &Path, r: FileResolver) -> Result<Box<CliChain>, Box<dyn Error>> {
+    open_chain_mode(path, r, false)
+}
+
+/// [`open_chain_with`] with the top image (and its external data file) opened read-write, for
+/// writes; backing layers stay read-only.
+pub fn open_chain_writable(path: &Path, r: FileResolver) -> Result<Box<CliChain>, Box<dyn Error>> {
+    open_chain_mode(path, r, true)
+}
+
+fn open_chain_mode(path: &Path, r: FileResolver, writable: bool) -> Result<Box<CliChain>, Box<dyn Error>> {
+    let file = std::fs::OpenOptions::new().read(true).write(writable).open(path).map_err(|e| {
+        let why = if writable { " (opened read-write: a command writes)" } else { "" };
+        format!("{}: {e}{why}", path.display())
+    })?;
     let shown = path.display().to_string();
+    let mut r = TopWritable { inner: r, writable, image: path.to_path_buf() };
     // The chain is built by value (no heap in the core) and is large: build it on a thread
     // with room for unoptimized builds' copies, then keep it boxed.
     let opened = std::thread::Builder::new()
@@ -120,6 +135,51 @@ pub fn open_chain_with(path: &Path, mut r: FileResolver) -> Result<Box<CliChain>
         .join()
         .map_err(|_| "opening the image panicked")?;
     Ok(opened?)
+}
+
+/// The [`FileResolver`], except that the top image's external data file is reopened
+/// read-write (the same file, found under the same policy) when the top image is written.
+struct TopWritable {
+    inner: FileResolver,
+    writable: bool,
+    image: PathBuf,
+}
+
+impl Resolver<File> for TopWritable {
+    type Error = FileResolverError;
+
+    fn open_backing(&mut self, request: &BackingRequest<'_>) -> Result<Opened<File>, FileResolverError> {
+        self.inner.open_backing(request)
+    }
+    fn passphrase(&mut self, depth: usize) -> Option<&[u8]> {
+        self.inner.passphrase(depth)
+    }
+    fn kdf_limits(&mut self, depth: usize) -> qluks::luks::KdfLimits {
+        self.inner.kdf_limits(depth)
+    }
+    fn top_identity(&mut self) -> Option<u64> {
+        self.inner.top_identity()
+    }
+    fn probe_undeclared_format(&mut self, request: &BackingRequest<'_>) -> bool {
+        self.inner.probe_undeclared_format(request)
+    }
+    fn open_data_file(&mut self, request: &DataFileRequest<'_>) -> Result<File, FileResolverError> {
+        let file = self.inner.open_data_file(request)?;
+        if !(self.writable && request.depth == 0) {
+            return Ok(file);
+        }
+        // The very file the policy checked, through its handle.
+        let handle = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
+        std::fs::OpenOptions::new().read(true).write(true).open(&handle).map_err(|error| FileResolverError::Io {
+            found: qluks::qcow2::file_resolver::Found {
+                image: self.image.clone(),
+                role: qluks::qcow2::file_resolver::FileRole::DataFile,
+                name: request.name.unwrap_or_default().to_vec(),
+            },
+            path: std::fs::read_link(&handle).unwrap_or_else(|_| PathBuf::from(&handle)),
+            error,
+        })
+    }
 }
 
 /// How to allow what the backing policy refused, in the CLI's options.
@@ -136,22 +196,53 @@ pub fn hint<E>(e: &ChainError<E, FileResolverError>) -> &'static str {
     }
 }
 
-/// A qcow2 chain as a read-only [`Disk`].
+/// Scratch memory of qcow2 writes beyond the engine's minimum ([`CliChain::write_scratch_len`],
+/// 3 clusters): the engine encrypts (and copies on write) in it, so it sets the size of one
+/// batch (one encrypt call and one `write_at`): 4 MiB, the CLI's request pieces.
+pub const WRITE_SCRATCH: usize = 4 << 20;
+
+/// A qcow2 chain as a [`Disk`]: read-only, or with its top layer writable.
 pub struct Qcow2Disk {
     chain: Box<CliChain>,
     scratch: Vec<u8>,
+    writable: bool,
+    /// Write scratch, made at the first write.
+    write_scratch: Vec<u8>,
 }
 
 impl Qcow2Disk {
-    /// Opens `path`.
+    /// Opens `path` read-only.
     pub fn open(path: &Path, secret: &SecretArgs, chain: &ChainArgs) -> Result<Qcow2Disk, Box<dyn Error>> {
         Ok(Qcow2Disk::from_chain(open_chain(path, secret, chain)?))
     }
 
-    /// A disk over an opened chain.
+    /// Opens `path` with its top layer read-write (backing layers read-only).
+    pub fn open_writable(path: &Path, secret: &SecretArgs, chain: &ChainArgs) -> Result<Qcow2Disk, Box<dyn Error>> {
+        let mut disk = Qcow2Disk::from_chain(open_chain_writable(path, resolver(path, secret, chain)?)?);
+        disk.writable = true;
+        Ok(disk)
+    }
+
+    /// A read-only disk over an opened chain.
     pub fn from_chain(chain: Box<CliChain>) -> Qcow2Disk {
         let scratch = vec![0; chain.compressed_scratch_len()];
-        Qcow2Disk { chain, scratch }
+        Qcow2Disk { chain, scratch, writable: false, write_scratch: Vec::new() }
+    }
+
+    /// A disk over a chain opened by [`open_chain_writable`].
+    pub fn from_writable_chain(chain: Box<CliChain>) -> Qcow2Disk {
+        Qcow2Disk { writable: true, ..Qcow2Disk::from_chain(chain) }
+    }
+
+    /// The write scratch (made once), or an error when the image was opened read-only.
+    fn write_scratch(&mut self) -> Result<&mut [u8], Box<dyn Error>> {
+        if !self.writable {
+            return Err("the image was opened read-only".into());
+        }
+        if self.write_scratch.is_empty() {
+            self.write_scratch = vec![0; self.chain.write_scratch_len() + WRITE_SCRATCH];
+        }
+        Ok(&mut self.write_scratch)
     }
 }
 
@@ -162,10 +253,27 @@ impl Disk for Qcow2Disk {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Box<dyn Error>> {
         Ok(self.chain.read_at_with_scratch(offset, buf, &mut self.scratch)?)
     }
-    fn write_at(&mut self, _offset: u64, _buf: &mut [u8]) -> Result<(), Box<dyn Error>> {
-        Err("qcow2 images are read-only in qluks".into())
+    fn write_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Box<dyn Error>> {
+        self.write_scratch()?;
+        Ok(self.chain.write_at(offset, buf, &mut self.write_scratch)?)
+    }
+    fn keeps_buffer(&self) -> bool {
+        true
+    }
+    fn write_zeroes(&mut self, offset: u64, len: u64, unmap: bool) -> Result<(), Box<dyn Error>> {
+        self.write_scratch()?;
+        Ok(self.chain.write_zeroes(offset, len, unmap, &mut self.write_scratch)?)
+    }
+    fn discard(&mut self, offset: u64, len: u64) -> Result<(), Box<dyn Error>> {
+        if !self.writable {
+            return Err("the image was opened read-only".into());
+        }
+        Ok(self.chain.discard(offset, len)?)
     }
     fn flush(&mut self) -> Result<(), Box<dyn Error>> {
+        if self.writable {
+            self.chain.flush()?;
+        }
         Ok(())
     }
     fn map(&mut self) -> Result<Option<Vec<MapEntry>>, Box<dyn Error>> {

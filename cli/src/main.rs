@@ -6,6 +6,7 @@ mod bench_pbkdf2;
 mod compare;
 mod convert;
 mod convert_qcow2;
+mod convert_to_qcow2;
 mod cpu_time;
 mod create;
 mod create_qcow2;
@@ -39,7 +40,7 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Describe an image (format, cipher, keyslots) without unlocking it.
     Info(info::InfoArgs),
-    /// Copy an image's plaintext to a raw file.
+    /// Copy an image's plaintext to a raw file or a new qcow2 image (-O qcow2 -o OPTIONS).
     Convert(convert::ConvertArgs),
     /// Create an image (LUKS1 with QEMU's defaults).
     Create(create::CreateArgs),

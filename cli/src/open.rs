@@ -11,13 +11,36 @@ use crate::image_open::{ChainArgs, Qcow2Disk, QcowDisk};
 use crate::secret::SecretArgs;
 
 /// A guest-visible disk: its plaintext bytes.
-pub trait Disk {
+pub trait Disk: Send {
     /// Size in bytes.
     fn size(&self) -> u64;
     /// Reads exactly `buf.len()` bytes at `offset`.
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Box<dyn Error>>;
     /// Writes `buf` at `offset`; `buf` may be overwritten (encrypted in place).
     fn write_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Box<dyn Error>>;
+    /// Whether [`Disk::write_at`] leaves its buffer as it was (else it may encrypt in place).
+    fn keeps_buffer(&self) -> bool {
+        false
+    }
+    /// Makes `len` bytes at `offset` read as zero (`unmap`: the format may free their space);
+    /// by default by writing zeros.
+    fn write_zeroes(&mut self, offset: u64, len: u64, unmap: bool) -> Result<(), Box<dyn Error>> {
+        let _ = unmap;
+        let mut zeros = vec![0u8; len.min(ZERO_PIECE) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(ZERO_PIECE) as usize;
+            zeros[..n].fill(0);
+            self.write_at(offset.checked_add(done).ok_or("offset overflows")?, &mut zeros[..n])?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+    /// Discards `len` bytes at `offset` (the format decides what they then read as).
+    fn discard(&mut self, offset: u64, len: u64) -> Result<(), Box<dyn Error>> {
+        let _ = (offset, len);
+        Err("discard is supported on qcow2 images only".into())
+    }
     /// Makes writes durable.
     fn flush(&mut self) -> Result<(), Box<dyn Error>>;
     /// Which ranges read as zero without holding data, when the format knows (`None`: unknown).
@@ -25,6 +48,9 @@ pub trait Disk {
         Ok(None)
     }
 }
+
+/// Zeros written per call by the default [`Disk::write_zeroes`].
+const ZERO_PIECE: u64 = 4 << 20;
 
 /// One range of a disk's allocation map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,8 +114,10 @@ pub fn open_with_chain(
     secret: &SecretArgs,
     chain: &ChainArgs,
 ) -> Result<Box<dyn Disk>, Box<dyn Error>> {
-    let mut file =
-        FileOptions::new().read(true).write(writable).open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut file = FileOptions::new().read(true).write(writable).open(path).map_err(|e| {
+        let why = if writable { " (opened read-write: a command writes)" } else { "" };
+        format!("{}: {e}{why}", path.display())
+    })?;
     match detect(&mut file)? {
         Format::Luks => {
             let passphrase = secret.get(&format!("Passphrase for {}: ", path.display()))?;
@@ -108,6 +136,7 @@ pub fn open_with_chain(
             })?;
             Ok(Box::new(LuksDisk(volume)))
         }
+        Format::Qcow2 if writable => Ok(Box::new(Qcow2Disk::open_writable(path, secret, chain)?)),
         Format::Qcow2 => Ok(Box::new(Qcow2Disk::open(path, secret, chain)?)),
         Format::Qcow => Ok(Box::new(QcowDisk::open(path, secret)?)),
         Format::Raw => {
@@ -150,6 +179,9 @@ impl Disk for RawDisk {
     fn write_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Box<dyn Error>> {
         check(offset, buf.len(), self.size)?;
         Ok(BlockIo::write_at(&mut self.file, offset, buf)?)
+    }
+    fn keeps_buffer(&self) -> bool {
+        true
     }
     fn flush(&mut self) -> Result<(), Box<dyn Error>> {
         Ok(BlockIo::flush(&mut self.file)?)
