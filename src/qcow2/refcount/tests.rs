@@ -590,7 +590,7 @@ fn dropping_a_written_image_writes_its_metadata_back() {
     // into_inner and close do the same.
     let d = map_new(&mut q, 6);
     let (io, _) = q.into_inner();
-    drop(io);
+    assert!(io.is_some());
     let mut q = open::<4>(&mut img);
     assert_eq!(q.l2_entry_of(6 << 12).unwrap().0, d | OFLAG_COPIED);
     let d = map_new(&mut q, 7);
