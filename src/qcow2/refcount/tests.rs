@@ -601,3 +601,18 @@ fn dropping_a_written_image_writes_its_metadata_back() {
     drop(q);
     assert_eq!(check(&img), Check::default());
 }
+
+#[test]
+fn allocation_stops_with_a_typed_error_at_2_pow_56() {
+    // 2 MiB clusters, 1-bit refcounts: the table could describe clusters past 2^56 bytes.
+    let cs = 2usize << 20;
+    let mut img = image(21, 0, 1 << 20, 4 * cs);
+    let limit = MAX_OFFSET >> 21;
+    let index = (limit - 1) >> (21 + 3);
+    put(&mut img, cs + index as usize * 8, &(2 * cs as u64).to_be_bytes()); // same block, hostile
+    let mut q = open::<2>(&mut img);
+    q.prepare_write().unwrap();
+    q.write.free_index = limit - 1;
+    assert_eq!(q.alloc_clusters(4).unwrap(), (MAX_OFFSET - (1 << 21), 1), "cut at the limit");
+    assert!(matches!(q.alloc_clusters(1), Err(Error::ImageFull { host_offset: MAX_OFFSET })));
+}
