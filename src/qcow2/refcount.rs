@@ -725,16 +725,25 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     /// refcount block (the run stops before a range without one, and at the table's coverage).
     fn find_free(&mut self, count: u64) -> Result<Free, Error<I::Error>> {
         let bb = self.block_bits();
+        let cb = self.header.cluster_bits;
         let covered = self.rt_entries() << bb;
+        // Clusters at or past this one would lie at or past 2^56.
+        let limit = MAX_OFFSET >> cb;
         let mut c = self.write.free_index;
         while c < covered {
             let index = c >> bb;
+            if c >= limit {
+                return Err(Error::ImageFull { host_offset: MAX_OFFSET });
+            }
             if self.rt_entry(index)? == 0 {
                 return Ok(Free::NoBlock { index, cluster: c });
             }
-            if self.refcount(c)? != 0 {
-                c += 1;
-                continue;
+            match self.first_free_in_slice(c)? {
+                Ok(free) => c = free,
+                Err(next) => {
+                    c = next;
+                    continue;
+                }
             }
             let mut n = 1;
             while n < count && c + n < covered {
@@ -747,12 +756,35 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
                 }
                 n += 1;
             }
-            if (c + n).checked_shl(self.header.cluster_bits).is_none_or(|end| end > MAX_OFFSET) {
-                return Err(Error::ImageFull { host_offset: c << self.header.cluster_bits });
-            }
+            let n = n.min(limit - c);
             return Ok(Free::Run { start: c, clusters: n });
         }
         Ok(Free::Uncovered)
+    }
+
+    /// From cluster `c` (whose refcount block exists), the first cluster with refcount 0 in
+    /// the same cached slice of that block (`Ok`), or the first cluster of the next slice
+    /// (`Err`): one slice lookup per slice of used clusters, not one per cluster.
+    fn first_free_in_slice(&mut self, c: u64) -> Result<Result<u64, u64>, Error<I::Error>> {
+        let bb = self.block_bits();
+        let block = self.rt_entry(c >> bb)?;
+        let order = self.header.refcount_order;
+        let cs = self.header.cluster_size();
+        let sb = self.slice_bytes();
+        let per_slice = (sb * 8) >> order;
+        let index = c & ((1 << bb) - 1);
+        let slice_start = c - index % per_slice;
+        let (byte, _) = refcount_pos(order, index);
+        let found = self.with_slice(Table::Refcount, block, cs, byte, 0, |s, _| {
+            (index % per_slice..per_slice).find(|&i| {
+                let (at, shift) = refcount_pos(order, i);
+                get_refcount(s, at as usize, shift, order) == 0
+            })
+        })?;
+        Ok(match found {
+            Some(i) => Ok(slice_start + i),
+            None => Err(slice_start + per_slice),
+        })
     }
 
     /// Creates the refcount block of table entry `index` at free cluster `at`, the first free
@@ -830,7 +862,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let bb = self.block_bits();
         let old_entries = self.rt_entries();
         let area = old_entries << bb;
-        let full = Error::ImageFull { host_offset: area << cb };
+        let full = Error::ImageFull { host_offset: area.min(MAX_OFFSET >> cb) << cb };
         // Blocks (nb) and table clusters (nt): the blocks cover the whole area.
         let mut nb = 1u64;
         let nt = loop {
@@ -842,11 +874,11 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             }
             nb = nb2;
         };
-        let end =
-            area.checked_add(nb + nt).and_then(|c| c.checked_shl(cb)).ok_or(Error::ImageFull { host_offset: area })?;
-        if nt.saturating_mul(cs) > MAX_REFCOUNT_TABLE_BYTES || end > MAX_OFFSET {
+        let clusters = area.saturating_add(nb).saturating_add(nt);
+        if nt.saturating_mul(cs) > MAX_REFCOUNT_TABLE_BYTES || clusters > MAX_OFFSET >> cb {
             return Err(full);
         }
+        let end = clusters << cb;
         for k in 0..nb {
             self.write_block((area + k) << cb, (old_entries + k) << bb, area, area + nb + nt)?;
         }

@@ -577,3 +577,42 @@ fn a_512_byte_block_device_gets_whole_blocks_only() {
         assert!(c.corruptions.is_empty() && c.copied_mismatch == 0, "{c:?}");
     }
 }
+
+#[test]
+fn dropping_a_written_image_writes_its_metadata_back() {
+    let mut img = image(12, 4, 16 << 20, 1 << 20);
+    let mut q = open::<4>(&mut img);
+    let d = map_new(&mut q, 5);
+    drop(q); // no flush: the dirty slices are written by the drop
+    assert_eq!(check(&img), Check::default());
+    let mut q = open::<4>(&mut img);
+    assert_eq!(q.l2_entry_of(5 << 12).unwrap().0, d | OFLAG_COPIED);
+    // into_inner and close do the same.
+    let d = map_new(&mut q, 6);
+    let (io, _) = q.into_inner();
+    assert!(io.is_some());
+    let mut q = open::<4>(&mut img);
+    assert_eq!(q.l2_entry_of(6 << 12).unwrap().0, d | OFLAG_COPIED);
+    let d = map_new(&mut q, 7);
+    q.close();
+    drop(q);
+    let mut q = open::<4>(&mut img);
+    assert_eq!(q.l2_entry_of(7 << 12).unwrap().0, d | OFLAG_COPIED);
+    drop(q);
+    assert_eq!(check(&img), Check::default());
+}
+
+#[test]
+fn allocation_stops_with_a_typed_error_at_2_pow_56() {
+    // 2 MiB clusters, 1-bit refcounts: the table could describe clusters past 2^56 bytes.
+    let cs = 2usize << 20;
+    let mut img = image(21, 0, 1 << 20, 4 * cs);
+    let limit = MAX_OFFSET >> 21;
+    let index = (limit - 1) >> (21 + 3);
+    put(&mut img, cs + index as usize * 8, &(2 * cs as u64).to_be_bytes()); // same block, hostile
+    let mut q = open::<2>(&mut img);
+    q.prepare_write().unwrap();
+    q.write.free_index = limit - 1;
+    assert_eq!(q.alloc_clusters(4).unwrap(), (MAX_OFFSET - (1 << 21), 1), "cut at the limit");
+    assert!(matches!(q.alloc_clusters(1), Err(Error::ImageFull { host_offset: MAX_OFFSET })));
+}
