@@ -123,7 +123,9 @@ fn make_base(dir: &common::TempDir, path: &Path, cfg: &Config) {
         let plain = dir.join("plain.qcow2");
         create(&plain, "cluster_size=65536");
         qemu_io(&plain, false, &prefill(cfg.size));
-        common::run(Command::new("qemu-img").args(["convert", "-q", "-c", "-O", "qcow2", "-o", &o]).arg(&plain).arg(path));
+        common::run(
+            Command::new("qemu-img").args(["convert", "-q", "-c", "-O", "qcow2", "-o", &o]).arg(&plain).arg(path),
+        );
     } else {
         create(path, &o);
         qemu_io(path, cfg.luks, &prefill(cfg.size));
@@ -215,7 +217,13 @@ fn run_config(t: &str, cfg: Config) {
         assert!(qemu_guest(&dir, &ours, cfg.luks, Some("snap")) == snap, "seed {}: the snapshot changed", cfg.seed);
     }
     let sizes = (fs::metadata(&theirs).unwrap().len(), fs::metadata(&ours).unwrap().len());
-    println!("{t}: {} ops in {:.1} s; file sizes qemu {} qluks {}", ops.len(), started.elapsed().as_secs_f64(), sizes.0, sizes.1);
+    println!(
+        "{t}: {} ops in {:.1} s; file sizes qemu {} qluks {}",
+        ops.len(),
+        started.elapsed().as_secs_f64(),
+        sizes.0,
+        sizes.1
+    );
 }
 
 /// The last few commands of a script, for failure messages.
