@@ -7,6 +7,7 @@
 //! - crypt_method 1 (legacy AES): AES-128-CBC keyed with the passphrase's first 16 bytes (zero
 //!   padded), IV plain64 of the **guest** sector.
 
+use super::error::Error;
 use crate::crypto::{CipherSpec, SectorCipher};
 
 /// Encryption sector size (both methods work on 512-byte sectors).
@@ -71,6 +72,21 @@ impl Crypt {
             Crypt::None | Crypt::Locked => Ok(()),
             Crypt::GuestSectorIv(c) => c.decrypt_sectors(data, SECTOR as usize, guest_offset / SECTOR),
             Crypt::HostSectorIv(c) => c.decrypt_sectors(data, SECTOR as usize, host_offset / SECTOR),
+        }
+    }
+
+    /// Encrypts whole sectors in place, one batch call for the whole run: `data` holds guest
+    /// bytes from `guest_offset` that will be written at `host_offset` (both sector-aligned).
+    /// LUKS takes the IV from the *host* sector (so data moved by copy on write is encrypted
+    /// again at its new place, iotest 263), legacy AES from the guest sector. A plain image
+    /// leaves `data` as is; a locked one ([`Crypt::Locked`], opened without the passphrase)
+    /// has no key and fails with [`Error::PassphraseRequired`].
+    pub(crate) fn encrypt<E>(&self, host_offset: u64, guest_offset: u64, data: &mut [u8]) -> Result<(), Error<E>> {
+        match self {
+            Crypt::None => Ok(()),
+            Crypt::Locked => Err(Error::PassphraseRequired),
+            Crypt::GuestSectorIv(c) => Ok(c.encrypt_sectors(data, SECTOR as usize, guest_offset / SECTOR)?),
+            Crypt::HostSectorIv(c) => Ok(c.encrypt_sectors(data, SECTOR as usize, host_offset / SECTOR)?),
         }
     }
 }

@@ -379,7 +379,8 @@ pub enum Error<E> {
         /// Why.
         error: super::compressed::CompressedError,
     },
-    /// Reading a compressed cluster needs caller scratch memory.
+    /// Reading a compressed cluster, or writing (copy on write, encryption bounce), needs
+    /// more caller scratch memory.
     ScratchTooSmall {
         /// Bytes needed.
         needed: usize,
@@ -390,6 +391,19 @@ pub enum Error<E> {
     Crypto(crate::crypto::Error),
     /// No such snapshot.
     NoSuchSnapshot,
+    /// The write engine cannot change this image this way (a raw top layer, discard on a
+    /// version 2 image with a backing file, an external data file).
+    WriteUnsupported {
+        /// What is not supported.
+        reason: &'static str,
+    },
+    /// A write through the image alone would copy on write from the backing file it names
+    /// (it would read as zeros here): write through a [`crate::qcow2::Chain`] holding the
+    /// backing layers.
+    BackingRequired {
+        /// Guest offset of the bytes that come from the backing file.
+        guest_offset: u64,
+    },
 }
 
 impl<E> From<HeaderError> for Error<E> {
@@ -423,7 +437,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             }
             Error::Corrupt(c) => write!(f, "corrupt image: {c}"),
             Error::OutOfRange { offset, len, size } => {
-                write!(f, "read of {len} bytes at {offset:#x} is outside the virtual disk (size {size:#x})")
+                write!(f, "access of {len} bytes at {offset:#x} is outside the virtual disk (size {size:#x})")
             }
             Error::DataFileRequired => write!(f, "image uses an external data file and none was supplied"),
             Error::NotOpen => write!(f, "the qcow2 image is not open"),
@@ -434,10 +448,16 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                 write!(f, "compressed cluster at guest offset {guest_offset:#x}: {error}")
             }
             Error::ScratchTooSmall { needed, got } => {
-                write!(f, "compressed cluster needs {needed} bytes of scratch memory, {got} given")
+                write!(f, "{needed} bytes of scratch memory needed (compressed clusters, copy on write), {got} given")
             }
             Error::Crypto(e) => write!(f, "{e}"),
             Error::NoSuchSnapshot => write!(f, "no such snapshot"),
+            Error::WriteUnsupported { reason } => write!(f, "cannot write this image: {reason}"),
+            Error::BackingRequired { guest_offset } => write!(
+                f,
+                "copy on write at guest offset {guest_offset:#x} needs the backing file's data: write through the \
+                 backing chain"
+            ),
         }
     }
 }
