@@ -18,10 +18,47 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::crash::{self, Bytes, Op};
-use qluks::qcow2::Qcow2;
+use qluks::qcow2::file_resolver::FileResolver;
+use qluks::qcow2::{Chain, Error, Qcow2};
+
+/// What the script writes through: one image, or a chain whose top layer changes.
+enum Writer {
+    Image(Box<Qcow2<File>>),
+    Chain(Box<Chain<File, 4, 2>>),
+}
+
+impl Writer {
+    fn write_scratch_len(&self) -> usize {
+        match self {
+            Writer::Image(q) => q.write_scratch_len(),
+            Writer::Chain(c) => c.write_scratch_len(),
+        }
+    }
+    fn apply(&mut self, op: &Op, scratch: &mut [u8]) -> Result<(), Error<std::io::Error>> {
+        match (self, op) {
+            (Writer::Image(q), Op::Write { offset, data }) => q.write_at(*offset, data, scratch),
+            (Writer::Image(q), Op::Zero { offset, len, unmap }) => q.write_zeroes(*offset, *len, *unmap, scratch),
+            (Writer::Image(q), Op::Discard { offset, len }) => q.discard(*offset, *len),
+            (Writer::Image(q), Op::Flush) => q.flush(),
+            (Writer::Chain(c), Op::Write { offset, data }) => c.write_at(*offset, data, scratch),
+            (Writer::Chain(c), Op::Zero { offset, len, unmap }) => c.write_zeroes(*offset, *len, *unmap, scratch),
+            (Writer::Chain(c), Op::Discard { offset, len }) => c.discard(*offset, *len),
+            (Writer::Chain(c), Op::Flush) => c.flush(),
+        }
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Error<std::io::Error>> {
+        match self {
+            Writer::Image(q) => q.read_at(offset, buf),
+            Writer::Chain(c) => c.read_at(offset, buf),
+        }
+    }
+}
 
 const SECRET: &str = "secret,id=s0,data=model-pw";
 const PASS: &[u8] = b"model-pw";
+/// The backing file's secret (encrypted overlays on encrypted bases have different secrets).
+const BASE_SECRET: &str = "secret,id=s1,data=base-pw";
+const BASE_PASS: &[u8] = b"base-pw";
 
 struct Config {
     cluster: u64,
@@ -34,6 +71,8 @@ struct Config {
     snapshot: bool,
     /// Start from `qemu-img convert -c` output (compressed clusters; not with LUKS).
     compressed: bool,
+    /// A LUKS qcow2 backing file (its own secret) below: written through a `Chain`.
+    backing: bool,
     size: u64,
     ops: usize,
     seed: u64,
@@ -47,6 +86,7 @@ const BASE: Config = Config {
     v2: false,
     snapshot: false,
     compressed: false,
+    backing: false,
     size: 4 << 20,
     ops: 2000,
     seed: 1,
@@ -54,12 +94,18 @@ const BASE: Config = Config {
 
 fn opts(path: &Path, luks: bool) -> String {
     let enc = if luks { ",encrypt.key-secret=s0" } else { "" };
-    format!("driver=qcow2,file.filename={}{enc}", path.display())
+    // An overlay (named *top*) reads its LUKS base with the base's own secret.
+    let below = if path.file_name().unwrap().to_string_lossy().starts_with("top-") {
+        ",backing.encrypt.key-secret=s1"
+    } else {
+        ""
+    };
+    format!("driver=qcow2,file.filename={}{enc}{below}", path.display())
 }
 
 fn qemu_io(path: &Path, luks: bool, cmds: &[String]) {
     let mut c = Command::new("qemu-io");
-    c.args(["--object", SECRET, "--image-opts", &opts(path, luks)]);
+    c.args(["--object", SECRET, "--object", BASE_SECRET, "--image-opts", &opts(path, luks)]);
     for cmd in cmds {
         c.arg("-c").arg(cmd);
     }
@@ -73,7 +119,7 @@ fn qemu_io(path: &Path, luks: bool, cmds: &[String]) {
 fn qemu_guest(dir: &common::TempDir, path: &Path, luks: bool, snapshot: Option<&str>) -> Vec<u8> {
     let raw = dir.join("guest.raw");
     let mut c = Command::new("qemu-img");
-    c.args(["convert", "--object", SECRET]);
+    c.args(["convert", "--object", SECRET, "--object", BASE_SECRET]);
     if let Some(s) = snapshot {
         c.args(["-l", &format!("snapshot.name={s}")]);
     }
@@ -118,7 +164,31 @@ fn make_base(dir: &common::TempDir, path: &Path, cfg: &Config) {
                 .arg(cfg.size.to_string()),
         );
     };
-    if cfg.compressed {
+    if cfg.backing {
+        // The base: LUKS with its own secret, 64 KiB clusters, data in places.
+        let base = dir.join("base-below.qcow2");
+        let base_o = "encrypt.format=luks,encrypt.key-secret=s1,encrypt.iter-time=10";
+        common::run(
+            Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "--object", BASE_SECRET, "-o", base_o])
+                .arg(&base)
+                .arg(cfg.size.to_string()),
+        );
+        let base_opts = format!("driver=qcow2,file.filename={},encrypt.key-secret=s1", base.display());
+        common::qemu_io(
+            &[BASE_SECRET],
+            &base_opts,
+            &["write -P 0xb1 0 1M", "write -P 0xb2 1536k 1M", "write -P 0xb3 3M 700k"],
+        );
+        common::run(
+            Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "--object", SECRET, "-o", &o])
+                .args(["-u", "-b", "base-below.qcow2", "-F", "qcow2"])
+                .arg(path)
+                .arg(cfg.size.to_string()),
+        );
+        qemu_io(path, cfg.luks, &[format!("write -P 0x5c {} 20000", cfg.size / 8 + 3)]);
+    } else if cfg.compressed {
         assert!(!cfg.luks, "qemu-img does not compress encrypted output");
         let plain = dir.join("plain.qcow2");
         create(&plain, "cluster_size=65536");
@@ -133,7 +203,7 @@ fn make_base(dir: &common::TempDir, path: &Path, cfg: &Config) {
     if cfg.snapshot {
         common::run(
             Command::new("qemu-img")
-                .args(["snapshot", "-c", "snap", "--object", SECRET, "--image-opts"])
+                .args(["snapshot", "-c", "snap", "--object", SECRET, "--object", BASE_SECRET, "--image-opts"])
                 .arg(opts(path, cfg.luks)),
         );
         qemu_io(path, cfg.luks, &[format!("write -P 0x55 {} 3000", cfg.size / 16 + 100)]);
@@ -146,9 +216,11 @@ fn run_config(t: &str, cfg: Config) {
     }
     let started = std::time::Instant::now();
     let dir = common::TempDir::new(t);
-    let base: PathBuf = dir.join("base.qcow2");
+    let prefix = if cfg.backing { "top-" } else { "" };
+    let base: PathBuf = dir.join(&format!("{prefix}base.qcow2"));
     make_base(&dir, &base, &cfg);
-    let (theirs, ours) = (dir.join("qemu.qcow2"), dir.join("qluks.qcow2"));
+    let below = cfg.backing.then(|| fs::read(dir.join("base-below.qcow2")).unwrap());
+    let (theirs, ours) = (dir.join(&format!("{prefix}qemu.qcow2")), dir.join(&format!("{prefix}qluks.qcow2")));
     fs::copy(&base, &theirs).unwrap();
     fs::copy(&base, &ours).unwrap();
     let snapshot = cfg.snapshot.then(|| qemu_guest(&dir, &base, cfg.luks, Some("snap")));
@@ -159,17 +231,20 @@ fn run_config(t: &str, cfg: Config) {
     qemu_io(&theirs, cfg.luks, &script);
 
     let file = OpenOptions::new().read(true).write(true).open(&ours).unwrap();
-    let mut q: Qcow2<File> = Qcow2::open(file, cfg.luks.then_some(PASS)).unwrap();
+    let mut q = if cfg.backing {
+        let mut resolver = FileResolver::new(&ours, dir.path()).unwrap();
+        resolver.set_passphrase(0, PASS);
+        resolver.set_passphrase(1, BASE_PASS);
+        let mut chain: Box<Chain<File, 4, 2>> = Box::default();
+        chain.open_in(file, &mut resolver).unwrap();
+        Writer::Chain(chain)
+    } else {
+        Writer::Image(Box::new(Qcow2::open(file, cfg.luks.then_some(PASS)).unwrap()))
+    };
     let mut scratch = vec![0u8; q.write_scratch_len()];
     let mut readback = vec![0u8; cfg.size as usize];
     for (i, (op, cmd)) in ops.iter().zip(&script).enumerate() {
-        let r = match op {
-            Op::Write { offset, data } => q.write_at(*offset, data, &mut scratch),
-            Op::Zero { offset, len, unmap } => q.write_zeroes(*offset, *len, *unmap, &mut scratch),
-            Op::Discard { offset, len } => q.discard(*offset, *len),
-            Op::Flush => q.flush(),
-        };
-        r.unwrap_or_else(|e| panic!("seed {}: op {i} `{cmd}`: {e}", cfg.seed));
+        q.apply(op, &mut scratch).unwrap_or_else(|e| panic!("seed {}: op {i} `{cmd}`: {e}", cfg.seed));
         op.apply(&mut model, cfg.cluster);
         if *op == Op::Flush {
             q.read_at(0, &mut readback).unwrap_or_else(|e| panic!("seed {}: read after op {i}: {e}", cfg.seed));
@@ -187,10 +262,13 @@ fn run_config(t: &str, cfg: Config) {
         }
     }
     drop(q);
+    if let Some(below) = below {
+        assert!(fs::read(dir.join("base-below.qcow2")).unwrap() == below, "the backing file changed");
+    }
 
     let compare = common::output(
         Command::new("qemu-img")
-            .args(["compare", "--object", SECRET, "--image-opts"])
+            .args(["compare", "--object", SECRET, "--object", BASE_SECRET, "--image-opts"])
             .arg(opts(&theirs, cfg.luks))
             .arg(opts(&ours, cfg.luks)),
     );
@@ -202,7 +280,9 @@ fn run_config(t: &str, cfg: Config) {
         String::from_utf8_lossy(&compare.stderr)
     );
     let check = common::output(
-        Command::new("qemu-img").args(["check", "--object", SECRET, "--image-opts"]).arg(opts(&ours, cfg.luks)),
+        Command::new("qemu-img")
+            .args(["check", "--object", SECRET, "--object", BASE_SECRET, "--image-opts"])
+            .arg(opts(&ours, cfg.luks)),
     );
     assert!(
         check.status.code() == Some(0),
@@ -301,4 +381,16 @@ fn clusters_2m_refcount_64_luks_snapshot() {
         ..BASE
     };
     run_config("clusters_2m_refcount_64_luks_snapshot", cfg);
+}
+
+#[test]
+fn luks_overlay_on_luks_base_with_different_secrets() {
+    let cfg = Config { cluster: 32768, luks: true, backing: true, snapshot: true, seed: 0xbac_0001, ..BASE };
+    run_config("luks_overlay_on_luks_base_with_different_secrets", cfg);
+}
+
+#[test]
+fn plain_overlay_with_4k_clusters_on_luks_base() {
+    let cfg = Config { cluster: 4096, backing: true, seed: 0xbac_0002, ..BASE };
+    run_config("plain_overlay_with_4k_clusters_on_luks_base", cfg);
 }

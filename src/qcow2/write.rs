@@ -439,7 +439,8 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
                 return Err(e);
             }
         };
-        let changed = |p: &Plan| p.in_place.is_none() || (p.entry_in_place, p.new_bitmap) != (p.old_entry, p.old_bitmap);
+        let changed =
+            |p: &Plan| p.in_place.is_none() || (p.entry_in_place, p.new_bitmap) != (p.old_entry, p.old_bitmap);
         if cow && (changed(&first) || changed(&last)) {
             self.data_barrier()?;
         }
@@ -493,11 +494,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
                     }
                 }
             }
-            let b = if fits {
-                r.end
-            } else {
-                align_down(a + bounce_len, cs).max(align_down(a, cs) + cs).min(r.end)
-            };
+            let b = if fits { r.end } else { align_down(a + bounce_len, cs).max(align_down(a, cs) + cs).min(r.end) };
             let buf = &mut bounce[..(b - a) as usize];
             self.fill_cow(r, a, b, buf, below, rs)?;
             let x = a.max(r.data_start);
