@@ -313,58 +313,51 @@ fn last(script: &[String]) -> String {
 
 #[test]
 fn clusters_512_refcount_1_plain() {
-    let cfg = Config { cluster: 512, refcount_bits: 1, size: 2 << 20, seed: 0x512_01, ..BASE };
+    let cfg = Config { cluster: 512, refcount_bits: 1, size: 2 << 20, seed: 51_201, ..BASE };
     run_config("clusters_512_refcount_1_plain", cfg);
 }
 
 #[test]
 fn clusters_1k_refcount_2_luks_snapshot() {
-    let cfg = Config { cluster: 1024, refcount_bits: 2, luks: true, snapshot: true, seed: 0x1024_02, ..BASE };
+    let cfg = Config { cluster: 1024, refcount_bits: 2, luks: true, snapshot: true, seed: 102_402, ..BASE };
     run_config("clusters_1k_refcount_2_luks_snapshot", cfg);
 }
 
 #[test]
 fn clusters_4k_refcount_4_snapshot() {
-    let cfg = Config { cluster: 4096, refcount_bits: 4, snapshot: true, seed: 0x4096_04, ..BASE };
+    let cfg = Config { cluster: 4096, refcount_bits: 4, snapshot: true, seed: 409_604, ..BASE };
     run_config("clusters_4k_refcount_4_snapshot", cfg);
 }
 
 #[test]
 fn clusters_16k_refcount_8_extended_l2_luks_snapshot() {
-    let cfg = Config {
-        cluster: 16384,
-        refcount_bits: 8,
-        extended_l2: true,
-        luks: true,
-        snapshot: true,
-        seed: 0x16_08,
-        ..BASE
-    };
+    let cfg =
+        Config { cluster: 16384, refcount_bits: 8, extended_l2: true, luks: true, snapshot: true, seed: 1_608, ..BASE };
     run_config("clusters_16k_refcount_8_extended_l2_luks_snapshot", cfg);
 }
 
 #[test]
 fn clusters_64k_refcount_16_extended_l2_compressed_snapshot() {
-    let cfg = Config { extended_l2: true, compressed: true, snapshot: true, seed: 0x64_16, ..BASE };
+    let cfg = Config { extended_l2: true, compressed: true, snapshot: true, seed: 6_416, ..BASE };
     run_config("clusters_64k_refcount_16_extended_l2_compressed_snapshot", cfg);
 }
 
 #[test]
 fn compat_0_10_compressed_snapshot() {
-    let cfg = Config { v2: true, compressed: true, snapshot: true, seed: 0x0010, ..BASE };
+    let cfg = Config { v2: true, compressed: true, snapshot: true, seed: 10, ..BASE };
     run_config("compat_0_10_compressed_snapshot", cfg);
 }
 
 #[test]
 fn clusters_256k_refcount_32_luks() {
     let cfg =
-        Config { cluster: 256 << 10, refcount_bits: 32, luks: true, size: 8 << 20, ops: 1000, seed: 0x256_32, ..BASE };
+        Config { cluster: 256 << 10, refcount_bits: 32, luks: true, size: 8 << 20, ops: 1000, seed: 25_632, ..BASE };
     run_config("clusters_256k_refcount_32_luks", cfg);
 }
 
 #[test]
 fn clusters_2m_refcount_64_plain() {
-    let cfg = Config { cluster: 2 << 20, refcount_bits: 64, size: 16 << 20, ops: 1000, seed: 0x2048_64, ..BASE };
+    let cfg = Config { cluster: 2 << 20, refcount_bits: 64, size: 16 << 20, ops: 1000, seed: 204_864, ..BASE };
     run_config("clusters_2m_refcount_64_plain", cfg);
 }
 
@@ -377,7 +370,7 @@ fn clusters_2m_refcount_64_luks_snapshot() {
         snapshot: true,
         size: 16 << 20,
         ops: 400,
-        seed: 0x2048_65,
+        seed: 204_865,
         ..BASE
     };
     run_config("clusters_2m_refcount_64_luks_snapshot", cfg);
@@ -385,12 +378,12 @@ fn clusters_2m_refcount_64_luks_snapshot() {
 
 #[test]
 fn luks_overlay_on_luks_base_with_different_secrets() {
-    let cfg = Config { cluster: 32768, luks: true, backing: true, snapshot: true, seed: 0xbac_0001, ..BASE };
+    let cfg = Config { cluster: 32768, luks: true, backing: true, snapshot: true, seed: 90_001, ..BASE };
     run_config("luks_overlay_on_luks_base_with_different_secrets", cfg);
 }
 
 #[test]
 fn plain_overlay_with_4k_clusters_on_luks_base() {
-    let cfg = Config { cluster: 4096, backing: true, seed: 0xbac_0002, ..BASE };
+    let cfg = Config { cluster: 4096, backing: true, seed: 90_002, ..BASE };
     run_config("plain_overlay_with_4k_clusters_on_luks_base", cfg);
 }
