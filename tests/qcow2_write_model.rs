@@ -229,6 +229,17 @@ fn run_config(t: &str, cfg: Config) {
     let ops = crash::workload(cfg.seed, cfg.size, cfg.cluster, cfg.ops, Bytes::Pattern);
     let script: Vec<String> = ops.iter().map(|op| op.qemu_io().expect("pattern writes")).collect();
     qemu_io(&theirs, cfg.luks, &script);
+    // The model agrees with qemu (so that a failure below is the engine's, not the model's).
+    let mut expected = model.clone();
+    ops.iter().for_each(|op| op.apply(&mut expected, cfg.cluster));
+    let qemu_result = qemu_guest(&dir, &theirs, cfg.luks, None);
+    if qemu_result != expected {
+        let at = qemu_result.iter().zip(&expected).position(|(a, b)| a != b).unwrap();
+        panic!(
+            "seed {}: the model disagrees with qemu at {at:#x} ({:#04x}, model {:#04x})",
+            cfg.seed, qemu_result[at], expected[at]
+        );
+    }
 
     let file = OpenOptions::new().read(true).write(true).open(&ours).unwrap();
     let mut q = if cfg.backing {
