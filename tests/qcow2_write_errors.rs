@@ -283,3 +283,45 @@ fn full_device_mid_write_leaves_a_consistent_image() {
     assert!(guest[1100..128 << 10].iter().all(|&b| b == 0x61), "flushed data intact");
     assert!(guest[512 << 10..516 << 10].iter().all(|&b| b == 0x62), "flushed data intact");
 }
+
+#[test]
+fn bad_requests_are_typed_errors_and_change_nothing() {
+    let t = "bad_requests_are_typed_errors_and_change_nothing";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(t);
+    let img = image(&dir, false);
+    refused_unchanged(
+        &img,
+        "write past the virtual size",
+        |q, s| q.write_at((1 << 20) - 10, &[1; 11], s),
+        |e| matches!(e, Error::OutOfRange { offset, size: 1048576, .. } if *offset == (1 << 20) - 10),
+    );
+    refused_unchanged(
+        &img,
+        "write at an offset that overflows",
+        |q, s| q.write_at(u64::MAX - 3, &[1; 11], s),
+        |e| matches!(e, Error::OutOfRange { .. }),
+    );
+    refused_unchanged(
+        &img,
+        "write-zeroes past the virtual size",
+        |q, s| q.write_zeroes(1 << 19, 1 << 20, true, s),
+        |e| matches!(e, Error::OutOfRange { .. }),
+    );
+    refused_unchanged(
+        &img,
+        "discard past the virtual size",
+        |q, _| q.discard(u64::MAX - 100, 1000),
+        |e| matches!(e, Error::OutOfRange { .. }),
+    );
+    let before = fs::read(&img).unwrap();
+    let mut q: Qcow2<File> = Qcow2::open(writable(&img), None).unwrap();
+    let mut small = vec![0u8; q.write_scratch_len() - 1];
+    let e = q.write_at(700_000, &[1; 100], &mut small).unwrap_err();
+    assert!(matches!(e, Error::ScratchTooSmall { got, .. } if got == small.len()), "{e:?}");
+    q.write_at(5, &[], &mut small).unwrap_or_else(|e| panic!("an empty write is a no-op: {e}"));
+    drop(q);
+    assert!(fs::read(&img).unwrap() == before, "the file changed");
+}
