@@ -404,6 +404,9 @@ pub enum Error<E> {
         /// Guest offset of the bytes that come from the backing file.
         guest_offset: u64,
     },
+    /// Options that cannot be created ([`super::create::create`]), refused before anything
+    /// is written.
+    Create(super::create::CreateError),
 }
 
 impl<E> From<HeaderError> for Error<E> {
@@ -458,6 +461,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                 "copy on write at guest offset {guest_offset:#x} needs the backing file's data: write through the \
                  backing chain"
             ),
+            Error::Create(e) => write!(f, "{e}"),
         }
     }
 }
@@ -471,6 +475,7 @@ impl<E: core::error::Error + 'static> core::error::Error for Error<E> {
             Error::Luks(e) => Some(e),
             Error::Decompress { error, .. } => Some(error),
             Error::Crypto(e) => Some(e),
+            Error::Create(e) => Some(e),
             _ => None,
         }
     }
