@@ -391,12 +391,54 @@ pub enum Error<E> {
     Crypto(crate::crypto::Error),
     /// No such snapshot.
     NoSuchSnapshot,
-    /// The write engine cannot change this image this way (a raw top layer, discard on a
-    /// version 2 image with a backing file, an external data file).
+    /// Writing refused: the dirty bit (incompatible bit 0) is set, so refcounts may be stale
+    /// (lazy refcounts after a crash) until the image is repaired (`qemu-img check -r all`).
+    DirtyImage,
+    /// Writing refused: the corrupt bit (incompatible bit 1) is set.
+    CorruptImage,
+    /// Writing refused: a snapshot is selected (writes go to the active disk only).
+    SnapshotSelected,
+    /// Writing refused: the image uses a feature the write engine does not maintain.
     WriteUnsupported {
-        /// What is not supported.
-        reason: &'static str,
+        /// The feature (e.g. "persistent bitmaps").
+        feature: &'static str,
     },
+    /// A refcount would exceed its width (`refcount_bits`).
+    RefcountOverflow {
+        /// Host offset of the cluster.
+        host_offset: u64,
+        /// The refcount width.
+        refcount_bits: u32,
+    },
+    /// A refcount would drop below 0 (the metadata is inconsistent).
+    RefcountUnderflow {
+        /// Host offset of the cluster.
+        host_offset: u64,
+    },
+    /// A refcount table entry that is not a valid refcount block offset.
+    BadRefcountBlock {
+        /// Index in the refcount table.
+        index: u64,
+        /// The raw entry.
+        entry: u64,
+    },
+    /// The image cannot grow: the refcount table would exceed 8 MiB or offsets 2^56.
+    ImageFull {
+        /// Host offset that could not be covered.
+        host_offset: u64,
+    },
+    /// A data write would land on metadata (QEMU's overlap check).
+    MetadataOverlap {
+        /// What it would overwrite (e.g. "refcount table").
+        what: &'static str,
+        /// Host offset of the write.
+        host_offset: u64,
+        /// Its length.
+        len: u64,
+    },
+    /// Discard on a version 2 image with a backing file (QEMU refuses it too: without the zero
+    /// flag, a discarded cluster would show the backing file's data).
+    DiscardUnsupported,
     /// A write through the image alone would copy on write from the backing file it names
     /// (it would read as zeros here): write through a [`crate::qcow2::Chain`] holding the
     /// backing layers.
@@ -455,7 +497,32 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             }
             Error::Crypto(e) => write!(f, "{e}"),
             Error::NoSuchSnapshot => write!(f, "no such snapshot"),
-            Error::WriteUnsupported { reason } => write!(f, "cannot write this image: {reason}"),
+            Error::DirtyImage => write!(
+                f,
+                "image has the dirty bit set (refcounts may be stale): refusing to write; repair it first (qemu-img check -r all)"
+            ),
+            Error::CorruptImage => write!(f, "image has the corrupt bit set: refusing to write"),
+            Error::SnapshotSelected => write!(f, "a snapshot is selected: only the active disk can be written"),
+            Error::WriteUnsupported { feature } => write!(f, "writing images with {feature} is not supported"),
+            Error::RefcountOverflow { host_offset, refcount_bits } => {
+                write!(f, "refcount of the cluster at {host_offset:#x} would exceed {refcount_bits} bits")
+            }
+            Error::RefcountUnderflow { host_offset } => {
+                write!(f, "corrupt image: refcount of the cluster at {host_offset:#x} would drop below 0")
+            }
+            Error::BadRefcountBlock { index, entry } => {
+                write!(f, "corrupt image: refcount table entry {index} ({entry:#x}) is not a valid refcount block offset")
+            }
+            Error::ImageFull { host_offset } => write!(
+                f,
+                "image cannot grow to cover host offset {host_offset:#x} (refcount table limit of 8 MiB or offset limit of 2^56)"
+            ),
+            Error::MetadataOverlap { what, host_offset, len } => {
+                write!(f, "write of {len} bytes at host offset {host_offset:#x} would overwrite the {what}: refused")
+            }
+            Error::DiscardUnsupported => {
+                write!(f, "discard is not supported on a version 2 image with a backing file (use write-zeroes)")
+            }
             Error::BackingRequired { guest_offset } => write!(
                 f,
                 "copy on write at guest offset {guest_offset:#x} needs the backing file's data: write through the \

@@ -4,6 +4,12 @@
 //! Like QEMU's `l2-cache-entry-size`, the cache holds slices rather than whole tables, so a
 //! 2 MiB-cluster image does not need 2 MiB per cached table. Eviction is least recently used.
 //!
+//! Write-back: a slice changed through [`L2Cache::get_mut`] is *dirty* (with a caller-chosen
+//! class, e.g. refcount block or L2 table) and is never evicted silently: [`L2Cache::get`] and
+//! [`L2Cache::get_mut`] only take clean or empty slots while one exists, and the engine asks
+//! [`L2Cache::dirty_victim`] before a load to write a dirty victim itself, in its own order
+//! (refcounts before the L2 entries that reference them), then [`L2Cache::mark_clean`].
+//!
 //! The engine fills slices from the image; here the loader only counts its calls:
 //!
 //! ```
@@ -43,6 +49,10 @@ pub struct L2Cache<const N: usize> {
     tags: [Option<Tag>; N],
     stamps: [u64; N],
     slices: [[u8; SLICE_BYTES]; N],
+    /// 0: clean; otherwise the class given to [`L2Cache::get_mut`] (the slice must be written).
+    dirty: [u8; N],
+    /// Number of dirty slots.
+    dirty_count: usize,
     clock: u64,
     /// A guest range last found unallocated (no L2 entry, in this layer): a chain asks the
     /// same layer again for every run of its backing inside such a range, and the answer is
@@ -73,17 +83,117 @@ impl<const N: usize> L2Cache<N> {
             tags: [None; N],
             stamps: [0; N],
             slices: [[0; SLICE_BYTES]; N],
+            dirty: [0; N],
+            dirty_count: 0,
             clock: 0,
             unallocated: None,
             uniform: None,
         }
     }
 
-    /// Forgets everything (after switching to a snapshot's tables).
+    /// Forgets every clean slice and the hints (after switching to a snapshot's tables). Dirty
+    /// slices stay: they are keyed by their table's host offset, valid whatever L1 is in use,
+    /// and must still be written ([`L2Cache::clear_all`] drops them too).
     pub fn clear(&mut self) {
+        for i in 0..N {
+            if self.dirty[i] == 0 {
+                self.tags[i] = None;
+            }
+        }
+        self.invalidate_hints();
+    }
+
+    /// Forgets everything, dirty slices included (closing the image).
+    pub fn clear_all(&mut self) {
         self.tags = [None; N];
+        self.dirty = [0; N];
+        self.dirty_count = 0;
+        self.invalidate_hints();
+    }
+
+    /// Forgets the `unallocated` and `uniform` hints (after any table change).
+    pub fn invalidate_hints(&mut self) {
         self.unallocated = None;
         self.uniform = None;
+    }
+
+    /// Forgets every slice of the table at `table_offset`, dirty ones included (the cluster
+    /// was freed, or is about to be rewritten whole).
+    pub fn forget(&mut self, table_offset: u64) {
+        for i in 0..N {
+            if self.tags[i].is_some_and(|t| t.table_offset == table_offset) {
+                self.tags[i] = None;
+                if self.dirty[i] != 0 {
+                    self.dirty[i] = 0;
+                    self.dirty_count -= 1;
+                }
+            }
+        }
+        self.invalidate_hints();
+    }
+
+    /// Number of dirty slices.
+    pub fn dirty_count(&self) -> usize {
+        self.dirty_count
+    }
+
+    /// The first dirty slot of `class` (any dirty class when `class` is 0): its slot number,
+    /// table offset and slice index.
+    pub fn next_dirty(&self, class: u8) -> Option<(usize, u64, u64)> {
+        if self.dirty_count == 0 {
+            return None;
+        }
+        (0..N).find_map(|i| {
+            let d = self.dirty[i];
+            let t = self.tags[i]?;
+            (d != 0 && (class == 0 || d == class)).then_some((i, t.table_offset, t.slice))
+        })
+    }
+
+    /// The dirty slot (slot, class, table offset, slice index) that loading slice `slice` of
+    /// `table_offset` would have to evict: `None` when that slice is cached or a clean or empty
+    /// slot is free. The caller writes it and calls [`L2Cache::mark_clean`].
+    pub fn dirty_victim(&self, table_offset: u64, slice: u64) -> Option<(usize, u8, u64, u64)> {
+        if self.dirty_count < N {
+            return None;
+        }
+        let tag = Tag { table_offset, slice };
+        if self.tags.contains(&Some(tag)) {
+            return None;
+        }
+        let i = (0..N).min_by_key(|&i| self.stamps[i])?;
+        let t = self.tags[i]?;
+        Some((i, self.dirty[i], t.table_offset, t.slice))
+    }
+
+    /// The bytes of slot `slot` (for writing a dirty slice back).
+    pub fn slot_bytes(&self, slot: usize) -> Option<&[u8; SLICE_BYTES]> {
+        self.slices.get(slot)
+    }
+
+    /// Marks slot `slot` clean (its slice was written).
+    pub fn mark_clean(&mut self, slot: usize) {
+        if let Some(d) = self.dirty.get_mut(slot) {
+            if *d != 0 {
+                *d = 0;
+                self.dirty_count -= 1;
+            }
+        }
+    }
+
+    /// The cached slice `slice` of `table_offset`, if cached, for a change that is written
+    /// through by the caller (the slice stays clean; the cache keeps agreeing with the disk).
+    pub fn cached_mut(&mut self, table_offset: u64, slice: u64) -> Option<&mut [u8; SLICE_BYTES]> {
+        let tag = Tag { table_offset, slice };
+        let i = self.tags.iter().position(|t| *t == Some(tag))?;
+        Some(&mut self.slices[i])
+    }
+
+    /// The cached slice `slice` of `table_offset`, if cached (no load, no LRU update).
+    pub fn peek(&self, table_offset: u64, slice: u64) -> Option<&[u8; SLICE_BYTES]> {
+        let tag = Tag { table_offset, slice };
+        let i = self.tags.iter().position(|t| *t == Some(tag))?;
+        Some(&self.slices[i])
     }
 
     /// Remembers that every (sub)cluster of the L2 table at `table_offset` maps as `mapping`.
@@ -107,13 +217,78 @@ impl<const N: usize> L2Cache<N> {
     }
 
     /// The cached slice `slice` of the table at `table_offset`, filled by `load` on a miss.
-    /// `load` gets the slot to fill; a failed load leaves the slot empty.
+    /// `load` gets the slot to fill; a failed load leaves the slot empty. A miss evicts the
+    /// least recently used clean slot (a dirty one only when every slot is dirty: the engine
+    /// writes such a victim first, see [`L2Cache::dirty_victim`]).
     pub fn get<E>(
         &mut self,
         table_offset: u64,
         slice: u64,
         load: impl FnOnce(&mut [u8; SLICE_BYTES]) -> Result<(), E>,
     ) -> Result<&[u8; SLICE_BYTES], E> {
+        let slot = self.slot_for(table_offset, slice, load)?;
+        Ok(&self.slices[slot])
+    }
+
+    /// [`L2Cache::get`] for a change: the slice becomes dirty with `class` (not 0), to be
+    /// written back by the engine.
+    pub fn get_mut<E>(
+        &mut self,
+        table_offset: u64,
+        slice: u64,
+        class: u8,
+        load: impl FnOnce(&mut [u8; SLICE_BYTES]) -> Result<(), E>,
+    ) -> Result<&mut [u8; SLICE_BYTES], E> {
+        let slot = self.load_slot(table_offset, slice, class, load)?;
+        Ok(&mut self.slices[slot])
+    }
+
+    /// [`L2Cache::get_mut`] returning the slot number (see [`L2Cache::slot_bytes`]); `class` 0
+    /// leaves the slot's dirty state as it is.
+    pub fn load_slot<E>(
+        &mut self,
+        table_offset: u64,
+        slice: u64,
+        class: u8,
+        load: impl FnOnce(&mut [u8; SLICE_BYTES]) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let slot = self.slot_for(table_offset, slice, load)?;
+        if class != 0 {
+            if self.dirty[slot] == 0 {
+                self.dirty_count += 1;
+            }
+            self.dirty[slot] = class;
+        }
+        Ok(slot)
+    }
+
+    /// The bytes of slot `slot`, for a change (mark it dirty with [`L2Cache::load_slot`]).
+    pub fn slot_bytes_mut(&mut self, slot: usize) -> Option<&mut [u8; SLICE_BYTES]> {
+        self.slices.get_mut(slot)
+    }
+
+    /// The cached slices of the table at `table_offset`: (slice index, bytes, dirty class).
+    pub fn cached_of(&self, table_offset: u64) -> impl Iterator<Item = (u64, &[u8; SLICE_BYTES], u8)> + '_ {
+        (0..N).filter_map(move |i| {
+            let t = self.tags[i]?;
+            (t.table_offset == table_offset).then_some((t.slice, &self.slices[i], self.dirty[i]))
+        })
+    }
+
+    /// The table offsets of the dirty slices of `class`.
+    pub fn dirty_tables(&self, class: u8) -> impl Iterator<Item = u64> + '_ {
+        (0..N).filter_map(move |i| {
+            let t = self.tags[i]?;
+            (self.dirty[i] == class && class != 0).then_some(t.table_offset)
+        })
+    }
+
+    fn slot_for<E>(
+        &mut self,
+        table_offset: u64,
+        slice: u64,
+        load: impl FnOnce(&mut [u8; SLICE_BYTES]) -> Result<(), E>,
+    ) -> Result<usize, E> {
         self.clock += 1;
         let tag = Tag { table_offset, slice };
         let slot = match self.tags.iter().position(|t| *t == Some(tag)) {
@@ -121,16 +296,24 @@ impl<const N: usize> L2Cache<N> {
             None => {
                 let victim = match self.tags.iter().position(Option::is_none) {
                     Some(i) => i,
-                    None => (0..N).min_by_key(|&i| self.stamps[i]).unwrap_or(0),
+                    None => (0..N)
+                        .filter(|&i| self.dirty[i] == 0)
+                        .min_by_key(|&i| self.stamps[i])
+                        .or_else(|| (0..N).min_by_key(|&i| self.stamps[i]))
+                        .unwrap_or(0),
                 };
                 self.tags[victim] = None;
+                if self.dirty[victim] != 0 {
+                    self.dirty[victim] = 0;
+                    self.dirty_count -= 1;
+                }
                 load(&mut self.slices[victim])?;
                 self.tags[victim] = Some(tag);
                 victim
             }
         };
         self.stamps[slot] = self.clock;
-        Ok(&self.slices[slot])
+        Ok(slot)
     }
 }
 

@@ -27,6 +27,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         if start + len > self.file_size {
             return Err(Corruption::PastEndOfFile { table, offset: table_offset, file_size: self.file_size }.into());
         }
+        self.make_room(table_offset, slice)?;
         let io = self.io.as_mut().ok_or(Error::NotOpen)?;
         let s = self.cache.get(table_offset, slice, |buf| {
             crate::io::read_aligned(io, start, &mut buf[..len as usize]).map_err(Error::Io)

@@ -33,11 +33,11 @@
 //!
 //! | what | bytes (x86-64, `I = File`) |
 //! | --- | --- |
-//! | table cache, per qcow2 layer | `N` x (4096 + 32) + 8 |
+//! | table cache, per qcow2 layer | `N` x 4 129 (a slice, its tag, stamp and dirty class) + under 100 |
 //! | [`Extensions`] (kept: backing and data file names 1023 bytes each, format name 32, 16 feature table entries, 8 unknown extensions) | 3 128 (was 4 832) |
-//! | [`Qcow2`] = cache + about 4.3 KiB (header, extensions, cipher key schedules, sizes) | `N` = 1: 8 448; 4: 20 832; 16: 70 368 |
-//! | [`Layer`] (`N` = 4) | 20 832 |
-//! | [`Chain`] = `DEPTH` x [`Layer`] + 8 | `<4, 2>`: 41 672; `<4, 4>`: 83 336; `<8, 16>`: 597 512 |
+//! | [`Qcow2`] = cache + about 5 KiB (header, extensions, cipher key schedules, sizes, the write state's 0.6 KiB: queued releases, where the refcount blocks are) | `N` = 1: 9 208; 4: 21 592; 16: 71 136 |
+//! | [`Layer`] (`N` = 4) | 21 592 |
+//! | [`Chain`] = `DEPTH` x [`Layer`] + 8 | `<4, 2>`: 43 192; `<4, 4>`: 86 376; `<8, 16>`: 609 672 |
 //! | [`Image`](crate::image::Image) (the chain is the caller's) | 2 200 (was 90 160) |
 //! | compressed scratch ([`Qcow2::compressed_scratch_len`]) | 3 x cluster size (192 KiB at 64 KiB clusters) |
 //! | bounce buffer of [`read_aligned`](crate::io::read_aligned) (stack, only with `block_size() > 1` or `io_align() > 1`) | 4 096 |
@@ -66,6 +66,7 @@ mod mapping;
 mod read;
 mod refcount;
 pub mod snapshot;
+mod table_write;
 mod write;
 
 pub use backing::{Chain, ChainError, Layer};
@@ -151,6 +152,16 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> core::fmt::Debug 
             .field("snapshot", &self.snapshot)
             .field("crypt", &self.crypt)
             .finish_non_exhaustive()
+    }
+}
+
+/// Dropping an image that was written flushes it (best effort, as QEMU does on close): call
+/// [`Qcow2::flush`] before to see its errors.
+impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Drop for Qcow2<I, D, N> {
+    fn drop(&mut self) {
+        if self.write.ready && self.io.is_some() {
+            let _ = self.flush();
+        }
     }
 }
 
@@ -276,8 +287,12 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     }
 
     /// Drops the devices and forgets the image, keeping the cache memory: the value is then
-    /// as [`Qcow2::new_empty`] made it.
+    /// as [`Qcow2::new_empty`] made it. An image that was written is flushed first, best
+    /// effort: call [`Qcow2::flush`] before to see its errors.
     pub fn close(&mut self) {
+        if self.write.ready && self.io.is_some() {
+            let _ = self.flush();
+        }
         self.io = None;
         self.data_file = None;
         self.header = Header::EMPTY;
@@ -289,7 +304,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         self.size = 0;
         self.snapshot = None;
         self.crypt = Crypt::Locked;
-        self.cache.clear();
+        self.cache.clear_all();
         self.write = refcount::WriteState::NEW;
     }
 
@@ -395,9 +410,13 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         self.snapshot
     }
 
-    /// Gives back the image file (`None` if not open) and data file.
-    pub fn into_inner(self) -> (Option<I>, Option<D>) {
-        (self.io, self.data_file)
+    /// Gives back the image file (`None` if not open) and data file. An image that was
+    /// written is flushed first, best effort: call [`Qcow2::flush`] before to see its errors.
+    pub fn into_inner(mut self) -> (Option<I>, Option<D>) {
+        if self.write.ready && self.io.is_some() {
+            let _ = self.flush();
+        }
+        (self.io.take(), self.data_file.take())
     }
 
     /// Reads `buf.len()` guest bytes at `offset`; unallocated clusters read as zeros (this

@@ -146,7 +146,7 @@ pub struct Snapshot {
     /// Instruction count (icount) at the snapshot, if recorded.
     pub icount: Option<u64>,
     /// Bytes of the entry in the table (for walking it).
-    entry_len: u64,
+    pub(crate) entry_len: u64,
 }
 
 fn name_from(raw: &[u8], full_len: u16) -> SnapshotName {

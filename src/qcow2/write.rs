@@ -103,7 +103,8 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     /// Scratch bytes the write entry points need at least: 3 x the cluster size (one cluster
     /// of bounce buffer for copy on write and encryption, two for reading a compressed cluster
     /// that is copied). 1.5 KiB at 512-byte clusters, 192 KiB at 64 KiB clusters, 6 MiB at
-    /// 2 MiB clusters. More scratch makes larger batches (see the module docs).
+    /// 2 MiB clusters; plus `io_align() - 1` bytes on a device that wants aligned buffers
+    /// ([`BlockIo::io_align`]). More scratch makes larger batches (see the module docs).
     pub fn write_scratch_len(&self) -> usize {
         3 * self.cluster_size() as usize
     }
@@ -136,7 +137,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         self.prepare_write()?;
         self.check_range(offset, len)?;
         if self.header.version < 3 && self.extensions.backing_file.is_some() {
-            return Err(Error::WriteUnsupported { reason: "discard on a version 2 image with a backing file" });
+            return Err(Error::DiscardUnsupported);
         }
         let cs = self.cluster_size();
         let end = offset + len;
@@ -226,7 +227,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             return Err(Error::OutOfRange { offset, len: usize::try_from(len).unwrap_or(usize::MAX), size });
         }
         if self.header.incompatible(Incompatible::ExternalDataFile) {
-            return Err(Error::WriteUnsupported { reason: "guest data in an external data file" });
+            return Err(Error::WriteUnsupported { feature: "an external data file" });
         }
         Ok(())
     }
@@ -245,20 +246,26 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     }
 
     /// Splits the caller's scratch into the bounce buffer (a whole number of clusters, at
-    /// least one) and the read path's scratch.
+    /// least one, starting at an address the device's [`BlockIo::io_align`] accepts) and the
+    /// read path's scratch.
     fn split_scratch<'s, const M: usize>(
         &self,
         below: &[Option<Layer<I, M>>],
         scratch: &'s mut [u8],
     ) -> Result<ScratchParts<'s>, Error<I::Error>> {
         let cs = self.cluster_size() as usize;
+        let io_align = self.io.as_ref().ok_or(Error::NotOpen)?.io_align();
+        let pad = match io_align.is_power_of_two() && io_align <= MAX_BLOCK_SIZE {
+            true => (io_align - scratch.as_ptr() as usize % io_align) % io_align,
+            false => 0,
+        };
         let reserve = self.read_reserve(below);
-        let needed = cs + reserve;
+        let needed = pad + cs + reserve;
         if scratch.len() < needed {
             return Err(Error::ScratchTooSmall { needed, got: scratch.len() });
         }
-        let bounce = (scratch.len() - reserve) / cs * cs;
-        Ok(scratch.split_at_mut(bounce))
+        let bounce = (scratch.len() - pad - reserve) / cs * cs;
+        Ok(scratch[pad..].split_at_mut(bounce))
     }
 
     /// The alignment of every byte range written: whole encryption sectors, and whole device
@@ -268,7 +275,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let blk = if blk.is_power_of_two() && blk <= MAX_BLOCK_SIZE { blk as u64 } else { 1 };
         let align = blk.max(if self.crypt.is_encrypted() { SECTOR } else { 1 });
         if align > self.cluster_size() {
-            return Err(Error::WriteUnsupported { reason: "device block size larger than the cluster size" });
+            return Err(Error::WriteUnsupported { feature: "a device block size larger than the cluster size" });
         }
         Ok(align)
     }
@@ -389,6 +396,8 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let first = self.plan(gc0, pos - gc0, (end - gc0).min(cs), align)?;
         let mut last = first;
         let mut n = 1u64;
+        // Whether an in-place cluster after the first needs its entry changed.
+        let mut later_changes = false;
         while gc0 + n * cs < end && n < MAX_RUN_CLUSTERS {
             let gc = gc0 + n * cs;
             let p = self.plan(gc, 0, (end - gc).min(cs), align)?;
@@ -400,6 +409,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             if !continues {
                 break;
             }
+            later_changes |= (p.entry_in_place, p.new_bitmap) != (p.old_entry, p.old_bitmap);
             last = p;
             n += 1;
         }
@@ -408,7 +418,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             None => {
                 let (h, got) = self.alloc_clusters(n)?;
                 if got == 0 || got > n || h % cs != 0 {
-                    return Err(Error::WriteUnsupported { reason: "the allocator returned no usable clusters" });
+                    return Err(Error::WriteUnsupported { feature: "an allocation the allocator could not make" });
                 }
                 if got < n {
                     n = got;
@@ -445,6 +455,10 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             self.data_barrier()?;
         }
         for i in 0..n {
+            if first.in_place.is_some() && !later_changes && i > 0 {
+                // Overwritten in place, entries unchanged: nothing more to do.
+                break;
+            }
             let gc = gc0 + i * cs;
             let p = match i {
                 0 => first,
@@ -702,7 +716,7 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
         match self.layers_mut().split_first_mut() {
             Some((Some(Layer::Qcow2(q)), below)) => Ok((q, below)),
             Some((Some(Layer::Raw { .. }), _)) => {
-                Err(Error::WriteUnsupported { reason: "the top layer of the chain is raw (only qcow2 is written)" })
+                Err(Error::WriteUnsupported { feature: "a raw top layer (only qcow2 is written)" })
             }
             _ => Err(Error::NotOpen),
         }
@@ -736,5 +750,24 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
     /// [`Qcow2::flush`] on the top layer.
     pub fn flush(&mut self) -> Result<(), Error<I::Error>> {
         self.split_top()?.0.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{align_up, sc_bits};
+
+    #[test]
+    fn subcluster_masks_cover_first_to_last_inclusive() {
+        assert_eq!(sc_bits(0, 0), 1);
+        assert_eq!(sc_bits(1, 3), 0b1110);
+        assert_eq!(sc_bits(0, 31), u32::MAX);
+        assert_eq!(sc_bits(31, 31), 1 << 31);
+    }
+
+    #[test]
+    fn align_up_saturates_instead_of_overflowing() {
+        assert_eq!(align_up(1, 512), 512);
+        assert_eq!(align_up(u64::MAX - 3, 512), u64::MAX);
     }
 }
