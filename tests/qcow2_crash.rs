@@ -201,6 +201,10 @@ fn replay(initial: &[u8], ops: &[Op], luks: bool, fault: Fault) -> (Vec<u8>, Opt
                 );
                 return Some(i);
             }
+            if *op == Op::Flush {
+                // The same reads as the recorded run: they fill the table cache the same way.
+                read_guest(&mut q);
+            }
         }
         None
     }))
@@ -209,10 +213,10 @@ fn replay(initial: &[u8], ops: &[Op], luks: bool, fault: Fault) -> (Vec<u8>, Opt
     (bytes, failed)
 }
 
-/// What a crash after write `n` leaves acknowledged: (index of the first operation that did
-/// not complete, index one past the last completed flush).
-fn crash_window(rec: &Recorded, n: u64, ops: &[Op]) -> (usize, usize) {
-    let death = crash::events_before_death(&rec.log, n);
+/// What a crash leaves acknowledged when the first `death` events of the log succeed and the
+/// rest fail: (index of the first operation that did not complete, index one past the last
+/// completed flush).
+fn crash_window(rec: &Recorded, death: usize, ops: &[Op]) -> (usize, usize) {
     let failed = rec.spans.iter().position(|&(_, end)| end > death).unwrap_or(ops.len());
     let flushed = ops[..failed].iter().rposition(|op| *op == Op::Flush).map_or(0, |i| i + 1);
     (failed, flushed)
@@ -315,23 +319,35 @@ fn run_case(t: &str, case: Case) {
     let mut applied = 0usize;
     let sample = (w / case.replays.max(1)).max(1);
     let mut checked = 0u64;
+    let mut stop = initial.clone();
+    let mut events = 0usize;
     for n in 0..=w {
-        let (failed, upto) = crash_window(&rec, n, &ops);
-        while applied < upto {
-            ops[applied].apply(&mut flushed, CLUSTER);
-            applied += 1;
+        // The image after write n: the previous one plus write n.
+        let death = crash::events_before_death(&rec.log, n);
+        for e in &rec.log[events..death] {
+            if let Event::Write { offset, data } = e {
+                crash::put(&mut stop, *offset, data);
+            }
         }
-        let window = &ops[upto..(failed + 1).min(ops.len())];
+        events = death;
         // LUKS: the KDF of a full opening costs seconds in a debug build; plain: always.
         let full_open = !case.luks || n % sample == 0 || n == w;
-        let stop = after_writes(&initial, &rec.log, n);
-        let mut variants = vec![("stop", Some(stop.clone()))];
+        // (what, events that succeed, image), in the order of the events that succeed.
+        let mut variants = vec![("stop", death, Some(stop.clone()))];
         if n % case.stride == case.seed % case.stride {
-            variants.push(("torn", torn(&initial, &rec.log, n, case.seed ^ n)));
-            variants.push(("power loss", Some(power_loss(&initial, &rec.log, n, case.seed ^ n))));
+            variants.push(("power loss", death, Some(power_loss(&initial, &rec.log, n, case.seed ^ n))));
+            // The device tears write n + 1 (flushes between write n and it succeed).
+            let before = crash::events_before_write(&rec.log, n);
+            variants.push(("torn", before, torn(&initial, &rec.log, n, case.seed ^ n)));
         }
-        for (what, bytes) in variants {
+        for (what, death, bytes) in variants {
             let Some(bytes) = bytes else { continue };
+            let (failed, upto) = crash_window(&rec, death, &ops);
+            while applied < upto {
+                ops[applied].apply(&mut flushed, CLUSTER);
+                applied += 1;
+            }
+            let window = &ops[upto..(failed + 1).min(ops.len())];
             checked += 1;
             let resume_too = n % sample == 0 && what == "stop";
             if let Err(e) = verify(&img, &bytes, &flushed, window, full_open || resume_too, resume_too) {
@@ -340,6 +356,7 @@ fn run_case(t: &str, case: Case) {
         }
         if n % sample == 0 && n < w {
             // The real thing: a device that dies after write n (and one that tears write n+1).
+            let (failed, _) = crash_window(&rec, death, &ops);
             let (bytes, failed_op) = replay(&initial, &ops, case.luks, Fault::StopAfter(n));
             if bytes != stop || failed_op != Some(failed) {
                 failures.push(format!(
@@ -492,7 +509,7 @@ fn negative_control(img: &Image, initial: &[u8], guest: &[u8], ops: &[Op], rec: 
     let mut applied = 0;
     let mut caught = 0;
     for n in (0..=w).step_by(3) {
-        let (failed, upto) = crash_window(rec, n, ops);
+        let (failed, upto) = crash_window(rec, crash::events_before_death(rec.log.as_slice(), n), ops);
         while applied < upto {
             ops[applied].apply(&mut flushed, CLUSTER);
             applied += 1;
@@ -507,4 +524,71 @@ fn negative_control(img: &Image, initial: &[u8], guest: &[u8], ops: &[Op], rec: 
     }
     println!("negative control: {caught} broken images without flushes");
     assert!(caught > 0, "without flushes no crash point broke the image: the crash checks cannot fail");
+}
+
+/// Reproduces one crash point of the plain case and prints what happened there:
+/// `QLUKS_CRASH_N=331 cargo test -p qluks --test qcow2_crash -- --ignored one_crash_point --nocapture`.
+#[test]
+#[ignore = "a debugging aid: run one crash point by hand"]
+fn one_crash_point() {
+    let t = "one_crash_point";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let n: u64 = std::env::var("QLUKS_CRASH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let case = Case {
+        name: "plain",
+        luks: false,
+        size: 4 << 20,
+        ops: 300,
+        seed: 0x5eed_0001,
+        stride: 1,
+        replays: 0,
+        control: false,
+    };
+    let img = prepare(t, &case);
+    let initial = fs::read(&img.path).unwrap();
+    let guest = img.qemu_guest(&img.path, None);
+    let ops = crash::workload(case.seed, case.size, CLUSTER, case.ops, Bytes::Random);
+    let rec = record(&initial, &guest, &ops, false);
+    let death = crash::events_before_death(&rec.log, n);
+    let (failed, upto) = crash_window(&rec, death, &ops);
+    let mut flushed = guest.clone();
+    ops[..upto].iter().for_each(|op| op.apply(&mut flushed, CLUSTER));
+    let window = &ops[upto..(failed + 1).min(ops.len())];
+    println!("crash after write {n}: op {failed} interrupted, last completed flush before op {upto}");
+    for (i, op) in ops.iter().enumerate().take(failed + 3).skip(upto) {
+        println!("  op {i}: {} (events {:?})", describe(op), rec.spans[i]);
+    }
+    for (i, e) in rec.log.iter().enumerate().skip(death.saturating_sub(6)).take(10) {
+        let mark = if i == death { ">>" } else { "  " };
+        match e {
+            Event::Write { offset, data } => println!("{mark} event {i}: write {offset:#x}+{:#x}", data.len()),
+            Event::Flush => println!("{mark} event {i}: flush"),
+        }
+    }
+    let stop = after_writes(&initial, &rec.log, n);
+    let (replayed, failed_op) = replay(&initial, &ops, false, Fault::StopAfter(n));
+    println!("replay: failed op {failed_op:?}; bytes {}", if replayed == stop { "as recorded" } else { "DIFFER" });
+    if replayed != stop {
+        let diff: Vec<usize> =
+            (0..replayed.len().max(stop.len())).filter(|&i| replayed.get(i) != stop.get(i)).collect();
+        println!(
+            "  {} bytes differ, {:#x}..={:#x}; lengths {} / {}",
+            diff.len(),
+            diff[0],
+            diff[diff.len() - 1],
+            replayed.len(),
+            stop.len()
+        );
+    }
+    println!("stop: {:?}", verify(&img, &stop, &flushed, window, true, false));
+    let before = crash::events_before_write(&rec.log, n);
+    let (failed, upto) = crash_window(&rec, before, &ops);
+    let mut flushed = guest.clone();
+    ops[..upto].iter().for_each(|op| op.apply(&mut flushed, CLUSTER));
+    if let Some(bytes) = torn(&initial, &rec.log, n, case.seed ^ n) {
+        let window = &ops[upto..(failed + 1).min(ops.len())];
+        println!("torn (op {failed} interrupted): {:?}", verify(&img, &bytes, &flushed, window, true, false));
+    }
 }

@@ -180,7 +180,8 @@ impl CrashIo {
     }
 }
 
-fn put(bytes: &mut Vec<u8>, offset: u64, data: &[u8]) {
+/// Writes `data` at `offset` of `bytes`, growing it with zeros as a file grows.
+pub fn put(bytes: &mut Vec<u8>, offset: u64, data: &[u8]) {
     let start = offset as usize;
     let end = start + data.len();
     if bytes.len() < end {
@@ -295,6 +296,21 @@ pub fn events_before_death(log: &[Event], n: u64) -> usize {
             if seen == n {
                 return i + 1;
             }
+        }
+    }
+    log.len()
+}
+
+/// The number of events of `log` before write `n + 1` (all of them if there is none): the
+/// events that succeed when write `n + 1` is torn.
+pub fn events_before_write(log: &[Event], n: u64) -> usize {
+    let mut seen = 0;
+    for (i, e) in log.iter().enumerate() {
+        if matches!(e, Event::Write { .. }) {
+            if seen == n {
+                return i;
+            }
+            seen += 1;
         }
     }
     log.len()
@@ -551,9 +567,16 @@ pub fn crash_consistent(got: &[u8], flushed: &[u8], window: &[Op], cluster: u64)
     }
     let size = got.len() as u64;
     let mut bad = Vec::new();
-    for (i, (&g, &f)) in got.iter().zip(flushed).enumerate() {
-        if g != f && !window.iter().any(|op| op.may_leave(i as u64, g, cluster, size)) {
-            bad.push(i);
+    const CHUNK: usize = 4096;
+    for (c, (gc, fc)) in got.chunks(CHUNK).zip(flushed.chunks(CHUNK)).enumerate() {
+        if gc == fc {
+            continue;
+        }
+        for (j, (&g, &f)) in gc.iter().zip(fc).enumerate() {
+            let i = c * CHUNK + j;
+            if g != f && !window.iter().any(|op| op.may_leave(i as u64, g, cluster, size)) {
+                bad.push(i);
+            }
         }
     }
     if bad.is_empty() {
