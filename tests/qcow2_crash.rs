@@ -399,8 +399,8 @@ fn plain_image_survives_a_crash_after_every_write() {
             size: 4 << 20,
             ops: 300,
             seed: 0x5eed_0001,
-            stride: 1,
-            replays: 40,
+            stride: 2,
+            replays: 12,
             control: true,
         },
     );
