@@ -46,10 +46,11 @@ impl Writer {
             (Writer::Chain(c), Op::Flush) => c.flush(),
         }
     }
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Error<std::io::Error>> {
+    /// Reads (compressed clusters need scratch memory).
+    fn read_at(&mut self, offset: u64, buf: &mut [u8], scratch: &mut [u8]) -> Result<(), Error<std::io::Error>> {
         match self {
-            Writer::Image(q) => q.read_at(offset, buf),
-            Writer::Chain(c) => c.read_at(offset, buf),
+            Writer::Image(q) => q.read_at_with_scratch(offset, buf, scratch),
+            Writer::Chain(c) => c.read_at_with_scratch(offset, buf, scratch),
         }
     }
 }
@@ -258,7 +259,7 @@ fn run_config(t: &str, cfg: Config) {
         q.apply(op, &mut scratch).unwrap_or_else(|e| panic!("seed {}: op {i} `{cmd}`: {e}", cfg.seed));
         op.apply(&mut model, cfg.cluster);
         if *op == Op::Flush {
-            q.read_at(0, &mut readback).unwrap_or_else(|e| panic!("seed {}: read after op {i}: {e}", cfg.seed));
+            q.read_at(0, &mut readback, &mut scratch).unwrap_or_else(|e| panic!("seed {}: read after op {i}: {e}", cfg.seed));
             if readback != model {
                 let at = readback.iter().zip(&model).position(|(a, b)| a != b).unwrap();
                 panic!(
