@@ -259,7 +259,8 @@ fn run_config(t: &str, cfg: Config) {
         q.apply(op, &mut scratch).unwrap_or_else(|e| panic!("seed {}: op {i} `{cmd}`: {e}", cfg.seed));
         op.apply(&mut model, cfg.cluster);
         if *op == Op::Flush {
-            q.read_at(0, &mut readback, &mut scratch).unwrap_or_else(|e| panic!("seed {}: read after op {i}: {e}", cfg.seed));
+            q.read_at(0, &mut readback, &mut scratch)
+                .unwrap_or_else(|e| panic!("seed {}: read after op {i}: {e}", cfg.seed));
             if readback != model {
                 let at = readback.iter().zip(&model).position(|(a, b)| a != b).unwrap();
                 panic!(
@@ -398,4 +399,55 @@ fn luks_overlay_on_luks_base_with_different_secrets() {
 fn plain_overlay_with_4k_clusters_on_luks_base() {
     let cfg = Config { cluster: 4096, backing: true, seed: 90_002, ..BASE };
     run_config("plain_overlay_with_4k_clusters_on_luks_base", cfg);
+}
+
+/// Space freed by discard is allocated again (first fit from the lowest free cluster, as
+/// QEMU): rewriting discarded data does not grow the file, for qluks as for qemu-io.
+#[test]
+fn discarded_clusters_are_reused() {
+    let t = "discarded_clusters_are_reused";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(t);
+    let mut sizes = Vec::new();
+    for (name, cluster) in [("c64k.qcow2", 65536u64), ("c2m.qcow2", 2 << 20)] {
+        let img = dir.join(name);
+        common::qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            &format!("cluster_size={cluster}"),
+            img.to_str().unwrap(),
+            "16M",
+        ]);
+        let qemu = dir.join(&format!("qemu-{name}"));
+        fs::copy(&img, &qemu).unwrap();
+        let mut script = vec!["write -P 0x11 0 4M".to_string()];
+        for i in 0..6 {
+            script.push("discard 0 4M".into());
+            script.push(format!("write -P 0x{:02x} 0 4M", 0x20 + i));
+        }
+        qemu_io(&qemu, false, &script);
+        let file = OpenOptions::new().read(true).write(true).open(&img).unwrap();
+        let mut q: Qcow2<File> = Qcow2::open(file, None).unwrap();
+        let mut scratch = vec![0u8; q.write_scratch_len()];
+        q.write_at(0, &vec![0x11; 4 << 20], &mut scratch).unwrap();
+        q.flush().unwrap();
+        for i in 0..6u8 {
+            q.discard(0, 4 << 20).unwrap();
+            q.flush().unwrap();
+            q.write_at(0, &vec![0x20 + i; 4 << 20], &mut scratch).unwrap();
+            q.flush().unwrap();
+        }
+        drop(q);
+        let (ours, theirs) = (fs::metadata(&img).unwrap().len(), fs::metadata(&qemu).unwrap().len());
+        sizes.push((name, ours, theirs));
+    }
+    println!("{sizes:?}");
+    for (name, ours, theirs) in sizes {
+        assert!(ours <= theirs, "{name}: qluks's file grew to {ours} bytes, qemu's to {theirs}");
+    }
 }
