@@ -1,4 +1,5 @@
-//! `qluks create -f luks IMAGE SIZE`: a new LUKS1 volume with QEMU's defaults.
+//! `qluks create -f luks IMAGE SIZE`: a new LUKS1 volume with QEMU's defaults (`-f luks2`:
+//! [`crate::luks2_create`]; `-f qcow2`: [`crate::create_qcow2`], qemu-img's options).
 //!
 //! `-o` takes `cipher=aes-256-xts-plain64`, `hash=sha256`, `iter-time=MS` or `iterations=N`,
 //! and QEMU's own option names (`cipher-alg=aes-128`, `cipher-mode=cbc`, `ivgen-alg=essiv`,
@@ -17,18 +18,25 @@ use crate::units::parse_size;
 /// `qluks create` arguments.
 #[derive(Args)]
 pub struct CreateArgs {
-    /// Image format (luks, luks2).
+    /// Image format (qcow2, luks, luks2).
     #[arg(short = 'f', value_name = "FORMAT")]
     format: String,
+    /// qcow2: backing file, stored as given (relative names resolve against IMAGE's directory).
+    #[arg(short = 'b', value_name = "BACKING")]
+    backing: Option<String>,
+    /// qcow2: format of the backing file.
+    #[arg(short = 'F', value_name = "FMT")]
+    backing_format: Option<String>,
     #[command(flatten)]
     secret: SecretArgs,
-    /// Format options, comma-separated.
+    /// Format options, comma-separated (`-o help` lists qcow2's).
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Option<String>,
     /// The image to create (overwritten).
-    image: PathBuf,
-    /// Payload size (k/M/G suffixes), rounded up to 512 bytes.
-    size: String,
+    image: Option<PathBuf>,
+    /// Payload size (k/M/G/T suffixes), rounded up to 512 bytes; qcow2: the virtual size,
+    /// optional with -b (the backing file's).
+    size: Option<String>,
 }
 
 /// The `-o` choices.
@@ -84,14 +92,34 @@ pub fn parse_options(options: Option<&str>) -> Result<LuksOptions, Box<dyn Error
 
 /// Runs `qluks create`.
 pub fn run(args: CreateArgs) -> Result<(), Box<dyn Error>> {
+    if args.format == "qcow2" {
+        if crate::create_qcow2::parse_options(args.options.as_deref())?.help {
+            print!("{}", crate::create_qcow2::HELP);
+            return Ok(());
+        }
+        let image = args.image.as_deref().ok_or("IMAGE is required")?;
+        return crate::create_qcow2::run(
+            image,
+            args.size.as_deref(),
+            args.options.as_deref(),
+            args.backing.as_deref(),
+            args.backing_format.as_deref(),
+            &args.secret,
+        );
+    }
+    if args.backing.is_some() || args.backing_format.is_some() {
+        return Err(format!("-b and -F are qcow2 options, not {}", args.format).into());
+    }
+    let image = args.image.ok_or("IMAGE is required")?;
+    let size = args.size.ok_or("SIZE is required")?;
     if args.format == "luks2" {
-        return crate::luks2_create::run(&args.image, &args.size, args.options.as_deref(), &args.secret);
+        return crate::luks2_create::run(&image, &size, args.options.as_deref(), &args.secret);
     }
     if args.format != "luks" {
-        return Err(format!("format `{}` cannot be created (luks, luks2)", args.format).into());
+        return Err(format!("format `{}` cannot be created (qcow2, luks, luks2)", args.format).into());
     }
     let opts = parse_options(args.options.as_deref())?;
-    let size = parse_size(&args.size)?.next_multiple_of(512);
+    let size = parse_size(&size)?.next_multiple_of(512);
     let passphrase = args.secret.get("Passphrase for the new volume: ")?;
     let mut clock = crate::cpu_time::calibration_clock();
     let iterations = match opts.iterations {
@@ -104,8 +132,8 @@ pub fn run(args: CreateArgs) -> Result<(), Box<dyn Error>> {
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&args.image)
-        .map_err(|e| format!("{}: {e}", args.image.display()))?;
+        .open(&image)
+        .map_err(|e| format!("{}: {e}", image.display()))?;
     let (header, _key) = luks1::format(&mut file, 0, &mut params, &passphrase, &mut OsRng)?;
     file.set_len(header.payload_offset_bytes() + size)?;
     file.sync_all()?;

@@ -8,6 +8,7 @@ mod convert;
 mod convert_qcow2;
 mod cpu_time;
 mod create;
+mod create_qcow2;
 mod demo;
 mod escape;
 mod image_open;

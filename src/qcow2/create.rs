@@ -16,15 +16,20 @@
 //! ```
 //! use qluks::io::MemIo;
 //! use qluks::qcow2::create::{create, CreateOptions};
+//! use qluks::qcow2::Qcow2;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let mut rng = doc_rng::Rng(1);
-//! let mut file = vec![0u8; 0];
-//! let mut disk = qluks::io::VecIo::new(&mut file);
-//! // qemu-img create -f qcow2 IMAGE 64M: header, refcount table, one refcount block, L1.
-//! create(&mut disk, &mut CreateOptions::new(64 << 20), &mut rng)?;
-//! assert_eq!(file.len(), 0x30008);
-//! # let _ = MemIo::new(&mut [0u8; 0]);
+//! // qemu-img create -f qcow2 IMAGE 64M: header, refcount table, one refcount block, and the
+//! // L1 table's one entry at 0x30000 (QEMU's file ends there, at 0x30008).
+//! let mut disk = vec![0u8; 0x30008];
+//! create(&mut MemIo::new(&mut disk), &mut CreateOptions::new(64 << 20), &mut rng)?;
+//! assert_eq!(&disk[40..48], &0x30000u64.to_be_bytes()); // l1_table_offset
+//!
+//! let mut image = Qcow2::open(MemIo::new(&mut disk), None)?;
+//! let mut sector = [1u8; 512];
+//! image.read_at((64 << 20) - 512, &mut sector)?;
+//! assert_eq!(sector, [0; 512]);
 //! # Ok(())
 //! # }
 //! # mod doc_rng {
@@ -91,6 +96,8 @@ pub enum Encryption<'a> {
         passphrase: &'a [u8],
         /// Cipher and IV generator (`encrypt.cipher-alg`, `encrypt.cipher-mode`,
         /// `encrypt.ivgen-alg`, `encrypt.ivgen-hash-alg`); QEMU's default aes-256-xts-plain64.
+        /// (24-byte keys, aes-192 in CBC/ECB, give key material of 187.5 sectors, which qluks
+        /// and cryptsetup read and QEMU 10 cannot: qemu-img aborts on an assertion.)
         cipher: CipherSpec,
         /// `encrypt.hash-alg` (default sha256).
         hash: HashAlg,
@@ -345,8 +352,9 @@ struct Geometry {
 /// One allocation of the layout, in file order.
 #[derive(Clone, Copy)]
 enum Event {
-    /// Refcount block `k` at cluster `at`.
-    Block { k: u64, at: u64 },
+    /// Refcount block `k` at cluster `at`; `ahead` when placed before blocks of lower
+    /// index (see [`Cursor::cover`]).
+    Block { k: u64, at: u64, ahead: bool },
     /// The L1 table.
     L1 { at: u64 },
     /// L2 table `index`.
@@ -357,11 +365,18 @@ enum Event {
     Luks { at: u64 },
 }
 
+/// Refcount blocks placed ahead of their turn at once (QEMU's recursion in
+/// `alloc_refcount_block`); more would be placed in order (valid, QEMU's layout aside).
+const MAX_AHEAD: usize = 4;
+
 /// Where the layout walk stands: next free cluster, refcount blocks placed.
 #[derive(Clone, Copy)]
 struct Cursor {
     next: u64,
+    /// Blocks `0..blocks` are placed ...
     blocks: u64,
+    /// ... and these beyond them (`u64::MAX`: free slot).
+    ahead: [u64; MAX_AHEAD],
 }
 
 /// The outcome of a dry run.
@@ -390,14 +405,36 @@ impl Cursor {
 
     /// New refcount blocks right after the end until every cluster below it is described
     /// (QEMU: the block lands at the free index, after the allocation that needed it).
+    ///
+    /// As in QEMU, when the cluster a block would take lies in the range of a later block
+    /// that does not exist yet, that later block is placed first, right after it (describing
+    /// itself), and the earlier block then takes the cluster (described by the later one).
     fn cover<X>(&mut self, g: &Geometry, f: &mut impl FnMut(Event) -> Result<(), X>) -> Result<(), X> {
-        while self.blocks * g.rb_entries < self.next {
-            let at = self.next;
-            self.next += 1;
-            f(Event::Block { k: self.blocks, at })?;
+        loop {
+            while let Some(slot) = self.ahead.iter_mut().find(|b| **b == self.blocks) {
+                *slot = u64::MAX;
+                self.blocks += 1;
+            }
+            if self.blocks * g.rb_entries >= self.next {
+                return Ok(());
+            }
+            let (k, at) = (self.blocks, self.next);
+            let j = at / g.rb_entries;
+            let free = self.ahead.iter().position(|b| *b == u64::MAX);
+            match free {
+                Some(slot) if j > k && (at + 1) / g.rb_entries == j && !self.ahead.contains(&j) => {
+                    f(Event::Block { k: j, at: at + 1, ahead: true })?;
+                    self.ahead[slot] = j;
+                    f(Event::Block { k, at, ahead: false })?;
+                    self.next += 2;
+                }
+                _ => {
+                    f(Event::Block { k, at, ahead: false })?;
+                    self.next += 1;
+                }
+            }
             self.blocks += 1;
         }
-        Ok(())
     }
 }
 
@@ -410,8 +447,8 @@ fn prealloc_cap(g: &Geometry) -> u64 {
 /// relocated refcount table's length (None: the table stays in cluster 1).
 fn walk<X>(g: &Geometry, table: Option<u64>, f: &mut impl FnMut(Event) -> Result<(), X>) -> Result<Cursor, X> {
     // Clusters 0..=2: header, refcount table, refcount block 0 (describing all three).
-    let mut c = Cursor { next: 3, blocks: 1 };
-    f(Event::Block { k: 0, at: 2 })?;
+    let mut c = Cursor { next: 3, blocks: 1, ahead: [u64::MAX; MAX_AHEAD] };
+    f(Event::Block { k: 0, at: 2, ahead: false })?;
     c.cover(g, f)?;
     if g.l1_size > 0 {
         let at = c.alloc(g, g.l1_clusters, f)?;
@@ -521,6 +558,11 @@ fn geometry(o: &CreateOptions<'_>) -> Result<Geometry, CreateError> {
     if l1_size * 8 > MAX_L1_BYTES {
         return Err(too_large);
     }
+    // Preallocated data and L2 tables must stay below 2^56 bytes: refused here, before a walk
+    // over more clusters than any file can hold.
+    if prealloc && (data_clusters + l1_size) > (MAX_OFFSET >> cluster_bits) {
+        return Err(too_large);
+    }
     let refcount_order = bits.trailing_zeros();
     Ok(Geometry {
         cluster_bits,
@@ -528,7 +570,7 @@ fn geometry(o: &CreateOptions<'_>) -> Result<Geometry, CreateError> {
         l2_entry,
         l2_entries,
         refcount_order,
-        rb_entries: cs * 8 >> refcount_order,
+        rb_entries: (cs * 8) >> refcount_order,
         data_clusters,
         l1_size,
         l1_clusters: ceil_div(l1_size * 8, cs),
@@ -550,8 +592,13 @@ fn plan(g: &Geometry, size: u64) -> Result<Plan, CreateError> {
     // Cluster offsets stay below 2^56 (the L1/L2 offset field): stop counting past it so
     // nothing overflows on absurd inputs (the L1 limit already bounds the walk).
     let limit = MAX_OFFSET >> g.cluster_bits;
-    let mut last_is_data = false;
+    let (mut l1_at, mut luks_at, mut last_is_data) = (0, 0, false);
     let mut track = |e: Event| {
+        match e {
+            Event::L1 { at } => l1_at = at,
+            Event::Luks { at } => luks_at = at,
+            _ => {}
+        }
         last_is_data = matches!(e, Event::Data { .. });
         Ok::<(), ()>(())
     };
@@ -559,28 +606,17 @@ fn plan(g: &Geometry, size: u64) -> Result<Plan, CreateError> {
     if end.next > limit {
         return Err(too_large);
     }
-    let capacity = g.cs / 8;
-    if end.blocks <= capacity {
-        let mut l1_at = 0;
-        let mut luks_at = 0;
-        let mut find = |e: Event| {
-            match e {
-                Event::L1 { at } => l1_at = at,
-                Event::Luks { at } => luks_at = at,
-                _ => {}
-            }
-            Ok::<(), ()>(())
-        };
-        let _ = walk(g, None, &mut find);
-        return Ok(Plan {
-            total: end.next,
-            table_at: 1,
-            table_clusters: 1,
-            relocated: false,
-            l1_at,
-            luks_at,
-            data_end_last: last_is_data,
-        });
+    let plan = Plan {
+        total: end.next,
+        table_at: 1,
+        table_clusters: 1,
+        relocated: false,
+        l1_at,
+        luks_at,
+        data_end_last: last_is_data,
+    };
+    if end.blocks <= g.cs / 8 {
+        return Ok(plan);
     }
     // The table moves to the end, sized for every block including those it needs itself.
     let mut clusters = ceil_div(end.blocks * 8, g.cs);
@@ -594,33 +630,37 @@ fn plan(g: &Geometry, size: u64) -> Result<Plan, CreateError> {
             if c.next > limit {
                 return Err(too_large);
             }
-            let mut l1_at = 0;
-            let mut luks_at = 0;
-            let mut find = |e: Event| {
-                match e {
-                    Event::L1 { at } => l1_at = at,
-                    Event::Luks { at } => luks_at = at,
-                    _ => {}
-                }
-                Ok::<(), ()>(())
-            };
-            let _ = walk(g, Some(clusters), &mut find);
             return Ok(Plan {
                 total: c.next,
                 table_at: end.next,
                 table_clusters: clusters,
                 relocated: true,
-                l1_at,
-                luks_at,
                 data_end_last: false,
+                ..plan
             });
         }
         clusters += 1;
     }
 }
 
+/// Checks `options` as [`create`] does before it writes anything (all but the device's block
+/// size): for callers that want to refuse before they create or truncate a file.
+pub fn validate(options: &CreateOptions<'_>) -> Result<(), CreateError> {
+    let g = geometry(options)?;
+    let p = plan(&g, options.size)?;
+    let mut header = Aligned([0u8; BUF]);
+    build_header(options, &g, &p, &mut header.0)?;
+    Ok(())
+}
+
 /// Creates a qcow2 image on `io` (expected empty; it is written from offset 0 and grown as
 /// needed). Randomness (LUKS keys and salts) comes from `rng`.
+///
+/// Every metadata byte is written (zero-filled clusters included); what is not written is
+/// what QEMU does not write either: preallocated data clusters (unencrypted ones then read
+/// as whatever the device held, zeros on a new file) and bytes past the end of the image.
+/// The device must accept whole aligned blocks of [`BlockIo::block_size`] up to a cluster
+/// (LUKS: 512-byte blocks; LUKS formatting writes key material in sectors).
 ///
 /// Every option is checked first ([`CreateError`] inside [`Error::Create`]); then the
 /// refcount structures, tables and LUKS header are written, and the header (cluster 0) last,
@@ -645,7 +685,7 @@ pub fn create<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
 
     // Pass 1: refcount blocks and the zeroed LUKS area.
     walk(&g, table, &mut |e| match e {
-        Event::Block { k, at } => w.refcount_block(&g, &p, k, at),
+        Event::Block { k, at, .. } => w.refcount_block(&g, &p, k, at),
         Event::Luks { at } => w.zeros(at * g.cs, g.luks_clusters * g.cs),
         _ => Ok(()),
     })
@@ -691,7 +731,7 @@ pub fn create<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
 }
 
 /// Builds cluster 0's meaningful bytes; returns their length.
-fn build_header<E>(o: &CreateOptions<'_>, g: &Geometry, p: &Plan, b: &mut [u8; BUF]) -> Result<usize, Error<E>> {
+fn build_header(o: &CreateOptions<'_>, g: &Geometry, p: &Plan, b: &mut [u8; BUF]) -> Result<usize, CreateError> {
     let v3 = o.compat == Compat::V1_1;
     let put32 = |b: &mut [u8; BUF], off: usize, v: u32| b[off..off + 4].copy_from_slice(&v.to_be_bytes());
     let put64 = |b: &mut [u8; BUF], off: usize, v: u64| b[off..off + 8].copy_from_slice(&v.to_be_bytes());
@@ -737,7 +777,7 @@ fn build_header<E>(o: &CreateOptions<'_>, g: &Geometry, p: &Plan, b: &mut [u8; B
     let name_len = o.backing_file.map_or(0, |n| n.len());
     let needed = at + fmt_len + fde_len + table_len + 8 + name_len;
     if needed as u64 > g.cs || needed > BUF {
-        return Err(CreateError::HeaderTooLarge { needed, cluster_size: g.cs }.into());
+        return Err(CreateError::HeaderTooLarge { needed, cluster_size: g.cs });
     }
     if let Some(fmt) = o.backing_format {
         put32(b, at, EXT_BACKING_FORMAT);
@@ -772,6 +812,23 @@ fn build_header<E>(o: &CreateOptions<'_>, g: &Geometry, p: &Plan, b: &mut [u8; B
         at += name.len();
     }
     Ok(at)
+}
+
+/// The refcount table being written in chunks.
+struct Table {
+    base: u64,
+    len: usize,
+    per_chunk: u64,
+    chunk: u64,
+    /// Entries (block index, offset) of chunks not reached yet (`u64::MAX`: free).
+    waiting: [(u64, u64); 2 * MAX_AHEAD],
+}
+
+impl Table {
+    fn set(&self, buf: &mut Aligned, (k, offset): (u64, u64)) {
+        let off = ((k % self.per_chunk) * 8) as usize;
+        buf.0[off..off + 8].copy_from_slice(&offset.to_be_bytes());
+    }
 }
 
 /// The work buffer, aligned for any device (`BlockIo::io_align` up to 4 KiB).
@@ -906,26 +963,63 @@ impl<I: BlockIo> Writer<'_, I> {
         Ok(())
     }
 
-    /// The refcount table: every block's offset, the rest of its clusters zero.
+    /// The refcount table: every block's offset, the rest of its clusters zero. Blocks come
+    /// in index order but for a few placed ahead ([`MAX_AHEAD`]): their entries wait in
+    /// [`Table::waiting`] until their chunk is filled.
     fn refcount_table(&mut self, g: &Geometry, p: &Plan) -> Result<(), I::Error> {
         let len = (g.cs as usize).min(BUF);
-        let bytes = p.table_clusters * g.cs;
-        let base = p.table_at * g.cs;
-        let per_chunk = (len / 8) as u64;
-        let mut chunk = 0u64;
+        let mut t = Table {
+            base: p.table_at * g.cs,
+            len,
+            per_chunk: (len / 8) as u64,
+            chunk: 0,
+            waiting: [(u64::MAX, 0); 2 * MAX_AHEAD],
+        };
         self.buf.0.fill(0);
         walk(g, p.relocated.then_some(p.table_clusters), &mut |e| {
-            if let Event::Block { k, at } = e {
-                self.chunks(base, len, &mut chunk, k / per_chunk)?;
-                let off = ((k % per_chunk) * 8) as usize;
-                self.buf.0[off..off + 8].copy_from_slice(&(at * g.cs).to_be_bytes());
+            if let Event::Block { k, at, ahead } = e {
+                let entry = (k, at * g.cs);
+                let chunk = k / t.per_chunk;
+                if ahead && chunk > t.chunk {
+                    // An entry waits while its block is ahead of the order (at most
+                    // MAX_AHEAD) or was passed over since the last block in order (as
+                    // many): the room is enough (were it not, the chunks up to it would be
+                    // written early and lose entries still to come, which the bound rules
+                    // out).
+                    if let Some(slot) = t.waiting.iter_mut().find(|e| e.0 == u64::MAX) {
+                        *slot = entry;
+                        return Ok(());
+                    }
+                    debug_assert!(false, "refcount table entries waiting beyond the bound");
+                }
+                self.table_advance(&mut t, chunk)?;
+                t.set(&mut self.buf, entry);
             }
             Ok::<(), I::Error>(())
         })?;
-        self.chunks(base, len, &mut chunk, bytes / len as u64)?;
+        self.table_advance(&mut t, p.table_clusters * g.cs / len as u64)?;
         if p.relocated {
             self.zeros(g.cs, g.cs)?;
         }
         Ok(())
+    }
+
+    /// Writes the table's chunks before chunk `upto`, each with its waiting entries, and
+    /// puts those of chunk `upto` into the buffer.
+    fn table_advance(&mut self, t: &mut Table, upto: u64) -> Result<(), I::Error> {
+        loop {
+            for i in 0..t.waiting.len() {
+                let e = t.waiting[i];
+                if e.0 != u64::MAX && e.0 / t.per_chunk == t.chunk {
+                    t.set(&mut self.buf, e);
+                    t.waiting[i].0 = u64::MAX;
+                }
+            }
+            if t.chunk >= upto {
+                return Ok(());
+            }
+            let next = t.chunk + 1;
+            self.chunks(t.base, t.len, &mut t.chunk, next)?;
+        }
     }
 }
