@@ -339,3 +339,39 @@ fn bad_requests_are_typed_errors_and_change_nothing() {
     drop(q);
     assert!(fs::read(&img).unwrap() == before, "the file changed");
 }
+
+/// The LUKS header area is metadata too: an in-place write onto it is refused (it would
+/// destroy the keyslots), the file unchanged.
+#[test]
+fn l2_entry_pointing_into_the_luks_header_is_refused() {
+    let t = "l2_entry_pointing_into_the_luks_header_is_refused";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(t);
+    let img = image(&dir, true);
+    let (l2, bytes) = first_l2(&img);
+    // The full disk encryption extension (0x0537be77): offset, length.
+    let mut at = u32::from_be_bytes(bytes[100..104].try_into().unwrap()) as usize;
+    let fde = loop {
+        let kind = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+        let len = u32::from_be_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        assert_ne!(kind, 0, "no FDE extension");
+        if kind == 0x0537_be77 {
+            break read_u64(&bytes, at as u64 + 8);
+        }
+        at += 8 + len.next_multiple_of(8);
+    };
+    let target = fde + 2 * 65536;
+    patch(&img, l2 + 8, (1 << 63) | target, 8);
+    let before = fs::read(&img).unwrap();
+    let mut q: Qcow2<File> = Qcow2::open(writable(&img), Some(b"right-pw")).unwrap();
+    let mut scratch = vec![0u8; q.write_scratch_len()];
+    let e = q.write_at(65536 + 7, &[1; 700], &mut scratch).unwrap_err();
+    assert!(
+        matches!(e, Error::MetadataOverlap { what: "LUKS header area", host_offset, .. } if host_offset == target),
+        "{e:?}"
+    );
+    drop(q);
+    assert!(fs::read(&img).unwrap() == before, "the file changed");
+}
