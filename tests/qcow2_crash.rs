@@ -416,7 +416,7 @@ fn luks_image_survives_a_crash_after_every_write() {
             size: 4 << 20,
             ops: 300,
             seed: 0x5eed_0002,
-            stride: 6,
+            stride: 12,
             replays: 2,
             control: false,
         },
