@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub mod blocks;
 pub mod counting_alloc;
+pub mod crash;
 
 /// Whether `name` can be run. Missing: SKIP (returns false) or panic under QLUKS_REQUIRE_TOOLS=1.
 pub fn tool(test: &str, name: &str) -> bool {
