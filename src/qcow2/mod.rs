@@ -49,6 +49,7 @@
 //! on raw 9 / 9, qcow 9 / 43, qcow2 9 / 43, LUKS 29 / 75, LUKS qcow2 31 / 83.
 
 pub mod backing;
+pub mod check;
 pub mod compressed;
 pub mod create;
 mod crypt;
@@ -70,6 +71,7 @@ mod table_write;
 mod write;
 
 pub use backing::{Chain, ChainError, Layer};
+pub use check::{CheckResult, Finding, Repair};
 pub use error::{Corruption, Error, HeaderError};
 pub use extension::{Extensions, FdeHeader};
 pub use extent::Extent;
