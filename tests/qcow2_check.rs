@@ -1,0 +1,336 @@
+//! `Qcow2::check` against `qemu-img check`: the same counts (leaks, corruptions, check errors,
+//! totals, image end) on clean images of every kind, on images with leaks and on images
+//! corrupted by hand; repairs (`-r leaks`, `-r all`, a dirty image) that `qemu-img check` then
+//! finds clean, with the guest content unchanged; crash injection after every write of a repair.
+mod common;
+
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+use std::process::Command;
+
+use qluks::io::BlockIo;
+use qluks::qcow2::{CheckResult, Error, Finding, Qcow2, Repair};
+use serde_json::Value;
+
+const SECRET: &str = "secret,id=sec0,data=check-pass";
+
+/// `qemu-img check [-r MODE] --output json`: (exit code, JSON).
+fn qemu_check(path: &Path, repair: Option<&str>, luks: bool) -> (i32, Value) {
+    let mut c = Command::new("qemu-img");
+    c.arg("check");
+    if let Some(r) = repair {
+        c.args(["-r", r]);
+    }
+    c.args(["--output", "json"]);
+    if luks {
+        c.args(["--object", SECRET, "--image-opts"]);
+        c.arg(format!("driver=qcow2,encrypt.key-secret=sec0,file.filename={}", path.display()));
+    } else {
+        c.arg(path);
+    }
+    let out = common::output(&mut c);
+    let code = out.status.code().unwrap_or(-1);
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (code, json)
+}
+
+fn field(v: &Value, name: &str) -> u64 {
+    v.get(name).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// qemu-img's exit code for a result.
+fn exit_code(r: &CheckResult) -> i32 {
+    if r.check_errors != 0 {
+        1
+    } else if r.corruptions != 0 {
+        2
+    } else if r.leaks != 0 {
+        3
+    } else {
+        0
+    }
+}
+
+/// qluks's check of the file (opened read-write when repairing).
+fn qluks_check(path: &Path, repair: Repair) -> (Result<CheckResult, Error<std::io::Error>>, Vec<Finding>) {
+    let file = OpenOptions::new().read(true).write(repair != Repair::None).open(path).unwrap();
+    let mut q: Qcow2<File> = Qcow2::open_metadata(file, None).unwrap();
+    let mut memory = vec![0u8; q.check_memory_len().unwrap()];
+    let mut findings = Vec::new();
+    let r = q.check(&mut memory, repair, &mut |f| findings.push(*f));
+    (r, findings)
+}
+
+/// Asserts qluks's plain check equals qemu-img's on `path`, field by field.
+fn assert_agrees(what: &str, path: &Path, luks: bool) -> CheckResult {
+    let (code, q) = qemu_check(path, None, luks);
+    let (r, findings) = qluks_check(path, Repair::None);
+    let r = r.unwrap_or_else(|e| panic!("{what}: qluks check failed: {e}"));
+    let ours = [
+        ("check-errors", r.check_errors),
+        ("corruptions", r.corruptions),
+        ("leaks", r.leaks),
+        ("image-end-offset", r.image_end_offset),
+        ("total-clusters", r.total_clusters),
+        ("allocated-clusters", r.allocated_clusters),
+        ("fragmented-clusters", r.fragmented_clusters),
+        ("compressed-clusters", r.compressed_clusters),
+    ];
+    for (name, value) in ours {
+        assert_eq!(value, field(&q, name), "{what}: {name} (qemu: {q}; qluks findings: {findings:?})");
+    }
+    assert_eq!(exit_code(&r), code, "{what}: exit code");
+    r
+}
+
+fn create(path: &Path, opts: &str, size: &str, luks: bool) {
+    let mut c = Command::new("qemu-img");
+    c.arg("create");
+    if luks {
+        c.args(["--object", SECRET]);
+    }
+    c.args(["-f", "qcow2", "-o", opts]).arg(path).arg(size);
+    common::run(&mut c);
+}
+
+fn io(path: &Path, luks: bool, cmds: &[&str]) {
+    let opts = if luks {
+        format!("driver=qcow2,encrypt.key-secret=sec0,file.filename={}", path.display())
+    } else {
+        format!("driver=qcow2,file.filename={}", path.display())
+    };
+    common::qemu_io(if luks { &[SECRET] } else { &[] }, &opts, cmds);
+}
+
+/// Guest content equal (`qemu-img compare`).
+fn assert_same_content(a: &Path, b: &Path, luks: bool) {
+    let mut c = Command::new("qemu-img");
+    c.arg("compare");
+    if luks {
+        c.args(["--object", SECRET, "--image-opts"]);
+        c.arg(format!("driver=qcow2,encrypt.key-secret=sec0,file.filename={}", a.display()));
+        c.arg(format!("driver=qcow2,encrypt.key-secret=sec0,file.filename={}", b.display()));
+    } else {
+        c.arg(a).arg(b);
+    }
+    common::run(&mut c);
+}
+
+// ---- editing images by hand ----
+
+fn be64(b: &[u8], at: u64) -> u64 {
+    u64::from_be_bytes(b[at as usize..at as usize + 8].try_into().unwrap())
+}
+
+fn put64(b: &mut [u8], at: u64, v: u64) {
+    b[at as usize..at as usize + 8].copy_from_slice(&v.to_be_bytes());
+}
+
+struct Geometry {
+    cluster_bits: u32,
+    order: u32,
+    l1: u64,
+    rt: u64,
+    entry_size: u64,
+}
+
+fn geometry(b: &[u8]) -> Geometry {
+    let version = u32::from_be_bytes(b[4..8].try_into().unwrap());
+    let cluster_bits = u32::from_be_bytes(b[20..24].try_into().unwrap());
+    let (order, incompat) = if version >= 3 {
+        (u32::from_be_bytes(b[96..100].try_into().unwrap()), be64(b, 72))
+    } else {
+        (4, 0)
+    };
+    let entry_size = if incompat & (1 << 4) != 0 { 16 } else { 8 };
+    Geometry { cluster_bits, order, l1: be64(b, 40), rt: be64(b, 48), entry_size }
+}
+
+/// Byte position and mask shift of cluster `k`'s refcount.
+fn refcount_at(b: &[u8], k: u64) -> (u64, u32, u32) {
+    let g = geometry(b);
+    let bb = g.cluster_bits + 3 - g.order;
+    let block = be64(b, g.rt + (k >> bb) * 8) & !0x1ff;
+    assert_ne!(block, 0, "cluster {k} has no refcount block");
+    let bit = (k & ((1 << bb) - 1)) << g.order;
+    (block + bit / 8, (bit % 8) as u32, 1 << g.order)
+}
+
+fn get_refcount(b: &[u8], k: u64) -> u64 {
+    let (at, shift, bits) = refcount_at(b, k);
+    let mut v = 0u64;
+    for i in 0..bits.div_ceil(8) {
+        v = (v << 8) | u64::from(b[(at + u64::from(i)) as usize]);
+    }
+    if bits < 8 {
+        (v >> shift) & ((1 << bits) - 1)
+    } else {
+        v
+    }
+}
+
+fn set_refcount(b: &mut [u8], k: u64, value: u64) {
+    let (at, shift, bits) = refcount_at(b, k);
+    if bits < 8 {
+        let mask = (((1u16 << bits) - 1) as u8) << shift;
+        b[at as usize] = (b[at as usize] & !mask) | (((value as u8) << shift) & mask);
+    } else {
+        let n = (bits / 8) as usize;
+        b[at as usize..at as usize + n].copy_from_slice(&value.to_be_bytes()[8 - n..]);
+    }
+}
+
+/// Offset of the L2 entry of guest cluster `guest_cluster` (its L2 table must exist).
+fn l2_entry_at(b: &[u8], guest_cluster: u64) -> u64 {
+    let g = geometry(b);
+    let per = (1u64 << g.cluster_bits) / g.entry_size;
+    let l1e = be64(b, g.l1 + (guest_cluster / per) * 8);
+    let l2 = l1e & 0x00ff_ffff_ffff_fe00;
+    assert_ne!(l2, 0);
+    l2 + (guest_cluster % per) * g.entry_size
+}
+
+const COPIED: u64 = 1 << 63;
+const OFFSET: u64 = 0x00ff_ffff_ffff_fe00;
+
+fn edit(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
+    let mut b = std::fs::read(path).unwrap();
+    f(&mut b);
+    std::fs::write(path, b).unwrap();
+}
+
+fn copy(dir: &common::TempDir, from: &Path, name: &str) -> std::path::PathBuf {
+    let to = dir.join(name);
+    std::fs::copy(from, &to).unwrap();
+    to
+}
+
+// ---- clean images ----
+
+#[test]
+fn clean_images_agree_with_qemu() {
+    const TEST: &str = "clean_images_agree_with_qemu";
+    if !common::tools(TEST, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(TEST);
+    let mut cases: Vec<(String, bool, bool)> = vec![
+        ("cluster_size=65536".into(), false, true),
+        ("compat=0.10,cluster_size=4096".into(), false, true),
+        ("cluster_size=32768,extended_l2=on".into(), false, true),
+        ("cluster_size=512".into(), false, false),
+        ("lazy_refcounts=on,cluster_size=4096".into(), false, true),
+        ("cluster_size=4096,encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10".into(), true, true),
+    ];
+    for bits in [1, 2, 4, 8, 16, 32, 64] {
+        // A snapshot needs room above the refcount 16 of the host cluster 16 compressed clusters share.
+        cases.push((format!("cluster_size=4096,refcount_bits={bits}"), false, bits >= 8));
+    }
+    for (i, (opts, luks, snapshot)) in cases.iter().enumerate() {
+        let path = dir.join(&format!("clean{i}.qcow2"));
+        create(&path, opts, "4M", *luks);
+        assert_agrees(&format!("{opts} (empty)"), &path, *luks);
+        io(&path, *luks, &["write -P 0x11 0 300k", "write -P 0x22 1M 64k", "write -z 2M 64k"]);
+        if !opts.contains("extended_l2") {
+            io(&path, *luks, &["write -c -P 0x33 3M 64k"]);
+        }
+        if *snapshot {
+            let mut c = Command::new("qemu-img");
+            c.args(["snapshot", "-c", "s1"]);
+            if *luks {
+                c.args(["--object", SECRET, "--image-opts"]);
+                c.arg(format!("driver=qcow2,encrypt.key-secret=sec0,file.filename={}", path.display()));
+            } else {
+                c.arg(&path);
+            }
+            common::run(&mut c);
+            io(&path, *luks, &["write -P 0x44 64k 128k", "write -P 0x55 3M 4k"]);
+        }
+        let r = assert_agrees(opts, &path, *luks);
+        assert_eq!((r.corruptions, r.leaks, r.check_errors), (0, 0, 0), "{opts}");
+        assert!(r.allocated_clusters > 0, "{opts}");
+    }
+}
+
+// ---- leaks ----
+
+/// A v3 image, 4 KiB clusters, with a snapshot, some data, and a deleted snapshot (free
+/// clusters inside the file).
+fn image_with_snapshot(dir: &common::TempDir, name: &str, opts: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    create(&path, opts, "4M", false);
+    io(&path, false, &["write -P 0x11 0 256k", "write -P 0x22 1M 64k"]);
+    common::qemu_img(&["snapshot", "-c", "gone", path.to_str().unwrap()]);
+    io(&path, false, &["write -P 0x33 0 64k"]);
+    common::qemu_img(&["snapshot", "-d", "gone", path.to_str().unwrap()]);
+    common::qemu_img(&["snapshot", "-c", "s1", path.to_str().unwrap()]);
+    io(&path, false, &["write -P 0x44 128k 64k"]);
+    path
+}
+
+/// The first cluster of the file with refcount 0 (below its end).
+fn free_cluster(b: &[u8]) -> u64 {
+    let cs = 1u64 << geometry(b).cluster_bits;
+    (1..b.len() as u64 / cs).find(|&k| get_refcount(b, k) == 0).expect("a free cluster inside the file")
+}
+
+/// Repairs a copy with qluks and another with qemu-img (`mode`), and checks: the same exit
+/// code of the repair, the same fixed counts, `qemu-img check` clean on the qluks copy when
+/// qemu's copy is clean, and the same guest content as before.
+fn assert_repair_agrees(dir: &common::TempDir, what: &str, path: &Path, mode: &str) {
+    let ours = copy(dir, path, "ours.qcow2");
+    let theirs = copy(dir, path, "theirs.qcow2");
+    let repair = if mode == "leaks" { Repair::Leaks } else { Repair::All };
+    let (qemu_code, qemu_json) = qemu_check(&theirs, Some(mode), false);
+    let (r, findings) = qluks_check(&ours, repair);
+    match r {
+        Err(Error::CheckNeedsRebuild) => {
+            assert_eq!(qemu_code, 1, "{what}: qemu-img -r {mode} failed too ({qemu_json})");
+            return;
+        }
+        Err(e) => panic!("{what}: qluks repair failed: {e} ({findings:?})"),
+        Ok(r) => {
+            // The second pass decides, as in qemu-img.
+            let (after, _) = qluks_check(&ours, Repair::None);
+            let after = after.unwrap();
+            assert_eq!(exit_code(&after), qemu_code, "{what} -r {mode}: exit code (qemu: {qemu_json})");
+            assert_eq!(r.leaks_fixed, field(&qemu_json, "leaks-fixed"), "{what} -r {mode}: leaks fixed");
+            assert_eq!(
+                r.corruptions_fixed,
+                field(&qemu_json, "corruptions-fixed"),
+                "{what} -r {mode}: corruptions fixed ({findings:?}; qemu: {qemu_json})"
+            );
+        }
+    }
+    let (code, json) = qemu_check(&ours, None, false);
+    assert_eq!(code, qemu_code, "{what}: qemu-img check of the qluks-repaired copy: {json}");
+    assert_agrees(&format!("{what} repaired"), &ours, false);
+    assert_same_content(&ours, &theirs, false);
+    assert_same_content(&ours, path, false);
+}
+
+#[test]
+fn leaks_agree_and_are_repaired() {
+    const TEST: &str = "leaks_agree_and_are_repaired";
+    if !common::tools(TEST, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(TEST);
+    for opts in ["cluster_size=4096", "cluster_size=4096,refcount_bits=2", "cluster_size=4096,refcount_bits=64"] {
+        let path = image_with_snapshot(&dir, "leaky.qcow2", opts);
+        assert_agrees(opts, &path, false);
+        edit(&path, |b| {
+            // A data cluster referenced once, counted twice; a free cluster marked used.
+            let e = be64(b, l2_entry_at(b, 256));
+            let k = (e & OFFSET) >> 12;
+            let v = get_refcount(b, k);
+            set_refcount(b, k, v + 1);
+            let free = free_cluster(b);
+            set_refcount(b, free, 1);
+        });
+        let r = assert_agrees(&format!("{opts} with leaks"), &path, false);
+        assert_eq!((r.leaks, r.corruptions), (2, 0), "{opts}");
+        assert_repair_agrees(&dir, opts, &path, "leaks");
+        assert_repair_agrees(&dir, opts, &path, "all");
+    }
+}
