@@ -258,8 +258,8 @@ fn clean_images_agree_with_qemu() {
 /// clusters inside the file).
 fn image_with_snapshot(dir: &common::TempDir, name: &str, opts: &str) -> std::path::PathBuf {
     let path = dir.join(name);
-    create(&path, opts, "4M", false);
-    io(&path, false, &["write -P 0x11 0 256k", "write -P 0x22 1M 64k"]);
+    create(&path, opts, "6M", false);
+    io(&path, false, &["write -P 0x11 0 256k", "write -P 0x22 1M 64k", "write -P 0x55 3M 4k"]);
     common::qemu_img(&["snapshot", "-c", "gone", path.to_str().unwrap()]);
     io(&path, false, &["write -P 0x33 0 64k"]);
     common::qemu_img(&["snapshot", "-d", "gone", path.to_str().unwrap()]);
@@ -333,4 +333,310 @@ fn leaks_agree_and_are_repaired() {
         assert_repair_agrees(&dir, opts, &path, "leaks");
         assert_repair_agrees(&dir, opts, &path, "all");
     }
+}
+
+// ---- corruptions made by hand ----
+
+/// Guest cluster 32 (128 KiB) was written after snapshot s1 (refcount 1, COPIED); guest
+/// cluster 256 (1 MiB) before it (shared: refcount 2, no COPIED); L2 table 0 is shared.
+fn corrupt(name: &str, b: &mut Vec<u8>) {
+    let g = geometry(b);
+    let cb = g.cluster_bits;
+    let own = l2_entry_at(b, 32);
+    let shared = l2_entry_at(b, 256);
+    match name {
+        "refcount too low" => {
+            let k = (be64(b, shared) & OFFSET) >> cb;
+            assert_eq!(get_refcount(b, k), 2);
+            set_refcount(b, k, 1);
+        }
+        "refcount zero" => {
+            let k = (be64(b, own) & OFFSET) >> cb;
+            assert_eq!(get_refcount(b, k), 1);
+            set_refcount(b, k, 0);
+        }
+        "L2 entry into the L1 table" => put64(b, own, g.l1 | COPIED),
+        "L2 entry into a refcount block" => {
+            let block = be64(b, g.rt) & OFFSET;
+            put64(b, own, block | COPIED);
+        }
+        "L2 entry into the refcount table" => put64(b, own, g.rt | COPIED),
+        "COPIED missing" => {
+            let e = be64(b, own);
+            put64(b, own, e & !COPIED);
+        }
+        "COPIED on a shared data cluster" => {
+            let e = be64(b, shared);
+            put64(b, own, e | COPIED);
+        }
+        "COPIED on a shared L2 table" => {
+            // L1 entry 1 (2..4 MiB) is shared with the snapshot.
+            let e = be64(b, g.l1 + 8);
+            assert!(e != 0 && e & COPIED == 0);
+            put64(b, g.l1 + 8, e | COPIED);
+        }
+        "COPIED alone in an L1 entry" => {
+            let e = be64(b, g.l1 + 16);
+            assert_eq!(e, 0);
+            put64(b, g.l1 + 16, COPIED);
+        }
+        "reserved bits" => {
+            let e = be64(b, own);
+            put64(b, own, e | 0x100);
+        }
+        other => panic!("{other}"),
+    }
+}
+
+const CORRUPTIONS: [&str; 10] = [
+    "refcount too low",
+    "refcount zero",
+    "L2 entry into the L1 table",
+    "L2 entry into a refcount block",
+    "L2 entry into the refcount table",
+    "COPIED missing",
+    "COPIED on a shared data cluster",
+    "COPIED on a shared L2 table",
+    "COPIED alone in an L1 entry",
+    "reserved bits",
+];
+
+#[test]
+fn corruptions_agree_and_are_repaired() {
+    const TEST: &str = "corruptions_agree_and_are_repaired";
+    if !common::tools(TEST, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(TEST);
+    for opts in ["cluster_size=4096", "cluster_size=4096,refcount_bits=64"] {
+        let clean = image_with_snapshot(&dir, "clean.qcow2", opts);
+        for name in CORRUPTIONS {
+            let what = format!("{opts}: {name}");
+            let path = copy(&dir, &clean, "corrupt.qcow2");
+            edit(&path, |b| corrupt(name, b));
+            let r = assert_agrees(&what, &path, false);
+            assert!(r.corruptions > 0, "{what}: {r:?}");
+            assert_repair_agrees(&dir, &what, &path, "leaks");
+            assert_repair_agrees(&dir, &what, &path, "all");
+        }
+    }
+}
+
+// ---- dirty images, killed writers, crashes ----
+
+#[test]
+fn dirty_image_is_repaired_then_writable() {
+    const TEST: &str = "dirty_image_is_repaired_then_writable";
+    if !common::tools(TEST, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(TEST);
+    let path = dir.join("dirty.qcow2");
+    create(&path, "cluster_size=4096,lazy_refcounts=on", "8M", false);
+    io(&path, false, &["write -P 0x11 0 64k"]);
+    // qemu-io aborts after the write: refcounts of the new clusters never reach the disk.
+    let opts = format!("driver=qcow2,file.filename={}", path.display());
+    let out = common::output(Command::new("qemu-io").args(["--image-opts", &opts, "-c", "write -P 0x22 1M 512k", "-c", "abort"]));
+    assert!(!out.status.success());
+    let dirty = |p: &Path| be64(&std::fs::read(p).unwrap(), 72) & 1 != 0;
+    assert!(dirty(&path));
+    let r = assert_agrees("dirty", &path, false);
+    assert!(r.corruptions > 0);
+    let theirs = copy(&dir, &path, "theirs.qcow2");
+    assert_eq!(qemu_check(&theirs, Some("all"), false).0, 0);
+
+    // Writing is refused until the image is repaired.
+    let file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let mut q: Qcow2<File> = Qcow2::open(file, None).unwrap();
+    let mut scratch = vec![0u8; q.write_scratch_len()];
+    assert!(matches!(q.write_at(0, &[0x33; 512], &mut scratch), Err(Error::DirtyImage)));
+    let mut memory = vec![0u8; q.check_memory_len().unwrap()];
+    let r = q.repair_dirty(&mut memory).unwrap();
+    assert!(r.corruptions_fixed > 0 && r.corruptions == 0, "{r:?}");
+    q.write_at(0, &[0x33; 512], &mut scratch).unwrap();
+    q.flush().unwrap();
+    drop(q);
+    assert!(!dirty(&path));
+    assert_eq!(qemu_check(&path, None, false).0, 0);
+    io(&theirs, false, &["write -P 0x33 0 512"]);
+    assert_same_content(&path, &theirs, false);
+}
+
+/// An image file in memory whose writes stop after a budget (a crash: later writes and
+/// flushes fail, nothing more reaches the "disk").
+struct CrashIo {
+    data: Vec<u8>,
+    budget: usize,
+    writes: usize,
+}
+
+impl BlockIo for CrashIo {
+    type Error = std::io::Error;
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), std::io::Error> {
+        let start = offset as usize;
+        let end = start + buf.len();
+        if end > self.data.len() {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.copy_from_slice(&self.data[start..end]);
+        Ok(())
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), std::io::Error> {
+        if self.writes == self.budget {
+            return Err(std::io::Error::other("crashed"));
+        }
+        self.writes += 1;
+        let start = offset as usize;
+        if self.data.len() < start + buf.len() {
+            self.data.resize(start + buf.len(), 0);
+        }
+        self.data[start..start + buf.len()].copy_from_slice(buf);
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), std::io::Error> {
+        if self.writes == self.budget {
+            return Err(std::io::Error::other("crashed"));
+        }
+        Ok(())
+    }
+    fn size(&mut self) -> Result<u64, std::io::Error> {
+        Ok(self.data.len() as u64)
+    }
+}
+
+/// Runs `f` on the image bytes with a write budget; returns the bytes on "disk" afterwards
+/// and how many writes happened.
+fn crash_run(image: &[u8], budget: usize, f: impl FnOnce(&mut Qcow2<CrashIo>)) -> (Vec<u8>, usize) {
+    let io = CrashIo { data: image.to_vec(), budget, writes: 0 };
+    let mut q: Qcow2<CrashIo> = Qcow2::open_metadata(io, None).unwrap();
+    f(&mut q);
+    let io = q.into_inner().0.unwrap();
+    (io.data, io.writes)
+}
+
+fn repair_with(repair: Repair) -> impl FnOnce(&mut Qcow2<CrashIo>) {
+    move |q| {
+        let Ok(len) = q.check_memory_len() else { return };
+        let mut memory = vec![0u8; len];
+        let _ = q.check(&mut memory, repair, &mut |_| {});
+    }
+}
+
+/// A crash after every single write of a repair: `qemu-img check` finds no more corruptions
+/// than before (leaks may change), the guest content is unchanged, and the repair, run again
+/// on the crashed image, finishes the job.
+fn assert_crash_safe(dir: &common::TempDir, what: &str, path: &Path, repair: Repair) {
+    let image = std::fs::read(path).unwrap();
+    let (before, _) = qemu_check(path, None, false);
+    let before_corruptions = {
+        let (_, j) = qemu_check(path, None, false);
+        field(&j, "corruptions")
+    };
+    let (_, total) = crash_run(&image, usize::MAX, repair_with(repair));
+    assert!(total > 0, "{what}: the repair writes");
+    for budget in 0..total {
+        let (bytes, _) = crash_run(&image, budget, repair_with(repair));
+        let crashed = dir.join("crashed.qcow2");
+        std::fs::write(&crashed, &bytes).unwrap();
+        let (code, j) = qemu_check(&crashed, None, false);
+        assert!(
+            field(&j, "corruptions") <= before_corruptions && field(&j, "check-errors") == 0,
+            "{what}: crash after {budget} of {total} writes: {j} (before: exit {before})"
+        );
+        assert!(code == 0 || code == 3 || code == before, "{what}: crash after {budget} writes: exit {code}");
+        assert_same_content(&crashed, path, false);
+        let (r, _) = qluks_check(&crashed, repair);
+        r.unwrap_or_else(|e| panic!("{what}: repair after a crash after {budget} writes: {e}"));
+        assert_eq!(qemu_check(&crashed, None, false).0, 0, "{what}: repaired after a crash after {budget} writes");
+    }
+}
+
+#[test]
+fn repairs_survive_a_crash_after_every_write() {
+    const TEST: &str = "repairs_survive_a_crash_after_every_write";
+    if !common::tools(TEST, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(TEST);
+    let clean = image_with_snapshot(&dir, "clean.qcow2", "cluster_size=4096");
+    let leaky = copy(&dir, &clean, "leaky.qcow2");
+    edit(&leaky, |b| {
+        let free = free_cluster(b);
+        set_refcount(b, free, 1);
+        let k = (be64(b, l2_entry_at(b, 256)) & OFFSET) >> 12;
+        let v = get_refcount(b, k);
+        set_refcount(b, k, v + 1);
+    });
+    assert_crash_safe(&dir, "leaks, -r leaks", &leaky, Repair::Leaks);
+    for name in ["refcount zero", "refcount too low", "COPIED missing", "L2 entry into a refcount block"] {
+        let path = copy(&dir, &clean, "corrupt.qcow2");
+        edit(&path, |b| corrupt(name, b));
+        assert_crash_safe(&dir, name, &path, Repair::All);
+    }
+}
+
+#[test]
+fn killed_writer_leaves_leaks_that_agree_and_are_repaired() {
+    const TEST: &str = "killed_writer_leaves_leaks_that_agree_and_are_repaired";
+    if !common::tools(TEST, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(TEST);
+    let base = image_with_snapshot(&dir, "base.qcow2", "cluster_size=4096");
+    let image = std::fs::read(&base).unwrap();
+    let write = |q: &mut Qcow2<CrashIo>| {
+        let file = q;
+        let mut scratch = vec![0u8; file.write_scratch_len()];
+        let data = common::pattern(7, 200 << 10);
+        // Rewrites shared clusters (copy on write, old references dropped) and new ones.
+        let _ = file.write_at(64 << 10, &data, &mut scratch);
+        let _ = file.write_at(5 << 20, &data[..64 << 10], &mut scratch);
+        let _ = file.flush();
+    };
+    let open_rw = |bytes: &[u8], budget| {
+        let io = CrashIo { data: bytes.to_vec(), budget, writes: 0 };
+        let mut q: Qcow2<CrashIo> = Qcow2::open(io, None).unwrap();
+        write(&mut q);
+        let io = q.into_inner().0.unwrap();
+        (io.data, io.writes)
+    };
+    let (_, total) = open_rw(&image, usize::MAX);
+    let mut leaky = 0;
+    for budget in 0..total {
+        let (bytes, _) = open_rw(&image, budget);
+        let path = dir.join("killed.qcow2");
+        std::fs::write(&path, &bytes).unwrap();
+        let r = assert_agrees(&format!("writer killed after {budget} of {total} writes"), &path, false);
+        assert_eq!(r.corruptions, 0);
+        if r.leaks > 0 {
+            leaky += 1;
+            assert_repair_agrees(&dir, &format!("killed after {budget} writes"), &path, "leaks");
+        }
+    }
+    assert!(leaky > 0, "no crash point left leaks ({total} writes)");
+}
+
+#[test]
+fn too_little_memory_is_a_typed_error() {
+    const TEST: &str = "too_little_memory_is_a_typed_error";
+    if !common::tools(TEST, &["qemu-img"]) {
+        return;
+    }
+    let dir = common::TempDir::new(TEST);
+    let path = dir.join("a.qcow2");
+    create(&path, "cluster_size=512,refcount_bits=64", "1G", false);
+    let file = File::open(&path).unwrap();
+    let mut q: Qcow2<File> = Qcow2::open_metadata(file, None).unwrap();
+    let len = q.check_memory_len().unwrap();
+    // The file's clusters (8 bytes each) and a rebuild's room, not the 1 GiB the header claims.
+    let file_clusters = std::fs::metadata(&path).unwrap().len() / 512;
+    assert!(len as u64 >= file_clusters * 8 && (len as u64) < file_clusters * 8 * 3 + 4096, "{len}");
+    let mut memory = vec![0u8; len - 1];
+    match q.check(&mut memory, Repair::None, &mut |_| {}) {
+        Err(Error::CheckMemoryTooSmall { needed, got }) => assert_eq!((needed, got), (len, len - 1)),
+        other => panic!("{other:?}"),
+    }
+    let mut memory = vec![0u8; len];
+    let r = q.check(&mut memory, Repair::None, &mut |_| {}).unwrap();
+    assert_eq!((r.corruptions, r.leaks, r.check_errors), (0, 0, 0));
 }
