@@ -534,6 +534,7 @@ fn assert_crash_safe(dir: &common::TempDir, what: &str, path: &Path, repair: Rep
     };
     let (_, total) = crash_run(&image, usize::MAX, repair_with(repair));
     assert!(total > 0, "{what}: the repair writes");
+    eprintln!("DBG {what}: {total} writes");
     for budget in 0..total {
         let (bytes, _) = crash_run(&image, budget, repair_with(repair));
         let crashed = dir.join("crashed.qcow2");
@@ -614,6 +615,7 @@ fn killed_writer_leaves_leaks_that_agree_and_are_repaired() {
         }
     }
     assert!(leaky > 0, "no crash point left leaks ({total} writes)");
+    eprintln!("DBG killed: {leaky} of {total}");
 }
 
 #[test]
