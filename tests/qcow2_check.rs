@@ -137,11 +137,8 @@ struct Geometry {
 fn geometry(b: &[u8]) -> Geometry {
     let version = u32::from_be_bytes(b[4..8].try_into().unwrap());
     let cluster_bits = u32::from_be_bytes(b[20..24].try_into().unwrap());
-    let (order, incompat) = if version >= 3 {
-        (u32::from_be_bytes(b[96..100].try_into().unwrap()), be64(b, 72))
-    } else {
-        (4, 0)
-    };
+    let (order, incompat) =
+        if version >= 3 { (u32::from_be_bytes(b[96..100].try_into().unwrap()), be64(b, 72)) } else { (4, 0) };
     let entry_size = if incompat & (1 << 4) != 0 { 16 } else { 8 };
     Geometry { cluster_bits, order, l1: be64(b, 40), rt: be64(b, 48), entry_size }
 }
@@ -339,7 +336,7 @@ fn leaks_agree_and_are_repaired() {
 
 /// Guest cluster 32 (128 KiB) was written after snapshot s1 (refcount 1, COPIED); guest
 /// cluster 256 (1 MiB) before it (shared: refcount 2, no COPIED); L2 table 0 is shared.
-fn corrupt(name: &str, b: &mut Vec<u8>) {
+fn corrupt(name: &str, b: &mut [u8]) {
     let g = geometry(b);
     let cb = g.cluster_bits;
     let own = l2_entry_at(b, 32);
@@ -436,7 +433,14 @@ fn dirty_image_is_repaired_then_writable() {
     io(&path, false, &["write -P 0x11 0 64k"]);
     // qemu-io aborts after the write: refcounts of the new clusters never reach the disk.
     let opts = format!("driver=qcow2,file.filename={}", path.display());
-    let out = common::output(Command::new("qemu-io").args(["--image-opts", &opts, "-c", "write -P 0x22 1M 512k", "-c", "abort"]));
+    let out = common::output(Command::new("qemu-io").args([
+        "--image-opts",
+        &opts,
+        "-c",
+        "write -P 0x22 1M 512k",
+        "-c",
+        "abort",
+    ]));
     assert!(!out.status.success());
     let dirty = |p: &Path| be64(&std::fs::read(p).unwrap(), 72) & 1 != 0;
     assert!(dirty(&path));
@@ -534,7 +538,6 @@ fn assert_crash_safe(dir: &common::TempDir, what: &str, path: &Path, repair: Rep
     };
     let (_, total) = crash_run(&image, usize::MAX, repair_with(repair));
     assert!(total > 0, "{what}: the repair writes");
-    eprintln!("DBG {what}: {total} writes");
     for budget in 0..total {
         let (bytes, _) = crash_run(&image, budget, repair_with(repair));
         let crashed = dir.join("crashed.qcow2");
@@ -615,7 +618,6 @@ fn killed_writer_leaves_leaks_that_agree_and_are_repaired() {
         }
     }
     assert!(leaky > 0, "no crash point left leaks ({total} writes)");
-    eprintln!("DBG killed: {leaky} of {total}");
 }
 
 #[test]
@@ -641,4 +643,35 @@ fn too_little_memory_is_a_typed_error() {
     let mut memory = vec![0u8; len];
     let r = q.check(&mut memory, Repair::None, &mut |_| {}).unwrap();
     assert_eq!((r.corruptions, r.leaks, r.check_errors), (0, 0, 0));
+}
+
+#[test]
+fn check_and_rebuild_run_in_64_kib_of_stack() {
+    const TEST: &str = "check_and_rebuild_run_in_64_kib_of_stack";
+    if !common::tools(TEST, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(TEST);
+    let clean = image_with_snapshot(&dir, "clean.qcow2", "cluster_size=4096");
+    let path = copy(&dir, &clean, "zero.qcow2");
+    edit(&path, |b| corrupt("refcount zero", b));
+    let image = std::fs::read(&path).unwrap();
+    // Debug builds need about twice the stack of release builds (no inlining).
+    let kib = if cfg!(debug_assertions) { 128 } else { 64 };
+    let repaired = std::thread::Builder::new()
+        .stack_size(kib * 1024)
+        .spawn(move || {
+            let io = CrashIo { data: image, budget: usize::MAX, writes: 0 };
+            let mut q: Box<Qcow2<CrashIo>> = Box::new(Qcow2::new_empty());
+            q.open_metadata_in(io, None).unwrap();
+            let mut memory = vec![0u8; q.check_memory_len().unwrap()];
+            let r = q.check(&mut memory, Repair::All, &mut |_| {}).unwrap();
+            assert!(r.corruptions_fixed > 0, "{r:?}");
+            q.into_inner().0.unwrap().data
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    std::fs::write(&path, repaired).unwrap();
+    assert_eq!(qemu_check(&path, None, false).0, 0);
 }
