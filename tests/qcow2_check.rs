@@ -275,10 +275,14 @@ fn free_cluster(b: &[u8]) -> u64 {
 /// code of the repair, the same fixed counts, `qemu-img check` clean on the qluks copy when
 /// qemu's copy is clean, and the same guest content as before.
 fn assert_repair_agrees(dir: &common::TempDir, what: &str, path: &Path, mode: &str) {
+    assert_repair_agrees_luks(dir, what, path, mode, false)
+}
+
+fn assert_repair_agrees_luks(dir: &common::TempDir, what: &str, path: &Path, mode: &str, luks: bool) {
     let ours = copy(dir, path, "ours.qcow2");
     let theirs = copy(dir, path, "theirs.qcow2");
     let repair = if mode == "leaks" { Repair::Leaks } else { Repair::All };
-    let (qemu_code, qemu_json) = qemu_check(&theirs, Some(mode), false);
+    let (qemu_code, qemu_json) = qemu_check(&theirs, Some(mode), luks);
     let (r, findings) = qluks_check(&ours, repair);
     match r {
         Err(Error::CheckNeedsRebuild) => {
@@ -299,11 +303,11 @@ fn assert_repair_agrees(dir: &common::TempDir, what: &str, path: &Path, mode: &s
             );
         }
     }
-    let (code, json) = qemu_check(&ours, None, false);
+    let (code, json) = qemu_check(&ours, None, luks);
     assert_eq!(code, qemu_code, "{what}: qemu-img check of the qluks-repaired copy: {json}");
-    assert_agrees(&format!("{what} repaired"), &ours, false);
-    assert_same_content(&ours, &theirs, false);
-    assert_same_content(&ours, path, false);
+    assert_agrees(&format!("{what} repaired"), &ours, luks);
+    assert_same_content(&ours, &theirs, luks);
+    assert_same_content(&ours, path, luks);
 }
 
 #[test]
@@ -674,4 +678,82 @@ fn check_and_rebuild_run_in_64_kib_of_stack() {
         .unwrap();
     std::fs::write(&path, repaired).unwrap();
     assert_eq!(qemu_check(&path, None, false).0, 0);
+}
+
+#[test]
+fn luks_extended_l2_and_bitmaps_agree_and_are_repaired() {
+    const TEST: &str = "luks_extended_l2_and_bitmaps_agree_and_are_repaired";
+    if !common::tools(TEST, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(TEST);
+    let cases = [
+        ("cluster_size=4096,encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", true, false),
+        ("cluster_size=16384,extended_l2=on", false, false),
+        ("cluster_size=4096", false, true),
+    ];
+    for (opts, luks, bitmaps) in cases {
+        let path = dir.join("img.qcow2");
+        create(&path, opts, "4M", luks);
+        if bitmaps {
+            common::qemu_img(&["bitmap", "--add", path.to_str().unwrap(), "b0"]);
+        }
+        io(&path, luks, &["write -P 0x11 0 300k", "write -P 0x22 2M 16k", "write -z 3M 64k"]);
+        if bitmaps {
+            common::qemu_img(&["bitmap", "--add", "--granularity", "4k", path.to_str().unwrap(), "b1"]);
+        }
+        let r = assert_agrees(opts, &path, luks);
+        assert_eq!((r.corruptions, r.leaks), (0, 0), "{opts}");
+        // Leaks: the clusters of the first data cluster raised, a free cluster marked used.
+        edit(&path, |b| {
+            let cb = geometry(b).cluster_bits;
+            let k = (be64(b, l2_entry_at(b, 0)) & OFFSET) >> cb;
+            let v = get_refcount(b, k);
+            set_refcount(b, k, v + 1);
+        });
+        let len = std::fs::metadata(&path).unwrap().len();
+        let cs = 1u64 << geometry(&std::fs::read(&path).unwrap()).cluster_bits;
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len.next_multiple_of(cs) + cs).unwrap();
+        edit(&path, |b| set_refcount(b, len.next_multiple_of(cs) / cs, 1));
+        // qemu-img finds the first raised cluster's COPIED wrong too (refcount 2).
+        let r = assert_agrees(&format!("{opts} with leaks"), &path, luks);
+        assert_eq!(r.leaks, 2, "{opts}");
+        assert_repair_agrees_luks(&dir, opts, &path, "leaks", luks);
+        assert_repair_agrees_luks(&dir, opts, &path, "all", luks);
+    }
+}
+
+#[test]
+fn damaged_metadata_never_panics() {
+    const TEST: &str = "damaged_metadata_never_panics";
+    if !common::tools(TEST, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(TEST);
+    let clean = image_with_snapshot(&dir, "clean.qcow2", "cluster_size=4096");
+    let image = std::fs::read(&clean).unwrap();
+    let g = geometry(&image);
+    // Metadata clusters: the refcount table and block, L1 and L2 tables, the snapshot table.
+    let meta: Vec<u64> = [g.rt, be64(&image, g.rt), g.l1, be64(&image, g.l1) & OFFSET, be64(&image, 64)]
+        .into_iter()
+        .filter(|&o| o != 0)
+        .collect();
+    let noise = common::pattern(99, 4096);
+    for seed in 0..48u64 {
+        let mut b = image.clone();
+        let at = meta[(seed % meta.len() as u64) as usize];
+        for j in 0..(1 + seed % 8) {
+            let pos = at + (u64::from(noise[(seed * 8 + j) as usize % 4096]) * 8 + j) % 512;
+            b[pos as usize] ^= noise[(seed * 13 + j) as usize % 4096] | 1;
+        }
+        for repair in [Repair::None, Repair::Leaks, Repair::All] {
+            let io = CrashIo { data: b.clone(), budget: usize::MAX, writes: 0 };
+            let Ok(mut q) = Qcow2::<CrashIo>::open_metadata(io, None) else { continue };
+            let Ok(len) = q.check_memory_len() else { continue };
+            let mut memory = vec![0u8; len];
+            let _ = q.check(&mut memory, repair, &mut |f| {
+                let _ = f.to_string();
+            });
+        }
+    }
 }

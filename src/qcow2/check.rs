@@ -613,13 +613,15 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let first = offset >> cb;
         let last = offset.saturating_add(size - 1) >> cb;
         let max = refcount_max(c.order);
-        for k in first..=last {
-            if k >= c.cap {
-                report(&Finding::PastEnd { offset: k << cb });
-                res.corruptions += 1;
-                c.lost += 1;
-                continue;
-            }
+        if last >= c.cap {
+            // Past what the memory counts (far past the end of the file): one finding for the
+            // whole range, one corruption per cluster (work follows the file, not the claim).
+            let from = first.max(c.cap);
+            report(&Finding::PastEnd { offset: from << cb });
+            res.corruptions += last - from + 1;
+            c.lost += last - from + 1;
+        }
+        for k in first..=last.min(c.cap.saturating_sub(1)) {
             let v = c.get(k);
             if v == max {
                 report(&Finding::Overflow { offset: k << cb });
@@ -758,6 +760,10 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let data_file = h.incompatible(Incompatible::ExternalDataFile);
         let x = 62 - (h.cluster_bits - 8);
         let mut next_contiguous = 0u64;
+        if l2_offset >= self.file_size {
+            // Reads as zeros (as in QEMU): no entry.
+            return Ok(());
+        }
         let mut buf = [0u8; BUF];
         let chunk = (BUF as u64).min(cs);
         let mut pos = 0u64;
@@ -881,7 +887,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             self.inc(c, res, table, table_size * 8, report);
             let mut buf = [0u8; SMALL];
             let mut at = 0u64;
-            while at < table_size * 8 {
+            while at < table_size * 8 && table.saturating_add(at) < self.file_size {
                 let n = (table_size * 8 - at).min(SMALL as u64) as usize;
                 self.read_clamped(table + at, &mut buf[..n])?;
                 for w in buf[..n].chunks_exact(8) {
