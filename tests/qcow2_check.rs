@@ -285,8 +285,9 @@ fn assert_repair_agrees_luks(dir: &common::TempDir, what: &str, path: &Path, mod
     let (qemu_code, qemu_json) = qemu_check(&theirs, Some(mode), luks);
     let (r, findings) = qluks_check(&ours, repair);
     match r {
-        Err(Error::CheckNeedsRebuild) => {
-            assert_eq!(qemu_code, 1, "{what}: qemu-img -r {mode} failed too ({qemu_json})");
+        Err(Error::CheckNeedsRebuild | Error::MetadataOverlap { .. }) => {
+            // "Check failed" (a rebuild needed with -r leaks; a repair write on metadata).
+            assert_eq!(qemu_code, 1, "{what}: qemu-img -r {mode} failed too ({qemu_json}; {findings:?})");
             return;
         }
         Err(e) => panic!("{what}: qluks repair failed: {e} ({findings:?})"),
@@ -294,6 +295,16 @@ fn assert_repair_agrees_luks(dir: &common::TempDir, what: &str, path: &Path, mod
             // The second pass decides, as in qemu-img.
             let (after, _) = qluks_check(&ours, Repair::None);
             let after = after.unwrap();
+            // Divergence by design: for a refcount block past the end of the file, `qemu-img -r
+            // all` grows the file up to it (gigabytes for a garbage offset; it may then fail)
+            // and counts what that fixes; qluks rebuilds the refcount structures instead: the
+            // image must then be clean.
+            if mode == "all" && findings.iter().any(|f| matches!(f, Finding::RefblockOutside { .. })) {
+                assert_eq!(exit_code(&after), 0, "{what}: rebuilt ({after:?})");
+                let (code, json) = qemu_check(&ours, None, luks);
+                assert_eq!(code, 0, "{what}: qemu-img check of the qluks-rebuilt copy: {json}");
+                return;
+            }
             assert_eq!(exit_code(&after), qemu_code, "{what} -r {mode}: exit code (qemu: {qemu_json})");
             assert_eq!(r.leaks_fixed, field(&qemu_json, "leaks-fixed"), "{what} -r {mode}: leaks fixed");
             assert_eq!(
@@ -306,8 +317,16 @@ fn assert_repair_agrees_luks(dir: &common::TempDir, what: &str, path: &Path, mod
     let (code, json) = qemu_check(&ours, None, luks);
     assert_eq!(code, qemu_code, "{what}: qemu-img check of the qluks-repaired copy: {json}");
     assert_agrees(&format!("{what} repaired"), &ours, luks);
-    assert_same_content(&ours, &theirs, luks);
-    assert_same_content(&ours, path, luks);
+    // Guest content unchanged (when the damaged image reads at all).
+    if luks || readable(path) {
+        assert_same_content(&ours, &theirs, luks);
+        assert_same_content(&ours, path, luks);
+    }
+}
+
+/// Whether qemu-img reads all of the (plain) image's guest content.
+fn readable(path: &Path) -> bool {
+    common::output(Command::new("qemu-img").arg("compare").arg(path).arg(path)).status.success()
 }
 
 #[test]
@@ -714,7 +733,7 @@ fn luks_extended_l2_and_bitmaps_agree_and_are_repaired() {
         let len = std::fs::metadata(&path).unwrap().len();
         let cs = 1u64 << geometry(&std::fs::read(&path).unwrap()).cluster_bits;
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len.next_multiple_of(cs) + cs).unwrap();
-        edit(&path, |b| set_refcount(b, len.next_multiple_of(cs) / cs, 1));
+        edit(&path, |b| set_refcount(b, len.div_ceil(cs), 1));
         // qemu-img finds the first raised cluster's COPIED wrong too (refcount 2).
         let r = assert_agrees(&format!("{opts} with leaks"), &path, luks);
         assert_eq!(r.leaks, 2, "{opts}");
@@ -756,4 +775,42 @@ fn damaged_metadata_never_panics() {
             });
         }
     }
+}
+
+#[test]
+fn damaged_metadata_agrees_with_qemu_and_is_repaired() {
+    const TEST: &str = "damaged_metadata_agrees_with_qemu_and_is_repaired";
+    if !common::tools(TEST, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(TEST);
+    let clean = image_with_snapshot(&dir, "clean.qcow2", "cluster_size=4096");
+    let image = std::fs::read(&clean).unwrap();
+    let g = geometry(&image);
+    // Bytes flipped in the refcount table and block, the active L1 and L2 tables, the
+    // snapshot table.
+    let meta: Vec<u64> = [g.rt, be64(&image, g.rt), g.l1, be64(&image, g.l1) & OFFSET, be64(&image, 64)]
+        .into_iter()
+        .filter(|&o| o != 0)
+        .collect();
+    let noise = common::pattern(99, 4096);
+    let mut damaged = 0;
+    for seed in 0..32u64 {
+        let mut b = image.clone();
+        let at = meta[(seed % meta.len() as u64) as usize];
+        for j in 0..(1 + seed % 8) {
+            let pos = at + (u64::from(noise[(seed * 8 + j) as usize % 4096]) * 8 + j) % 512;
+            b[pos as usize] ^= noise[(seed * 13 + j) as usize % 4096] | 1;
+        }
+        let path = dir.join("damaged.qcow2");
+        std::fs::write(&path, &b).unwrap();
+        let what = format!("seed {seed} (bytes at {at:#x})");
+        let r = assert_agrees(&what, &path, false);
+        if r.corruptions + r.leaks > 0 {
+            damaged += 1;
+            assert_repair_agrees(&dir, &what, &path, "leaks");
+            assert_repair_agrees(&dir, &what, &path, "all");
+        }
+    }
+    assert!(damaged > 16, "{damaged} of 32 damaged images found damaged");
 }

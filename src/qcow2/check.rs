@@ -226,11 +226,13 @@ pub enum Finding {
         /// Number of snapshots.
         count: u32,
     },
-    /// A reference to a cluster past what the check memory counts (far past the end of the
-    /// file): a corruption a rebuild cannot repair.
+    /// A region referenced that reaches a cluster or more past the end of the file (not
+    /// counted).
     PastEnd {
         /// Host offset.
         offset: u64,
+        /// Bytes.
+        size: u64,
     },
     /// A bitmap table entry that is invalid.
     BitmapEntry {
@@ -327,9 +329,11 @@ impl core::fmt::Display for Finding {
                 "ERROR snapshot {index} l1_size={l1_size:#x}: L1 table is too large; snapshot table entry corrupted"
             ),
             SnapshotsWithDataFile { count } => write!(f, "ERROR {count} snapshots in image with data file"),
-            PastEnd { offset } => {
-                write!(f, "ERROR cluster at {offset:#x} is referenced but lies far past the end of the file")
-            }
+            PastEnd { offset, size } => write!(
+                f,
+                "ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset \
+                 {offset:#x} size {size:#x}"
+            ),
             BitmapEntry { entry } => write!(f, "ERROR bitmap table entry {entry:#x} is invalid"),
             CopiedL2 { l1_index, l1_entry, refcount, repairing } => write!(
                 f,
@@ -385,8 +389,6 @@ struct Counts<'m> {
     file_clusters: u64,
     /// Highest cluster referenced + 1 (at most `cap`).
     max_ref: u64,
-    /// References past `cap` (a rebuild cannot hold them).
-    lost: u64,
 }
 
 impl Counts<'_> {
@@ -412,7 +414,6 @@ impl Counts<'_> {
         self.mem.fill(0);
         self.file_clusters = file_clusters;
         self.max_ref = 0;
-        self.lost = 0;
     }
 
     /// First fit of `n` unreferenced clusters from `*first` (QEMU's `alloc_clusters_imrt`),
@@ -527,7 +528,6 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             cap: l.cap,
             file_clusters: file_size.div_ceil(cs),
             max_ref: 0,
-            lost: 0,
         };
         c.reset(c.file_clusters);
         let mut res = CheckResult { total_clusters: self.header.size.div_ceil(cs), ..CheckResult::default() };
@@ -538,9 +538,6 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         self.compare(&c, &mut res, Repair::None, &mut rebuild, &mut highest, report)?;
 
         if rebuild && repair == Repair::All {
-            if c.lost != 0 {
-                return Err(Error::CheckRepairFailed { corruptions: res.corruptions, check_errors: res.check_errors });
-            }
             let old = res;
             report(&Finding::Rebuilding);
             self.rebuild(&mut c, table_mem)?;
@@ -613,13 +610,12 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let first = offset >> cb;
         let last = offset.saturating_add(size - 1) >> cb;
         let max = refcount_max(c.order);
-        if last >= c.cap {
-            // Past what the memory counts (far past the end of the file): one finding for the
-            // whole range, one corruption per cluster (work follows the file, not the claim).
-            let from = first.max(c.cap);
-            report(&Finding::PastEnd { offset: from << cb });
-            res.corruptions += last - from + 1;
-            c.lost += last - from + 1;
+        // QEMU: a region past the end of the file by a cluster or more is one corruption,
+        // not counted (the last cluster may be partly allocated).
+        if offset.saturating_add(size).saturating_sub(self.file_size) >= (1u64 << cb) {
+            report(&Finding::PastEnd { offset, size });
+            res.corruptions += 1;
+            return;
         }
         for k in first..=last.min(c.cap.saturating_sub(1)) {
             let v = c.get(k);
@@ -680,7 +676,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
                 res.corruptions += 1;
                 continue;
             }
-            self.count_l1(c, res, s.l1_table_offset, s.l1_size, false, Repair::None, report)?;
+            self.count_l1(c, res, s.l1_table_offset, s.l1_size, false, repair, report)?;
         }
         self.inc(c, res, h.snapshots_offset, table_len, report);
         let rt_entries = u64::from(h.refcount_table_clusters) << (h.cluster_bits - 3);
@@ -695,7 +691,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
                 self.count_bitmaps(c, res, b, report)?;
             }
         }
-        self.check_refblocks(c, res, rebuild, report)
+        self.check_refblocks(c, res, repair, rebuild, report)
     }
 
     /// QEMU's `check_refcounts_l1`.
@@ -827,15 +823,24 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
                     if has_data {
                         report(&Finding::DataUnaligned { offset });
                     } else {
-                        let fixing = repair == Repair::All && l2_offset >= cs;
+                        let fixing = repair == Repair::All;
                         report(&Finding::PreallocUnaligned { offset, repairing: fixing });
                         if fixing {
-                            let new = if sub { 0 } else { OFLAG_ZERO };
                             let at = l2_offset + pos + (i * es) as u64;
-                            let io = self.io.as_mut().ok_or(Error::NotOpen)?;
-                            write_aligned(io, at, &new.to_be_bytes()).map_err(Error::Io)?;
-                            io.flush().map_err(Error::Io)?;
+                            if let Some(what) = self.overlaps_metadata(at, es as u64)? {
+                                return Err(Error::MetadataOverlap { what, host_offset: at, len: es as u64 });
+                            }
+                            // QEMU's fix_l2_entry_by_zero: a plain zero cluster (allocated
+                            // subclusters become zero ones).
+                            let new = if sub { 0 } else { OFLAG_ZERO };
                             buf[i * es..i * es + 8].copy_from_slice(&new.to_be_bytes());
+                            if sub {
+                                let zeros = (bitmap | bitmap << 32) & !BITMAP_ALL_ALLOC;
+                                buf[i * es + 8..i * es + 16].copy_from_slice(&zeros.to_be_bytes());
+                            }
+                            let io = self.io.as_mut().ok_or(Error::NotOpen)?;
+                            write_aligned(io, at, &buf[i * es..(i + 1) * es]).map_err(Error::Io)?;
+                            io.flush().map_err(Error::Io)?;
                             res.corruptions -= 1;
                             res.corruptions_fixed += 1;
                             continue;
@@ -915,6 +920,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         &mut self,
         c: &mut Counts<'_>,
         res: &mut CheckResult,
+        repair: Repair,
         rebuild: &mut bool,
         report: Report<'_>,
     ) -> Result<(), Error<I::Error>> {
@@ -945,9 +951,10 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
                     continue;
                 }
                 if offset != 0 && cluster >= c.range() {
+                    // QEMU grows the file to hold the block (-r all); a rebuild does instead.
                     report(&Finding::RefblockOutside { index });
                     res.corruptions += 1;
-                    *rebuild = true;
+                    *rebuild |= repair == Repair::All;
                     continue;
                 }
                 if offset != 0 {
@@ -1173,14 +1180,14 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
                         }
                     }
                     if dirty > 0 {
-                        if l2 < cs || l2 & (cs - 1) != 0 {
-                            res.check_errors += 1;
-                        } else {
-                            let io = self.io.as_mut().ok_or(Error::NotOpen)?;
-                            write_aligned(io, l2 + at, &l2buf[..chunk as usize]).map_err(Error::Io)?;
-                            res.corruptions -= dirty;
-                            res.corruptions_fixed += dirty;
+                        // QEMU's overlap check (the active L2 tables aside): the check fails.
+                        if let Some(what) = self.overlaps_metadata(l2, cs)? {
+                            return Err(Error::MetadataOverlap { what, host_offset: l2, len: cs });
                         }
+                        let io = self.io.as_mut().ok_or(Error::NotOpen)?;
+                        write_aligned(io, l2 + at, &l2buf[..chunk as usize]).map_err(Error::Io)?;
+                        res.corruptions -= dirty;
+                        res.corruptions_fixed += dirty;
                     }
                     at += chunk;
                 }
@@ -1191,6 +1198,54 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             self.io.as_mut().ok_or(Error::NotOpen)?.flush().map_err(Error::Io)?;
         }
         Ok(())
+    }
+
+    /// QEMU's `qcow2_check_metadata_overlap` for a repair write of `len` bytes at `start`
+    /// (active L2 tables aside): the header, the active L1 table, the refcount table and
+    /// blocks, the snapshot table and the snapshots' L1 tables.
+    fn overlaps_metadata(&mut self, start: u64, len: u64) -> Result<Option<&'static str>, Error<I::Error>> {
+        let h = self.header;
+        let cs = h.cluster_size();
+        if start < cs {
+            return Ok(Some("qcow2_header"));
+        }
+        let first = start & !(cs - 1);
+        let end = start.saturating_add(len).next_multiple_of(cs);
+        let hits = |off: u64, n: u64| n != 0 && off < end && first < off.saturating_add(n);
+        if hits(h.l1_table_offset, u64::from(h.l1_size) * 8) {
+            return Ok(Some("active L1 table"));
+        }
+        let rt_entries = u64::from(h.refcount_table_clusters) << (h.cluster_bits - 3);
+        if hits(h.refcount_table_offset, rt_entries * 8) {
+            return Ok(Some("refcount table"));
+        }
+        let mut offset = h.snapshots_offset;
+        let mut table_len = 0u64;
+        for index in 0..h.nb_snapshots {
+            let s = self.read_snapshot_entry(index, offset)?;
+            offset = offset.saturating_add(s.entry_len);
+            table_len = table_len.saturating_add(s.entry_len);
+            if hits(s.l1_table_offset, u64::from(s.l1_size) * 8) {
+                return Ok(Some("inactive L1 table"));
+            }
+        }
+        if hits(h.snapshots_offset, table_len) {
+            return Ok(Some("snapshot table"));
+        }
+        let mut buf = [0u8; SMALL];
+        let mut pos = 0u64;
+        while pos < rt_entries * 8 {
+            let n = (rt_entries * 8 - pos).min(SMALL as u64) as usize;
+            self.read_clamped(h.refcount_table_offset + pos, &mut buf[..n])?;
+            if buf[..n].chunks_exact(8).any(|e| {
+                let b = be64(e, 0) & REFT_OFFSET_MASK;
+                b != 0 && hits(b, cs)
+            }) {
+                return Ok(Some("refcount block"));
+            }
+            pos += n as u64;
+        }
+        Ok(None)
     }
 
     // ---- rebuilding ----
