@@ -600,6 +600,17 @@ fn repairs_survive_a_crash_after_every_write() {
         edit(&path, |b| corrupt(name, b));
         assert_crash_safe(&dir, name, &path, Repair::All);
     }
+    // A rebuild writing dozens of refcount blocks (512-byte clusters, 64-bit refcounts).
+    let path = dir.join("many.qcow2");
+    create(&path, "cluster_size=512,refcount_bits=64", "4M", false);
+    io(&path, false, &["write -P 0x11 0 1M"]);
+    common::qemu_img(&["snapshot", "-c", "s1", path.to_str().unwrap()]);
+    io(&path, false, &["write -P 0x22 256k 64k"]);
+    edit(&path, |b| {
+        let k = (be64(b, l2_entry_at(b, 100)) & OFFSET) >> 9;
+        set_refcount(b, k, 0);
+    });
+    assert_crash_safe(&dir, "many blocks, refcount zero", &path, Repair::All);
 }
 
 #[test]
@@ -789,7 +800,9 @@ fn damaged_metadata_agrees_with_qemu_and_is_repaired() {
     let g = geometry(&image);
     // Bytes flipped in the refcount table and block, the active L1 and L2 tables, the
     // snapshot table.
-    let meta: Vec<u64> = [g.rt, be64(&image, g.rt), g.l1, be64(&image, g.l1) & OFFSET, be64(&image, 64)]
+    // The snapshot's L1 table: the first entry of the snapshot table.
+    let snapshot_l1 = be64(&image, be64(&image, 64));
+    let meta: Vec<u64> = [g.rt, be64(&image, g.rt), g.l1, be64(&image, g.l1) & OFFSET, be64(&image, 64), snapshot_l1]
         .into_iter()
         .filter(|&o| o != 0)
         .collect();
@@ -813,4 +826,34 @@ fn damaged_metadata_agrees_with_qemu_and_is_repaired() {
         }
     }
     assert!(damaged > 16, "{damaged} of 32 damaged images found damaged");
+}
+
+#[test]
+fn rebuild_with_many_refcount_blocks_and_a_larger_table() {
+    const TEST: &str = "rebuild_with_many_refcount_blocks_and_a_larger_table";
+    if !common::tools(TEST, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(TEST);
+    // 512-byte clusters, 64-bit refcounts: a refcount block covers 64 clusters, a table
+    // cluster 64 blocks; 3 MiB of data needs more than one table cluster.
+    let path = dir.join("many.qcow2");
+    create(&path, "cluster_size=512,refcount_bits=64", "8M", false);
+    io(&path, false, &["write -P 0x11 0 3M"]);
+    common::qemu_img(&["snapshot", "-c", "s1", path.to_str().unwrap()]);
+    io(&path, false, &["write -P 0x22 1M 64k", "write -P 0x33 6M 512k"]);
+    let clusters_before = be64(&std::fs::read(&path).unwrap(), 56) >> 32;
+    assert!(clusters_before > 1, "the table spans {clusters_before} clusters");
+    edit(&path, |b| {
+        let k = (be64(b, l2_entry_at(b, 100)) & OFFSET) >> 9;
+        set_refcount(b, k, 0);
+    });
+    let r = assert_agrees("many blocks, refcount zero", &path, false);
+    assert!(r.corruptions > 0);
+    assert_repair_agrees(&dir, "many blocks, refcount zero", &path, "all");
+    let (r, findings) = qluks_check(&path, Repair::All);
+    assert!(findings.contains(&Finding::Rebuilding), "{r:?}");
+    let b = std::fs::read(&path).unwrap();
+    assert!(be64(&b, 56) >> 32 > 1, "the rebuilt table spans more than one cluster");
+    assert_eq!(qemu_check(&path, None, false).0, 0);
 }

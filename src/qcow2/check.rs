@@ -21,8 +21,15 @@
 //!   [`Repair::Leaks`] stops with [`Error::CheckNeedsRebuild`], exit 1 in `qemu-img`);
 //! - COPIED flags of the active L1/L2 entries that disagree with the on-disk refcount,
 //!   reserved bits, unaligned entries, bad subcluster bitmaps, compressed entries with COPIED,
-//!   references past what the memory counts ([`Finding::PastEnd`]): corruptions. An L2 entry
-//!   pointing into metadata shows as a refcount too low (the cluster is counted twice).
+//!   a referenced region reaching a cluster or more past the end of the file (one corruption,
+//!   not counted: [`Finding::PastEnd`]): corruptions. An L2 entry pointing into metadata shows
+//!   as a refcount too low (the cluster is counted twice).
+//! - A repair write that would land on metadata (QEMU's overlap check, active L2 tables
+//!   aside) fails the check with [`Error::MetadataOverlap`] (`qemu-img`: "Check failed").
+//!
+//! Divergence: for a refcount block past the end of the file, `qemu-img check -r all` grows
+//! the file up to it (gigabytes for a garbage offset); this rebuilds the refcount structures
+//! instead.
 //!
 //! # Memory
 //!
