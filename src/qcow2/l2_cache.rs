@@ -357,4 +357,41 @@ mod tests {
             .unwrap();
         assert!(loaded, "the slice is read again, not served from the failed slot");
     }
+
+    #[test]
+    fn dirty_slices_are_never_evicted_silently() {
+        let mut cache: L2Cache<2> = L2Cache::new();
+        let fill = |v: u8| {
+            move |b: &mut [u8; SLICE_BYTES]| -> Result<(), ()> {
+                b[0] = v;
+                Ok(())
+            }
+        };
+        cache.get_mut(0x1000, 0, 1, fill(1)).unwrap()[0] = 11; // dirty, least recently used
+        cache.get(0x2000, 0, fill(2)).unwrap();
+        assert_eq!(cache.dirty_victim(0x3000, 0), None, "a clean slot is free");
+        cache.get(0x3000, 0, fill(3)).unwrap(); // evicts the clean 0x2000, not the dirty 0x1000
+        assert_eq!(cache.peek(0x1000, 0).map(|s| s[0]), Some(11));
+        assert!(cache.peek(0x2000, 0).is_none());
+        cache.get_mut(0x3000, 0, 2, fill(9)).unwrap();
+        assert_eq!(cache.dirty_count(), 2);
+        // Every slot dirty: a load must first write the least recently used one.
+        let (slot, class, table, slice) = cache.dirty_victim(0x4000, 0).unwrap();
+        assert_eq!((class, table, slice), (1, 0x1000, 0));
+        assert_eq!(cache.dirty_victim(0x3000, 0), None, "a cached slice needs no room");
+        assert_eq!(cache.slot_bytes(slot).unwrap()[0], 11);
+        cache.mark_clean(slot);
+        assert_eq!(cache.dirty_victim(0x4000, 0), None);
+        assert_eq!(cache.next_dirty(2).map(|d| d.1), Some(0x3000));
+        assert_eq!(cache.next_dirty(1), None);
+        // Switching tables keeps dirty slices; closing and freeing drop them.
+        cache.clear();
+        assert_eq!(cache.peek(0x3000, 0).map(|s| s[0]), Some(3));
+        assert!(cache.peek(0x1000, 0).is_none(), "clean slices go");
+        cache.forget(0x3000);
+        assert_eq!(cache.dirty_count(), 0);
+        cache.get_mut(0x5000, 0, 1, fill(5)).unwrap();
+        cache.clear_all();
+        assert_eq!((cache.dirty_count(), cache.peek(0x5000, 0).is_none()), (0, true));
+    }
 }
