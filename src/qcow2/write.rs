@@ -23,9 +23,9 @@
 
 use super::backing::{Chain, Layer};
 use super::crypt::{Crypt, SECTOR};
-use super::error::Error;
+use super::error::{Corruption, Error};
 use super::l2_entry::{classify, Mapping, L2E_OFFSET_MASK, OFLAG_COPIED, OFLAG_ZERO, SUBCLUSTERS};
-use super::{Incompatible, Qcow2};
+use super::Qcow2;
 use crate::io::{BlockIo, MAX_BLOCK_SIZE};
 
 /// Extended L2 bitmap: every subcluster reads as zero.
@@ -219,15 +219,12 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         Ok(())
     }
 
-    /// Refuses ranges past the virtual size (no overflow) and images the data side cannot
-    /// write.
+    /// Refuses ranges past the virtual size (no overflow). (What the engine cannot write at
+    /// all, e.g. an external data file, [`Qcow2::prepare_write`] refuses first.)
     fn check_range(&self, offset: u64, len: u64) -> Result<(), Error<I::Error>> {
         let size = self.size;
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(Error::OutOfRange { offset, len: usize::try_from(len).unwrap_or(usize::MAX), size });
-        }
-        if self.header.incompatible(Incompatible::ExternalDataFile) {
-            return Err(Error::WriteUnsupported { feature: "an external data file" });
         }
         Ok(())
     }
@@ -372,6 +369,11 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         plan.lo = align_down(plan.lo, align);
         plan.hi = align_up(plan.hi, align).min(cs);
         if in_place {
+            if host >= self.file_size {
+                // Not a cluster of this file: writing there would grow it without bound.
+                let file_size = self.file_size;
+                return Err(Corruption::DataPastEndOfFile { offset: host, len: cs, file_size }.into());
+            }
             self.check_data_overlap(host, cs)?;
         }
         Ok(plan)
@@ -418,7 +420,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             None => {
                 let (h, got) = self.alloc_clusters(n)?;
                 if got == 0 || got > n || h % cs != 0 {
-                    return Err(Error::WriteUnsupported { feature: "an allocation the allocator could not make" });
+                    return Err(Error::ImageFull { host_offset: h });
                 }
                 if got < n {
                     n = got;
@@ -589,7 +591,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     fn write_host(&mut self, host: u64, buf: &[u8]) -> Result<(), Error<I::Error>> {
         let io = self.io.as_mut().ok_or(Error::NotOpen)?;
         io.write_at(host, buf).map_err(Error::Io)?;
-        self.file_size = self.file_size.max(host.saturating_add(buf.len() as u64));
+        self.note_host_write(host.saturating_add(buf.len() as u64));
         Ok(())
     }
 
