@@ -31,6 +31,51 @@
 //! the file up to it (gigabytes for a garbage offset); this rebuilds the refcount structures
 //! instead.
 //!
+//! ```
+//! use qluks::io::MemIo;
+//! use qluks::qcow2::{Finding, Qcow2Image, Repair};
+//!
+//! # fn main() -> Result<(), qluks::qcow2::Error<qluks::io::MemIoError>> {
+//! # let mut image = doc_support::leaky_image();
+//! // `image`: 4 KiB clusters; cluster 4 has refcount 1 but nothing references it.
+//! let mut disk = Qcow2Image::open_metadata(MemIo::new(&mut image), None)?;
+//! let mut memory = vec![0u8; disk.check_memory_len()?]; // any caller memory will do
+//! let mut found = Vec::new();
+//! let result = disk.check(&mut memory, Repair::None, &mut |f| found.push(*f))?;
+//! assert_eq!((result.leaks, result.corruptions), (1, 0));
+//! assert_eq!(found[0], Finding::Refcount { cluster: 4, on_disk: 1, counted: 0, repairing: false });
+//! assert_eq!(found[0].to_string(), "Leaked cluster 4 refcount=1 reference=0"); // qemu-img's words
+//!
+//! let fixed = disk.check(&mut memory, Repair::Leaks, &mut |_| {})?;
+//! assert_eq!(fixed.leaks_fixed, 1);
+//! let again = disk.check(&mut memory, Repair::None, &mut |_| {})?;
+//! assert_eq!((again.leaks, again.corruptions, again.image_end_offset), (0, 0, 4 * 4096));
+//! # Ok(())
+//! # }
+//! # mod doc_support {
+//! #     fn put(b: &mut [u8], off: usize, v: &[u8]) { b[off..off + v.len()].copy_from_slice(v) }
+//! #     /// Header, refcount table, refcount block, L1 table (empty), and a leaked cluster.
+//! #     pub fn leaky_image() -> Vec<u8> {
+//! #         let mut img = vec![0u8; 5 * 4096];
+//! #         put(&mut img, 0, b"QFI\xfb");
+//! #         put(&mut img, 4, &3u32.to_be_bytes());
+//! #         put(&mut img, 20, &12u32.to_be_bytes());
+//! #         put(&mut img, 24, &(1u64 << 20).to_be_bytes());
+//! #         put(&mut img, 36, &1u32.to_be_bytes()); // l1_size
+//! #         put(&mut img, 40, &0x3000u64.to_be_bytes()); // L1
+//! #         put(&mut img, 48, &0x1000u64.to_be_bytes()); // refcount table
+//! #         put(&mut img, 56, &1u32.to_be_bytes());
+//! #         put(&mut img, 96, &4u32.to_be_bytes()); // 16-bit refcounts
+//! #         put(&mut img, 100, &104u32.to_be_bytes());
+//! #         put(&mut img, 0x1000, &0x2000u64.to_be_bytes()); // refcount block
+//! #         for cluster in 0..5 {
+//! #             put(&mut img, 0x2000 + 2 * cluster, &1u16.to_be_bytes());
+//! #         }
+//! #         img
+//! #     }
+//! # }
+//! ```
+//!
 //! # Memory
 //!
 //! [`Qcow2::check_memory_len`] bytes, a function of the host FILE's size (never of a header
