@@ -118,7 +118,7 @@ const BME_ALL_ONES: u64 = 1;
 const BITMAP_ALL_ALLOC: u64 = 0xffff_ffff;
 /// Stack buffer of table walks and refcount chunks.
 const BUF: usize = 4096;
-/// Small stack buffer (L1 chunks, the COPIED lookups' refcount chunk).
+/// Small stack buffer (L1 and refcount table chunks).
 const SMALL: usize = 512;
 
 /// What `check` may change.
@@ -492,8 +492,10 @@ impl Counts<'_> {
 
 /// One refcount chunk kept for the COPIED pass's lookups.
 struct Lookup {
+    /// The refcount table entry read last: (index, raw entry).
+    rt: (u64, u64),
     chunk_at: u64,
-    buf: [u8; SMALL],
+    buf: [u8; BUF],
 }
 
 type Report<'r> = &'r mut dyn FnMut(&Finding);
@@ -1138,7 +1140,11 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let h = self.header;
         let order = h.refcount_order;
         let bb = h.cluster_bits + 3 - order;
-        let block = self.reftable_entry(cluster >> bb)? & REFT_OFFSET_MASK;
+        let index = cluster >> bb;
+        if lk.rt.0 != index {
+            lk.rt = (index, self.reftable_entry(index)?);
+        }
+        let block = lk.rt.1 & REFT_OFFSET_MASK;
         if block == 0 {
             return Ok(Some(0));
         }
@@ -1146,14 +1152,13 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             return Ok(None);
         }
         let (byte, shift) = refcount_pos(order, cluster & ((1 << bb) - 1));
-        let at = block + byte / SMALL as u64 * SMALL as u64;
+        let at = block + byte / BUF as u64 * BUF as u64;
         if lk.chunk_at != at {
-            let mut b = [0u8; SMALL];
-            self.read_clamped(at, &mut b)?;
-            lk.buf = b;
+            lk.chunk_at = u64::MAX;
+            self.read_clamped(at, &mut lk.buf)?;
             lk.chunk_at = at;
         }
-        Ok(Some(get_refcount(&lk.buf, (byte % SMALL as u64) as usize, shift, order)))
+        Ok(Some(get_refcount(&lk.buf, (byte % BUF as u64) as usize, shift, order)))
     }
 
     /// QEMU's `check_oflag_copied`: COPIED of the active L1 and L2 entries against the on-disk
@@ -1169,7 +1174,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             Repair::Leaks => res.check_errors == 0 && res.corruptions == 0 && res.leaks == 0,
             Repair::None => false,
         };
-        let mut lk = Lookup { chunk_at: u64::MAX, buf: [0; SMALL] };
+        let mut lk = Lookup { rt: (u64::MAX, 0), chunk_at: u64::MAX, buf: [0; BUF] };
         let bytes = u64::from(h.l1_size) * 8;
         let mut l1buf = [0u8; SMALL];
         let mut l2buf = [0u8; BUF];
