@@ -14,6 +14,9 @@ use serde_json::Value;
 
 const SECRET: &str = "secret,id=sec0,data=check-pass";
 
+#[global_allocator]
+static GLOBAL: common::counting_alloc::Counting = common::counting_alloc::Counting;
+
 /// `qemu-img check [-r MODE] --output json`: (exit code, JSON).
 fn qemu_check(path: &Path, repair: Option<&str>, luks: bool) -> (i32, Value) {
     let mut c = Command::new("qemu-img");
@@ -856,4 +859,32 @@ fn rebuild_with_many_refcount_blocks_and_a_larger_table() {
     let b = std::fs::read(&path).unwrap();
     assert!(be64(&b, 56) >> 32 > 1, "the rebuilt table spans more than one cluster");
     assert_eq!(qemu_check(&path, None, false).0, 0);
+}
+
+#[test]
+fn check_and_rebuild_allocate_nothing() {
+    const TEST: &str = "check_and_rebuild_allocate_nothing";
+    if !common::tools(TEST, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(TEST);
+    let clean = image_with_snapshot(&dir, "clean.qcow2", "cluster_size=4096");
+    let path = copy(&dir, &clean, "zero.qcow2");
+    edit(&path, |b| corrupt("refcount zero", b));
+    let image = std::fs::read(&path).unwrap();
+    // Room for the file to grow (a rebuild appends) without the Vec reallocating.
+    let mut data = Vec::with_capacity(image.len() + (1 << 20));
+    data.extend_from_slice(&image);
+    let mut q: Box<Qcow2<CrashIo>> = Box::new(Qcow2::new_empty());
+    q.open_metadata_in(CrashIo { data, budget: usize::MAX, writes: 0 }, None).unwrap();
+    let mut memory = vec![0u8; q.check_memory_len().unwrap()];
+    let mut findings = 0;
+    for repair in [Repair::None, Repair::All, Repair::Leaks, Repair::None] {
+        let (r, n) = common::counting_alloc::count_allocations(|| q.check(&mut memory, repair, &mut |_| findings += 1));
+        let r = r.unwrap();
+        assert_eq!(n, 0, "{repair:?} allocated ({r:?})");
+    }
+    assert!(findings > 0);
+    let (r, _) = common::counting_alloc::count_allocations(|| q.check(&mut memory, Repair::None, &mut |_| {}));
+    assert_eq!(exit_code(&r.unwrap()), 0);
 }
