@@ -498,6 +498,8 @@ struct CrashIo {
     data: Vec<u8>,
     budget: usize,
     writes: usize,
+    /// When kept: the bytes as of the last flush (a crash may lose every later write).
+    durable: Option<Vec<u8>>,
 }
 
 impl BlockIo for CrashIo {
@@ -527,6 +529,9 @@ impl BlockIo for CrashIo {
         if self.writes == self.budget {
             return Err(std::io::Error::other("crashed"));
         }
+        if let Some(d) = self.durable.as_mut() {
+            d.clone_from(&self.data);
+        }
         Ok(())
     }
     fn size(&mut self) -> Result<u64, std::io::Error> {
@@ -535,13 +540,13 @@ impl BlockIo for CrashIo {
 }
 
 /// Runs `f` on the image bytes with a write budget; returns the bytes on "disk" afterwards
-/// and how many writes happened.
-fn crash_run(image: &[u8], budget: usize, f: impl FnOnce(&mut Qcow2<CrashIo>)) -> (Vec<u8>, usize) {
-    let io = CrashIo { data: image.to_vec(), budget, writes: 0 };
+/// and how many writes happened, and the bytes as of the last flush.
+fn crash_run(image: &[u8], budget: usize, f: impl FnOnce(&mut Qcow2<CrashIo>)) -> (Vec<u8>, usize, Vec<u8>) {
+    let io = CrashIo { data: image.to_vec(), budget, writes: 0, durable: Some(image.to_vec()) };
     let mut q: Qcow2<CrashIo> = Qcow2::open_metadata(io, None).unwrap();
     f(&mut q);
     let io = q.into_inner().0.unwrap();
-    (io.data, io.writes)
+    (io.data, io.writes, io.durable.unwrap_or_default())
 }
 
 fn repair_with(repair: Repair) -> impl FnOnce(&mut Qcow2<CrashIo>) {
@@ -562,22 +567,30 @@ fn assert_crash_safe(dir: &common::TempDir, what: &str, path: &Path, repair: Rep
         let (_, j) = qemu_check(path, None, false);
         field(&j, "corruptions")
     };
-    let (_, total) = crash_run(&image, usize::MAX, repair_with(repair));
+    let (_, total, _) = crash_run(&image, usize::MAX, repair_with(repair));
     assert!(total > 0, "{what}: the repair writes");
+    let mut seen = std::collections::HashSet::new();
     for budget in 0..total {
-        let (bytes, _) = crash_run(&image, budget, repair_with(repair));
-        let crashed = dir.join("crashed.qcow2");
-        std::fs::write(&crashed, &bytes).unwrap();
-        let (code, j) = qemu_check(&crashed, None, false);
-        assert!(
-            field(&j, "corruptions") <= before_corruptions && field(&j, "check-errors") == 0,
-            "{what}: crash after {budget} of {total} writes: {j} (before: exit {before})"
-        );
-        assert!(code == 0 || code == 3 || code == before, "{what}: crash after {budget} writes: exit {code}");
-        assert_same_content(&crashed, path, false);
-        let (r, _) = qluks_check(&crashed, repair);
-        r.unwrap_or_else(|e| panic!("{what}: repair after a crash after {budget} writes: {e}"));
-        assert_eq!(qemu_check(&crashed, None, false).0, 0, "{what}: repaired after a crash after {budget} writes");
+        let (bytes, _, durable) = crash_run(&image, budget, repair_with(repair));
+        // Every write so far on disk, or only those the last flush made durable.
+        for (state, bytes) in [("written", bytes), ("flushed", durable)] {
+            if !seen.insert(bytes.clone()) {
+                continue;
+            }
+            let what = format!("{what}: crash after {budget} of {total} writes ({state})");
+            let crashed = dir.join("crashed.qcow2");
+            std::fs::write(&crashed, &bytes).unwrap();
+            let (code, j) = qemu_check(&crashed, None, false);
+            assert!(
+                field(&j, "corruptions") <= before_corruptions && field(&j, "check-errors") == 0,
+                "{what}: {j} (before: exit {before})"
+            );
+            assert!(code == 0 || code == 3 || code == before, "{what}: exit {code}");
+            assert_same_content(&crashed, path, false);
+            let (r, _) = qluks_check(&crashed, repair);
+            r.unwrap_or_else(|e| panic!("{what}: repair after the crash: {e}"));
+            assert_eq!(qemu_check(&crashed, None, false).0, 0, "{what}: repaired after the crash");
+        }
     }
 }
 
@@ -635,23 +648,31 @@ fn killed_writer_leaves_leaks_that_agree_and_are_repaired() {
         let _ = file.flush();
     };
     let open_rw = |bytes: &[u8], budget| {
-        let io = CrashIo { data: bytes.to_vec(), budget, writes: 0 };
+        let io = CrashIo { data: bytes.to_vec(), budget, writes: 0, durable: Some(bytes.to_vec()) };
         let mut q: Qcow2<CrashIo> = Qcow2::open(io, None).unwrap();
         write(&mut q);
         let io = q.into_inner().0.unwrap();
-        (io.data, io.writes)
+        (io.data, io.writes, io.durable.unwrap_or_default())
     };
-    let (_, total) = open_rw(&image, usize::MAX);
+    let (_, total, _) = open_rw(&image, usize::MAX);
     let mut leaky = 0;
+    let mut seen = std::collections::HashSet::new();
     for budget in 0..total {
-        let (bytes, _) = open_rw(&image, budget);
-        let path = dir.join("killed.qcow2");
-        std::fs::write(&path, &bytes).unwrap();
-        let r = assert_agrees(&format!("writer killed after {budget} of {total} writes"), &path, false);
-        assert_eq!(r.corruptions, 0);
-        if r.leaks > 0 {
-            leaky += 1;
-            assert_repair_agrees(&dir, &format!("killed after {budget} writes"), &path, "leaks");
+        let (bytes, _, durable) = open_rw(&image, budget);
+        // Every write so far on disk, or only those its last flush made durable.
+        for (state, bytes) in [("written", bytes), ("flushed", durable)] {
+            if !seen.insert(bytes.clone()) {
+                continue;
+            }
+            let what = format!("writer killed after {budget} of {total} writes ({state})");
+            let path = dir.join("killed.qcow2");
+            std::fs::write(&path, &bytes).unwrap();
+            let r = assert_agrees(&what, &path, false);
+            assert_eq!(r.corruptions, 0, "{what}");
+            if r.leaks > 0 {
+                leaky += 1;
+                assert_repair_agrees(&dir, &what, &path, "leaks");
+            }
         }
     }
     assert!(leaky > 0, "no crash point left leaks ({total} writes)");
@@ -698,7 +719,7 @@ fn check_and_rebuild_run_in_64_kib_of_stack() {
     let repaired = std::thread::Builder::new()
         .stack_size(kib * 1024)
         .spawn(move || {
-            let io = CrashIo { data: image, budget: usize::MAX, writes: 0 };
+            let io = CrashIo { data: image, budget: usize::MAX, writes: 0, durable: None };
             let mut q: Box<Qcow2<CrashIo>> = Box::new(Qcow2::new_empty());
             q.open_metadata_in(io, None).unwrap();
             let mut memory = vec![0u8; q.check_memory_len().unwrap()];
@@ -780,7 +801,7 @@ fn damaged_metadata_never_panics() {
             b[pos as usize] ^= noise[(seed * 13 + j) as usize % 4096] | 1;
         }
         for repair in [Repair::None, Repair::Leaks, Repair::All] {
-            let io = CrashIo { data: b.clone(), budget: usize::MAX, writes: 0 };
+            let io = CrashIo { data: b.clone(), budget: usize::MAX, writes: 0, durable: None };
             let Ok(mut q) = Qcow2::<CrashIo>::open_metadata(io, None) else { continue };
             let Ok(len) = q.check_memory_len() else { continue };
             let mut memory = vec![0u8; len];
@@ -876,7 +897,7 @@ fn check_and_rebuild_allocate_nothing() {
     let mut data = Vec::with_capacity(image.len() + (1 << 20));
     data.extend_from_slice(&image);
     let mut q: Box<Qcow2<CrashIo>> = Box::new(Qcow2::new_empty());
-    q.open_metadata_in(CrashIo { data, budget: usize::MAX, writes: 0 }, None).unwrap();
+    q.open_metadata_in(CrashIo { data, budget: usize::MAX, writes: 0, durable: None }, None).unwrap();
     let mut memory = vec![0u8; q.check_memory_len().unwrap()];
     let mut findings = 0;
     for repair in [Repair::None, Repair::All, Repair::Leaks, Repair::None] {
