@@ -1,6 +1,7 @@
 //! `qluks check [-r leaks|all] [--output human|json]` against `qemu-img check` on copies of the
-//! same images: the same stdout (human), the same JSON, the same exit codes (0 clean, 1 check
-//! failed or cannot open, 2 corruptions, 3 leaks, 63 no checks for the format).
+//! same images: the same stdout (human), the same JSON, the same findings on stderr, the same
+//! exit codes (0 clean, 1 check failed or cannot open, 2 corruptions, 3 leaks, 63 no checks for
+//! the format).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -19,10 +20,22 @@ fn s(p: &Path) -> &str {
 }
 
 /// Runs `prog check ARGS IMAGE`: (exit code, stdout).
-fn check(mut prog: Command, args: &[&str], image: &Path) -> (i32, String) {
+fn check(prog: Command, args: &[&str], image: &Path) -> (i32, String) {
+    let (code, out, _) = check_full(prog, args, image);
+    (code, out)
+}
+
+/// Runs `prog check ARGS IMAGE`: (exit code, stdout, the findings on stderr: the lines that
+/// do not name the program).
+fn check_full(mut prog: Command, args: &[&str], image: &Path) -> (i32, String, String) {
     prog.arg("check").args(args).arg(image);
     let out = common::output(&mut prog);
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    let findings = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.starts_with("qemu-img: ") && !l.starts_with("qluks: "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), findings)
 }
 
 /// The same check by both on copies named alike (`a/IMAGE`, `b/IMAGE`, run from each
@@ -38,9 +51,11 @@ fn assert_same(dir: &common::TempDir, image: &Path, args: &[&str]) -> i32 {
     ours.current_dir(&a);
     let mut theirs = Command::new("qemu-img");
     theirs.current_dir(&b);
-    let (code, out) = check(ours, args, Path::new(name));
-    let (qcode, qout) = check(theirs, args, Path::new(name));
+    let (code, out, findings) = check_full(ours, args, Path::new(name));
+    let (qcode, qout, qfindings) = check_full(theirs, args, Path::new(name));
     assert_eq!(code, qcode, "exit code of check {args:?}: qluks:\n{out}\nqemu-img:\n{qout}");
+    // The findings, in qemu-img's words and order.
+    assert_eq!(findings, qfindings, "stderr of check {args:?}");
     if args.contains(&"json") {
         let (v, qv): (Value, Value) = (serde_json::from_str(&out).unwrap(), serde_json::from_str(&qout).unwrap());
         assert_eq!(v, qv, "JSON of check {args:?}");
