@@ -403,6 +403,14 @@ fn corrupt(name: &str, b: &mut [u8]) {
             assert_eq!(e, 0);
             put64(b, g.l1 + 16, COPIED);
         }
+        "unaligned preallocated zero cluster" => {
+            let e = be64(b, own);
+            put64(b, own, ((e & OFFSET) + 512) | COPIED | 1);
+        }
+        "unaligned data cluster" => {
+            let e = be64(b, own);
+            put64(b, own, ((e & OFFSET) + 512) | COPIED);
+        }
         "reserved bits" => {
             let e = be64(b, own);
             put64(b, own, e | 0x100);
@@ -411,7 +419,7 @@ fn corrupt(name: &str, b: &mut [u8]) {
     }
 }
 
-const CORRUPTIONS: [&str; 10] = [
+const CORRUPTIONS: [&str; 12] = [
     "refcount too low",
     "refcount zero",
     "L2 entry into the L1 table",
@@ -421,6 +429,8 @@ const CORRUPTIONS: [&str; 10] = [
     "COPIED on a shared data cluster",
     "COPIED on a shared L2 table",
     "COPIED alone in an L1 entry",
+    "unaligned preallocated zero cluster",
+    "unaligned data cluster",
     "reserved bits",
 ];
 
