@@ -3,6 +3,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_pbkdf2;
+mod check;
 mod compare;
 mod convert;
 mod convert_qcow2;
@@ -54,6 +55,8 @@ enum Command {
     Snapshot(snapshot::SnapshotArgs),
     /// Compare the guest-visible content of two images.
     Compare(compare::CompareArgs),
+    /// Check a qcow2 image's refcounts and repair them (like `qemu-img check [-r leaks|all]`).
+    Check(check::CheckArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,6 +72,7 @@ fn main() -> std::process::ExitCode {
         Command::Map(args) => map::run(args),
         Command::Snapshot(args) => snapshot::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Check(args) => return check::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -449,6 +449,29 @@ pub enum Error<E> {
         /// Guest offset of the bytes that come from the backing file.
         guest_offset: u64,
     },
+    /// [`crate::qcow2::Qcow2::check`] needs more memory for the counted references (see
+    /// [`crate::qcow2::Qcow2::check_memory_len`]).
+    CheckMemoryTooSmall {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes given.
+        got: usize,
+    },
+    /// `check -r leaks` met refcounts that only a rebuild of the refcount structures repairs
+    /// (`-r all`).
+    CheckNeedsRebuild,
+    /// A repair left corruptions or check errors (or met references it cannot represent).
+    CheckRepairFailed {
+        /// Corruptions left.
+        corruptions: u64,
+        /// Check errors.
+        check_errors: u64,
+    },
+    /// The check could not go on: a structure it walks is unreadable.
+    CheckFailed {
+        /// Which structure.
+        what: &'static str,
+    },
 }
 
 impl<E> From<HeaderError> for Error<E> {
@@ -529,6 +552,17 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                 "copy on write at guest offset {guest_offset:#x} needs the backing file's data: write through the \
                  backing chain"
             ),
+            Error::CheckMemoryTooSmall { needed, got } => {
+                write!(f, "check needs {needed} bytes of memory for the counted references, {got} given")
+            }
+            Error::CheckNeedsRebuild => {
+                write!(f, "the refcount structures need a rebuild (repair with -r all)")
+            }
+            Error::CheckRepairFailed { corruptions, check_errors } => write!(
+                f,
+                "repair failed: {corruptions} corruptions and {check_errors} check errors left"
+            ),
+            Error::CheckFailed { what } => write!(f, "check failed: the {what} is corrupt"),
         }
     }
 }

@@ -156,7 +156,7 @@ fn name_from(raw: &[u8], full_len: u16) -> SnapshotName {
 
 impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     /// Reads snapshot entry `index` located at `offset` in the table.
-    fn read_snapshot_entry(&mut self, index: u32, offset: u64) -> Result<Snapshot, Error<I::Error>> {
+    pub(crate) fn read_snapshot_entry(&mut self, index: u32, offset: u64) -> Result<Snapshot, Error<I::Error>> {
         let bad = |reason| Error::Corrupt(Corruption::BadSnapshot { index, reason });
         let table_end = self.header.snapshots_offset + MAX_TABLE_BYTES;
         let mut fixed = [0u8; 40];

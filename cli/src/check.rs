@@ -1,0 +1,167 @@
+//! `qluks check [-r leaks|all] [--output human|json] IMAGE`: `qemu-img check` for qcow2
+//! images, with its words, its JSON (`ImageCheck`) and its exit codes: 0 clean, 1 check errors
+//! or the image cannot be opened, 2 corruptions, 3 leaks only, 63 a format without checks.
+//!
+//! Only metadata is read: an encrypted image is checked (and repaired) without its passphrase.
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use qluks::qcow2::{CheckResult, Qcow2, Repair};
+use serde_json::{json, Map, Value};
+
+use crate::open::{detect, Format};
+
+/// `qluks check` arguments.
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Repair: `leaks` (refcounts too high) or `all` (everything, the refcount structures
+    /// rebuilt if needed).
+    #[arg(short = 'r', long = "repair", value_enum)]
+    repair: Option<RepairArg>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    output: Output,
+    /// The image.
+    image: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RepairArg {
+    Leaks,
+    All,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Human,
+    Json,
+}
+
+/// Runs `qluks check`; the exit code is qemu-img's.
+pub fn run(args: CheckArgs) -> ExitCode {
+    match check(&args) {
+        Ok(code) => ExitCode::from(code),
+        Err((code, msg)) => {
+            eprintln!("qluks: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn check(args: &CheckArgs) -> Result<u8, (u8, String)> {
+    let path = &args.image;
+    let repair = match args.repair {
+        None => Repair::None,
+        Some(RepairArg::Leaks) => Repair::Leaks,
+        Some(RepairArg::All) => Repair::All,
+    };
+    let open_err = |e: &dyn std::fmt::Display| (1u8, format!("Could not open '{}': {e}", path.display()));
+    let mut file = OpenOptions::new().read(true).write(repair != Repair::None).open(path).map_err(|e| open_err(&e))?;
+    match detect(&mut file).map_err(|e| open_err(&e))? {
+        Format::Qcow2 => {}
+        _ => return Err((63, format!("{}: This image format does not support checks", path.display()))),
+    }
+    let mut q: Qcow2<File> = Qcow2::open_metadata(file, None).map_err(|e| open_err(&e))?;
+    let len = q.check_memory_len().map_err(|e| open_err(&e))?;
+    let mut memory = vec![0u8; len];
+    let mut print = |f: &qluks::qcow2::Finding| eprintln!("{f}");
+    let failed = |e: &dyn std::fmt::Display| (1u8, format!("{}: Check failed: {e}", path.display()));
+    let mut result = q.check(&mut memory, repair, &mut print).map_err(|e| failed(&e))?;
+    if result.corruptions_fixed != 0 || result.leaks_fixed != 0 {
+        if args.output == Output::Human {
+            println!(
+                "The following inconsistencies were found and repaired:\n\n    {} leaked clusters\n    {} \
+                 corruptions\n\nDouble checking the fixed image now...",
+                result.leaks_fixed, result.corruptions_fixed
+            );
+        }
+        let (leaks_fixed, corruptions_fixed) = (result.leaks_fixed, result.corruptions_fixed);
+        let len = q.check_memory_len().map_err(|e| failed(&e))?;
+        memory = vec![0u8; len];
+        result = q.check(&mut memory, Repair::None, &mut print).map_err(|e| failed(&e))?;
+        result.leaks_fixed = leaks_fixed;
+        result.corruptions_fixed = corruptions_fixed;
+    }
+    match args.output {
+        Output::Human => print!("{}", human(&result)),
+        Output::Json => print!("{}", json_text(path, &result)),
+    }
+    if result.check_errors != 0 {
+        eprintln!("qluks: {}: Check failed", path.display());
+        return Ok(1);
+    }
+    Ok(if result.corruptions != 0 {
+        2
+    } else if result.leaks != 0 {
+        3
+    } else {
+        0
+    })
+}
+
+/// qemu-img's `dump_human_image_check`.
+fn human(r: &CheckResult) -> String {
+    let mut s = String::new();
+    if r.corruptions == 0 && r.leaks == 0 && r.check_errors == 0 {
+        s.push_str("No errors were found on the image.\n");
+    } else {
+        if r.corruptions != 0 {
+            s += &format!(
+                "\n{} errors were found on the image.\nData may be corrupted, or further writes to the image may \
+                 corrupt it.\n",
+                r.corruptions
+            );
+        }
+        if r.leaks != 0 {
+            s += &format!(
+                "\n{} leaked clusters were found on the image.\nThis means waste of disk space, but no harm to data.\n",
+                r.leaks
+            );
+        }
+        if r.check_errors != 0 {
+            s += &format!("\n{} internal errors have occurred during the check.\n", r.check_errors);
+        }
+    }
+    if r.total_clusters != 0 && r.allocated_clusters != 0 {
+        let a = r.allocated_clusters as f64;
+        s += &format!(
+            "{}/{} = {:.2}% allocated, {:.2}% fragmented, {:.2}% compressed clusters\n",
+            r.allocated_clusters,
+            r.total_clusters,
+            a * 100.0 / r.total_clusters as f64,
+            r.fragmented_clusters as f64 * 100.0 / a,
+            r.compressed_clusters as f64 * 100.0 / a
+        );
+    }
+    if r.image_end_offset != 0 {
+        s += &format!("Image end offset: {}\n", r.image_end_offset);
+    }
+    s
+}
+
+/// qemu-img's `ImageCheck` in JSON: the optional fields only when non-zero.
+fn json_text(path: &Path, r: &CheckResult) -> String {
+    let mut m = Map::new();
+    m.insert("filename".into(), json!(path.display().to_string()));
+    m.insert("format".into(), json!("qcow2"));
+    m.insert("check-errors".into(), json!(r.check_errors));
+    let optional = [
+        ("image-end-offset", r.image_end_offset),
+        ("corruptions", r.corruptions),
+        ("leaks", r.leaks),
+        ("corruptions-fixed", r.corruptions_fixed),
+        ("leaks-fixed", r.leaks_fixed),
+        ("total-clusters", r.total_clusters),
+        ("allocated-clusters", r.allocated_clusters),
+        ("fragmented-clusters", r.fragmented_clusters),
+        ("compressed-clusters", r.compressed_clusters),
+    ];
+    for (k, v) in optional {
+        if v != 0 {
+            m.insert(k.into(), json!(v));
+        }
+    }
+    serde_json::to_string_pretty(&Value::Object(m)).unwrap_or_default() + "\n"
+}
