@@ -449,6 +449,17 @@ pub enum Error<E> {
         /// Guest offset of the bytes that come from the backing file.
         guest_offset: u64,
     },
+    /// A new snapshot's name is empty or longer than
+    /// [`NAME_CAP`](crate::qcow2::snapshot::NAME_CAP) bytes (what lookups compare).
+    SnapshotNameInvalid {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The snapshot table is full: QEMU's limits of 65536 snapshots and 64 MiB of table.
+    SnapshotTableFull {
+        /// Snapshots in the table.
+        nb_snapshots: u32,
+    },
 }
 
 impl<E> From<HeaderError> for Error<E> {
@@ -528,6 +539,15 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                 f,
                 "copy on write at guest offset {guest_offset:#x} needs the backing file's data: write through the \
                  backing chain"
+            ),
+            Error::SnapshotNameInvalid { len } => write!(
+                f,
+                "snapshot name of {len} bytes: names are 1 to {} bytes long",
+                crate::qcow2::snapshot::NAME_CAP
+            ),
+            Error::SnapshotTableFull { nb_snapshots } => write!(
+                f,
+                "snapshot table full ({nb_snapshots} snapshots; at most 65536 and 64 MiB of table)"
             ),
         }
     }

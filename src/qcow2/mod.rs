@@ -66,6 +66,7 @@ mod mapping;
 mod read;
 mod refcount;
 pub mod snapshot;
+mod snapshot_write;
 mod table_write;
 mod write;
 
