@@ -16,6 +16,9 @@ use std::sync::{Arc, Mutex};
 use qluks::io::BlockIo;
 use qluks::qcow2::{Error, Qcow2, Qcow2Image};
 
+#[global_allocator]
+static GLOBAL: common::counting_alloc::Counting = common::counting_alloc::Counting;
+
 const SECRET: &str = "snapshot-secret";
 /// A fixed date for snapshots qluks makes (the core has no clock).
 const DATE: (u32, u32) = (1_764_000_000, 123_000_000);
@@ -576,4 +579,51 @@ fn apply_restores_the_snapshot_size() {
     theirs.qemu_snapshot("-a", "big");
     same_states(&dir, &ours, &theirs, "apply big");
     assert_eq!(ours.open().size(), 200 << 10);
+}
+
+/// Stack for the snapshot paths (KiB, release / debug): the minimum measured plus about 8 KiB
+/// (x86-64, bisected with `QLUKS_STACK_KIB`, which overrides it: release runs with 12, the
+/// thread's own minimum; debug needs 36), well within the project's 64 KiB.
+const STACK_KIB: (usize, usize) = (20, 44);
+
+/// Create, apply and delete on a LUKS image allocate nothing and run on a thread with a
+/// small stack; the image (with its table cache) and the scratch are the caller's (made on
+/// the test's main thread).
+#[test]
+fn snapshot_paths_allocate_nothing_on_a_small_stack() {
+    let t = "snapshot_paths_allocate_nothing_on_a_small_stack";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(t);
+    let img = Img::create(&dir, "n.qcow2", "", "4M", true);
+    workload(&img, true, false);
+    img.qemu_snapshot("-c", "q1");
+    let mut q = Box::new(img.open());
+    let mut scratch = vec![0u8; q.snapshot_scratch_len()];
+    let kib = std::env::var("QLUKS_STACK_KIB").ok().and_then(|s| s.parse().ok()).unwrap_or(if cfg!(debug_assertions) {
+        STACK_KIB.1
+    } else {
+        STACK_KIB.0
+    });
+    let (q, allocations) = std::thread::Builder::new()
+        .stack_size(kib * 1024)
+        .spawn(move || {
+            let (r, n) = common::counting_alloc::count_allocations(|| {
+                let s = q.snapshot_create(b"s1", DATE.0, DATE.1, &mut scratch)?;
+                let q1 = q.find_snapshot(b"q1")?;
+                q.snapshot_apply(&q1, &mut scratch)?;
+                q.snapshot_delete(&s, &mut scratch)?;
+                q.flush()
+            });
+            r.unwrap();
+            (q, n)
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(allocations, 0, "heap allocations in the snapshot paths");
+    drop(q);
+    img.check_clean();
+    assert_eq!(img.snapshots().len(), 1);
 }
