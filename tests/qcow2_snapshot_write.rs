@@ -176,12 +176,47 @@ fn same_states(dir: &common::TempDir, ours: &Img, theirs: &Img, step: &str) {
     for (id, name, _) in &list {
         assert_same(&ours.raw(dir, Some(id)), &theirs.raw(dir, Some(id)), &format!("{step}: snapshot {id} {name}"));
     }
+    // qluks reads what qemu-img made (its own reader, the snapshot's size).
+    let mut q = theirs.open();
+    for (i, (id, name, size)) in list.iter().enumerate() {
+        let want = theirs.raw(dir, Some(id));
+        let snap = q.find_snapshot(id.as_bytes()).unwrap();
+        assert_eq!(snap.index as usize, i);
+        q.select_snapshot(&snap).unwrap();
+        let len = size.unwrap() as usize;
+        let mut got = vec![0u8; len];
+        let mut scratch = vec![0u8; q.compressed_scratch_len()];
+        q.read_at_with_scratch(0, &mut got, &mut scratch).unwrap();
+        assert_same(&got, &want[..len.min(want.len())], &format!("{step}: qluks reads snapshot {id} {name}"));
+    }
+    drop(q);
     // qemu-img lists what qluks made.
     let out = ours.qemu_img("snapshot", &["-l"]);
     let text = String::from_utf8_lossy(&out.stdout);
     for (id, name, _) in &list {
         assert!(text.lines().any(|l| l.split_whitespace().take(2).eq([id.as_str(), name.as_str()])), "{step}: {text}");
     }
+}
+
+/// The raw bytes of the last snapshot table entry.
+fn last_entry(img: &Img) -> Vec<u8> {
+    let file = std::fs::read(&img.path).unwrap();
+    let be32 = |at: usize| u32::from_be_bytes(file[at..at + 4].try_into().unwrap()) as usize;
+    let nb = be32(60);
+    let mut at = u64::from_be_bytes(file[64..72].try_into().unwrap()) as usize;
+    let mut entry = Vec::new();
+    for _ in 0..nb {
+        let len = (40
+            + be32(at + 36)
+            + usize::from(u16::from_be_bytes([file[at + 12], file[at + 13]]))
+            + usize::from(u16::from_be_bytes([file[at + 14], file[at + 15]])))
+        .next_multiple_of(8);
+        // The file may end before the last entry's padding.
+        entry = file[at..(at + len).min(file.len())].to_vec();
+        entry.resize(len, 0);
+        at += len;
+    }
+    entry
 }
 
 /// Guest data through qemu-io: plain and zero writes, a discard, compressed clusters.
@@ -212,6 +247,9 @@ fn scenario(test: &str, options: &str, luks: bool, v3: bool, compressed: bool) {
     ours.create_snapshot("s1");
     theirs.qemu_snapshot("-c", "s1");
     same_states(&dir, &ours, &theirs, "create s1");
+    // The entry is QEMU's, byte for byte, but for its L1 table offset and date.
+    let (a, b) = (last_entry(&ours), last_entry(&theirs));
+    assert_eq!((a.len(), &a[8..16], &a[24..]), (b.len(), &b[8..16], &b[24..]), "snapshot table entries");
 
     // Writes after the snapshot copy on write (in both).
     for img in [&ours, &theirs] {
