@@ -665,3 +665,13 @@ fn snapshot_paths_allocate_nothing_on_a_small_stack() {
     img.check_clean();
     assert_eq!(img.snapshots().len(), 1);
 }
+
+/// 512-byte clusters: L2 tables of 32 KiB of guest data, so the operations write many slices;
+/// with 64-bit refcounts, refcount blocks of 64 clusters, so they also make new refcount
+/// blocks (each a crash point). Version 2 (16-bit refcounts only) and 3.
+#[test]
+fn crash_at_every_write_small_clusters_v2_and_64_bit_refcounts() {
+    let ops = [SnapOp::Create("s1"), SnapOp::Apply("q1"), SnapOp::Delete("s1")];
+    crash_points("crash_small_clusters_v2", "compat=0.10,cluster_size=512", false, &ops);
+    crash_points("crash_small_clusters_64_bit", "cluster_size=512,refcount_bits=64", false, &ops);
+}

@@ -659,13 +659,13 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
 
     // ---- L1 ----
 
-    pub(crate) fn l1_entry(&mut self, l1_index: u64) -> Result<u64, Error<I::Error>> {
+    fn l1_entry(&mut self, l1_index: u64) -> Result<u64, Error<I::Error>> {
         let len = u64::from(self.l1_size) * 8;
         self.with_slice(Table::L1, self.l1_table_offset, len, l1_index * 8, 0, |s, w| be64(s, w))
     }
 
     /// Writes L1 entry `l1_index` through (8 bytes) and updates the cached slice.
-    pub(crate) fn write_l1_entry(&mut self, l1_index: u64, value: u64) -> Result<(), Error<I::Error>> {
+    fn write_l1_entry(&mut self, l1_index: u64, value: u64) -> Result<(), Error<I::Error>> {
         let l1 = self.l1_table_offset;
         let io = self.io.as_mut().ok_or(Error::NotOpen)?;
         write_aligned(io, l1 + l1_index * 8, &value.to_be_bytes()).map_err(Error::Io)?;

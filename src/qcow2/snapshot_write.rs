@@ -135,7 +135,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         // refcounts and a flush), then in the L1 (written through after another flush).
         self.walk(l1, l1_size, Delta::Raise, scratch)?;
         self.flush()?;
-        self.fix_active_l1()?;
+        self.fix_active_l1(scratch)?;
 
         // The new table: old entries, then the new one.
         let old_table = self.header.snapshots_offset;
@@ -442,24 +442,45 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let (l1, l1_size) = (self.header.l1_table_offset, self.header.l1_size);
         self.walk(l1, l1_size, Delta::Keep, scratch)?;
         self.flush()?;
-        self.fix_active_l1()?;
+        self.fix_active_l1(scratch)?;
         self.flush()
     }
 
-    /// COPIED on the active L1 entries as their L2 tables' refcounts say.
-    fn fix_active_l1(&mut self) -> Result<(), Error<I::Error>> {
+    /// COPIED on the active L1 entries as their L2 tables' refcounts say: the table is read
+    /// and written back in pieces of `scratch` (one write per piece that changes, as QEMU
+    /// writes its L1 in one piece), its cached slices dropped.
+    fn fix_active_l1(&mut self, scratch: &mut [u8]) -> Result<(), Error<I::Error>> {
         let h = self.header;
-        for index in 0..u64::from(self.header.l1_size) {
-            let e = self.l1_entry(index)?;
-            let t = l2_offset(&h, index, e)?;
-            if t == 0 {
-                continue;
+        let l1 = h.l1_table_offset;
+        let bytes = u64::from(h.l1_size) * 8;
+        let chunk = (scratch.len() / 8 * 8) as u64;
+        let mut done = 0u64;
+        while done < bytes {
+            let n = (bytes - done).min(chunk) as usize;
+            let io = self.io.as_mut().ok_or(Error::NotOpen)?;
+            crate::io::read_aligned(io, l1 + done, &mut scratch[..n]).map_err(Error::Io)?;
+            let mut changed = false;
+            for k in (0..n).step_by(8) {
+                let e = be64(scratch, k);
+                let t = l2_offset(&h, (done + k as u64) / 8, e)?;
+                if t == 0 {
+                    continue;
+                }
+                let rc = self.refcount(t >> h.cluster_bits)?;
+                let want = if rc == 1 { e | OFLAG_COPIED } else { e & !OFLAG_COPIED };
+                if want != e {
+                    scratch[k..k + 8].copy_from_slice(&want.to_be_bytes());
+                    changed = true;
+                }
             }
-            let want = if self.refcount(t >> h.cluster_bits)? == 1 { e | OFLAG_COPIED } else { e & !OFLAG_COPIED };
-            if want != e {
-                self.write_l1_entry(index, want)?;
+            if changed {
+                let io = self.io.as_mut().ok_or(Error::NotOpen)?;
+                write_aligned(io, l1 + done, &scratch[..n]).map_err(Error::Io)?;
             }
+            done += n as u64;
         }
+        // Its slices are clean (L1 entries are written through): read again when needed.
+        self.cache.forget(l1);
         Ok(())
     }
 
