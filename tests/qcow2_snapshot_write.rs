@@ -675,3 +675,51 @@ fn crash_at_every_write_small_clusters_v2_and_64_bit_refcounts() {
     crash_points("crash_small_clusters_v2", "compat=0.10,cluster_size=512", false, &ops);
     crash_points("crash_small_clusters_64_bit", "cluster_size=512,refcount_bits=64", false, &ops);
 }
+
+/// Names as qemu-img takes them: a repeated name is a new snapshot with the next id (qemu-img
+/// 10 accepts it too; `-d NAME` then deletes the first); ids follow the largest numeric id.
+/// Refused, before any write: an empty or overlong name, and a selected snapshot (writes go
+/// to the active disk only).
+#[test]
+fn names_and_refusals_like_qemu_img() {
+    let t = "names_and_refusals_like_qemu_img";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(t);
+    let base = Img::create(&dir, "base.qcow2", "", "1M", false);
+    base.qemu_io(&["write -P 0x11 0 64k"]);
+    let ours = base.copy_to(&dir.join("ours.qcow2"));
+    let theirs = base.copy_to(&dir.join("theirs.qcow2"));
+    for name in ["dup", "dup", "other", "dup"] {
+        ours.create_snapshot(name);
+        theirs.qemu_snapshot("-c", name);
+    }
+    same_states(&dir, &ours, &theirs, "repeated names");
+    ours.delete_snapshot("dup");
+    theirs.qemu_snapshot("-d", "dup");
+    same_states(&dir, &ours, &theirs, "delete the first dup");
+    ours.create_snapshot("next");
+    theirs.qemu_snapshot("-c", "next");
+    same_states(&dir, &ours, &theirs, "the next id");
+    assert_eq!(ours.snapshots().last().unwrap().0, "5");
+
+    let before = std::fs::read(&ours.path).unwrap();
+    let mut q = ours.open();
+    let mut scratch = vec![0u8; q.snapshot_scratch_len()];
+    for (name, len) in [(&[][..], 0), (&[b'n'; 129][..], 129)] {
+        match q.snapshot_create(name, DATE.0, DATE.1, &mut scratch) {
+            Err(Error::SnapshotNameInvalid { len: l }) => assert_eq!(l, len),
+            other => panic!("name of {len} bytes: {other:?}"),
+        }
+    }
+    let s = q.find_snapshot(b"other").unwrap();
+    q.select_snapshot(&s).unwrap();
+    assert!(matches!(q.snapshot_create(b"x", DATE.0, DATE.1, &mut scratch), Err(Error::SnapshotSelected)));
+    assert!(matches!(q.snapshot_delete(&s, &mut scratch), Err(Error::SnapshotSelected)));
+    q.select_active();
+    let mut small = [0u8; 100];
+    assert!(matches!(q.snapshot_delete(&s, &mut small), Err(Error::ScratchTooSmall { .. })));
+    drop(q);
+    assert!(std::fs::read(&ours.path).unwrap() == before, "refusals write nothing");
+}
