@@ -62,8 +62,16 @@ enum Change<'a> {
     Delete(&'a str),
 }
 
+/// Table slices the snapshot commands cache (4 KiB each): refcount blocks and L2 tables are
+/// walked together, and a larger cache writes them back in fewer rounds (each round is a
+/// refcount write, a flush, then the L2 slices).
+const CACHE_SLICES: usize = 64;
+
+/// The image as the snapshot commands open it (boxed: its cache is 256 KiB).
+type Image = Box<Qcow2<File, File, CACHE_SLICES>>;
+
 /// Opens the image for writing (the passphrase is asked only when it is encrypted).
-fn open_rw(path: &Path, secret: &SecretArgs) -> Result<Qcow2<File>, Box<dyn Error>> {
+fn open_rw(path: &Path, secret: &SecretArgs) -> Result<Image, Box<dyn Error>> {
     let shown_path = path.display();
     let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| format!("{shown_path}: {e}"))?;
     let (header, _, _) = qluks::qcow2::read_qcow2_header(&mut file).map_err(|e| format!("{shown_path}: {e}"))?;
@@ -72,7 +80,8 @@ fn open_rw(path: &Path, secret: &SecretArgs) -> Result<Qcow2<File>, Box<dyn Erro
         _ => Some(secret.get(&format!("Passphrase for {shown_path}: "))?),
     };
     let limits = secret.kdf.limits(&crate::secret::pbkdf2_claims(&mut file));
-    let q = Qcow2::open_with_kdf_limits(file, None, passphrase.as_ref().map(|p| p.as_slice()), &limits)
+    let mut q: Image = Box::default();
+    q.open_in_with(file, None, passphrase.as_ref().map(|p| p.as_slice()), &limits)
         .map_err(|e| format!("{shown_path}: {e}"))?;
     Ok(q)
 }
@@ -107,7 +116,7 @@ fn change(args: &SnapshotArgs, change: Change<'_>) -> Result<(), Box<dyn Error>>
 
 /// qemu-img's `-d` lookup (the first snapshot with this name), then by id.
 fn find_by_name_then_id(
-    q: &mut Qcow2<File>,
+    q: &mut Qcow2<File, File, CACHE_SLICES>,
     name: &str,
 ) -> Result<qluks::qcow2::Snapshot, qluks::qcow2::Error<std::io::Error>> {
     let mut by_id = None;
