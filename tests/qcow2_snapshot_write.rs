@@ -723,3 +723,25 @@ fn names_and_refusals_like_qemu_img() {
     drop(q);
     assert!(std::fs::read(&ours.path).unwrap() == before, "refusals write nothing");
 }
+
+/// A disk of size 0 (an empty L1 table): create, apply and delete as qemu-img.
+#[test]
+fn empty_disk() {
+    let t = "empty_disk";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(t);
+    let base = Img::create(&dir, "base.qcow2", "", "0", false);
+    let ours = base.copy_to(&dir.join("ours.qcow2"));
+    let theirs = base.copy_to(&dir.join("theirs.qcow2"));
+    ours.create_snapshot("a");
+    theirs.qemu_snapshot("-c", "a");
+    same_states(&dir, &ours, &theirs, "create");
+    ours.apply_snapshot("a");
+    theirs.qemu_snapshot("-a", "a");
+    same_states(&dir, &ours, &theirs, "apply");
+    ours.delete_snapshot("a");
+    theirs.qemu_snapshot("-d", "a");
+    same_states(&dir, &ours, &theirs, "delete");
+}

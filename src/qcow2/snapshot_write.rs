@@ -174,7 +174,8 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let (old_l1, old_size) = (self.header.l1_table_offset, self.header.l1_size);
         let new_size = old_size.max(sn.l1_size);
         let new_bytes = u64::from(new_size) * 8;
-        let new_l1 = if new_bytes == 0 { 0 } else { self.alloc_contiguous(self.clusters(new_bytes))? };
+        // Both tables empty (a disk of size 0): the header keeps its (empty) table's offset.
+        let new_l1 = if new_bytes == 0 { old_l1 } else { self.alloc_contiguous(self.clusters(new_bytes))? };
         self.write_l1_copy(&sn, new_l1, new_size, scratch)?;
         self.flush()?;
         // One header write switches the size and the table.
@@ -195,9 +196,11 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         self.select_active();
         self.cache.forget(old_l1);
 
-        // The old active tables lose their reference.
+        // The old active tables lose their reference (an empty table stays where it was).
         self.walk(old_l1, old_size, Delta::Lower, scratch)?;
-        self.free_clusters(old_l1, u64::from(old_size) * 8)?;
+        if new_l1 != old_l1 {
+            self.free_clusters(old_l1, u64::from(old_size) * 8)?;
+        }
         self.cache.forget(old_l1);
         self.flush()?;
         self.fix_copied(scratch)
