@@ -39,8 +39,11 @@
 //! Every operation takes caller scratch of at least [`Qcow2::snapshot_scratch_len`] bytes (one
 //! table slice: 4 KiB, or the cluster size when clusters are smaller); tables are walked a
 //! slice at a time through it and the image's table cache, never whole on the stack. More
-//! scratch makes the table copies go in larger pieces. The stack holds a few hundred bytes
-//! beyond the write engine's own frames (no large arrays).
+//! scratch makes the table copies go in larger pieces, and more cached slices (`N`) fewer
+//! write-back rounds while refcount blocks and L2 tables are walked together. No large array
+//! on the stack: create, apply and delete of a LUKS image ran together on a thread with a
+//! 12 KiB stack in release (36 KiB debug), with no heap allocation
+//! (`tests/qcow2_snapshot_write.rs`).
 
 use super::error::{Corruption, Error};
 use super::header::{check_table, l1_entries_for, Table, MAX_L1_BYTES, MAX_SNAPSHOTS};
