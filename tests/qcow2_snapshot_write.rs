@@ -173,6 +173,13 @@ fn same_states(dir: &common::TempDir, ours: &Img, theirs: &Img, step: &str) {
     let list = ours.snapshots();
     assert_eq!(list, theirs.snapshots(), "{step}: snapshot lists");
     assert_same(&ours.raw(dir, None), &theirs.raw(dir, None), &format!("{step}: active disk"));
+    let mut c = Command::new("qemu-img");
+    c.arg("compare");
+    for o in &ours.objects {
+        c.args(["--object", o]);
+    }
+    let out = common::output(c.args(["--image-opts", &ours.opts, &theirs.opts]));
+    assert!(out.status.success(), "{step}: qemu-img compare: {}", String::from_utf8_lossy(&out.stdout));
     for (id, name, _) in &list {
         assert_same(&ours.raw(dir, Some(id)), &theirs.raw(dir, Some(id)), &format!("{step}: snapshot {id} {name}"));
     }
