@@ -340,7 +340,10 @@ fn refcount_overflow_is_refused_like_qemu_img() {
     one.qemu_io(&["write -P 0x11 0 64k"]);
     let four = Img::create(&dir, "four.qcow2", "refcount_bits=4,cluster_size=4k", "1M", false);
     four.qemu_io(&["write -c -P 0x22 0 64k"]);
-    for (img, bits) in [(&one, 1), (&four, 4)] {
+    // 8 compressed streams in one cluster: refcount 8, and +8 would make 16.
+    let eight = Img::create(&dir, "eight.qcow2", "refcount_bits=4,cluster_size=4k", "1M", false);
+    eight.qemu_io(&["write -c -P 0x22 0 32k"]);
+    for (img, bits) in [(&one, 1), (&four, 4), (&eight, 4)] {
         let before = std::fs::read(&img.path).unwrap();
         let mut q = img.open();
         let mut scratch = vec![0u8; q.snapshot_scratch_len()];

@@ -500,6 +500,9 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let es = h.l2_entry_size() as usize;
         let sb = self.slice_bytes();
         let l1_bytes = u64::from(l1_size) * 8;
+        // The cluster (+ 1) the last compressed stream touched, and how many streams before
+        // it in a row touched it too (raised by this walk before the refcount is looked at).
+        let mut shared = (0u64, 0u64);
         for index in 0..u64::from(l1_size) {
             let e = self.with_slice(Table::L1, l1, l1_bytes, index * 8, 0, |s, w| be64(s, w))?;
             let t = l2_offset(&h, index, e)?;
@@ -522,7 +525,10 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
                     if let Mapping::Compressed { host_offset, compressed_len } = mapping {
                         let last = host_offset.saturating_add(compressed_len.max(1) - 1) >> cb;
                         for c in host_offset >> cb..=last {
-                            self.bump(c, delta)?;
+                            // Streams packed into one cluster follow each other: each adds one.
+                            let before = if shared.0 == c + 1 { shared.1 + 1 } else { 0 };
+                            shared = (c + 1, before);
+                            self.bump(c, delta, before)?;
                         }
                         continue;
                     }
@@ -533,7 +539,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
                     if host < cs {
                         return Err(Corruption::DataInCluster0.into());
                     }
-                    let rc = self.bump(host >> cb, delta)?;
+                    let rc = self.bump(host >> cb, delta, 0)?;
                     if delta == Delta::Check {
                         continue;
                     }
@@ -551,19 +557,20 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
                     self.cache.invalidate_hints();
                 }
             }
-            self.bump(t >> cb, delta)?;
+            self.bump(t >> cb, delta, 0)?;
         }
         Ok(())
     }
 
     /// One reference more or less (or none) to cluster `c`; returns its refcount after.
-    fn bump(&mut self, c: u64, delta: Delta) -> Result<u64, Error<I::Error>> {
+    /// `Check`: whether one more fits after `before` increases of this walk.
+    fn bump(&mut self, c: u64, delta: Delta, before: u64) -> Result<u64, Error<I::Error>> {
         match delta {
             Delta::Raise => self.change_refcount(c, true),
             Delta::Lower => self.change_refcount(c, false),
             Delta::Keep => self.refcount(c),
             Delta::Check => {
-                let rc = self.refcount(c)?;
+                let rc = self.refcount(c)?.saturating_add(before);
                 if rc >= refcount_max(self.header.refcount_order) {
                     return Err(Error::RefcountOverflow {
                         host_offset: c << self.header.cluster_bits,
