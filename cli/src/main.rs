@@ -51,7 +51,7 @@ enum Command {
     Luks(luks_cmd::LuksArgs),
     /// Allocation map of a qcow2 image and its backing chain (like `qemu-img map`).
     Map(map::MapArgs),
-    /// Internal snapshots of a qcow2 image (`-l` lists them).
+    /// Internal snapshots of a qcow2 image (`-l` lists, `-c` creates, `-a` applies, `-d` deletes).
     Snapshot(snapshot::SnapshotArgs),
     /// Compare the guest-visible content of two images.
     Compare(compare::CompareArgs),

@@ -1,31 +1,138 @@
-//! `qluks snapshot -l IMAGE`: the internal snapshots of a qcow2 image, like `qemu-img snapshot -l`.
+//! `qluks snapshot -l|-c|-a|-d IMAGE`: the internal snapshots of a qcow2 image, with
+//! qemu-img's spellings: list (`-l`), create (`-c NAME`), apply = revert (`-a ID_OR_NAME`),
+//! delete (`-d NAME_OR_ID`).
 use std::error::Error;
 use std::fmt::Write as _;
-use std::fs::File;
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
 
 use clap::Args;
-use qluks::qcow2::Qcow2;
+use qluks::qcow2::{CryptMethod, Qcow2};
 use serde_json::{json, Value};
 
 use crate::escape::shown;
+use crate::secret::SecretArgs;
 
 /// `qluks snapshot` arguments.
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("action").required(true).args(["list", "create", "apply", "delete"])))]
 pub struct SnapshotArgs {
     /// List the snapshots.
-    #[arg(short = 'l', long = "list", required = true)]
+    #[arg(short = 'l', long = "list")]
     list: bool,
-    /// Print JSON instead of a table.
+    /// Create a snapshot named NAME of the active disk (ids are numbered as QEMU does).
+    #[arg(short = 'c', value_name = "NAME")]
+    create: Option<String>,
+    /// Apply (revert to) the snapshot with this id, or else this name.
+    #[arg(short = 'a', value_name = "SNAPSHOT")]
+    apply: Option<String>,
+    /// Delete the snapshot with this name (as qemu-img), or else this id.
+    #[arg(short = 'd', value_name = "SNAPSHOT")]
+    delete: Option<String>,
+    /// Quiet (qemu-img's spelling; nothing is printed on success anyway).
+    #[arg(short = 'q')]
+    quiet: bool,
+    /// Print JSON instead of a table (`-l`).
     #[arg(long, value_name = "FORMAT", default_value = "human")]
     output: String,
+    #[command(flatten)]
+    secret: SecretArgs,
     /// The image.
     image: PathBuf,
 }
 
 /// Runs `qluks snapshot`.
 pub fn run(args: SnapshotArgs) -> Result<(), Box<dyn Error>> {
-    let _ = args.list;
+    let _ = args.quiet;
+    if let Some(name) = &args.create {
+        return change(&args, Change::Create(name));
+    }
+    if let Some(name) = &args.apply {
+        return change(&args, Change::Apply(name));
+    }
+    if let Some(name) = &args.delete {
+        return change(&args, Change::Delete(name));
+    }
+    list(&args)
+}
+
+enum Change<'a> {
+    Create(&'a str),
+    Apply(&'a str),
+    Delete(&'a str),
+}
+
+/// Table slices the snapshot commands cache (4 KiB each): refcount blocks and L2 tables are
+/// walked together, and a larger cache writes them back in fewer rounds (each round is a
+/// refcount write, a flush, then the L2 slices).
+const CACHE_SLICES: usize = 64;
+
+/// The image as the snapshot commands open it (boxed: its cache is 256 KiB).
+type Image = Box<Qcow2<File, File, CACHE_SLICES>>;
+
+/// Opens the image for writing (the passphrase is asked only when it is encrypted).
+fn open_rw(path: &Path, secret: &SecretArgs) -> Result<Image, Box<dyn Error>> {
+    let shown_path = path.display();
+    let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| format!("{shown_path}: {e}"))?;
+    let (header, _, _) = qluks::qcow2::read_qcow2_header(&mut file).map_err(|e| format!("{shown_path}: {e}"))?;
+    let passphrase = match header.crypt_method {
+        CryptMethod::None => None,
+        _ => Some(secret.get(&format!("Passphrase for {shown_path}: "))?),
+    };
+    let limits = secret.kdf.limits(&crate::secret::pbkdf2_claims(&mut file));
+    let mut q: Image = Box::default();
+    q.open_in_with(file, None, passphrase.as_ref().map(|p| p.as_slice()), &limits)
+        .map_err(|e| format!("{shown_path}: {e}"))?;
+    Ok(q)
+}
+
+fn change(args: &SnapshotArgs, change: Change<'_>) -> Result<(), Box<dyn Error>> {
+    let path = &args.image;
+    let mut q = open_rw(path, &args.secret)?;
+    // More than the minimum: table copies go in larger pieces.
+    let mut scratch = vec![0u8; q.snapshot_scratch_len().max(64 << 10)];
+    let fail = |verb: &str, name: &str, e: &dyn std::fmt::Display| {
+        format!("{}: could not {verb} snapshot '{}': {e}", path.display(), shown(name))
+    };
+    match change {
+        Change::Create(name) => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let secs = u32::try_from(now.as_secs()).unwrap_or(u32::MAX);
+            q.snapshot_create(name.as_bytes(), secs, now.subsec_nanos(), &mut scratch)
+                .map_err(|e| fail("create", name, &e))?;
+        }
+        Change::Apply(name) => {
+            let s = q.find_snapshot(name.as_bytes()).map_err(|e| fail("apply", name, &e))?;
+            q.snapshot_apply(&s, &mut scratch).map_err(|e| fail("apply", name, &e))?;
+        }
+        Change::Delete(name) => {
+            let s = find_by_name_then_id(&mut q, name).map_err(|e| fail("delete", name, &e))?;
+            q.snapshot_delete(&s, &mut scratch).map_err(|e| fail("delete", name, &e))?;
+        }
+    }
+    q.flush().map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(())
+}
+
+/// qemu-img's `-d` lookup (the first snapshot with this name), then by id.
+fn find_by_name_then_id(
+    q: &mut Qcow2<File, File, CACHE_SLICES>,
+    name: &str,
+) -> Result<qluks::qcow2::Snapshot, qluks::qcow2::Error<std::io::Error>> {
+    let mut by_id = None;
+    for s in q.snapshots() {
+        let s = s?;
+        if !s.name.is_truncated() && s.name.as_bytes() == name.as_bytes() {
+            return Ok(s);
+        }
+        if by_id.is_none() && !s.id.is_truncated() && s.id.as_bytes() == name.as_bytes() {
+            by_id = Some(s);
+        }
+    }
+    by_id.ok_or(qluks::qcow2::Error::NoSuchSnapshot)
+}
+
+fn list(args: &SnapshotArgs) -> Result<(), Box<dyn Error>> {
     let path = &args.image;
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut q: Qcow2<File> = Qcow2::open_metadata(file, None).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -471,6 +471,16 @@ pub enum Error<E> {
     CheckFailed {
         /// Which structure.
         what: &'static str,
+    /// A new snapshot's name is empty or longer than
+    /// [`NAME_CAP`](crate::qcow2::snapshot::NAME_CAP) bytes (what lookups compare).
+    SnapshotNameInvalid {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The snapshot table is full: QEMU's limits of 65536 snapshots and 64 MiB of table.
+    SnapshotTableFull {
+        /// Snapshots in the table.
+        nb_snapshots: u32,
     },
 }
 
@@ -563,6 +573,15 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                 "repair failed: {corruptions} corruptions and {check_errors} check errors left"
             ),
             Error::CheckFailed { what } => write!(f, "check failed: the {what} is corrupt"),
+            Error::SnapshotNameInvalid { len } => write!(
+                f,
+                "snapshot name of {len} bytes: names are 1 to {} bytes long",
+                crate::qcow2::snapshot::NAME_CAP
+            ),
+            Error::SnapshotTableFull { nb_snapshots } => write!(
+                f,
+                "snapshot table full ({nb_snapshots} snapshots; at most 65536 and 64 MiB of table)"
+            ),
         }
     }
 }

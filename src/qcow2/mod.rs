@@ -5,7 +5,7 @@
 //! Layout: [`header`] and [`extension`] parse cluster 0 (pure), [`l2_entry`] classifies table
 //! entries (pure), [`l2_cache`] holds table slices in caller-sized inline memory, `read` and
 //! `mapping` are the engine over [`BlockIo`], [`backing`] chains layers, [`snapshot`] lists and
-//! selects snapshots, [`extent`] reports allocation like `qemu-img map`.
+//! selects snapshots (`snapshot_write`: [`Qcow2::snapshot_create`], `_apply`, `_delete`), [`extent`] reports allocation like `qemu-img map`.
 //!
 //! Nothing allocates: [`Qcow2`] holds its cache inline (`N` slices of 4 KiB, chosen by the
 //! caller) and compressed clusters decompress into caller scratch memory.
@@ -69,6 +69,7 @@ mod mapping;
 mod read;
 mod refcount;
 pub mod snapshot;
+mod snapshot_write;
 mod table_write;
 mod write;
 

@@ -252,6 +252,39 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         }
     }
 
+    /// Allocates exactly `count` contiguous free clusters (a table: an L1 copy, a snapshot
+    /// table), each with refcount 1 (in the cache, dirty), skipping free runs that are too
+    /// short (they stay free: the allocator's index is kept below them). Returns the offset.
+    pub(crate) fn alloc_contiguous(&mut self, count: u64) -> Result<u64, Error<I::Error>> {
+        self.prepare_write()?;
+        let count = count.max(1);
+        let first_free = self.write.free_index;
+        loop {
+            match self.find_free(count)? {
+                Free::Run { start, clusters } if clusters == count => {
+                    for c in start..start + clusters {
+                        self.change_refcount(c, true)?;
+                    }
+                    self.write.free_index = if first_free < start { first_free } else { start + clusters };
+                    return Ok(start << self.header.cluster_bits);
+                }
+                Free::Run { start, clusters } => self.write.free_index = start + clusters,
+                Free::NoBlock { index, cluster } => self.new_refcount_block(index, cluster)?,
+                Free::Uncovered => self.grow_refcount_table()?,
+            }
+        }
+    }
+
+    /// The snapshot table changed (snapshot_write.rs): its length and the snapshots' L1 tables
+    /// are noted again for the overlap check.
+    pub(crate) fn rescan_snapshots(&mut self) -> Result<(), Error<I::Error>> {
+        let mut st = WriteState { snap_l1: Ranges::NEW, snapshot_table_len: 0, ..self.write };
+        self.scan_snapshots(&mut st)?;
+        self.write.snap_l1 = st.snap_l1;
+        self.write.snapshot_table_len = st.snapshot_table_len;
+        Ok(())
+    }
+
     /// The raw L2 entry and subcluster bitmap (0 without extended L2) of the guest cluster that
     /// holds `guest_offset`, with the L1 entry's COPIED flag (whether the L2 table is unshared);
     /// `(0, 0, true)` when no L2 table covers it.
@@ -511,7 +544,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
 
     // ---- geometry ----
 
-    fn slice_bytes(&self) -> u64 {
+    pub(crate) fn slice_bytes(&self) -> u64 {
         (SLICE_BYTES as u64).min(self.header.cluster_size())
     }
 
@@ -558,7 +591,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
 
     /// Runs `f` on the cached slice of the table at `table_offset` that holds byte `byte`
     /// (with the position of `byte` in it); `class` != 0 marks the slice dirty.
-    fn with_slice<R>(
+    pub(crate) fn with_slice<R>(
         &mut self,
         table: Table,
         table_offset: u64,
@@ -617,7 +650,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     }
 
     /// Flushes the data file (if any) and the image file.
-    fn barrier(&mut self) -> Result<(), Error<I::Error>> {
+    pub(crate) fn barrier(&mut self) -> Result<(), Error<I::Error>> {
         if let Some(d) = self.data_file.as_mut() {
             d.flush().map_err(Error::Io)?;
         }
@@ -669,7 +702,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     }
 
     /// The refcount of cluster `cluster` (0 when no refcount block covers it).
-    fn refcount(&mut self, cluster: u64) -> Result<u64, Error<I::Error>> {
+    pub(crate) fn refcount(&mut self, cluster: u64) -> Result<u64, Error<I::Error>> {
         let bb = self.block_bits();
         let block = self.rt_entry(cluster >> bb)?;
         if block == 0 {
@@ -684,7 +717,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     /// Raises (or lowers) the refcount of cluster `cluster` by one in its (existing) refcount
     /// block, in the cache. A cluster that drops to 0 is free again: its cached slices are
     /// forgotten and the allocator's index moves down to it.
-    fn change_refcount(&mut self, cluster: u64, increase: bool) -> Result<u64, Error<I::Error>> {
+    pub(crate) fn change_refcount(&mut self, cluster: u64, increase: bool) -> Result<u64, Error<I::Error>> {
         let h = self.header;
         let host_offset = cluster << h.cluster_bits;
         let bb = self.block_bits();
