@@ -216,7 +216,7 @@ trait Target {
     fn scratch_len(&self) -> usize;
 }
 
-impl Target for Qcow2Image<File> {
+impl<X: qluks::io::BlockIo<Error = std::io::Error>> Target for qluks::qcow2::Qcow2<X> {
     fn write(&mut self, off: u64, data: &[u8], scratch: &mut [u8]) -> Result<(), Error<std::io::Error>> {
         self.write_at(off, data, scratch)
     }
@@ -224,10 +224,10 @@ impl Target for Qcow2Image<File> {
         self.write_zeroes(off, len, unmap, scratch)
     }
     fn discard(&mut self, off: u64, len: u64) -> Result<(), Error<std::io::Error>> {
-        Qcow2Image::discard(self, off, len)
+        qluks::qcow2::Qcow2::discard(self, off, len)
     }
     fn flush(&mut self) -> Result<(), Error<std::io::Error>> {
-        Qcow2Image::flush(self)
+        qluks::qcow2::Qcow2::flush(self)
     }
     fn read(&mut self, off: u64, buf: &mut [u8], scratch: &mut [u8]) -> Result<(), Error<std::io::Error>> {
         self.read_at_with_scratch(off, buf, scratch)
@@ -504,6 +504,10 @@ fn overlays_on_backing_files_match_qemu() {
     };
     base_img.qemu_io(&["write -q -P 0xb0 0 1M".into(), "write -q -P 0xb1 1500000 2M".into()]);
     let o = format!("{},cluster_size=4k", luks_opts("s1"));
+    let ext_top = dir.join("ext.qcow2");
+    let et = ext_top.to_str().unwrap();
+    let o_ext = format!("{},cluster_size=64k,extended_l2=on", luks_opts("s1"));
+    create(&["create", "-q", "-f", "qcow2", "--object", &objects[1], "-o", &o_ext, "-b", b, "-F", "qcow2", et, "4M"]);
     create(&["create", "-q", "-f", "qcow2", "--object", &objects[1], "-o", &o, "-b", b, "-F", "qcow2", tp, "4M"]);
     let img = Img {
         path: top.clone(),
@@ -514,6 +518,16 @@ fn overlays_on_backing_files_match_qemu() {
     img.qemu_io(&["write -q -P 0x77 8000 5000".into()]);
     let base_before = std::fs::read(&base).unwrap();
     differential(&dir, &img, &script(31, 150, 4 << 20, 4096, true), 4096, true, 0);
+    assert_eq!(std::fs::read(&base).unwrap(), base_before, "the backing file is unchanged");
+    // The same base under an encrypted top with extended L2 (subclusters copied from the base).
+    let img = Img {
+        path: ext_top.clone(),
+        objects: objects.clone(),
+        opts: format!("driver=qcow2,file.filename={et},encrypt.key-secret=s1,backing.encrypt.key-secret=s0"),
+        passphrases: vec!["top-pw".into(), "base-pw".into()],
+    };
+    img.qemu_io(&["write -q -P 0x78 8000 5000".into()]);
+    differential(&dir, &img, &script(33, 150, 4 << 20, 65536, true), 65536, true, 0);
     assert_eq!(std::fs::read(&base).unwrap(), base_before, "the backing file is unchanged");
 
     // A plain v2 overlay on a raw base: no discards (refused), zero writes as data.
@@ -535,6 +549,55 @@ fn overlays_on_backing_files_match_qemu() {
     let mut alone = open_image(&img);
     let r = alone.write_at(3 << 20, &[1; 100], &mut scratch);
     assert!(matches!(r, Err(Error::BackingRequired { .. })), "{r:?}");
+    // A whole cluster needs nothing from the backing file.
+    alone.write_at(3 << 20, &[1; 16384], &mut scratch).unwrap();
+    drop(alone);
+    check_clean(&img);
+}
+
+/// An image made by qemu-img with a snapshot of part of its data (`cs` clusters, LUKS or
+/// not, extended L2 or not).
+fn snapshotted(dir: &common::TempDir, cs: u64, luks: bool, ext: bool, size: &str) -> Img {
+    let path = dir.join("a.qcow2");
+    let p = path.to_str().unwrap();
+    let o = format!("cluster_size={cs},extended_l2={}", if ext { "on" } else { "off" });
+    let img = if luks {
+        let sec = "secret,id=sec0,data=snap-pw".to_string();
+        let o = format!("{},{o}", luks_opts("sec0"));
+        create(&["create", "-q", "-f", "qcow2", "--object", &sec, "-o", &o, p, size]);
+        Img {
+            path: path.clone(),
+            objects: vec![sec],
+            opts: format!("driver=qcow2,file.filename={p},encrypt.key-secret=sec0"),
+            passphrases: vec!["snap-pw".into()],
+        }
+    } else {
+        create(&["create", "-q", "-f", "qcow2", "-o", &o, p, size]);
+        Img::plain(&path)
+    };
+    prefill(&img, cs, true);
+    img.qemu_io(&["write -q -P 0x66 0 1M".into(), "write -q -P 0x67 1200000 30000".into()]);
+    let mut c = Command::new("qemu-img");
+    c.arg("snapshot");
+    for o in &img.objects {
+        c.args(["--object", o]);
+    }
+    c.args(["--image-opts", &img.opts, "-c", "snap1"]);
+    common::run(&mut c);
+    img
+}
+
+/// What QEMU reads in snapshot `snap1` of `img`.
+fn snapshot_raw(dir: &common::TempDir, img: &Img) -> Vec<u8> {
+    let out = dir.join("snap.raw");
+    let mut c = Command::new("qemu-img");
+    c.arg("convert");
+    for o in &img.objects {
+        c.args(["--object", o]);
+    }
+    c.args(["--image-opts", &img.opts, "-l", "snapshot.name=snap1", "-O", "raw"]).arg(&out);
+    common::run(&mut c);
+    std::fs::read(&out).unwrap()
 }
 
 /// Internal snapshots made by `qemu-img snapshot -c`: shared clusters and L2 tables are copied
@@ -545,47 +608,29 @@ fn snapshots_are_unchanged_by_writes() {
     if !common::tools(t, &["qemu-img", "qemu-io"]) {
         return;
     }
-    for (cs, luks) in [(65536u64, false), (4096, true), (512, false)] {
+    for (cs, luks, ext) in [(65536u64, false, false), (4096, true, false), (512, false, false), (32768, true, true)] {
         let dir = common::TempDir::new(t);
-        let path = dir.join("a.qcow2");
-        let p = path.to_str().unwrap();
-        let size = 2u64 << 20;
-        let img = if luks {
-            let sec = "secret,id=sec0,data=snap-pw".to_string();
-            let o = format!("{},cluster_size={cs}", luks_opts("sec0"));
-            create(&["create", "-q", "-f", "qcow2", "--object", &sec, "-o", &o, p, "2M"]);
-            Img {
-                path: path.clone(),
-                objects: vec![sec],
-                opts: format!("driver=qcow2,file.filename={p},encrypt.key-secret=sec0"),
-                passphrases: vec!["snap-pw".into()],
-            }
-        } else {
-            create(&["create", "-q", "-f", "qcow2", "-o", &format!("cluster_size={cs}"), p, "2M"]);
-            Img::plain(&path)
-        };
-        prefill(&img, cs, true);
-        img.qemu_io(&["write -q -P 0x66 0 1M".into()]);
-        let mut c = Command::new("qemu-img");
-        c.arg("snapshot");
-        for o in &img.objects {
-            c.args(["--object", o]);
-        }
-        c.args(["--image-opts", &img.opts, "-c", "snap1"]);
-        common::run(&mut c);
-        let snap_before = img.raw(&dir);
-        let ours = differential(&dir, &img, &script(40 + cs, 120, size, cs, true), cs, false, 0);
-        // The snapshot, read by QEMU, is unchanged.
-        let out = dir.join("snap.raw");
-        let mut c = Command::new("qemu-img");
-        c.arg("convert");
-        for o in &ours.objects {
-            c.args(["--object", o]);
-        }
-        c.args(["--image-opts", &ours.opts, "-l", "snapshot.name=snap1", "-O", "raw"]).arg(&out);
-        common::run(&mut c);
-        assert_same(&std::fs::read(&out).unwrap(), &snap_before, "snapshot content after qluks writes");
+        let img = snapshotted(&dir, cs, luks, ext, "2M");
+        let snap_before = snapshot_raw(&dir, &img);
+        let ours = differential(&dir, &img, &script(40 + cs, 120, 2 << 20, cs, true), cs, false, 0);
+        assert_same(&snapshot_raw(&dir, &ours), &snap_before, "snapshot content after qluks writes");
     }
+}
+
+/// A long script (2000 operations) on a snapshotted LUKS image with 4 KiB clusters: refcount
+/// blocks and L2 tables allocated as it goes, shared clusters copied, clusters freed and
+/// reused.
+#[test]
+fn long_script_on_a_snapshotted_luks_image() {
+    let t = "long_script_on_a_snapshotted_luks_image";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(t);
+    let img = snapshotted(&dir, 4096, true, false, "8M");
+    let snap_before = snapshot_raw(&dir, &img);
+    let ours = differential(&dir, &img, &script(77, 2000, 8 << 20, 4096, true), 4096, false, 0);
+    assert_same(&snapshot_raw(&dir, &ours), &snap_before, "snapshot content after qluks writes");
 }
 
 /// Compressed clusters made by `qemu-img convert -c`: partial writes copy the decompressed
@@ -759,15 +804,17 @@ fn contiguous_runs_are_one_write() {
 }
 
 /// The write path (copy on write of an encrypted cluster shared with a snapshot, a compressed
-/// cluster, a new L2 table, write-zeroes, discard, flush) runs in the project's 64 KiB of
-/// stack (128 KiB in debug builds); the image and the scratch are the caller's memory.
+/// cluster, a new L2 table, write-zeroes, discard, flush) runs within the project's 64 KiB of
+/// stack; the image and the scratch are the caller's memory. Minimum measured (x86-64, by
+/// bisecting `QLUKS_STACK_KIB`): release 25..=28 KiB, debug 65..=68 KiB; the budget is that
+/// plus about 12 KiB, so a regression of 16 KiB fails.
 #[test]
 fn write_path_fits_in_64_kib_of_stack() {
     let t = "write_path_fits_in_64_kib_of_stack";
     if !common::tools(t, &["qemu-img", "qemu-io"]) {
         return;
     }
-    let kib = if cfg!(debug_assertions) { 128 } else { 64 };
+    let kib = if cfg!(debug_assertions) { 80 } else { 40 };
     let kib = std::env::var("QLUKS_STACK_KIB").ok().and_then(|s| s.parse().ok()).unwrap_or(kib);
     let dir = common::TempDir::new(t);
     let path = dir.join("a.qcow2");
@@ -822,4 +869,181 @@ fn write_path_fits_in_64_kib_of_stack() {
     want[70_000..73_000].copy_from_slice(&data[..3000]);
     assert_same(&zimg.raw(&dir), &want, "compressed cluster copied on write on a small stack");
     check_clean(&zimg);
+}
+
+/// A read-write device that takes only whole `BLOCK`-byte blocks at aligned offsets from and
+/// into 16-byte-aligned buffers, and panics on anything else (firmware block I/O).
+struct Blocks<const BLOCK: u64> {
+    file: File,
+}
+
+impl<const BLOCK: u64> Blocks<BLOCK> {
+    fn check(offset: u64, len: usize, addr: usize) {
+        let whole = offset.is_multiple_of(BLOCK) && (len as u64).is_multiple_of(BLOCK);
+        assert!(
+            whole && addr.is_multiple_of(16),
+            "request of {len} bytes at {offset:#x} ({addr:#x}) is not whole blocks"
+        );
+    }
+}
+
+impl<const BLOCK: u64> qluks::io::BlockIo for Blocks<BLOCK> {
+    type Error = std::io::Error;
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        Self::check(offset, buf.len(), buf.as_ptr() as usize);
+        use std::os::unix::fs::FileExt;
+        let len = self.file.metadata()?.len();
+        buf.fill(0);
+        let have = len.saturating_sub(offset).min(buf.len() as u64) as usize;
+        self.file.read_exact_at(&mut buf[..have], offset)
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        Self::check(offset, buf.len(), buf.as_ptr() as usize);
+        qluks::io::BlockIo::write_at(&mut self.file, offset, buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        qluks::io::BlockIo::flush(&mut self.file)
+    }
+    fn size(&mut self) -> std::io::Result<u64> {
+        Ok(self.file.metadata()?.len().next_multiple_of(BLOCK))
+    }
+    fn block_size(&self) -> usize {
+        BLOCK as usize
+    }
+    fn io_align(&self) -> usize {
+        16
+    }
+}
+
+/// Data writes through a device of 512- and 4096-byte blocks: unaligned guest writes become
+/// whole-block writes (the partial blocks read, merged and encrypted again), into aligned
+/// buffers; QEMU reads the result, and the image checks clean.
+#[test]
+fn writes_through_a_block_device_are_whole_blocks() {
+    let t = "writes_through_a_block_device_are_whole_blocks";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    for (luks, block) in [(false, 512u64), (true, 512), (false, 4096), (true, 4096)] {
+        let dir = common::TempDir::new(t);
+        let path = dir.join("a.qcow2");
+        let p = path.to_str().unwrap();
+        let sec = "secret,id=sec0,data=blk-pw".to_string();
+        let img = if luks {
+            create(&["create", "-q", "-f", "qcow2", "--object", &sec, "-o", &luks_opts("sec0"), p, "4M"]);
+            Img {
+                path: path.clone(),
+                objects: vec![sec],
+                opts: format!("driver=qcow2,file.filename={p},encrypt.key-secret=sec0"),
+                passphrases: vec!["blk-pw".into()],
+            }
+        } else {
+            create(&["create", "-q", "-f", "qcow2", p, "4M"]);
+            Img::plain(&path)
+        };
+        prefill(&img, 65536, true);
+        let ops = script(60 + block, 100, 4 << 20, 65536, true);
+        let mut model = img.raw(&dir);
+        apply_model(&mut model, &ops, 65536);
+        let pass = img.passphrases.first().map(|p| p.as_bytes());
+        let seen = if block == 512 {
+            let dev = Blocks::<512> { file: open_rw(&path) };
+            run_ops(&mut qluks::qcow2::Qcow2::open(dev, pass).unwrap(), &ops, 100, 4 << 20)
+        } else {
+            let dev = Blocks::<4096> { file: open_rw(&path) };
+            run_ops(&mut qluks::qcow2::Qcow2::open(dev, pass).unwrap(), &ops, 100, 4 << 20)
+        };
+        assert_same(&seen, &model, "qluks reads back what it wrote");
+        assert_same(&img.raw(&dir), &model, "QEMU reads what qluks wrote");
+        check_clean(&img);
+    }
+}
+
+/// A ZERO cluster that keeps its offset (v3 `write -z` without unmap) and has COPIED is
+/// written in place: same host cluster, zeros around the data, the zero flag cleared.
+#[test]
+fn zero_cluster_with_offset_is_written_in_place() {
+    let t = "zero_cluster_with_offset_is_written_in_place";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(t);
+    let img = Img::plain(&dir.join("a.qcow2"));
+    create(&["create", "-q", "-f", "qcow2", img.path.to_str().unwrap(), "1M"]);
+    img.qemu_io(&["write -q -P 1 0 64k".into(), "write -q -z 0 64k".into()]);
+    let mut q = open_image(&img);
+    let (m, _) = q.mapping(0, 65536).unwrap();
+    let qluks::qcow2::Mapping::Zero { host_offset: Some(host) } = m else { panic!("{m:?}") };
+    let mut scratch = vec![0u8; q.write_scratch_len()];
+    q.write_at(1000, &[5; 100], &mut scratch).unwrap();
+    assert_eq!(q.mapping(0, 65536).unwrap(), (qluks::qcow2::Mapping::Data { host_offset: host }, 65536));
+    drop(q);
+    img.qemu_io(&["read -q -P 0 0 1000".into(), "read -q -P 5 1000 100".into(), "read -q -P 0 1100 64436".into()]);
+    check_clean(&img);
+}
+
+/// Extended L2 over a backing file: a 512-byte write at 3000 allocates only the subcluster it
+/// touches (allocation bits 0x2 with 2 KiB subclusters, as QEMU), the rest still reads from
+/// the backing file.
+#[test]
+fn extended_l2_write_allocates_only_touched_subclusters() {
+    let t = "extended_l2_write_allocates_only_touched_subclusters";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(t);
+    let base = Img::plain(&dir.join("base.qcow2"));
+    let b = base.path.to_str().unwrap();
+    create(&["create", "-q", "-f", "qcow2", b, "1M"]);
+    base.qemu_io(&["write -q -P 9 0 1M".into()]);
+    let top = Img::plain(&dir.join("top.qcow2"));
+    let tp = top.path.to_str().unwrap();
+    create(&["create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", b, "-F", "qcow2", tp, "1M"]);
+    let mut chain = open_chain(&top);
+    let mut scratch = vec![0u8; chain.write_scratch_len()];
+    chain.write_at(3000, &[4; 512], &mut scratch).unwrap();
+    chain.flush().unwrap();
+    drop(chain);
+    let mut q = qluks::qcow2::Qcow2Image::open_metadata(File::open(&top.path).unwrap(), None).unwrap();
+    let (m, len) = q.mapping(0, 65536).unwrap();
+    assert!(matches!(m, qluks::qcow2::Mapping::Unallocated { host_offset: Some(_) }) && len == 2048, "{m:?} {len}");
+    let (m, len) = q.mapping(2048, 65536).unwrap();
+    assert!(matches!(m, qluks::qcow2::Mapping::Data { .. }) && len == 2048, "{m:?} {len}");
+    let (m, len) = q.mapping(4096, 65536).unwrap();
+    assert!(matches!(m, qluks::qcow2::Mapping::Unallocated { host_offset: Some(_) }) && len == 61440, "{m:?} {len}");
+    top.qemu_io(&["read -q -P 9 0 3000".into(), "read -q -P 4 3000 512".into(), "read -q -P 9 3512 1045064".into()]);
+    check_clean(&top);
+}
+
+/// An L2 entry (COPIED) pointing past the end of the file is corruption: refused with a typed
+/// error before anything is written (writing there would grow the file without bound).
+#[test]
+fn in_place_write_past_the_end_of_the_file_is_refused() {
+    let t = "in_place_write_past_the_end_of_the_file_is_refused";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    use std::os::unix::fs::FileExt;
+    let dir = common::TempDir::new(t);
+    let img = Img::plain(&dir.join("a.qcow2"));
+    create(&["create", "-q", "-f", "qcow2", img.path.to_str().unwrap(), "1M"]);
+    img.qemu_io(&["write -q -P 1 0 64k".into()]);
+    let f = open_rw(&img.path);
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, 40).unwrap();
+    let l1 = u64::from_be_bytes(b);
+    f.read_exact_at(&mut b, l1).unwrap();
+    let l2 = u64::from_be_bytes(b) & 0x00ff_ffff_ffff_fe00;
+    f.write_all_at(&((1u64 << 63) | (1u64 << 44)).to_be_bytes(), l2).unwrap();
+    drop(f);
+    let before = std::fs::read(&img.path).unwrap();
+    let mut q = open_image(&img);
+    let mut scratch = vec![0u8; q.write_scratch_len()];
+    let r = q.write_at(100, &[2; 10], &mut scratch);
+    assert!(
+        matches!(r, Err(Error::Corrupt(qluks::qcow2::Corruption::DataPastEndOfFile { offset, .. })) if offset == 1 << 44),
+        "{r:?}"
+    );
+    drop(q);
+    assert_eq!(std::fs::read(&img.path).unwrap(), before, "the file is unchanged");
 }

@@ -40,6 +40,7 @@
 //! | [`Chain`] = `DEPTH` x [`Layer`] + 8 | `<4, 2>`: 43 192; `<4, 4>`: 86 376; `<8, 16>`: 609 672 |
 //! | [`Image`](crate::image::Image) (the chain is the caller's) | 2 200 (was 90 160) |
 //! | compressed scratch ([`Qcow2::compressed_scratch_len`]) | 3 x cluster size (192 KiB at 64 KiB clusters) |
+//! | write scratch ([`Qcow2::write_scratch_len`], [`Chain::write_scratch_len`]; more = larger batches) | 3 x cluster size (1.5 KiB at 512 B, 192 KiB at 64 KiB, 6 MiB at 2 MiB clusters) |
 //! | bounce buffer of [`read_aligned`](crate::io::read_aligned) (stack, only with `block_size() > 1` or `io_align() > 1`) | 4 096 |
 //! | header area read at open (stack, [`HEADER_AREA`]) | 8 192 |
 //!

@@ -23,7 +23,7 @@
 
 use super::backing::{Chain, Layer};
 use super::crypt::{Crypt, SECTOR};
-use super::error::Error;
+use super::error::{Corruption, Error};
 use super::l2_entry::{classify, Mapping, L2E_OFFSET_MASK, OFLAG_COPIED, OFLAG_ZERO, SUBCLUSTERS};
 use super::Qcow2;
 use crate::io::{BlockIo, MAX_BLOCK_SIZE};
@@ -369,6 +369,11 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         plan.lo = align_down(plan.lo, align);
         plan.hi = align_up(plan.hi, align).min(cs);
         if in_place {
+            if host >= self.file_size {
+                // Not a cluster of this file: writing there would grow it without bound.
+                let file_size = self.file_size;
+                return Err(Corruption::DataPastEndOfFile { offset: host, len: cs, file_size }.into());
+            }
             self.check_data_overlap(host, cs)?;
         }
         Ok(plan)

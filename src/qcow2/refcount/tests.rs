@@ -577,3 +577,27 @@ fn a_512_byte_block_device_gets_whole_blocks_only() {
         assert!(c.corruptions.is_empty() && c.copied_mismatch == 0, "{c:?}");
     }
 }
+
+#[test]
+fn dropping_a_written_image_writes_its_metadata_back() {
+    let mut img = image(12, 4, 16 << 20, 1 << 20);
+    let mut q = open::<4>(&mut img);
+    let d = map_new(&mut q, 5);
+    drop(q); // no flush: the dirty slices are written by the drop
+    assert_eq!(check(&img), Check::default());
+    let mut q = open::<4>(&mut img);
+    assert_eq!(q.l2_entry_of(5 << 12).unwrap().0, d | OFLAG_COPIED);
+    // into_inner and close do the same.
+    let d = map_new(&mut q, 6);
+    let (io, _) = q.into_inner();
+    assert!(io.is_some());
+    let mut q = open::<4>(&mut img);
+    assert_eq!(q.l2_entry_of(6 << 12).unwrap().0, d | OFLAG_COPIED);
+    let d = map_new(&mut q, 7);
+    q.close();
+    drop(q);
+    let mut q = open::<4>(&mut img);
+    assert_eq!(q.l2_entry_of(7 << 12).unwrap().0, d | OFLAG_COPIED);
+    drop(q);
+    assert_eq!(check(&img), Check::default());
+}
