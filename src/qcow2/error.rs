@@ -449,6 +449,26 @@ pub enum Error<E> {
         /// Guest offset of the bytes that come from the backing file.
         guest_offset: u64,
     },
+    /// Commit: the overlay is larger than the base it is committed into (`qemu-img commit`
+    /// grows the base first; grow it with a resize).
+    CommitBaseTooSmall {
+        /// Virtual size of the overlay.
+        overlay_size: u64,
+        /// Virtual size of the base.
+        base_size: u64,
+    },
+    /// Commit: the image has no backing layer to commit into, or the base is not writable
+    /// here (a raw base smaller than its device claims, an empty chain).
+    CommitWithoutBase,
+    /// Rebase: the header, its extensions, the backing format extension and the backing file
+    /// name do not fit in the header area (cluster 0, at most [`super::HEADER_AREA`] bytes),
+    /// or the name is longer than 1023 bytes.
+    BackingNameTooLong {
+        /// Bytes the header area would need.
+        needed: usize,
+        /// Bytes it may use.
+        room: usize,
+    },
 }
 
 impl<E> From<HeaderError> for Error<E> {
@@ -528,6 +548,15 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                 f,
                 "copy on write at guest offset {guest_offset:#x} needs the backing file's data: write through the \
                  backing chain"
+            ),
+            Error::CommitBaseTooSmall { overlay_size, base_size } => write!(
+                f,
+                "the overlay (size {overlay_size:#x}) is larger than its base (size {base_size:#x}): grow the base first"
+            ),
+            Error::CommitWithoutBase => write!(f, "the image has no backing file to commit into"),
+            Error::BackingNameTooLong { needed, room } => write!(
+                f,
+                "the backing file name and format do not fit in the image header: {needed} bytes needed, {room} available"
             ),
         }
     }

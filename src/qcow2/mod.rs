@@ -50,6 +50,7 @@
 //! on raw 9 / 9, qcow 9 / 43, qcow2 9 / 43, LUKS 29 / 75, LUKS qcow2 31 / 83.
 
 pub mod backing;
+pub mod commit;
 pub mod compressed;
 pub mod create;
 mod crypt;
@@ -65,6 +66,7 @@ pub mod l2_entry;
 mod luks;
 mod mapping;
 mod read;
+pub mod rebase;
 mod refcount;
 pub mod snapshot;
 mod table_write;
