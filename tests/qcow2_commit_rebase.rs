@@ -118,7 +118,8 @@ fn qluks_commit(dir: &Path, top: &str, secrets: &[(&str, &str)], budget: u64) ->
     overlay.open_in(r.dev(top), r.secret(top)).unwrap();
     let name = String::from_utf8(overlay.extensions().backing_file.as_ref().unwrap().as_bytes().to_vec()).unwrap();
     let format = overlay.extensions().backing_format.as_ref().map(|f| f.as_bytes().to_vec());
-    let opened = r.open_backing(&BackingRequest { name: name.as_bytes(), format: format.as_deref(), depth: 1 }).unwrap();
+    let opened =
+        r.open_backing(&BackingRequest { name: name.as_bytes(), format: format.as_deref(), depth: 1 }).unwrap();
     let mut base = Box::new(TestChain::new_empty());
     match BackingFormat::from_name(format.as_deref().unwrap()).unwrap() {
         BackingFormat::Raw => {
@@ -162,14 +163,19 @@ fn qluks_rebase(
     let len = rebase_scratch_len(&*chain, new_ref.as_deref()) + 64 * 1024;
     let mut scratch = vec![0; len];
     let fmt = (!new.is_empty()).then_some(format.as_bytes());
-    let result = rebase(&mut *chain, new_ref, new.as_bytes(), fmt, &mut scratch, &mut |_, _| {}).map_err(|e| e.to_string());
+    let result =
+        rebase(&mut *chain, new_ref, new.as_bytes(), fmt, &mut scratch, &mut |_, _| {}).map_err(|e| e.to_string());
     drop(chain);
     drop(new_chain);
     (result.map(|_| ()), r.budget.get())
 }
 
 fn objects(secrets: &[(&str, &str)]) -> Vec<String> {
-    secrets.iter().enumerate().flat_map(|(i, (_, s))| ["--object".to_string(), format!("secret,id=sec{i},data={s}")]).collect()
+    secrets
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, s))| ["--object".to_string(), format!("secret,id=sec{i},data={s}")])
+        .collect()
 }
 
 /// `--image-opts` for the chain from `top` down `layers` (file names), with each encrypted
@@ -262,7 +268,8 @@ fn make_commit_chain(dir: &Path, base_fmt: &str, base_opts: &str, top_opts: &str
     c.current_dir(dir);
     common::run(&mut c);
     let layers: &[&str] = &["top", "base"];
-    let mut cmds = vec!["write -P 0x22 4k 8k", "write -P 0x33 200k 300k", "write -z 600k 128k", "write -P 0x44 1500k 4k"];
+    let mut cmds =
+        vec!["write -P 0x22 4k 8k", "write -P 0x33 200k 300k", "write -z 600k 128k", "write -P 0x44 1500k 4k"];
     if !top_opts.contains("encrypt") {
         cmds.push("write -c -P 0x55 1664k 64k");
     }
@@ -442,7 +449,10 @@ fn rebase_safe_unsafe_and_no_backing_match_qemu_and_survive_crashes() {
         check(dir, &["top"], &[], true);
         assert_eq!(read_chain(dir, "top", &[]), before);
         let info = common::run(Command::new("qemu-img").args(["info", "--output=json"]).arg(dir.join("top")));
-        assert!(info.contains("\"backing-filename\": \"b0\"") && info.contains("\"backing-filename-format\": \"qcow2\""), "{info}");
+        assert!(
+            info.contains("\"backing-filename\": \"b0\"") && info.contains("\"backing-filename-format\": \"qcow2\""),
+            "{info}"
+        );
 
         // Crash at every write: the top reads as before (through mid, or through b0 once the
         // header switched).

@@ -3,6 +3,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_pbkdf2;
+mod commit;
 mod compare;
 mod convert;
 mod convert_qcow2;
@@ -20,6 +21,7 @@ mod luks_cmd;
 mod map;
 mod open;
 mod qcow2_info;
+mod rebase;
 mod secret;
 mod snapshot;
 mod units;
@@ -53,6 +55,10 @@ enum Command {
     Snapshot(snapshot::SnapshotArgs),
     /// Compare the guest-visible content of two images.
     Compare(compare::CompareArgs),
+    /// Commit a qcow2 overlay into its backing file (like `qemu-img commit`).
+    Commit(commit::CommitArgs),
+    /// Change the backing file of a qcow2 image (like `qemu-img rebase`; `-u`: header only).
+    Rebase(rebase::RebaseArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,6 +74,8 @@ fn main() -> std::process::ExitCode {
         Command::Map(args) => map::run(args),
         Command::Snapshot(args) => snapshot::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Commit(args) => commit::run(args),
+        Command::Rebase(args) => rebase::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -42,7 +42,13 @@ pub struct CommitStats {
 }
 
 /// Scratch bytes [`commit`] needs at least (see the module docs).
-pub fn commit_scratch_len<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize, const M: usize, const DEPTH: usize>(
+pub fn commit_scratch_len<
+    I: BlockIo,
+    D: BlockIo<Error = I::Error>,
+    const N: usize,
+    const M: usize,
+    const DEPTH: usize,
+>(
     overlay: &Qcow2<I, D, N>,
     base: &Chain<I, M, DEPTH>,
 ) -> usize {

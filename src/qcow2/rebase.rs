@@ -219,7 +219,8 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             }
             r += total;
         }
-        let old_name_end = (self.header.backing_file_offset as usize).saturating_add(self.header.backing_file_size as usize);
+        let old_name_end =
+            (self.header.backing_file_offset as usize).saturating_add(self.header.backing_file_size as usize);
         let old_end = r.max(if self.header.backing_file_offset != 0 { old_name_end.min(room) } else { 0 });
         let format = format.filter(|_| !name.is_empty());
         let ext_len = format.map_or(0, |f| 8 + pad8(f.len()));
