@@ -5,12 +5,12 @@
 //! N; then `qemu-img check` shows no corruption and the chain reads as before.
 mod common;
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use qluks::io::BlockIo;
 use qluks::qcow2::backing::{BackingFormat, BackingRequest, DataFileRequest, Opened, Resolver};
@@ -21,7 +21,7 @@ use qluks::qcow2::{Chain, Layer, Qcow2};
 /// A file whose writes fail once a shared budget is spent (a crash: nothing after it lands).
 struct Dev {
     file: File,
-    budget: Rc<Cell<u64>>,
+    budget: Arc<AtomicU64>,
 }
 
 impl BlockIo for Dev {
@@ -30,16 +30,16 @@ impl BlockIo for Dev {
         BlockIo::read_at(&mut self.file, offset, buf)
     }
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
-        match self.budget.get() {
+        match self.budget.load(Ordering::Relaxed) {
             0 => Err(std::io::Error::other("injected crash")),
             n => {
-                self.budget.set(n - 1);
+                self.budget.store(n - 1, Ordering::Relaxed);
                 BlockIo::write_at(&mut self.file, offset, buf)
             }
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        if self.budget.get() == 0 {
+        if self.budget.load(Ordering::Relaxed) == 0 {
             return Err(std::io::Error::other("injected crash"));
         }
         BlockIo::flush(&mut self.file)
@@ -55,7 +55,7 @@ struct Files {
     dir: PathBuf,
     secrets: HashMap<String, Vec<u8>>,
     by_depth: Vec<String>,
-    budget: Rc<Cell<u64>>,
+    budget: Arc<AtomicU64>,
 }
 
 impl Files {
@@ -64,7 +64,7 @@ impl Files {
             dir: dir.to_path_buf(),
             secrets: secrets.iter().map(|(n, s)| (n.to_string(), s.as_bytes().to_vec())).collect(),
             by_depth: vec![top.to_string()],
-            budget: Rc::new(Cell::new(budget)),
+            budget: Arc::new(AtomicU64::new(budget)),
         }
     }
     fn dev(&self, name: &str) -> Dev {
@@ -134,7 +134,7 @@ fn qluks_commit(dir: &Path, top: &str, secrets: &[(&str, &str)], budget: u64) ->
     let result = commit(&mut *overlay, &mut *base, false, &mut scratch, &mut |_, _| {}).map_err(|e| e.to_string());
     drop(overlay);
     drop(base);
-    (result.map(|_| ()), r.budget.get())
+    (result.map(|_| ()), r.budget.load(Ordering::Relaxed))
 }
 
 /// Rebases `top` onto `new` (empty: none) by qluks (safe); writes fail after `budget`.
@@ -167,7 +167,7 @@ fn qluks_rebase(
         rebase(&mut *chain, new_ref, new.as_bytes(), fmt, &mut scratch, &mut |_, _| {}).map_err(|e| e.to_string());
     drop(chain);
     drop(new_chain);
-    (result.map(|_| ()), r.budget.get())
+    (result.map(|_| ()), r.budget.load(Ordering::Relaxed))
 }
 
 fn objects(secrets: &[(&str, &str)]) -> Vec<String> {
@@ -554,4 +554,73 @@ fn a_backing_name_that_does_not_fit_is_refused_before_anything_is_written() {
     assert!(matches!(e, qluks::qcow2::Error::BackingNameTooLong { .. }), "{e}");
     drop(q);
     assert_eq!(std::fs::read(dir.join("top")).unwrap(), orig);
+}
+
+/// The engine's stack: commit (LUKS into LUKS) and a safe rebase (LUKS, three layers) run on a
+/// thread with 64 KiB of stack (128 KiB in debug builds), the large structs (images, chains,
+/// scratch) in caller memory made on the main thread. `QLUKS_STACK_KIB` overrides it (to
+/// bisect the minimum again).
+#[test]
+fn commit_and_rebase_run_in_64_kib_of_stack() {
+    let t = "commit-stack";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let kib = std::env::var("QLUKS_STACK_KIB").ok().and_then(|s| s.parse().ok()).unwrap_or(if cfg!(debug_assertions) {
+        128
+    } else {
+        64
+    });
+    let d = common::TempDir::new(t);
+    let dir = d.path().to_path_buf();
+    let secrets = [("top", "top-secret"), ("base", "base-secret")];
+    make_commit_chain(&dir, "qcow2", &luks_opts(1), &luks_opts(0), &secrets);
+    let before = read_chain(&dir, "top", &secrets);
+    let mut overlay: Box<Qcow2<Dev, Dev, 4>> = Box::new(Qcow2::new_empty());
+    let mut base = Box::new(TestChain::new_empty());
+    let mut r = Files::new(&dir, "top", &secrets, u64::MAX);
+    let mut scratch = vec![0u8; 1 << 20];
+    let stats = std::thread::Builder::new()
+        .stack_size(kib * 1024)
+        .spawn(move || {
+            overlay.open_in(r.dev("top"), r.secret("top")).unwrap();
+            let opened = r.open_backing(&BackingRequest { name: b"base", format: Some(b"qcow2"), depth: 1 }).unwrap();
+            base.open_in(opened.io, &mut Shifted::new(&mut r, 1)).unwrap();
+            let stats = commit(&mut *overlay, &mut *base, false, &mut scratch, &mut |_, _| {}).unwrap();
+            overlay.close();
+            base.close();
+            stats
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(stats.data_bytes > 0 && stats.zero_bytes > 0 && stats.emptied_clusters > 0, "{stats:?}");
+    assert_eq!(read_chain(&dir, "top", &secrets), before);
+
+    let d = common::TempDir::new(t);
+    let dir = d.path().to_path_buf();
+    let secrets = [("top", "s-top"), ("mid", "s-mid"), ("b0", "s-b0")];
+    make_rebase_chain(&dir, &secrets, false);
+    let before = read_chain(&dir, "top", &secrets);
+    let mut chain = Box::new(TestChain::new_empty());
+    let mut new_chain = Box::new(TestChain::new_empty());
+    let mut r = Files::new(&dir, "top", &secrets, u64::MAX);
+    let mut scratch = vec![0u8; 1 << 20];
+    let stats = std::thread::Builder::new()
+        .stack_size(kib * 1024)
+        .spawn(move || {
+            chain.open_in(r.dev("top"), &mut r).unwrap();
+            let opened = r.open_backing(&BackingRequest { name: b"b0", format: Some(b"qcow2"), depth: 1 }).unwrap();
+            new_chain.open_in(opened.io, &mut Shifted::new(&mut r, 1)).unwrap();
+            let stats = rebase(&mut *chain, Some(&mut *new_chain), b"b0", Some(b"qcow2"), &mut scratch, &mut |_, _| {})
+                .unwrap();
+            chain.close();
+            new_chain.close();
+            stats
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(stats.copied_bytes > 0, "{stats:?}");
+    assert_eq!(read_chain(&dir, "top", &secrets), before);
 }
