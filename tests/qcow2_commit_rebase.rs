@@ -624,3 +624,24 @@ fn commit_and_rebase_run_in_64_kib_of_stack() {
     assert!(stats.copied_bytes > 0, "{stats:?}");
     assert_eq!(read_chain(&dir, "top", &secrets), before);
 }
+
+#[test]
+fn commit_into_a_smaller_base_is_refused_before_anything_is_written() {
+    let t = "commit-small";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let d = common::TempDir::new(t);
+    let dir = d.path();
+    std::fs::write(dir.join("base"), common::pattern(3, 1 << 20)).unwrap();
+    let mut c = Command::new("qemu-img");
+    c.args(["create", "-f", "qcow2", "-b", "base", "-F", "raw", "top", "2M"]).current_dir(dir);
+    common::run(&mut c);
+    qemu_io(dir, &["top"], &[], &["write -P 0x22 0 2M"]);
+    let (top, base) = (std::fs::read(dir.join("top")).unwrap(), std::fs::read(dir.join("base")).unwrap());
+    let (r, _) = qluks_commit(dir, "top", &[], u64::MAX);
+    let e = r.unwrap_err();
+    assert!(e.contains("larger than its base"), "{e}");
+    assert_eq!(std::fs::read(dir.join("top")).unwrap(), top);
+    assert_eq!(std::fs::read(dir.join("base")).unwrap(), base);
+}
