@@ -193,3 +193,48 @@ fn rebase_safe_unsafe_and_remove_like_qemu_img() {
     assert!(!out.status.success());
     assert_eq!(std::fs::read(dir.join("top")).unwrap(), std::fs::read(dir.join("top.orig")).unwrap());
 }
+
+#[test]
+fn rebase_luks_chain_with_per_layer_passphrases() {
+    let t = "cli-rebase-luks";
+    if !tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let a = TempDir::new(t);
+    let dir = a.path();
+    let objects = ["secret,id=s0,data=b0 pw", "secret,id=s1,data=mid pw", "secret,id=s2,data=top pw"];
+    let enc = |id: &str| format!("encrypt.format=luks,encrypt.key-secret={id},encrypt.iter-time=10");
+    for (i, (name, backing)) in [("b0", None), ("mid", Some("b0")), ("top", Some("mid"))].into_iter().enumerate() {
+        let mut c = Command::new("qemu-img");
+        c.current_dir(dir).args(["create", "-q", "--object", objects[i], "-f", "qcow2", "-o", &enc(&format!("s{i}"))]);
+        if let Some(b) = backing {
+            c.args(["-b", b, "-F", "qcow2"]);
+        }
+        run(c.args([name, "1M"]));
+    }
+    let b0 = "driver=qcow2,file.filename=b0,encrypt.key-secret=s0";
+    let mid = "driver=qcow2,file.filename=mid,encrypt.key-secret=s1,backing.encrypt.key-secret=s0";
+    let top = "driver=qcow2,file.filename=top,encrypt.key-secret=s2,backing.encrypt.key-secret=s1,\
+               backing.backing.encrypt.key-secret=s0";
+    qemu_io(dir, &objects, b0, &["write -P 1 0 1M"]);
+    qemu_io(dir, &objects, mid, &["write -P 2 100k 300k"]);
+    qemu_io(dir, &objects, top, &["write -P 3 128k 4k"]);
+    let mut c = Command::new("qemu-img");
+    c.current_dir(dir).arg("convert");
+    for o in objects {
+        c.args(["--object", o]);
+    }
+    run(c.args(["--image-opts", top, "-O", "raw", "before.raw"]));
+    for (f, p) in [("b0.pw", "b0 pw"), ("mid.pw", "mid pw"), ("top.pw", "top pw")] {
+        std::fs::write(dir.join(f), p).unwrap();
+    }
+    let mut c = qluks();
+    c.current_dir(dir).args(["rebase", "--passphrase-file", "top.pw"]);
+    c.args(["--backing-passphrase-file", "mid.pw", "--backing-passphrase-file", "b0.pw"]);
+    run(c.args(["--new-backing-passphrase-file", "b0.pw", "-b", "b0", "-F", "qcow2", "top"]));
+    let rebased = "driver=qcow2,file.filename=top,encrypt.key-secret=s2,backing.encrypt.key-secret=s0";
+    compare(dir, &objects, rebased, "driver=raw,file.filename=before.raw");
+    check_clean(dir, &objects, rebased);
+    let info = qemu_img(dir, &["info", "top"]);
+    assert!(info.contains("backing file: b0"), "{info}");
+}
