@@ -298,7 +298,10 @@ fn commit_case(t: &str, base_fmt: &str, base_opts: &str, top_opts: &str, secrets
 
     // The base after commit, the (emptied) overlay over it, and the qluks copies clean.
     if base_fmt == "raw" {
-        assert_eq!(std::fs::read(dir.join("base")).unwrap(), std::fs::read(qdir.join("base")).unwrap());
+        assert!(
+            std::fs::read(dir.join("base")).unwrap() == std::fs::read(qdir.join("base")).unwrap(),
+            "raw bases differ"
+        );
     } else {
         let a = image_opts(dir, &["base"], secrets);
         let b = image_opts(qdir.path(), &["base"], secrets);
@@ -311,7 +314,7 @@ fn commit_case(t: &str, base_fmt: &str, base_opts: &str, top_opts: &str, secrets
     let out = qemu(&["compare", "--image-opts", &a, &b], secrets);
     assert!(out.status.success(), "compare overlays: {}", String::from_utf8_lossy(&out.stdout));
     check(dir, &["top", "base"], secrets, true);
-    assert_eq!(read_chain(dir, "top", secrets), before, "the chain reads the same after the commit");
+    same(&read_chain(dir, "top", secrets), &before, "the chain reads the same after the commit");
     // The overlay is empty: qemu-img map shows nothing allocated in it.
     let map = qemu(&["map", "--output=json", "--image-opts", &a], secrets);
     let map = String::from_utf8_lossy(&map.stdout).to_string();
@@ -333,7 +336,15 @@ fn commit_case(t: &str, base_fmt: &str, base_opts: &str, top_opts: &str, secrets
             check(dir, &["base"], secrets, false);
         }
         check(dir, &["top", "base"], secrets, false);
-        assert_eq!(read_chain(dir, "top", secrets), before, "after a crash at write {n} of {total}");
+        same(&read_chain(dir, "top", secrets), &before, &format!("after a crash at write {n} of {total}"));
+    }
+}
+
+/// Compares guest contents, naming the first differing offset (not dumping megabytes).
+fn same(got: &[u8], want: &[u8], what: &str) {
+    if got != want {
+        let at = got.iter().zip(want).position(|(a, b)| a != b);
+        panic!("{what}: content differs (lengths {} / {}, first difference at {at:?})", got.len(), want.len());
     }
 }
 
@@ -396,7 +407,7 @@ fn commit_into_a_base_with_its_own_backing_copies_on_write_from_it() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     check(dir, &["base"], &[], true);
     check(dir, &["top"], &[], true);
-    assert_eq!(read_chain(dir, "top", &[]), before);
+    same(&read_chain(dir, "top", &[]), &before, "after");
 }
 
 /// A three-layer chain b0 <- mid <- top with data in every layer (and LUKS with three
@@ -447,7 +458,7 @@ fn rebase_safe_unsafe_and_no_backing_match_qemu_and_survive_crashes() {
         common::run(&mut c);
         compare(dir, &["top"], &["top.q"], &[]);
         check(dir, &["top"], &[], true);
-        assert_eq!(read_chain(dir, "top", &[]), before);
+        same(&read_chain(dir, "top", &[]), &before, "after");
         let info = common::run(Command::new("qemu-img").args(["info", "--output=json"]).arg(dir.join("top")));
         assert!(
             info.contains("\"backing-filename\": \"b0\"") && info.contains("\"backing-filename-format\": \"qcow2\""),
@@ -461,7 +472,7 @@ fn rebase_safe_unsafe_and_no_backing_match_qemu_and_survive_crashes() {
             let (r, _) = qluks_rebase(dir, "top", "b0", "qcow2", &[], n);
             assert!(r.is_err(), "rebase with {n} of {total} writes succeeded");
             check(dir, &["top"], &[], false);
-            assert_eq!(read_chain(dir, "top", &[]), before, "after a crash at write {n} of {total}");
+            same(&read_chain(dir, "top", &[]), &before, &format!("after a crash at write {n} of {total}"));
         }
 
         // -b "": everything the old chain provides lands in the top.
@@ -474,7 +485,7 @@ fn rebase_safe_unsafe_and_no_backing_match_qemu_and_survive_crashes() {
         let out = qemu(&["compare", dir.join("top").to_str().unwrap(), dir.join("top.q").to_str().unwrap()], &[]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
         check(dir, &["top"], &[], true);
-        assert_eq!(read_chain(dir, "top", &[]), before);
+        same(&read_chain(dir, "top", &[]), &before, "after");
         let info = common::run(Command::new("qemu-img").args(["info", "--output=json"]).arg(dir.join("top")));
         assert!(!info.contains("backing-filename"), "{info}");
 
@@ -494,7 +505,7 @@ fn rebase_safe_unsafe_and_no_backing_match_qemu_and_survive_crashes() {
         c.args(["rebase", "-u", "-f", "qcow2", "-b", "b0", "-F", "qcow2", "top.q"]).current_dir(dir);
         common::run(&mut c);
         let (a, b) = (std::fs::read(dir.join("top")).unwrap(), std::fs::read(dir.join("top.q")).unwrap());
-        assert_eq!(a[..4096], b[..4096], "cluster 0 after rebase -u");
+        assert!(a[..4096] == b[..4096], "cluster 0 after rebase -u differs from qemu-img's");
         compare(dir, &["top"], &["top.q"], &[]);
         check(dir, &["top"], &[], true);
     }
@@ -515,7 +526,7 @@ fn rebase_luks_chain_onto_its_bottom_layer_reads_the_same() {
     let (r, left) = qluks_rebase(dir, "top", "b0", "qcow2", &secrets, 1 << 40);
     r.unwrap();
     let total = (1u64 << 40) - left;
-    assert_eq!(read_chain(dir, "top", &secrets), before);
+    same(&read_chain(dir, "top", &secrets), &before, "after");
     // QEMU reads the rebased top over b0 as the old chain: compare against the original.
     let secrets_q = [("top", "s-top"), ("b0", "s-b0"), ("mid", "s-mid")];
     let a = image_opts(dir, &["top", "b0"], &secrets_q);
@@ -527,7 +538,7 @@ fn rebase_luks_chain_onto_its_bottom_layer_reads_the_same() {
         std::fs::copy(dir.join("top.orig"), dir.join("top")).unwrap();
         let (r, _) = qluks_rebase(dir, "top", "b0", "qcow2", &secrets, n);
         assert!(r.is_err());
-        assert_eq!(read_chain(dir, "top", &secrets), before, "after a crash at write {n} of {total}");
+        same(&read_chain(dir, "top", &secrets), &before, &format!("after a crash at write {n} of {total}"));
     }
 }
 
@@ -553,7 +564,7 @@ fn a_backing_name_that_does_not_fit_is_refused_before_anything_is_written() {
     let e = q.set_backing_file(&[b'a'; 1024], None, &mut scratch).unwrap_err();
     assert!(matches!(e, qluks::qcow2::Error::BackingNameTooLong { .. }), "{e}");
     drop(q);
-    assert_eq!(std::fs::read(dir.join("top")).unwrap(), orig);
+    assert!(std::fs::read(dir.join("top")).unwrap() == orig, "file changed");
 }
 
 /// The engine's stack: commit (LUKS into LUKS) and a safe rebase (LUKS, three layers) run on a
@@ -595,7 +606,7 @@ fn commit_and_rebase_run_in_64_kib_of_stack() {
         .join()
         .unwrap();
     assert!(stats.data_bytes > 0 && stats.zero_bytes > 0 && stats.emptied_clusters > 0, "{stats:?}");
-    assert_eq!(read_chain(&dir, "top", &secrets), before);
+    same(&read_chain(&dir, "top", &secrets), &before, "after");
 
     let d = common::TempDir::new(t);
     let dir = d.path().to_path_buf();
@@ -622,7 +633,7 @@ fn commit_and_rebase_run_in_64_kib_of_stack() {
         .join()
         .unwrap();
     assert!(stats.copied_bytes > 0, "{stats:?}");
-    assert_eq!(read_chain(&dir, "top", &secrets), before);
+    same(&read_chain(&dir, "top", &secrets), &before, "after");
 }
 
 #[test]
@@ -642,6 +653,6 @@ fn commit_into_a_smaller_base_is_refused_before_anything_is_written() {
     let (r, _) = qluks_commit(dir, "top", &[], u64::MAX);
     let e = r.unwrap_err();
     assert!(e.contains("larger than its base"), "{e}");
-    assert_eq!(std::fs::read(dir.join("top")).unwrap(), top);
-    assert_eq!(std::fs::read(dir.join("base")).unwrap(), base);
+    assert!(std::fs::read(dir.join("top")).unwrap() == top, "file changed");
+    assert!(std::fs::read(dir.join("base")).unwrap() == base, "file changed");
 }
