@@ -15,7 +15,7 @@ use std::sync::Arc;
 use qluks::io::BlockIo;
 use qluks::qcow2::backing::{BackingFormat, BackingRequest, DataFileRequest, Opened, Resolver};
 use qluks::qcow2::commit::{commit, commit_scratch_len, Shifted};
-use qluks::qcow2::rebase::{rebase, rebase_scratch_len};
+use qluks::qcow2::rebase::{rebase, rebase_scratch_len, rebase_within};
 use qluks::qcow2::{Chain, Layer, Qcow2};
 
 /// A file whose writes fail once a shared budget is spent (a crash: nothing after it lands).
@@ -134,6 +134,17 @@ fn qluks_commit(dir: &Path, top: &str, secrets: &[(&str, &str)], budget: u64) ->
     let result = commit(&mut *overlay, &mut *base, false, &mut scratch, &mut |_, _| {}).map_err(|e| e.to_string());
     drop(overlay);
     drop(base);
+    (result.map(|_| ()), r.budget.load(Ordering::Relaxed))
+}
+
+/// Rebases `top` onto layer `depth` of its own chain, named `new`, by qluks
+/// ([`rebase_within`]); writes fail after `budget`.
+fn qluks_rebase_within(dir: &Path, top: &str, depth: usize, new: &str, budget: u64) -> (Result<(), String>, u64) {
+    let (mut chain, r) = open_chain(dir, top, &[], budget);
+    let mut scratch = vec![0; rebase_scratch_len::<Dev, 4, 4, 4, 4>(&*chain, None) + 64 * 1024];
+    let result = rebase_within(&mut *chain, depth, new.as_bytes(), Some(b"qcow2"), &mut scratch, &mut |_, _| {})
+        .map_err(|e| e.to_string());
+    drop(chain);
     (result.map(|_| ()), r.budget.load(Ordering::Relaxed))
 }
 
@@ -464,6 +475,24 @@ fn rebase_safe_unsafe_and_no_backing_match_qemu_and_survive_crashes() {
             info.contains("\"backing-filename\": \"b0\"") && info.contains("\"backing-filename-format\": \"qcow2\""),
             "{info}"
         );
+
+        // The same onto b0 as a layer of the old chain (only what mid allocates is compared).
+        std::fs::copy(dir.join("top"), dir.join("top.safe")).unwrap();
+        std::fs::copy(dir.join("top.orig"), dir.join("top")).unwrap();
+        let (r, left) = qluks_rebase_within(dir, "top", 2, "b0", 1 << 40);
+        r.unwrap();
+        let within_total = (1u64 << 40) - left;
+        compare(dir, &["top"], &["top.q"], &[]);
+        check(dir, &["top"], &[], true);
+        same(&read_chain(dir, "top", &[]), &before, "after rebase_within");
+        for n in 0..within_total {
+            std::fs::copy(dir.join("top.orig"), dir.join("top")).unwrap();
+            let (r, _) = qluks_rebase_within(dir, "top", 2, "b0", n);
+            assert!(r.is_err(), "rebase_within with {n} of {within_total} writes succeeded");
+            check(dir, &["top"], &[], false);
+            same(&read_chain(dir, "top", &[]), &before, &format!("after a crash at write {n} of {within_total}"));
+        }
+        std::fs::copy(dir.join("top.safe"), dir.join("top")).unwrap();
 
         // Crash at every write: the top reads as before (through mid, or through b0 once the
         // header switched).

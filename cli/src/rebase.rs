@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use qluks::qcow2::backing::{probe, BackingFormat, BackingRequest, Resolver};
 use qluks::qcow2::file_resolver::FileResolver;
-use qluks::qcow2::rebase::{rebase, rebase_scratch_len};
+use qluks::qcow2::rebase::{rebase, rebase_scratch_len, rebase_within};
+use qluks::qcow2::Layer;
+use std::os::unix::fs::MetadataExt;
 
 use crate::commit::{check_format, open_backing_chain, open_overlay, show_progress, BATCH_BYTES};
 use crate::image_open::{ChainArgs, CliChain};
@@ -104,6 +106,23 @@ fn run_rebase(
     for (depth, p) in (1..).zip(new_passphrases) {
         r.set_passphrase(depth, p);
     }
+    let progress = args.progress;
+    let mut report = |done, total| {
+        if progress {
+            show_progress(done, total)
+        }
+    };
+    // The new backing file is a layer of the old chain: only what the layers above it
+    // allocate is compared (as QEMU does).
+    if let Some((depth, format)) = layer_of_old_chain(path, r, &chain, name, args.backing_format.as_deref())? {
+        let mut scratch = vec![0u8; rebase_scratch_len::<_, _, _, 1, 1>(&*chain, None) + BATCH_BYTES];
+        rebase_within(&mut *chain, depth, name, Some(format), &mut scratch, &mut report)
+            .map_err(|e| format!("{shown}: rebase: {e}"))?;
+        if progress {
+            println!();
+        }
+        return Ok(());
+    }
     let mut new_chain = None;
     let mut format = None;
     if !name.is_empty() {
@@ -117,18 +136,46 @@ fn run_rebase(
     }
     let new_ref = new_chain.as_deref_mut();
     let mut scratch = vec![0u8; rebase_scratch_len(&*chain, new_ref.as_deref()) + BATCH_BYTES];
-    let progress = args.progress;
-    let mut report = |done, total| {
-        if progress {
-            show_progress(done, total)
-        }
-    };
     rebase(&mut *chain, new_ref, name, format, &mut scratch, &mut report)
         .map_err(|e| format!("{shown}: rebase: {e}"))?;
     if progress {
         println!();
     }
     Ok(())
+}
+
+/// The depth in the old chain of the layer that is the new backing file (the same inode,
+/// opened as the same format), if any, with its format name.
+fn layer_of_old_chain(
+    path: &Path,
+    r: &mut FileResolver,
+    chain: &CliChain,
+    name: &[u8],
+    format: Option<&str>,
+) -> Result<Option<(usize, &'static [u8])>, String> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let ctx = format!("{}: backing file \"{}\"", path.display(), qluks::qcow2::UntrustedName(name));
+    let opened = r.open_backing(&BackingRequest { name, format: None, depth: 1 }).map_err(|e| format!("{ctx}: {e}"))?;
+    let mut io = opened.io;
+    let kind = match format {
+        Some(f) => BackingFormat::from_name(f.as_bytes()).ok_or_else(|| format!("-F {f}: unsupported format"))?,
+        None => probe(&mut io).map_err(|e| format!("{ctx}: probing its format: {e}"))?,
+    };
+    let meta = io.metadata().map_err(|e| format!("{ctx}: {e}"))?;
+    for (depth, layer) in chain.layers().enumerate().skip(1) {
+        let (file, layer_kind) = match layer {
+            Layer::Qcow2(q) => (q.io(), BackingFormat::Qcow2),
+            Layer::Raw { io, .. } => (Some(io), BackingFormat::Raw),
+        };
+        let Some(m) = file.and_then(|f| f.metadata().ok()) else { continue };
+        if (m.dev(), m.ino()) == (meta.dev(), meta.ino()) && layer_kind == kind {
+            let name: &'static [u8] = if kind == BackingFormat::Raw { b"raw" } else { b"qcow2" };
+            return Ok(Some((depth, name)));
+        }
+    }
+    Ok(None)
 }
 
 /// The format of the new backing file, probed (opened under the policy).

@@ -69,7 +69,37 @@ fn top_cluster_size<I: BlockIo, const N: usize, const D: usize>(chain: &Chain<I,
 /// read through the new backing.
 pub fn rebase<I: BlockIo, const N: usize, const D: usize, const M: usize, const E: usize>(
     chain: &mut Chain<I, N, D>,
+    new_backing: Option<&mut Chain<I, M, E>>,
+    name: &[u8],
+    format: Option<&[u8]>,
+    scratch: &mut [u8],
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<RebaseStats, Error<I::Error>> {
+    rebase_impl(chain, new_backing, None, name, format, scratch, progress)
+}
+
+/// [`rebase`] onto a layer of the old chain itself: layer `depth` (1 = the current backing;
+/// the caller knows it is the same file, e.g. by its identity), named `name`. Ranges that no
+/// layer above it allocates read through to it already and are skipped without reading (QEMU
+/// does the same); the rest is compared and copied as by [`rebase`].
+pub fn rebase_within<I: BlockIo, const N: usize, const D: usize>(
+    chain: &mut Chain<I, N, D>,
+    depth: usize,
+    name: &[u8],
+    format: Option<&[u8]>,
+    scratch: &mut [u8],
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<RebaseStats, Error<I::Error>> {
+    if depth == 0 || depth >= chain.layers().count() {
+        return Err(Error::NotOpen);
+    }
+    rebase_impl::<I, N, D, N, 1>(chain, None, Some(depth), name, format, scratch, progress)
+}
+
+fn rebase_impl<I: BlockIo, const N: usize, const D: usize, const M: usize, const E: usize>(
+    chain: &mut Chain<I, N, D>,
     mut new_backing: Option<&mut Chain<I, M, E>>,
+    within: Option<usize>,
     name: &[u8],
     format: Option<&[u8]>,
     scratch: &mut [u8],
@@ -102,13 +132,22 @@ pub fn rebase<I: BlockIo, const N: usize, const D: usize, const M: usize, const 
             off += len;
             continue;
         }
+        if let Some(depth) = within {
+            let skip = passes_through(&mut below[..depth - 1], off, len)?;
+            if skip > 0 {
+                off += skip;
+                progress(off, size);
+                continue;
+            }
+        }
         // A batch: at most `half` bytes, ending on a cluster boundary when it can.
         let end = (off + len).min(off - off % cs + half);
         let n = (end - off) as usize;
         read_below(off, &mut old[..n], below, rest)?;
-        match new_backing.as_deref_mut() {
-            Some(c) => read_below(off, &mut new[..n], c.layers_mut(), rest)?,
-            None => new[..n].fill(0),
+        match (within, new_backing.as_deref_mut()) {
+            (Some(depth), _) => read_below(off, &mut new[..n], &mut below[depth - 1..], rest)?,
+            (None, Some(c)) => read_below(off, &mut new[..n], c.layers_mut(), rest)?,
+            (None, None) => new[..n].fill(0),
         }
         stats.compared_bytes += n as u64;
         // Runs of differing clusters (clipped to the batch), each written in one call.
@@ -139,6 +178,29 @@ pub fn rebase<I: BlockIo, const N: usize, const D: usize, const M: usize, const 
     top.flush()?;
     top.set_backing_file(name, format, rest)?;
     Ok(stats)
+}
+
+/// How many bytes from `off` (at most `max`) no layer of `layers` allocates, within each
+/// layer's size (past a shorter layer's end the chain reads zeros: not passing through).
+fn passes_through<I: BlockIo, const N: usize>(
+    layers: &mut [Option<Layer<I, N>>],
+    off: u64,
+    max: u64,
+) -> Result<u64, Error<I::Error>> {
+    let mut len = max;
+    for layer in layers.iter_mut() {
+        match layer {
+            Some(Layer::Qcow2(q)) if off < q.size() => {
+                let (mapping, l) = q.mapping(off, len.min(q.size() - off))?;
+                if !matches!(mapping, Mapping::Unallocated { .. }) {
+                    return Ok(0);
+                }
+                len = len.min(l);
+            }
+            _ => return Ok(0),
+        }
+    }
+    Ok(len)
 }
 
 fn write_old<I: BlockIo, const N: usize>(
