@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_pbkdf2;
 mod check;
+mod commit;
 mod compare;
 mod convert;
 mod convert_qcow2;
@@ -22,6 +23,7 @@ mod luks_cmd;
 mod map;
 mod open;
 mod qcow2_info;
+mod rebase;
 mod secret;
 mod snapshot;
 mod units;
@@ -57,6 +59,10 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Check a qcow2 image's refcounts and repair them (like `qemu-img check [-r leaks|all]`).
     Check(check::CheckArgs),
+    /// Commit a qcow2 overlay into its backing file (like `qemu-img commit`).
+    Commit(commit::CommitArgs),
+    /// Change the backing file of a qcow2 image (like `qemu-img rebase`; `-u`: header only).
+    Rebase(rebase::RebaseArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -73,6 +79,8 @@ fn main() -> std::process::ExitCode {
         Command::Snapshot(args) => snapshot::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Check(args) => return check::run(args),
+        Command::Commit(args) => commit::run(args),
+        Command::Rebase(args) => rebase::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -481,6 +481,25 @@ pub enum Error<E> {
     SnapshotTableFull {
         /// Snapshots in the table.
         nb_snapshots: u32,
+    /// Commit: the overlay is larger than the base it is committed into (`qemu-img commit`
+    /// grows the base first; grow it with a resize).
+    CommitBaseTooSmall {
+        /// Virtual size of the overlay.
+        overlay_size: u64,
+        /// Virtual size of the base.
+        base_size: u64,
+    },
+    /// Commit: the image has no backing layer to commit into, or the base is not writable
+    /// here (a raw base smaller than its device claims, an empty chain).
+    CommitWithoutBase,
+    /// Rebase: the header, its extensions, the backing format extension and the backing file
+    /// name do not fit in the header area (cluster 0, at most [`super::HEADER_AREA`] bytes),
+    /// or the name is longer than 1023 bytes.
+    BackingNameTooLong {
+        /// Bytes the header area would need.
+        needed: usize,
+        /// Bytes it may use.
+        room: usize,
     },
 }
 
@@ -581,6 +600,14 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             Error::SnapshotTableFull { nb_snapshots } => write!(
                 f,
                 "snapshot table full ({nb_snapshots} snapshots; at most 65536 and 64 MiB of table)"
+            Error::CommitBaseTooSmall { overlay_size, base_size } => write!(
+                f,
+                "the overlay (size {overlay_size:#x}) is larger than its base (size {base_size:#x}): grow the base first"
+            ),
+            Error::CommitWithoutBase => write!(f, "the image has no backing file to commit into"),
+            Error::BackingNameTooLong { needed, room } => write!(
+                f,
+                "the backing file name and format do not fit in the image header: {needed} bytes needed, {room} available"
             ),
         }
     }

@@ -52,6 +52,7 @@
 
 pub mod backing;
 pub mod check;
+pub mod commit;
 pub mod compressed;
 pub mod create;
 mod crypt;
@@ -67,6 +68,7 @@ pub mod l2_entry;
 mod luks;
 mod mapping;
 mod read;
+pub mod rebase;
 mod refcount;
 pub mod snapshot;
 mod snapshot_write;

@@ -57,7 +57,7 @@ impl Src<'_> {
 
 /// What dropping the old cluster of an entry takes.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Release {
+pub(crate) enum Release {
     /// Nothing (unallocated, zero without offset).
     None,
     /// One reference to this host cluster.
@@ -596,7 +596,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     }
 
     /// Drops what the old entry of a freed cluster pointed at.
-    fn release(&mut self, release: Release) -> Result<(), Error<I::Error>> {
+    pub(crate) fn release(&mut self, release: Release) -> Result<(), Error<I::Error>> {
         match release {
             Release::None => Ok(()),
             Release::Cluster(h) => self.release_clusters(h, 1),
@@ -605,7 +605,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     }
 
     /// The entry, bitmap and what it references (validated) of guest cluster `gc`.
-    fn entry_of(&mut self, gc: u64) -> Result<(u64, u64, Release), Error<I::Error>> {
+    pub(crate) fn entry_of(&mut self, gc: u64) -> Result<(u64, u64, Release), Error<I::Error>> {
         let (entry, bitmap, _) = self.l2_entry_of(gc)?;
         let (mapping, _) = classify(&self.header, false, entry, bitmap, 0)?;
         let release = match mapping {
