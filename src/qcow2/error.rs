@@ -471,6 +471,7 @@ pub enum Error<E> {
     CheckFailed {
         /// Which structure.
         what: &'static str,
+    },
     /// A new snapshot's name is empty or longer than
     /// [`NAME_CAP`](crate::qcow2::snapshot::NAME_CAP) bytes (what lookups compare).
     SnapshotNameInvalid {
@@ -481,6 +482,7 @@ pub enum Error<E> {
     SnapshotTableFull {
         /// Snapshots in the table.
         nb_snapshots: u32,
+    },
     /// Commit: the overlay is larger than the base it is committed into (`qemu-img commit`
     /// grows the base first; grow it with a resize).
     CommitBaseTooSmall {
@@ -600,6 +602,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             Error::SnapshotTableFull { nb_snapshots } => write!(
                 f,
                 "snapshot table full ({nb_snapshots} snapshots; at most 65536 and 64 MiB of table)"
+            ),
             Error::CommitBaseTooSmall { overlay_size, base_size } => write!(
                 f,
                 "the overlay (size {overlay_size:#x}) is larger than its base (size {base_size:#x}): grow the base first"
