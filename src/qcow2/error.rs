@@ -449,6 +449,11 @@ pub enum Error<E> {
         /// Guest offset of the bytes that come from the backing file.
         guest_offset: u64,
     },
+    /// A resize was refused ([`Qcow2::resize`](crate::qcow2::Qcow2::resize)).
+    Resize(super::resize::ResizeError),
+    /// A LUKS keyslot change was refused
+    /// ([`Qcow2::amend_keyslots`](crate::qcow2::Qcow2::amend_keyslots)).
+    Amend(super::amend::AmendError),
 }
 
 impl<E> From<HeaderError> for Error<E> {
@@ -529,6 +534,8 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                 "copy on write at guest offset {guest_offset:#x} needs the backing file's data: write through the \
                  backing chain"
             ),
+            Error::Resize(e) => write!(f, "{e}"),
+            Error::Amend(e) => write!(f, "{e}"),
         }
     }
 }

@@ -48,6 +48,7 @@
 //! compressed clusters 29 / 57; a three-layer LUKS chain 27 / 73; [`Image`](crate::image::Image)
 //! on raw 9 / 9, qcow 9 / 43, qcow2 9 / 43, LUKS 29 / 75, LUKS qcow2 31 / 83.
 
+pub mod amend;
 pub mod backing;
 pub mod compressed;
 pub mod create;
@@ -65,6 +66,7 @@ mod luks;
 mod mapping;
 mod read;
 mod refcount;
+pub mod resize;
 pub mod snapshot;
 mod table_write;
 mod write;
