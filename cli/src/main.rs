@@ -1,6 +1,7 @@
 //! `qluks`: the command line.
 use clap::{Parser, Subcommand};
 
+mod amend;
 mod bench;
 mod bench_pbkdf2;
 mod compare;
@@ -20,6 +21,7 @@ mod luks_cmd;
 mod map;
 mod open;
 mod qcow2_info;
+mod resize;
 mod secret;
 mod snapshot;
 mod units;
@@ -53,6 +55,10 @@ enum Command {
     Snapshot(snapshot::SnapshotArgs),
     /// Compare the guest-visible content of two images.
     Compare(compare::CompareArgs),
+    /// Change the virtual size of a qcow2 (or raw) image (`--shrink` to make it smaller).
+    Resize(resize::ResizeArgs),
+    /// Add or erase keyslots of a LUKS-encrypted qcow2 image (`-o encrypt.state=...`).
+    Amend(amend::AmendArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,6 +74,8 @@ fn main() -> std::process::ExitCode {
         Command::Map(args) => map::run(args),
         Command::Snapshot(args) => snapshot::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Resize(args) => resize::run(args),
+        Command::Amend(args) => amend::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
