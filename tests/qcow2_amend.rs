@@ -72,7 +72,13 @@ fn qluks_opens(path: &Path, pass: &[u8]) -> bool {
 
 fn add(keyslot: Option<usize>, new: &[u8]) -> AmendKeyslots<'static> {
     let new: &'static [u8] = Box::leak(new.to_vec().into_boxed_slice());
-    AmendKeyslots { state: KeyslotState::Active, keyslot, new_secret: Some(new), old_secret: None, iterations: Some(1000) }
+    AmendKeyslots {
+        state: KeyslotState::Active,
+        keyslot,
+        new_secret: Some(new),
+        old_secret: None,
+        iterations: Some(1000),
+    }
 }
 
 fn erase(keyslot: Option<usize>, old: Option<&'static [u8]>) -> AmendKeyslots<'static> {
@@ -276,7 +282,14 @@ fn crashy_amend(orig: &Path, work: &Path, pass: Option<&[u8]>, o: &AmendKeyslots
 
 /// After a crash at every write: `qemu-img check` clean, and the passphrases that open are
 /// the old set or the new set (`before` and `after`: which of P0, P1 open).
-fn crash_every_write(name: &str, orig: &Path, pass: Option<&[u8]>, o: &AmendKeyslots<'_>, before: [bool; 2], after: [bool; 2]) {
+fn crash_every_write(
+    name: &str,
+    orig: &Path,
+    pass: Option<&[u8]>,
+    o: &AmendKeyslots<'_>,
+    before: [bool; 2],
+    after: [bool; 2],
+) {
     let work = orig.with_file_name(format!("{name}-work.qcow2"));
     let total = crashy_amend(orig, &work, pass, o, None);
     println!("{name}: {total} writes, a crash after each");

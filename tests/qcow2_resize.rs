@@ -90,15 +90,71 @@ struct Case {
 }
 
 const CASES: &[Case] = &[
-    Case { name: "v3", opts: "compat=1.1", luks: false, from: "64M", to: 3 << 40, writes: &["write -P 0x11 0 1M", "write -P 0x22 60M 4M"] },
+    Case {
+        name: "v3",
+        opts: "compat=1.1",
+        luks: false,
+        from: "64M",
+        to: 3 << 40,
+        writes: &["write -P 0x11 0 1M", "write -P 0x22 60M 4M"],
+    },
     Case { name: "v2", opts: "compat=0.10", luks: false, from: "64M", to: 100 << 30, writes: &["write -P 0x33 1M 3M"] },
-    Case { name: "luks", opts: "compat=1.1", luks: true, from: "16M", to: 200 << 30, writes: &["write -P 0x44 0 2M", "write -P 0x45 15M 1M"] },
-    Case { name: "ext-l2", opts: "extended_l2=on,cluster_size=64k", luks: false, from: "32M", to: 1 << 40, writes: &["write -P 0x55 8k 100k"] },
-    Case { name: "small-clusters", opts: "cluster_size=512", luks: false, from: "1M", to: 64 << 20, writes: &["write -P 0x66 0 1M"] },
-    Case { name: "rc1", opts: "cluster_size=512,refcount_bits=1", luks: false, from: "1M", to: 48 << 20, writes: &["write -P 0x77 0 512k"] },
-    Case { name: "rc16-small", opts: "cluster_size=1k,refcount_bits=16", luks: false, from: "2M", to: 300 << 20, writes: &["write -P 0x78 1M 1M"] },
-    Case { name: "rc64", opts: "cluster_size=512,refcount_bits=64", luks: false, from: "1M", to: 32 << 20, writes: &["write -P 0x79 0 1M"] },
-    Case { name: "luks-small", opts: "cluster_size=512", luks: true, from: "1M", to: 20 << 20, writes: &["write -P 0x7a 0 1M"] },
+    Case {
+        name: "luks",
+        opts: "compat=1.1",
+        luks: true,
+        from: "16M",
+        to: 200 << 30,
+        writes: &["write -P 0x44 0 2M", "write -P 0x45 15M 1M"],
+    },
+    Case {
+        name: "ext-l2",
+        opts: "extended_l2=on,cluster_size=64k",
+        luks: false,
+        from: "32M",
+        to: 1 << 40,
+        writes: &["write -P 0x55 8k 100k"],
+    },
+    Case {
+        name: "small-clusters",
+        opts: "cluster_size=512",
+        luks: false,
+        from: "1M",
+        to: 64 << 20,
+        writes: &["write -P 0x66 0 1M"],
+    },
+    Case {
+        name: "rc1",
+        opts: "cluster_size=512,refcount_bits=1",
+        luks: false,
+        from: "1M",
+        to: 48 << 20,
+        writes: &["write -P 0x77 0 512k"],
+    },
+    Case {
+        name: "rc16-small",
+        opts: "cluster_size=1k,refcount_bits=16",
+        luks: false,
+        from: "2M",
+        to: 300 << 20,
+        writes: &["write -P 0x78 1M 1M"],
+    },
+    Case {
+        name: "rc64",
+        opts: "cluster_size=512,refcount_bits=64",
+        luks: false,
+        from: "1M",
+        to: 32 << 20,
+        writes: &["write -P 0x79 0 1M"],
+    },
+    Case {
+        name: "luks-small",
+        opts: "cluster_size=512",
+        luks: true,
+        from: "1M",
+        to: 20 << 20,
+        writes: &["write -P 0x7a 0 1M"],
+    },
 ];
 
 #[test]
@@ -124,14 +180,24 @@ fn grow_matches_qemu_img() {
     }
 }
 
+/// (name, create options, LUKS, size, new size, qemu-io commands)
+type ShrinkCase = (&'static str, &'static str, bool, &'static str, u64, &'static [&'static str]);
+
 #[test]
 fn shrink_matches_qemu_img() {
     if !common::tools("shrink_matches_qemu_img", &["qemu-img", "qemu-io"]) {
         return;
     }
     let dir = common::TempDir::new("resize-shrink");
-    let cases: &[(&str, &str, bool, &str, u64, &[&str])] = &[
-        ("v3", "compat=1.1", false, "2G", 700 << 20, &["write -P 0x11 0 1M", "write -P 0x12 699M 2M", "write -P 0x13 1500M 1M"]),
+    let cases: &[ShrinkCase] = &[
+        (
+            "v3",
+            "compat=1.1",
+            false,
+            "2G",
+            700 << 20,
+            &["write -P 0x11 0 1M", "write -P 0x12 699M 2M", "write -P 0x13 1500M 1M"],
+        ),
         ("v2", "compat=0.10", false, "64M", (20 << 20) + 512, &["write -P 0x21 19M 3M", "write -P 0x22 40M 1M"]),
         ("luks", "compat=1.1", true, "32M", 8 << 20, &["write -P 0x31 7M 2M", "write -P 0x32 30M 1M"]),
         ("ext-l2", "extended_l2=on", false, "64M", 10 << 20, &["write -P 0x41 9M 2M", "write -z 20M 64k"]),
@@ -288,7 +354,15 @@ fn crash_at_every_write_of_a_grow() {
     if !common::tools("crash_at_every_write_of_a_grow", &["qemu-img", "qemu-io"]) {
         return;
     }
-    crash_every_write("grow", "cluster_size=512,refcount_bits=16", false, "1M", &["write -P 0x66 0 1M"], 40 << 20, false);
+    crash_every_write(
+        "grow",
+        "cluster_size=512,refcount_bits=16",
+        false,
+        "1M",
+        &["write -P 0x66 0 1M"],
+        40 << 20,
+        false,
+    );
     crash_every_write("grow-luks", "cluster_size=512", true, "256k", &["write -P 0x67 0 256k"], 8 << 20, false);
 }
 

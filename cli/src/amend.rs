@@ -59,7 +59,11 @@ fn secrets(objects: &[String]) -> Result<HashMap<String, Passphrase>, Box<dyn Er
         let mut value: Option<Passphrase> = None;
         let mut parts = o.split(',');
         if parts.next() != Some("secret") {
-            return Err(format!("--object: only `secret,id=…,data=…|file=…` objects are supported, not `{}`", o.split(',').next().unwrap_or("")).into());
+            return Err(format!(
+                "--object: only `secret,id=…,data=…|file=…` objects are supported, not `{}`",
+                o.split(',').next().unwrap_or("")
+            )
+            .into());
         }
         for p in parts {
             match p.split_once('=') {
@@ -118,13 +122,15 @@ pub fn run(args: AmendArgs) -> Result<(), Box<dyn Error>> {
             "encrypt.old-secret" => old = Some(lookup(v, "encrypt.old-secret")?),
             "encrypt.key-secret" => key = Some(lookup(v, "encrypt.key-secret")?),
             "encrypt.iter-time" => {
-                iter_time = Some(v.parse::<u32>().map_err(|_| format!("encrypt.iter-time: `{v}` is not a number of ms"))?)
+                iter_time =
+                    Some(v.parse::<u32>().map_err(|_| format!("encrypt.iter-time: `{v}` is not a number of ms"))?)
             }
             _ => return Err(format!("option `{k}` is not supported by amend (-o help lists them)").into()),
         }
     }
     let state = state.ok_or("encrypt.state=active|inactive is required")?;
-    if new.is_none() && (args.new_secret.new_passphrase_file.is_some() || args.new_secret.new_passphrase_env.is_some()) {
+    if new.is_none() && (args.new_secret.new_passphrase_file.is_some() || args.new_secret.new_passphrase_env.is_some())
+    {
         new = Some(args.new_secret.get()?);
     }
     if let Some(f) = &args.old_passphrase_file {

@@ -85,12 +85,25 @@ fn resize_like_qemu_img() {
     std::fs::write(&pass, "cli-pass").unwrap();
     let l = dir.join("l.qcow2");
     let obj = format!("secret,id=sec0,file={}", s(&pass));
-    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "--object", &obj])
-        .args(["-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", s(&l), "16M"]));
+    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "--object", &obj]).args([
+        "-o",
+        "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10",
+        s(&l),
+        "16M",
+    ]));
     run(Command::new("qemu-io").args(["--object", &obj, "--image-opts", &opts(&l), "-c", "write -P 0x4d 0 1M"]));
     run(qluks().args(["resize", "--passphrase-file", s(&pass), s(&l), "3G"]));
     run(Command::new("qemu-img").args(["check", "--object", &obj, "--image-opts", &opts(&l)]));
-    run(Command::new("qemu-io").args(["--object", &obj, "--image-opts", &opts(&l), "-c", "read -P 0x4d 0 1M", "-c", "read -P 0 3071M 1M"]));
+    run(Command::new("qemu-io").args([
+        "--object",
+        &obj,
+        "--image-opts",
+        &opts(&l),
+        "-c",
+        "read -P 0x4d 0 1M",
+        "-c",
+        "read -P 0 3071M 1M",
+    ]));
 }
 
 #[test]
@@ -101,8 +114,12 @@ fn amend_keyslots_like_qemu_img() {
     let dir = TempDir::new("cli-amend");
     let l = dir.join("l.qcow2");
     let sec0 = "secret,id=sec0,data=old-pass";
-    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "--object", sec0])
-        .args(["-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", s(&l), "4M"]));
+    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "--object", sec0]).args([
+        "-o",
+        "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10",
+        s(&l),
+        "4M",
+    ]));
     run(Command::new("qemu-io").args(["--object", sec0, "--image-opts", &opts(&l), "-c", "write -P 0x6e 0 1M"]));
     // qemu-img's spelling.
     run(qluks().args(["amend", "--object", sec0, "--object", "secret,id=sec1,data=new-pass"]).args([
@@ -120,13 +137,18 @@ fn amend_keyslots_like_qemu_img() {
     let old = dir.join("old");
     std::fs::write(&old, "old-pass").unwrap();
     run(qluks().args(["amend", "-o", "encrypt.state=inactive", "--old-passphrase-file", s(&old), s(&l)]));
-    let o = common::output(Command::new("qemu-io").args(["--object", sec0, "--image-opts", &opts(&l), "-c", "read 0 512"]));
+    let o =
+        common::output(Command::new("qemu-io").args(["--object", sec0, "--image-opts", &opts(&l), "-c", "read 0 512"]));
     assert!(!o.status.success(), "qemu opens with the erased passphrase");
     run(Command::new("qemu-img").args(["check", "--object", new_obj, "--image-opts", &opts(&l)]));
     // Errors name the file and QEMU's reason; nothing changes.
     let before = std::fs::read(&l).unwrap();
     let o = qluks_out(&["amend", "-o", "encrypt.state=inactive,encrypt.keyslot=2", s(&l)]);
-    assert!(!o.status.success() && stderr(&o).contains(s(&l)) && stderr(&o).contains("no active keyslot"), "{}", stderr(&o));
+    assert!(
+        !o.status.success() && stderr(&o).contains(s(&l)) && stderr(&o).contains("no active keyslot"),
+        "{}",
+        stderr(&o)
+    );
     let o = qluks_out(&["amend", "-o", "encrypt.state=inactive,encrypt.keyslot=9", s(&l)]);
     assert!(!o.status.success() && stderr(&o).contains("between 0 and 7"), "{}", stderr(&o));
     let o = qluks_out(&["amend", "-o", "encrypt.state=active,encrypt.new-secret=nope", s(&l)]);

@@ -133,10 +133,9 @@ impl core::fmt::Display for AmendError {
                 write!(f, "keyslot {keyslot} does not hold the given old passphrase")
             }
             AmendError::NoKeyslotMatches => write!(f, "no keyslot holds the given old passphrase"),
-            AmendError::LastKeyslot => write!(
-                f,
-                "erasing would leave no active keyslot and make the data unreadable for good: refused"
-            ),
+            AmendError::LastKeyslot => {
+                write!(f, "erasing would leave no active keyslot and make the data unreadable for good: refused")
+            }
             AmendError::EraseWhat => {
                 write!(f, "to erase keyslots, give encrypt.keyslot or encrypt.old-secret (the passphrase they hold)")
             }
@@ -285,12 +284,18 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let active = header.active_keyslots().fold(0u8, |m, k| m | 1 << k);
         let io = self.io.as_mut().ok_or(Error::NotOpen)?;
         // Whether `old` opens keyslot `k`.
-        let opens = |io: &mut I, k: usize, old: &[u8]| {
-            match luks1::unlock_with_limits(io, area, Some(area_len), &header, old, Some(k), limits) {
-                Ok(_) => Ok(true),
-                Err(LuksIoError::Luks(e)) if e.is_wrong_passphrase() => Ok(false),
-                Err(e) => Err(luks_err(e)),
-            }
+        let opens = |io: &mut I, k: usize, old: &[u8]| match luks1::unlock_with_limits(
+            io,
+            area,
+            Some(area_len),
+            &header,
+            old,
+            Some(k),
+            limits,
+        ) {
+            Ok(_) => Ok(true),
+            Err(LuksIoError::Luks(e)) if e.is_wrong_passphrase() => Ok(false),
+            Err(e) => Err(luks_err(e)),
         };
         let erase = match (opts.keyslot, opts.old_secret) {
             (Some(k), _) if k >= KEYSLOTS => return Err(AmendError::KeyslotOutOfRange { keyslot: k }.into()),

@@ -68,7 +68,9 @@ impl core::fmt::Display for ResizeError {
                 "the new size ({new_size} bytes) is smaller than the current one ({size} bytes): shrinking deletes \
                  the data past the new end and must be asked for (--shrink)"
             ),
-            ResizeError::V2WithSnapshots => write!(f, "a version 2 (compat=0.10) image with snapshots cannot be resized"),
+            ResizeError::V2WithSnapshots => {
+                write!(f, "a version 2 (compat=0.10) image with snapshots cannot be resized")
+            }
             ResizeError::TooLarge { size } => {
                 write!(f, "the new size ({size} bytes) needs an L1 table over the 32 MiB limit")
             }
