@@ -381,3 +381,63 @@ fn crash_at_every_write_of_a_shrink() {
         true,
     );
 }
+
+#[global_allocator]
+static GLOBAL: common::counting_alloc::Counting = common::counting_alloc::Counting;
+
+/// Resize (L1 growth across clusters, shrink) and keyslot amend (add, erase) run in the
+/// project's 64 KiB of stack (128 KiB in debug builds) and allocate nothing: the image lives in
+/// the caller's memory (a box here).
+#[test]
+fn resize_and_amend_fit_in_64_kib_of_stack_without_heap() {
+    use qluks::crypto::OsRng;
+    use qluks::luks::KdfLimits;
+    use qluks::qcow2::amend::{AmendKeyslots, KeyslotState};
+    let t = "resize_and_amend_fit_in_64_kib_of_stack_without_heap";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    common::counting_alloc::assert_counter_sees_allocations();
+    let kib = if cfg!(debug_assertions) { 128 } else { 64 };
+    let kib = std::env::var("QLUKS_STACK_KIB").ok().and_then(|s| s.parse().ok()).unwrap_or(kib);
+    let dir = common::TempDir::new("resize-stack");
+    let a = create(&dir, "a.qcow2", "cluster_size=512", "1M", true);
+    qemu_io(&a, true, &["write -P 0x21 0 1M"]);
+    let mut q = Box::new(Qcow2Image::open(open_rw(&a), Some(PASS)).unwrap());
+    let (q, allocations) = std::thread::Builder::new()
+        .stack_size(kib * 1024)
+        .spawn(move || {
+            common::counting_alloc::count_allocations(move || {
+                q.resize(64 << 20, false).unwrap();
+                q.resize(512 << 10, true).unwrap();
+                q.flush().unwrap();
+                let add = AmendKeyslots {
+                    state: KeyslotState::Active,
+                    keyslot: None,
+                    new_secret: Some(b"stack-new"),
+                    old_secret: None,
+                    iterations: Some(1000),
+                };
+                assert_eq!(q.amend_keyslots(Some(PASS), &add, &KdfLimits::DEFAULT, &mut OsRng).unwrap(), 2);
+                let erase = AmendKeyslots {
+                    state: KeyslotState::Inactive,
+                    keyslot: None,
+                    new_secret: None,
+                    old_secret: Some(PASS),
+                    iterations: None,
+                };
+                assert_eq!(q.amend_keyslots(None, &erase, &KdfLimits::DEFAULT, &mut OsRng).unwrap(), 1);
+                q
+            })
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(allocations, 0, "resize and amend allocated");
+    drop(q);
+    assert_eq!(fields(&a).0, 512 << 10);
+    let mut c = Command::new("qemu-img");
+    c.args(["check", "--object", "secret,id=sec0,data=stack-new", "--image-opts", &image_opts(&a, true)]);
+    common::run(&mut c);
+    common::qemu_io(&["secret,id=sec0,data=stack-new"], &image_opts(&a, true), &["read -P 0x21 0 512k"]);
+}
