@@ -441,3 +441,64 @@ fn resize_and_amend_fit_in_64_kib_of_stack_without_heap() {
     common::run(&mut c);
     common::qemu_io(&["secret,id=sec0,data=stack-new"], &image_opts(&a, true), &["read -P 0x21 0 512k"]);
 }
+
+/// Growing an overlay whose backing file is longer than the old size: the new area reads as
+/// zeros (QEMU zeroes it), through `Chain::resize`; `Qcow2::resize` alone refuses to grow an
+/// overlay, and a v2 overlay is refused as QEMU fails, both before writing.
+#[test]
+fn growing_an_overlay_hides_the_longer_backing_file_like_qemu() {
+    use qluks::qcow2::file_resolver::FileResolver;
+    use qluks::qcow2::Chain;
+    let t = "growing_an_overlay_hides_the_longer_backing_file_like_qemu";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new("resize-overlay");
+    let base = create(&dir, "base.qcow2", "compat=1.1", "4M", false);
+    qemu_io(&base, false, &["write -P 0x77 0 4M"]);
+    // (name, overlay options, old size, new size)
+    let cases: &[(&str, &str, u64, u64)] = &[
+        ("aligned", "compat=1.1", 1 << 20, 6 << 20),
+        ("unaligned-head", "compat=1.1", (1 << 20) + 512, 3 << 20),
+        ("ext-l2", "compat=1.1,extended_l2=on", (1 << 20) + 2048, 4 << 20),
+        ("shorter-backing", "compat=1.1", 5 << 20, 8 << 20),
+    ];
+    for &(name, o, from, to) in cases {
+        let a = dir.join(&format!("{name}-a.qcow2"));
+        let mut c = Command::new("qemu-img");
+        c.args(["create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "-o", o])
+            .arg(&a)
+            .arg(from.to_string());
+        common::run(&mut c);
+        qemu_io(&a, false, &["write -P 0x12 4096 4096"]);
+        let b = dir.join(&format!("{name}-b.qcow2"));
+        std::fs::copy(&a, &b).unwrap();
+        let before = std::fs::read(&a).unwrap();
+        let e = qluks_resize(&a, false, to, false).unwrap_err();
+        assert!(matches!(e, Error::Resize(ResizeError::BackingChainRequired)), "{name}: {e}");
+        assert!(std::fs::read(&a).unwrap() == before, "{name}: refused, yet written");
+        let mut r = FileResolver::new(&a, dir.path()).unwrap();
+        let mut chain: Chain<File> = Chain::open(open_rw(&a), &mut r).unwrap();
+        let mut scratch = vec![0u8; chain.write_scratch_len()];
+        chain.resize(to, false, &mut scratch).unwrap_or_else(|e| panic!("{name}: {e}"));
+        chain.flush().unwrap();
+        drop(chain);
+        qemu_resize(&b, false, to, false);
+        assert_eq!(fields(&a).0, to);
+        assert_eq!(check_code(&a, false), 0, "{name}: check");
+        compare(&a, &b, false);
+    }
+    // Version 2: QEMU fails ("Failed to zero out new clusters"); qluks refuses first.
+    let v2 = dir.join("v2.qcow2");
+    let mut c = Command::new("qemu-img");
+    c.args(["create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "-o", "compat=0.10"]).arg(&v2).arg("1M");
+    common::run(&mut c);
+    let before = std::fs::read(&v2).unwrap();
+    let mut r = FileResolver::new(&v2, dir.path()).unwrap();
+    let mut chain: Chain<File> = Chain::open(open_rw(&v2), &mut r).unwrap();
+    let mut scratch = vec![0u8; chain.write_scratch_len()];
+    let e = chain.resize(4 << 20, false, &mut scratch).unwrap_err();
+    assert!(matches!(e, Error::Resize(ResizeError::V2CannotZero)), "{e}");
+    drop(chain);
+    assert!(std::fs::read(&v2).unwrap() == before);
+}

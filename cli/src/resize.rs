@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::Args;
 use qluks::qcow2::{CryptMethod, Qcow2Image};
 
+use crate::image_open::{ChainArgs, CliChain};
 use crate::secret::SecretArgs;
 
 /// `qluks resize` arguments.
@@ -21,6 +22,8 @@ pub struct ResizeArgs {
     format: Option<String>,
     #[command(flatten)]
     secret: SecretArgs,
+    #[command(flatten)]
+    chain: ChainArgs,
     /// The image.
     image: PathBuf,
     /// The new size (k, M, G, T suffixes), or +SIZE / -SIZE relative to the current one.
@@ -86,10 +89,26 @@ fn shrink_hint(path: &std::path::Path, size: u64, to: u64) -> String {
 fn resize_qcow2(args: &ResizeArgs, mut file: File) -> Result<(), Box<dyn Error>> {
     let path = &args.image;
     let name = path.display();
-    let (header, _, _) = qluks::qcow2::read_qcow2_header(&mut file).map_err(|e| format!("{name}: {e}"))?;
+    let (header, extensions, _) = qluks::qcow2::read_qcow2_header(&mut file).map_err(|e| format!("{name}: {e}"))?;
     let to = new_size(&args.size, header.size).map_err(|e| format!("{name}: {e}"))?;
     if to < header.size && !args.shrink {
         return Err(shrink_hint(path, header.size, to).into());
+    }
+    if extensions.backing_file.is_some() && to > header.size {
+        // With the backing chain open: the new area must read as zeros where the backing
+        // file is longer (as qemu-img does).
+        let mut r = crate::image_open::resolver(path, &args.secret, &args.chain)?;
+        let shown = name.to_string();
+        let mut chain = std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(move || CliChain::open(file, &mut r).map(Box::new).map_err(|e| format!("{shown}: {e}")))?
+            .join()
+            .map_err(|_| "opening the image panicked")??;
+        let mut scratch = vec![0u8; chain.write_scratch_len()];
+        chain.resize(to, args.shrink, &mut scratch).map_err(|e| format!("{name}: {e}"))?;
+        chain.flush().map_err(|e| format!("{name}: {e}"))?;
+        println!("Image resized.");
+        return Ok(());
     }
     let passphrase = match header.crypt_method {
         CryptMethod::None => None,

@@ -11,7 +11,10 @@
 //!    for the table (refcounts written and flushed), the table written (old entries, then
 //!    zeros) and flushed, one 12-byte header write at offset 36 (`l1_size`,
 //!    `l1_table_offset`) flushed, then the old table freed.
-//! 3. The size: one 8-byte header write at offset 24, flushed.
+//! 3. Over a backing file longer than the old size ([`Chain::resize`]): the new area gets
+//!    zero clusters (QEMU's `bdrv_co_truncate`), flushed, so that the backing data stays
+//!    hidden (a crash leaves them past the old size, unread).
+//! 4. The size: one 8-byte header write at offset 24, flushed.
 //!
 //! Shrink (`allow_shrink`, qemu-img's `--shrink`): QEMU discards everything past the new end,
 //! and so does this, but the size is written first (offset 24, flushed): a crash later leaves
@@ -30,7 +33,7 @@ use super::error::{Corruption, Error};
 use super::header::{l1_entries_for, Table};
 use super::l2_entry::{classify, l2_offset, L2E_OFFSET_MASK};
 use super::table_write::{write_aligned, write_zeros};
-use super::{be64, Mapping, Qcow2};
+use super::{be64, Chain, Layer, Mapping, Qcow2};
 use crate::io::BlockIo;
 
 /// Why a resize was refused (nothing was written).
@@ -57,6 +60,12 @@ pub enum ResizeError {
         /// The size asked for.
         size: u64,
     },
+    /// The image names a backing file: growing it must go through [`Chain::resize`], which
+    /// makes the new area read as zeros where the backing file is longer (as QEMU does).
+    BackingChainRequired,
+    /// A version 2 image cannot hide a longer backing file's data in the new area (no zero
+    /// flag: QEMU fails with "Failed to zero out new clusters" too).
+    V2CannotZero,
 }
 
 impl core::fmt::Display for ResizeError {
@@ -74,6 +83,14 @@ impl core::fmt::Display for ResizeError {
             ResizeError::TooLarge { size } => {
                 write!(f, "the new size ({size} bytes) needs an L1 table over the 32 MiB limit")
             }
+            ResizeError::BackingChainRequired => write!(
+                f,
+                "the image has a backing file: grow it with its backing chain open (the new area must read as zeros)"
+            ),
+            ResizeError::V2CannotZero => write!(
+                f,
+                "a version 2 (compat=0.10) image cannot zero the new area over its longer backing file (no zero flag)"
+            ),
         }
     }
 }
@@ -96,12 +113,28 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     /// write order. Refused with a typed error, before anything is written: unaligned sizes,
     /// shrinking without `allow_shrink`, version 2 images with snapshots, sizes whose L1 table
     /// would pass 32 MiB, and whatever [`Qcow2::write_at`] refuses (dirty or corrupt image,
-    /// selected snapshot, encrypted image opened without its passphrase, ...).
-    ///
-    /// An image with a backing file: the new area reads from the backing file where it is
-    /// longer than the old size (QEMU writes zeros there; use a backing file no longer than
-    /// the image, or write zeros over the new area through the chain).
+    /// selected snapshot, encrypted image opened without its passphrase, ...). An image that
+    /// names a backing file grows only through [`Chain::resize`]
+    /// ([`ResizeError::BackingChainRequired`]).
     pub fn resize(&mut self, new_size: u64, allow_shrink: bool) -> Result<(), Error<I::Error>> {
+        if self.extensions.backing_file.is_some() && new_size > self.header.size {
+            return Err(ResizeError::BackingChainRequired.into());
+        }
+        self.resize_layered::<N>(new_size, allow_shrink, None, &mut [], &mut [])
+    }
+
+    /// [`Qcow2::resize`] with the backing chain `below` (whose first layer is `backing_size`
+    /// bytes long, if open): where the backing file is longer than the old size, the new area
+    /// is zeroed (zero flags; the unaligned head copied on write from `below`), as QEMU's
+    /// `bdrv_co_truncate`.
+    pub(crate) fn resize_layered<const M: usize>(
+        &mut self,
+        new_size: u64,
+        allow_shrink: bool,
+        backing_size: Option<u64>,
+        below: &mut [Option<Layer<I, M>>],
+        scratch: &mut [u8],
+    ) -> Result<(), Error<I::Error>> {
         if self.io.is_none() {
             return Err(Error::NotOpen);
         }
@@ -121,6 +154,10 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         if new_size == old {
             return Ok(());
         }
+        let zero = new_size > old && backing_size.is_some_and(|b| b > old);
+        if zero && h.version < 3 {
+            return Err(ResizeError::V2CannotZero.into());
+        }
         // Every table on disk as the cache holds it: tables are read from disk below.
         self.flush()?;
         if new_size > old {
@@ -128,6 +165,15 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             self.flush()?;
             if new_l1 > u64::from(self.l1_size) {
                 self.grow_l1(new_l1)?;
+            }
+            if zero {
+                // Zero entries past the old end first (a crash leaves them unread: the size
+                // is still the old one), then the size.
+                self.size = new_size;
+                let r = self.write_zeroes_layered(old, new_size - old, false, below, scratch);
+                self.size = old;
+                r?;
+                self.flush()?;
             }
             self.write_size(new_size)
         } else {
@@ -304,5 +350,18 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             _ if entry & L2E_OFFSET_MASK != 0 => self.release_clusters(entry & L2E_OFFSET_MASK, 1),
             _ => Ok(()),
         }
+    }
+}
+
+impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
+    /// Resizes the top layer (qcow2) as `qemu-img resize` does with the chain open: see
+    /// [`Qcow2::resize`]. Where the backing file is longer than the old size the new area is
+    /// made to read as zeros (zero clusters; version 2 images refused with
+    /// [`ResizeError::V2CannotZero`], as QEMU fails). `scratch`: [`Chain::write_scratch_len`]
+    /// bytes (used only to zero an unaligned head).
+    pub fn resize(&mut self, new_size: u64, allow_shrink: bool, scratch: &mut [u8]) -> Result<(), Error<I::Error>> {
+        let (top, below) = self.split_top()?;
+        let backing_size = below.first().and_then(|l| l.as_ref()).map(Layer::size);
+        top.resize_layered(new_size, allow_shrink, backing_size, below, scratch)
     }
 }
