@@ -299,6 +299,13 @@ fn crash_every_write(
         crashy_amend(orig, &work, pass, o, Some(n));
         let opens = [qluks_opens(&work, P0), qluks_opens(&work, P1)];
         assert!(opens == before || opens == after, "{name}: crash after {n} of {total}: opens {opens:?}");
+        // No keyslot is active without its key material (each passphrase is in one keyslot).
+        let active = active_slots(&work).len();
+        assert_eq!(
+            active,
+            opens.iter().filter(|&&o| o).count(),
+            "{name}: crash after {n}: active keyslots that open with nothing"
+        );
         seen[usize::from(opens == after)] = true;
         let open_with = if opens[0] { P0 } else { P1 };
         check_clean(&work, open_with);

@@ -80,6 +80,31 @@ fn resize_like_qemu_img() {
     run(qluks().args(["resize", "-f", "raw", s(&raw), "+1000"]));
     assert_eq!(std::fs::metadata(&raw).unwrap().len(), 5096);
 
+    // An overlay over a longer backing file: the new area reads as zeros, as with qemu-img.
+    let base = dir.join("base.qcow2");
+    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", s(&base), "4M"]));
+    run(Command::new("qemu-io").args(["-c", "write -P 0x77 0 4M", s(&base)]));
+    let top = dir.join("top.qcow2");
+    run(Command::new("qemu-img").args([
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        s(&top),
+        "1M",
+    ]));
+    let top2 = dir.join("top2.qcow2");
+    std::fs::copy(&top, &top2).unwrap();
+    run(qluks().args(["resize", s(&top), "4M"]));
+    run(Command::new("qemu-img").args(["resize", "-q", s(&top2), "4M"]));
+    run(Command::new("qemu-io").args(["-c", "read -P 0x77 0 1M", "-c", "read -P 0 1M 3M", s(&top)]));
+    run(Command::new("qemu-img").args(["compare", s(&top), s(&top2)]));
+    run(Command::new("qemu-img").args(["check", s(&top)]));
+
     // LUKS: the passphrase from a file.
     let pass = dir.join("pass");
     std::fs::write(&pass, "cli-pass").unwrap();
