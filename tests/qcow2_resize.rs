@@ -502,3 +502,76 @@ fn growing_an_overlay_hides_the_longer_backing_file_like_qemu() {
     drop(chain);
     assert!(std::fs::read(&v2).unwrap() == before);
 }
+
+/// A writable device that takes only whole aligned 512-byte blocks (panics otherwise).
+struct Blocks512(File);
+
+impl BlockIo for Blocks512 {
+    type Error = std::io::Error;
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        assert!(offset % 512 == 0 && buf.len() % 512 == 0, "read of {} bytes at {offset:#x}", buf.len());
+        self.0.read_at(offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        assert!(offset % 512 == 0 && buf.len() % 512 == 0, "write of {} bytes at {offset:#x}", buf.len());
+        self.0.write_at(offset, buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn size(&mut self) -> std::io::Result<u64> {
+        self.0.size()
+    }
+    fn block_size(&self) -> usize {
+        512
+    }
+}
+
+/// Resize (L1 growth, header fields of 8 and 12 bytes, L1 entries zeroed one at a time) and
+/// keyslot amend (the 592-byte phdr) on a device of whole 512-byte blocks.
+#[test]
+fn resize_and_amend_on_a_512_byte_block_device() {
+    use qluks::crypto::OsRng;
+    use qluks::luks::KdfLimits;
+    use qluks::qcow2::amend::{AmendKeyslots, KeyslotState};
+    let t = "resize_and_amend_on_a_512_byte_block_device";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new("resize-blocks");
+    let a = create(&dir, "a.qcow2", "cluster_size=4k", "4M", true);
+    qemu_io(&a, true, &["write -P 0x2b 0 4M"]);
+    let b = dir.join("b.qcow2");
+    std::fs::copy(&a, &b).unwrap();
+    let mut q: Box<Qcow2<Blocks512>> =
+        Box::new(Qcow2::open_with_data_file(Blocks512(open_rw(&a)), None, Some(PASS)).unwrap());
+    q.resize(9 << 30, false).unwrap();
+    q.resize(1 << 20, true).unwrap();
+    q.flush().unwrap();
+    let add = AmendKeyslots {
+        state: KeyslotState::Active,
+        keyslot: Some(6),
+        new_secret: Some(b"block-new"),
+        old_secret: None,
+        iterations: Some(1000),
+    };
+    q.amend_keyslots(Some(PASS), &add, &KdfLimits::DEFAULT, &mut OsRng).unwrap();
+    let erase = AmendKeyslots {
+        state: KeyslotState::Inactive,
+        keyslot: Some(0),
+        new_secret: None,
+        old_secret: None,
+        iterations: None,
+    };
+    q.amend_keyslots(None, &erase, &KdfLimits::DEFAULT, &mut OsRng).unwrap();
+    drop(q);
+    qemu_resize(&b, true, 9 << 30, false);
+    qemu_resize(&b, true, 1 << 20, true);
+    let sec = "secret,id=sec0,data=block-new";
+    let mut c = Command::new("qemu-img");
+    c.args(["check", "--object", sec, "--image-opts", &image_opts(&a, true)]);
+    common::run(&mut c);
+    common::qemu_io(&[sec], &image_opts(&a, true), &["read -P 0x2b 0 1M"]);
+    let (fa, fb) = (fields(&a), fields(&b));
+    assert_eq!((fa.0, fa.1, fa.2), (fb.0, fb.1, fb.2));
+}
