@@ -509,11 +509,19 @@ struct Blocks512(File);
 impl BlockIo for Blocks512 {
     type Error = std::io::Error;
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        assert!(offset % 512 == 0 && buf.len() % 512 == 0, "read of {} bytes at {offset:#x}", buf.len());
+        assert!(
+            offset.is_multiple_of(512) && buf.len().is_multiple_of(512),
+            "read of {} bytes at {offset:#x}",
+            buf.len()
+        );
         self.0.read_at(offset, buf)
     }
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
-        assert!(offset % 512 == 0 && buf.len() % 512 == 0, "write of {} bytes at {offset:#x}", buf.len());
+        assert!(
+            offset.is_multiple_of(512) && buf.len().is_multiple_of(512),
+            "write of {} bytes at {offset:#x}",
+            buf.len()
+        );
         self.0.write_at(offset, buf)
     }
     fn flush(&mut self) -> std::io::Result<()> {
