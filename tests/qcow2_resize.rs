@@ -583,3 +583,81 @@ fn resize_and_amend_on_a_512_byte_block_device() {
     let (fa, fb) = (fields(&a), fields(&b));
     assert_eq!((fa.0, fa.1, fa.2), (fb.0, fb.1, fb.2));
 }
+
+/// Opens the one backing file of the crash test (through [`Crashy`], never failing).
+struct BaseResolver(std::path::PathBuf);
+
+impl qluks::qcow2::backing::Resolver<Crashy> for BaseResolver {
+    type Error = &'static str;
+    fn open_backing(
+        &mut self,
+        _: &qluks::qcow2::backing::BackingRequest<'_>,
+    ) -> Result<qluks::qcow2::backing::Opened<Crashy>, &'static str> {
+        let io = Crashy { file: File::open(&self.0).unwrap(), left: None, writes: 0 };
+        Ok(qluks::qcow2::backing::Opened {
+            io,
+            format: Some(qluks::qcow2::backing::BackingFormat::Qcow2),
+            identity: None,
+        })
+    }
+    fn passphrase(&mut self, _: usize) -> Option<&[u8]> {
+        None
+    }
+    fn open_data_file(&mut self, _: &qluks::qcow2::backing::DataFileRequest<'_>) -> Result<Crashy, &'static str> {
+        Err("no data files")
+    }
+}
+
+/// A crash after every write of an overlay grow that zeroes the new area over a longer
+/// backing file: check clean (or leaks), and the overlay reads as before or as after.
+#[test]
+fn crash_at_every_write_of_an_overlay_grow() {
+    use qluks::qcow2::Chain;
+    let t = "crash_at_every_write_of_an_overlay_grow";
+    if !common::tools(t, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new("resize-crash-overlay");
+    let base = create(&dir, "base.qcow2", "compat=1.1", "4M", false);
+    qemu_io(&base, false, &["write -P 0x77 0 4M"]);
+    let orig = dir.join("orig.qcow2");
+    let mut c = Command::new("qemu-img");
+    c.args(["create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "-o", "cluster_size=4k"])
+        .arg(&orig)
+        .arg(((1 << 20) + 512).to_string());
+    common::run(&mut c);
+    qemu_io(&orig, false, &["write -P 0x12 0 64k"]);
+    let old = (1 << 20) + 512;
+    let to = 4 << 20;
+    let before = common::qemu_raw(&dir, &[], &image_opts(&orig, false));
+    let work = dir.join("work.qcow2");
+    let run = |left: Option<usize>| {
+        std::fs::copy(&orig, &work).unwrap();
+        let top = Crashy { file: open_rw(&work), left, writes: 0 };
+        let mut chain: Chain<Crashy> = Chain::open(top, &mut BaseResolver(base.clone())).unwrap();
+        let mut scratch = vec![0u8; chain.write_scratch_len()];
+        let r = chain.resize(to, false, &mut scratch).and_then(|()| chain.flush());
+        if left.is_none() {
+            r.unwrap();
+        }
+        let Some(qluks::qcow2::Layer::Qcow2(top)) = chain.layers_mut()[0].take() else { panic!("no top") };
+        top.into_inner().0.unwrap().writes
+    };
+    let total = run(None);
+    println!("overlay grow: {total} writes, a crash after each");
+    assert!(total > 3);
+    for n in 0..total {
+        run(Some(n));
+        let code = check_code(&work, false);
+        assert!(code == 0 || code == 3, "crash after {n} of {total}: qemu-img check exit {code}");
+        let now = common::qemu_raw(&dir, &[], &image_opts(&work, false));
+        match now.len() as u64 {
+            s if s == old => assert!(now == before, "crash after {n}: old size, data changed"),
+            s if s == to => {
+                assert!(now[..old as usize] == before[..], "crash after {n}: data below the old size changed");
+                assert!(now[old as usize..].iter().all(|&b| b == 0), "crash after {n}: backing data shows");
+            }
+            s => panic!("crash after {n}: size {s}"),
+        }
+    }
+}
