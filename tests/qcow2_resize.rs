@@ -147,6 +147,23 @@ const CASES: &[Case] = &[
         to: 32 << 20,
         writes: &["write -P 0x79 0 1M"],
     },
+    // New L1 tables longer than a refcount block's range (the run crosses ranges without one).
+    Case {
+        name: "l1-over-blocks-16",
+        opts: "cluster_size=512",
+        luks: false,
+        from: "1M",
+        to: 2 << 30,
+        writes: &["write -P 0x7b 0 1M"],
+    },
+    Case {
+        name: "l1-over-blocks-64",
+        opts: "cluster_size=512,refcount_bits=64",
+        luks: false,
+        from: "1M",
+        to: 256 << 20,
+        writes: &["write -P 0x7c 0 1M"],
+    },
     Case {
         name: "luks-small",
         opts: "cluster_size=512",

@@ -194,23 +194,6 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         Ok(())
     }
 
-    /// `clusters` contiguous new clusters (refcount 1, in the cache): pieces that do not
-    /// continue the run are given back.
-    fn alloc_contiguous(&mut self, clusters: u64) -> Result<u64, Error<I::Error>> {
-        let cs = self.header.cluster_size();
-        let (mut start, mut got) = self.alloc_clusters(clusters)?;
-        while got < clusters {
-            let (s, g) = self.alloc_clusters(clusters - got)?;
-            if Some(s) == got.checked_mul(cs).and_then(|n| start.checked_add(n)) {
-                got += g;
-            } else {
-                self.release_clusters(start, got)?;
-                (start, got) = (s, g);
-            }
-        }
-        Ok(start)
-    }
-
     /// Replaces the L1 table by one of exactly `new_l1` entries (QEMU's `qcow2_grow_l1_table`
     /// with `exact_size`).
     fn grow_l1(&mut self, new_l1: u64) -> Result<(), Error<I::Error>> {
@@ -219,7 +202,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let old_bytes = u64::from(self.l1_size) * 8;
         // QEMU writes the table rounded up to 512 bytes, in whole clusters.
         let bytes = (new_l1 * 8).next_multiple_of(512);
-        let new_off = self.alloc_contiguous(bytes.div_ceil(cs))?;
+        let new_off = self.alloc_contiguous_run(bytes.div_ceil(cs))?;
         // The new clusters' refcounts on disk before anything names them.
         self.flush()?;
         let io = self.io.as_mut().ok_or(Error::NotOpen)?;
