@@ -380,6 +380,16 @@ fn crash_at_every_write_of_a_grow() {
         40 << 20,
         false,
     );
+    // The new L1 run crosses ranges without a refcount block (64 entries per block here).
+    crash_every_write(
+        "grow-over-blocks",
+        "cluster_size=512,refcount_bits=64",
+        false,
+        "1M",
+        &["write -P 0x68 0 1M"],
+        192 << 20,
+        false,
+    );
     crash_every_write("grow-luks", "cluster_size=512", true, "256k", &["write -P 0x67 0 256k"], 8 << 20, false);
 }
 
