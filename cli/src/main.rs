@@ -1,6 +1,7 @@
 //! `qluks`: the command line.
 use clap::{Parser, Subcommand};
 
+mod amend;
 mod bench;
 mod bench_pbkdf2;
 mod check;
@@ -24,6 +25,7 @@ mod map;
 mod open;
 mod qcow2_info;
 mod rebase;
+mod resize;
 mod secret;
 mod snapshot;
 mod units;
@@ -63,6 +65,10 @@ enum Command {
     Commit(commit::CommitArgs),
     /// Change the backing file of a qcow2 image (like `qemu-img rebase`; `-u`: header only).
     Rebase(rebase::RebaseArgs),
+    /// Change the virtual size of a qcow2 (or raw) image (`--shrink` to make it smaller).
+    Resize(resize::ResizeArgs),
+    /// Add or erase keyslots of a LUKS-encrypted qcow2 image (`-o encrypt.state=...`).
+    Amend(amend::AmendArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -81,6 +87,8 @@ fn main() -> std::process::ExitCode {
         Command::Check(args) => return check::run(args),
         Command::Commit(args) => commit::run(args),
         Command::Rebase(args) => rebase::run(args),
+        Command::Resize(args) => resize::run(args),
+        Command::Amend(args) => amend::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

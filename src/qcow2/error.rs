@@ -503,6 +503,11 @@ pub enum Error<E> {
         /// Bytes it may use.
         room: usize,
     },
+    /// A resize was refused ([`Qcow2::resize`](crate::qcow2::Qcow2::resize)).
+    Resize(super::resize::ResizeError),
+    /// A LUKS keyslot change was refused
+    /// ([`Qcow2::amend_keyslots`](crate::qcow2::Qcow2::amend_keyslots)).
+    Amend(super::amend::AmendError),
 }
 
 impl<E> From<HeaderError> for Error<E> {
@@ -612,6 +617,8 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                 f,
                 "the backing file name and format do not fit in the image header: {needed} bytes needed, {room} available"
             ),
+            Error::Resize(e) => write!(f, "{e}"),
+            Error::Amend(e) => write!(f, "{e}"),
         }
     }
 }

@@ -50,6 +50,7 @@
 //! compressed clusters 29 / 57; a three-layer LUKS chain 27 / 73; [`Image`](crate::image::Image)
 //! on raw 9 / 9, qcow 9 / 43, qcow2 9 / 43, LUKS 29 / 75, LUKS qcow2 31 / 83.
 
+pub mod amend;
 pub mod backing;
 pub mod check;
 pub mod commit;
@@ -70,6 +71,7 @@ mod mapping;
 mod read;
 pub mod rebase;
 mod refcount;
+pub mod resize;
 pub mod snapshot;
 mod snapshot_write;
 mod table_write;

@@ -285,6 +285,69 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         Ok(())
     }
 
+    /// `count` contiguous new clusters (refcount 1, in the cache) for one table that must not
+    /// be split (a grown L1), even across ranges without a refcount block: the run is placed
+    /// first fit (clusters of ranges without a block are free), then each missing block is
+    /// allocated after the run (described by its own range's block, as QEMU's
+    /// `alloc_refcount_block` once the allocator has moved on), written with the run's entries
+    /// and flushed before the table entry naming it. Returns the run's host offset.
+    pub(crate) fn alloc_contiguous_run(&mut self, count: u64) -> Result<u64, Error<I::Error>> {
+        self.prepare_write()?;
+        let count = count.max(1);
+        let bb = self.block_bits();
+        let cb = self.header.cluster_bits;
+        let start = loop {
+            let covered = self.rt_entries() << bb;
+            let mut c = self.write.free_index;
+            let mut found = None;
+            while c.saturating_add(count) <= covered {
+                let mut n = 0;
+                while n < count && (self.rt_entry((c + n) >> bb)? == 0 || self.refcount(c + n)? == 0) {
+                    n += 1;
+                }
+                if n == count {
+                    found = Some(c);
+                    break;
+                }
+                c += n + 1;
+            }
+            match found {
+                Some(s) => break s,
+                None => self.grow_refcount_table()?,
+            }
+        };
+        let end = start + count;
+        if end.checked_shl(cb).is_none_or(|e| e > MAX_OFFSET) {
+            return Err(Error::ImageFull { host_offset: start << cb });
+        }
+        let mut c = start;
+        while c < end {
+            self.write.free_index = self.write.free_index.max(end);
+            let index = c >> bb;
+            let range_end = ((index + 1) << bb).min(end);
+            if self.rt_entry(index)? != 0 {
+                for x in c..range_end {
+                    self.change_refcount(x, true)?;
+                }
+                c = range_end;
+                continue;
+            }
+            let (block, _) = self.alloc_clusters(1)?;
+            if self.rt_entry(index)? != 0 {
+                // That allocation gave this range its own block (after the run): use it.
+                self.queue_release(block >> cb, 1)?;
+                continue;
+            }
+            self.write_refcounts()?;
+            self.write_block(block, index << bb, c, range_end)?;
+            self.barrier()?;
+            self.hook_block(index, block)?;
+            c = range_end;
+        }
+        self.write.free_index = self.write.free_index.max(end);
+        Ok(start << cb)
+    }
+
     /// The raw L2 entry and subcluster bitmap (0 without extended L2) of the guest cluster that
     /// holds `guest_offset`, with the L1 entry's COPIED flag (whether the L2 table is unshared);
     /// `(0, 0, true)` when no L2 table covers it.

@@ -714,7 +714,7 @@ impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
 
     /// The top layer (qcow2) and the layers below it.
     #[allow(clippy::type_complexity)]
-    fn split_top(&mut self) -> Result<(&mut Qcow2<I, I, N>, &mut [Option<Layer<I, N>>]), Error<I::Error>> {
+    pub(crate) fn split_top(&mut self) -> Result<(&mut Qcow2<I, I, N>, &mut [Option<Layer<I, N>>]), Error<I::Error>> {
         match self.layers_mut().split_first_mut() {
             Some((Some(Layer::Qcow2(q)), below)) => Ok((q, below)),
             Some((Some(Layer::Raw { .. }), _)) => {

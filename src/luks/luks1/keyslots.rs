@@ -111,6 +111,8 @@ pub fn add_keyslot<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
     check_area(header, k, area_len)?;
     let mut updated = header.clone();
     write_keyslot(io, area_offset, &mut updated, k, new_passphrase, key, iterations, rng)?;
+    // The key material is durable before the header names it.
+    io.flush().map_err(LuksIoError::Io)?;
     write_header(io, area_offset, &updated)?;
     io.flush().map_err(LuksIoError::Io)?;
     *header = updated;
@@ -204,6 +206,7 @@ pub fn change_passphrase_with_limits<I: BlockIo, R: rand_core::TryCryptoRng + ?S
     }
     let mut updated = header.clone();
     write_keyslot(io, area_offset, &mut updated, k, new, &key, iterations, rng)?;
+    io.flush().map_err(LuksIoError::Io)?;
     write_header(io, area_offset, &updated)?;
     io.flush().map_err(LuksIoError::Io)?;
     *header = updated;
@@ -218,5 +221,89 @@ fn area_len_or_device<I: BlockIo>(
     match area_len {
         Some(n) => Ok(n),
         None => Ok(io.size().map_err(LuksIoError::Io)?.saturating_sub(area_offset)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use crate::crypto::{CipherSpec, HashAlg};
+    use crate::io::{MemIo, MemIoError};
+    use crate::luks::luks1::{format, CreateParams, Iterations};
+
+    struct Rng(u64);
+    impl rand_core::TryRng for Rng {
+        type Error = core::convert::Infallible;
+        fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+            Ok(self.try_next_u64()? as u32)
+        }
+        fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            Ok(self.0)
+        }
+        fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+            for b in dst {
+                *b = self.try_next_u64()? as u8;
+            }
+            Ok(())
+        }
+    }
+    impl rand_core::TryCryptoRng for Rng {}
+
+    /// Notes whether a flush came between the last key-material write and the header write.
+    struct Recorder<'a> {
+        io: MemIo<'a>,
+        flushed_since_material: bool,
+        header_after_flush: Option<bool>,
+    }
+
+    impl BlockIo for Recorder<'_> {
+        type Error = MemIoError;
+        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), MemIoError> {
+            self.io.read_at(offset, buf)
+        }
+        fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), MemIoError> {
+            if offset == 0 {
+                self.header_after_flush.get_or_insert(self.flushed_since_material);
+            } else {
+                self.flushed_since_material = false;
+            }
+            self.io.write_at(offset, buf)
+        }
+        fn flush(&mut self) -> Result<(), MemIoError> {
+            self.flushed_since_material = true;
+            Ok(())
+        }
+        fn size(&mut self) -> Result<u64, MemIoError> {
+            self.io.size()
+        }
+    }
+
+    #[test]
+    fn key_material_is_flushed_before_the_header_names_it() {
+        let mut disk = std::vec![0u8; 4040 * 512];
+        let mut rng = Rng(5);
+        let mut params =
+            CreateParams { cipher: CipherSpec::DEFAULT, hash: HashAlg::Sha256, iterations: Iterations::fixed(1000) };
+        let (mut header, key) = format(&mut MemIo::new(&mut disk), 0, &mut params, b"one", &mut rng).unwrap();
+        let mut dev = Recorder { io: MemIo::new(&mut disk), flushed_since_material: false, header_after_flush: None };
+        add_keyslot(&mut dev, 0, None, &mut header, &key, b"two", None, 1000, &mut rng).unwrap();
+        assert_eq!(
+            dev.header_after_flush,
+            Some(true),
+            "add_keyslot: header written before the key material was flushed"
+        );
+        let mut dev = Recorder { io: MemIo::new(&mut disk), flushed_since_material: false, header_after_flush: None };
+        for k in 2..8 {
+            add_keyslot(&mut dev, 0, None, &mut header, &key, b"filler", Some(k), 1000, &mut rng).unwrap();
+        }
+        let mut dev = Recorder { io: MemIo::new(&mut disk), flushed_since_material: false, header_after_flush: None };
+        // Every keyslot in use: the passphrase is rewritten in place.
+        change_passphrase(&mut dev, 0, None, &mut header, b"two", b"three", None, 1000, &mut rng).unwrap();
+        assert_eq!(dev.header_after_flush, Some(true), "change_passphrase: header before the material was flushed");
     }
 }
