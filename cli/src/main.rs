@@ -47,7 +47,7 @@ enum Command {
     Info(info::InfoArgs),
     /// Copy an image's plaintext to a raw file or a new qcow2 image (-O qcow2 -o OPTIONS).
     Convert(convert::ConvertArgs),
-    /// Create an image (LUKS1 with QEMU's defaults).
+    /// Create an image (`-f qcow2` with qemu-img's `-o` options, or LUKS1/LUKS2 volumes).
     Create(create::CreateArgs),
     /// Read and write an image's plaintext, qemu-io style (`-c 'read -P 0xab 0 64k'`).
     Io(io_cmd::IoArgs),

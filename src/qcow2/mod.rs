@@ -1,11 +1,16 @@
 //! qcow2 images (formats.md §1-§5): header and extensions, cluster mapping through a bounded
 //! L1/L2 slice cache, encrypted data (LUKS and legacy AES), compressed clusters, subclusters,
-//! external data files, backing chains and internal snapshots. Read-only.
+//! external data files, backing chains and internal snapshots; read and write.
 //!
 //! Layout: [`header`] and [`extension`] parse cluster 0 (pure), [`l2_entry`] classifies table
-//! entries (pure), [`l2_cache`] holds table slices in caller-sized inline memory, `read` and
-//! `mapping` are the engine over [`BlockIo`], [`backing`] chains layers, [`snapshot`] lists and
-//! selects snapshots (`snapshot_write`: [`Qcow2::snapshot_create`], `_apply`, `_delete`), [`extent`] reports allocation like `qemu-img map`.
+//! entries (pure), [`l2_cache`] holds table slices in caller-sized inline memory (write-back,
+//! with dirty tracking), `read` and `mapping` are the read engine over [`BlockIo`], `write`
+//! (the data side) and `refcount` + `table_write` (the metadata side: allocation, refcounts,
+//! L1/L2 updates, the write order) the write engine, [`create`] makes new images,
+//! [`backing`] chains layers, [`snapshot`] lists and selects snapshots (`snapshot_write`:
+//! [`Qcow2::snapshot_create`], `_apply`, `_delete`), [`extent`] reports allocation like
+//! `qemu-img map`, [`check`] counts references like `qemu-img check` and repairs, [`resize`],
+//! [`amend`] (LUKS keyslots), [`commit`] and [`rebase`] are the maintenance operations.
 //!
 //! Nothing allocates: [`Qcow2`] holds its cache inline (`N` slices of 4 KiB, chosen by the
 //! caller) and compressed clusters decompress into caller scratch memory.
