@@ -252,29 +252,6 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         }
     }
 
-    /// Allocates exactly `count` contiguous free clusters (a table: an L1 copy, a snapshot
-    /// table), each with refcount 1 (in the cache, dirty), skipping free runs that are too
-    /// short (they stay free: the allocator's index is kept below them). Returns the offset.
-    pub(crate) fn alloc_contiguous(&mut self, count: u64) -> Result<u64, Error<I::Error>> {
-        self.prepare_write()?;
-        let count = count.max(1);
-        let first_free = self.write.free_index;
-        loop {
-            match self.find_free(count)? {
-                Free::Run { start, clusters } if clusters == count => {
-                    for c in start..start + clusters {
-                        self.change_refcount(c, true)?;
-                    }
-                    self.write.free_index = if first_free < start { first_free } else { start + clusters };
-                    return Ok(start << self.header.cluster_bits);
-                }
-                Free::Run { start, clusters } => self.write.free_index = start + clusters,
-                Free::NoBlock { index, cluster } => self.new_refcount_block(index, cluster)?,
-                Free::Uncovered => self.grow_refcount_table()?,
-            }
-        }
-    }
-
     /// The snapshot table changed (snapshot_write.rs): its length and the snapshots' L1 tables
     /// are noted again for the overlap check.
     pub(crate) fn rescan_snapshots(&mut self) -> Result<(), Error<I::Error>> {
@@ -294,6 +271,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     pub(crate) fn alloc_contiguous_run(&mut self, count: u64) -> Result<u64, Error<I::Error>> {
         self.prepare_write()?;
         let count = count.max(1);
+        let first_free = self.write.free_index;
         let bb = self.block_bits();
         let cb = self.header.cluster_bits;
         let start = loop {
@@ -344,7 +322,8 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             self.hook_block(index, block)?;
             c = range_end;
         }
-        self.write.free_index = self.write.free_index.max(end);
+        // Free runs below the table that were too short stay free for later allocations.
+        self.write.free_index = if first_free < start { first_free } else { self.write.free_index.max(end) };
         Ok(start << cb)
     }
 

@@ -132,7 +132,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
 
         // The snapshot's L1: a copy of the active one, COPIED bits as they are.
         let l1_bytes = u64::from(l1_size) * 8;
-        let sn_l1 = if l1_bytes == 0 { 0 } else { self.alloc_contiguous(self.clusters(l1_bytes))? };
+        let sn_l1 = if l1_bytes == 0 { 0 } else { self.alloc_contiguous_run(self.clusters(l1_bytes))? };
         self.copy_bytes(l1, sn_l1, l1_bytes, scratch)?;
         // +1 on everything it reaches; COPIED cleared in L2 slices (written after the
         // refcounts and a flush), then in the L1 (written through after another flush).
@@ -142,7 +142,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
 
         // The new table: old entries, then the new one.
         let old_table = self.header.snapshots_offset;
-        let table = self.alloc_contiguous(self.clusters(new_len))?;
+        let table = self.alloc_contiguous_run(self.clusters(new_len))?;
         self.copy_bytes(old_table, table, old_len, scratch)?;
         let disk_size = self.header.size;
         self.write_entry(table + old_len, sn_l1, l1_size, id, name, (date_sec, date_nsec), disk_size, scratch)?;
@@ -178,7 +178,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let new_size = old_size.max(sn.l1_size);
         let new_bytes = u64::from(new_size) * 8;
         // Both tables empty (a disk of size 0): the header keeps its (empty) table's offset.
-        let new_l1 = if new_bytes == 0 { old_l1 } else { self.alloc_contiguous(self.clusters(new_bytes))? };
+        let new_l1 = if new_bytes == 0 { old_l1 } else { self.alloc_contiguous_run(self.clusters(new_bytes))? };
         self.write_l1_copy(&sn, new_l1, new_size, scratch)?;
         self.flush()?;
         // One header write switches the size and the table.
@@ -226,7 +226,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let old_table = self.header.snapshots_offset;
         let new_len = old_len - found.len;
         let table = if nb > 1 {
-            let table = self.alloc_contiguous(self.clusters(new_len))?;
+            let table = self.alloc_contiguous_run(self.clusters(new_len))?;
             self.copy_bytes(old_table, table, found.pos, scratch)?;
             let after = found.pos + found.len;
             self.copy_bytes(old_table + after, table + found.pos, old_len - after, scratch)?;
