@@ -125,10 +125,11 @@ impl<'k> AfSplit<'k> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A deterministic stand-in RNG (xorshift), marked crypto for the test only.
+    /// A deterministic stand-in RNG (xorshift), marked crypto for the tests only (shared with
+    /// the LUKS1 keyslot tests).
     pub(crate) struct TestRng(pub u64);
     impl rand_core::TryRng for TestRng {
         type Error = core::convert::Infallible;

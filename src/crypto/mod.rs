@@ -50,7 +50,7 @@
 //! # }
 //! ```
 
-mod af;
+pub(crate) mod af;
 pub(crate) mod argon2;
 mod cipher_spec;
 mod error;

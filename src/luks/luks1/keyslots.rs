@@ -233,26 +233,7 @@ mod tests {
     use crate::io::{MemIo, MemIoError};
     use crate::luks::luks1::{format, CreateParams, Iterations};
 
-    struct Rng(u64);
-    impl rand_core::TryRng for Rng {
-        type Error = core::convert::Infallible;
-        fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-            Ok(self.try_next_u64()? as u32)
-        }
-        fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            Ok(self.0)
-        }
-        fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
-            for b in dst {
-                *b = self.try_next_u64()? as u8;
-            }
-            Ok(())
-        }
-    }
-    impl rand_core::TryCryptoRng for Rng {}
+    use crate::crypto::af::tests::TestRng as Rng;
 
     /// Notes whether a flush came between the last key-material write and the header write.
     struct Recorder<'a> {
