@@ -70,6 +70,8 @@ pub(crate) struct WriteState {
     snap_l1: Ranges<SNAPSHOT_L1_LIST>,
     /// The refcount table entry looked up last: (index + 1, block offset); 0: none.
     rt_memo: (u64, u64),
+    /// The refcount transaction in progress ([`Qcow2::transaction`]).
+    shadow: Option<shadow::Shadow>,
 }
 
 impl WriteState {
@@ -82,6 +84,7 @@ impl WriteState {
         snapshot_table_len: 0,
         snap_l1: Ranges::NEW,
         rt_memo: (0, 0),
+        shadow: None,
     };
 }
 
@@ -771,6 +774,8 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
                 Error::RefcountUnderflow { host_offset }
             });
         }
+        // Inside a transaction a live block is copied before its first change.
+        let block = self.writable_block(cluster >> bb, block)?;
         let order = h.refcount_order;
         let (byte, shift) = refcount_pos(order, cluster & ((1 << bb) - 1));
         let max = refcount_max(order);
@@ -787,7 +792,9 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         match value {
             Ok(0) => {
                 self.cache.forget(host_offset);
-                self.write.free_index = self.write.free_index.min(cluster);
+                // Not below a transaction's fence: what it frees is live until its switch.
+                let fence = self.write.shadow.map_or(0, |s| s.fence);
+                self.write.free_index = self.write.free_index.min(cluster).max(fence);
                 Ok(0)
             }
             Ok(v) => Ok(v),
@@ -986,12 +993,15 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         }
         self.note_host_write(end);
         self.barrier()?;
-        let mut field = [0u8; 12];
-        field[..8].copy_from_slice(&new.to_be_bytes());
-        field[8..].copy_from_slice(&(nt as u32).to_be_bytes());
-        let io = self.io.as_mut().ok_or(Error::NotOpen)?;
-        write_aligned(io, 48, &field).map_err(Error::Io)?;
-        self.barrier()?;
+        // Inside a transaction the table is not live: its switch names the new one.
+        if self.write.shadow.is_none() {
+            let mut field = [0u8; 12];
+            field[..8].copy_from_slice(&new.to_be_bytes());
+            field[8..].copy_from_slice(&(nt as u32).to_be_bytes());
+            let io = self.io.as_mut().ok_or(Error::NotOpen)?;
+            write_aligned(io, 48, &field).map_err(Error::Io)?;
+            self.barrier()?;
+        }
         let old_clusters = u64::from(h.refcount_table_clusters);
         self.header.refcount_table_offset = new;
         self.header.refcount_table_clusters = nt as u32;
@@ -1075,5 +1085,8 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     }
 }
 
+mod shadow;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use shadow::Switch;

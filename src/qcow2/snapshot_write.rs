@@ -10,29 +10,37 @@
 //!
 //! # Write order (what a crash after any single write leaves)
 //!
-//! - **Create**: the active L1 is copied to new clusters; refcounts raised (written and
-//!   flushed before the L2 slices whose COPIED flags they clear; L1 entries written through
-//!   after them); the new snapshot table (old entries copied, the new one appended) written to
-//!   new clusters and flushed; one 12-byte header write (`nb_snapshots`, `snapshots_offset`),
-//!   flushed; the old table freed. Before the header write the snapshot does not exist and
-//!   what was raised only leaks; after it, the snapshot is complete.
-//! - **Apply**: the snapshot's refcounts raised (flushed); a new active L1 (the snapshot's,
-//!   zero-padded to the larger of both sizes, COPIED cleared where shared) written to new
+//! A refcount and the COPIED flag of the entry naming its cluster lie in different clusters,
+//! and `qemu-img check` counts any disagreement between them as a corruption. Create and
+//! delete change both, so they run as a refcount transaction (`refcount/shadow.rs`): the live
+//! refcount blocks, L1 and L2 tables are never written; every refcount block that changes is
+//! copied first, every table that changes is written to new clusters, and one 48-byte header
+//! write (size, L1, refcount table, snapshot table: one sector) switches to all of it. A crash
+//! before that write leaves the image as it was plus a leaked refcount table; after it, the
+//! operation is complete. QEMU changes refcounts and flags in place and leaves a COPIED
+//! mismatch when it crashes in between; qluks leaves at worst leaks.
+//!
+//! - **Create**: the active L1 becomes the snapshot's, as it is. The active disk goes on with
+//!   a new L1: an L2 table whose COPIED flags stay as they are is shared (+1, and +1 on what
+//!   it reaches); one whose data entries carry COPIED is copied to a new cluster with the
+//!   flags cleared (the copy unshared, the old one the snapshot's alone, +1 on what it
+//!   reaches). Then the new snapshot table (old entries copied, the new one appended).
+//! - **Delete**: the snapshot table without the entry; the snapshot's references dropped
+//!   (its L2 tables' flags are left alone: nothing reads them again) and its L1 freed; the
+//!   active tables whose COPIED flags must be set again (a count back at 1) copied with the
+//!   flags right, and a new active L1 if any entry changed.
+//! - **Apply** needs no transaction: the snapshot's refcounts are raised (flushed; its tables
+//!   are not the active ones, so their flags may change); a new active L1 (the snapshot's,
+//!   zero-padded to the larger of both sizes, COPIED cleared where shared) is written to new
 //!   clusters and flushed; one 24-byte header write (virtual size, `l1_size`,
 //!   `l1_table_offset`: size and table switch together), flushed; then the old active tables'
-//!   refcounts lowered and the old L1 freed; COPIED set again where a count returned to 1.
+//!   refcounts are lowered and the old L1 freed. Every table the new active L1 names is
+//!   shared with the snapshot, so no count it reaches returns to 1 and no flag of it changes.
 //!   QEMU overwrites its L1 in place after a separate resize; a new table switched by one
 //!   header write keeps "before or after" true for any crash.
-//! - **Delete**: the table without the entry written to new clusters, header switch (12 bytes,
-//!   0 and offset 0 for an empty table, as QEMU), old table freed; then the snapshot's
-//!   refcounts lowered and its L1 freed; COPIED set again on active entries back at 1.
 //!
-//! A crash between a refcount write and the table write that changes the matching COPIED
-//! flag leaves the two disagreeing for a moment (no single write can change both): reads are
-//! unaffected (before or after), the disagreement is in the safe direction for the data
-//! (COPIED set only where the on-disk count is at least the real one), and `qemu-img check`
-//! reports it as a COPIED mismatch that `-r all` repairs, as after a crash of QEMU's own
-//! snapshot code, which has the same windows.
+//! `tests/qcow2_snapshot_write.rs` crashes each operation after every single write: `qemu-img
+//! check` then finds no corruption (leaks at most) and the image reads as before or as after.
 //!
 //! # Memory
 //!
@@ -45,11 +53,12 @@
 //! 12 KiB stack in release (36 KiB debug), with no heap allocation
 //! (`tests/qcow2_snapshot_write.rs`).
 
+use super::backing::{Chain, Layer};
 use super::error::{Corruption, Error};
 use super::header::{check_table, l1_entries_for, Table, MAX_L1_BYTES, MAX_SNAPSHOTS};
 use super::l2_cache::SLICE_BYTES;
 use super::l2_entry::{classify, l2_offset, Mapping, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_COPIED};
-use super::refcount::CLASS_L2;
+use super::refcount::{Switch, CLASS_L2};
 use super::snapshot::{Snapshot, MAX_TABLE_BYTES, NAME_CAP};
 use super::table_write::{refcount_max, write_aligned, write_zeros};
 use super::{be64, Qcow2};
@@ -70,6 +79,25 @@ enum Delta {
     Raise,
     /// -1, COPIED set where a count returns to 1.
     Lower,
+    /// -1, flags untouched (inside a transaction: the tables may be live).
+    Drop,
+    /// +1, flags untouched (inside a transaction: the tables may be live).
+    Add,
+    /// Nothing changes: COPIED as [`Delta::Raise`] would leave it.
+    PreviewRaise,
+}
+
+/// Bytes of L1 entries written at once by [`Qcow2::rewrite_active`].
+const L1_CHUNK: usize = 512;
+
+/// An L1 table being written in pieces of [`L1_CHUNK`] bytes.
+struct L1Out {
+    at: u64,
+    buf: [u8; L1_CHUNK],
+    /// Bytes written so far.
+    start: u64,
+    /// Bytes in `buf`.
+    len: usize,
 }
 
 /// Where one entry lies in the snapshot table.
@@ -129,29 +157,22 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         self.flush()?;
         let (l1, l1_size) = (self.header.l1_table_offset, self.header.l1_size);
         self.walk(l1, l1_size, Delta::Check, scratch)?;
-
-        // The snapshot's L1: a copy of the active one, COPIED bits as they are.
-        let l1_bytes = u64::from(l1_size) * 8;
-        let sn_l1 = if l1_bytes == 0 { 0 } else { self.alloc_contiguous_run(self.clusters(l1_bytes))? };
-        self.copy_bytes(l1, sn_l1, l1_bytes, scratch)?;
-        // +1 on everything it reaches; COPIED cleared in L2 slices (written after the
-        // refcounts and a flush), then in the L1 (written through after another flush).
-        self.walk(l1, l1_size, Delta::Raise, scratch)?;
-        self.flush()?;
-        self.fix_active_l1(scratch)?;
-
-        // The new table: old entries, then the new one.
         let old_table = self.header.snapshots_offset;
-        let table = self.alloc_contiguous_run(self.clusters(new_len))?;
-        self.copy_bytes(old_table, table, old_len, scratch)?;
         let disk_size = self.header.size;
-        self.write_entry(table + old_len, sn_l1, l1_size, id, name, (date_sec, date_nsec), disk_size, scratch)?;
-        self.flush()?;
-        self.switch_table(nb + 1, table)?;
-        if nb > 0 {
-            self.free_clusters(old_table, old_len)?;
-        }
-        self.flush()?;
+        self.transaction(|s| {
+            // The active L1 becomes the snapshot's as it is; the active disk goes on with a
+            // new L1 whose tables are shared (+1) or, where COPIED flags must change, copies.
+            let active = s.rewrite_active(Delta::Raise, scratch)?;
+            let table = s.alloc_contiguous_run(s.clusters(new_len))?;
+            s.copy_bytes(old_table, table, old_len, scratch)?;
+            let sn_l1 = if l1_size == 0 { 0 } else { l1 };
+            s.write_entry(table + old_len, sn_l1, l1_size, id, name, (date_sec, date_nsec), disk_size, scratch)?;
+            if nb > 0 {
+                s.free_clusters(old_table, old_len)?;
+            }
+            Ok(Switch { l1_table_offset: active, nb_snapshots: nb + 1, snapshots_offset: table, ..s.current_switch() })
+        })?;
+        self.select_active();
         self.rescan_snapshots()?;
         self.find_entry(nb).map(|f| f.snapshot)
     }
@@ -225,25 +246,27 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
 
         let old_table = self.header.snapshots_offset;
         let new_len = old_len - found.len;
-        let table = if nb > 1 {
-            let table = self.alloc_contiguous_run(self.clusters(new_len))?;
-            self.copy_bytes(old_table, table, found.pos, scratch)?;
-            let after = found.pos + found.len;
-            self.copy_bytes(old_table + after, table + found.pos, old_len - after, scratch)?;
-            self.flush()?;
-            table
-        } else {
-            0
-        };
-        self.switch_table(nb - 1, table)?;
-        self.free_clusters(old_table, old_len)?;
-
-        self.walk(sn.l1_table_offset, sn.l1_size, Delta::Lower, scratch)?;
-        self.free_clusters(sn.l1_table_offset, u64::from(sn.l1_size) * 8)?;
-        self.cache.forget(sn.l1_table_offset);
-        self.flush()?;
-        self.rescan_snapshots()?;
-        self.fix_copied(scratch)
+        self.transaction(|s| {
+            let table = if nb > 1 {
+                let table = s.alloc_contiguous_run(s.clusters(new_len))?;
+                s.copy_bytes(old_table, table, found.pos, scratch)?;
+                let after = found.pos + found.len;
+                s.copy_bytes(old_table + after, table + found.pos, old_len - after, scratch)?;
+                table
+            } else {
+                0
+            };
+            s.free_clusters(old_table, old_len)?;
+            // The snapshot's references go (its tables' flags stay: nothing reads them again).
+            s.walk(sn.l1_table_offset, sn.l1_size, Delta::Drop, scratch)?;
+            s.free_clusters(sn.l1_table_offset, u64::from(sn.l1_size) * 8)?;
+            s.cache.forget(sn.l1_table_offset);
+            // COPIED set again where a count returned to 1, on copies of the active tables.
+            let active = s.rewrite_active(Delta::Keep, scratch)?;
+            Ok(Switch { l1_table_offset: active, nb_snapshots: nb - 1, snapshots_offset: table, ..s.current_switch() })
+        })?;
+        self.select_active();
+        self.rescan_snapshots()
     }
 
     // ---- steps ----
@@ -373,17 +396,6 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         Ok(())
     }
 
-    /// Points the header at the snapshot table (12 bytes at offset 60, flushed).
-    fn switch_table(&mut self, nb: u32, table: u64) -> Result<(), Error<I::Error>> {
-        let mut field = [0u8; 12];
-        field[..4].copy_from_slice(&nb.to_be_bytes());
-        field[4..].copy_from_slice(&table.to_be_bytes());
-        self.header_write(60, &field)?;
-        self.header.nb_snapshots = nb;
-        self.header.snapshots_offset = table;
-        Ok(())
-    }
-
     /// One header write, flushed.
     fn header_write(&mut self, offset: u64, field: &[u8]) -> Result<(), Error<I::Error>> {
         let io = self.io.as_mut().ok_or(Error::NotOpen)?;
@@ -497,7 +509,6 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let h = self.header;
         let cb = h.cluster_bits;
         let cs = h.cluster_size();
-        let es = h.l2_entry_size() as usize;
         let sb = self.slice_bytes();
         let l1_bytes = u64::from(l1_size) * 8;
         // The cluster (+ 1) the last compressed stream touched, and how many streams before
@@ -513,43 +524,8 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
                 return Err(Corruption::TableInCluster0 { table: Table::L2 }.into());
             }
             for slice in 0..cs / sb {
-                let n = self.with_slice(Table::L2, t, cs, slice * sb, 0, |s, _| {
-                    scratch[..s.len()].copy_from_slice(s);
-                    s.len()
-                })?;
-                let mut changed = false;
-                for k in (0..n).step_by(es) {
-                    let entry = be64(scratch, k);
-                    let bitmap = if es == 16 { be64(scratch, k + 8) } else { 0 };
-                    let (mapping, _) = classify(&h, false, entry, bitmap, 0)?;
-                    if let Mapping::Compressed { host_offset, compressed_len } = mapping {
-                        let last = host_offset.saturating_add(compressed_len.max(1) - 1) >> cb;
-                        for c in host_offset >> cb..=last {
-                            // Streams packed into one cluster follow each other: each adds one.
-                            let before = if shared.0 == c + 1 { shared.1 + 1 } else { 0 };
-                            shared = (c + 1, before);
-                            self.bump(c, delta, before)?;
-                        }
-                        continue;
-                    }
-                    let host = entry & L2E_OFFSET_MASK;
-                    if entry & OFLAG_COMPRESSED != 0 || host == 0 {
-                        continue;
-                    }
-                    if host < cs {
-                        return Err(Corruption::DataInCluster0.into());
-                    }
-                    let rc = self.bump(host >> cb, delta, 0)?;
-                    if delta == Delta::Check {
-                        continue;
-                    }
-                    let want = if rc == 1 { entry | OFLAG_COPIED } else { entry & !OFLAG_COPIED };
-                    if want != entry {
-                        scratch[k..k + 8].copy_from_slice(&want.to_be_bytes());
-                        changed = true;
-                    }
-                }
-                if changed {
+                let n = self.read_slice(t, slice, scratch)?;
+                if self.entries(&mut scratch[..n], delta, &mut shared)? {
                     self.with_slice(Table::L2, t, cs, slice * sb, CLASS_L2, |s, _| {
                         let len = s.len();
                         s.copy_from_slice(&scratch[..len]);
@@ -562,13 +538,173 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         Ok(())
     }
 
+    /// Slice `slice` of the L2 table at `t` into `scratch` (through the cache); its length.
+    fn read_slice(&mut self, t: u64, slice: u64, scratch: &mut [u8]) -> Result<usize, Error<I::Error>> {
+        let cs = self.header.cluster_size();
+        let sb = self.slice_bytes();
+        self.with_slice(Table::L2, t, cs, slice * sb, 0, |s, _| {
+            scratch[..s.len()].copy_from_slice(s);
+            s.len()
+        })
+    }
+
+    /// Applies `delta` to the clusters the L2 entries in `buf` reach and sets their COPIED
+    /// flags in `buf` as the counts say (not for `Check`, `Add`, `Drop`); whether a flag
+    /// changed. `shared`: see [`Qcow2::walk`].
+    fn entries(&mut self, buf: &mut [u8], delta: Delta, shared: &mut (u64, u64)) -> Result<bool, Error<I::Error>> {
+        let h = self.header;
+        let cb = h.cluster_bits;
+        let cs = h.cluster_size();
+        let es = h.l2_entry_size() as usize;
+        let mut changed = false;
+        for k in (0..buf.len()).step_by(es) {
+            let entry = be64(buf, k);
+            let bitmap = if es == 16 { be64(buf, k + 8) } else { 0 };
+            let (mapping, _) = classify(&h, false, entry, bitmap, 0)?;
+            if let Mapping::Compressed { host_offset, compressed_len } = mapping {
+                let last = host_offset.saturating_add(compressed_len.max(1) - 1) >> cb;
+                for c in host_offset >> cb..=last {
+                    // Streams packed into one cluster follow each other: each adds one.
+                    let before = if shared.0 == c + 1 { shared.1 + 1 } else { 0 };
+                    *shared = (c + 1, before);
+                    self.bump(c, delta, before)?;
+                }
+                continue;
+            }
+            let host = entry & L2E_OFFSET_MASK;
+            if entry & OFLAG_COMPRESSED != 0 || host == 0 {
+                continue;
+            }
+            if host < cs {
+                return Err(Corruption::DataInCluster0.into());
+            }
+            let rc = self.bump(host >> cb, delta, 0)?;
+            if matches!(delta, Delta::Check | Delta::Add | Delta::Drop) {
+                continue;
+            }
+            let want = if rc == 1 { entry | OFLAG_COPIED } else { entry & !OFLAG_COPIED };
+            if want != entry {
+                buf[k..k + 8].copy_from_slice(&want.to_be_bytes());
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Inside a transaction ([`Qcow2::transaction`]): the active tables as they must be after
+    /// `delta` (`Raise`: a snapshot takes the active L1 and adds one reference to everything it
+    /// reaches; `Keep`: the counts as they are now), never written in place (they are live).
+    /// An L2 table none of whose COPIED flags change is kept (`Raise`: +1, shared with the
+    /// snapshot); one whose flags change is copied to a new cluster with the flags right (the
+    /// copy unshared; `Keep`: the active's reference to the old one dropped). The L1 entries
+    /// go to a new table; returns its offset, or the active one's when `Keep` changed nothing
+    /// (the new one freed). `Keep` frees the old L1 when it is replaced; `Raise` leaves it to
+    /// the snapshot.
+    fn rewrite_active(&mut self, delta: Delta, scratch: &mut [u8]) -> Result<u64, Error<I::Error>> {
+        let h = self.header;
+        let cb = h.cluster_bits;
+        let cs = h.cluster_size();
+        let sb = self.slice_bytes();
+        let (l1, l1_size) = (h.l1_table_offset, h.l1_size);
+        let l1_bytes = u64::from(l1_size) * 8;
+        if l1_bytes == 0 {
+            return Ok(l1);
+        }
+        let (preview, copy, keep) = match delta {
+            Delta::Raise => (Delta::PreviewRaise, Delta::Raise, Delta::Add),
+            _ => (Delta::Keep, Delta::Keep, Delta::Keep),
+        };
+        let new_l1 = self.alloc_contiguous_run(self.clusters(l1_bytes))?;
+        let mut out = L1Out { at: new_l1, buf: [0; L1_CHUNK], start: 0, len: 0 };
+        let mut changed = false;
+        let mut shared = (0u64, 0u64);
+        for index in 0..u64::from(l1_size) {
+            let e = self.with_slice(Table::L1, l1, l1_bytes, index * 8, 0, |s, w| be64(s, w))?;
+            let t = l2_offset(&h, index, e)?;
+            let new = if t == 0 {
+                e & !OFLAG_COPIED
+            } else {
+                if t < cs {
+                    return Err(Corruption::TableInCluster0 { table: Table::L2 }.into());
+                }
+                let mut flips = false;
+                for slice in 0..cs / sb {
+                    let n = self.read_slice(t, slice, scratch)?;
+                    if self.entries(&mut scratch[..n], preview, &mut (0, 0))? {
+                        flips = true;
+                        break;
+                    }
+                }
+                if flips {
+                    let (copy_at, _) = self.alloc_clusters(1)?;
+                    for slice in 0..cs / sb {
+                        let n = self.read_slice(t, slice, scratch)?;
+                        self.entries(&mut scratch[..n], copy, &mut shared)?;
+                        let io = self.io.as_mut().ok_or(Error::NotOpen)?;
+                        write_aligned(io, copy_at + slice * sb, &scratch[..n]).map_err(Error::Io)?;
+                    }
+                    self.note_host_write(copy_at + cs);
+                    if delta != Delta::Raise {
+                        self.change_refcount(t >> cb, false)?;
+                    }
+                    copy_at | OFLAG_COPIED
+                } else {
+                    if delta == Delta::Raise {
+                        for slice in 0..cs / sb {
+                            let n = self.read_slice(t, slice, scratch)?;
+                            self.entries(&mut scratch[..n], keep, &mut shared)?;
+                        }
+                        self.change_refcount(t >> cb, true)?;
+                    }
+                    let rc = self.refcount(t >> cb)?;
+                    if rc == 1 {
+                        t | OFLAG_COPIED
+                    } else {
+                        t
+                    }
+                }
+            };
+            changed |= new != e;
+            self.push_l1(&mut out, new)?;
+        }
+        self.push_l1(&mut out, u64::MAX)?;
+        if delta == Delta::Raise {
+            return Ok(new_l1);
+        }
+        if changed {
+            self.free_clusters(l1, l1_bytes)?;
+            Ok(new_l1)
+        } else {
+            self.free_clusters(new_l1, l1_bytes)?;
+            Ok(l1)
+        }
+    }
+
+    /// Adds `entry` to the L1 table being written (`u64::MAX`: writes what is left).
+    fn push_l1(&mut self, out: &mut L1Out, entry: u64) -> Result<(), Error<I::Error>> {
+        if entry != u64::MAX {
+            out.buf[out.len..out.len + 8].copy_from_slice(&entry.to_be_bytes());
+            out.len += 8;
+        }
+        if out.len == L1_CHUNK || (entry == u64::MAX && out.len > 0) {
+            let at = out.at + out.start;
+            let io = self.io.as_mut().ok_or(Error::NotOpen)?;
+            write_aligned(io, at, &out.buf[..out.len]).map_err(Error::Io)?;
+            self.note_host_write(at + out.len as u64);
+            out.start += out.len as u64;
+            out.len = 0;
+        }
+        Ok(())
+    }
+
     /// One reference more or less (or none) to cluster `c`; returns its refcount after.
     /// `Check`: whether one more fits after `before` increases of this walk.
     fn bump(&mut self, c: u64, delta: Delta, before: u64) -> Result<u64, Error<I::Error>> {
         match delta {
-            Delta::Raise => self.change_refcount(c, true),
-            Delta::Lower => self.change_refcount(c, false),
+            Delta::Raise | Delta::Add => self.change_refcount(c, true),
+            Delta::Lower | Delta::Drop => self.change_refcount(c, false),
             Delta::Keep => self.refcount(c),
+            Delta::PreviewRaise => Ok(self.refcount(c)?.saturating_add(1)),
             Delta::Check => {
                 let rc = self.refcount(c)?.saturating_add(before);
                 if rc >= refcount_max(self.header.refcount_order) {
@@ -579,6 +715,45 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
                 }
                 Ok(rc)
             }
+        }
+    }
+}
+
+impl<I: BlockIo, const N: usize, const DEPTH: usize> Chain<I, N, DEPTH> {
+    /// [`Qcow2::snapshot_create`] on the top layer (qcow2), as `qemu-img snapshot -c` on an
+    /// overlay: the snapshot holds the overlay's own clusters; what it does not hold still
+    /// reads from the backing layers, which never change.
+    pub fn snapshot_create(
+        &mut self,
+        name: &[u8],
+        date_sec: u32,
+        date_nsec: u32,
+        scratch: &mut [u8],
+    ) -> Result<Snapshot, Error<I::Error>> {
+        self.split_top()?.0.snapshot_create(name, date_sec, date_nsec, scratch)
+    }
+
+    /// [`Qcow2::snapshot_apply`] on the top layer (qcow2): the chain then reads as it did when
+    /// the snapshot was taken (its size too).
+    pub fn snapshot_apply(&mut self, snapshot: &Snapshot, scratch: &mut [u8]) -> Result<(), Error<I::Error>> {
+        self.split_top()?.0.snapshot_apply(snapshot, scratch)
+    }
+
+    /// [`Qcow2::snapshot_delete`] on the top layer (qcow2).
+    pub fn snapshot_delete(&mut self, snapshot: &Snapshot, scratch: &mut [u8]) -> Result<(), Error<I::Error>> {
+        self.split_top()?.0.snapshot_delete(snapshot, scratch)
+    }
+
+    /// [`Qcow2::find_snapshot`] in the top layer (qcow2).
+    pub fn find_snapshot(&mut self, id_or_name: &[u8]) -> Result<Snapshot, Error<I::Error>> {
+        self.split_top()?.0.find_snapshot(id_or_name)
+    }
+
+    /// [`Qcow2::snapshot_scratch_len`] of the top layer (0 when it is not qcow2).
+    pub fn snapshot_scratch_len(&self) -> usize {
+        match self.top() {
+            Some(Layer::Qcow2(q)) => q.snapshot_scratch_len(),
+            _ => 0,
         }
     }
 }
