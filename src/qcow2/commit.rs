@@ -8,6 +8,8 @@
 //! base's key, QEMU's iotest 198), and whose lower layers serve the base's copy on write. A raw
 //! base is written in place. Then the base is flushed, and only then is the overlay emptied
 //! (every L2 entry cleared, its clusters released: the overlay reads through to the base).
+//! A base smaller than the overlay is grown first (a qcow2 base resized, a raw one extended),
+//! as QEMU's commit does.
 //!
 //! # Crash consistency
 //!
@@ -74,10 +76,6 @@ pub fn commit<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize, const M:
         return Err(Error::CommitWithoutBase);
     }
     let size = overlay.size();
-    let base_size = base.size();
-    if size > base_size {
-        return Err(Error::CommitBaseTooSmall { overlay_size: size, base_size });
-    }
     let needed = commit_scratch_len(overlay, base);
     if scratch.len() < needed {
         return Err(Error::ScratchTooSmall { needed, got: scratch.len() });
@@ -92,6 +90,10 @@ pub fn commit<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize, const M:
     let (buf, rest) = scratch.split_at_mut(buf_len);
     let (read_scratch, write_scratch) = rest.split_at_mut(overlay.compressed_scratch_len());
     let mut stats = CommitStats::default();
+    // A base smaller than the overlay grows first, as QEMU's commit truncates it up.
+    if size > base.size() {
+        grow_base(base, size, write_scratch)?;
+    }
 
     let mut off = 0u64;
     while off < size {
@@ -120,6 +122,23 @@ pub fn commit<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize, const M:
         overlay.flush()?;
     }
     Ok(stats)
+}
+
+/// Grows the base to `size`: a qcow2 base by a resize (the new area reads as zeros), a raw
+/// one by writing its last byte (a file grows with a hole before it, as QEMU's truncate).
+fn grow_base<I: BlockIo, const M: usize, const DEPTH: usize>(
+    base: &mut Chain<I, M, DEPTH>,
+    size: u64,
+    scratch: &mut [u8],
+) -> Result<(), Error<I::Error>> {
+    match base.layers_mut().first_mut() {
+        Some(Some(Layer::Raw { io, size: raw_size })) => {
+            write_aligned(io, size - 1, &[0]).map_err(Error::Io)?;
+            *raw_size = size;
+            Ok(())
+        }
+        _ => base.resize(size, false, scratch),
+    }
 }
 
 fn write_base<I: BlockIo, const M: usize, const DEPTH: usize>(

@@ -483,14 +483,6 @@ pub enum Error<E> {
         /// Snapshots in the table.
         nb_snapshots: u32,
     },
-    /// Commit: the overlay is larger than the base it is committed into (`qemu-img commit`
-    /// grows the base first; grow it with a resize).
-    CommitBaseTooSmall {
-        /// Virtual size of the overlay.
-        overlay_size: u64,
-        /// Virtual size of the base.
-        base_size: u64,
-    },
     /// Commit: the image has no backing layer to commit into, or the base is not writable
     /// here (a raw base smaller than its device claims, an empty chain).
     CommitWithoutBase,
@@ -607,10 +599,6 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             Error::SnapshotTableFull { nb_snapshots } => write!(
                 f,
                 "snapshot table full ({nb_snapshots} snapshots; at most 65536 and 64 MiB of table)"
-            ),
-            Error::CommitBaseTooSmall { overlay_size, base_size } => write!(
-                f,
-                "the overlay (size {overlay_size:#x}) is larger than its base (size {base_size:#x}): grow the base first"
             ),
             Error::CommitWithoutBase => write!(f, "the image has no backing file to commit into"),
             Error::BackingNameTooLong { needed, room } => write!(
