@@ -13,6 +13,8 @@ use crate::secret::SecretArgs;
 pub struct CompareArgs {
     #[command(flatten)]
     secret: SecretArgs,
+    #[command(flatten)]
+    image_opts: crate::image_opts::ImageOptsArgs,
     /// Passphrase file of the second image (used as is).
     #[arg(long, value_name = "FILE")]
     second_passphrase_file: Option<PathBuf>,
@@ -28,14 +30,18 @@ const CHUNK: usize = 4 << 20;
 
 /// Runs `qluks compare`: prints "Images are identical." or the first differing offset (and
 /// fails).
-pub fn run(args: CompareArgs) -> Result<(), Box<dyn Error>> {
-    let mut a = crate::open::open_with_chain(&args.a, false, &args.secret, &args.chain)?;
-    let second = SecretArgs {
+pub fn run(mut args: CompareArgs) -> Result<(), Box<dyn Error>> {
+    let mut second = SecretArgs {
         passphrase_file: args.second_passphrase_file.clone(),
         passphrase_env: None,
         kdf: args.secret.kdf.clone(),
+        key: None,
     };
-    let mut b = crate::open::open_with_chain(&args.b, false, &second, &args.chain.policy_only())?;
+    let mut second_chain = args.chain.policy_only();
+    args.image_opts.resolve(&mut args.b, &mut second, Some(&mut second_chain))?;
+    args.image_opts.resolve(&mut args.a, &mut args.secret, Some(&mut args.chain))?;
+    let mut a = crate::open::open_with_chain(&args.a, false, &args.secret, &args.chain)?;
+    let mut b = crate::open::open_with_chain(&args.b, false, &second, &second_chain)?;
     let (sa, sb) = (a.size(), b.size());
     let common = sa.min(sb);
     let mut ba = vec![0u8; CHUNK];

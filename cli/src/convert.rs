@@ -33,6 +33,8 @@ pub struct ConvertArgs {
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
+    image_opts: crate::image_opts::ImageOptsArgs,
+    #[command(flatten)]
     chain: ChainArgs,
     /// Show progress on stderr.
     #[arg(short = 'p')]
@@ -55,7 +57,62 @@ const BUFFERS: usize = 6;
 const WRITERS: usize = 4;
 
 /// Runs `qluks convert`.
-pub fn run(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
+pub fn run(mut args: ConvertArgs) -> Result<(), Box<dyn Error>> {
+    args.image_opts.resolve(&mut args.src, &mut args.secret, Some(&mut args.chain))?;
+    let staged = Staged::new(&args.dst)?;
+    let dst = std::mem::replace(&mut args.dst, staged.path().to_path_buf());
+    run_to(args)?;
+    staged.commit().map_err(|e| format!("{}: {e}", dst.display()).into())
+}
+
+/// An output written under a temporary name in its directory and renamed over the
+/// destination at the end: an error (or an interrupted run) never leaves a half-written
+/// destination. Outputs that are not regular files (devices) are written in place.
+pub struct Staged {
+    tmp: std::path::PathBuf,
+    dst: std::path::PathBuf,
+    done: bool,
+}
+
+impl Staged {
+    /// Picks the temporary name for `dst`.
+    pub fn new(dst: &std::path::Path) -> Result<Staged, Box<dyn Error>> {
+        let in_place = std::fs::metadata(dst).map(|m| !m.is_file()).unwrap_or(false);
+        if in_place {
+            return Ok(Staged { tmp: dst.to_path_buf(), dst: dst.to_path_buf(), done: true });
+        }
+        let name = dst.file_name().ok_or_else(|| format!("{}: not a file name", dst.display()))?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".qluks-tmp-{}", std::process::id()));
+        let tmp = dst.with_file_name(tmp_name);
+        Ok(Staged { tmp, dst: dst.to_path_buf(), done: false })
+    }
+
+    /// Where to write.
+    pub fn path(&self) -> &std::path::Path {
+        &self.tmp
+    }
+
+    /// Renames the written output over the destination.
+    pub fn commit(mut self) -> std::io::Result<()> {
+        if !self.done {
+            std::fs::rename(&self.tmp, &self.dst)?;
+            self.done = true;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+fn run_to(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
     if args.output_format == "qcow2" {
         if args.snapshot.is_some() {
             return Err("-l (a snapshot) is supported with -O raw only".into());
@@ -64,7 +121,11 @@ pub fn run(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
             new_passphrase_file: args.target_passphrase_file.clone(),
             new_passphrase_env: args.target_passphrase_env.clone(),
         };
-        let target = crate::convert_to_qcow2::Target { options: args.options.as_deref(), secret: &secret };
+        let objects = args.image_opts.objects.secrets()?;
+        let key = crate::secret::key_secret_option(args.options.as_deref(), &["encrypt.key-secret"])
+            .map(|id| objects.lookup(&id))
+            .transpose()?;
+        let target = crate::convert_to_qcow2::Target { options: args.options.as_deref(), secret: &secret, key };
         return crate::convert_to_qcow2::run(&args.src, &args.dst, &args.secret, &args.chain, &target, args.progress);
     }
     if args.output_format != "raw" {

@@ -13,9 +13,11 @@ mod convert_to_qcow2;
 mod cpu_time;
 mod create;
 mod create_qcow2;
+mod dd;
 mod demo;
 mod escape;
 mod image_open;
+mod image_opts;
 mod info;
 mod io_cmd;
 mod luks2_create;
@@ -69,6 +71,8 @@ enum Command {
     Resize(resize::ResizeArgs),
     /// Add or erase keyslots of a LUKS-encrypted qcow2 image (`-o encrypt.state=...`).
     Amend(amend::AmendArgs),
+    /// Copy an image's plaintext, dd style (like `qemu-img dd bs=N count=N skip=N if=IN of=OUT`).
+    Dd(dd::DdArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -89,6 +93,7 @@ fn main() -> std::process::ExitCode {
         Command::Rebase(args) => rebase::run(args),
         Command::Resize(args) => resize::run(args),
         Command::Amend(args) => amend::run(args),
+        Command::Dd(args) => dd::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
