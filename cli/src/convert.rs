@@ -96,7 +96,8 @@ impl Staged {
 
     /// Renames the written output over the destination.
     pub fn commit(mut self) -> std::io::Result<()> {
-        if !self.done {
+        // Nothing written (`-o help`): nothing to rename.
+        if !self.done && self.tmp.symlink_metadata().is_ok() {
             std::fs::rename(&self.tmp, &self.dst)?;
             self.done = true;
         }

@@ -313,7 +313,7 @@ impl KeySecret {
     pub fn get(&self) -> Result<Passphrase, Box<dyn Error>> {
         match self {
             KeySecret::Found(p) => Ok(p.clone()),
-            KeySecret::Missing(id) => Err(format!("No secret with id '{id}'").into()),
+            KeySecret::Missing(id) => Err(format!("No secret with id '{id}' (no --object secret,id={id})").into()),
         }
     }
 }
