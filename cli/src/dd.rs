@@ -1,7 +1,8 @@
 //! `qluks dd [-f FMT] [-O raw|qcow2] [-o OPTIONS] [bs=N] [count=N] [skip=N] if=IN of=OUT`:
 //! qemu-img dd's copy, with its sizes: the input is read up to `count * bs` bytes (or its
 //! end), from `skip * bs`, into a new output of exactly that many bytes (empty, with a
-//! warning, when `skip` is past the end). The input may be any image qluks reads, unlocked
+//! warning, when `skip` is past the end), rounded up to whole 512-byte sectors as qemu-img
+//! creates it. The input may be any image qluks reads, unlocked
 //! with secrets in either spelling (`--passphrase-file`/`--object` + `--image-opts`); the
 //! output is raw or qcow2 (`-o` takes qemu-img create's qcow2 options, `encrypt.format=luks`
 //! with `encrypt.key-secret=ID` for a LUKS-encrypted one: a qluks extension, qemu-img dd has
@@ -48,7 +49,7 @@ pub struct DdArgs {
     #[arg(long, value_name = "VAR")]
     target_passphrase_env: Option<String>,
     /// Operands: bs=BLOCK_SIZE count=BLOCKS skip=BLOCKS if=INPUT of=OUTPUT.
-    #[arg(value_name = "OPERAND", allow_hyphen_values = true)]
+    #[arg(value_name = "OPERAND")]
     operands: Vec<String>,
 }
 
@@ -162,14 +163,19 @@ pub fn run(mut args: DdArgs) -> Result<(), Box<dyn Error>> {
                 .truncate(true)
                 .open(&tmp)
                 .map_err(|e| format!("{name}: error while creating output image: {e}"))?;
-            file.set_len(len).map_err(|e| format!("{name}: {e}"))?;
-            Box::new(RawOut { file, size: len })
+            // qemu-img creates whole 512-byte sectors (zero past the copy).
+            let size = len.checked_next_multiple_of(512).ok_or("image size too large")?;
+            file.set_len(size).map_err(|e| format!("{name}: {e}"))?;
+            Box::new(RawOut { file, size })
         }
         Some(options) => {
             let size = len.checked_next_multiple_of(512).ok_or("image size too large")?;
             options.check(size).map_err(|e| format!("{name}: {e}"))?;
             let objects = args.image_opts.objects.secrets()?;
-            let passphrase = match (&options.encrypt, crate::secret::key_secret_option(args.options.as_deref(), &["encrypt.key-secret"])) {
+            let passphrase = match (
+                &options.encrypt,
+                crate::secret::key_secret_option(args.options.as_deref(), &["encrypt.key-secret"]),
+            ) {
                 (None, _) => None,
                 (Some(_), Some(id)) => Some(objects.lookup(&id)?),
                 (Some(_), None) => Some(

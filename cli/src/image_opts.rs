@@ -127,11 +127,9 @@ impl ImageOpts {
     /// The format that `driver` names, checked against what the file holds.
     pub fn check_driver(&self, detected: crate::open::Format) -> Result<(), String> {
         match self.driver.as_deref() {
-            Some(d) if d != detected.name() => Err(format!(
-                "{}: driver={d} given, but the image is {}",
-                self.filename.display(),
-                detected.name()
-            )),
+            Some(d) if d != detected.name() => {
+                Err(format!("{}: driver={d} given, but the image is {}", self.filename.display(), detected.name()))
+            }
             _ => Ok(()),
         }
     }

@@ -76,7 +76,14 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit with 1, as qemu-img's do (help and version: 0).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { std::process::ExitCode::FAILURE } else { std::process::ExitCode::SUCCESS };
+        }
+    };
     let result = match cli.command {
         Command::Demo => demo::run(),
         Command::Bench(args) => bench::run(args),
