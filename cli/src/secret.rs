@@ -338,6 +338,13 @@ impl std::fmt::Debug for ObjectArgs {
 #[derive(Default)]
 pub struct Secrets(Vec<(String, Passphrase)>);
 
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.0.iter().map(|(id, _)| id.as_str()).collect();
+        write!(f, "Secrets(ids {ids:?}, values redacted)")
+    }
+}
+
 impl Secrets {
     /// The secret with this id.
     pub fn get(&self, id: &str) -> Option<&Passphrase> {
@@ -436,7 +443,7 @@ fn parse_object(text: &str) -> Result<(String, Passphrase), String> {
 /// into a wiped buffer.
 pub fn base64_decode(text: &[u8]) -> Option<Passphrase> {
     let body = text.strip_suffix(b"==").or_else(|| text.strip_suffix(b"=")).unwrap_or(text);
-    if body.len() % 4 == 1 || (body.len() != text.len() && text.len() % 4 != 0) {
+    if body.len() % 4 == 1 || (body.len() != text.len() && !text.len().is_multiple_of(4)) {
         return None;
     }
     let mut out = Zeroizing::new(Vec::with_capacity(body.len() / 4 * 3 + 2));
