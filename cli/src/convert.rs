@@ -123,7 +123,9 @@ fn run_to(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
             new_passphrase_env: args.target_passphrase_env.clone(),
         };
         let objects = args.image_opts.objects.secrets()?;
+        let given = args.target_passphrase_file.is_some() || args.target_passphrase_env.is_some();
         let key = crate::secret::key_secret_option(args.options.as_deref(), &["encrypt.key-secret"])
+            .filter(|id| objects.get(id).is_some() || !given)
             .map(|id| objects.lookup(&id))
             .transpose()?;
         let target = crate::convert_to_qcow2::Target { options: args.options.as_deref(), secret: &secret, key };

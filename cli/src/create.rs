@@ -96,7 +96,10 @@ pub fn parse_options(options: Option<&str>) -> Result<LuksOptions, Box<dyn Error
 pub fn run(mut args: CreateArgs) -> Result<(), Box<dyn Error>> {
     let secrets = args.objects.secrets()?;
     if let Some(id) = crate::secret::key_secret_option(args.options.as_deref(), &["encrypt.key-secret", "key-secret"]) {
-        args.secret.key = Some(secrets.key(&id));
+        // An id no --object has falls back to --passphrase-file/-env when given.
+        if secrets.get(&id).is_some() || !args.secret.is_given() {
+            args.secret.key = Some(secrets.key(&id));
+        }
     }
     if args.format == "qcow2" {
         if crate::create_qcow2::parse_options(args.options.as_deref())?.help {

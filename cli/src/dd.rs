@@ -172,10 +172,10 @@ pub fn run(mut args: DdArgs) -> Result<(), Box<dyn Error>> {
             let size = len.checked_next_multiple_of(512).ok_or("image size too large")?;
             options.check(size).map_err(|e| format!("{name}: {e}"))?;
             let objects = args.image_opts.objects.secrets()?;
-            let passphrase = match (
-                &options.encrypt,
-                crate::secret::key_secret_option(args.options.as_deref(), &["encrypt.key-secret"]),
-            ) {
+            let given = args.target_passphrase_file.is_some() || args.target_passphrase_env.is_some();
+            let id = crate::secret::key_secret_option(args.options.as_deref(), &["encrypt.key-secret"])
+                .filter(|id| objects.get(id).is_some() || !given);
+            let passphrase = match (&options.encrypt, id) {
                 (None, _) => None,
                 (Some(_), Some(id)) => Some(objects.lookup(&id)?),
                 (Some(_), None) => Some(
