@@ -39,6 +39,14 @@ pub struct ConvertArgs {
     /// Show progress on stderr.
     #[arg(short = 'p')]
     progress: bool,
+    /// Write into the existing destination image instead of creating one (qemu-img's -n):
+    /// its format and size stay; every byte of the source is written (zeros too).
+    #[arg(short = 'n')]
+    no_create: bool,
+    /// The destination is an option string like --image-opts' (requires -n, as in qemu-img):
+    /// `driver=qcow2,file.filename=PATH,encrypt.key-secret=ID`.
+    #[arg(long)]
+    target_image_opts: bool,
     /// Convert the disk as it was at this internal snapshot (qcow2): an id or a name, or
     /// `snapshot.id=ID` / `snapshot.name=NAME` as qemu-img takes them.
     #[arg(short = 'l', long = "snapshot", value_name = "SNAPSHOT")]
@@ -59,6 +67,12 @@ const WRITERS: usize = 4;
 /// Runs `qluks convert`.
 pub fn run(mut args: ConvertArgs) -> Result<(), Box<dyn Error>> {
     args.image_opts.resolve(&mut args.src, &mut args.secret, Some(&mut args.chain))?;
+    if args.target_image_opts && !args.no_create {
+        return Err("--target-image-opts requires use of -n flag".into());
+    }
+    if args.no_create {
+        return into_existing(args);
+    }
     let staged = Staged::new(&args.dst)?;
     let dst = std::mem::replace(&mut args.dst, staged.path().to_path_buf());
     run_to(args)?;
@@ -111,6 +125,61 @@ impl Drop for Staged {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
+}
+
+/// `convert -n`: the source's guest bytes written over those of an existing image (opened
+/// with its own secret: `--target-image-opts …key-secret=ID`, or the target passphrase).
+fn into_existing(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
+    if args.options.is_some() || args.snapshot.is_some() {
+        return Err("-n writes into an existing image: -o and -l do not apply".into());
+    }
+    let mut target_secret = SecretArgs {
+        passphrase_file: args.target_passphrase_file.clone(),
+        passphrase_env: args.target_passphrase_env.clone(),
+        kdf: args.secret.kdf.clone(),
+        key: None,
+    };
+    let mut target_chain = args.chain.policy_only();
+    let mut target = args.dst.clone();
+    if args.target_image_opts {
+        let text = target.to_string_lossy().into_owned();
+        let opts = crate::image_opts::ImageOpts::parse(&text).map_err(|e| format!("Could not open '{text}': {e}"))?;
+        let secrets = args.image_opts.objects.secrets()?;
+        crate::image_opts::apply(&opts, &secrets, &mut target_secret, Some(&mut target_chain))?;
+        target = opts.filename.clone();
+        let mut file = std::fs::File::open(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+        opts.check_driver(crate::open::detect(&mut file)?)?;
+    }
+    let mut src = crate::open::open_with_chain(&args.src, false, &args.secret, &args.chain)?;
+    let mut dst = crate::open::open_with_chain(&target, true, &target_secret, &target_chain)?;
+    let name = target.display();
+    let size = src.size();
+    if dst.size() < size {
+        return Err(
+            format!("{name}: the image ({} bytes) is smaller than the source ({size} bytes)", dst.size()).into()
+        );
+    }
+    let mut buf = vec![0u8; CHUNK];
+    let mut offset = 0u64;
+    while offset < size {
+        let n = ((size - offset) as usize).min(CHUNK);
+        src.read_at(offset, &mut buf[..n]).map_err(|e| format!("{}: at offset {offset}: {e}", args.src.display()))?;
+        let written = if buf[..n].iter().all(|&b| b == 0) {
+            dst.write_zeroes(offset, n as u64, false)
+        } else {
+            dst.write_at(offset, &mut buf[..n])
+        };
+        written.map_err(|e| format!("{name}: at offset {offset}: {e}"))?;
+        offset += n as u64;
+        if args.progress {
+            eprint!("\r    ({:.2}/100%)", (offset as f64 * 100.0) / size.max(1) as f64);
+        }
+    }
+    if args.progress {
+        eprintln!("\r    (100.00/100%)");
+    }
+    dst.flush().map_err(|e| format!("{name}: flush: {e}"))?;
+    Ok(())
 }
 
 fn run_to(args: ConvertArgs) -> Result<(), Box<dyn Error>> {

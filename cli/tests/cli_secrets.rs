@@ -474,3 +474,45 @@ fn failed_convert_leaves_the_destination_as_it_was() {
     run(qluks(dir).args(["convert", "--object", SEC0, "--image-opts", opts, "-O", "raw", "out.raw"]));
     assert!(std::fs::read(dir.join("out.raw")).unwrap() == qemu_raw(dir, &[SEC0], opts, "q.raw"));
 }
+
+#[test]
+fn convert_n_takes_target_image_opts() {
+    if !tools("convert_n_takes_target_image_opts", &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let d = TempDir::new("cli-secrets-target");
+    let dir = d.path();
+    enc_qcow2(dir, "src.qcow2", SEC0, "sec0", None, 6);
+    // Two twin targets holding other data, encrypted with another secret.
+    enc_qcow2(dir, "q.qcow2", SEC1, "sec1", None, 9);
+    std::fs::copy(dir.join("q.qcow2"), dir.join("l.qcow2")).unwrap();
+    let src = "driver=qcow2,file.filename=src.qcow2,encrypt.key-secret=sec0";
+    let args = |t: &str| {
+        let target = format!("driver=qcow2,file.filename={t},encrypt.key-secret=sec1");
+        ["convert", "-n", "--object", SEC0, "--object", SEC1, "--image-opts", src, "--target-image-opts"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([target])
+            .collect::<Vec<_>>()
+    };
+    run(qemu_img(dir).args(args("q.qcow2")));
+    run(qluks(dir).args(args("l.qcow2")));
+    let expected = qemu_raw(dir, &[SEC0], src, "src.raw");
+    for t in ["q.qcow2", "l.qcow2"] {
+        let got = qemu_raw(dir, &[SEC1], &format!("driver=qcow2,file.filename={t},encrypt.key-secret=sec1"), "t.raw");
+        assert!(got == expected, "{t}");
+    }
+    run(qemu_img(dir).args([
+        "check",
+        "--object",
+        SEC1,
+        "--image-opts",
+        "driver=qcow2,file.filename=l.qcow2,encrypt.key-secret=sec1",
+    ]));
+    // --target-image-opts without -n: qemu-img's error and exit code.
+    let mut a = args("l.qcow2");
+    a.retain(|s| s != "-n");
+    let (q, l) = both(dir, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!((q.status.code(), l.status.code()), (Some(1), Some(1)));
+    assert!(stderr(&l).contains("--target-image-opts requires use of -n flag"), "{}", stderr(&l));
+}
