@@ -28,9 +28,21 @@ pub struct CompareArgs {
 
 const CHUNK: usize = 4 << 20;
 
-/// Runs `qluks compare`: prints "Images are identical." or the first differing offset (and
-/// fails).
-pub fn run(mut args: CompareArgs) -> Result<(), Box<dyn Error>> {
+/// Runs `qluks compare`: prints "Images are identical." (exit 0) or the first differing offset
+/// (exit 1); an error (an image that cannot be opened or read) exits with 2, as qemu-img's.
+pub fn run(args: CompareArgs) -> std::process::ExitCode {
+    match compare(args) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("qluks: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// Whether the images read the same (a difference is printed).
+fn compare(mut args: CompareArgs) -> Result<bool, Box<dyn Error>> {
     let mut second = SecretArgs {
         passphrase_file: args.second_passphrase_file.clone(),
         passphrase_env: None,
@@ -53,7 +65,7 @@ pub fn run(mut args: CompareArgs) -> Result<(), Box<dyn Error>> {
         b.read_at(offset, &mut bb[..n])?;
         if let Some(i) = ba[..n].iter().zip(&bb[..n]).position(|(x, y)| x != y) {
             println!("Content mismatch at offset {}!", offset + i as u64);
-            return Err("images differ".into());
+            return Ok(false);
         }
         offset += n as u64;
     }
@@ -63,7 +75,7 @@ pub fn run(mut args: CompareArgs) -> Result<(), Box<dyn Error>> {
         longer.read_at(offset, &mut ba[..n])?;
         if let Some(i) = ba[..n].iter().position(|&x| x != 0) {
             println!("Content mismatch at offset {}!", offset + i as u64);
-            return Err("images differ".into());
+            return Ok(false);
         }
         offset += n as u64;
     }
@@ -71,5 +83,5 @@ pub fn run(mut args: CompareArgs) -> Result<(), Box<dyn Error>> {
         println!("Warning: Image size mismatch!");
     }
     println!("Images are identical.");
-    Ok(())
+    Ok(true)
 }

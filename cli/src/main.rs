@@ -94,7 +94,7 @@ fn main() -> std::process::ExitCode {
         Command::Luks(args) => luks_cmd::run(args),
         Command::Map(args) => map::run(args),
         Command::Snapshot(args) => snapshot::run(args),
-        Command::Compare(args) => compare::run(args),
+        Command::Compare(args) => return compare::run(args),
         Command::Check(args) => return check::run(args),
         Command::Commit(args) => commit::run(args),
         Command::Rebase(args) => rebase::run(args),

@@ -441,6 +441,14 @@ fn secret_errors_are_one_line_with_exit_code_1() {
             .collect();
         assert!(leftovers.is_empty(), "{args:?}: {leftovers:?}");
     }
+    // compare: 2 for an error (qemu-img's code), 1 for images that differ.
+    let (q, l) = both(dir, &["compare", "--object", wrong, "--image-opts", opts, opts]);
+    assert_eq!((q.status.code(), l.status.code()), (Some(2), Some(2)), "{}", stderr(&l));
+    assert!(stderr(&l).contains("e.qcow2") && !stderr(&l).contains("Hunter2"), "{}", stderr(&l));
+    std::fs::write(dir.join("other.raw"), vec![1u8; 1 << 20]).unwrap();
+    let (q, l) = both(dir, &["compare", "--object", SEC0, "--image-opts", opts, "driver=raw,file.filename=other.raw"]);
+    assert_eq!((q.status.code(), l.status.code()), (Some(1), Some(1)), "{}", stderr(&l));
+    assert_eq!(q.stdout, l.stdout);
     assert!(std::fs::read(dir.join("e.qcow2")).unwrap() == before, "a failed command changed the image");
 }
 
