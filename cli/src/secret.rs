@@ -328,6 +328,15 @@ pub struct ObjectArgs {
     pub objects: Vec<String>,
 }
 
+impl Drop for ObjectArgs {
+    /// The option texts hold `data=` secrets: wiped with the arguments.
+    fn drop(&mut self) {
+        for o in &mut self.objects {
+            o.zeroize();
+        }
+    }
+}
+
 impl std::fmt::Debug for ObjectArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ObjectArgs({} objects)", self.objects.len())
