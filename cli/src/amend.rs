@@ -5,7 +5,6 @@
 //! Secrets come as in qemu-img (`--object secret,id=ID,data=TEXT` or `file=PATH`, named by the
 //! `encrypt.*-secret` options; `encrypt.key-secret=ID` unlocks) or from files and variables:
 //! `--passphrase-file/-env` (unlocks), `--new-passphrase-file/-env`, `--old-passphrase-file`.
-use std::collections::HashMap;
 use std::error::Error;
 use std::fs::OpenOptions;
 use std::path::PathBuf;
@@ -28,9 +27,8 @@ pub struct AmendArgs {
     /// Image format (only qcow2).
     #[arg(short = 'f', long = "format", value_name = "FMT")]
     format: Option<String>,
-    /// A secret as qemu-img takes it: `secret,id=ID,data=TEXT` or `secret,id=ID,file=PATH`.
-    #[arg(long = "object", value_name = "OBJECT")]
-    objects: Vec<String>,
+    #[command(flatten)]
+    image_opts: crate::image_opts::ImageOptsArgs,
     /// Read the old passphrase (encrypt.old-secret) from this file.
     #[arg(long, value_name = "FILE")]
     old_passphrase_file: Option<PathBuf>,
@@ -51,53 +49,22 @@ const HELP: &str = "Supported options (qcow2 with LUKS encryption):
   encrypt.iter-time=<ms>           PBKDF2 time of the new keyslot (default 2000)
 ";
 
-/// The qemu-style `--object secret,...` values by id.
-fn secrets(objects: &[String]) -> Result<HashMap<String, Passphrase>, Box<dyn Error>> {
-    let mut map = HashMap::new();
-    for o in objects {
-        let mut id = None;
-        let mut value: Option<Passphrase> = None;
-        let mut parts = o.split(',');
-        if parts.next() != Some("secret") {
-            return Err(format!(
-                "--object: only `secret,id=…,data=…|file=…` objects are supported, not `{}`",
-                o.split(',').next().unwrap_or("")
-            )
-            .into());
-        }
-        for p in parts {
-            match p.split_once('=') {
-                Some(("id", v)) => id = Some(v.to_string()),
-                Some(("data", v)) => value = Some(Zeroizing::new(v.as_bytes().to_vec())),
-                Some(("file", v)) => {
-                    let bytes = std::fs::read(v).map_err(|e| format!("--object secret file {v}: {e}"))?;
-                    value = Some(Zeroizing::new(bytes));
-                }
-                Some(("format", "raw")) => {}
-                _ => return Err("--object secret: unsupported property (id, data, file, format=raw)".into()),
-            }
-        }
-        let id = id.ok_or("--object secret: id=… is missing")?;
-        let value = value.ok_or_else(|| format!("--object secret id={id}: data=… or file=… is missing"))?;
-        map.insert(id, value);
-    }
-    Ok(map)
-}
-
 /// Runs `qluks amend`.
-pub fn run(args: AmendArgs) -> Result<(), Box<dyn Error>> {
+pub fn run(mut args: AmendArgs) -> Result<(), Box<dyn Error>> {
     if args.options.iter().any(|o| o == "help" || o == "?") {
         print!("{HELP}");
         return Ok(());
     }
-    let path = args.image.as_ref().ok_or("an image is required")?;
+    let mut image = args.image.clone().ok_or("an image is required")?;
+    args.image_opts.resolve(&mut image, &mut args.secret, None)?;
+    let path = &image;
     let name = path.display();
     if let Some(f) = args.format.as_deref().filter(|f| *f != "qcow2") {
         return Err(format!("{name}: amend supports qcow2 only, not `{f}`").into());
     }
-    let objects = secrets(&args.objects)?;
+    let objects = args.image_opts.objects.secrets()?;
     let lookup = |id: &str, what: &str| -> Result<Passphrase, Box<dyn Error>> {
-        objects.get(id).cloned().ok_or_else(|| format!("{what}: no --object secret with id={id}").into())
+        objects.lookup(id).map_err(|e| format!("{what}: {e}").into())
     };
     let mut state = None;
     let mut keyslot = None;

@@ -23,6 +23,8 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Human)]
     output: Output,
+    #[command(flatten)]
+    image_opts: crate::image_opts::ImageOptsArgs,
     /// The image.
     image: PathBuf,
 }
@@ -51,7 +53,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
 }
 
 fn check(args: &CheckArgs) -> Result<u8, (u8, String)> {
-    let path = &args.image;
+    let path = &args.image_opts.path(&args.image).map_err(|e| (1u8, e.to_string()))?;
     let repair = match args.repair {
         None => Repair::None,
         Some(RepairArg::Leaks) => Repair::Leaks,

@@ -31,6 +31,8 @@ pub struct CommitArgs {
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
+    image_opts: crate::image_opts::ImageOptsArgs,
+    #[command(flatten)]
     chain: ChainArgs,
     /// Format of the image (only qcow2 has a backing file to commit into).
     #[arg(short = 'f', value_name = "FMT")]
@@ -49,7 +51,8 @@ pub struct CommitArgs {
 pub type CliQcow2 = Qcow2<File, File, CACHE_SLICES>;
 
 /// Runs `qluks commit`.
-pub fn run(args: CommitArgs) -> Result<(), Box<dyn Error>> {
+pub fn run(mut args: CommitArgs) -> Result<(), Box<dyn Error>> {
+    args.image_opts.resolve(&mut args.image, &mut args.secret, Some(&mut args.chain))?;
     check_format(args.format.as_deref(), &args.image)?;
     let mut r = crate::image_open::resolver(&args.image, &args.secret, &args.chain)?;
     let (path, keep, progress) = (args.image.clone(), args.keep, args.progress);

@@ -13,6 +13,8 @@ use crate::secret::SecretArgs;
 pub struct CompareArgs {
     #[command(flatten)]
     secret: SecretArgs,
+    #[command(flatten)]
+    image_opts: crate::image_opts::ImageOptsArgs,
     /// Passphrase file of the second image (used as is).
     #[arg(long, value_name = "FILE")]
     second_passphrase_file: Option<PathBuf>,
@@ -26,16 +28,32 @@ pub struct CompareArgs {
 
 const CHUNK: usize = 4 << 20;
 
-/// Runs `qluks compare`: prints "Images are identical." or the first differing offset (and
-/// fails).
-pub fn run(args: CompareArgs) -> Result<(), Box<dyn Error>> {
-    let mut a = crate::open::open_with_chain(&args.a, false, &args.secret, &args.chain)?;
-    let second = SecretArgs {
+/// Runs `qluks compare`: prints "Images are identical." (exit 0) or the first differing offset
+/// (exit 1); an error (an image that cannot be opened or read) exits with 2, as qemu-img's.
+pub fn run(args: CompareArgs) -> std::process::ExitCode {
+    match compare(args) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("qluks: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// Whether the images read the same (a difference is printed).
+fn compare(mut args: CompareArgs) -> Result<bool, Box<dyn Error>> {
+    let mut second = SecretArgs {
         passphrase_file: args.second_passphrase_file.clone(),
         passphrase_env: None,
         kdf: args.secret.kdf.clone(),
+        key: None,
     };
-    let mut b = crate::open::open_with_chain(&args.b, false, &second, &args.chain.policy_only())?;
+    let mut second_chain = args.chain.policy_only();
+    args.image_opts.resolve(&mut args.b, &mut second, Some(&mut second_chain))?;
+    args.image_opts.resolve(&mut args.a, &mut args.secret, Some(&mut args.chain))?;
+    let mut a = crate::open::open_with_chain(&args.a, false, &args.secret, &args.chain)?;
+    let mut b = crate::open::open_with_chain(&args.b, false, &second, &second_chain)?;
     let (sa, sb) = (a.size(), b.size());
     let common = sa.min(sb);
     let mut ba = vec![0u8; CHUNK];
@@ -47,7 +65,7 @@ pub fn run(args: CompareArgs) -> Result<(), Box<dyn Error>> {
         b.read_at(offset, &mut bb[..n])?;
         if let Some(i) = ba[..n].iter().zip(&bb[..n]).position(|(x, y)| x != y) {
             println!("Content mismatch at offset {}!", offset + i as u64);
-            return Err("images differ".into());
+            return Ok(false);
         }
         offset += n as u64;
     }
@@ -57,7 +75,7 @@ pub fn run(args: CompareArgs) -> Result<(), Box<dyn Error>> {
         longer.read_at(offset, &mut ba[..n])?;
         if let Some(i) = ba[..n].iter().position(|&x| x != 0) {
             println!("Content mismatch at offset {}!", offset + i as u64);
-            return Err("images differ".into());
+            return Ok(false);
         }
         offset += n as u64;
     }
@@ -65,5 +83,5 @@ pub fn run(args: CompareArgs) -> Result<(), Box<dyn Error>> {
         println!("Warning: Image size mismatch!");
     }
     println!("Images are identical.");
-    Ok(())
+    Ok(true)
 }

@@ -33,10 +33,20 @@ pub struct ConvertArgs {
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
+    image_opts: crate::image_opts::ImageOptsArgs,
+    #[command(flatten)]
     chain: ChainArgs,
     /// Show progress on stderr.
     #[arg(short = 'p')]
     progress: bool,
+    /// Write into the existing destination image instead of creating one (qemu-img's -n):
+    /// its format and size stay; every byte of the source is written (zeros too).
+    #[arg(short = 'n')]
+    no_create: bool,
+    /// The destination is an option string like --image-opts' (requires -n, as in qemu-img):
+    /// `driver=qcow2,file.filename=PATH,encrypt.key-secret=ID`.
+    #[arg(long)]
+    target_image_opts: bool,
     /// Convert the disk as it was at this internal snapshot (qcow2): an id or a name, or
     /// `snapshot.id=ID` / `snapshot.name=NAME` as qemu-img takes them.
     #[arg(short = 'l', long = "snapshot", value_name = "SNAPSHOT")]
@@ -55,7 +65,124 @@ const BUFFERS: usize = 6;
 const WRITERS: usize = 4;
 
 /// Runs `qluks convert`.
-pub fn run(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
+pub fn run(mut args: ConvertArgs) -> Result<(), Box<dyn Error>> {
+    args.image_opts.resolve(&mut args.src, &mut args.secret, Some(&mut args.chain))?;
+    if args.target_image_opts && !args.no_create {
+        return Err("--target-image-opts requires use of -n flag".into());
+    }
+    if args.no_create {
+        return into_existing(args);
+    }
+    let staged = Staged::new(&args.dst)?;
+    let dst = std::mem::replace(&mut args.dst, staged.path().to_path_buf());
+    run_to(args)?;
+    staged.commit().map_err(|e| format!("{}: {e}", dst.display()).into())
+}
+
+/// An output written under a temporary name in its directory and renamed over the
+/// destination at the end: an error (or an interrupted run) never leaves a half-written
+/// destination. Outputs that are not regular files (devices) are written in place.
+pub struct Staged {
+    tmp: std::path::PathBuf,
+    dst: std::path::PathBuf,
+    done: bool,
+}
+
+impl Staged {
+    /// Picks the temporary name for `dst`.
+    pub fn new(dst: &std::path::Path) -> Result<Staged, Box<dyn Error>> {
+        let in_place = std::fs::metadata(dst).map(|m| !m.is_file()).unwrap_or(false);
+        if in_place {
+            return Ok(Staged { tmp: dst.to_path_buf(), dst: dst.to_path_buf(), done: true });
+        }
+        let name = dst.file_name().ok_or_else(|| format!("{}: not a file name", dst.display()))?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".qluks-tmp-{}", std::process::id()));
+        let tmp = dst.with_file_name(tmp_name);
+        Ok(Staged { tmp, dst: dst.to_path_buf(), done: false })
+    }
+
+    /// Where to write.
+    pub fn path(&self) -> &std::path::Path {
+        &self.tmp
+    }
+
+    /// Renames the written output over the destination.
+    pub fn commit(mut self) -> std::io::Result<()> {
+        // Nothing written (`-o help`): nothing to rename.
+        if !self.done && self.tmp.symlink_metadata().is_ok() {
+            std::fs::rename(&self.tmp, &self.dst)?;
+            self.done = true;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// `convert -n`: the source's guest bytes written over those of an existing image (opened
+/// with its own secret: `--target-image-opts …key-secret=ID`, or the target passphrase).
+fn into_existing(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
+    if args.options.is_some() || args.snapshot.is_some() {
+        return Err("-n writes into an existing image: -o and -l do not apply".into());
+    }
+    let mut target_secret = SecretArgs {
+        passphrase_file: args.target_passphrase_file.clone(),
+        passphrase_env: args.target_passphrase_env.clone(),
+        kdf: args.secret.kdf.clone(),
+        key: None,
+    };
+    let mut target_chain = args.chain.policy_only();
+    let mut target = args.dst.clone();
+    if args.target_image_opts {
+        let text = target.to_string_lossy().into_owned();
+        let opts = crate::image_opts::ImageOpts::parse(&text).map_err(|e| format!("Could not open '{text}': {e}"))?;
+        let secrets = args.image_opts.objects.secrets()?;
+        crate::image_opts::apply(&opts, &secrets, &mut target_secret, Some(&mut target_chain))?;
+        target = opts.filename.clone();
+        let mut file = std::fs::File::open(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+        opts.check_driver(crate::open::detect(&mut file)?)?;
+    }
+    let mut src = crate::open::open_with_chain(&args.src, false, &args.secret, &args.chain)?;
+    let mut dst = crate::open::open_with_chain(&target, true, &target_secret, &target_chain)?;
+    let name = target.display();
+    let size = src.size();
+    if dst.size() < size {
+        return Err(
+            format!("{name}: the image ({} bytes) is smaller than the source ({size} bytes)", dst.size()).into()
+        );
+    }
+    let mut buf = vec![0u8; CHUNK];
+    let mut offset = 0u64;
+    while offset < size {
+        let n = ((size - offset) as usize).min(CHUNK);
+        src.read_at(offset, &mut buf[..n]).map_err(|e| format!("{}: at offset {offset}: {e}", args.src.display()))?;
+        let written = if buf[..n].iter().all(|&b| b == 0) {
+            dst.write_zeroes(offset, n as u64, false)
+        } else {
+            dst.write_at(offset, &mut buf[..n])
+        };
+        written.map_err(|e| format!("{name}: at offset {offset}: {e}"))?;
+        offset += n as u64;
+        if args.progress {
+            eprint!("\r    ({:.2}/100%)", (offset as f64 * 100.0) / size.max(1) as f64);
+        }
+    }
+    if args.progress {
+        eprintln!("\r    (100.00/100%)");
+    }
+    dst.flush().map_err(|e| format!("{name}: flush: {e}"))?;
+    Ok(())
+}
+
+fn run_to(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
     if args.output_format == "qcow2" {
         if args.snapshot.is_some() {
             return Err("-l (a snapshot) is supported with -O raw only".into());
@@ -64,7 +191,13 @@ pub fn run(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
             new_passphrase_file: args.target_passphrase_file.clone(),
             new_passphrase_env: args.target_passphrase_env.clone(),
         };
-        let target = crate::convert_to_qcow2::Target { options: args.options.as_deref(), secret: &secret };
+        let objects = args.image_opts.objects.secrets()?;
+        let given = args.target_passphrase_file.is_some() || args.target_passphrase_env.is_some();
+        let key = crate::secret::key_secret_option(args.options.as_deref(), &["encrypt.key-secret"])
+            .filter(|id| objects.get(id).is_some() || !given)
+            .map(|id| objects.lookup(&id))
+            .transpose()?;
+        let target = crate::convert_to_qcow2::Target { options: args.options.as_deref(), secret: &secret, key };
         return crate::convert_to_qcow2::run(&args.src, &args.dst, &args.secret, &args.chain, &target, args.progress);
     }
     if args.output_format != "raw" {

@@ -4,7 +4,7 @@
 //!
 //! An encrypted output (`-o encrypt.format=luks`) takes its passphrase from
 //! `--target-passphrase-file FILE` or `--target-passphrase-env VAR` (or a prompt, twice;
-//! `encrypt.key-secret` is accepted and ignored, as in `qluks create`); the
+//! or from the `--object secret` that `-o encrypt.key-secret=ID` names); the
 //! source's passphrase is `--passphrase-file` as everywhere else. It gets a new master key: a
 //! LUKS qcow2 converted this way is re-encrypted under a new key and passphrase.
 //!
@@ -34,6 +34,8 @@ pub struct Target<'a> {
     pub options: Option<&'a str>,
     /// Where the passphrase of an encrypted output comes from.
     pub secret: &'a NewSecretArgs,
+    /// The passphrase `-o encrypt.key-secret=ID` named (before `secret`).
+    pub key: Option<Passphrase>,
 }
 
 /// Runs `qluks convert -O qcow2`.
@@ -63,9 +65,10 @@ pub fn run(
     let map = source.map()?;
     let name = dst.display();
     options.check(size).map_err(|e| format!("{name}: {e}"))?;
-    let passphrase = match options.encrypt {
-        Some(_) => Some(target.secret.get()?),
-        None => None,
+    let passphrase = match (&options.encrypt, &target.key) {
+        (Some(_), Some(key)) => Some(key.clone()),
+        (Some(_), None) => Some(target.secret.get()?),
+        (None, _) => None,
     };
     let mut file = std::fs::File::options()
         .read(true)
@@ -88,7 +91,7 @@ pub fn run(
 }
 
 /// Opens the image just created, read-write, unlocked with `passphrase`.
-fn open_output(dst: &Path, passphrase: Option<&Passphrase>) -> Result<Qcow2Disk, Box<dyn Error>> {
+pub fn open_output(dst: &Path, passphrase: Option<&Passphrase>) -> Result<Qcow2Disk, Box<dyn Error>> {
     let mut r = FileResolver::with_policy(dst, BackingPolicy::new()).map_err(|e| format!("{}: {e}", dst.display()))?;
     if let Some(p) = passphrase {
         r.set_passphrase(0, p);
@@ -107,7 +110,7 @@ fn is_zero(bytes: &[u8]) -> bool {
 
 /// Writes the parts of `buf` (guest bytes at `offset`) that are not zero, in runs of whole
 /// `grain`-aligned pieces: a fresh image without a backing file reads as zero elsewhere.
-fn write_nonzero(out: &mut dyn Disk, offset: u64, buf: &mut [u8], grain: u64) -> Result<(), Box<dyn Error>> {
+pub fn write_nonzero(out: &mut dyn Disk, offset: u64, buf: &mut [u8], grain: u64) -> Result<(), Box<dyn Error>> {
     let end = offset + buf.len() as u64;
     let mut run: Option<u64> = None;
     let mut at = offset;

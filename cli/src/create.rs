@@ -29,6 +29,8 @@ pub struct CreateArgs {
     backing_format: Option<String>,
     #[command(flatten)]
     secret: SecretArgs,
+    #[command(flatten)]
+    objects: crate::secret::ObjectArgs,
     /// Format options, comma-separated (`-o help` lists qcow2's).
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Option<String>,
@@ -91,7 +93,14 @@ pub fn parse_options(options: Option<&str>) -> Result<LuksOptions, Box<dyn Error
 }
 
 /// Runs `qluks create`.
-pub fn run(args: CreateArgs) -> Result<(), Box<dyn Error>> {
+pub fn run(mut args: CreateArgs) -> Result<(), Box<dyn Error>> {
+    let secrets = args.objects.secrets()?;
+    if let Some(id) = crate::secret::key_secret_option(args.options.as_deref(), &["encrypt.key-secret", "key-secret"]) {
+        // An id no --object has falls back to --passphrase-file/-env when given.
+        if secrets.get(&id).is_some() || !args.secret.is_given() {
+            args.secret.key = Some(secrets.key(&id));
+        }
+    }
     if args.format == "qcow2" {
         if crate::create_qcow2::parse_options(args.options.as_deref())?.help {
             print!("{}", crate::create_qcow2::HELP);

@@ -35,7 +35,7 @@ pub const HELP: &str = "Supported qcow2 options (-o KEY=VALUE,...; a comma insid
   encrypt.hash-alg=<str>      PBKDF2 and AF hash (sha1, sha224, sha256, sha384, sha512, ripemd160; default sha256)
   encrypt.iter-time=<num>     Time to spend in PBKDF2 in milliseconds (default 2000)
   encrypt.iterations=<num>    Explicit PBKDF2 keyslot iterations instead of iter-time (qluks)
-  encrypt.key-secret=<str>    Accepted and ignored: the passphrase comes from --passphrase-file/-env or the prompt
+  encrypt.key-secret=<str>    The passphrase: the --object secret with this id (else --passphrase-file/-env or the prompt)
   encrypt.i-know-it-is-weak=<bool (on/off)> Allow encrypt.format=aes (qluks)
 ";
 

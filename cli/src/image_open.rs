@@ -42,6 +42,10 @@ pub struct ChainArgs {
     /// files of its own is refused all the same).
     #[arg(long)]
     pub backing_probe: bool,
+    /// Passphrases of backing layers by depth, from `--image-opts backing.encrypt.key-secret=ID`
+    /// (before --backing-passphrase-file's).
+    #[arg(skip)]
+    pub backing_keys: Vec<(usize, crate::secret::KeySecret)>,
 }
 
 impl ChainArgs {
@@ -56,7 +60,7 @@ impl ChainArgs {
 
     /// The same policy without the passphrases (for a second image).
     pub fn policy_only(&self) -> ChainArgs {
-        ChainArgs { backing_passphrase_files: Vec::new(), ..self.clone() }
+        ChainArgs { backing_passphrase_files: Vec::new(), backing_keys: Vec::new(), ..self.clone() }
     }
 }
 
@@ -76,7 +80,12 @@ pub fn resolver(path: &Path, secret: &SecretArgs, chain: &ChainArgs) -> Result<F
     }
     for (depth, f) in (1..).zip(&chain.backing_passphrase_files) {
         let p = zeroize::Zeroizing::new(std::fs::read(f).map_err(|e| format!("passphrase file {}: {e}", f.display()))?);
-        r.set_passphrase(depth, &p);
+        if !chain.backing_keys.iter().any(|(d, _)| *d == depth) {
+            r.set_passphrase(depth, &p);
+        }
+    }
+    for (depth, key) in &chain.backing_keys {
+        r.set_passphrase(*depth, &key.get()?);
     }
     Ok(r)
 }

@@ -16,6 +16,8 @@ pub struct InfoArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Human)]
     output: Output,
+    #[command(flatten)]
+    image_opts: crate::image_opts::ImageOptsArgs,
     /// The image.
     image: PathBuf,
 }
@@ -28,7 +30,7 @@ enum Output {
 
 /// Runs `qluks info`.
 pub fn run(args: InfoArgs) -> Result<(), Box<dyn Error>> {
-    let path = &args.image;
+    let path = &args.image_opts.path(&args.image)?;
     let mut file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let file_size = BlockIo::size(&mut file)?;
     let text = match detect(&mut file)? {

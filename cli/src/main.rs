@@ -13,9 +13,11 @@ mod convert_to_qcow2;
 mod cpu_time;
 mod create;
 mod create_qcow2;
+mod dd;
 mod demo;
 mod escape;
 mod image_open;
+mod image_opts;
 mod info;
 mod io_cmd;
 mod luks2_create;
@@ -69,10 +71,19 @@ enum Command {
     Resize(resize::ResizeArgs),
     /// Add or erase keyslots of a LUKS-encrypted qcow2 image (`-o encrypt.state=...`).
     Amend(amend::AmendArgs),
+    /// Copy an image's plaintext, dd style (like `qemu-img dd bs=N count=N skip=N if=IN of=OUT`).
+    Dd(dd::DdArgs),
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit with 1, as qemu-img's do (help and version: 0).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { std::process::ExitCode::FAILURE } else { std::process::ExitCode::SUCCESS };
+        }
+    };
     let result = match cli.command {
         Command::Demo => demo::run(),
         Command::Bench(args) => bench::run(args),
@@ -83,12 +94,13 @@ fn main() -> std::process::ExitCode {
         Command::Luks(args) => luks_cmd::run(args),
         Command::Map(args) => map::run(args),
         Command::Snapshot(args) => snapshot::run(args),
-        Command::Compare(args) => compare::run(args),
+        Command::Compare(args) => return compare::run(args),
         Command::Check(args) => return check::run(args),
         Command::Commit(args) => commit::run(args),
         Command::Rebase(args) => rebase::run(args),
         Command::Resize(args) => resize::run(args),
         Command::Amend(args) => amend::run(args),
+        Command::Dd(args) => dd::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

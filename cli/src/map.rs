@@ -21,6 +21,8 @@ pub struct MapArgs {
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
+    image_opts: crate::image_opts::ImageOptsArgs,
+    #[command(flatten)]
     chain: ChainArgs,
     /// The image.
     image: PathBuf,
@@ -46,7 +48,8 @@ pub fn json_entry(e: &Extent) -> String {
 }
 
 /// Runs `qluks map`.
-pub fn run(args: MapArgs) -> Result<(), Box<dyn Error>> {
+pub fn run(mut args: MapArgs) -> Result<(), Box<dyn Error>> {
+    args.image_opts.resolve(&mut args.image, &mut args.secret, Some(&mut args.chain))?;
     let json = match args.output.as_str() {
         "json" => true,
         "human" => false,

@@ -27,6 +27,8 @@ pub struct RebaseArgs {
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
+    image_opts: crate::image_opts::ImageOptsArgs,
+    #[command(flatten)]
     chain: ChainArgs,
     /// Passphrase file of the new backing chain's next encrypted layer (repeat: layer 1, 2,
     /// ...; used as is). Default: the --backing-passphrase-file ones.
@@ -52,7 +54,8 @@ pub struct RebaseArgs {
 }
 
 /// Runs `qluks rebase`.
-pub fn run(args: RebaseArgs) -> Result<(), Box<dyn Error>> {
+pub fn run(mut args: RebaseArgs) -> Result<(), Box<dyn Error>> {
+    args.image_opts.resolve(&mut args.image, &mut args.secret, Some(&mut args.chain))?;
     check_format(args.format.as_deref(), &args.image)?;
     if let Some(f) = &args.backing_format {
         BackingFormat::from_name(f.as_bytes()).ok_or_else(|| format!("-F {f}: unsupported format (raw, qcow2)"))?;

@@ -23,6 +23,8 @@ pub struct ResizeArgs {
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
+    image_opts: crate::image_opts::ImageOptsArgs,
+    #[command(flatten)]
     chain: ChainArgs,
     /// The image.
     image: PathBuf,
@@ -47,7 +49,8 @@ fn new_size(spec: &str, current: u64) -> Result<u64, String> {
 }
 
 /// Runs `qluks resize`.
-pub fn run(args: ResizeArgs) -> Result<(), Box<dyn Error>> {
+pub fn run(mut args: ResizeArgs) -> Result<(), Box<dyn Error>> {
+    args.image_opts.resolve(&mut args.image, &mut args.secret, Some(&mut args.chain))?;
     let path = &args.image;
     let name = path.display();
     let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| format!("{name}: {e}"))?;

@@ -27,6 +27,10 @@ pub struct SecretArgs {
     pub passphrase_env: Option<String>,
     #[command(flatten)]
     pub kdf: KdfLimitArgs,
+    /// The passphrase an `--object secret` named (`--image-opts …key-secret=ID`,
+    /// `-o encrypt.key-secret=ID`): used before the file, the variable or the prompt.
+    #[arg(skip)]
+    pub key: Option<KeySecret>,
 }
 
 /// Limits on the key derivation a header may ask for (checked before any work is done).
@@ -198,11 +202,14 @@ pub struct NewSecretArgs {
 impl SecretArgs {
     /// Whether a non-interactive source was given.
     pub fn is_given(&self) -> bool {
-        self.passphrase_file.is_some() || self.passphrase_env.is_some()
+        self.passphrase_file.is_some() || self.passphrase_env.is_some() || self.key.is_some()
     }
 
     /// The passphrase, prompting with `prompt` when no file or variable was given.
     pub fn get(&self, prompt: &str) -> Result<Passphrase, Box<dyn Error>> {
+        if let Some(key) = &self.key {
+            return key.get();
+        }
         get(self.passphrase_file.as_ref(), self.passphrase_env.as_deref(), prompt)
     }
 }
@@ -282,6 +289,201 @@ fn read_line_into(input: &mut impl Read) -> std::io::Result<Passphrase> {
     Ok(line)
 }
 
+/// A passphrase named by the id of an `--object secret`: its value, or the id no object has
+/// (reported when the passphrase is needed, as qemu-img does). Never printed.
+#[derive(Clone)]
+pub enum KeySecret {
+    /// The secret's value.
+    Found(Passphrase),
+    /// No `--object secret` has this id.
+    Missing(String),
+}
+
+impl std::fmt::Debug for KeySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySecret::Found(_) => f.write_str("KeySecret(<redacted>)"),
+            KeySecret::Missing(id) => write!(f, "KeySecret(missing {id})"),
+        }
+    }
+}
+
+impl KeySecret {
+    /// The value, or the error for an unknown id.
+    pub fn get(&self) -> Result<Passphrase, Box<dyn Error>> {
+        match self {
+            KeySecret::Found(p) => Ok(p.clone()),
+            KeySecret::Missing(id) => Err(format!("No secret with id '{id}' (no --object secret,id={id})").into()),
+        }
+    }
+}
+
+/// qemu-img's `--object` option (repeatable): `secret,id=ID,data=TEXT|file=PATH
+/// [,format=raw|base64]`.
+#[derive(Args, Clone, Default)]
+pub struct ObjectArgs {
+    /// A secret as qemu-img takes it: `secret,id=ID,data=TEXT` or `secret,id=ID,file=PATH`,
+    /// optionally `,format=base64` (repeatable; named by key-secret options).
+    #[arg(long = "object", value_name = "OBJECT")]
+    pub objects: Vec<String>,
+}
+
+impl Drop for ObjectArgs {
+    /// The option texts hold `data=` secrets: wiped with the arguments.
+    fn drop(&mut self) {
+        for o in &mut self.objects {
+            o.zeroize();
+        }
+    }
+}
+
+impl std::fmt::Debug for ObjectArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ObjectArgs({} objects)", self.objects.len())
+    }
+}
+
+/// The `--object secret` values by id (wiped on drop).
+#[derive(Default)]
+pub struct Secrets(Vec<(String, Passphrase)>);
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.0.iter().map(|(id, _)| id.as_str()).collect();
+        write!(f, "Secrets(ids {ids:?}, values redacted)")
+    }
+}
+
+impl Secrets {
+    /// The secret with this id.
+    pub fn get(&self, id: &str) -> Option<&Passphrase> {
+        self.0.iter().find(|(i, _)| i == id).map(|(_, p)| p)
+    }
+
+    /// The secret with this id as a [`KeySecret`].
+    pub fn key(&self, id: &str) -> KeySecret {
+        match self.get(id) {
+            Some(p) => KeySecret::Found(p.clone()),
+            None => KeySecret::Missing(id.to_string()),
+        }
+    }
+
+    /// The secret with this id, or qemu-img's error for an unknown one.
+    pub fn lookup(&self, id: &str) -> Result<Passphrase, Box<dyn Error>> {
+        self.key(id).get()
+    }
+}
+
+impl ObjectArgs {
+    /// Parses every `--object`. Errors name the property, never a secret's value.
+    pub fn secrets(&self) -> Result<Secrets, Box<dyn Error>> {
+        let mut out = Secrets::default();
+        for o in &self.objects {
+            let (id, value) = parse_object(o).map_err(|e| format!("--object: {e}"))?;
+            if out.get(&id).is_some() {
+                return Err(format!("--object: duplicate secret id '{id}'").into());
+            }
+            out.0.push((id, value));
+        }
+        Ok(out)
+    }
+}
+
+/// One `--object secret,…`: its id and value.
+fn parse_object(text: &str) -> Result<(String, Passphrase), String> {
+    // Split like QemuOpts (`,,` is a literal comma) without copies left unwiped: the pieces
+    // that may hold secret bytes live in wiped buffers.
+    let mut parts: Vec<Zeroizing<String>> = Vec::new();
+    let mut cur = Zeroizing::new(String::new());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ',' && chars.peek() != Some(&',') {
+            parts.push(std::mem::replace(&mut cur, Zeroizing::new(String::new())));
+        } else {
+            if c == ',' {
+                chars.next();
+            }
+            cur.push(c);
+        }
+    }
+    parts.push(cur);
+    let mut parts = parts.into_iter();
+    let first = parts.next().unwrap_or_default();
+    let kind = first.strip_prefix("qom-type=").unwrap_or(&first);
+    if kind != "secret" {
+        return Err(format!("object type '{kind}' is not supported (qluks takes secret objects only)"));
+    }
+    let (mut id, mut data, mut file, mut base64) = (None, None, None, false);
+    for p in parts {
+        let Some((k, v)) = p.split_once('=') else {
+            return Err(format!("property '{}' has no value", p.as_str()));
+        };
+        match k {
+            "id" => id = Some(v.to_string()),
+            "data" => data = Some(Zeroizing::new(v.as_bytes().to_vec())),
+            "file" => file = Some(PathBuf::from(v)),
+            "format" => match v {
+                "raw" => base64 = false,
+                "base64" => base64 = true,
+                _ => return Err(format!("secret property 'format' does not accept value '{v}' (raw, base64)")),
+            },
+            "keyid" | "iv" => return Err(format!("secret property '{k}' (encrypted secrets) is not supported")),
+            _ => return Err(format!("secret property '{k}' is unexpected (id, data, file, format)")),
+        }
+    }
+    let id = id.ok_or("secret: property 'id' is missing")?;
+    let raw = match (data, file) {
+        (Some(_), Some(_)) => return Err(format!("secret '{id}': 'file' and 'data' are mutually exclusive")),
+        (None, None) => return Err(format!("secret '{id}': either 'file' or 'data' must be provided")),
+        (Some(d), None) => d,
+        (None, Some(f)) => Zeroizing::new(
+            std::fs::read(&f).map_err(|e| format!("secret '{id}': unable to read {}: {e}", f.display()))?,
+        ),
+    };
+    let value = if base64 {
+        base64_decode(&raw).ok_or_else(|| format!("secret '{id}': base64 data contains invalid characters"))?
+    } else {
+        raw
+    };
+    Ok((id, value))
+}
+
+/// Decodes standard base64 (padding optional; nothing else allowed, as qemu's `qbase64_decode`)
+/// into a wiped buffer.
+pub fn base64_decode(text: &[u8]) -> Option<Passphrase> {
+    let body = text.strip_suffix(b"==").or_else(|| text.strip_suffix(b"=")).unwrap_or(text);
+    if body.len() % 4 == 1 || (body.len() != text.len() && !text.len().is_multiple_of(4)) {
+        return None;
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(body.len() / 4 * 3 + 2));
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for &c in body {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    acc.zeroize();
+    Some(out)
+}
+
+/// The id in a `-o` option string for `names` (e.g. `encrypt.key-secret`), if any.
+pub fn key_secret_option(options: Option<&str>, names: &[&str]) -> Option<String> {
+    let pairs = crate::image_opts::split_opts(options?).ok()?;
+    pairs.into_iter().rev().find(|(k, _)| names.contains(&k.as_str())).map(|(_, v)| v)
+}
+
 /// [`kdf_hint`] for an error opening a qcow2 chain (a layer's embedded LUKS header).
 pub fn chain_hint<E, R>(e: &qluks::qcow2::backing::ChainError<E, R>) -> String {
     match e {
@@ -303,6 +505,43 @@ mod tests {
         assert!(args.limits_for_chain(&cheap).pbkdf2_iterations > UNMEASURED_ITERATIONS);
         let given = KdfLimitArgs { max_kdf_iterations: Some(5), ..Default::default() };
         assert_eq!(given.limits_for_chain(&cheap).pbkdf2_iterations, 5);
+    }
+
+    #[test]
+    fn objects_parse_like_qemu() {
+        let args = |v: &[&str]| ObjectArgs { objects: v.iter().map(|s| s.to_string()).collect() };
+        let s = args(&["secret,id=a,data=x,,y", "secret,id=b,data=YWJj,format=base64", "qom-type=secret,id=c,data=z"])
+            .secrets()
+            .unwrap();
+        assert_eq!(&s.get("a").unwrap()[..], b"x,y");
+        assert_eq!(&s.get("b").unwrap()[..], b"abc");
+        assert_eq!(&s.get("c").unwrap()[..], b"z");
+        assert!(s.lookup("d").unwrap_err().to_string().contains("'d'"));
+        for bad in [
+            "foo,id=a",
+            "secret,data=x",
+            "secret,id=a",
+            "secret,id=a,data=x,file=/f",
+            "secret,id=a,data=x,format=hex",
+            "secret,id=a,data=@@,format=base64",
+            "secret,id=a,data=hunter2,bogus=1",
+        ] {
+            let e = args(&[bad]).secrets().unwrap_err().to_string();
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        assert!(args(&["secret,id=a,data=x", "secret,id=a,data=y"]).secrets().is_err());
+    }
+
+    #[test]
+    fn base64_matches_the_alphabet() {
+        assert_eq!(&base64_decode(b"").unwrap()[..], b"");
+        assert_eq!(&base64_decode(b"YQ==").unwrap()[..], b"a");
+        assert_eq!(&base64_decode(b"YWI=").unwrap()[..], b"ab");
+        assert_eq!(&base64_decode(b"YWJj").unwrap()[..], b"abc");
+        assert_eq!(&base64_decode(b"YWJjZA").unwrap()[..], b"abcd");
+        assert_eq!(&base64_decode(b"+/8=").unwrap()[..], [0xfb, 0xff]);
+        assert!(base64_decode(b"YWJj\n").is_none());
+        assert!(base64_decode(b"Y").is_none());
     }
 
     #[test]

@@ -37,12 +37,15 @@ pub struct SnapshotArgs {
     output: String,
     #[command(flatten)]
     secret: SecretArgs,
+    #[command(flatten)]
+    image_opts: crate::image_opts::ImageOptsArgs,
     /// The image.
     image: PathBuf,
 }
 
 /// Runs `qluks snapshot`.
-pub fn run(args: SnapshotArgs) -> Result<(), Box<dyn Error>> {
+pub fn run(mut args: SnapshotArgs) -> Result<(), Box<dyn Error>> {
+    args.image_opts.resolve(&mut args.image, &mut args.secret, None)?;
     let _ = args.quiet;
     if let Some(name) = &args.create {
         return change(&args, Change::Create(name));
