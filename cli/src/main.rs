@@ -18,6 +18,7 @@ mod escape;
 mod image_open;
 mod info;
 mod io_cmd;
+mod json;
 mod luks2_create;
 mod luks2_info;
 mod luks_cmd;

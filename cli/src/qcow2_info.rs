@@ -12,6 +12,7 @@ use qluks::qcow2::{CryptMethod, Qcow2};
 use serde_json::{json, Value};
 
 use crate::escape::shown;
+use crate::json::{FormatSpecific, ImageInfo, Qcow2Encrypt, Qcow2Specific, QluksQcow2, SnapshotInfo, UnknownExtension};
 
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -31,8 +32,102 @@ fn feature_names(bits: u64, kind: FeatureKind, table: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// qemu-img's `ImageInfo` facts of the qcow2 image in `file` (opened as `filename`) into `info`.
+pub fn qcow2_image_info(filename: &str, file: File, info: &mut ImageInfo) -> Result<(), Box<dyn Error>> {
+    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", shown(filename));
+    let mut q: Qcow2<File> = Qcow2::open_metadata(file, None).map_err(|e| at(&e))?;
+    let h = *q.header();
+    let x = q.extensions().clone();
+    let table = x.feature_table();
+    let v3 = h.version >= 3;
+    let encrypt = match h.crypt_method {
+        CryptMethod::None => None,
+        CryptMethod::Aes => Some(Qcow2Encrypt::Aes {}),
+        CryptMethod::Luks => {
+            let fde = x.fde.ok_or_else(|| at(&"the LUKS header extension is missing"))?;
+            let (Some(mut file), _) = q.into_inner() else { return Err(at(&"image not open").into()) };
+            let l = luks1::Luks1Header::read(&mut file, fde.offset)
+                .map_err(|e| at(&format!("LUKS header at {:#x}: {e}", fde.offset)))?;
+            q = Qcow2::open_metadata(file, None).map_err(|e| at(&e))?;
+            Some(Qcow2Encrypt::Luks(crate::info::luks1_specific(&l)))
+        }
+    };
+    let has_data_file = h.incompatible_features & 4 != 0;
+    info.cluster_size = Some(h.cluster_size());
+    info.virtual_size = h.size;
+    info.dirty_flag = h.incompatible_features & 1 != 0;
+    if encrypt.is_some() {
+        info.encrypted = Some(true);
+        info.qluks_backend = Some(qluks_hal::Backend::best().name().into());
+    }
+    info.format_specific = Some(FormatSpecific::Qcow2(Qcow2Specific {
+        compat: if v3 { "1.1" } else { "0.10" }.into(),
+        data_file: x.data_file.as_ref().map(|n| lossy(n.as_bytes())),
+        data_file_raw: has_data_file.then_some(h.autoclear_features & 2 != 0),
+        extended_l2: v3.then_some(h.extended_l2()),
+        lazy_refcounts: v3.then_some(h.compatible_features & 1 != 0),
+        corrupt: v3.then_some(h.incompatible_features & 2 != 0),
+        refcount_bits: h.refcount_bits(),
+        encrypt,
+        compression_type: h.compression_type.name().into(),
+    }));
+    info.qluks_qcow2 = Some(QluksQcow2 {
+        version: h.version,
+        incompatible_features: feature_names(h.incompatible_features, FeatureKind::Incompatible, table),
+        compatible_features: feature_names(h.compatible_features, FeatureKind::Compatible, table),
+        autoclear_features: feature_names(h.autoclear_features, FeatureKind::Autoclear, table),
+        unknown_extensions: x
+            .unknown()
+            .iter()
+            .map(|u| UnknownExtension { ext_type: u.ext_type, length: u.len })
+            .collect(),
+        luks_header: x.fde.map(|f| (f.offset, f.length)),
+    });
+    if let Some(b) = &x.backing_file {
+        let name = lossy(b.as_bytes());
+        info.full_backing_filename = Some(crate::info::full_backing_filename(filename, &name));
+        info.backing_filename = Some(name);
+        info.backing_filename_format = x.backing_format.as_ref().map(|n| lossy(n.as_bytes()));
+    }
+    for s in q.snapshots() {
+        let s = s.map_err(|e| at(&e))?;
+        info.snapshots.push(SnapshotInfo {
+            id: lossy(s.id.as_bytes()),
+            name: lossy(s.name.as_bytes()),
+            vm_state_size: s.vm_state_size,
+            date_sec: s.date_sec.into(),
+            date_nsec: s.date_nsec.into(),
+            vm_clock_sec: s.vm_clock_nsec / 1_000_000_000,
+            vm_clock_nsec: s.vm_clock_nsec % 1_000_000_000,
+            icount: s.icount.filter(|&i| i != u64::MAX),
+        });
+    }
+    Ok(())
+}
+
+/// qemu-img's `ImageInfo` facts of the qcow (v1) image in `file` (opened as `filename`).
+pub fn qcow_image_info(filename: &str, mut file: File, info: &mut ImageInfo) -> Result<(), Box<dyn Error>> {
+    let mut raw = [0u8; qluks::qcow::header::HEADER_LEN];
+    BlockIo::read_at(&mut file, 0, &mut raw)?;
+    let h = qluks::qcow::QcowHeader::parse(&raw).map_err(|e| format!("{}: {e}", shown(filename)))?;
+    info.virtual_size = h.virtual_size();
+    info.cluster_size = Some(h.cluster_size() as u64);
+    if h.crypt_method != qluks::qcow::CryptMethod::None {
+        info.encrypted = Some(true);
+        info.qluks_backend = Some(qluks_hal::Backend::best().name().into());
+    }
+    if h.backing_file_offset != 0 && h.backing_file_size as usize <= qluks::qcow::header::MAX_BACKING_FILE_NAME {
+        let mut b = vec![0u8; h.backing_file_size as usize];
+        BlockIo::read_at(&mut file, h.backing_file_offset, &mut b)?;
+        let name = lossy(&b);
+        info.full_backing_filename = Some(crate::info::full_backing_filename(filename, &name));
+        info.backing_filename = Some(name);
+    }
+    Ok(())
+}
+
 /// The description of the qcow2 image in `file`.
-pub fn qcow2_info(path: &Path, file: File, json_out: bool) -> Result<String, Box<dyn Error>> {
+pub fn qcow2_info(path: &Path, file: File) -> Result<String, Box<dyn Error>> {
     let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let mut q: Qcow2<File> = Qcow2::open_metadata(file, None).map_err(|e| at(&e))?;
     let h = *q.header();
@@ -114,9 +209,6 @@ pub fn qcow2_info(path: &Path, file: File, json_out: bool) -> Result<String, Box
         "unknown_extensions": x.unknown().iter().map(|u| json!({"type": u.ext_type, "length": u.len})).collect::<Vec<_>>(),
         "snapshots": snapshots,
     });
-    if json_out {
-        return Ok(serde_json::to_string_pretty(&v)? + "\n");
-    }
     Ok(human(&v))
 }
 
@@ -170,7 +262,7 @@ fn value_shown(v: &Value) -> String {
 }
 
 /// The description of the qcow (v1) image in `file`.
-pub fn qcow_info(path: &Path, mut file: File, json_out: bool) -> Result<String, Box<dyn Error>> {
+pub fn qcow_info(path: &Path, mut file: File) -> Result<String, Box<dyn Error>> {
     let mut raw = [0u8; qluks::qcow::header::HEADER_LEN];
     BlockIo::read_at(&mut file, 0, &mut raw)?;
     let h = qluks::qcow::QcowHeader::parse(&raw).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -188,9 +280,6 @@ pub fn qcow_info(path: &Path, mut file: File, json_out: bool) -> Result<String, 
         "encrypted": h.crypt_method != qluks::qcow::CryptMethod::None,
         "backing_file": backing,
     });
-    if json_out {
-        return Ok(serde_json::to_string_pretty(&v)? + "\n");
-    }
     Ok(human(&json!({ "format": v["format"], "filename": v["filename"], "virtual_size": v["virtual_size"],
         "cluster_size": v["cluster_size"], "encrypted": v["encrypted"], "backing_file": v["backing_file"],
         "snapshots": [] })))
