@@ -9,8 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use qluks::qcow2::{CheckResult, Qcow2, Repair};
-use serde_json::{json, Map, Value};
 
+use crate::json::{self, ImageCheck};
 use crate::open::{detect, Format};
 
 /// `qluks check` arguments.
@@ -86,7 +86,7 @@ fn check(args: &CheckArgs) -> Result<u8, (u8, String)> {
     }
     match args.output {
         Output::Human => print!("{}", human(&result)),
-        Output::Json => print!("{}", json_text(path, &result)),
+        Output::Json => print!("{}", json::pretty(&image_check(path, &result))),
     }
     if result.check_errors != 0 {
         eprintln!("qluks: {}: Check failed", path.display());
@@ -141,27 +141,20 @@ fn human(r: &CheckResult) -> String {
     s
 }
 
-/// qemu-img's `ImageCheck` in JSON: the optional fields only when non-zero.
-fn json_text(path: &Path, r: &CheckResult) -> String {
-    let mut m = Map::new();
-    m.insert("filename".into(), json!(path.display().to_string()));
-    m.insert("format".into(), json!("qcow2"));
-    m.insert("check-errors".into(), json!(r.check_errors));
-    let optional = [
-        ("image-end-offset", r.image_end_offset),
-        ("corruptions", r.corruptions),
-        ("leaks", r.leaks),
-        ("corruptions-fixed", r.corruptions_fixed),
-        ("leaks-fixed", r.leaks_fixed),
-        ("total-clusters", r.total_clusters),
-        ("allocated-clusters", r.allocated_clusters),
-        ("fragmented-clusters", r.fragmented_clusters),
-        ("compressed-clusters", r.compressed_clusters),
-    ];
-    for (k, v) in optional {
-        if v != 0 {
-            m.insert(k.into(), json!(v));
-        }
+/// qemu-img's `ImageCheck`.
+fn image_check(path: &Path, r: &CheckResult) -> ImageCheck {
+    ImageCheck {
+        filename: path.display().to_string(),
+        format: "qcow2".into(),
+        check_errors: r.check_errors,
+        image_end_offset: r.image_end_offset,
+        corruptions: r.corruptions,
+        leaks: r.leaks,
+        corruptions_fixed: r.corruptions_fixed,
+        leaks_fixed: r.leaks_fixed,
+        total_clusters: r.total_clusters,
+        allocated_clusters: r.allocated_clusters,
+        fragmented_clusters: r.fragmented_clusters,
+        compressed_clusters: r.compressed_clusters,
     }
-    serde_json::to_string_pretty(&Value::Object(m)).unwrap_or_default() + "\n"
 }
