@@ -23,6 +23,7 @@ mod luks2_create;
 mod luks2_info;
 mod luks_cmd;
 mod map;
+mod measure;
 mod open;
 mod qcow2_info;
 mod rebase;
@@ -70,6 +71,8 @@ enum Command {
     Resize(resize::ResizeArgs),
     /// Add or erase keyslots of a LUKS-encrypted qcow2 image (`-o encrypt.state=...`).
     Amend(amend::AmendArgs),
+    /// Size a new image would need (like `qemu-img measure`).
+    Measure(measure::MeasureArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -90,6 +93,7 @@ fn main() -> std::process::ExitCode {
         Command::Rebase(args) => rebase::run(args),
         Command::Resize(args) => resize::run(args),
         Command::Amend(args) => amend::run(args),
+        Command::Measure(args) => measure::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
