@@ -201,7 +201,9 @@ fn backing_chain(path: &Path, top: ImageInfo, chain: &ChainArgs) -> Result<Vec<I
     while let Some(last) = out.last().filter(|i| i.backing_filename.is_some()) {
         let depth = out.len();
         if depth > crate::image_open::MAX_DEPTH {
-            return Err(format!("{}: backing chain deeper than {}", path.display(), crate::image_open::MAX_DEPTH).into());
+            return Err(
+                format!("{}: backing chain deeper than {}", path.display(), crate::image_open::MAX_DEPTH).into()
+            );
         }
         let name = last.backing_filename.clone().unwrap_or_default();
         let declared = last.backing_filename_format.clone();

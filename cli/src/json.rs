@@ -314,7 +314,8 @@ pub struct BlockMeasureInfo {
 /// `value` pretty-printed the way qemu-img prints its JSON (four-space indent), with a newline.
 pub fn pretty<T: Serialize>(value: &T) -> String {
     let mut out = Vec::new();
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, serde_json::ser::PrettyFormatter::with_indent(b"    "));
+    let mut ser =
+        serde_json::Serializer::with_formatter(&mut out, serde_json::ser::PrettyFormatter::with_indent(b"    "));
     // Serializing these plain structs into a Vec cannot fail.
     if value.serialize(&mut ser).is_err() {
         return String::new();

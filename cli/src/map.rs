@@ -62,12 +62,18 @@ pub fn run(args: MapArgs) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
+/// Map entries as they are read.
+pub type Entries = Box<dyn Iterator<Item = Result<MapEntry, Box<dyn Error>>>>;
+
+/// One range of a raw file: start, length, whether it holds data (else a hole).
+type RawRange = (u64, u64, bool);
+
 /// The merged map of the image at `path` (any format), as `qemu-img map` reports it.
 pub fn map_entries(
     path: &Path,
     secret: &SecretArgs,
     chain: &ChainArgs,
-) -> Result<Box<dyn Iterator<Item = Result<MapEntry, Box<dyn Error>>>>, Box<dyn Error>> {
+) -> Result<Entries, Box<dyn Error>> {
     let mut probe = File::open(path).map_err(|e| format!("Could not open '{}': {e}", path.display()))?;
     Ok(match crate::open::detect(&mut probe)? {
         Format::Qcow => Box::new(qcow_extents(path, secret, chain)?.into_iter().map(|e| Ok(MapEntry::from(&e)))),
@@ -106,7 +112,16 @@ fn raw_map(file: &File) -> Result<Vec<MapEntry>, Box<dyn Error>> {
     let len = crate::info::sectors_len(file.metadata()?.len());
     let mut out = Vec::new();
     for (start, length, data) in raw_ranges(file, len)? {
-        let e = MapEntry { start, length, depth: 0, present: true, zero: !data, data, compressed: false, offset: Some(start) };
+        let e = MapEntry {
+            start,
+            length,
+            depth: 0,
+            present: true,
+            zero: !data,
+            data,
+            compressed: false,
+            offset: Some(start),
+        };
         push_merged(&mut out, e);
     }
     Ok(out)
@@ -119,14 +134,23 @@ fn luks_map(path: &Path, file: &mut File) -> Result<Vec<MapEntry>, Box<dyn Error
     Ok(if length == 0 {
         Vec::new()
     } else {
-        vec![MapEntry { start: 0, length, depth: 0, present: true, zero: false, data: true, compressed: false, offset: None }]
+        vec![MapEntry {
+            start: 0,
+            length,
+            depth: 0,
+            present: true,
+            zero: false,
+            data: true,
+            compressed: false,
+            offset: None,
+        }]
     })
 }
 
 /// The data (`true`) and hole (`false`) ranges of the first `len` bytes of a file, from
 /// `lseek(SEEK_DATA/SEEK_HOLE)` like qemu's file-posix driver; a filesystem without them
 /// reports everything as data (qemu does the same).
-pub fn raw_ranges(file: &File, len: u64) -> Result<Vec<(u64, u64, bool)>, Box<dyn Error>> {
+fn raw_ranges(file: &File, len: u64) -> Result<Vec<RawRange>, Box<dyn Error>> {
     use std::os::fd::AsRawFd;
     let fd = file.as_raw_fd();
     let seek = |offset: u64, whence: libc::c_int| -> Option<u64> {

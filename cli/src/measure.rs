@@ -159,10 +159,9 @@ fn qcow2_options(pairs: &[(String, String)]) -> Result<Qcow2Options, Box<dyn Err
         None => 65536,
     };
     if !cluster_size.is_power_of_two() || !(512..=2 << 20).contains(&cluster_size) {
-        return Err(format!(
-            "Cluster size must be a power of two between 512 and 2048k (cluster_size={cluster_size})"
-        )
-        .into());
+        return Err(
+            format!("Cluster size must be a power of two between 512 and 2048k (cluster_size={cluster_size})").into()
+        );
     }
     if extended_l2 && cluster_size < 16384 {
         return Err("Extended L2 entries are only supported with cluster sizes of at least 16384 bytes".into());
@@ -193,7 +192,10 @@ fn qcow2_options(pairs: &[(String, String)]) -> Result<Qcow2Options, Box<dyn Err
         Some(other) => return Err(format!("Invalid parameter '{other}'").into()),
     };
     let luks_header = if luks {
-        Some(luks_header_len(get("encrypt.cipher-alg").unwrap_or("aes-256"), get("encrypt.cipher-mode").unwrap_or("xts"))?)
+        Some(luks_header_len(
+            get("encrypt.cipher-alg").unwrap_or("aes-256"),
+            get("encrypt.cipher-mode").unwrap_or("xts"),
+        )?)
     } else {
         None
     };
@@ -263,7 +265,9 @@ fn source(args: &MeasureArgs, path: &std::path::Path, cluster_size: Option<u64>)
     if let Some(json::FormatSpecific::Qcow2(q)) = &info.format_specific {
         bitmaps = q.compat == "1.1";
         if info.qluks_qcow2.as_ref().is_some_and(|x| x.autoclear_features.iter().any(|f| f == "bitmaps")) {
-            return Err(format!("{}: measuring an image with persistent bitmaps is not supported", path.display()).into());
+            return Err(
+                format!("{}: measuring an image with persistent bitmaps is not supported", path.display()).into()
+            );
         }
     }
     let mut data_bytes = 0u64;
@@ -288,7 +292,8 @@ fn source(args: &MeasureArgs, path: &std::path::Path, cluster_size: Option<u64>)
 /// qemu-img's measurement for `args`.
 fn measure(args: &MeasureArgs) -> Result<BlockMeasureInfo, Box<dyn Error>> {
     let pairs = parse_options(&args.options)?;
-    let size_opt = pairs.iter().rev().find(|(k, _)| k == "size").map(|(_, v)| crate::units::parse_size(v)).transpose()?;
+    let size_opt =
+        pairs.iter().rev().find(|(k, _)| k == "size").map(|(_, v)| crate::units::parse_size(v)).transpose()?;
     let size = match (&args.image, args.size.or(size_opt)) {
         (None, None) => return Err("Either --size N or one filename must be specified.".into()),
         (Some(_), Some(_)) => return Err("--size N cannot be used together with a filename.".into()),

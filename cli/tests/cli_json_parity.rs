@@ -75,17 +75,16 @@ fn out(cmd: &mut Command) -> Output {
 
 fn json_of(o: &Output, what: &str) -> Value {
     let text = String::from_utf8_lossy(&o.stdout);
-    serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!("{what}: not JSON ({e}):\n{text}\nstderr: {}", String::from_utf8_lossy(&o.stderr))
-    })
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{what}: not JSON ({e}):\n{text}\nstderr: {}", String::from_utf8_lossy(&o.stderr)))
 }
 
 /// `v` without the qluks-only keys (`qluks-…`), at any depth.
 fn strip_qluks(v: &Value) -> Value {
     match v {
-        Value::Object(m) => {
-            Value::Object(m.iter().filter(|(k, _)| !k.starts_with("qluks-")).map(|(k, v)| (k.clone(), strip_qluks(v))).collect())
-        }
+        Value::Object(m) => Value::Object(
+            m.iter().filter(|(k, _)| !k.starts_with("qluks-")).map(|(k, v)| (k.clone(), strip_qluks(v))).collect(),
+        ),
         Value::Array(a) => Value::Array(a.iter().map(strip_qluks).collect()),
         other => other.clone(),
     }
@@ -125,7 +124,11 @@ fn assert_agree(what: &str, ours: &Value, theirs: &Value, allowed: &[&str]) {
     let mut d = Vec::new();
     diff(&strip_qluks(ours), theirs, "", &mut d);
     d.retain(|line| !allowed.iter().any(|a| line.starts_with(&format!("{a}:"))));
-    assert!(d.is_empty(), "{what}: qluks and qemu-img differ:\n  {}\nqluks: {ours:#}\nqemu-img: {theirs:#}", d.join("\n  "));
+    assert!(
+        d.is_empty(),
+        "{what}: qluks and qemu-img differ:\n  {}\nqluks: {ours:#}\nqemu-img: {theirs:#}",
+        d.join("\n  ")
+    );
 }
 
 fn qemu_img(args: &[&str]) {
@@ -356,11 +359,13 @@ fn measure_by_size_agrees_with_qemu_img() {
         let luks = i == 5;
         let n = if luks { targets.len() } else { targets.len() - 2 };
         for (j, t) in targets[..n].iter().enumerate() {
-            let outputs: &[&str] = if j >= targets.len() - 2 { &["--output=json"] } else { &["--output=json", "--output=human"] };
+            let outputs: &[&str] =
+                if j >= targets.len() - 2 { &["--output=json"] } else { &["--output=json", "--output=human"] };
             for &output in outputs {
                 let ours = out(qluks().args(["measure", output, "--size", size]).args(*t));
-                let theirs =
-                    out(Command::new("qemu-img").args(["measure", output, "--object", OBJECT, "--size", size]).args(*t));
+                let theirs = out(Command::new("qemu-img")
+                    .args(["measure", output, "--object", OBJECT, "--size", size])
+                    .args(*t));
                 let what = format!("measure {t:?} --size {size}");
                 assert_eq!(ours.status.code(), theirs.status.code(), "{what}: {ours:?} {theirs:?}");
                 if !theirs.status.success() {
@@ -372,7 +377,11 @@ fn measure_by_size_agrees_with_qemu_img() {
                 } else if output == "--output=json" {
                     assert_agree(&what, &json_of(&ours, "qluks"), &json_of(&theirs, "qemu-img"), &[]);
                 } else {
-                    assert_eq!(String::from_utf8_lossy(&ours.stdout), String::from_utf8_lossy(&theirs.stdout), "{what}");
+                    assert_eq!(
+                        String::from_utf8_lossy(&ours.stdout),
+                        String::from_utf8_lossy(&theirs.stdout),
+                        "{what}"
+                    );
                 }
             }
         }
@@ -400,13 +409,15 @@ fn luks2_info_has_the_luks1_schema() {
         "1M",
     ]));
     std::fs::File::create(&l2).unwrap().set_len(20 << 20).unwrap();
-    common::run(Command::new("cryptsetup").args(["luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2"]).args([
-        "--pbkdf-force-iterations",
-        "1000",
-        "--key-file",
-        s(&key),
-        s(&l2),
-    ]));
+    common::run(
+        Command::new("cryptsetup").args(["luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2"]).args([
+            "--pbkdf-force-iterations",
+            "1000",
+            "--key-file",
+            s(&key),
+            s(&l2),
+        ]),
+    );
     let info = |p: &Path| json_of(&out(qluks().args(["info", "--output=json", s(p)])), "qluks info");
     let (i1, i2) = (info(&l1), info(&l2));
     // qemu-img reads LUKS2 as raw; qluks gives it LUKS1's (qemu's) schema.

@@ -416,7 +416,10 @@ fn compare_luks2_with_cryptsetup(img: &Path) {
     assert_eq!(num(&info["virtual-size"]), file_len - num(&seg0["offset"]), "a dynamic segment runs to the end");
     // qemu's names for the cipher: aes-N, mode, IV generator.
     let enc = seg0["encryption"].as_str().unwrap();
-    assert_eq!(format!("aes-{}-{}", qemu["cipher-mode"].as_str().unwrap(), qemu_mode(qemu).split_once('-').unwrap().1), enc);
+    assert_eq!(
+        format!("aes-{}-{}", qemu["cipher-mode"].as_str().unwrap(), qemu_mode(qemu).split_once('-').unwrap().1),
+        enc
+    );
 
     // Keyslots.
     let keyslots = json["keyslots"].as_object().unwrap();
