@@ -396,7 +396,11 @@ mod tests {
         // `qemu-img measure -O qcow2 --size 1G -o encrypt.format=luks`: 1076232192.
         assert_eq!(luks_header_len("aes-256", "xts"), Ok(2068480));
         assert_eq!(2068480u64.next_multiple_of(65536) + prealloc_size(1 << 30, 65536, 4, false), 1076232192);
-        assert_eq!(refcount_metadata_size(0, 65536, 4), 2 * 65536);
+        // One refcount block and one table cluster cover a few clusters; none for none.
+        assert_eq!(refcount_metadata_size(3, 65536, 4), 2 * 65536);
+        assert_eq!(refcount_metadata_size(0, 65536, 4), 0);
+        // 1-bit refcounts: 524288 per 64 KiB block.
+        assert_eq!(refcount_metadata_size(524288, 65536, 0), 3 * 65536);
     }
 
     #[test]
