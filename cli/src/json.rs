@@ -106,8 +106,22 @@ pub struct Qcow2Specific {
     /// Encryption.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encrypt: Option<Qcow2Encrypt>,
+    /// Persistent dirty bitmaps (only when the image has some).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bitmaps: Option<Vec<Qcow2BitmapInfo>>,
     /// `zlib` or `zstd`.
     pub compression_type: String,
+}
+
+/// `Qcow2BitmapInfo`: one persistent dirty bitmap.
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct Qcow2BitmapInfo {
+    /// Its name.
+    pub name: String,
+    /// Bytes per bit.
+    pub granularity: u64,
+    /// `in-use`, `auto`.
+    pub flags: Vec<String>,
 }
 
 /// `ImageInfoSpecificQCow2Encryption`: `{"format": "aes"}` or `{"format": "luks", ...}`.

@@ -6,9 +6,13 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use std::fs::File;
+use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 
 use clap::Args;
 use qluks::qcow2::extent::Extent;
+
+use qluks::qcow2::file_resolver::FileResolver;
+use qluks::qcow2::Qcow2;
 
 use crate::json::{self, MapEntry};
 use crate::open::Format;
@@ -69,19 +73,17 @@ pub type Entries = Box<dyn Iterator<Item = Result<MapEntry, Box<dyn Error>>>>;
 type RawRange = (u64, u64, bool);
 
 /// The merged map of the image at `path` (any format), as `qemu-img map` reports it.
-pub fn map_entries(
-    path: &Path,
-    secret: &SecretArgs,
-    chain: &ChainArgs,
-) -> Result<Entries, Box<dyn Error>> {
+pub fn map_entries(path: &Path, secret: &SecretArgs, chain: &ChainArgs) -> Result<Entries, Box<dyn Error>> {
     let mut probe = File::open(path).map_err(|e| format!("Could not open '{}': {e}", path.display()))?;
     Ok(match crate::open::detect(&mut probe)? {
         Format::Qcow => Box::new(qcow_extents(path, secret, chain)?.into_iter().map(|e| Ok(MapEntry::from(&e)))),
         Format::Raw => Box::new(raw_map(&probe)?.into_iter().map(Ok)),
         Format::Luks => Box::new(luks_map(path, &mut probe)?.into_iter().map(Ok)),
         Format::Qcow2 => {
+            let files = layer_files(path, chain);
             let chain = open_chain(path, secret, chain)?;
-            Box::new(ChainExtents { chain, next: 0, pending: None }.map(|e| e.map(|e| MapEntry::from(&e))))
+            let entries = ChainExtents { chain, next: 0, pending: None }.map(|e| e.map(|e| MapEntry::from(&e)));
+            Box::new(with_host_holes(Box::new(entries), &files)?.into_iter().map(Ok))
         }
     })
 }
@@ -111,7 +113,7 @@ fn push_merged(out: &mut Vec<MapEntry>, e: MapEntry) {
 fn raw_map(file: &File) -> Result<Vec<MapEntry>, Box<dyn Error>> {
     let len = crate::info::sectors_len(file.metadata()?.len());
     let mut out = Vec::new();
-    for (start, length, data) in raw_ranges(file, len)? {
+    for (start, length, data) in raw_ranges(file, 0, len)? {
         let e = MapEntry {
             start,
             length,
@@ -147,12 +149,14 @@ fn luks_map(path: &Path, file: &mut File) -> Result<Vec<MapEntry>, Box<dyn Error
     })
 }
 
-/// The data (`true`) and hole (`false`) ranges of the first `len` bytes of a file, from
-/// `lseek(SEEK_DATA/SEEK_HOLE)` like qemu's file-posix driver; a filesystem without them
-/// reports everything as data (qemu does the same).
-fn raw_ranges(file: &File, len: u64) -> Result<Vec<RawRange>, Box<dyn Error>> {
+/// The data (`true`) and hole (`false`) ranges of bytes `start..end` of a file, from
+/// `lseek(SEEK_DATA/SEEK_HOLE)` like qemu's file-posix driver (data rounded up to whole
+/// sectors; past the end of the file: a hole); a filesystem without them reports everything
+/// as data (qemu does the same).
+fn raw_ranges(file: &File, start: u64, end: u64) -> Result<Vec<RawRange>, Box<dyn Error>> {
     use std::os::fd::AsRawFd;
     let fd = file.as_raw_fd();
+    let file_len = crate::info::sectors_len(file.metadata()?.len());
     let seek = |offset: u64, whence: libc::c_int| -> Option<u64> {
         let offset = libc::off_t::try_from(offset).ok()?;
         // SAFETY: lseek on a file descriptor this `File` owns and keeps open; it only moves the
@@ -161,15 +165,21 @@ fn raw_ranges(file: &File, len: u64) -> Result<Vec<RawRange>, Box<dyn Error>> {
         u64::try_from(r).ok()
     };
     let mut out = Vec::new();
-    let mut offset = 0;
-    while offset < len {
+    let mut offset = start;
+    while offset < end {
+        if offset >= file_len {
+            out.push((offset, end - offset, false));
+            break;
+        }
+        let limit = end.min(file_len);
         let data = match seek(offset, libc::SEEK_DATA) {
-            Some(d) => d.min(len),
-            None if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) => len,
+            Some(d) => d.min(limit),
+            None if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) => limit,
             None => {
                 // No SEEK_DATA: all data, as qemu pretends.
-                out.push((offset, len - offset, true));
-                break;
+                out.push((offset, limit - offset, true));
+                offset = limit;
+                continue;
             }
         };
         if data > offset {
@@ -177,11 +187,149 @@ fn raw_ranges(file: &File, len: u64) -> Result<Vec<RawRange>, Box<dyn Error>> {
             offset = data;
             continue;
         }
-        let hole = seek(offset, libc::SEEK_HOLE).unwrap_or(len).min(len).max(offset + 1);
+        let hole = seek(offset, libc::SEEK_HOLE).unwrap_or(limit).min(limit).max(offset + 1);
         // qemu rounds a data range up to whole sectors.
-        let end = hole.div_ceil(512).saturating_mul(512).min(len);
-        out.push((offset, end - offset, true));
-        offset = end;
+        let data_end = hole.div_ceil(512).saturating_mul(512).min(limit);
+        out.push((offset, data_end - offset, true));
+        offset = data_end;
+    }
+    Ok(out)
+}
+
+/// What qemu's block status learns from the host file under a layer's data.
+enum HostFile {
+    /// A raw layer: its file's holes read as zero and hold no data.
+    Raw(File),
+    /// A qcow2 layer qemu takes for metadata-preallocated: holes of the host file (its data
+    /// file, if external) under data clusters read as zero (`"zero": true, "data": true`).
+    Preallocated(File),
+    /// Nothing (a qcow2 layer qemu does not recurse into, or a file not found).
+    None,
+}
+
+/// QEMU's `qcow2_detect_metadata_preallocation`: at least `max(real * 10 / 9, real + 2)` of
+/// the file's clusters have a non-zero refcount, `real` being the clusters' worth of bytes the
+/// filesystem allocated. Reads at most one refcount block at a time, and only within the file.
+fn metadata_preallocated(file: &File, h: &qluks::qcow2::Header) -> Result<bool, Box<dyn Error>> {
+    let cs = h.cluster_size();
+    let meta = file.metadata()?;
+    let real = meta.blocks() * 512 / cs;
+    let threshold = (real * 10 / 9).max(real + 2);
+    let end_cluster = crate::info::sectors_len(meta.len()).div_ceil(cs);
+    let bits = u64::from(h.refcount_bits());
+    let per_block = cs * 8 / bits;
+    let entries = u64::from(h.refcount_table_clusters) * cs / 8;
+    let mut block = vec![0u8; cs as usize];
+    let (mut count, mut i) = (0u64, 0u64);
+    while i < end_cluster && count < threshold {
+        let t = i / per_block;
+        if t >= entries {
+            break;
+        }
+        let mut entry = [0u8; 8];
+        file.read_exact_at(&mut entry, h.refcount_table_offset + t * 8)?;
+        let at = u64::from_be_bytes(entry) & 0xffff_ffff_ffff_fe00;
+        if at == 0 || at.checked_add(cs).is_none_or(|end| end > meta.len()) {
+            i = (t + 1) * per_block;
+            continue;
+        }
+        file.read_exact_at(&mut block, at)?;
+        while i < end_cluster && count < threshold && i / per_block == t {
+            let j = (i % per_block) as usize;
+            let nonzero = match bits {
+                1 | 2 | 4 => (block[j * bits as usize / 8] >> (j * bits as usize % 8)) & ((1u8 << bits) - 1) != 0,
+                _ => {
+                    let w = bits as usize / 8;
+                    block[j * w..(j + 1) * w].iter().any(|&b| b != 0)
+                }
+            };
+            count += u64::from(nonzero);
+            i += 1;
+        }
+    }
+    Ok(count >= threshold)
+}
+
+/// The host file of each layer of the qcow2 chain at `path` (its external data file when it
+/// has one; the file itself for a raw layer) where qemu's block status consults it, found
+/// under the same policy as the chain.
+fn layer_files(path: &Path, chain: &ChainArgs) -> Vec<HostFile> {
+    use qluks::qcow2::backing::{BackingRequest, DataFileRequest, Resolver};
+    let mut out = Vec::new();
+    let Ok(mut resolver) = FileResolver::with_policy(path, chain.policy()) else { return out };
+    let Ok(mut file) = File::open(path) else { return out };
+    let mut declared: Option<String> = None;
+    for depth in 0..crate::image_open::MAX_DEPTH {
+        let format = match declared.as_deref() {
+            Some("raw") => Format::Raw,
+            _ => crate::open::detect(&mut file).unwrap_or(Format::Luks),
+        };
+        if format == Format::Raw {
+            out.push(HostFile::Raw(file));
+            break;
+        }
+        if format != Format::Qcow2 {
+            out.push(HostFile::None);
+            break;
+        }
+        let Ok(q) =
+            file.try_clone().map_err(|_| ()).and_then(|f| Qcow2::<File>::open_metadata(f, None).map_err(|_| ()))
+        else {
+            out.push(HostFile::None);
+            break;
+        };
+        let (h, x) = (*q.header(), q.extensions().clone());
+        let host = if !metadata_preallocated(&file, &h).unwrap_or(false) {
+            HostFile::None
+        } else if h.incompatible_features & 4 != 0 {
+            let request = DataFileRequest { name: x.data_file.as_ref().map(|n| n.as_bytes()), depth };
+            Resolver::<File>::open_data_file(&mut resolver, &request).map_or(HostFile::None, HostFile::Preallocated)
+        } else {
+            HostFile::Preallocated(file)
+        };
+        out.push(host);
+        let Some(name) = &x.backing_file else { break };
+        let format = x.backing_format.as_ref().map(|f| f.as_bytes());
+        let request = BackingRequest { name: name.as_bytes(), format, depth: depth + 1 };
+        match Resolver::<File>::open_backing(&mut resolver, &request) {
+            Ok(opened) => file = opened.io,
+            Err(_) => break,
+        }
+        declared = format.map(|f| String::from_utf8_lossy(f).into_owned());
+    }
+    out
+}
+
+/// qemu's block status asks the host file under a layer's data where it recurses (raw
+/// layers; qcow2 layers it takes for metadata-preallocated): what the host file has as a hole
+/// (or past its end) reads as zero. Refines `entries` by the hole map of those host `files`.
+fn with_host_holes(entries: Entries, files: &[HostFile]) -> Result<Vec<MapEntry>, Box<dyn Error>> {
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e?;
+        let (file, raw) = match files.get(e.depth) {
+            Some(HostFile::Raw(f)) => (Some(f), true),
+            Some(HostFile::Preallocated(f)) => (Some(f), false),
+            _ => (None, false),
+        };
+        match (e.data, e.offset, file) {
+            (true, Some(host), Some(file)) => {
+                let end = host.checked_add(e.length).ok_or("host offset overflows")?;
+                for (at, length, data) in raw_ranges(file, host, end)? {
+                    // A raw layer's hole holds no data; a qcow2 data cluster still does.
+                    let piece = MapEntry {
+                        start: e.start + (at - host),
+                        length,
+                        zero: !data,
+                        data: data || !raw,
+                        offset: Some(at),
+                        ..e
+                    };
+                    push_merged(&mut out, piece);
+                }
+            }
+            _ => push_merged(&mut out, e),
+        }
     }
     Ok(out)
 }

@@ -247,7 +247,22 @@ fn prealloc_size(total_size: u64, cluster_size: u64, refcount_order: u32, extend
 struct Source {
     size: u64,
     data_bytes: u64,
-    bitmaps: bool,
+    /// The persistent bitmaps, when the source format supports them.
+    bitmaps: Option<Vec<json::Qcow2BitmapInfo>>,
+}
+
+/// QEMU's `qcow2_get_persistent_dirty_bitmap_size`: every bitmap fully allocated in clusters of
+/// `cluster_size`, its bitmap table, and the directory entries.
+fn bitmaps_size(bitmaps: &[json::Qcow2BitmapInfo], virtual_size: u64, cluster_size: u64) -> u64 {
+    let mut size = 0;
+    let mut dir = 0;
+    for b in bitmaps {
+        let bytes = virtual_size.div_ceil(b.granularity).div_ceil(8);
+        let clusters = bytes.div_ceil(cluster_size);
+        size += clusters * cluster_size + (clusters * 8).next_multiple_of(cluster_size);
+        dir += (24 + b.name.len() as u64).next_multiple_of(8);
+    }
+    size + dir.next_multiple_of(cluster_size)
 }
 
 /// The source image at `path`, with the bytes of the `cluster_size` clusters touched by data
@@ -261,13 +276,11 @@ fn source(args: &MeasureArgs, path: &std::path::Path, cluster_size: Option<u64>)
         return Err(format!("{}: the image is {}, not {}", path.display(), detected.name(), format.name()).into());
     }
     let info = crate::info::image_info(&path.display().to_string(), file, format)?;
-    let mut bitmaps = false;
+    // qemu counts persistent bitmaps of qcow2 v3 sources (`bdrv_supports_persistent_dirty_bitmap`).
+    let mut bitmaps = None;
     if let Some(json::FormatSpecific::Qcow2(q)) = &info.format_specific {
-        bitmaps = q.compat == "1.1";
-        if info.qluks_qcow2.as_ref().is_some_and(|x| x.autoclear_features.iter().any(|f| f == "bitmaps")) {
-            return Err(
-                format!("{}: measuring an image with persistent bitmaps is not supported", path.display()).into()
-            );
+        if q.compat == "1.1" {
+            bitmaps = Some(q.bitmaps.clone().unwrap_or_default());
         }
     }
     let mut data_bytes = 0u64;
@@ -347,12 +360,12 @@ fn measure(args: &MeasureArgs) -> Result<BlockMeasureInfo, Box<dyn Error>> {
                 return Err("The image size is too large (try using a larger cluster size)".into());
             }
             let mut required = 0;
-            let mut bitmaps = false;
+            let mut bitmaps = None;
             if let Some(path) = &args.image {
                 let src = source(args, path, Some(cs))?;
                 virtual_size = src.size.next_multiple_of(cs);
                 required = if o.has_backing_file { virtual_size } else { src.data_bytes };
-                bitmaps = src.bitmaps;
+                bitmaps = src.bitmaps.map(|b| bitmaps_size(&b, src.size, cs));
             }
             if o.full_prealloc {
                 required = virtual_size;
@@ -362,7 +375,7 @@ fn measure(args: &MeasureArgs) -> Result<BlockMeasureInfo, Box<dyn Error>> {
             Ok(BlockMeasureInfo {
                 required: fully_allocated - virtual_size + required,
                 fully_allocated,
-                bitmaps: (o.version >= 3 && bitmaps).then_some(0),
+                bitmaps: bitmaps.filter(|_| o.version >= 3),
             })
         }
         other => Err(format!("Image format driver '{other}' does not support measure (qcow2, raw, luks)").into()),

@@ -12,7 +12,11 @@ use qluks::qcow2::{CryptMethod, Qcow2};
 use serde_json::{json, Value};
 
 use crate::escape::shown;
-use crate::json::{FormatSpecific, ImageInfo, Qcow2Encrypt, Qcow2Specific, QluksQcow2, SnapshotInfo, UnknownExtension};
+use qluks::qcow2::extension::BitmapsExt;
+
+use crate::json::{
+    FormatSpecific, ImageInfo, Qcow2BitmapInfo, Qcow2Encrypt, Qcow2Specific, QluksQcow2, SnapshotInfo, UnknownExtension,
+};
 
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -53,6 +57,16 @@ pub fn qcow2_image_info(filename: &str, file: File, info: &mut ImageInfo) -> Res
         }
     };
     let has_data_file = h.incompatible_features & 4 != 0;
+    // Like qemu: the bitmaps extension counts only with its autoclear bit set.
+    let bitmaps = match x.bitmaps.filter(|_| v3 && h.autoclear_features & 1 != 0) {
+        Some(b) => {
+            let (Some(mut file), _) = q.into_inner() else { return Err(at(&"image not open").into()) };
+            let list = read_bitmaps(&mut file, &b).map_err(|e| at(&e))?;
+            q = Qcow2::open_metadata(file, None).map_err(|e| at(&e))?;
+            Some(list)
+        }
+        None => None,
+    };
     info.cluster_size = Some(h.cluster_size());
     info.virtual_size = h.size;
     info.dirty_flag = h.incompatible_features & 1 != 0;
@@ -69,6 +83,7 @@ pub fn qcow2_image_info(filename: &str, file: File, info: &mut ImageInfo) -> Res
         corrupt: v3.then_some(h.incompatible_features & 2 != 0),
         refcount_bits: h.refcount_bits(),
         encrypt,
+        bitmaps,
         compression_type: h.compression_type.name().into(),
     }));
     info.qluks_qcow2 = Some(QluksQcow2 {
@@ -103,6 +118,56 @@ pub fn qcow2_image_info(filename: &str, file: File, info: &mut ImageInfo) -> Res
         });
     }
     Ok(())
+}
+
+/// Largest bitmap directory qemu accepts (1024 bytes for each of at most 65535 bitmaps).
+const MAX_BITMAP_DIRECTORY: u64 = 1024 * 65535;
+
+/// The persistent dirty bitmaps listed in the bitmap directory `b` points at (name,
+/// granularity, flags as qemu names them). Reads what the directory holds, at most
+/// [`MAX_BITMAP_DIRECTORY`] bytes and never past the file's end.
+fn read_bitmaps(file: &mut File, b: &BitmapsExt) -> Result<Vec<Qcow2BitmapInfo>, String> {
+    let file_len = BlockIo::size(file).map_err(|e| e.to_string())?;
+    let size = b.bitmap_directory_size;
+    let fits = b.bitmap_directory_offset.checked_add(size).is_some_and(|end| end <= file_len);
+    if size > MAX_BITMAP_DIRECTORY || !fits {
+        return Err(format!(
+            "bitmap directory at {:#x} of {size} bytes does not fit in the file (or exceeds {MAX_BITMAP_DIRECTORY})",
+            b.bitmap_directory_offset
+        ));
+    }
+    let mut dir = vec![0u8; size as usize];
+    BlockIo::read_at(file, b.bitmap_directory_offset, &mut dir).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    for i in 0..b.nb_bitmaps {
+        let bad = || {
+            format!(
+                "bitmap directory entry {i} at {:#x} runs past the directory",
+                b.bitmap_directory_offset + at as u64
+            )
+        };
+        let entry = dir.get(at..at + 24).ok_or_else(bad)?;
+        let flags = u32::from_be_bytes([entry[12], entry[13], entry[14], entry[15]]);
+        let granularity_bits = entry[17];
+        let name_len = usize::from(u16::from_be_bytes([entry[18], entry[19]]));
+        let extra = u32::from_be_bytes([entry[20], entry[21], entry[22], entry[23]]) as usize;
+        let name_at = at + 24 + extra;
+        let name = dir.get(name_at..name_at + name_len).ok_or_else(bad)?;
+        if granularity_bits > 63 {
+            return Err(format!("bitmap {i}: granularity of 2^{granularity_bits} bytes"));
+        }
+        let mut names = Vec::new();
+        if flags & 1 != 0 {
+            names.push("in-use".to_string());
+        }
+        if flags & 2 != 0 {
+            names.push("auto".to_string());
+        }
+        out.push(Qcow2BitmapInfo { name: lossy(name), granularity: 1 << granularity_bits, flags: names });
+        at = (name_at + name_len).next_multiple_of(8);
+    }
+    Ok(out)
 }
 
 /// qemu-img's `ImageInfo` facts of the qcow (v1) image in `file` (opened as `filename`).

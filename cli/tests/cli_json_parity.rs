@@ -2,7 +2,7 @@
 //! (with `--backing-chain`), `check`, `map` and `measure`, on a matrix of images generated at
 //! test time: plain qcow2 (v3 and v2), snapshots, a backing chain, LUKS qcow2, legacy AES
 //! qcow2 and qcow, standalone LUKS1, compressed, extended L2 with zstd, an external data
-//! file, raw; and LUKS2 (which qemu-img reads as raw: checked against LUKS1's schema).
+//! file, persistent bitmaps, raw; and LUKS2 (which qemu-img reads as raw: checked against LUKS1's schema).
 //!
 //! The only differences allowed (README, "qemu-img parity"), each one named where it is used:
 //! - keys named `qluks-…` are qluks-only facts: removed before comparing (they never replace a
@@ -240,6 +240,23 @@ fn matrix(dir: &common::TempDir) -> Vec<Img> {
     qemu_img(&["create", "-q", "-f", "qcow2", "-o", "data_file=datafile.raw", s(&df), "1M"]);
     qemu_io(s(&df), &["write -P 0x99 64k 64k"]);
     v.push(plain("datafile.qcow2"));
+
+    // Persistent dirty bitmaps (qemu lists them; measure counts them). The bitmap clusters
+    // written after a partial data cluster leave a hole in the file under it: qemu then takes
+    // the image for metadata-preallocated and maps that hole as zero.
+    let bm = p("bitmaps.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", s(&bm), "3M"]);
+    qemu_io(s(&bm), &["write -P 0x9a 0 100k"]);
+    qemu_img(&["bitmap", "--add", s(&bm), "b0"]);
+    qemu_img(&["bitmap", "--add", "-g", "1M", "--disable", s(&bm), "second-bitmap"]);
+    v.push(plain("bitmaps.qcow2"));
+
+    // A qcow2 overlay over a sparse raw backing file (qemu maps the raw file's holes as zero).
+    qemu_img(&["create", "-q", "-f", "raw", s(&p("rawbase.img")), "2M"]);
+    common::run(Command::new("qemu-io").args(["-f", "raw", "-c", "write -P 0xab 1M 64k", s(&p("rawbase.img"))]));
+    qemu_img(&["create", "-q", "-f", "qcow2", "-b", "rawbase.img", "-F", "raw", s(&p("overraw.qcow2"))]);
+    qemu_io(s(&p("overraw.qcow2")), &["write -P 0xac 0 4k"]);
+    v.push(plain("overraw.qcow2"));
 
     // Raw, sparse.
     let raw = p("sparse.raw");
