@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 use qluks::qcow2::{CheckResult, Qcow2, Repair};
 
 use crate::json::{self, ImageCheck};
-use crate::open::{detect, Format};
+use crate::open::Format;
 
 /// `qluks check` arguments.
 #[derive(Args)]
@@ -23,6 +23,9 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Human)]
     output: Output,
+    /// The image's format (`qcow2`; others have no checks); detected when not given.
+    #[arg(short = 'f', long = "format", value_name = "FMT")]
+    format: Option<String>,
     /// The image.
     image: PathBuf,
 }
@@ -59,7 +62,7 @@ fn check(args: &CheckArgs) -> Result<u8, (u8, String)> {
     };
     let open_err = |e: &dyn std::fmt::Display| (1u8, format!("Could not open '{}': {e}", path.display()));
     let mut file = OpenOptions::new().read(true).write(repair != Repair::None).open(path).map_err(|e| open_err(&e))?;
-    match detect(&mut file).map_err(|e| open_err(&e))? {
+    match crate::info::format_of(&mut file, args.format.as_deref(), path).map_err(|e| open_err(&e))? {
         Format::Qcow2 => {}
         _ => return Err((63, format!("{}: This image format does not support checks", path.display()))),
     }

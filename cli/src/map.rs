@@ -26,6 +26,9 @@ pub struct MapArgs {
     /// Output format: human or json.
     #[arg(long, value_name = "FORMAT", default_value = "human")]
     output: String,
+    /// The image's format (`qcow2`, `qcow`, `luks`, `raw`); detected when not given.
+    #[arg(short = 'f', long = "format", value_name = "FMT")]
+    format: Option<String>,
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
@@ -41,7 +44,7 @@ pub fn run(args: MapArgs) -> Result<(), Box<dyn Error>> {
         "human" => false,
         other => return Err(format!("unknown output format `{other}` (human, json)").into()),
     };
-    let entries = map_entries(&args.image, &args.secret, &args.chain)?;
+    let entries = map_entries(&args.image, args.format.as_deref(), &args.secret, &args.chain)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if !json {
@@ -72,10 +75,16 @@ pub type Entries = Box<dyn Iterator<Item = Result<MapEntry, Box<dyn Error>>>>;
 /// One range of a raw file: start, length, whether it holds data (else a hole).
 type RawRange = (u64, u64, bool);
 
-/// The merged map of the image at `path` (any format), as `qemu-img map` reports it.
-pub fn map_entries(path: &Path, secret: &SecretArgs, chain: &ChainArgs) -> Result<Entries, Box<dyn Error>> {
+/// The merged map of the image at `path` (in `format`, else detected), as `qemu-img map`
+/// reports it.
+pub fn map_entries(
+    path: &Path,
+    format: Option<&str>,
+    secret: &SecretArgs,
+    chain: &ChainArgs,
+) -> Result<Entries, Box<dyn Error>> {
     let mut probe = File::open(path).map_err(|e| format!("Could not open '{}': {e}", path.display()))?;
-    Ok(match crate::open::detect(&mut probe)? {
+    Ok(match crate::info::format_of(&mut probe, format, path)? {
         Format::Qcow => Box::new(qcow_extents(path, secret, chain)?.into_iter().map(|e| Ok(MapEntry::from(&e)))),
         Format::Raw => Box::new(raw_map(&probe)?.into_iter().map(Ok)),
         Format::Luks => Box::new(luks_map(path, &mut probe)?.into_iter().map(Ok)),
@@ -150,9 +159,9 @@ fn luks_map(path: &Path, file: &mut File) -> Result<Vec<MapEntry>, Box<dyn Error
 }
 
 /// The data (`true`) and hole (`false`) ranges of bytes `start..end` of a file, from
-/// `lseek(SEEK_DATA/SEEK_HOLE)` like qemu's file-posix driver (data rounded up to whole
-/// sectors; past the end of the file: a hole); a filesystem without them reports everything
-/// as data (qemu does the same).
+/// `lseek(SEEK_DATA/SEEK_HOLE)` like qemu's file-posix driver (past the end of the file,
+/// up to qemu's length rounded to sectors: a hole); a filesystem without them reports
+/// everything as data (qemu does the same).
 fn raw_ranges(file: &File, start: u64, end: u64) -> Result<Vec<RawRange>, Box<dyn Error>> {
     use std::os::fd::AsRawFd;
     let fd = file.as_raw_fd();
@@ -187,9 +196,9 @@ fn raw_ranges(file: &File, start: u64, end: u64) -> Result<Vec<RawRange>, Box<dy
             offset = data;
             continue;
         }
-        let hole = seek(offset, libc::SEEK_HOLE).unwrap_or(limit).min(limit).max(offset + 1);
-        // qemu rounds a data range up to whole sectors.
-        let data_end = hole.div_ceil(512).saturating_mul(512).min(limit);
+        // Data ends at a hole or at the file's real end (the rest of its last sector reads as
+        // zero, past the end).
+        let data_end = seek(offset, libc::SEEK_HOLE).unwrap_or(limit).min(limit).max(offset + 1);
         out.push((offset, data_end - offset, true));
         offset = data_end;
     }

@@ -286,7 +286,7 @@ fn source(args: &MeasureArgs, path: &std::path::Path, cluster_size: Option<u64>)
     let mut data_bytes = 0u64;
     let mut counted_to = 0u64;
     let Some(cluster_size) = cluster_size else { return Ok(Source { size: info.virtual_size, data_bytes, bitmaps }) };
-    for e in crate::map::map_entries(path, &args.secret, &args.chain)? {
+    for e in crate::map::map_entries(path, args.format.as_deref(), &args.secret, &args.chain)? {
         let e = e?;
         if e.zero || !e.data {
             continue;

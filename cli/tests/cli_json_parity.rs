@@ -296,6 +296,11 @@ fn info_check_map_measure_agree_with_qemu_img() {
         // metadata only and needs no passphrase.
         let ours = out(qluks().args(["check", "--output=json", s(&img.path)]));
         let theirs = out(Command::new("qemu-img").args(["check", "--output=json"]).args(img.qemu_args()));
+        if img.qcow2 && img.opts.is_none() {
+            // The same with qemu-img's -f.
+            let f = out(qluks().args(["check", "-f", "qcow2", "--output=json", s(&img.path)]));
+            assert_eq!((f.status.code(), &f.stdout), (ours.status.code(), &ours.stdout), "check -f qcow2 {name}");
+        }
         assert_eq!(ours.status.code(), theirs.status.code(), "check {name} exit code");
         if img.qcow2 {
             assert_eq!(ours.status.code(), Some(0), "check {name}");
@@ -312,6 +317,17 @@ fn info_check_map_measure_agree_with_qemu_img() {
         let theirs = out(Command::new("qemu-img").args(["map", "--output=json"]).args(img.qemu_args()));
         assert!(ours.status.success() && theirs.status.success(), "map {name}: {ours:?} {theirs:?}");
         assert_eq!(String::from_utf8_lossy(&ours.stdout), String::from_utf8_lossy(&theirs.stdout), "map {name}");
+        if img.opts.is_none() {
+            // Forcing a format as qemu-img does: a qcow2 file mapped as raw is its bytes.
+            let ours = out(qluks().args(["map", "-f", "raw", "--output=json", s(&img.path)]));
+            let theirs = out(Command::new("qemu-img").args(["map", "-f", "raw", "--output=json", s(&img.path)]));
+            assert!(ours.status.success() && theirs.status.success(), "map -f raw {name}");
+            assert_eq!(
+                String::from_utf8_lossy(&ours.stdout),
+                String::from_utf8_lossy(&theirs.stdout),
+                "map -f raw {name}"
+            );
+        }
 
         // measure: several targets and options.
         let targets: &[&[&str]] = &[
