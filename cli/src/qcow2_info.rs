@@ -349,3 +349,63 @@ pub fn qcow_info(path: &Path, mut file: File) -> Result<String, Box<dyn Error>> 
         "cluster_size": v["cluster_size"], "encrypted": v["encrypted"], "backing_file": v["backing_file"],
         "snapshots": [] })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bitmap directory of `entries` at offset 0 of a scratch file.
+    fn directory(name: &str, entries: &[u8]) -> (File, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("qluks-bitmaps-{name}-{}", std::process::id()));
+        std::fs::write(&path, entries).unwrap();
+        (File::open(&path).unwrap(), path)
+    }
+
+    fn entry(name: &[u8], flags: u32, granularity_bits: u8, extra: u32) -> Vec<u8> {
+        let mut e = vec![0u8; 24];
+        e[12..16].copy_from_slice(&flags.to_be_bytes());
+        e[17] = granularity_bits;
+        e[18..20].copy_from_slice(&(name.len() as u16).to_be_bytes());
+        e[20..24].copy_from_slice(&extra.to_be_bytes());
+        e.extend(std::iter::repeat_n(0, extra as usize));
+        e.extend_from_slice(name);
+        e.resize(e.len().next_multiple_of(8), 0);
+        e
+    }
+
+    #[test]
+    fn bitmap_directory_is_read_like_qemu_and_bounded() {
+        let mut dir = entry(b"b0", 2, 16, 0);
+        dir.extend(entry(b"second", 1, 20, 8));
+        let (mut f, path) = directory("ok", &dir);
+        let ext = BitmapsExt { nb_bitmaps: 2, bitmap_directory_size: dir.len() as u64, bitmap_directory_offset: 0 };
+        let list = read_bitmaps(&mut f, &ext).unwrap();
+        assert_eq!(
+            (list[0].name.as_str(), list[0].granularity, list[0].flags.clone()),
+            ("b0", 65536, vec!["auto".into()])
+        );
+        assert_eq!(
+            (list[1].name.as_str(), list[1].granularity, list[1].flags.clone()),
+            ("second", 1 << 20, vec!["in-use".into()])
+        );
+        // More entries than the directory holds, a directory past the end of the file, a
+        // name past the directory, an absurd granularity: typed errors, no panic.
+        for (nb, size, offset) in [(3, dir.len() as u64, 0), (2, dir.len() as u64 + 1, 0), (2, 8, u64::MAX - 4)] {
+            let ext = BitmapsExt { nb_bitmaps: nb, bitmap_directory_size: size, bitmap_directory_offset: offset };
+            assert!(read_bitmaps(&mut f, &ext).is_err(), "{nb} {size} {offset}");
+        }
+        let _ = std::fs::remove_file(path);
+        // Extra data claimed past the directory, then a granularity of 2^64.
+        let mut bad = entry(b"x", 0, 16, 0);
+        bad[20..24].copy_from_slice(&(u32::MAX - 30).to_be_bytes());
+        let (mut f, path) = directory("bad", &bad);
+        let ext = BitmapsExt { nb_bitmaps: 1, bitmap_directory_size: 32, bitmap_directory_offset: 0 };
+        assert!(read_bitmaps(&mut f, &ext).is_err());
+        let _ = std::fs::remove_file(path);
+        let bad = entry(b"x", 0, 64, 0);
+        let (mut f, path) = directory("granularity", &bad);
+        let ext = BitmapsExt { nb_bitmaps: 1, bitmap_directory_size: 32, bitmap_directory_offset: 0 };
+        assert!(read_bitmaps(&mut f, &ext).is_err());
+        let _ = std::fs::remove_file(path);
+    }
+}
