@@ -26,6 +26,9 @@ pub struct CheckArgs {
     /// The image's format (`qcow2`; others have no checks); detected when not given.
     #[arg(short = 'f', long = "format", value_name = "FMT")]
     format: Option<String>,
+    /// Accepted for qemu-img command lines: qluks takes no image locks to share.
+    #[arg(short = 'U', long = "force-share")]
+    force_share: bool,
     /// The image.
     image: PathBuf,
 }

@@ -31,6 +31,9 @@ pub struct InfoArgs {
     /// Where backing files may be opened from (with --backing-chain).
     #[command(flatten)]
     chain: ChainArgs,
+    /// Accepted for qemu-img command lines: qluks takes no image locks to share.
+    #[arg(short = 'U', long = "force-share")]
+    force_share: bool,
     /// The image.
     image: PathBuf,
 }

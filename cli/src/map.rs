@@ -33,6 +33,9 @@ pub struct MapArgs {
     secret: SecretArgs,
     #[command(flatten)]
     chain: ChainArgs,
+    /// Accepted for qemu-img command lines: qluks takes no image locks to share.
+    #[arg(short = 'U', long = "force-share")]
+    force_share: bool,
     /// The image.
     image: PathBuf,
 }

@@ -35,6 +35,9 @@ pub struct MeasureArgs {
     secret: SecretArgs,
     #[command(flatten)]
     chain: ChainArgs,
+    /// Accepted for qemu-img command lines: qluks takes no image locks to share.
+    #[arg(short = 'U', long = "force-share")]
+    force_share: bool,
     /// The image whose content the new image would hold.
     image: Option<PathBuf>,
 }

@@ -282,8 +282,8 @@ fn info_check_map_measure_agree_with_qemu_img() {
         let name = img.path.file_name().unwrap().to_str().unwrap();
 
         // info: no secret needed by either.
-        let ours = out(qluks().args(["info", "--output=json", s(&img.path)]));
-        let theirs = out(Command::new("qemu-img").args(["info", "--output=json", s(&img.path)]));
+        let ours = out(qluks().args(["info", "-U", "--output=json", s(&img.path)]));
+        let theirs = out(Command::new("qemu-img").args(["info", "-U", "--output=json", s(&img.path)]));
         assert!(ours.status.success() && theirs.status.success(), "info {name}");
         let ours = json_of(&ours, "qluks info");
         assert_agree(&format!("info {name}"), &ours, &json_of(&theirs, "qemu-img info"), &[]);
