@@ -95,7 +95,12 @@ pub fn map_entries(
             let files = layer_files(path, chain);
             let chain = open_chain(path, secret, chain)?;
             let entries = ChainExtents { chain, next: 0, pending: None }.map(|e| e.map(|e| MapEntry::from(&e)));
-            Box::new(with_host_holes(Box::new(entries), &files)?.into_iter().map(Ok))
+            if files.iter().all(|f| matches!(f, HostFile::None)) {
+                // Nothing to refine: streamed, however many entries.
+                Box::new(entries)
+            } else {
+                Box::new(with_host_holes(Box::new(entries), &files)?.into_iter().map(Ok))
+            }
         }
     })
 }
