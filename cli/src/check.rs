@@ -9,9 +9,9 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use qluks::qcow2::{CheckResult, Qcow2, Repair};
-use serde_json::{json, Map, Value};
 
-use crate::open::{detect, Format};
+use crate::json::{self, ImageCheck};
+use crate::open::Format;
 
 /// `qluks check` arguments.
 #[derive(Args)]
@@ -25,6 +25,12 @@ pub struct CheckArgs {
     output: Output,
     #[command(flatten)]
     image_opts: crate::image_opts::ImageOptsArgs,
+    /// The image's format (`qcow2`; others have no checks); detected when not given.
+    #[arg(short = 'f', long = "format", value_name = "FMT")]
+    format: Option<String>,
+    /// Accepted for qemu-img command lines: qluks takes no image locks to share.
+    #[arg(short = 'U', long = "force-share")]
+    force_share: bool,
     /// The image.
     image: PathBuf,
 }
@@ -61,7 +67,7 @@ fn check(args: &CheckArgs) -> Result<u8, (u8, String)> {
     };
     let open_err = |e: &dyn std::fmt::Display| (1u8, format!("Could not open '{}': {e}", path.display()));
     let mut file = OpenOptions::new().read(true).write(repair != Repair::None).open(path).map_err(|e| open_err(&e))?;
-    match detect(&mut file).map_err(|e| open_err(&e))? {
+    match crate::info::format_of(&mut file, args.format.as_deref(), path).map_err(|e| open_err(&e))? {
         Format::Qcow2 => {}
         _ => return Err((63, format!("{}: This image format does not support checks", path.display()))),
     }
@@ -88,7 +94,7 @@ fn check(args: &CheckArgs) -> Result<u8, (u8, String)> {
     }
     match args.output {
         Output::Human => print!("{}", human(&result)),
-        Output::Json => print!("{}", json_text(path, &result)),
+        Output::Json => print!("{}", json::pretty(&image_check(path, &result))),
     }
     if result.check_errors != 0 {
         eprintln!("qluks: {}: Check failed", path.display());
@@ -143,27 +149,20 @@ fn human(r: &CheckResult) -> String {
     s
 }
 
-/// qemu-img's `ImageCheck` in JSON: the optional fields only when non-zero.
-fn json_text(path: &Path, r: &CheckResult) -> String {
-    let mut m = Map::new();
-    m.insert("filename".into(), json!(path.display().to_string()));
-    m.insert("format".into(), json!("qcow2"));
-    m.insert("check-errors".into(), json!(r.check_errors));
-    let optional = [
-        ("image-end-offset", r.image_end_offset),
-        ("corruptions", r.corruptions),
-        ("leaks", r.leaks),
-        ("corruptions-fixed", r.corruptions_fixed),
-        ("leaks-fixed", r.leaks_fixed),
-        ("total-clusters", r.total_clusters),
-        ("allocated-clusters", r.allocated_clusters),
-        ("fragmented-clusters", r.fragmented_clusters),
-        ("compressed-clusters", r.compressed_clusters),
-    ];
-    for (k, v) in optional {
-        if v != 0 {
-            m.insert(k.into(), json!(v));
-        }
+/// qemu-img's `ImageCheck`.
+fn image_check(path: &Path, r: &CheckResult) -> ImageCheck {
+    ImageCheck {
+        filename: path.display().to_string(),
+        format: "qcow2".into(),
+        check_errors: r.check_errors,
+        image_end_offset: r.image_end_offset,
+        corruptions: r.corruptions,
+        leaks: r.leaks,
+        corruptions_fixed: r.corruptions_fixed,
+        leaks_fixed: r.leaks_fixed,
+        total_clusters: r.total_clusters,
+        allocated_clusters: r.allocated_clusters,
+        fragmented_clusters: r.fragmented_clusters,
+        compressed_clusters: r.compressed_clusters,
     }
-    serde_json::to_string_pretty(&Value::Object(m)).unwrap_or_default() + "\n"
 }

@@ -1,23 +1,41 @@
-//! `qluks info`: what an image is, without unlocking it.
+//! `qluks info`: what an image is, without unlocking it. `--output json` prints qemu-img's
+//! `ImageInfo` (`--backing-chain`: an array of them, top image first).
 use std::error::Error;
 use std::fmt::Write as _;
-use std::fs::File;
-use std::path::PathBuf;
+use std::fs::{File, Metadata};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use qluks::io::BlockIo;
 use qluks::luks::luks1::{self, Luks1Header};
+use qluks::qcow2::file_resolver::FileResolver;
 
+use crate::escape::shown;
+use crate::image_open::ChainArgs;
+use crate::json::{self, ChildInfo, FileSpecific, FormatSpecific, ImageInfo, LuksSlot, LuksSpecific};
 use crate::open::{detect, Format};
 
 /// `qluks info` arguments.
 #[derive(Args)]
 pub struct InfoArgs {
-    /// Output format.
+    /// Output format (`--output json` prints qemu-img's `ImageInfo`).
     #[arg(long, value_enum, default_value_t = Output::Human)]
     output: Output,
     #[command(flatten)]
     image_opts: crate::image_opts::ImageOptsArgs,
+    /// The image's format (`qcow2`, `luks`, `raw`, `qcow`); detected when not given.
+    #[arg(short = 'f', long = "format", value_name = "FMT")]
+    format: Option<String>,
+    /// Describe the whole backing chain (JSON: an array, top image first).
+    #[arg(long)]
+    backing_chain: bool,
+    /// Where backing files may be opened from (with --backing-chain).
+    #[command(flatten)]
+    chain: ChainArgs,
+    /// Accepted for qemu-img command lines: qluks takes no image locks to share.
+    #[arg(short = 'U', long = "force-share")]
+    force_share: bool,
     /// The image.
     image: PathBuf,
 }
@@ -28,103 +46,242 @@ enum Output {
     Json,
 }
 
+/// The format named by `-f` or a backing format, or detected from the file.
+pub fn format_of(file: &mut File, name: Option<&str>, path: &Path) -> Result<Format, Box<dyn Error>> {
+    match name {
+        None => detect(file),
+        Some("qcow2") => Ok(Format::Qcow2),
+        Some("luks") => Ok(Format::Luks),
+        Some("raw") | Some("file") => Ok(Format::Raw),
+        Some("qcow") => Ok(Format::Qcow),
+        Some(other) => Err(format!("{}: unknown format '{}'", path.display(), shown(other)).into()),
+    }
+}
+
 /// Runs `qluks info`.
 pub fn run(args: InfoArgs) -> Result<(), Box<dyn Error>> {
     let path = &args.image_opts.path(&args.image)?;
-    let mut file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut file = File::open(path).map_err(|e| format!("Could not open '{}': {e}", path.display()))?;
+    let format = format_of(&mut file, args.format.as_deref(), path)?;
+    if args.output == Output::Json {
+        let top = image_info(&path.display().to_string(), file, format)?;
+        if args.backing_chain {
+            print!("{}", json::pretty(&backing_chain(path, top, &args.chain)?));
+        } else {
+            print!("{}", json::pretty(&top));
+        }
+        return Ok(());
+    }
+    if args.backing_chain {
+        return Err("--backing-chain needs --output json".into());
+    }
     let file_size = BlockIo::size(&mut file)?;
-    let text = match detect(&mut file)? {
-        Format::Luks => {
-            let mut v = [0u8; 8];
-            BlockIo::read_at(&mut file, 0, &mut v)?;
-            match u16::from_be_bytes([v[6], v[7]]) {
-                1 => {
-                    let header =
-                        luks1::Luks1Header::read(&mut file, 0).map_err(|e| format!("{}: {e}", path.display()))?;
-                    luks1_info(&header, file_size, args.output)
-                }
-                2 => crate::luks2_info::info(&mut file, file_size, args.output == Output::Json)
-                    .map_err(|e| format!("{}: {e}", path.display()))?,
-                version => return Err(format!("{}: LUKS version {version} is not supported", path.display()).into()),
+    let text = match format {
+        Format::Luks => match luks_version(&mut file)? {
+            1 => {
+                let header = luks1::Luks1Header::read(&mut file, 0).map_err(|e| format!("{}: {e}", path.display()))?;
+                luks1_info(&header, file_size)
             }
-        }
-        Format::Qcow2 => crate::qcow2_info::qcow2_info(path, file, args.output == Output::Json)?,
-        Format::Qcow => crate::qcow2_info::qcow_info(path, file, args.output == Output::Json)?,
-        Format::Raw => {
-            let name = Format::Raw.name();
-            match args.output {
-                Output::Human => format!("format: {name}\nvirtual size: {file_size}\n"),
-                Output::Json => format!("{{\"format\":\"{name}\",\"virtual_size\":{file_size}}}\n"),
-            }
-        }
+            2 => crate::luks2_info::info(&mut file, file_size).map_err(|e| format!("{}: {e}", path.display()))?,
+            version => return Err(format!("{}: LUKS version {version} is not supported", path.display()).into()),
+        },
+        Format::Qcow2 => crate::qcow2_info::qcow2_info(path, file)?,
+        Format::Qcow => crate::qcow2_info::qcow_info(path, file)?,
+        Format::Raw => format!("format: {}\nvirtual size: {file_size}\n", Format::Raw.name()),
     };
     print!("{text}");
     Ok(())
 }
 
-fn luks1_info(h: &Luks1Header, file_size: u64, output: Output) -> String {
+fn luks_version(file: &mut File) -> Result<u16, Box<dyn Error>> {
+    let mut v = [0u8; 8];
+    BlockIo::read_at(file, 0, &mut v)?;
+    Ok(u16::from_be_bytes([v[6], v[7]]))
+}
+
+/// qemu's length of a file: its size rounded up to whole 512-byte sectors.
+pub fn sectors_len(len: u64) -> u64 {
+    len.div_ceil(512).saturating_mul(512)
+}
+
+/// The protocol node qemu shows as an image's `file` child.
+fn file_child(filename: &str, meta: &Metadata) -> ChildInfo {
+    ChildInfo {
+        name: "file".into(),
+        info: ImageInfo {
+            virtual_size: sectors_len(meta.len()),
+            filename: filename.into(),
+            format: "file".into(),
+            actual_size: Some(meta.blocks() * 512),
+            format_specific: Some(FormatSpecific::File(FileSpecific {})),
+            ..ImageInfo::default()
+        },
+    }
+}
+
+/// qemu-img's `ImageInfo` of the image in `file`, opened by the name `filename`, in `format`.
+pub fn image_info(filename: &str, mut file: File, format: Format) -> Result<ImageInfo, Box<dyn Error>> {
+    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", shown(filename));
+    let meta = file.metadata().map_err(|e| at(&e))?;
+    let mut info = ImageInfo {
+        children: vec![file_child(filename, &meta)],
+        virtual_size: sectors_len(meta.len()),
+        filename: filename.into(),
+        format: format.name().into(),
+        actual_size: Some(meta.blocks() * 512),
+        ..ImageInfo::default()
+    };
+    match format {
+        Format::Raw => {}
+        Format::Qcow2 => crate::qcow2_info::qcow2_image_info(filename, file, &mut info)?,
+        Format::Qcow => crate::qcow2_info::qcow_image_info(filename, file, &mut info)?,
+        Format::Luks => {
+            let (specific, virtual_size) = match luks_version(&mut file).map_err(|e| at(&e))? {
+                1 => {
+                    let h = luks1::Luks1Header::read(&mut file, 0).map_err(|e| at(&e))?;
+                    (luks1_specific(&h), sectors_len(meta.len()).saturating_sub(h.payload_offset_bytes()))
+                }
+                2 => {
+                    let (specific, virtual_size, extra) =
+                        crate::luks2_info::image_info(&mut file, sectors_len(meta.len())).map_err(|e| at(&e))?;
+                    info.qluks_luks2 = Some(extra);
+                    (specific, virtual_size)
+                }
+                v => return Err(at(&format!("LUKS version {v} is not supported")).into()),
+            };
+            info.virtual_size = virtual_size;
+            info.format_specific = Some(FormatSpecific::Luks(specific));
+            info.encrypted = Some(true);
+            info.qluks_backend = Some(qluks_hal::Backend::best().name().into());
+        }
+    }
+    Ok(info)
+}
+
+/// qemu's `QCryptoBlockInfoLUKS` of a LUKS1 header.
+pub fn luks1_specific(h: &Luks1Header) -> LuksSpecific {
+    let (mode, ivgen, ivgen_hash) = cipher_parts(h.cipher.mode_name());
+    LuksSpecific {
+        cipher_alg: format!("{}-{}", h.cipher.cipher_name(), h.cipher.aes_bits()),
+        cipher_mode: mode,
+        ivgen_alg: ivgen,
+        ivgen_hash_alg: ivgen_hash,
+        hash_alg: h.hash.name().into(),
+        detached_header: false,
+        payload_offset: h.payload_offset_bytes(),
+        master_key_iters: h.mk_iterations.into(),
+        uuid: h.uuid_str().into(),
+        slots: h
+            .keyslots
+            .iter()
+            .map(|k| LuksSlot {
+                active: k.active,
+                iters: k.active.then_some(k.iterations.into()),
+                stripes: k.active.then_some(k.stripes.into()),
+                key_offset: u64::from(k.key_offset) * 512,
+            })
+            .collect(),
+        qluks_luks_version: Some(1),
+    }
+}
+
+/// A LUKS mode (`xts-plain64`, `cbc-essiv:sha256`, `ecb`) as qemu splits it: mode, IV
+/// generator, IV generator hash.
+pub fn cipher_parts(mode: &str) -> (String, String, Option<String>) {
+    let (m, iv) = mode.split_once('-').unwrap_or((mode, "plain"));
+    let (iv, hash) = match iv.split_once(':') {
+        Some((iv, h)) => (iv, Some(h.to_string())),
+        None => (iv, None),
+    };
+    (m.into(), iv.into(), hash)
+}
+
+/// `--backing-chain`: the top image's info, then each backing file's, opened under the
+/// caller's policy for names found in images.
+fn backing_chain(path: &Path, top: ImageInfo, chain: &ChainArgs) -> Result<Vec<ImageInfo>, Box<dyn Error>> {
+    use qluks::qcow2::backing::{BackingRequest, Resolver};
+    let mut resolver =
+        FileResolver::with_policy(path, chain.policy()).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = vec![top];
+    while let Some(last) = out.last().filter(|i| i.backing_filename.is_some()) {
+        let depth = out.len();
+        if depth > crate::image_open::MAX_DEPTH {
+            return Err(
+                format!("{}: backing chain deeper than {}", path.display(), crate::image_open::MAX_DEPTH).into()
+            );
+        }
+        let name = last.backing_filename.clone().unwrap_or_default();
+        let declared = last.backing_filename_format.clone();
+        let full = last.full_backing_filename.clone().unwrap_or_else(|| name.clone());
+        let request = BackingRequest { name: name.as_bytes(), format: declared.as_deref().map(str::as_bytes), depth };
+        let opened = Resolver::<File>::open_backing(&mut resolver, &request)
+            .map_err(|e| format!("Could not open backing image '{}': {e}", shown(&full)))?;
+        let mut file = opened.io;
+        let format = match declared.as_deref() {
+            Some(f) => format_of(&mut file, Some(f), Path::new(&full))?,
+            None if chain.backing_probe => detect(&mut file)?,
+            None => {
+                return Err(format!(
+                    "{}: the backing file '{}' declares no format (--backing-probe probes it)",
+                    path.display(),
+                    shown(&full)
+                )
+                .into())
+            }
+        };
+        out.push(image_info(&full, file, format)?);
+    }
+    Ok(out)
+}
+
+/// qemu's `bdrv_get_full_backing_filename`: `backing` relative to the directory of `image`.
+pub fn full_backing_filename(image: &str, backing: &str) -> String {
+    if backing.starts_with('/') {
+        return backing.into();
+    }
+    match image.rfind('/') {
+        Some(i) => format!("{}{backing}", &image[..=i]),
+        None => backing.into(),
+    }
+}
+
+fn luks1_info(h: &Luks1Header, file_size: u64) -> String {
     let payload = h.payload_offset_bytes();
     let virtual_size = file_size.saturating_sub(payload) / 512 * 512;
     let mut s = String::new();
-    match output {
-        Output::Human => {
-            let _ = writeln!(s, "format: luks\nversion: 1\ncipher: {}", h.cipher);
-            let _ = writeln!(s, "cipher name: {}\ncipher mode: {}", h.cipher.cipher_name(), h.cipher.mode_name());
-            let _ = writeln!(s, "hash: {}\nkey bytes: {}", h.hash, h.key_bytes);
-            let _ = writeln!(s, "payload offset: {payload} ({} sectors)", h.payload_offset);
-            let _ = writeln!(s, "virtual size: {virtual_size}\nuuid: {}", crate::escape::shown(h.uuid_str()));
-            let _ = writeln!(s, "mk iterations: {}\nkeyslots:", h.mk_iterations);
-            for (i, k) in h.keyslots.iter().enumerate() {
-                let at = k.key_offset as u64 * 512;
-                if k.active {
-                    let _ = writeln!(s, "  {i}: active, iterations {}, key material at {at}", k.iterations);
-                } else {
-                    let _ = writeln!(s, "  {i}: inactive");
-                }
-            }
-        }
-        Output::Json => {
-            let _ = write!(
-                s,
-                "{{\"format\":\"luks\",\"version\":1,\"cipher\":\"{}\",\"cipher_name\":\"{}\",\"cipher_mode\":\"{}\",\
-                 \"hash\":\"{}\",\"key_bytes\":{},\"payload_offset\":{payload},\"virtual_size\":{virtual_size},\
-                 \"uuid\":\"{}\",\"mk_iterations\":{},\"keyslots\":[",
-                h.cipher,
-                h.cipher.cipher_name(),
-                h.cipher.mode_name(),
-                h.hash,
-                h.key_bytes,
-                json_escape(h.uuid_str()),
-                h.mk_iterations
-            );
-            for (i, k) in h.keyslots.iter().enumerate() {
-                let _ = write!(
-                    s,
-                    "{}{{\"index\":{i},\"active\":{},\"iterations\":{},\"key_offset\":{},\"stripes\":{}}}",
-                    if i > 0 { "," } else { "" },
-                    k.active,
-                    k.iterations,
-                    k.key_offset as u64 * 512,
-                    k.stripes
-                );
-            }
-            s.push_str("]}\n");
+    let _ = writeln!(s, "format: luks\nversion: 1\ncipher: {}", h.cipher);
+    let _ = writeln!(s, "cipher name: {}\ncipher mode: {}", h.cipher.cipher_name(), h.cipher.mode_name());
+    let _ = writeln!(s, "hash: {}\nkey bytes: {}", h.hash, h.key_bytes);
+    let _ = writeln!(s, "payload offset: {payload} ({} sectors)", h.payload_offset);
+    let _ = writeln!(s, "virtual size: {virtual_size}\nuuid: {}", shown(h.uuid_str()));
+    let _ = writeln!(s, "mk iterations: {}\nkeyslots:", h.mk_iterations);
+    for (i, k) in h.keyslots.iter().enumerate() {
+        let at = k.key_offset as u64 * 512;
+        if k.active {
+            let _ = writeln!(s, "  {i}: active, iterations {}, key material at {at}", k.iterations);
+        } else {
+            let _ = writeln!(s, "  {i}: inactive");
         }
     }
     s
 }
 
-pub(crate) fn json_escape(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backing_names_resolve_like_qemu() {
+        assert_eq!(full_backing_filename("ov.qcow2", "base.qcow2"), "base.qcow2");
+        assert_eq!(full_backing_filename("/tmp/d/ov.qcow2", "base.qcow2"), "/tmp/d/base.qcow2");
+        assert_eq!(full_backing_filename("d/ov.qcow2", "/abs/base"), "/abs/base");
+        assert_eq!(sectors_len(1000), 1024);
+        assert_eq!(sectors_len(1024), 1024);
     }
-    out
+
+    #[test]
+    fn luks_modes_split_like_qemu() {
+        assert_eq!(cipher_parts("xts-plain64"), ("xts".into(), "plain64".into(), None));
+        assert_eq!(cipher_parts("cbc-essiv:sha256"), ("cbc".into(), "essiv".into(), Some("sha256".into())));
+    }
 }

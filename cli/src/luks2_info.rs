@@ -13,8 +13,10 @@ use qluks::luks::luks2::{
 };
 use qluks::luks::{KdfLimits, LuksIoError, LuksVolume};
 
+use serde_json::{json, Value};
+
 use crate::escape::shown;
-use crate::info::json_escape;
+use crate::json::{LuksSlot, LuksSpecific};
 use crate::secret::Pbkdf2Claim;
 
 /// Largest JSON area any LUKS2 header has (4 MiB header minus the binary header).
@@ -74,10 +76,57 @@ pub fn pbkdf2_claims(file: &mut File) -> Result<Vec<Pbkdf2Claim>, Box<dyn Error>
 }
 
 /// `qluks info` text for the LUKS2 volume in `file`.
-pub fn info(file: &mut File, file_size: u64, json: bool) -> Result<String, Box<dyn Error>> {
+pub fn info(file: &mut File, file_size: u64) -> Result<String, Box<dyn Error>> {
     let mut buf = vec![0u8; MAX_JSON];
     let header = luks2::Luks2Header::read(file, &mut buf)?;
-    Ok(if json { info_json(&header, file_size) } else { info_human(&header, file_size) })
+    Ok(info_human(&header, file_size))
+}
+
+/// `qluks info --output json` for the LUKS2 volume in `file` (of qemu's length `file_len`):
+/// qemu's `QCryptoBlockInfoLUKS` fields filled from the LUKS2 metadata (qemu itself reads only
+/// LUKS1), the virtual size, and the LUKS2 metadata qemu has no fields for (`qluks-luks2`).
+pub fn image_info(file: &mut File, file_len: u64) -> Result<(LuksSpecific, u64, Value), Box<dyn Error>> {
+    let mut buf = vec![0u8; MAX_JSON];
+    let header = luks2::Luks2Header::read(file, &mut buf)?;
+    let m = &header.metadata;
+    let (offset, virtual_size, encryption) = match payload(&header, file_len) {
+        Some((offset, size, segment)) => (offset, size, text(segment.encryption.as_str().as_bytes())),
+        None => (0, 0, String::new()),
+    };
+    let key_bytes = m.keyslots().map(|(_, k)| k.key_size as usize).next().unwrap_or(0);
+    let (cipher, mode) = encryption.split_once('-').unwrap_or((encryption.as_str(), ""));
+    let (cipher_mode, ivgen_alg, ivgen_hash_alg) = crate::info::cipher_parts(mode);
+    let bits = match qluks::crypto::CipherSpec::parse_combined(&encryption, key_bytes) {
+        Ok(spec) => spec.aes_bits(),
+        Err(_) if cipher_mode == "xts" => key_bytes * 4,
+        Err(_) => key_bytes * 8,
+    };
+    let digest = m.digests().map(|(_, d)| d).next();
+    let specific = LuksSpecific {
+        cipher_alg: format!("{cipher}-{bits}"),
+        cipher_mode,
+        ivgen_alg,
+        ivgen_hash_alg,
+        hash_alg: digest.map(|d| text(d.hash.as_str().as_bytes())).unwrap_or_default(),
+        detached_header: false,
+        payload_offset: offset,
+        master_key_iters: digest.map_or(0, |d| d.iterations.into()),
+        uuid: text(header.binary.uuid_text()),
+        slots: m
+            .keyslots()
+            .map(|(_, k)| LuksSlot {
+                active: true,
+                iters: Some(match &k.kdf {
+                    Kdf::Pbkdf2 { iterations, .. } => (*iterations).into(),
+                    Kdf::Argon2 { time, .. } => (*time).into(),
+                }),
+                stripes: Some(k.af.stripes.into()),
+                key_offset: k.area.offset,
+            })
+            .collect(),
+        qluks_luks_version: Some(2),
+    };
+    Ok((specific, virtual_size, luks2_json(&header, file_len)))
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -93,13 +142,13 @@ fn kdf_human(kdf: &Kdf) -> String {
     }
 }
 
-fn kdf_json(kdf: &Kdf) -> String {
+fn kdf_json(kdf: &Kdf) -> Value {
     match kdf {
         Kdf::Pbkdf2 { hash, iterations, .. } => {
-            format!("{{\"type\":\"pbkdf2\",\"hash\":\"{}\",\"iterations\":{iterations}}}", json_escape(hash.as_str()))
+            json!({"type": "pbkdf2", "hash": text(hash.as_str().as_bytes()), "iterations": iterations})
         }
         Kdf::Argon2 { time, memory_kib, cpus, .. } => {
-            format!("{{\"type\":\"{}\",\"time\":{time},\"memory\":{memory_kib},\"cpus\":{cpus}}}", kdf.name())
+            json!({"type": kdf.name(), "time": time, "memory": memory_kib, "cpus": cpus})
         }
     }
 }
@@ -197,80 +246,72 @@ fn bits(mask: u32) -> Vec<u32> {
     (0..32).filter(|i| mask & (1 << i) != 0).collect()
 }
 
-fn info_json(header: &Luks2Header, file_size: u64) -> String {
+/// The LUKS2 metadata qemu has no fields for (`qluks-luks2`).
+fn luks2_json(header: &Luks2Header, file_size: u64) -> Value {
     let b = &header.binary;
     let m = &header.metadata;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "{{\"format\":\"luks\",\"version\":2,\"uuid\":\"{}\",\"label\":\"{}\",\"subsystem\":\"{}\",\"seqid\":{},\
-         \"hdr_size\":{},\"checksum_alg\":\"{}\",\"primary_header_valid\":{},\"secondary_header_valid\":{},\
-         \"keyslots_size\":{}",
-        json_escape(&text(b.uuid_text())),
-        json_escape(&text(b.label_text())),
-        json_escape(&text(b.subsystem_text())),
-        b.seqid,
-        b.hdr_size,
-        b.checksum_alg.name(),
-        header.primary_fault.is_none(),
-        header.secondary_fault.is_none(),
-        m.config.keyslots_size
-    );
-    if let Some((offset, size, segment)) = payload(header, file_size) {
-        let _ = write!(
-            s,
-            ",\"cipher\":\"{}\",\"sector_size\":{},\"payload_offset\":{offset},\"virtual_size\":{size}",
-            json_escape(segment.encryption.as_str()),
-            segment.sector_size
-        );
+    let mut v = json!({
+        "version": 2,
+        "label": text(b.label_text()),
+        "subsystem": text(b.subsystem_text()),
+        "seqid": b.seqid,
+        "hdr-size": b.hdr_size,
+        "checksum-alg": b.checksum_alg.name(),
+        "primary-header-valid": header.primary_fault.is_none(),
+        "secondary-header-valid": header.secondary_fault.is_none(),
+        "keyslots-size": m.config.keyslots_size,
+    });
+    if let Some((_, _, segment)) = payload(header, file_size) {
+        v["cipher"] = json!(text(segment.encryption.as_str().as_bytes()));
+        v["sector-size"] = json!(segment.sector_size);
     }
-    s.push_str(",\"segments\":[");
-    for (i, (id, seg)) in m.segments().enumerate() {
-        let kind = match seg.segment_type {
-            SegmentType::Crypt => "crypt",
-            SegmentType::Linear => "linear",
-        };
-        let size = seg.size.map_or("\"dynamic\"".to_string(), |n| n.to_string());
-        let _ = write!(
-            s,
-            "{}{{\"id\":{id},\"type\":\"{kind}\",\"offset\":{},\"size\":{size},\"encryption\":\"{}\",\
-             \"sector_size\":{},\"iv_tweak\":{}}}",
-            if i > 0 { "," } else { "" },
-            seg.offset,
-            json_escape(seg.encryption.as_str()),
-            seg.sector_size,
-            seg.iv_tweak
-        );
-    }
-    s.push_str("],\"keyslots\":[");
-    for (i, (id, k)) in m.keyslots().enumerate() {
-        let _ = write!(
-            s,
-            "{}{{\"index\":{id},\"type\":\"luks2\",\"key_size\":{},\"priority\":\"{}\",\"kdf\":{},\
-             \"af_hash\":\"{}\",\"stripes\":{},\"area_encryption\":\"{}\",\"area_offset\":{},\"area_size\":{}}}",
-            if i > 0 { "," } else { "" },
-            k.key_size,
-            priority(k.priority),
-            kdf_json(&k.kdf),
-            json_escape(k.af.hash.as_str()),
-            k.af.stripes,
-            json_escape(k.area.encryption.as_str()),
-            k.area.offset,
-            k.area.size
-        );
-    }
-    s.push_str("],\"digests\":[");
-    for (i, (id, d)) in m.digests().enumerate() {
-        let _ = write!(
-            s,
-            "{}{{\"id\":{id},\"type\":\"pbkdf2\",\"hash\":\"{}\",\"iterations\":{},\"keyslots\":{:?},\"segments\":{:?}}}",
-            if i > 0 { "," } else { "" },
-            json_escape(d.hash.as_str()),
-            d.iterations,
-            bits(d.keyslots),
-            bits(u32::from(d.segments))
-        );
-    }
-    s.push_str("]}\n");
-    s
+    v["segments"] = m
+        .segments()
+        .map(|(id, seg)| {
+            let kind = match seg.segment_type {
+                SegmentType::Crypt => "crypt",
+                SegmentType::Linear => "linear",
+            };
+            json!({
+                "id": id,
+                "type": kind,
+                "offset": seg.offset,
+                "size": seg.size.map_or(json!("dynamic"), |n| json!(n)),
+                "encryption": text(seg.encryption.as_str().as_bytes()),
+                "sector-size": seg.sector_size,
+                "iv-tweak": seg.iv_tweak,
+            })
+        })
+        .collect();
+    v["keyslots"] = m
+        .keyslots()
+        .map(|(id, k)| {
+            json!({
+                "index": id,
+                "type": "luks2",
+                "key-size": k.key_size,
+                "priority": priority(k.priority),
+                "kdf": kdf_json(&k.kdf),
+                "af-hash": text(k.af.hash.as_str().as_bytes()),
+                "stripes": k.af.stripes,
+                "area-encryption": text(k.area.encryption.as_str().as_bytes()),
+                "area-offset": k.area.offset,
+                "area-size": k.area.size,
+            })
+        })
+        .collect();
+    v["digests"] = m
+        .digests()
+        .map(|(id, d)| {
+            json!({
+                "id": id,
+                "type": "pbkdf2",
+                "hash": text(d.hash.as_str().as_bytes()),
+                "iterations": d.iterations,
+                "keyslots": bits(d.keyslots),
+                "segments": bits(u32::from(d.segments)),
+            })
+        })
+        .collect();
+    v
 }

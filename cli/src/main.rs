@@ -1,4 +1,5 @@
 //! `qluks`: the command line.
+#![forbid(unsafe_code)]
 use clap::{Parser, Subcommand};
 
 mod amend;
@@ -20,10 +21,12 @@ mod image_open;
 mod image_opts;
 mod info;
 mod io_cmd;
+mod json;
 mod luks2_create;
 mod luks2_info;
 mod luks_cmd;
 mod map;
+mod measure;
 mod open;
 mod qcow2_info;
 mod rebase;
@@ -73,6 +76,8 @@ enum Command {
     Amend(amend::AmendArgs),
     /// Copy an image's plaintext, dd style (like `qemu-img dd bs=N count=N skip=N if=IN of=OUT`).
     Dd(dd::DdArgs),
+    /// Size a new image would need (like `qemu-img measure`).
+    Measure(measure::MeasureArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -101,6 +106,7 @@ fn main() -> std::process::ExitCode {
         Command::Resize(args) => resize::run(args),
         Command::Amend(args) => amend::run(args),
         Command::Dd(args) => dd::run(args),
+        Command::Measure(args) => measure::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

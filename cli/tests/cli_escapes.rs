@@ -55,7 +55,7 @@ fn qcow2_backing_name_and_snapshot_tag_are_escaped() {
 
     // JSON keeps the exact string (the encoder escapes it).
     let json: serde_json::Value = serde_json::from_str(&qluks(&["info", "--output", "json", s(&img)])).unwrap();
-    assert_eq!(json["backing_file"], EVIL);
+    assert_eq!(json["backing-filename"], EVIL);
     assert_eq!(json["snapshots"][0]["name"], EVIL);
 }
 

@@ -164,19 +164,23 @@ fn info_describes_geometry_encryption_backing_and_snapshots() {
     ]);
     let v: serde_json::Value = serde_json::from_str(&run(qluks().args(["info", "--output", "json", s(&top)]))).unwrap();
     assert_eq!(v["format"], "qcow2");
-    assert_eq!(v["virtual_size"], 1 << 20);
-    assert_eq!(v["cluster_size"], 65536);
-    assert_eq!(v["compat"], "1.1");
-    assert_eq!(v["extended_l2"], true);
-    assert_eq!(v["backing_file"], "base.qcow2");
-    assert_eq!(v["backing_file_format"], "qcow2");
-    assert_eq!(v["encryption"]["format"], "luks");
-    assert_eq!(v["encryption"]["cipher_alg"], "aes-128");
-    assert_eq!(v["encryption"]["cipher_mode"], "xts-plain64");
-    assert_eq!(v["incompatible_features"], serde_json::json!(["extended L2 entries"]));
+    assert_eq!(v["virtual-size"], 1 << 20);
+    assert_eq!(v["cluster-size"], 65536);
+    let q = &v["format-specific"]["data"];
+    assert_eq!(q["compat"], "1.1");
+    assert_eq!(q["extended-l2"], true);
+    assert_eq!(v["backing-filename"], "base.qcow2");
+    assert_eq!(v["backing-filename-format"], "qcow2");
+    assert_eq!(q["encrypt"]["format"], "luks");
+    assert_eq!(q["encrypt"]["cipher-alg"], "aes-128");
+    assert_eq!((&q["encrypt"]["cipher-mode"], &q["encrypt"]["ivgen-alg"]), (&"xts".into(), &"plain64".into()));
+    assert_eq!(v["qluks-qcow2"]["incompatible-features"], serde_json::json!(["extended L2 entries"]));
     let b: serde_json::Value =
         serde_json::from_str(&run(qluks().args(["info", "--output", "json", s(&base)]))).unwrap();
-    assert_eq!((b["compat"].as_str(), b["cluster_size"].as_u64()), (Some("0.10"), Some(4096)));
+    assert_eq!(
+        (b["format-specific"]["data"]["compat"].as_str(), b["cluster-size"].as_u64()),
+        (Some("0.10"), Some(4096))
+    );
     assert_eq!(b["snapshots"][0]["name"], "before");
     let human = run(qluks().args(["info", s(&top)]));
     assert!(human.contains("virtual size: 1048576") && human.contains("cipher alg: aes-128"), "{human}");

@@ -57,17 +57,54 @@ fn info_shows_luks2_version_segments_and_keyslots() {
     }
     let dir = common::TempDir::new(test);
     let (image, _) = two_keyslot_volume(&dir);
-    let json = stdout(&qluks(&["info", "--output", "json"], &[&image]));
-    for expected in [
-        r#""format":"luks","version":2"#,
-        r#""cipher":"aes-xts-plain64","sector_size":4096,"payload_offset":16777216,"virtual_size":4194304"#,
-        r#""id":0,"type":"crypt","offset":16777216,"size":"dynamic""#,
-        r#""index":0,"type":"luks2","key_size":64,"priority":"normal","kdf":{"type":"argon2id","time":4,"memory":64,"cpus":2}"#,
-        r#""index":1,"type":"luks2","key_size":64,"priority":"normal","kdf":{"type":"pbkdf2","hash":"sha256","iterations":1000}"#,
-        r#""keyslots":[0, 1],"segments":[0]"#,
-    ] {
-        assert!(json.contains(expected), "{expected} not in {json}");
-    }
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&qluks(&["info", "--output", "json"], &[&image]))).unwrap();
+    assert_eq!((&json["format"], &json["virtual-size"]), (&"luks".into(), &4194304.into()), "{json:#}");
+    let qemu = &json["format-specific"]["data"];
+    assert_eq!(qemu["qluks-luks-version"], 2, "{json:#}");
+    assert_eq!(qemu["payload-offset"], 16777216, "{json:#}");
+    assert_eq!(
+        (&qemu["cipher-alg"], &qemu["cipher-mode"], &qemu["ivgen-alg"]),
+        (&"aes-256".into(), &"xts".into(), &"plain64".into())
+    );
+    let x = &json["qluks-luks2"];
+    assert_eq!(
+        (&x["version"], &x["cipher"], &x["sector-size"]),
+        (&2.into(), &"aes-xts-plain64".into(), &4096.into()),
+        "{x:#}"
+    );
+    assert_eq!(
+        x["segments"][0],
+        serde_json::json!({"id": 0, "type": "crypt", "offset": 16777216, "size": "dynamic", "encryption": "aes-xts-plain64", "sector-size": 4096, "iv-tweak": 0})
+    );
+    let slot = |i: usize| {
+        let k = &x["keyslots"][i];
+        (k["index"].clone(), k["type"].clone(), k["key-size"].clone(), k["priority"].clone(), k["kdf"].clone())
+    };
+    assert_eq!(
+        slot(0),
+        (
+            0.into(),
+            "luks2".into(),
+            64.into(),
+            "normal".into(),
+            serde_json::json!({"type": "argon2id", "time": 4, "memory": 64, "cpus": 2})
+        )
+    );
+    assert_eq!(
+        slot(1),
+        (
+            1.into(),
+            "luks2".into(),
+            64.into(),
+            "normal".into(),
+            serde_json::json!({"type": "pbkdf2", "hash": "sha256", "iterations": 1000})
+        )
+    );
+    assert_eq!(
+        (&x["digests"][0]["keyslots"], &x["digests"][0]["segments"]),
+        (&serde_json::json!([0, 1]), &serde_json::json!([0]))
+    );
     let human = stdout(&qluks(&["info"], &[&image]));
     assert!(human.contains("version: 2\n"), "{human}");
     assert!(human.contains("kdf argon2id (time 4, memory 64 KiB, cpus 2)"), "{human}");
