@@ -2,38 +2,19 @@
 #![forbid(unsafe_code)]
 use clap::{Parser, Subcommand};
 
-mod amend;
-mod bench;
-mod bench_pbkdf2;
-mod check;
-mod commit;
-mod compare;
-mod convert;
-mod convert_qcow2;
-mod convert_to_qcow2;
+mod cmd;
 mod cpu_time;
-mod create;
-mod create_qcow2;
-mod dd;
-mod demo;
 mod escape;
 mod image_open;
 mod image_opts;
-mod info;
-mod io_cmd;
 mod json;
-mod luks2_create;
-mod luks2_info;
-mod luks_cmd;
-mod map;
-mod measure;
+mod luks2_memory;
 mod open;
-mod qcow2_info;
-mod rebase;
-mod resize;
 mod secret;
-mod snapshot;
 mod units;
+
+use cmd::{amend, bench, check, commit, compare, convert, create, dd, demo, info, io as io_cmd, luks as luks_cmd};
+use cmd::{map, measure, rebase, resize, snapshot};
 
 #[derive(Parser)]
 #[command(name = "qluks", version, about = "Open QEMU disk images and LUKS volumes, encrypted ones above all")]

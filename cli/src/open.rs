@@ -122,7 +122,7 @@ pub fn open_with_chain(
         Format::Luks => {
             let passphrase = secret.get(&format!("Passphrase for {}: ", path.display()))?;
             let limits = secret.kdf.limits(&crate::secret::pbkdf2_claims(&mut file));
-            let luks2_memory = crate::luks2_info::Luks2Memory::for_volume(&mut file, &limits)
+            let luks2_memory = crate::luks2_memory::Luks2Memory::for_volume(&mut file, &limits)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             let opened = match luks2_memory {
                 Some(memory) => memory.open(file, &passphrase, &limits),
@@ -193,4 +193,21 @@ fn check(offset: u64, len: usize, size: u64) -> Result<(), String> {
         Some(end) if end <= size => Ok(()),
         _ => Err(format!("access of {len} bytes at {offset:#x} is outside the disk (size {size:#x})")),
     }
+}
+
+/// The format named by `-f` or a backing format, or detected from the file.
+pub fn format_of(file: &mut File, name: Option<&str>, path: &Path) -> Result<Format, Box<dyn Error>> {
+    match name {
+        None => detect(file),
+        Some("qcow2") => Ok(Format::Qcow2),
+        Some("luks") => Ok(Format::Luks),
+        Some("raw") | Some("file") => Ok(Format::Raw),
+        Some("qcow") => Ok(Format::Qcow),
+        Some(other) => Err(format!("{}: unknown format '{}'", path.display(), crate::escape::shown(other)).into()),
+    }
+}
+
+/// qemu's length of a file: its size rounded up to whole 512-byte sectors.
+pub fn sectors_len(len: u64) -> u64 {
+    len.div_ceil(512).saturating_mul(512)
 }

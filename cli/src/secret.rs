@@ -150,7 +150,7 @@ pub fn pbkdf2_claims(file: &mut File) -> Vec<Pbkdf2Claim> {
     }
     if start[..6] == qluks::luks::MAGIC {
         if u16::from_be_bytes([start[6], start[7]]) == 2 {
-            return crate::luks2_info::pbkdf2_claims(file).unwrap_or_default();
+            return crate::luks2_memory::pbkdf2_claims(file).unwrap_or_default();
         }
         return luks1::Luks1Header::read(file, 0).map(|h| luks1_claims(&h)).unwrap_or_default();
     }

@@ -17,7 +17,7 @@ use qluks::qcow2::rebase::{rebase, rebase_scratch_len, rebase_within};
 use qluks::qcow2::Layer;
 use std::os::unix::fs::MetadataExt;
 
-use crate::commit::{check_format, open_backing_chain, open_overlay, show_progress, BATCH_BYTES};
+use crate::cmd::commit::{check_format, open_backing_chain, open_overlay, show_progress, BATCH_BYTES};
 use crate::image_open::{ChainArgs, CliChain};
 use crate::secret::SecretArgs;
 

@@ -90,7 +90,7 @@ pub fn map_entries(
     chain: &ChainArgs,
 ) -> Result<Entries, Box<dyn Error>> {
     let mut probe = File::open(path).map_err(|e| format!("Could not open '{}': {e}", path.display()))?;
-    Ok(match crate::info::format_of(&mut probe, format, path)? {
+    Ok(match crate::open::format_of(&mut probe, format, path)? {
         Format::Qcow => Box::new(qcow_extents(path, secret, chain)?.into_iter().map(|e| Ok(MapEntry::from(&e)))),
         Format::Raw => Box::new(raw_map(&probe)?.into_iter().map(Ok)),
         Format::Luks => Box::new(luks_map(path, &mut probe)?.into_iter().map(Ok)),
@@ -131,7 +131,7 @@ fn push_merged(out: &mut Vec<MapEntry>, e: MapEntry) {
 /// The map of a raw file as qemu's file driver reports it: data and holes as the filesystem
 /// has them (`SEEK_DATA`/`SEEK_HOLE`), every range with its offset.
 fn raw_map(file: &File) -> Result<Vec<MapEntry>, Box<dyn Error>> {
-    let len = crate::info::sectors_len(file.metadata()?.len());
+    let len = crate::open::sectors_len(file.metadata()?.len());
     let mut out = Vec::new();
     for (start, length, data) in raw_ranges(file, 0, len)? {
         let e = MapEntry {
@@ -151,7 +151,7 @@ fn raw_map(file: &File) -> Result<Vec<MapEntry>, Box<dyn Error>> {
 
 /// A LUKS volume's map as qemu reports it: all data, no host offsets (encrypted).
 fn luks_map(path: &Path, file: &mut File) -> Result<Vec<MapEntry>, Box<dyn Error>> {
-    let info = crate::info::image_info(&path.display().to_string(), file.try_clone()?, Format::Luks)?;
+    let info = crate::cmd::info::image_info(&path.display().to_string(), file.try_clone()?, Format::Luks)?;
     let length = info.virtual_size;
     Ok(if length == 0 {
         Vec::new()
@@ -174,7 +174,7 @@ fn luks_map(path: &Path, file: &mut File) -> Result<Vec<MapEntry>, Box<dyn Error
 /// up to qemu's length rounded to sectors: a hole); a filesystem without them reports
 /// everything as data (qemu does the same).
 fn raw_ranges(file: &File, start: u64, end: u64) -> Result<Vec<RawRange>, Box<dyn Error>> {
-    let file_len = crate::info::sectors_len(file.metadata()?.len());
+    let file_len = crate::open::sectors_len(file.metadata()?.len());
     let seek = |pos: rustix::fs::SeekFrom| rustix::fs::seek(file, pos);
     let mut out = Vec::new();
     let mut offset = start;
@@ -227,7 +227,7 @@ fn metadata_preallocated(file: &File, h: &qluks::qcow2::Header) -> Result<bool, 
     let meta = file.metadata()?;
     let real = meta.blocks() * 512 / cs;
     let threshold = (real * 10 / 9).max(real + 2);
-    let end_cluster = crate::info::sectors_len(meta.len()).div_ceil(cs);
+    let end_cluster = crate::open::sectors_len(meta.len()).div_ceil(cs);
     let bits = u64::from(h.refcount_bits());
     let per_block = cs * 8 / bits;
     let entries = u64::from(h.refcount_table_clusters) * cs / 8;

@@ -47,9 +47,9 @@ pub fn run(
     target: &Target<'_>,
     progress: bool,
 ) -> Result<(), Box<dyn Error>> {
-    let options = crate::create_qcow2::parse_options(target.options)?;
+    let options = crate::cmd::create::qcow2::parse_options(target.options)?;
     if options.help {
-        print!("{}", crate::create_qcow2::HELP);
+        print!("{}", crate::cmd::create::qcow2::HELP);
         return Ok(());
     }
     if options.backing_file.is_some() || options.backing_fmt.is_some() {

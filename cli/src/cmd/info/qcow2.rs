@@ -53,7 +53,7 @@ pub fn qcow2_image_info(filename: &str, file: File, info: &mut ImageInfo) -> Res
             let l = luks1::Luks1Header::read(&mut file, fde.offset)
                 .map_err(|e| at(&format!("LUKS header at {:#x}: {e}", fde.offset)))?;
             q = Qcow2::open_metadata(file, None).map_err(|e| at(&e))?;
-            Some(Qcow2Encrypt::Luks(crate::info::luks1_specific(&l)))
+            Some(Qcow2Encrypt::Luks(crate::cmd::info::common::luks1_specific(&l)))
         }
     };
     let has_data_file = h.incompatible_features & 4 != 0;
@@ -100,7 +100,7 @@ pub fn qcow2_image_info(filename: &str, file: File, info: &mut ImageInfo) -> Res
     });
     if let Some(b) = &x.backing_file {
         let name = lossy(b.as_bytes());
-        info.full_backing_filename = Some(crate::info::full_backing_filename(filename, &name));
+        info.full_backing_filename = Some(crate::cmd::info::common::full_backing_filename(filename, &name));
         info.backing_filename = Some(name);
         info.backing_filename_format = x.backing_format.as_ref().map(|n| lossy(n.as_bytes()));
     }
@@ -185,7 +185,7 @@ pub fn qcow_image_info(filename: &str, mut file: File, info: &mut ImageInfo) -> 
         let mut b = vec![0u8; h.backing_file_size as usize];
         BlockIo::read_at(&mut file, h.backing_file_offset, &mut b)?;
         let name = lossy(&b);
-        info.full_backing_filename = Some(crate::info::full_backing_filename(filename, &name));
+        info.full_backing_filename = Some(crate::cmd::info::common::full_backing_filename(filename, &name));
         info.backing_filename = Some(name);
     }
     Ok(())
@@ -313,7 +313,7 @@ fn human(v: &Value) -> String {
     let snaps = v["snapshots"].as_array().expect("array");
     if !snaps.is_empty() {
         let _ = writeln!(s, "snapshots:");
-        s.push_str(&crate::snapshot::table(snaps));
+        s.push_str(&crate::cmd::snapshot::table(snaps));
     }
     s
 }

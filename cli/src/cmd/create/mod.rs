@@ -1,19 +1,25 @@
 //! `qluks create -f luks IMAGE SIZE`: a new LUKS1 volume with QEMU's defaults (`-f luks2`:
-//! [`crate::luks2_create`]; `-f qcow2`: [`crate::create_qcow2`], qemu-img's options).
+//! [`crate::cmd::create::luks2`]; `-f qcow2`: [`crate::cmd::create::qcow2`], qemu-img's options).
 //!
 //! `-o` takes `cipher=aes-256-xts-plain64`, `hash=sha256`, `iter-time=MS` or `iterations=N`,
 //! and QEMU's own option names (`cipher-alg=aes-128`, `cipher-mode=cbc`, `ivgen-alg=essiv`,
 //! `ivgen-hash-alg=sha256`, `hash-alg=sha1`).
+
+pub mod luks2;
+pub mod luks_options;
+pub mod qcow2;
+
 use std::error::Error;
 use std::fs::OpenOptions as FileOptions;
 use std::path::PathBuf;
 
 use clap::Args;
-use qluks::crypto::{CipherSpec, HashAlg, OsRng};
+use qluks::crypto::OsRng;
 use qluks::luks::luks1::{self, CreateParams, Iterations};
 
 use crate::secret::SecretArgs;
 use crate::units::parse_size;
+use luks_options::parse_options;
 
 /// `qluks create` arguments.
 #[derive(Args)]
@@ -41,57 +47,6 @@ pub struct CreateArgs {
     size: Option<String>,
 }
 
-/// The `-o` choices.
-pub struct LuksOptions {
-    /// Cipher.
-    pub cipher: CipherSpec,
-    /// Hash.
-    pub hash: HashAlg,
-    /// Explicit keyslot iterations, or None for `iter_time_ms`.
-    pub iterations: Option<u32>,
-    /// Target PBKDF2 time.
-    pub iter_time_ms: u32,
-}
-
-/// Parses `-o` options for LUKS.
-pub fn parse_options(options: Option<&str>) -> Result<LuksOptions, Box<dyn Error>> {
-    let mut cipher = None;
-    let (mut alg, mut mode, mut ivgen, mut ivgen_hash) = ("aes-256", "xts", "plain64", None);
-    let mut hash = HashAlg::Sha256;
-    let mut iterations = None;
-    let mut iter_time_ms = 2000;
-    for opt in options.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
-        let (k, v) = opt.split_once('=').ok_or_else(|| format!("option `{opt}` is not KEY=VALUE"))?;
-        match k {
-            "cipher" => cipher = Some(CipherSpec::parse_sized(v)?),
-            "cipher-alg" => alg = v,
-            "cipher-mode" => mode = v,
-            "ivgen-alg" => ivgen = v,
-            "ivgen-hash-alg" => ivgen_hash = Some(v),
-            "hash" | "hash-alg" => hash = HashAlg::from_name(v)?,
-            "iter-time" => iter_time_ms = v.parse().map_err(|_| format!("invalid iter-time `{v}`"))?,
-            "iterations" => iterations = Some(v.parse().map_err(|_| format!("invalid iterations `{v}`"))?),
-            "key-secret" => {}
-            _ => return Err(format!("unknown option `{k}`").into()),
-        }
-    }
-    let cipher = match cipher {
-        Some(c) => c,
-        None => {
-            let ivgen = match (ivgen, ivgen_hash) {
-                ("essiv", Some(h)) => format!("essiv:{h}"),
-                ("essiv", None) => "essiv:sha256".to_string(),
-                (iv, _) => iv.to_string(),
-            };
-            CipherSpec::parse_sized(&format!("{alg}-{mode}-{ivgen}"))?
-        }
-    };
-    if iterations == Some(0) {
-        return Err("iterations must be at least 1".into());
-    }
-    Ok(LuksOptions { cipher, hash, iterations, iter_time_ms })
-}
-
 /// Runs `qluks create`.
 pub fn run(mut args: CreateArgs) -> Result<(), Box<dyn Error>> {
     let secrets = args.objects.secrets()?;
@@ -102,12 +57,12 @@ pub fn run(mut args: CreateArgs) -> Result<(), Box<dyn Error>> {
         }
     }
     if args.format == "qcow2" {
-        if crate::create_qcow2::parse_options(args.options.as_deref())?.help {
-            print!("{}", crate::create_qcow2::HELP);
+        if crate::cmd::create::qcow2::parse_options(args.options.as_deref())?.help {
+            print!("{}", crate::cmd::create::qcow2::HELP);
             return Ok(());
         }
         let image = args.image.as_deref().ok_or("IMAGE is required")?;
-        return crate::create_qcow2::run(
+        return crate::cmd::create::qcow2::run(
             image,
             args.size.as_deref(),
             args.options.as_deref(),
@@ -122,7 +77,7 @@ pub fn run(mut args: CreateArgs) -> Result<(), Box<dyn Error>> {
     let image = args.image.ok_or("IMAGE is required")?;
     let size = args.size.ok_or("SIZE is required")?;
     if args.format == "luks2" {
-        return crate::luks2_create::run(&image, &size, args.options.as_deref(), &args.secret);
+        return crate::cmd::create::luks2::run(&image, &size, args.options.as_deref(), &args.secret);
     }
     if args.format != "luks" {
         return Err(format!("format `{}` cannot be created (qcow2, luks, luks2)", args.format).into());

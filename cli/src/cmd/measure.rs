@@ -273,12 +273,12 @@ fn bitmaps_size(bitmaps: &[json::Qcow2BitmapInfo], virtual_size: u64, cluster_si
 /// unallocated ranges skipped; each data range extended to whole clusters).
 fn source(args: &MeasureArgs, path: &std::path::Path, cluster_size: Option<u64>) -> Result<Source, Box<dyn Error>> {
     let mut file = std::fs::File::open(path).map_err(|e| format!("Could not open '{}': {e}", path.display()))?;
-    let format = crate::info::format_of(&mut file, args.format.as_deref(), path)?;
+    let format = crate::open::format_of(&mut file, args.format.as_deref(), path)?;
     let detected = crate::open::detect(&mut file)?;
     if format != detected {
         return Err(format!("{}: the image is {}, not {}", path.display(), detected.name(), format.name()).into());
     }
-    let info = crate::info::image_info(&path.display().to_string(), file, format)?;
+    let info = crate::cmd::info::image_info(&path.display().to_string(), file, format)?;
     // qemu counts persistent bitmaps of qcow2 v3 sources (`bdrv_supports_persistent_dirty_bitmap`).
     let mut bitmaps = None;
     if let Some(json::FormatSpecific::Qcow2(q)) = &info.format_specific {
@@ -289,7 +289,7 @@ fn source(args: &MeasureArgs, path: &std::path::Path, cluster_size: Option<u64>)
     let mut data_bytes = 0u64;
     let mut counted_to = 0u64;
     let Some(cluster_size) = cluster_size else { return Ok(Source { size: info.virtual_size, data_bytes, bitmaps }) };
-    for e in crate::map::map_entries(path, args.format.as_deref(), &args.secret, &args.chain)? {
+    for e in crate::cmd::map::map_entries(path, args.format.as_deref(), &args.secret, &args.chain)? {
         let e = e?;
         if e.zero || !e.data {
             continue;

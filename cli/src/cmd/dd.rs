@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::convert::Staged;
+use crate::cmd::convert::Staged;
 use crate::image_open::ChainArgs;
 use crate::image_opts::ImageOptsArgs;
 use crate::open::Disk;
@@ -127,12 +127,12 @@ pub fn run(mut args: DdArgs) -> Result<(), Box<dyn Error>> {
     let options = match args.output_format.as_str() {
         "raw" if args.options.is_some() => return Err("-o applies to -O qcow2 only".into()),
         "raw" => None,
-        "qcow2" => Some(crate::create_qcow2::parse_options(args.options.as_deref())?),
+        "qcow2" => Some(crate::cmd::create::qcow2::parse_options(args.options.as_deref())?),
         f => return Err(format!("Unknown file format '{f}' (dd writes raw and qcow2)").into()),
     };
     if let Some(o) = &options {
         if o.help {
-            print!("{}", crate::create_qcow2::HELP);
+            print!("{}", crate::cmd::create::qcow2::HELP);
             return Ok(());
         }
         if o.backing_file.is_some() || o.backing_fmt.is_some() {
@@ -197,7 +197,7 @@ pub fn run(mut args: DdArgs) -> Result<(), Box<dyn Error>> {
                 .create(&mut file, size, passphrase.as_ref().map(|p| p.as_slice()))
                 .map_err(|e| format!("{name}: error while creating output image: {e}"))?;
             drop(file);
-            Box::new(crate::convert_to_qcow2::open_output(&tmp, passphrase.as_ref())?)
+            Box::new(crate::cmd::convert::to_qcow2::open_output(&tmp, passphrase.as_ref())?)
         }
     };
     if past_end {
@@ -211,7 +211,7 @@ pub fn run(mut args: DdArgs) -> Result<(), Box<dyn Error>> {
         let at = start + done;
         src.read_at(at, &mut buf[..n])
             .map_err(|e| format!("error while reading from input image file {}: at offset {at}: {e}", ops.input))?;
-        crate::convert_to_qcow2::write_nonzero(out.as_mut(), done, &mut buf[..n], grain)
+        crate::cmd::convert::to_qcow2::write_nonzero(out.as_mut(), done, &mut buf[..n], grain)
             .map_err(|e| format!("error while writing to output image file {name}: at offset {done}: {e}"))?;
         done += n as u64;
     }

@@ -67,7 +67,7 @@ fn check(args: &CheckArgs) -> Result<u8, (u8, String)> {
     };
     let open_err = |e: &dyn std::fmt::Display| (1u8, format!("Could not open '{}': {e}", path.display()));
     let mut file = OpenOptions::new().read(true).write(repair != Repair::None).open(path).map_err(|e| open_err(&e))?;
-    match crate::info::format_of(&mut file, args.format.as_deref(), path).map_err(|e| open_err(&e))? {
+    match crate::open::format_of(&mut file, args.format.as_deref(), path).map_err(|e| open_err(&e))? {
         Format::Qcow2 => {}
         _ => return Err((63, format!("{}: This image format does not support checks", path.display()))),
     }

@@ -7,6 +7,8 @@
 //! Linux reports it (`/proc/thread-self/schedstat`), as `openssl speed` divides by CPU time, so
 //! that time slices lost to other processes do not count against the code; the wall-clock figure
 //! is reported next to it.
+
+pub mod pbkdf2;
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -26,7 +28,7 @@ enum BenchWhat {
     /// AES-XTS with plain64 tweaks over consecutive sectors (the disk encryption hot path).
     Xts(XtsArgs),
     /// PBKDF2-HMAC iterations per second (the work of unlocking a LUKS keyslot).
-    Pbkdf2(crate::bench_pbkdf2::Pbkdf2Args),
+    Pbkdf2(crate::cmd::bench::pbkdf2::Pbkdf2Args),
 }
 
 #[derive(Args)]
@@ -180,7 +182,7 @@ pub fn xts_gbps(backend: Backend, config: &XtsConfig) -> Result<Throughput, Box<
 pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     match args.what {
         BenchWhat::Xts(args) => run_xts(args),
-        BenchWhat::Pbkdf2(args) => crate::bench_pbkdf2::run(args),
+        BenchWhat::Pbkdf2(args) => crate::cmd::bench::pbkdf2::run(args),
     }
 }
 

@@ -42,7 +42,7 @@ pub fn run(image: &Path, size: &str, options: Option<&str>, secret: &SecretArgs)
             _ => shared.push(opt),
         }
     }
-    let opts = crate::create::parse_options(Some(&shared.join(",")))?;
+    let opts = super::luks_options::parse_options(Some(&shared.join(",")))?;
     let size = parse_size(size)?.next_multiple_of(u64::from(sector_size.max(512)));
     let passphrase = secret.get("Passphrase for the new volume: ")?;
     let mut clock = crate::cpu_time::calibration_clock();

@@ -27,7 +27,7 @@ use qluks::qcow2::compressed::Compression;
 use qluks::qcow2::create::{Compat, CreateOptions, Encryption, Preallocation};
 use qluks::qcow2::file_resolver::{BackingPolicy, FileResolver};
 
-use crate::bench::{xts_gbps, Cipher, XtsConfig};
+use crate::cmd::bench::{xts_gbps, Cipher, XtsConfig};
 use crate::image_open::{open_chain_with, open_chain_writable, Qcow2Disk};
 use crate::open::Disk;
 

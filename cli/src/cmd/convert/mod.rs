@@ -1,5 +1,8 @@
 //! `qluks convert -O raw`: the plaintext of an image into a raw file (sparse where zero);
-//! `-O qcow2` is [`crate::convert_to_qcow2`].
+//! `-O qcow2` is [`crate::cmd::convert::to_qcow2`].
+
+pub mod to_qcow2;
+pub mod to_raw;
 use std::error::Error;
 use std::fs::OpenOptions as FileOptions;
 use std::path::PathBuf;
@@ -197,8 +200,15 @@ fn run_to(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
             .filter(|id| objects.get(id).is_some() || !given)
             .map(|id| objects.lookup(&id))
             .transpose()?;
-        let target = crate::convert_to_qcow2::Target { options: args.options.as_deref(), secret: &secret, key };
-        return crate::convert_to_qcow2::run(&args.src, &args.dst, &args.secret, &args.chain, &target, args.progress);
+        let target = crate::cmd::convert::to_qcow2::Target { options: args.options.as_deref(), secret: &secret, key };
+        return crate::cmd::convert::to_qcow2::run(
+            &args.src,
+            &args.dst,
+            &args.secret,
+            &args.chain,
+            &target,
+            args.progress,
+        );
     }
     if args.output_format != "raw" {
         return Err(format!("output format `{}` is not supported (raw, qcow2)", args.output_format).into());
@@ -209,7 +219,14 @@ fn run_to(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
     let mut probe = std::fs::File::open(&args.src).map_err(|e| format!("{}: {e}", args.src.display()))?;
     if crate::open::detect(&mut probe)? == crate::open::Format::Qcow2 {
         let snapshot = args.snapshot.as_deref();
-        return crate::convert_qcow2::run(&args.src, &args.dst, &args.secret, &args.chain, snapshot, args.progress);
+        return crate::cmd::convert::to_raw::run(
+            &args.src,
+            &args.dst,
+            &args.secret,
+            &args.chain,
+            snapshot,
+            args.progress,
+        );
     }
     if args.snapshot.is_some() {
         return Err(format!("{}: only qcow2 images have internal snapshots", args.src.display()).into());

@@ -1,5 +1,9 @@
 //! `qluks info`: what an image is, without unlocking it. `--output json` prints qemu-img's
 //! `ImageInfo` (`--backing-chain`: an array of them, top image first).
+
+pub mod common;
+pub mod luks2;
+pub mod qcow2;
 use std::error::Error;
 use std::fmt::Write as _;
 use std::fs::{File, Metadata};
@@ -13,8 +17,9 @@ use qluks::qcow2::file_resolver::FileResolver;
 
 use crate::escape::shown;
 use crate::image_open::ChainArgs;
-use crate::json::{self, ChildInfo, FileSpecific, FormatSpecific, ImageInfo, LuksSlot, LuksSpecific};
-use crate::open::{detect, Format};
+use crate::json::{self, ChildInfo, FileSpecific, FormatSpecific, ImageInfo};
+use crate::open::{detect, format_of, sectors_len, Format};
+use common::luks1_specific;
 
 /// `qluks info` arguments.
 #[derive(Args)]
@@ -46,18 +51,6 @@ enum Output {
     Json,
 }
 
-/// The format named by `-f` or a backing format, or detected from the file.
-pub fn format_of(file: &mut File, name: Option<&str>, path: &Path) -> Result<Format, Box<dyn Error>> {
-    match name {
-        None => detect(file),
-        Some("qcow2") => Ok(Format::Qcow2),
-        Some("luks") => Ok(Format::Luks),
-        Some("raw") | Some("file") => Ok(Format::Raw),
-        Some("qcow") => Ok(Format::Qcow),
-        Some(other) => Err(format!("{}: unknown format '{}'", path.display(), shown(other)).into()),
-    }
-}
-
 /// Runs `qluks info`.
 pub fn run(args: InfoArgs) -> Result<(), Box<dyn Error>> {
     let path = &args.image_opts.path(&args.image)?;
@@ -82,11 +75,11 @@ pub fn run(args: InfoArgs) -> Result<(), Box<dyn Error>> {
                 let header = luks1::Luks1Header::read(&mut file, 0).map_err(|e| format!("{}: {e}", path.display()))?;
                 luks1_info(&header, file_size)
             }
-            2 => crate::luks2_info::info(&mut file, file_size).map_err(|e| format!("{}: {e}", path.display()))?,
+            2 => crate::cmd::info::luks2::info(&mut file, file_size).map_err(|e| format!("{}: {e}", path.display()))?,
             version => return Err(format!("{}: LUKS version {version} is not supported", path.display()).into()),
         },
-        Format::Qcow2 => crate::qcow2_info::qcow2_info(path, file)?,
-        Format::Qcow => crate::qcow2_info::qcow_info(path, file)?,
+        Format::Qcow2 => crate::cmd::info::qcow2::qcow2_info(path, file)?,
+        Format::Qcow => crate::cmd::info::qcow2::qcow_info(path, file)?,
         Format::Raw => format!("format: {}\nvirtual size: {file_size}\n", Format::Raw.name()),
     };
     print!("{text}");
@@ -97,11 +90,6 @@ fn luks_version(file: &mut File) -> Result<u16, Box<dyn Error>> {
     let mut v = [0u8; 8];
     BlockIo::read_at(file, 0, &mut v)?;
     Ok(u16::from_be_bytes([v[6], v[7]]))
-}
-
-/// qemu's length of a file: its size rounded up to whole 512-byte sectors.
-pub fn sectors_len(len: u64) -> u64 {
-    len.div_ceil(512).saturating_mul(512)
 }
 
 /// The protocol node qemu shows as an image's `file` child.
@@ -133,8 +121,8 @@ pub fn image_info(filename: &str, mut file: File, format: Format) -> Result<Imag
     };
     match format {
         Format::Raw => {}
-        Format::Qcow2 => crate::qcow2_info::qcow2_image_info(filename, file, &mut info)?,
-        Format::Qcow => crate::qcow2_info::qcow_image_info(filename, file, &mut info)?,
+        Format::Qcow2 => crate::cmd::info::qcow2::qcow2_image_info(filename, file, &mut info)?,
+        Format::Qcow => crate::cmd::info::qcow2::qcow_image_info(filename, file, &mut info)?,
         Format::Luks => {
             let (specific, virtual_size) = match luks_version(&mut file).map_err(|e| at(&e))? {
                 1 => {
@@ -143,7 +131,7 @@ pub fn image_info(filename: &str, mut file: File, format: Format) -> Result<Imag
                 }
                 2 => {
                     let (specific, virtual_size, extra) =
-                        crate::luks2_info::image_info(&mut file, sectors_len(meta.len())).map_err(|e| at(&e))?;
+                        crate::cmd::info::luks2::image_info(&mut file, sectors_len(meta.len())).map_err(|e| at(&e))?;
                     info.qluks_luks2 = Some(extra);
                     (specific, virtual_size)
                 }
@@ -156,44 +144,6 @@ pub fn image_info(filename: &str, mut file: File, format: Format) -> Result<Imag
         }
     }
     Ok(info)
-}
-
-/// qemu's `QCryptoBlockInfoLUKS` of a LUKS1 header.
-pub fn luks1_specific(h: &Luks1Header) -> LuksSpecific {
-    let (mode, ivgen, ivgen_hash) = cipher_parts(h.cipher.mode_name());
-    LuksSpecific {
-        cipher_alg: format!("{}-{}", h.cipher.cipher_name(), h.cipher.aes_bits()),
-        cipher_mode: mode,
-        ivgen_alg: ivgen,
-        ivgen_hash_alg: ivgen_hash,
-        hash_alg: h.hash.name().into(),
-        detached_header: false,
-        payload_offset: h.payload_offset_bytes(),
-        master_key_iters: h.mk_iterations.into(),
-        uuid: h.uuid_str().into(),
-        slots: h
-            .keyslots
-            .iter()
-            .map(|k| LuksSlot {
-                active: k.active,
-                iters: k.active.then_some(k.iterations.into()),
-                stripes: k.active.then_some(k.stripes.into()),
-                key_offset: u64::from(k.key_offset) * 512,
-            })
-            .collect(),
-        qluks_luks_version: Some(1),
-    }
-}
-
-/// A LUKS mode (`xts-plain64`, `cbc-essiv:sha256`, `ecb`) as qemu splits it: mode, IV
-/// generator, IV generator hash.
-pub fn cipher_parts(mode: &str) -> (String, String, Option<String>) {
-    let (m, iv) = mode.split_once('-').unwrap_or((mode, "plain"));
-    let (iv, hash) = match iv.split_once(':') {
-        Some((iv, h)) => (iv, Some(h.to_string())),
-        None => (iv, None),
-    };
-    (m.into(), iv.into(), hash)
 }
 
 /// `--backing-chain`: the top image's info, then each backing file's, opened under the
@@ -234,17 +184,6 @@ fn backing_chain(path: &Path, top: ImageInfo, chain: &ChainArgs) -> Result<Vec<I
     Ok(out)
 }
 
-/// qemu's `bdrv_get_full_backing_filename`: `backing` relative to the directory of `image`.
-pub fn full_backing_filename(image: &str, backing: &str) -> String {
-    if backing.starts_with('/') {
-        return backing.into();
-    }
-    match image.rfind('/') {
-        Some(i) => format!("{}{backing}", &image[..=i]),
-        None => backing.into(),
-    }
-}
-
 fn luks1_info(h: &Luks1Header, file_size: u64) -> String {
     let payload = h.payload_offset_bytes();
     let virtual_size = file_size.saturating_sub(payload) / 512 * 512;
@@ -264,24 +203,4 @@ fn luks1_info(h: &Luks1Header, file_size: u64) -> String {
         }
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backing_names_resolve_like_qemu() {
-        assert_eq!(full_backing_filename("ov.qcow2", "base.qcow2"), "base.qcow2");
-        assert_eq!(full_backing_filename("/tmp/d/ov.qcow2", "base.qcow2"), "/tmp/d/base.qcow2");
-        assert_eq!(full_backing_filename("d/ov.qcow2", "/abs/base"), "/abs/base");
-        assert_eq!(sectors_len(1000), 1024);
-        assert_eq!(sectors_len(1024), 1024);
-    }
-
-    #[test]
-    fn luks_modes_split_like_qemu() {
-        assert_eq!(cipher_parts("xts-plain64"), ("xts".into(), "plain64".into(), None));
-        assert_eq!(cipher_parts("cbc-essiv:sha256"), ("cbc".into(), "essiv".into(), Some("sha256".into())));
-    }
 }
