@@ -301,6 +301,9 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         if end.checked_shl(cb).is_none_or(|e| e > MAX_OFFSET) {
             return Err(Error::ImageFull { host_offset: start << cb });
         }
+        // Clusters of ranges without a block count as free: never metadata, even on a
+        // corrupt image.
+        self.check_data_overlap(start << cb, count << cb)?;
         let mut c = start;
         while c < end {
             self.write.free_index = self.write.free_index.max(end);
@@ -879,6 +882,9 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         if at >> bb != index {
             return Err(Error::BadRefcountBlock { index, entry: at << self.header.cluster_bits });
         }
+        // A range without a block calls its clusters free; on a corrupt image that can be
+        // where the header or a table lies: refused, never written over.
+        self.check_data_overlap(at << self.header.cluster_bits, self.header.cluster_size())?;
         self.write_block(at << self.header.cluster_bits, index << bb, at, at + 1)?;
         self.barrier()?;
         self.hook_block(index, at << self.header.cluster_bits)
@@ -961,6 +967,9 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             return Err(full);
         }
         let end = clusters << cb;
+        // The new area lies past every cluster the table covers: on a corrupt image a table
+        // can lie there; refused, never written over.
+        self.check_data_overlap(area << cb, (nb + nt) << cb)?;
         for k in 0..nb {
             self.write_block((area + k) << cb, (old_entries + k) << bb, area, area + nb + nt)?;
         }
