@@ -41,7 +41,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 let opened = LuksVolume::open_luks1_with_limits(MemIo::new(&mut device), b"pw", Some(k), &limits);
                 // The payload may lie outside the device: only that may refuse.
                 if let Err(e) = opened {
-                    assert!(matches!(e, LuksIoError::Luks(LuksError::OutOfRange { .. }) | LuksIoError::Luks(_)), "{e:?}");
+                    assert!(
+                        matches!(e, LuksIoError::Luks(LuksError::OutOfRange { .. }) | LuksIoError::Luks(_)),
+                        "{e:?}"
+                    );
                 }
             }
             if flags & 8 != 0 {

@@ -40,7 +40,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     );
     let mut memory = vec![0u8; memory_len as usize];
     let metadata = &header.metadata;
-    let unlocked = luks2::unlock_with_limits(&mut MemIo::new(&mut device), metadata, b"pw", keyslot, &mut memory, &limits);
+    let unlocked =
+        luks2::unlock_with_limits(&mut MemIo::new(&mut device), metadata, b"pw", keyslot, &mut memory, &limits);
     if let Ok((k, key)) = &unlocked {
         assert!(keyslot.is_none_or(|want| want == *k), "asked for keyslot {keyslot:?}, got {k}");
         let (segment, _) = metadata.data_segment().expect("unlocked without a data segment");

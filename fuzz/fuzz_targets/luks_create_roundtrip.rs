@@ -77,7 +77,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let sector_size = if flags & 4 != 0 { raw_sector } else { 512 << (raw_sector & 3) };
         let area = (spec.key_bytes as u64 * 4000).div_ceil(512) * 512;
         let least = KEYSLOTS_OFFSET + area.next_multiple_of(4096);
-        let data_offset = if flags & 8 != 0 { u64::from(raw_offset) % (4 << 20) } else { least + u64::from(raw_offset % 4) * 4096 };
+        let data_offset =
+            if flags & 8 != 0 { u64::from(raw_offset) % (4 << 20) } else { least + u64::from(raw_offset % 4) * 4096 };
         let kdf = if flags & 2 != 0 {
             CreateKdf::Argon2id { time, memory_kib, cpus }
         } else {
@@ -108,8 +109,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         }
         let mut device = vec![0u8; (data_offset + u64::from(payload_sectors) * 512) as usize];
         let digest = 1 + digest_iterations % 2048;
-        let mut params =
-            luks1::CreateParams { cipher: spec, hash, iterations: Iterations::Fixed { keyslot: slot_iterations, digest } };
+        let mut params = luks1::CreateParams {
+            cipher: spec,
+            hash,
+            iterations: Iterations::Fixed { keyslot: slot_iterations, digest },
+        };
         match luks1::format(&mut MemIo::new(&mut device), 0, &mut params, pass, &mut rng) {
             Ok((header, key)) => {
                 assert_eq!(header.payload_offset_bytes(), data_offset);

@@ -149,7 +149,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let after = read(&mut chain, lo, (hi - lo) as usize, &mut scratch).expect("reading around a write");
     let (w0, w1) = ((at - lo) as usize, (at - lo) as usize + len);
     assert!(after[w0..w1] == bytes[..], "a write at {at:#x} len {len} does not read back");
-    assert!(after[..w0] == before[..w0] && after[w1..] == before[w1..], "a write at {at:#x} len {len} changed its neighbours");
+    assert!(
+        after[..w0] == before[..w0] && after[w1..] == before[w1..],
+        "a write at {at:#x} len {len} changed its neighbours"
+    );
     if chain.flush().is_err() {
         return;
     }

@@ -103,7 +103,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let valid = validate(&options);
     // Keep executions small: no multi-GiB metadata (validate has already seen those options).
     let cs = options.cluster_size;
-    if valid.is_ok() && (options.size > 1 << 30 || (options.preallocation == Preallocation::Metadata && options.size > WINDOW)) {
+    if valid.is_ok()
+        && (options.size > 1 << 30 || (options.preallocation == Preallocation::Metadata && options.size > WINDOW))
+    {
         return;
     }
     let mut io = SharedIo::new(Vec::new());
@@ -126,7 +128,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     assert_eq!((q.size(), q.cluster_size()), (options.size, cs));
     assert_eq!(q.header().version, if flags & 1 != 0 { 2 } else { 3 });
     assert_eq!(q.is_encrypted(), encrypted);
-    assert_eq!(q.extensions().backing_file.as_ref().map(|n| n.as_bytes().to_vec()), options.backing_file.map(<[u8]>::to_vec));
+    assert_eq!(
+        q.extensions().backing_file.as_ref().map(|n| n.as_bytes().to_vec()),
+        options.backing_file.map(<[u8]>::to_vec)
+    );
     assert_eq!(
         q.extensions().backing_format.as_ref().map(|n| n.as_bytes().to_vec()),
         options.backing_format.map(<[u8]>::to_vec)
