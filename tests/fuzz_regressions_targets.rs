@@ -2,9 +2,15 @@
 //! snapshot, chain, unlock and create targets) found. Each test names the target and the
 //! minimal input it reported.
 
-use qluks::crypto::{CipherMode, CipherSpec, SectorCipher, XtsIv};
-use qluks::io::MemIo;
+mod common;
+
+use std::fs::File;
+
+use qluks::crypto::{CipherMode, CipherSpec, OsRng, SectorCipher, XtsIv};
+use qluks::io::{BlockIo, MemIo};
 use qluks::luks::{DataSegment, LuksVolume};
+use qluks::qcow2::create::{create, CreateOptions};
+use qluks::qcow2::{Error, Qcow2Image};
 
 /// xts_differential, input `a0 02 ff` (an all-zero XTS-AES-128 key, 32 units from sector
 /// u64::MAX): the sector after u64::MAX got the XTS tweak 2^64 instead of 0; plain64 tweaks
@@ -41,4 +47,46 @@ fn xts_plain64_tweak_wraps_at_2_pow_64() {
     drop(volume);
     assert_eq!(device[1024..1536], last[..]);
     assert_eq!(device[1536..2048], zero[..]);
+}
+
+/// qcow2_chain, an 83 KB input: a fuzzed extended-L2 image whose refcount block says every
+/// cluster is free (header, tables and L2 table included). A write into an unallocated
+/// cluster took host cluster 0, wrote guest data over the header and pointed the L2 entry at
+/// offset 0 (the next read failed with SubclusterAllocWithoutCluster). The same image,
+/// made small: a new qcow2 image whose refcount block is zeroed. QEMU checks every data
+/// write against the metadata; so must the write engine for newly allocated clusters.
+#[test]
+fn qcow2_write_refuses_new_clusters_that_hold_metadata_with_refcount_zero() {
+    let dir = common::TempDir::new("qcow2_write_refuses_new_clusters_that_hold_metadata_with_refcount_zero");
+    let path = dir.join("zero-refcounts.qcow2");
+    let mut file = File::options().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+    let mut options = CreateOptions::new(256 << 10);
+    options.cluster_size = 4096;
+    create(&mut file, &mut options, &mut OsRng).unwrap();
+    // Zero the (only) refcount block: every cluster now reads as free.
+    let be64 = |file: &mut File, at: u64| {
+        let mut b = [0u8; 8];
+        file.read_at(at, &mut b).unwrap();
+        u64::from_be_bytes(b)
+    };
+    let table = be64(&mut file, 48);
+    let block = be64(&mut file, table);
+    assert!(block != 0 && block % 4096 == 0);
+    file.write_at(block, &[0u8; 4096]).unwrap();
+    let mut header = [0u8; 512];
+    file.read_at(0, &mut header).unwrap();
+
+    let mut image = Qcow2Image::open(file, None).unwrap();
+    let mut scratch = vec![0u8; image.write_scratch_len()];
+    let r = image.write_at(8192, &[0x55; 4096], &mut scratch);
+    assert!(matches!(r, Err(Error::MetadataOverlap { .. })), "a write over metadata: {r:?}");
+    drop(image);
+    let mut file = File::open(&path).unwrap();
+    let mut now = [0u8; 512];
+    file.read_at(0, &mut now).unwrap();
+    assert!(now == header, "the header was overwritten");
+    let mut image = Qcow2Image::open(file, None).unwrap();
+    let mut back = [1u8; 4096];
+    image.read_at(8192, &mut back).unwrap();
+    assert_eq!(back, [0u8; 4096]);
 }

@@ -73,9 +73,14 @@ impl Resolver<SharedIo> for Files {
     }
 }
 
-fn read(chain: &mut Chain<SharedIo>, at: u64, len: usize, scratch: &mut [u8]) -> Option<Vec<u8>> {
+fn read(
+    chain: &mut Chain<SharedIo>,
+    at: u64,
+    len: usize,
+    scratch: &mut [u8],
+) -> Result<Vec<u8>, qluks::qcow2::Error<support::SharedIoError>> {
     let mut buf = vec![0u8; len];
-    chain.read_at_with_scratch(at, &mut buf, scratch).ok().map(|()| buf)
+    chain.read_at_with_scratch(at, &mut buf, scratch).map(|()| buf)
 }
 
 fn check_clean(chain: &mut Chain<SharedIo>) -> Option<bool> {
@@ -117,7 +122,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut piece = 4097usize;
     while off < size.min(512 << 10) {
         let len = (size - off).min(piece as u64) as usize;
-        if read(&mut chain, off, len, &mut scratch).is_none() {
+        if read(&mut chain, off, len, &mut scratch).is_err() {
             break;
         }
         off += len as u64;
@@ -127,7 +132,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let _ = read(&mut chain, size - tail, tail as usize, &mut scratch);
     for (at, len) in [(size, 1), (size.saturating_sub(1), 2), (u64::MAX, 1)] {
         if at.checked_add(len as u64).is_none_or(|end| end > size) {
-            assert!(read(&mut chain, at, len, &mut scratch).is_none(), "read at {at:#x} len {len} past {size:#x}");
+            assert!(read(&mut chain, at, len, &mut scratch).is_err(), "read at {at:#x} len {len} past {size:#x}");
         }
     }
 
@@ -141,12 +146,13 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let len = write_len.min((size - at) as usize).min(16 << 10);
     let lo = at.saturating_sub(4096);
     let hi = (at + len as u64 + 4096).min(size);
-    let Some(before) = read(&mut chain, lo, (hi - lo) as usize, &mut scratch) else { return };
+    let Ok(before) = read(&mut chain, lo, (hi - lo) as usize, &mut scratch) else { return };
     let bytes = support::fill(len, flags, r.rest());
     if chain.write_at(at, &bytes, &mut scratch).is_err() {
         return;
     }
-    let after = read(&mut chain, lo, (hi - lo) as usize, &mut scratch).expect("reading around a write");
+    let after = read(&mut chain, lo, (hi - lo) as usize, &mut scratch)
+        .unwrap_or_else(|e| panic!("reading {lo:#x}..{hi:#x} around a write at {at:#x} len {len}: {e:?}"));
     let (w0, w1) = ((at - lo) as usize, (at - lo) as usize + len);
     assert!(after[w0..w1] == bytes[..], "a write at {at:#x} len {len} does not read back");
     assert!(
