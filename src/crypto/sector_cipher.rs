@@ -93,20 +93,29 @@ impl SectorCipher {
             return Err(qluks_hal::Error::LengthNotMultiple { len: data.len(), unit: sector_size }.into());
         }
         match &self.kind {
-            Kind::Xts(xts, XtsIv::Plain64) => xts_units(xts, data, sector_size, first_sector as u128, enc),
-            Kind::Xts(xts, XtsIv::Plain) => {
-                // The tweak is the sector number mod 2^32: split the run where it wraps.
+            Kind::Xts(xts, iv) => {
+                // The tweak is the sector number mod 2^32 (plain) or mod 2^64 (plain64, as
+                // dm-crypt's 64-bit sector numbers wrap): split the run where it wraps. The hal
+                // counts tweaks in 128 bits, so a run crossing 2^64 would otherwise get tweak
+                // 2^64 where dm-crypt uses 0. The first call always runs, so that an empty run
+                // still checks the unit size.
+                let max = match iv {
+                    XtsIv::Plain => u64::from(u32::MAX),
+                    XtsIv::Plain64 => u64::MAX,
+                };
                 let mut data = data;
-                let mut sector = first_sector as u32;
-                while !data.is_empty() {
-                    let until_wrap = (u32::MAX - sector) as u64 + 1;
-                    let n = (data.len() / sector_size).min(until_wrap.min(usize::MAX as u64) as usize);
+                let mut sector = first_sector & max;
+                loop {
+                    let until_wrap = u128::from(max - sector) + 1;
+                    let n = ((data.len() / sector_size) as u128).min(until_wrap) as usize;
                     let (run, rest) = data.split_at_mut(n * sector_size);
-                    xts_units(xts, run, sector_size, sector as u128, enc)?;
+                    xts_units(xts, run, sector_size, u128::from(sector), enc)?;
+                    if rest.is_empty() {
+                        return Ok(());
+                    }
                     data = rest;
-                    sector = sector.wrapping_add(n as u32);
+                    sector = sector.wrapping_add(n as u64) & max;
                 }
-                Ok(())
             }
             Kind::Cbc(cbc, iv) => {
                 let ivgen = match iv {

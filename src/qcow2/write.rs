@@ -427,6 +427,11 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
                     let gc = gc0 + (n - 1) * cs;
                     last = if n == 1 { first } else { self.plan(gc, 0, (end - gc).min(cs), align)? };
                 }
+                // Clusters free by refcount are not free when the refcounts are corrupt (a
+                // refcount of 0 on the header, a table or an L2 table): as QEMU checks every
+                // data write, refuse to write guest data over metadata (the clusters stay
+                // allocated, at worst a leak on an image that was corrupt already).
+                self.check_data_overlap(h, n * cs)?;
                 h
             }
         };
