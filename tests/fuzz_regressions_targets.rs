@@ -95,12 +95,10 @@ fn qcow2_write_refuses_new_clusters_that_hold_metadata_with_refcount_zero() {
 /// the clusters the header and tables sit in. The allocator finds cluster 0 "free" with no
 /// refcount block, makes cluster 0 a new refcount block (`new_refcount_block` writes it over
 /// the header), and then `alloc_clusters` loops forever. The cause is in
-/// src/qcow2/refcount.rs, which another engineer is changing (issue 12 rules: reported, not
-/// edited here): a new refcount block must get the same overlap check as data (header, L1,
-/// refcount table, L2 tables, snapshot table, LUKS area), and the loop must end. Ignored
-/// until that lands: it fails now (the write never returns; the header is overwritten).
+/// src/qcow2/refcount.rs: a new refcount block (and a contiguous run, and a relocated refcount
+/// area) now gets the same overlap check as data (header, L1, refcount table, L2 tables,
+/// snapshot table, LUKS area): the write fails with a typed error, nothing is overwritten.
 #[test]
-#[ignore = "src/qcow2/refcount.rs: a new refcount block over the header, then an endless loop (reported)"]
 fn qcow2_write_without_a_refcount_block_for_the_metadata_neither_hangs_nor_overwrites_the_header() {
     let dir = common::TempDir::new("qcow2_write_without_a_refcount_block_for_the_metadata");
     let path = dir.join("no-block.qcow2");
