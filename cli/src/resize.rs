@@ -129,8 +129,7 @@ fn resize_qcow2(args: &ResizeArgs, mut file: File) -> Result<(), Box<dyn Error>>
              nothing important is there"
         );
     }
-    let mut scratch = vec![0u8; q.write_scratch_len()];
-    q.resize_with_scratch(to, args.shrink, &mut scratch).map_err(|e| format!("{name}: {e}"))?;
+    q.resize(to, args.shrink).map_err(|e| format!("{name}: {e}"))?;
     q.flush().map_err(|e| format!("{name}: {e}"))?;
     println!("Image resized.");
     Ok(())

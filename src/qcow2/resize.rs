@@ -4,12 +4,9 @@
 //! # What is written, in order (a crash after any single write leaves at worst leaks)
 //!
 //! Grow:
-//! 1. When the old end is inside an allocated cluster (after a shrink to a size inside a
-//!    cluster), the rest of that cluster is zeroed (written as zeros, copied on write when
-//!    shared; flushed), so that what was there before the shrink does not show again.
-//!    Then stale mappings past the old end are dropped (there are none in images
-//!    QEMU or qluks made, except after an interrupted shrink: see below), so the new area
-//!    reads as zeros.
+//! 1. Stale mappings past the old end are dropped first (there are none in images QEMU or
+//!    qluks made, except after an interrupted shrink: see below), so the new area reads as
+//!    zeros.
 //! 2. When the new size needs more L1 entries (exact growth, as QEMU's resize): new clusters
 //!    for the table (refcounts written and flushed), the table written (old entries, then
 //!    zeros) and flushed, one 12-byte header write at offset 36 (`l1_size`,
@@ -34,7 +31,7 @@
 
 use super::error::{Corruption, Error};
 use super::header::{l1_entries_for, Table};
-use super::l2_entry::{classify, l2_offset, L2E_OFFSET_MASK, OFLAG_COMPRESSED};
+use super::l2_entry::{classify, l2_offset, L2E_OFFSET_MASK};
 use super::table_write::{write_aligned, write_zeros};
 use super::{be64, Chain, Layer, Mapping, Qcow2};
 use crate::io::BlockIo;
@@ -119,27 +116,11 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     /// selected snapshot, encrypted image opened without its passphrase, ...). An image that
     /// names a backing file grows only through [`Chain::resize`]
     /// ([`ResizeError::BackingChainRequired`]).
-    ///
-    /// Growing an image whose last cluster is partly past the old end (after a shrink to a
-    /// size inside a cluster) zeroes the rest of that cluster, which needs scratch: this
-    /// fails then with [`Error::ScratchTooSmall`] before anything is written; use
-    /// [`Qcow2::resize_with_scratch`].
     pub fn resize(&mut self, new_size: u64, allow_shrink: bool) -> Result<(), Error<I::Error>> {
-        self.resize_with_scratch(new_size, allow_shrink, &mut [])
-    }
-
-    /// [`Qcow2::resize`] with `scratch` ([`Qcow2::write_scratch_len`] bytes) to zero the rest
-    /// of a last cluster partly past the old end when growing.
-    pub fn resize_with_scratch(
-        &mut self,
-        new_size: u64,
-        allow_shrink: bool,
-        scratch: &mut [u8],
-    ) -> Result<(), Error<I::Error>> {
         if self.extensions.backing_file.is_some() && new_size > self.header.size {
             return Err(ResizeError::BackingChainRequired.into());
         }
-        self.resize_layered::<N>(new_size, allow_shrink, None, &mut [], scratch)
+        self.resize_layered::<N>(new_size, allow_shrink, None, &mut [], &mut [])
     }
 
     /// [`Qcow2::resize`] with the backing chain `below` (whose first layer is `backing_size`
@@ -180,9 +161,6 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         // Every table on disk as the cache holds it: tables are read from disk below.
         self.flush()?;
         if new_size > old {
-            if !zero {
-                self.zero_stale_tail(old, new_size, below, scratch)?;
-            }
             self.drop_mappings_from(old)?;
             self.flush()?;
             if new_l1 > u64::from(self.l1_size) {
@@ -203,33 +181,6 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
             self.drop_mappings_from(new_size)?;
             self.flush()
         }
-    }
-
-    /// Makes the bytes from `old` (not cluster aligned) to the end of its cluster (at most
-    /// `new_size`) read as zeros when that cluster is allocated: a shrink to a size inside a
-    /// cluster keeps the cluster, whose bytes past the end still hold what was there before
-    /// the shrink, and growing must not show them again. Written past the old end (unread
-    /// until the size changes), then flushed.
-    fn zero_stale_tail<const M: usize>(
-        &mut self,
-        old: u64,
-        new_size: u64,
-        below: &mut [Option<Layer<I, M>>],
-        scratch: &mut [u8],
-    ) -> Result<(), Error<I::Error>> {
-        let end = new_size.min(old.next_multiple_of(self.header.cluster_size()));
-        if end <= old {
-            return Ok(());
-        }
-        let (entry, _, _) = self.l2_entry_of(old)?;
-        if entry & (L2E_OFFSET_MASK | OFLAG_COMPRESSED) == 0 {
-            return Ok(());
-        }
-        self.size = new_size;
-        let r = self.write_zeroes_layered(old, end - old, false, below, scratch);
-        self.size = old;
-        r?;
-        self.flush()
     }
 
     /// The 8-byte size at header offset 24, flushed.
