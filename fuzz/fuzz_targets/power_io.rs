@@ -4,9 +4,10 @@
 //! The device keeps the durable bytes (the state at the last completed flush) and the log of
 //! sector writes since then. A power loss keeps the durable bytes plus a fuzzer-chosen subset
 //! of the unflushed writes, cut into 512-byte sector pieces (a piece is the part of one write
-//! inside one sector: each lands or not on its own, later pieces over earlier ones in issue
+//! inside one sector (or [`Dev::atomic`] unit): each lands or not on its own, later pieces over earlier ones in issue
 //! order). A crash in the middle of an operation is a device that dies after `n` more
-//! successful writes: later writes and flushes fail with [`PowerError::Dead`].
+//! successful writes, or at its `n`-th flush request (which fails: the crash points where
+//! write ordering matters): later writes and flushes fail with [`PowerError::Dead`].
 #![allow(dead_code)]
 
 use std::cell::RefCell;
@@ -58,10 +59,16 @@ pub struct Dev {
     pub pending: Vec<(u64, Vec<u8>)>,
     /// Successful writes left before the device dies (`None`: never).
     pub die_after: Option<u64>,
+    /// The device dies at this flush request (1: the next one), which then fails and makes
+    /// nothing durable: the crash points where write ordering matters.
+    pub die_at_flush: Option<u64>,
     /// Whether the device is dead.
     pub dead: bool,
     /// Whether writes are refused (a read-only backing layer).
     pub read_only: bool,
+    /// The unit a power loss keeps or loses whole (0: [`SECTOR`]); a LUKS2 volume with
+    /// 4096-byte sectors assumes a device that writes 4096 bytes atomically, as dm-crypt does.
+    pub atomic: u64,
 }
 
 /// The device (clones share the bytes).
@@ -104,6 +111,12 @@ impl Loss {
     }
 }
 
+/// Whether `POWER_IO_TRACE` asks for every device write and flush on stderr (debugging).
+fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("POWER_IO_TRACE").is_some())
+}
+
 /// splitmix64's finaliser.
 pub fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -130,6 +143,11 @@ impl PowerIo {
         self.0.borrow_mut().dead = true;
     }
 
+    /// The device dies at the `n`-th flush request from now (n >= 1).
+    pub fn die_at_flush(&self, n: u64) {
+        self.0.borrow_mut().die_at_flush = Some(n.max(1));
+    }
+
     /// Number of unflushed writes.
     pub fn pending(&self) -> usize {
         self.0.borrow().pending.len()
@@ -145,11 +163,12 @@ impl PowerIo {
             Loss::Subset(b) => b,
             _ => 0,
         };
+        let unit = if d.atomic == 0 { SECTOR } else { d.atomic };
         for (offset, data) in &d.pending {
             let mut at = 0usize;
             while at < data.len() {
                 let pos = offset + at as u64;
-                let piece = ((SECTOR - pos % SECTOR) as usize).min(data.len() - at);
+                let piece = ((unit - pos % unit) as usize).min(data.len() - at);
                 let keep = match loss {
                     Loss::DropAll => false,
                     Loss::KeepAll => true,
@@ -172,6 +191,7 @@ impl PowerIo {
         d.durable = bytes;
         d.pending.clear();
         d.die_after = None;
+        d.die_at_flush = None;
         d.dead = false;
     }
 
@@ -205,6 +225,9 @@ impl BlockIo for PowerIo {
         // Writes far past the end are an engine bug here (images are small).
         let end = offset.checked_add(buf.len() as u64).ok_or(PowerError::OutOfRange)?;
         assert!(end <= 1 << 30, "a write up to {end:#x}: far past anything a small image needs");
+        if trace() {
+            eprintln!("    device: write {offset:#x} +{:#x}", buf.len());
+        }
         put(&mut d.cur, offset, buf);
         d.pending.push((offset, buf.to_vec()));
         if let Some(n) = d.die_after.as_mut() {
@@ -223,6 +246,16 @@ impl BlockIo for PowerIo {
         }
         if d.dead {
             return Err(PowerError::Dead);
+        }
+        if let Some(n) = d.die_at_flush.as_mut() {
+            *n -= 1;
+            if *n == 0 {
+                d.dead = true;
+                return Err(PowerError::Dead);
+            }
+        }
+        if trace() {
+            eprintln!("    device: flush");
         }
         let pending = std::mem::take(&mut d.pending);
         for (offset, data) in &pending {
