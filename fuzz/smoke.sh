@@ -91,6 +91,11 @@ if command -v cryptsetup >/dev/null; then
   rm -rf "$lseeds"
 fi
 
+# The model targets decode any bytes into options and operations: one deterministic seed each.
+for t in qcow2_write_model luks_volume_model; do
+  mkdir -p "corpus/$t"; head -c 400 < <(yes "qluks $t seed") > "corpus/$t/text-seed"
+done
+
 for t in $targets; do
   mkdir -p "corpus/$t"
   echo "--- fuzz $t for ${secs}s"
