@@ -312,16 +312,21 @@ impl Run {
     }
 
     /// Power loss: kill the device, drop the volume, keep what `loss` keeps, reopen with
-    /// every passphrase, compare. `maybe`: a passphrase that may or may not open it (and its
-    /// keyslot), from an interrupted add (`true`) or remove (`false`).
-    fn power_loss(&mut self, loss: Loss, pick: u8, maybe: Option<(usize, Vec<u8>, bool)>) {
+    /// every passphrase, compare. `maybe`: a passphrase that may or may not open it, from an
+    /// interrupted add (`true`) or remove (`false`).
+    fn power_loss(&mut self, loss: Loss, pick: u8, maybe: Option<(Vec<u8>, bool)>) {
         let step = self.step;
         self.dev.kill();
         self.vol = None;
         self.dev.power_loss(loss);
-        if let Some((k, pass, adding)) = maybe {
-            match open(&self.dev, &pass) {
-                Ok(_) if adding => self.keys.push((k, pass)),
+        if let Some((pass, adding)) = maybe {
+            // The keyslot that opens (an interrupted remove may leave its keyslot active
+            // with destroyed key material, so the next add takes another one).
+            let mut io = self.dev.clone();
+            let opened = Luks1Header::read(&mut io, 0)
+                .and_then(|header| luks1::unlock_keyslot(&mut io, 0, None, &header, &pass, None));
+            match opened {
+                Ok((k, _)) if adding => self.keys.push((k, pass)),
                 Ok(_) => {}
                 Err(LuksIoError::Luks(LuksError::WrongPassphrase)) => {
                     if !adding {
@@ -391,11 +396,7 @@ impl Run {
                         self.keys.push((k, pass));
                         self.flushed();
                     }
-                    Err(LuksIoError::Io(PowerError::Dead)) => {
-                        // Its keyslot: the first free one (add_keyslot's choice).
-                        let k = (0..8).find(|k| self.keys.iter().all(|(j, _)| j != k)).expect("a free keyslot");
-                        maybe = Some((k, pass, true));
-                    }
+                    Err(LuksIoError::Io(PowerError::Dead)) => maybe = Some((pass, true)),
                     Err(LuksIoError::Luks(LuksError::NoFreeKeyslot)) => {}
                     Err(e) => panic!("step {}: adding a keyslot on a dying device: {e:?}", self.step),
                 }
@@ -408,7 +409,7 @@ impl Run {
                         self.flushed();
                     }
                     Err(LuksIoError::Io(PowerError::Dead)) => {
-                        maybe = Some((self.keys[i].0, self.keys[i].1.clone(), false));
+                        maybe = Some((self.keys[i].1.clone(), false));
                     }
                     Err(LuksIoError::Luks(LuksError::LastKeyslot { .. })) => {}
                     Err(e) => panic!("step {}: removing a keyslot on a dying device: {e:?}", self.step),
