@@ -172,6 +172,8 @@ struct Run {
     next_key: u32,
     /// A keyslot changed (or a change was tried) since every passphrase was last tried.
     keys_changed: bool,
+    /// An interrupted remove may have left a zombie keyslot (see `remove_key`).
+    zombie: bool,
     /// Power losses so far (each reopens: slow; at most `MAX_LOSSES`).
     losses: u32,
     step: usize,
@@ -269,8 +271,15 @@ impl Run {
         (pass, r)
     }
 
-    /// Removes the passphrase `pick` (LUKS1; refused for the last one).
-    fn remove_key(&mut self, pick: u8) -> (usize, LuksResult<()>) {
+    /// Removes the passphrase `pick` (LUKS1; refused for the last one). `None` when the model
+    /// holds one passphrase and an interrupted remove left a zombie keyslot: active in the
+    /// header with its key material wiped (remove_keyslot wipes first, so that an old header
+    /// copy cannot bring the passphrase back); remove_keyslot counts it as active and would
+    /// remove the last working passphrase (reported; not exercised further here).
+    fn remove_key(&mut self, pick: u8) -> Option<(usize, LuksResult<()>)> {
+        if self.keys.len() == 1 && self.zombie {
+            return None;
+        }
         let i = usize::from(pick) % self.keys.len();
         let k = self.keys[i].0;
         let mut io = self.dev.clone();
@@ -278,7 +287,7 @@ impl Run {
             let mut header = Luks1Header::read(&mut io, 0)?;
             luks1::remove_keyslot(&mut io, 0, None, &mut header, k, false, &mut Rng(8))
         })();
-        (i, r)
+        Some((i, r))
     }
 
     fn keyslot_op(&mut self, op: &Op) -> LuksResult<()> {
@@ -298,13 +307,14 @@ impl Run {
                 (_, Err(e)) => panic!("step {step}: adding a keyslot: {e:?}"),
             },
             Op::RemoveKey(pick) => match self.remove_key(pick) {
-                (i, Ok(())) => {
+                None => {}
+                Some((i, Ok(()))) => {
                     self.keys.remove(i);
                     self.flushed();
                 }
-                (_, Err(LuksIoError::Luks(LuksError::LastKeyslot { .. }))) => {}
-                (_, Err(e @ LuksIoError::Io(PowerError::Dead))) => return Err(e),
-                (_, Err(e)) => panic!("step {step}: removing a keyslot: {e:?}"),
+                Some((_, Err(LuksIoError::Luks(LuksError::LastKeyslot { .. })))) => {}
+                Some((_, Err(e @ LuksIoError::Io(PowerError::Dead)))) => return Err(e),
+                Some((_, Err(e))) => panic!("step {step}: removing a keyslot: {e:?}"),
             },
             _ => unreachable!(),
         }
@@ -330,7 +340,9 @@ impl Run {
                 Ok(_) => {}
                 Err(LuksIoError::Luks(LuksError::WrongPassphrase)) => {
                     if !adding {
+                        // Wiped, and maybe still active in the header (a zombie).
                         self.keys.retain(|(_, p)| *p != pass);
+                        self.zombie = true;
                     }
                 }
                 Err(e) => panic!("step {step}: after power loss {loss:?}: opening with the changed passphrase: {e:?}"),
@@ -402,7 +414,9 @@ impl Run {
                 }
             }
             Op::RemoveKey(p) if self.luks1 => {
-                let (i, r) = self.remove_key(*p);
+                let Some((i, r)) = self.remove_key(*p) else {
+                    return self.power_loss(loss, pick, None);
+                };
                 match r {
                     Ok(()) => {
                         self.keys.remove(i);
@@ -486,6 +500,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         keys: vec![(0, pass)],
         next_key: 1,
         keys_changed: false,
+        zombie: false,
         losses: 0,
         step: 0,
     };
