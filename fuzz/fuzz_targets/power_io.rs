@@ -174,7 +174,7 @@ impl PowerIo {
                     Loss::KeepAll => true,
                     Loss::Prefix(n) => index < n,
                     Loss::Subset(_) => {
-                        if index > 0 && index % 64 == 0 {
+                        if index > 0 && index.is_multiple_of(64) {
                             bits = mix(bits);
                         }
                         bits >> (index % 64) & 1 == 1

@@ -503,7 +503,7 @@ impl Run {
         let when = format!("step {}: after power loss {loss:?}", self.step);
         self.losses += 1;
         self.dev.kill();
-        self.chain = Box::new(C::new_empty());
+        self.chain.close();
         self.dev.power_loss(loss);
         self.chain = open(&self.dev, &self.setup);
         check(&mut self.chain, &when, snapshot_crash);
@@ -745,7 +745,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         top(&mut run.chain).select_active();
     }
     // A clean close and reopen.
-    run.chain = Box::new(C::new_empty());
+    run.chain.close();
     let mut chain = open(&run.dev, &run.setup);
     if let Some(at) = mismatch(&read_all(&mut chain, when), &run.model.cur, &run.model.unknown) {
         panic!("{when}: after reopening, the disk differs at {at:#x}");
