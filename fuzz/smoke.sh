@@ -19,6 +19,10 @@ else
   cargo +nightly fuzz build # every target in one cargo run
 fi
 ./seed.sh corpus
+# The model targets decode any bytes into options and operations: one deterministic seed each.
+for t in qcow2_write_model luks_volume_model; do
+  mkdir -p "corpus/$t"; head -c 400 < <(yes "qluks $t seed") > "corpus/$t/text-seed"
+done
 
 failed=()
 for t in $targets; do
