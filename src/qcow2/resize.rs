@@ -108,8 +108,11 @@ const CHUNK: usize = 512;
 
 impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     /// Changes the virtual size to `new_size` bytes (a multiple of 512), as `qemu-img resize`
-    /// does: growing exposes zeros; shrinking (only with `allow_shrink`, qemu-img's
-    /// `--shrink`) drops and frees every cluster past the new end. See the module docs for the
+    /// does: growing exposes zeros, except (as QEMU) past an old end inside a cluster, whose
+    /// old bytes show again after a shrink to that size and a grow (found by the
+    /// `qcow2_write_model` fuzz target; `tests/qcow2_resize.rs` asserts QEMU's behaviour);
+    /// shrinking (only with `allow_shrink`, qemu-img's `--shrink`) drops and frees every
+    /// cluster wholly past the new end. See the module docs for the
     /// write order. Refused with a typed error, before anything is written: unaligned sizes,
     /// shrinking without `allow_shrink`, version 2 images with snapshots, sizes whose L1 table
     /// would pass 32 MiB, and whatever [`Qcow2::write_at`] refuses (dirty or corrupt image,
