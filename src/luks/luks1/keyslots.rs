@@ -122,6 +122,13 @@ pub fn add_keyslot<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
 /// Disables keyslot `k` after overwriting its key material with random bytes, so that an old
 /// copy of the header cannot bring the passphrase back. Refuses the only active keyslot
 /// unless `allow_last`.
+///
+/// The material is wiped (flushed) before the header write that disables the keyslot, as
+/// cryptsetup's `LUKS_del_key` orders it: a crash in between leaves the keyslot active with
+/// its material gone, and the guard still counts it (the header is all it can see without the
+/// passphrases), so removing another keyslot then may remove the last one that works. Found by
+/// the `luks_volume_model` fuzz target; unlock every passphrase you mean to keep before
+/// removing keyslots after an interrupted remove.
 pub fn remove_keyslot<I: BlockIo, R: rand_core::TryCryptoRng + ?Sized>(
     io: &mut I,
     area_offset: u64,
