@@ -9,6 +9,7 @@ use clap::Args;
 
 use crate::image_open::ChainArgs;
 use crate::open::MapEntry;
+use crate::progress::Progress;
 use crate::secret::SecretArgs;
 
 /// `qluks convert` arguments.
@@ -39,6 +40,9 @@ pub struct ConvertArgs {
     /// Show progress on stderr.
     #[arg(short = 'p')]
     progress: bool,
+    /// Quiet: no progress.
+    #[arg(short = 'q')]
+    quiet: bool,
     /// Write into the existing destination image instead of creating one (qemu-img's -n):
     /// its format and size stay; every byte of the source is written (zeros too).
     #[arg(short = 'n')]
@@ -159,6 +163,7 @@ fn into_existing(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
             format!("{name}: the image ({} bytes) is smaller than the source ({size} bytes)", dst.size()).into()
         );
     }
+    let progress = Progress::new(args.progress, args.quiet);
     let mut buf = vec![0u8; CHUNK];
     let mut offset = 0u64;
     while offset < size {
@@ -171,13 +176,9 @@ fn into_existing(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
         };
         written.map_err(|e| format!("{name}: at offset {offset}: {e}"))?;
         offset += n as u64;
-        if args.progress {
-            eprint!("\r    ({:.2}/100%)", (offset as f64 * 100.0) / size.max(1) as f64);
-        }
+        progress.set(offset, size);
     }
-    if args.progress {
-        eprintln!("\r    (100.00/100%)");
-    }
+    progress.finish();
     dst.flush().map_err(|e| format!("{name}: flush: {e}"))?;
     Ok(())
 }
@@ -198,7 +199,14 @@ fn run_to(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
             .map(|id| objects.lookup(&id))
             .transpose()?;
         let target = crate::convert_to_qcow2::Target { options: args.options.as_deref(), secret: &secret, key };
-        return crate::convert_to_qcow2::run(&args.src, &args.dst, &args.secret, &args.chain, &target, args.progress);
+        return crate::convert_to_qcow2::run(
+            &args.src,
+            &args.dst,
+            &args.secret,
+            &args.chain,
+            &target,
+            Progress::new(args.progress, args.quiet),
+        );
     }
     if args.output_format != "raw" {
         return Err(format!("output format `{}` is not supported (raw, qcow2)", args.output_format).into());
@@ -209,7 +217,14 @@ fn run_to(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
     let mut probe = std::fs::File::open(&args.src).map_err(|e| format!("{}: {e}", args.src.display()))?;
     if crate::open::detect(&mut probe)? == crate::open::Format::Qcow2 {
         let snapshot = args.snapshot.as_deref();
-        return crate::convert_qcow2::run(&args.src, &args.dst, &args.secret, &args.chain, snapshot, args.progress);
+        return crate::convert_qcow2::run(
+            &args.src,
+            &args.dst,
+            &args.secret,
+            &args.chain,
+            snapshot,
+            Progress::new(args.progress, args.quiet),
+        );
     }
     if args.snapshot.is_some() {
         return Err(format!("{}: only qcow2 images have internal snapshots", args.src.display()).into());
@@ -253,7 +268,7 @@ fn run_to(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
         })
         .collect();
     drop(to_reader);
-    let mut copied = 0u64;
+    let progress = Progress::new(args.progress, args.quiet);
     let mut read_result = Ok(());
     // A buffer whose chunk read as zeros is not sent (the output keeps a hole there): it is
     // reused for the next chunk instead of being taken from the pool again.
@@ -280,10 +295,7 @@ fn run_to(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
                 break 'copy; // the writer failed: its error is reported below
             }
             offset += n as u64;
-            copied += n as u64;
-            if args.progress {
-                eprint!("\r    ({:.2}/100%)", (offset as f64 * 100.0) / size.max(1) as f64);
-            }
+            progress.set(offset, size);
         }
     }
     drop(to_writer);
@@ -292,9 +304,7 @@ fn run_to(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
     }
     let dst = std::sync::Arc::into_inner(dst).ok_or("writers still hold the output")?;
     read_result?;
-    if args.progress {
-        eprintln!("\r    (100.00/100%) {copied} data bytes");
-    }
+    progress.finish();
     dst.set_len(size)?;
     dst.sync_data()?;
     Ok(())

@@ -25,6 +25,7 @@ mod luks2_info;
 mod luks_cmd;
 mod map;
 mod open;
+mod progress;
 mod qcow2_info;
 mod rebase;
 mod resize;
