@@ -307,7 +307,9 @@ fn backing_size(image: &Path, name: &str, fmt: Option<&str>) -> Result<u64, Box<
             Ok(len.saturating_sub(header.payload_offset_bytes()))
         }
         "raw" => Ok(len),
-        f if f == "qcow2" || f == "luks" || f == "qcow" => Err(err(&format!("not a {f} image (it reads as {probed})")).into()),
+        f if f == "qcow2" || f == "luks" || f == "qcow" => {
+            Err(err(&format!("not a {f} image (it reads as {probed})")).into())
+        }
         f => Err(err(&format!("cannot read the size of a `{f}` image (give SIZE)")).into()),
     }
 }
