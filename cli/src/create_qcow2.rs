@@ -300,8 +300,13 @@ fn backing_size(image: &Path, name: &str, fmt: Option<&str>) -> Result<u64, Box<
     };
     match fmt.unwrap_or(probed) {
         // qcow v1 (qemu's "qcow"): the size field is at the same offset.
-        "qcow" if probed == "qcow2" && n >= 32 => Ok(u64::from_be_bytes(head[24..32].try_into().unwrap())),
-        "qcow2" if probed == "qcow2" => Ok(qluks::qcow2::header::Header::parse(&head).map_err(|e| err(&e))?.size),
+        "qcow" | "qcow2" if probed == "qcow2" && head.get(4..8) == Some(&[0, 0, 0, 1][..]) => match head.get(24..32) {
+            Some(b) => Ok(u64::from_be_bytes(b.try_into().unwrap())),
+            None => Err(err(&format!("qcow header truncated: need 32 bytes, have {n}")).into()),
+        },
+        "qcow" | "qcow2" if probed == "qcow2" => {
+            Ok(qluks::qcow2::header::Header::parse(&head).map_err(|e| err(&e))?.size)
+        }
         "luks" if probed == "luks" => {
             let header = qluks::luks::luks1::Luks1Header::read(&mut file, 0).map_err(|e| err(&e))?;
             Ok(len.saturating_sub(header.payload_offset_bytes()))

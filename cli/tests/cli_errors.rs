@@ -53,6 +53,7 @@ fn fixtures(test: &str) -> TempDir {
     // The qcow2 header itself cut (64 of its 72 bytes), and the image cut after its header
     // cluster (the L1 and refcount tables, at 0x30000 and 0x10000, are gone).
     cut("plain.qcow2", "cut-header.qcow2", 64);
+    cut("plain.qcow2", "cut-magic.qcow2", 4);
     cut("plain.qcow2", "cut-tables.qcow2", 65536);
     cut("enc.qcow2", "cut-enc.qcow2", 65536);
     // The LUKS header cut (300 of 592 bytes), and the volume cut inside its keyslot area.
@@ -178,6 +179,24 @@ fn truncated_qcow2_images_name_the_field_and_offset() {
         1,
         &["backing file cut-header.qcow2", "header truncated"],
     );
+    // Only the magic is left: still a message, no panic (and a qcow v1 backing file still
+    // gives its size).
+    fails(
+        dir.path(),
+        &["create", "-f", "qcow2", "-b", "@", "-F", "qcow2", "new.qcow2"],
+        "cut-magic.qcow2",
+        1,
+        &["backing file cut-magic.qcow2", "header truncated"],
+    );
+    run(Command::new("qemu-img").current_dir(dir.path()).args(["create", "-q", "-f", "qcow", "v1.qcow", "3M"]));
+    run(Command::new(env!("CARGO_BIN_EXE_qluks")).current_dir(dir.path()).args([
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        "v1.qcow",
+        "v1-top.qcow2",
+    ]));
     // qemu-img refuses the cut header too.
     assert_eq!(qemu_img(dir.path(), &["info", "cut-header.qcow2"]).status.code(), Some(1));
 }
