@@ -49,6 +49,9 @@ pub struct RebaseArgs {
     /// Show progress.
     #[arg(short = 'p')]
     progress: bool,
+    /// Quiet: no progress.
+    #[arg(short = 'q')]
+    quiet: bool,
     /// The image.
     image: PathBuf,
 }
@@ -109,7 +112,7 @@ fn run_rebase(
     for (depth, p) in (1..).zip(new_passphrases) {
         r.set_passphrase(depth, p);
     }
-    let progress = crate::progress::Progress::new(args.progress, false);
+    let progress = crate::progress::Progress::new(args.progress, args.quiet);
     let mut report = |done, total| progress.set(done, total);
     // The new backing file is a layer of the old chain: only what the layers above it
     // allocate is compared (as QEMU does).

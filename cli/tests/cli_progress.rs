@@ -46,12 +46,13 @@ fn images(dir: &TempDir) {
     run(Command::new("qemu-io").current_dir(p).args(["-c", "write -P 9 1M 2M", "top.qcow2"]));
 }
 
-const LINES: [&str; 6] = [
+const LINES: [&str; 7] = [
     "convert -p -O raw base.qcow2 out.raw",
     "convert -p -O qcow2 base.qcow2 out.qcow2",
     "convert -p -O raw top.qcow2 out2.raw",
     "dd -p bs=64k if=base.qcow2 of=dd.raw",
     "commit -p top.qcow2",
+    "rebase -p -b out.qcow2 -F qcow2 top.qcow2",
     "create -p -f qcow2 -o preallocation=metadata pre.qcow2 64M",
 ];
 
