@@ -15,6 +15,12 @@ use crate::secret::SecretArgs;
 /// `qluks convert` arguments.
 #[derive(Args)]
 pub struct ConvertArgs {
+    /// Source format (probed when not given; a different format is refused).
+    #[arg(short = 'f', value_name = "FMT")]
+    format: Option<String>,
+    /// Open the source without taking a lock (qemu-img's -U; qluks takes none).
+    #[arg(short = 'U', long = "force-share")]
+    force_share: bool,
     /// Output format (raw, qcow2).
     #[arg(short = 'O', value_name = "FORMAT", default_value = "raw")]
     output_format: String,
@@ -71,6 +77,15 @@ const WRITERS: usize = 4;
 /// Runs `qluks convert`.
 pub fn run(mut args: ConvertArgs) -> Result<(), Box<dyn Error>> {
     args.image_opts.resolve(&mut args.src, &mut args.secret, Some(&mut args.chain))?;
+    let _ = args.force_share;
+    if let Some(f) = &args.format {
+        let src = args.src.display();
+        let mut file = std::fs::File::open(&args.src).map_err(|e| format!("Could not open '{src}': {e}"))?;
+        let detected = crate::open::detect(&mut file).map_err(|e| format!("{src}: {e}"))?;
+        if f != detected.name() {
+            return Err(format!("{src}: -f {f} given, but the image is {}", detected.name()).into());
+        }
+    }
     if args.target_image_opts && !args.no_create {
         return Err("--target-image-opts requires use of -n flag".into());
     }

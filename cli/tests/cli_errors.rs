@@ -396,6 +396,32 @@ fn unknown_options_and_missing_arguments_are_one_line_with_exit_1() {
         fails(d, args, "", 1, &[&format!("qluks {}: missing argument", args[0]), what]);
         assert_eq!(qemu_img(d, args).status.code(), Some(1), "qemu-img {args:?}");
     }
+    // convert -f names the format it found; -f with the right format and -U are taken.
+    fails(
+        d,
+        &["convert", "-f", "luks", "-O", "raw", "@", "o.raw"],
+        "plain.qcow2",
+        1,
+        &["plain.qcow2: -f luks given, but the image is qcow2"],
+    );
+    fails(
+        d,
+        &["convert", "-f", "qcow2", "-O", "raw", "@", "o.raw"],
+        "missing.qcow2",
+        1,
+        &["missing.qcow2", "No such file"],
+    );
+    run(Command::new(env!("CARGO_BIN_EXE_qluks")).current_dir(d).args([
+        "convert",
+        "-U",
+        "-f",
+        "qcow2",
+        "-O",
+        "raw",
+        "plain.qcow2",
+        "o.raw",
+    ]));
+    run(Command::new("qemu-img").current_dir(d).args(["compare", "plain.qcow2", "o.raw"]));
     fails(d, &["frobnicate"], "", 1, &["qluks: Command not found: frobnicate"]);
     fails(d, &[], "", 1, &["qluks: Not enough arguments"]);
     fails(d, &["check", "--output", "xml", "plain.qcow2"], "", 1, &["qluks check", "'xml'", "--output"]);
