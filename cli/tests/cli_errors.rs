@@ -431,3 +431,41 @@ fn unknown_options_and_missing_arguments_are_one_line_with_exit_1() {
     assert!(version.status.success() && String::from_utf8_lossy(&version.stdout).starts_with("qluks "));
     assert!(qluks(d, &["--help"]).status.success());
 }
+
+#[test]
+fn qemu_imgs_quiet_format_and_share_flags_are_taken() {
+    const TEST: &str = "qemu_imgs_quiet_format_and_share_flags_are_taken";
+    if !tools(TEST, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let (peer, ours) = (fixtures(&format!("{TEST}-peer")), fixtures(&format!("{TEST}-qluks")));
+    let amend = "driver=qcow2,file.filename=enc.qcow2,encrypt.key-secret=s";
+    let lines: [&[&str]; 8] = [
+        &["compare", "-q", "-U", "-f", "qcow2", "-F", "qcow2", "plain.qcow2", "plain.qcow2"],
+        &["compare", "-q", "plain.qcow2", "base.qcow2"],
+        &["convert", "-q", "-U", "-f", "qcow2", "-O", "raw", "plain.qcow2", "o.raw"],
+        &["resize", "-q", "-f", "qcow2", "plain.qcow2", "2M"],
+        &["commit", "-q", "top.qcow2"],
+        &["rebase", "-q", "-u", "-b", "plain.qcow2", "-F", "qcow2", "top.qcow2"],
+        &["snapshot", "-q", "-c", "s1", "plain.qcow2"],
+        &[
+            "amend",
+            "-q",
+            "--object",
+            "secret,id=s,data=right",
+            "--object",
+            "secret,id=n,data=new",
+            "--image-opts",
+            "-o",
+            "encrypt.state=active,encrypt.new-secret=n,encrypt.iter-time=10",
+            amend,
+        ],
+    ];
+    for args in lines {
+        let q = qemu_img(peer.path(), args);
+        let l = qluks(ours.path(), args);
+        let shown = format!("{args:?}: qemu-img {q:?}, qluks {l:?}");
+        assert_eq!(q.status.code(), l.status.code(), "{shown}");
+        assert!(l.stdout.is_empty() && l.stderr.is_empty() && q.stdout.is_empty(), "{shown}");
+    }
+}
