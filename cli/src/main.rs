@@ -10,6 +10,7 @@ mod image_opts;
 mod json;
 mod luks2_memory;
 mod open;
+mod progress;
 mod secret;
 mod units;
 
@@ -61,13 +62,63 @@ enum Command {
     Measure(measure::MeasureArgs),
 }
 
+/// A usage error as one line, qemu-img's words where it has them:
+/// `qluks info: unrecognized option '-x' (try 'qluks info --help')`.
+fn usage_error(e: &clap::Error, args: &[String]) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    use clap::CommandFactory;
+    // The (sub)command the arguments name: `qluks`, `qluks info`, `qluks luks add-key`.
+    let mut name = String::from("qluks");
+    let mut cmd = Cli::command();
+    for a in args.iter().filter(|a| !a.starts_with('-')) {
+        match cmd.find_subcommand(a) {
+            Some(sub) => {
+                name = format!("{name} {}", sub.get_name());
+                cmd = sub.clone();
+            }
+            None => break,
+        }
+    }
+    let context = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => s.clone(),
+        Some(ContextValue::Strings(v)) => v.join(", "),
+        Some(v) => v.to_string(),
+        None => String::new(),
+    };
+    let what = match e.kind() {
+        ErrorKind::UnknownArgument => {
+            let arg = context(ContextKind::InvalidArg);
+            let arg = arg.split_once('=').filter(|_| arg.starts_with("--")).map_or(arg.as_str(), |(a, _)| a);
+            format!("unrecognized option '{arg}'")
+        }
+        ErrorKind::InvalidSubcommand => format!("Command not found: {}", context(ContextKind::InvalidSubcommand)),
+        ErrorKind::MissingRequiredArgument => format!("missing argument {}", context(ContextKind::InvalidArg)),
+        ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            "Not enough arguments: a command is needed".to_string()
+        }
+        // Other kinds: clap's own first line, without its `error: ` prefix.
+        _ => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            first.strip_prefix("error: ").unwrap_or(first).to_string()
+        }
+    };
+    format!("{name}: {what} (try '{name} --help')")
+}
+
 fn main() -> std::process::ExitCode {
     // Usage errors exit with 1, as qemu-img's do (help and version: 0).
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
+        Err(e) if !e.use_stderr() => {
+            // --help, --version.
             let _ = e.print();
-            return if e.use_stderr() { std::process::ExitCode::FAILURE } else { std::process::ExitCode::SUCCESS };
+            return std::process::ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            eprintln!("{}", usage_error(&e, &args));
+            return std::process::ExitCode::FAILURE;
         }
     };
     let result = match cli.command {

@@ -251,7 +251,9 @@ const MAX_PROMPT_LEN: usize = 4096;
 /// passphrase is left behind unwiped; a longer line is refused.
 fn prompt(text: &str) -> Result<Passphrase, Box<dyn Error>> {
     if !std::io::stdin().is_terminal() {
-        return Err("a passphrase is needed: use --passphrase-file, --passphrase-env or a terminal".into());
+        // `Passphrase for disk.qcow2: ` → `Passphrase for disk.qcow2 is needed: …`.
+        let what = text.trim_end().trim_end_matches(':');
+        return Err(format!("{what} is needed: use --passphrase-file, --passphrase-env or a terminal").into());
     }
     eprint!("{text}");
     std::io::stderr().flush()?;

@@ -27,6 +27,9 @@ pub struct AmendArgs {
     /// Image format (only qcow2).
     #[arg(short = 'f', long = "format", value_name = "FMT")]
     format: Option<String>,
+    /// Quiet: no line saying which keyslots changed.
+    #[arg(short = 'q')]
+    quiet: bool,
     #[command(flatten)]
     image_opts: crate::image_opts::ImageOptsArgs,
     /// Read the old passphrase (encrypt.old-secret) from this file.
@@ -139,6 +142,8 @@ pub fn run(mut args: AmendArgs) -> Result<(), Box<dyn Error>> {
     q.flush().map_err(|e| format!("{name}: {e}"))?;
     let list: Vec<String> = (0..8).filter(|k| changed & (1 << k) != 0).map(|k| k.to_string()).collect();
     let verb = if state == KeyslotState::Active { "added" } else { "erased" };
-    eprintln!("{name}: keyslot {} {verb}", list.join(", "));
+    if !args.quiet {
+        eprintln!("{name}: keyslot {} {verb}", list.join(", "));
+    }
     Ok(())
 }

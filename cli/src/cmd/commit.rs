@@ -8,7 +8,6 @@
 //! writable through the very handle the policy checked.
 use std::error::Error;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -20,6 +19,7 @@ use qluks::qcow2::file_resolver::FileResolver;
 use qluks::qcow2::{Layer, Qcow2};
 
 use crate::image_open::{ChainArgs, CliChain, CACHE_SLICES};
+use crate::progress::Progress;
 use crate::secret::SecretArgs;
 
 /// Extra scratch beyond the minimum: larger batches (one read, one encrypt, one write each).
@@ -43,6 +43,9 @@ pub struct CommitArgs {
     /// Show progress.
     #[arg(short = 'p')]
     progress: bool,
+    /// Quiet: no progress.
+    #[arg(short = 'q')]
+    quiet: bool,
     /// The overlay.
     image: PathBuf,
 }
@@ -55,14 +58,16 @@ pub fn run(mut args: CommitArgs) -> Result<(), Box<dyn Error>> {
     args.image_opts.resolve(&mut args.image, &mut args.secret, Some(&mut args.chain))?;
     check_format(args.format.as_deref(), &args.image)?;
     let mut r = crate::image_open::resolver(&args.image, &args.secret, &args.chain)?;
-    let (path, keep, progress) = (args.image.clone(), args.keep, args.progress);
+    let (path, keep, progress) = (args.image.clone(), args.keep, Progress::new(args.progress, args.quiet));
     // Chains hold their layers inline: open and work on a thread with room for them.
     std::thread::Builder::new()
         .stack_size(64 << 20)
         .spawn(move || run_commit(&path, &mut r, keep, progress))?
         .join()
         .map_err(|_| "commit panicked")??;
-    println!("Image committed.");
+    if !args.quiet {
+        println!("Image committed.");
+    }
     Ok(())
 }
 
@@ -144,15 +149,7 @@ fn reopen_writable(file: &File) -> std::io::Result<File> {
     Ok(rw)
 }
 
-/// Prints qemu-img's progress line.
-pub fn show_progress(done: u64, total: u64) {
-    let pct = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
-    let mut out = std::io::stdout().lock();
-    let _ = write!(out, "    ({pct:.2}/100%)\r");
-    let _ = out.flush();
-}
-
-fn run_commit(path: &Path, r: &mut FileResolver, keep: bool, progress: bool) -> Result<(), String> {
+fn run_commit(path: &Path, r: &mut FileResolver, keep: bool, progress: Progress) -> Result<(), String> {
     let shown = path.display();
     let mut overlay = open_overlay(path, r, false)?;
     let Some(name) = overlay.extensions().backing_file.as_ref().map(|n| n.as_bytes().to_vec()) else {
@@ -161,15 +158,9 @@ fn run_commit(path: &Path, r: &mut FileResolver, keep: bool, progress: bool) -> 
     let format = overlay.extensions().backing_format.as_ref().map(|f| f.as_bytes().to_vec());
     let (mut base, _) = open_backing_chain(path, r, &name, format.as_deref(), true)?;
     let mut scratch = vec![0u8; commit_scratch_len(&*overlay, &*base) + BATCH_BYTES];
-    let mut report = |done, total| {
-        if progress {
-            show_progress(done, total)
-        }
-    };
+    let mut report = |done, total| progress.set(done, total);
     commit(&mut *overlay, &mut *base, keep, &mut scratch, &mut report)
         .map_err(|e| format!("{shown}: commit into \"{}\": {e}", qluks::qcow2::UntrustedName(&name)))?;
-    if progress {
-        println!();
-    }
+    progress.finish();
     Ok(())
 }

@@ -20,6 +20,18 @@ pub struct CompareArgs {
     second_passphrase_file: Option<PathBuf>,
     #[command(flatten)]
     chain: ChainArgs,
+    /// Format of the first image (probed when not given; a different format is refused).
+    #[arg(short = 'f', value_name = "FMT")]
+    format: Option<String>,
+    /// Format of the second image (likewise).
+    #[arg(short = 'F', value_name = "FMT")]
+    second_format: Option<String>,
+    /// Quiet: print nothing (the exit code tells).
+    #[arg(short = 'q')]
+    quiet: bool,
+    /// Open the images without taking a lock (qemu-img's -U; qluks takes none).
+    #[arg(short = 'U', long = "force-share")]
+    force_share: bool,
     /// First image.
     a: PathBuf,
     /// Second image.
@@ -52,6 +64,24 @@ fn compare(mut args: CompareArgs) -> Result<bool, Box<dyn Error>> {
     let mut second_chain = args.chain.policy_only();
     args.image_opts.resolve(&mut args.b, &mut second, Some(&mut second_chain))?;
     args.image_opts.resolve(&mut args.a, &mut args.secret, Some(&mut args.chain))?;
+    let _ = args.force_share;
+    for (path, format) in [(&args.a, &args.format), (&args.b, &args.second_format)] {
+        if let Some(f) = format {
+            let shown = path.display();
+            let mut file = std::fs::File::open(path).map_err(|e| format!("Could not open '{shown}': {e}"))?;
+            let detected = crate::open::detect(&mut file).map_err(|e| format!("{shown}: {e}"))?;
+            if f != detected.name() {
+                return Err(format!("{shown}: format {f} given, but the image is {}", detected.name()).into());
+            }
+        }
+    }
+    let quiet = args.quiet;
+    let say = |m: &str| {
+        if !quiet {
+            println!("{m}");
+        }
+    };
+    let (na, nb) = (args.a.display().to_string(), args.b.display().to_string());
     let mut a = crate::open::open_with_chain(&args.a, false, &args.secret, &args.chain)?;
     let mut b = crate::open::open_with_chain(&args.b, false, &second, &second_chain)?;
     let (sa, sb) = (a.size(), b.size());
@@ -61,27 +91,32 @@ fn compare(mut args: CompareArgs) -> Result<bool, Box<dyn Error>> {
     let mut offset = 0u64;
     while offset < common {
         let n = ((common - offset) as usize).min(CHUNK);
-        a.read_at(offset, &mut ba[..n])?;
-        b.read_at(offset, &mut bb[..n])?;
+        a.read_at(offset, &mut ba[..n]).map_err(|e| read_err(&na, offset, e))?;
+        b.read_at(offset, &mut bb[..n]).map_err(|e| read_err(&nb, offset, e))?;
         if let Some(i) = ba[..n].iter().zip(&bb[..n]).position(|(x, y)| x != y) {
-            println!("Content mismatch at offset {}!", offset + i as u64);
+            say(&format!("Content mismatch at offset {}!", offset + i as u64));
             return Ok(false);
         }
         offset += n as u64;
     }
-    let (longer, end) = if sa > sb { (&mut a, sa) } else { (&mut b, sb) };
+    let (longer, end, name) = if sa > sb { (&mut a, sa, &na) } else { (&mut b, sb, &nb) };
     while offset < end {
         let n = ((end - offset) as usize).min(CHUNK);
-        longer.read_at(offset, &mut ba[..n])?;
+        longer.read_at(offset, &mut ba[..n]).map_err(|e| read_err(name, offset, e))?;
         if let Some(i) = ba[..n].iter().position(|&x| x != 0) {
-            println!("Content mismatch at offset {}!", offset + i as u64);
+            say(&format!("Content mismatch at offset {}!", offset + i as u64));
             return Ok(false);
         }
         offset += n as u64;
     }
     if sa != sb {
-        println!("Warning: Image size mismatch!");
+        say("Warning: Image size mismatch!");
     }
-    println!("Images are identical.");
+    say("Images are identical.");
     Ok(true)
+}
+
+/// A read error, naming the image and the offset.
+fn read_err(name: &str, at: u64, e: Box<dyn Error>) -> String {
+    format!("{name}: read at offset {at}: {e}")
 }

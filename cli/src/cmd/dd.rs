@@ -36,6 +36,12 @@ pub struct DdArgs {
     /// Open the input without taking a lock (qemu-img's -U; qluks takes none).
     #[arg(short = 'U', long = "force-share")]
     force_share: bool,
+    /// Show progress on stderr (qluks only; hidden when stderr is not a terminal).
+    #[arg(short = 'p')]
+    progress: bool,
+    /// Quiet: no progress.
+    #[arg(short = 'q')]
+    quiet: bool,
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
@@ -204,6 +210,7 @@ pub fn run(mut args: DdArgs) -> Result<(), Box<dyn Error>> {
         eprintln!("qluks: {}: cannot skip to specified offset", ops.input);
     }
     let grain = options.as_ref().map_or(4096, |o| o.cluster_size);
+    let progress = crate::progress::Progress::new(args.progress, args.quiet);
     let mut buf = vec![0u8; CHUNK];
     let mut done = 0u64;
     while done < len {
@@ -214,7 +221,9 @@ pub fn run(mut args: DdArgs) -> Result<(), Box<dyn Error>> {
         crate::cmd::convert::to_qcow2::write_nonzero(out.as_mut(), done, &mut buf[..n], grain)
             .map_err(|e| format!("error while writing to output image file {name}: at offset {done}: {e}"))?;
         done += n as u64;
+        progress.set(done, len);
     }
+    progress.finish();
     out.flush().map_err(|e| format!("{name}: flush: {e}"))?;
     drop(out);
     staged.commit().map_err(|e| format!("{name}: {e}"))?;

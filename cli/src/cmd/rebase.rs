@@ -17,7 +17,7 @@ use qluks::qcow2::rebase::{rebase, rebase_scratch_len, rebase_within};
 use qluks::qcow2::Layer;
 use std::os::unix::fs::MetadataExt;
 
-use crate::cmd::commit::{check_format, open_backing_chain, open_overlay, show_progress, BATCH_BYTES};
+use crate::cmd::commit::{check_format, open_backing_chain, open_overlay, BATCH_BYTES};
 use crate::image_open::{ChainArgs, CliChain};
 use crate::secret::SecretArgs;
 
@@ -49,6 +49,9 @@ pub struct RebaseArgs {
     /// Show progress.
     #[arg(short = 'p')]
     progress: bool,
+    /// Quiet: no progress.
+    #[arg(short = 'q')]
+    quiet: bool,
     /// The image.
     image: PathBuf,
 }
@@ -109,21 +112,15 @@ fn run_rebase(
     for (depth, p) in (1..).zip(new_passphrases) {
         r.set_passphrase(depth, p);
     }
-    let progress = args.progress;
-    let mut report = |done, total| {
-        if progress {
-            show_progress(done, total)
-        }
-    };
+    let progress = crate::progress::Progress::new(args.progress, args.quiet);
+    let mut report = |done, total| progress.set(done, total);
     // The new backing file is a layer of the old chain: only what the layers above it
     // allocate is compared (as QEMU does).
     if let Some((depth, format)) = layer_of_old_chain(path, r, &chain, name, args.backing_format.as_deref())? {
         let mut scratch = vec![0u8; rebase_scratch_len::<_, _, _, 1, 1>(&*chain, None) + BATCH_BYTES];
         rebase_within(&mut *chain, depth, name, Some(format), &mut scratch, &mut report)
             .map_err(|e| format!("{shown}: rebase: {e}"))?;
-        if progress {
-            println!();
-        }
+        progress.finish();
         return Ok(());
     }
     let mut new_chain = None;
@@ -141,9 +138,7 @@ fn run_rebase(
     let mut scratch = vec![0u8; rebase_scratch_len(&*chain, new_ref.as_deref()) + BATCH_BYTES];
     rebase(&mut *chain, new_ref, name, format, &mut scratch, &mut report)
         .map_err(|e| format!("{shown}: rebase: {e}"))?;
-    if progress {
-        println!();
-    }
+    progress.finish();
     Ok(())
 }
 

@@ -20,6 +20,9 @@ pub struct ResizeArgs {
     /// Image format: qcow2 or raw (default: probed).
     #[arg(short = 'f', long = "format", value_name = "FMT")]
     format: Option<String>,
+    /// Quiet: no "Image resized." line.
+    #[arg(short = 'q')]
+    quiet: bool,
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
@@ -73,7 +76,9 @@ pub fn run(mut args: ResizeArgs) -> Result<(), Box<dyn Error>> {
             }
             file.set_len(to).map_err(|e| format!("{name}: {e}"))?;
             file.sync_all().map_err(|e| format!("{name}: {e}"))?;
-            println!("Image resized.");
+            if !args.quiet {
+                println!("Image resized.");
+            }
             Ok(())
         }
         "luks" => Err(format!("{name}: resizing LUKS volumes is not supported (qcow2 and raw only)").into()),
@@ -110,7 +115,9 @@ fn resize_qcow2(args: &ResizeArgs, mut file: File) -> Result<(), Box<dyn Error>>
         let mut scratch = vec![0u8; chain.write_scratch_len()];
         chain.resize(to, args.shrink, &mut scratch).map_err(|e| format!("{name}: {e}"))?;
         chain.flush().map_err(|e| format!("{name}: {e}"))?;
-        println!("Image resized.");
+        if !args.quiet {
+            println!("Image resized.");
+        }
         return Ok(());
     }
     let passphrase = match header.crypt_method {
@@ -134,7 +141,9 @@ fn resize_qcow2(args: &ResizeArgs, mut file: File) -> Result<(), Box<dyn Error>>
     }
     q.resize(to, args.shrink).map_err(|e| format!("{name}: {e}"))?;
     q.flush().map_err(|e| format!("{name}: {e}"))?;
-    println!("Image resized.");
+    if !args.quiet {
+        println!("Image resized.");
+    }
     Ok(())
 }
 

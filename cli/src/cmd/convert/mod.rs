@@ -12,11 +12,18 @@ use clap::Args;
 
 use crate::image_open::ChainArgs;
 use crate::open::MapEntry;
+use crate::progress::Progress;
 use crate::secret::SecretArgs;
 
 /// `qluks convert` arguments.
 #[derive(Args)]
 pub struct ConvertArgs {
+    /// Source format (probed when not given; a different format is refused).
+    #[arg(short = 'f', value_name = "FMT")]
+    format: Option<String>,
+    /// Open the source without taking a lock (qemu-img's -U; qluks takes none).
+    #[arg(short = 'U', long = "force-share")]
+    force_share: bool,
     /// Output format (raw, qcow2).
     #[arg(short = 'O', value_name = "FORMAT", default_value = "raw")]
     output_format: String,
@@ -42,6 +49,9 @@ pub struct ConvertArgs {
     /// Show progress on stderr.
     #[arg(short = 'p')]
     progress: bool,
+    /// Quiet: no progress.
+    #[arg(short = 'q')]
+    quiet: bool,
     /// Write into the existing destination image instead of creating one (qemu-img's -n):
     /// its format and size stay; every byte of the source is written (zeros too).
     #[arg(short = 'n')]
@@ -70,6 +80,15 @@ const WRITERS: usize = 4;
 /// Runs `qluks convert`.
 pub fn run(mut args: ConvertArgs) -> Result<(), Box<dyn Error>> {
     args.image_opts.resolve(&mut args.src, &mut args.secret, Some(&mut args.chain))?;
+    let _ = args.force_share;
+    if let Some(f) = &args.format {
+        let src = args.src.display();
+        let mut file = std::fs::File::open(&args.src).map_err(|e| format!("Could not open '{src}': {e}"))?;
+        let detected = crate::open::detect(&mut file).map_err(|e| format!("{src}: {e}"))?;
+        if f != detected.name() {
+            return Err(format!("{src}: -f {f} given, but the image is {}", detected.name()).into());
+        }
+    }
     if args.target_image_opts && !args.no_create {
         return Err("--target-image-opts requires use of -n flag".into());
     }
@@ -162,6 +181,7 @@ fn into_existing(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
             format!("{name}: the image ({} bytes) is smaller than the source ({size} bytes)", dst.size()).into()
         );
     }
+    let progress = Progress::new(args.progress, args.quiet);
     let mut buf = vec![0u8; CHUNK];
     let mut offset = 0u64;
     while offset < size {
@@ -174,13 +194,9 @@ fn into_existing(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
         };
         written.map_err(|e| format!("{name}: at offset {offset}: {e}"))?;
         offset += n as u64;
-        if args.progress {
-            eprint!("\r    ({:.2}/100%)", (offset as f64 * 100.0) / size.max(1) as f64);
-        }
+        progress.set(offset, size);
     }
-    if args.progress {
-        eprintln!("\r    (100.00/100%)");
-    }
+    progress.finish();
     dst.flush().map_err(|e| format!("{name}: flush: {e}"))?;
     Ok(())
 }
@@ -207,7 +223,7 @@ fn run_to(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
             &args.secret,
             &args.chain,
             &target,
-            args.progress,
+            Progress::new(args.progress, args.quiet),
         );
     }
     if args.output_format != "raw" {
@@ -225,7 +241,7 @@ fn run_to(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
             &args.secret,
             &args.chain,
             snapshot,
-            args.progress,
+            Progress::new(args.progress, args.quiet),
         );
     }
     if args.snapshot.is_some() {
@@ -270,7 +286,7 @@ fn run_to(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
         })
         .collect();
     drop(to_reader);
-    let mut copied = 0u64;
+    let progress = Progress::new(args.progress, args.quiet);
     let mut read_result = Ok(());
     // A buffer whose chunk read as zeros is not sent (the output keeps a hole there): it is
     // reused for the next chunk instead of being taken from the pool again.
@@ -297,10 +313,7 @@ fn run_to(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
                 break 'copy; // the writer failed: its error is reported below
             }
             offset += n as u64;
-            copied += n as u64;
-            if args.progress {
-                eprint!("\r    ({:.2}/100%)", (offset as f64 * 100.0) / size.max(1) as f64);
-            }
+            progress.set(offset, size);
         }
     }
     drop(to_writer);
@@ -309,9 +322,7 @@ fn run_to(args: ConvertArgs) -> Result<(), Box<dyn Error>> {
     }
     let dst = std::sync::Arc::into_inner(dst).ok_or("writers still hold the output")?;
     read_result?;
-    if args.progress {
-        eprintln!("\r    (100.00/100%) {copied} data bytes");
-    }
+    progress.finish();
     dst.set_len(size)?;
     dst.sync_data()?;
     Ok(())

@@ -45,7 +45,7 @@ pub fn run(
     secret: &SecretArgs,
     chain: &ChainArgs,
     target: &Target<'_>,
-    progress: bool,
+    progress: crate::progress::Progress,
 ) -> Result<(), Box<dyn Error>> {
     let options = crate::cmd::create::qcow2::parse_options(target.options)?;
     if options.help {
@@ -85,7 +85,7 @@ pub fn run(
     drop(file);
     let mut out = open_output(dst, passphrase.as_ref())?;
     drop(passphrase);
-    copy(source, map, &mut out, options.cluster_size, progress, src, dst)?;
+    copy(source, map, &mut out, options.cluster_size, &progress, src, dst)?;
     out.flush().map_err(|e| format!("{name}: flush: {e}"))?;
     Ok(())
 }
@@ -140,7 +140,7 @@ fn copy(
     map: Option<Vec<MapEntry>>,
     out: &mut Qcow2Disk,
     grain: u64,
-    progress: bool,
+    progress: &crate::progress::Progress,
     src: &Path,
     dst: &Path,
 ) -> Result<(), Box<dyn Error>> {
@@ -179,17 +179,13 @@ fn copy(
             if written.is_err() {
                 break;
             }
-            if progress {
-                eprint!("\r    ({:.2}/100%)", (at + n as u64) as f64 * 100.0 / size.max(1) as f64);
-            }
+            progress.set(at + n as u64, size);
             let _ = to_reader.send(buf);
         }
         drop(from_reader);
         drop(to_reader);
         let read = reader.join().map_err(|_| "the reader thread panicked")?;
-        if progress {
-            eprintln!("\r    (100.00/100%)");
-        }
+        progress.finish();
         read.map_err(|e| format!("{}: {e}", src.display()))?;
         written?;
         Ok(())

@@ -53,7 +53,7 @@ pub fn run(
     secret: &SecretArgs,
     chain_args: &ChainArgs,
     snapshot: Option<&str>,
-    progress: bool,
+    progress: crate::progress::Progress,
 ) -> Result<(), Box<dyn Error>> {
     let mut chain = open_chain(src, secret, chain_args)?;
     // Like `qemu-img convert -l`, the output keeps the image's current size: a snapshot taken
@@ -152,7 +152,7 @@ pub fn run(
                 (&plain, &stored_len),
                 &copied,
                 Paths { src, dst: dst_path },
-                progress,
+                &progress,
                 size,
             )?;
         }
@@ -169,9 +169,7 @@ pub fn run(
             }
         }
     }
-    if progress {
-        eprintln!("\r    (100.00/100%)");
-    }
+    progress.finish();
     dst.sync_data()?;
     Ok(())
 }
@@ -192,7 +190,7 @@ fn run_round(
     (plain, stored_len): (&[bool], &[u64]),
     copied: &AtomicU64,
     paths: Paths<'_>,
-    progress: bool,
+    progress: &crate::progress::Progress,
     size: u64,
 ) -> Result<(), Box<dyn Error>> {
     let layers: Vec<&Layer<File, { crate::image_open::CACHE_SLICES }>> = chain.layers().collect();
@@ -224,9 +222,7 @@ fn run_round(
                             w.dst.write_all_at(out, job.guest).map_err(|e| format!("{}: {e}", paths.dst.display()))?;
                         }
                         let total = copied.fetch_add(job.len, Ordering::Relaxed) + job.len;
-                        if progress {
-                            eprint!("\r    ({:.2}/100%)", total as f64 * 100.0 / size.max(1) as f64);
-                        }
+                        progress.set(total, size);
                     }
                 })
             })

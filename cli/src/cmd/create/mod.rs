@@ -40,6 +40,12 @@ pub struct CreateArgs {
     /// Format options, comma-separated (`-o help` lists qcow2's).
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Option<String>,
+    /// qcow2 with preallocation: show progress on stderr (hidden when not a terminal).
+    #[arg(short = 'p')]
+    progress: bool,
+    /// Quiet: no progress.
+    #[arg(short = 'q')]
+    quiet: bool,
     /// The image to create (overwritten).
     image: Option<PathBuf>,
     /// Payload size (k/M/G/T suffixes), rounded up to 512 bytes; qcow2: the virtual size,
@@ -57,19 +63,26 @@ pub fn run(mut args: CreateArgs) -> Result<(), Box<dyn Error>> {
         }
     }
     if args.format == "qcow2" {
-        if crate::cmd::create::qcow2::parse_options(args.options.as_deref())?.help {
+        let parsed = crate::cmd::create::qcow2::parse_options(args.options.as_deref())?;
+        if parsed.help {
             print!("{}", crate::cmd::create::qcow2::HELP);
             return Ok(());
         }
         let image = args.image.as_deref().ok_or("IMAGE is required")?;
-        return crate::cmd::create::qcow2::run(
+        // The preallocation is one call of the engine: the line shows its start and its end.
+        let prealloc = parsed.preallocation != qluks::qcow2::create::Preallocation::Off;
+        let progress = crate::progress::Progress::new(args.progress && prealloc, args.quiet);
+        progress.set(0, 1);
+        crate::cmd::create::qcow2::run(
             image,
             args.size.as_deref(),
             args.options.as_deref(),
             args.backing.as_deref(),
             args.backing_format.as_deref(),
             &args.secret,
-        );
+        )?;
+        progress.finish();
+        return Ok(());
     }
     if args.backing.is_some() || args.backing_format.is_some() {
         return Err(format!("-b and -F are qcow2 options, not {}", args.format).into());

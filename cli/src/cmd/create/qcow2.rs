@@ -289,20 +289,32 @@ fn backing_size(image: &Path, name: &str, fmt: Option<&str>) -> Result<u64, Box<
     let err = |e: &dyn std::fmt::Display| format!("backing file {}: {e}", path.display());
     let mut file = File::open(&path).map_err(|e| err(&e))?;
     let len = file.metadata().map_err(|e| err(&e))?.len();
-    let mut head = [0u8; 32];
-    let n = std::io::Read::read(&mut file, &mut head).map_err(|e| err(&e))?;
+    // The header, whole (qcow2 headers are at most a cluster; 64 KiB holds any of QEMU's).
+    let mut head = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, 64 << 10), &mut head).map_err(|e| err(&e))?;
+    let n = head.len();
     let probed = match &head[..n.min(6)] {
         [b'Q', b'F', b'I', 0xfb, ..] => "qcow2",
         b"LUKS\xba\xbe" => "luks",
         _ => "raw",
     };
     match fmt.unwrap_or(probed) {
-        "qcow2" | "qcow" if probed == "qcow2" => Ok(u64::from_be_bytes(head[24..32].try_into().unwrap())),
+        // qcow v1 (qemu's "qcow"): the size field is at the same offset.
+        "qcow" | "qcow2" if probed == "qcow2" && head.get(4..8) == Some(&[0, 0, 0, 1][..]) => match head.get(24..32) {
+            Some(b) => Ok(u64::from_be_bytes(b.try_into().unwrap())),
+            None => Err(err(&format!("qcow header truncated: need 32 bytes, have {n}")).into()),
+        },
+        "qcow" | "qcow2" if probed == "qcow2" => {
+            Ok(qluks::qcow2::header::Header::parse(&head).map_err(|e| err(&e))?.size)
+        }
         "luks" if probed == "luks" => {
             let header = qluks::luks::luks1::Luks1Header::read(&mut file, 0).map_err(|e| err(&e))?;
             Ok(len.saturating_sub(header.payload_offset_bytes()))
         }
         "raw" => Ok(len),
+        f if f == "qcow2" || f == "luks" || f == "qcow" => {
+            Err(err(&format!("not a {f} image (it reads as {probed})")).into())
+        }
         f => Err(err(&format!("cannot read the size of a `{f}` image (give SIZE)")).into()),
     }
 }
