@@ -40,8 +40,8 @@
 //! | --- | --- |
 //! | table cache, per qcow2 layer | `N` x 4 129 (a slice, its tag, stamp and dirty class) + under 100 |
 //! | [`Extensions`] (kept: backing and data file names 1023 bytes each, format name 32, 16 feature table entries, 8 unknown extensions) | 3 128 (was 4 832) |
-//! | [`Qcow2`] = cache + about 5 KiB (header, extensions, cipher key schedules, sizes, the write state's 0.6 KiB: queued releases, where the refcount blocks are) | `N` = 1: 9 208; 4: 21 592; 16: 71 136 |
-//! | [`Layer`] (`N` = 4) | 21 592 |
+//! | [`Qcow2`] = cache + about 5 KiB (header, extensions, cipher key schedules, sizes, the write state's 0.6 KiB: queued releases, where the refcount blocks are, a snapshot transaction) | `N` = 1: 9 240; 4: 21 624; 16: 71 168 |
+//! | [`Layer`] (`N` = 4) | 21 624 |
 //! | [`Chain`] = `DEPTH` x [`Layer`] + 8 | `<4, 2>`: 43 192; `<4, 4>`: 86 376; `<8, 16>`: 609 672 |
 //! | [`Image`](crate::image::Image) (the chain is the caller's) | 2 200 (was 90 160) |
 //! | compressed scratch ([`Qcow2::compressed_scratch_len`]) | 3 x cluster size (192 KiB at 64 KiB clusters) |

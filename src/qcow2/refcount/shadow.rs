@@ -30,6 +30,7 @@ use super::super::header::{Table, MAX_OFFSET};
 use super::super::table_write::write_aligned;
 use super::{Free, Qcow2};
 use crate::io::BlockIo;
+use core::num::NonZeroU64;
 
 /// Block copies a refcount change may nest (a copy's own refcount change can copy another
 /// block). Images QEMU writes need 3 at most: their blocks describe themselves or lie in the
@@ -39,16 +40,18 @@ const MAX_COPY_DEPTH: u8 = 8;
 /// A transaction in progress (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Shadow {
-    /// The refcount table the header names (read only until the switch).
-    live_table: u64,
-    /// Its clusters.
-    live_clusters: u32,
+    /// The refcount table the header names (read only until the switch; never 0: cluster 0
+    /// is the header, and the niche keeps `Option<Shadow>` at 32 bytes).
+    live_table: NonZeroU64,
     /// First cluster (index) the allocator may hand out.
     pub(super) fence: u64,
+    /// Its clusters.
+    live_clusters: u32,
+    /// The last refcount table index found not to need a copy, + 1 (tables hold at most
+    /// 2^20 entries).
+    copied_memo: u32,
     /// Block copies in progress (nesting).
     depth: u8,
-    /// The last refcount table index found not to need a copy, + 1.
-    copied_memo: u64,
 }
 
 /// What one header write switches to at the end of a transaction.
@@ -106,13 +109,10 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         self.header.refcount_table_offset = table;
         self.write.rt_memo = (0, 0);
         self.write.free_index = fence;
-        self.write.shadow = Some(Shadow {
-            live_table: h.refcount_table_offset,
-            live_clusters: h.refcount_table_clusters,
-            fence,
-            depth: 0,
-            copied_memo: 0,
-        });
+        let live_table =
+            NonZeroU64::new(h.refcount_table_offset).ok_or(Error::BadRefcountBlock { index: 0, entry: 0 })?;
+        self.write.shadow =
+            Some(Shadow { live_table, live_clusters: h.refcount_table_clusters, fence, depth: 0, copied_memo: 0 });
         // The new structure does not name the live table.
         let first = h.refcount_table_offset >> cb;
         for c in first..first + u64::from(h.refcount_table_clusters) {
@@ -162,7 +162,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
     /// rebuilt from the live structures at the next write.
     fn abort_transaction(&mut self) {
         if let Some(sh) = self.write.shadow.take() {
-            self.header.refcount_table_offset = sh.live_table;
+            self.header.refcount_table_offset = sh.live_table.get();
             self.header.refcount_table_clusters = sh.live_clusters;
         }
         self.cache.clear_all();
@@ -176,13 +176,13 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
         let Some(sh) = self.write.shadow else {
             return Ok(block);
         };
-        if block == 0 || sh.copied_memo == index + 1 {
+        if block == 0 || u64::from(sh.copied_memo) == index + 1 {
             return Ok(block);
         }
         let live_entries = u64::from(sh.live_clusters) << (self.header.cluster_bits - 3);
         let live = if index < live_entries {
             let len = live_entries * 8;
-            self.with_slice(Table::Refcount, sh.live_table, len, index * 8, 0, |s, w| super::super::be64(s, w))?
+            self.with_slice(Table::Refcount, sh.live_table.get(), len, index * 8, 0, |s, w| super::super::be64(s, w))?
         } else {
             0
         };
@@ -212,7 +212,7 @@ impl<I: BlockIo, D: BlockIo<Error = I::Error>, const N: usize> Qcow2<I, D, N> {
 
     fn set_copied_memo(&mut self, index: u64) {
         if let Some(sh) = self.write.shadow.as_mut() {
-            sh.copied_memo = index + 1;
+            sh.copied_memo = u32::try_from(index + 1).unwrap_or(0);
         }
     }
 
