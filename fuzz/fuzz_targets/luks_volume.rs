@@ -89,7 +89,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         // refuse (a segment that runs past it), never the volume.
         match &r {
             Ok(()) => assert!(in_range, "op {} at {off:#x} len {len} accepted outside size {size:#x}", kind & 3),
-            Err(LuksIoError::Luks(LuksError::OutOfRange { .. })) => assert!(!in_range, "op {} at {off:#x} len {len}", kind & 3),
+            Err(LuksIoError::Luks(LuksError::OutOfRange { .. })) => {
+                assert!(!in_range, "op {} at {off:#x} len {len}", kind & 3)
+            }
             Err(e) => {
                 assert!(in_range && matches!(e, LuksIoError::Io(_)), "op {} at {off:#x} len {len}: {e:?}", kind & 3)
             }

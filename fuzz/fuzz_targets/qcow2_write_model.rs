@@ -91,25 +91,7 @@ impl Input<'_> {
     }
 }
 
-/// A deterministic RNG for LUKS keys and salts (the fuzzer needs reproducible runs).
-struct Rng(u64);
-impl rand_core::TryRng for Rng {
-    type Error = core::convert::Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-        Ok(self.try_next_u64()? as u32)
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-        self.0 = self.0.wrapping_add(1);
-        Ok(power_io::mix(self.0))
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
-        for b in dst {
-            *b = self.try_next_u64()? as u8;
-        }
-        Ok(())
-    }
-}
-impl rand_core::TryCryptoRng for Rng {}
+use power_io::Rng;
 
 #[derive(Debug, Clone)]
 enum Op {
