@@ -37,25 +37,7 @@ type Vol = LuksVolume<PowerIo>;
 const MAX_LOSSES: u32 = 4;
 type LuksResult<T> = Result<T, LuksIoError<PowerError>>;
 
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn u8(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((&b, rest)) => {
-                self.0 = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.u8(), self.u8()])
-    }
-    fn u64(&mut self) -> u64 {
-        u64::from_le_bytes(core::array::from_fn(|_| self.u8()))
-    }
-}
+use power_io::Input;
 
 use power_io::Rng;
 

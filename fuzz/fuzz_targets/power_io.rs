@@ -288,3 +288,27 @@ impl rand_core::TryRng for Rng {
     }
 }
 impl rand_core::TryCryptoRng for Rng {}
+
+/// The fuzz input read as little-endian integers (0 past its end).
+pub struct Input<'a>(pub &'a [u8]);
+
+impl Input<'_> {
+    pub fn u8(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+    pub fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.u8(), self.u8()])
+    }
+    pub fn u32(&mut self) -> u32 {
+        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
+    }
+    pub fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(core::array::from_fn(|_| self.u8()))
+    }
+}

@@ -68,28 +68,7 @@ const SMALL_SECTORS: u64 = 128; // 64 KiB
 type Q = Qcow2<PowerIo>;
 type C = Chain<PowerIo, { qluks::qcow2::DEFAULT_CACHE_SLICES }, 2>;
 
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn u8(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((&b, rest)) => {
-                self.0 = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.u8(), self.u8()])
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
-    }
-    fn u64(&mut self) -> u64 {
-        u64::from(self.u32()) | u64::from(self.u32()) << 32
-    }
-}
+use power_io::Input;
 
 use power_io::Rng;
 
