@@ -154,11 +154,27 @@ b_length=$(((15 << 20) + 333 - b_offset))
 b_sha=$(sha256_of overlay.raw $b_offset $b_length)
 say "job B: \\qluks\\overlay.qcow2 on base.qcow2, range $b_length bytes at $b_offset, sha256 $b_sha"
 
+# The BlockIO write test: the writes of jobs.rs's WRITES (offset, length, byte) into the decoy
+# partition (1 MiB at 1 MiB, zeros), applied here to a copy for the expected digest.
+scratch_after() {
+  python3 - "$1" <<'PY'
+import sys
+part = bytearray(open(sys.argv[1], "rb").read()[1 << 20:2 << 20])
+for off, n, b in [(1, 100, 0x11), (511, 2, 0x22), (1000, 3000, 0x33), (4096, 8192, 0x55), (16384, 4096, 0x66), (70001, 600000, 0x44)]:
+    part[off:off + n] = bytes([b]) * n
+sys.stdout.buffer.write(part)
+PY
+}
+scratch_after gpt.img >scratch.expected
+w_sha=$(sha256sum <scratch.expected | cut -d' ' -f1)
+
 job_a="job=luks2 offset=$a_offset length=$a_length"
 job_b="job=qcow2 folder=\\qluks image=overlay.qcow2 offset=$b_offset length=$b_length"
 wrong() { local h=$1 b=${1:32:2}; printf '%s%02x%s' "${h:0:32}" $((0x$b ^ 0x01)) "${h:34}"; }
 
 # --- booting ---------------------------------------------------------------------------------
+# The disks: on x86 the ESP on AHCI and the GPT disk on NVMe (whose BlockIO asks for IoAlign 8,
+# so misaligned buffers take the bounce path); on Arm both on virtio-mmio (IoAlign 1).
 # boot ARCH EFI LOG ARGS [KEYS]: writes startup.nsh, boots, and returns the program's exit
 # status (x86: QEMU's status (s - 1) / 2 from isa-debug-exit; Arm: semihosting's status), or
 # 99 when the program never reported one. KEYS, if given, are typed on the serial console once
@@ -173,15 +189,15 @@ boot() {
     cmd=("$qemu_x86" -machine q35 -cpu max -m 512M -nodefaults -vga none -nographic -no-reboot
       -drive "if=pflash,format=raw,readonly=on,file=$root/usr/share/OVMF/OVMF_CODE_4M.fd"
       -drive "if=pflash,format=raw,file=vars.fd"
-      -drive "format=raw,file=fat:rw:esp" -drive "if=none,id=gpt,format=raw,readonly=on,file=gpt.img"
-      -device virtio-blk-pci,drive=gpt -device isa-debug-exit,iobase=0xf4,iosize=0x04 -serial stdio)
+      -drive "format=raw,file=fat:rw:esp" -drive "if=none,id=gpt,format=raw,file=gpt.img"
+      -device nvme,drive=gpt,serial=qluks -device isa-debug-exit,iobase=0xf4,iosize=0x04 -serial stdio)
   else
     cp "$root/usr/share/AAVMF/AAVMF_CODE.fd" code.fd
     cp "$root/usr/share/AAVMF/AAVMF_VARS.fd" vars.fd
     cmd=("$qemu_arm" -machine virt -cpu max -m 512M -nodefaults -nographic -no-reboot
       -drive "if=pflash,format=raw,readonly=on,file=code.fd" -drive "if=pflash,format=raw,file=vars.fd"
       -drive "if=none,id=esp,format=raw,file=fat:rw:esp" -device virtio-blk-device,drive=esp
-      -drive "if=none,id=gpt,format=raw,readonly=on,file=gpt.img" -device virtio-blk-device,drive=gpt
+      -drive "if=none,id=gpt,format=raw,file=gpt.img" -device virtio-blk-device,drive=gpt
       -semihosting-config enable=on,target=native -serial stdio)
   fi
   local status=0
@@ -247,6 +263,10 @@ s=0; boot x86 "$efi_x86_sse" console-x86.log "$job_a part-label=qluks-data sha25
 expect 0 $s console-x86.log "x86_64: passphrase typed on the console (Backspace used)" '^digest match: yes'
 ! grep -q -- "$luks_pass" console-x86.log || die "the console echoed the passphrase"
 say "PASS: the typed passphrase was not echoed"
+s=0; boot x86 "$efi_x86_sse" write-x86.log "job=disk-write part-label=qluks-dat sha256=$w_sha" || s=$?
+expect 0 $s write-x86.log "x86_64: unaligned writes through BlockIO, flushed, read back" '^disk write: 6 writes' '^digest match: yes'
+cmp -s scratch.expected <(dd if=gpt.img bs=1M skip=1 count=1 status=none) || die "the disk image does not hold the writes"
+say "PASS: the disk image holds the guest's writes"
 s=0; boot x86 "$efi_x86_soft" a-x86-soft.log "$job_a part-guid=$part_guid passphrase=$luks_pass sha256=$a_sha" || s=$?
 expect 0 $s a-x86-soft.log "x86_64 soft-float build: job A" '^hal backend: soft' '^digest match: yes'
 measure "x86_64 soft, job A" a-x86-soft.log
@@ -264,6 +284,11 @@ s=0; boot arm "$efi_arm" wrongsha-arm.log "$job_a part-guid=$part_guid passphras
 expect 1 $s wrongsha-arm.log "aarch64: a wrong expected digest fails the run" '^DIGEST MISMATCH'
 s=0; boot arm "$efi_arm" wrongpass-arm.log "$job_b passphrase=$overlay_pass backing-passphrase=not-it sha256=$b_sha" || s=$?
 expect 2 $s wrongpass-arm.log "aarch64: a wrong base passphrase is refused" '^ERROR: open: .*passphrase'
+dd if=/dev/zero of=gpt.img bs=1M seek=1 count=1 conv=notrunc status=none
+s=0; boot arm "$efi_arm" write-arm.log "job=disk-write part-guid=$(sfdisk --part-uuid gpt.img 1) sha256=$w_sha" || s=$?
+expect 0 $s write-arm.log "aarch64: unaligned writes through BlockIO, flushed, read back" '^disk write: 6 writes' '^digest match: yes'
+cmp -s scratch.expected <(dd if=gpt.img bs=1M skip=1 count=1 status=none) || die "the disk image does not hold the writes"
+say "PASS: the disk image holds the guest's writes"
 s=0; boot arm "$efi_arm" a-arm-soft.log "$job_a part-label=qluks-data passphrase=$luks_pass backend=soft sha256=$a_sha" || s=$?
 expect 0 $s a-arm-soft.log "aarch64 soft backend: job A" '^hal backend: soft' '^digest match: yes'
 measure "aarch64 soft, job A" a-arm-soft.log

@@ -5,8 +5,9 @@
 //! |---|---|
 //! | `job=luks2` | job A: unlock a LUKS2 partition found in a GPT (`part-guid=` or `part-label=`) |
 //! | `job=qcow2` | job B: open `image=NAME`, a qcow2 chain in the ESP folder `folder=` |
+//! | `job=disk-write` | a test of the BlockIO adapter: unaligned writes into a scratch partition, flushed, read back |
 //! | `passphrase=`, `backing-passphrase=` | secrets for automated runs (else asked on the console) |
-//! | `offset=`, `length=`, `sha256=` | the range to read and the digest it must have |
+//! | `offset=`, `length=`, `sha256=` | the range to read and the digest it must have (disk-write: of the whole partition after the writes) |
 //! | `argon2-max-mib=` | the most Argon2 memory a keyslot may claim (default 1024 MiB) |
 //! | `paint-kib=` | how much stack below the entry to paint for the stack measurement (default 96) |
 //! | `backend=soft` | decrypt with the portable backend (Arm; on x86 the soft-float build has only it) |
@@ -23,6 +24,7 @@ pub const MAX_LINE: usize = 1024;
 pub enum Job {
     Luks2,
     Qcow2,
+    DiskWrite,
 }
 
 #[derive(Clone, Copy)]
@@ -110,7 +112,8 @@ impl<'a> Args<'a> {
                     job = Some(match value {
                         "luks2" => Job::Luks2,
                         "qcow2" => Job::Qcow2,
-                        _ => return Err("job= is luks2 or qcow2"),
+                        "disk-write" => Job::DiskWrite,
+                        _ => return Err("job= is luks2, qcow2 or disk-write"),
                     })
                 }
                 "part-guid" => {
@@ -145,8 +148,8 @@ impl<'a> Args<'a> {
             }
         }
         let job = job.ok_or("job= is missing")?;
-        if job == Job::Luks2 && partition.is_none() {
-            return Err("job=luks2 needs part-guid= or part-label=");
+        if job != Job::Qcow2 && partition.is_none() {
+            return Err("job=luks2 and job=disk-write need part-guid= or part-label=");
         }
         if job == Job::Qcow2 && image.is_none() {
             return Err("job=qcow2 needs image=");
@@ -159,7 +162,10 @@ impl<'a> Args<'a> {
             passphrase,
             backing_passphrase,
             offset,
-            length: length.ok_or("length= is missing")?,
+            length: match job {
+                Job::DiskWrite => length.unwrap_or(0),
+                _ => length.ok_or("length= is missing")?,
+            },
             expected_sha256: sha.ok_or("sha256= is missing")?,
             argon2_max_mib,
             paint_kib,

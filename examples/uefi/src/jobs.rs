@@ -232,3 +232,54 @@ pub fn qcow2_chain(args: &Args<'_>, clock: &Clock) -> Result<[u8; 32], Failed> {
     let scratch = scratch.as_mut_slice();
     hash_range(clock, args.offset, args.length, |o, b| chain.read_at_with_scratch(o, b, scratch))
 }
+
+/// The writes of [`disk_write`]: (offset, length, byte, buffer misalignment). Partial blocks at
+/// either end, a write across one block boundary, an aligned write from an aligned buffer (the
+/// direct path), an aligned write from a misaligned buffer, and one longer than the bounce
+/// memory. `run.sh` applies the same list to its copy of the partition.
+pub const WRITES: [(u64, usize, u8, usize); 6] = [
+    (1, 100, 0x11, 0),
+    (511, 2, 0x22, 0),
+    (1000, 3000, 0x33, 0),
+    (4096, 8192, 0x55, 0),
+    (16384, 4096, 0x66, 3),
+    (70001, 600_000, 0x44, 1),
+];
+
+/// A test of the BlockIO adapter's write path: [`WRITES`] into a scratch partition, flushed
+/// (`FlushBlocks`), then the whole partition read back and hashed.
+pub fn disk_write(args: &Args<'_>, clock: &Clock) -> Result<[u8; 32], Failed> {
+    let want = args.partition.ok_or_else(|| fail("arguments", "no partition named"))?;
+    let (mut window, found) = crate::gpt::find_partition(want).map_err(|e| fail("GPT", e))?;
+    let size = window.size().map_err(|e| fail("size", e))?;
+    println!(
+        "scratch partition: LBA {}..={}, {size} bytes, IoAlign {}",
+        found.first_lba,
+        found.last_lba,
+        window.io_align()
+    );
+    let mut source = Pages::allocate(1 << 20).map_err(|e| fail("AllocatePages(source)", e.status()))?;
+    let source = source.as_mut_slice();
+    let requests = window.disk.requests;
+    let t = clock.now();
+    for (offset, len, byte, skew) in WRITES {
+        let data = &mut source[skew..skew + len];
+        data.fill(byte);
+        window.write_at(offset, data).map_err(|e| fail("write", e))?;
+    }
+    window.flush().map_err(|e| fail("flush", e))?;
+    println!(
+        "disk write: {} writes and a flush in {} ({} BlockIO requests)",
+        WRITES.len(),
+        Millis(clock.us_since(t)),
+        window.disk.requests - requests
+    );
+    for (offset, len, byte, _) in WRITES {
+        let back = &mut source[..len];
+        window.read_at(offset, back).map_err(|e| fail("read back", e))?;
+        if let Some(i) = back.iter().position(|&b| b != byte) {
+            return Err(fail("read back", format_args!("byte {} of the write at {offset} reads {:#04x}", i, back[i])));
+        }
+    }
+    hash_range(clock, 0, size, |o, b| window.read_at(o, b))
+}

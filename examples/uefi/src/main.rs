@@ -163,6 +163,7 @@ fn run_job(args: &Args<'_>, clock: &Clock) -> Result<[u8; 32], jobs::Failed> {
     match args.job {
         Job::Luks2 => jobs::luks2_partition(args, clock),
         Job::Qcow2 => jobs::qcow2_chain(args, clock),
+        Job::DiskWrite => jobs::disk_write(args, clock),
     }
 }
 
