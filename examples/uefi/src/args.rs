@@ -46,6 +46,8 @@ pub struct Args<'a> {
     pub argon2_max_mib: u32,
     pub paint_kib: usize,
     /// `backend=soft`: decrypt with the portable backend even where the CPU has AES instructions.
+    // (The soft-float x86 build has only the soft backend: nothing to choose.)
+    #[cfg_attr(all(target_arch = "x86_64", not(target_feature = "sse2")), allow(dead_code))]
     pub soft: bool,
 }
 

@@ -216,7 +216,10 @@ pub fn qcow2_chain(args: &Args<'_>, clock: &Clock) -> Result<[u8; 32], Failed> {
     folder.backing_passphrase = None;
     drop(overlay);
     drop(backing);
-    opened.map_err(|e| fail("open", e))?;
+    if let Err(e) = opened {
+        chain.close(); // layers opened before the error hold keys
+        return Err(fail("open", e));
+    }
     let layers = chain.layers().count();
     match chain.top() {
         Some(Layer::Qcow2(q)) => match q.cipher() {
@@ -230,7 +233,11 @@ pub fn qcow2_chain(args: &Args<'_>, clock: &Clock) -> Result<[u8; 32], Failed> {
     let mut scratch =
         Pages::allocate(chain.compressed_scratch_len()).map_err(|e| fail("AllocatePages(scratch)", e.status()))?;
     let scratch = scratch.as_mut_slice();
-    hash_range(clock, args.offset, args.length, |o, b| chain.read_at_with_scratch(o, b, scratch))
+    let digest = hash_range(clock, args.offset, args.length, |o, b| chain.read_at_with_scratch(o, b, scratch));
+    // The chain lives in `.bss`, which the firmware frees without wiping when the program
+    // ends: closing it drops the layers' keys (their round keys wipe themselves on drop).
+    chain.close();
+    digest
 }
 
 /// The writes of [`disk_write`]: (offset, length, byte, buffer misalignment). Partial blocks at
@@ -256,7 +263,7 @@ pub fn disk_write(args: &Args<'_>, clock: &Clock) -> Result<[u8; 32], Failed> {
         "scratch partition: LBA {}..={}, {size} bytes, IoAlign {}",
         found.first_lba,
         found.last_lba,
-        window.io_align()
+        window.disk.firmware_align()
     );
     let mut source = Pages::allocate(1 << 20).map_err(|e| fail("AllocatePages(source)", e.status()))?;
     let source = source.as_mut_slice();

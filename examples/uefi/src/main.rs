@@ -108,9 +108,32 @@ fn job(args: &Args<'_>, entry_sp: usize) -> u32 {
         }
     }
     #[cfg(target_arch = "x86_64")]
-    if args.soft && qluks_hal::Backend::best() != qluks_hal::Backend::Soft {
+    {
+        #[allow(unused_unsafe)] // CPUID is a safe intrinsic in newer Rust
+        // SAFETY: CPUID leaves 1 and 7 exist on every x86_64 CPU; it only reads ID registers.
+        let (leaf1, leaf7) = unsafe { (core::arch::x86_64::__cpuid(1), core::arch::x86_64::__cpuid_count(7, 0)) };
+        let bit = |reg: u32, n: u32| if reg >> n & 1 == 1 { "yes" } else { "no" };
+        println!(
+            "cpu: AES-NI {}, AVX2 {}, VAES {}, VPCLMULQDQ {}, AVX-512F {}, AVX state enabled by the firmware (OSXSAVE) {}",
+            bit(leaf1.ecx, 25),
+            bit(leaf7.ebx, 5),
+            bit(leaf7.ecx, 9),
+            bit(leaf7.ecx, 10),
+            bit(leaf7.ebx, 16),
+            bit(leaf1.ecx, 27)
+        );
+    }
+    // (Not asked through `Backend::best`, which caches its answer: the AVX state comes first.)
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if args.soft {
         println!("ERROR: backend=soft: on x86 the backend follows the build (the soft-float build has only soft)");
         return EXIT_ERROR;
+    }
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    let avx_state = platform::enable_avx_state();
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if avx_state.is_some() {
+        println!("cpu: AVX state enabled for this program (CR4.OSXSAVE, XCR0); restored when it ends");
     }
     println!("best hal backend here: {}", qluks_hal::Backend::best());
 
@@ -135,6 +158,10 @@ fn job(args: &Args<'_>, entry_sp: usize) -> u32 {
 
     let outcome = run_job(args, &clock);
 
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if let Some(saved) = avx_state {
+        platform::restore_avx_state(saved);
+    }
     match painted {
         Some(range) => match platform::stack_reach(range, entry_sp) {
             Some(used) => println!(

@@ -161,3 +161,68 @@ pub fn armv8_aes() -> bool {
     unsafe { asm!("mrs {}, id_aa64isar0_el1", out(reg) isar0, options(nomem, nostack, preserves_flags)) };
     (isar0 >> 4) & 0xf >= 1
 }
+
+/// The AVX register state (XCR0) as the firmware left it, when [`enable_avx_state`] changed it.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+pub struct AvxState {
+    cr4: u64,
+    xcr0: u64,
+}
+
+/// Enables the AVX (and, where the CPU has them, AVX-512) register state when the firmware did
+/// not, so that the hal can use VAES: sets CR4.OSXSAVE and adds the YMM (and opmask/ZMM) bits the
+/// CPU supports to XCR0. Returns what to restore, or `None` when nothing was changed (the state
+/// was already on, or the CPU has no XSAVE/AVX).
+///
+/// Sound for this program: firmware code is built without SSE/AVX and its interrupt entry saves
+/// the legacy FX state, which leaves the upper halves of the vector registers alone; only this
+/// program uses them, and [`restore_avx_state`] puts CR4 and XCR0 back before it returns.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+pub fn enable_avx_state() -> Option<AvxState> {
+    use core::arch::x86_64::{__cpuid, __cpuid_count};
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID leaves 1 and 0xD exist where XSAVE does (checked first); it reads ID registers.
+    let leaf1 = unsafe { __cpuid(1) };
+    let (xsave, avx, osxsave) = (leaf1.ecx >> 26 & 1 == 1, leaf1.ecx >> 28 & 1 == 1, leaf1.ecx >> 27 & 1 == 1);
+    if !xsave || !avx || osxsave {
+        return None;
+    }
+    #[allow(unused_unsafe)]
+    // SAFETY: as above (leaf 0xD: the XCR0 bits the CPU supports).
+    let supported = u64::from(unsafe { __cpuid_count(0xd, 0) }.eax);
+    // x87, SSE, AVX; then opmask, ZMM_Hi256, Hi16_ZMM only as a set.
+    let mut want = 0b111 & supported;
+    if supported & 0b1110_0000 == 0b1110_0000 {
+        want |= 0b1110_0000;
+    }
+    let cr4: u64;
+    // SAFETY: reads CR4 (the application runs at ring 0 under UEFI).
+    unsafe { asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags)) };
+    let xcr0_lo: u32;
+    let xcr0_hi: u32;
+    // SAFETY: sets CR4.OSXSAVE (bit 18), which the CPU supports (CPUID.1:ECX.XSAVE), then reads
+    // XCR0 (valid once OSXSAVE is set) and writes it with bits the CPU reports as supported.
+    unsafe {
+        asm!("mov cr4, {}", in(reg) cr4 | 1 << 18, options(nostack, preserves_flags));
+        asm!("xgetbv", in("ecx") 0u32, out("eax") xcr0_lo, out("edx") xcr0_hi, options(nomem, nostack, preserves_flags));
+    }
+    let xcr0 = u64::from(xcr0_hi) << 32 | u64::from(xcr0_lo);
+    let new = xcr0 | want;
+    // SAFETY: `new` holds x87 (always set) and only bits CPUID leaf 0xD reports as supported,
+    // with the AVX-512 bits as a complete set: a valid XCR0 value.
+    unsafe {
+        asm!("xsetbv", in("ecx") 0u32, in("eax") new as u32, in("edx") (new >> 32) as u32, options(nostack, preserves_flags))
+    };
+    Some(AvxState { cr4, xcr0 })
+}
+
+/// Puts XCR0 and CR4 back as [`enable_avx_state`] found them.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+pub fn restore_avx_state(saved: AvxState) {
+    // SAFETY: writes back the values read before (XCR0 first, while OSXSAVE is still set).
+    unsafe {
+        asm!("vzeroupper", "xsetbv", in("ecx") 0u32, in("eax") saved.xcr0 as u32, in("edx") (saved.xcr0 >> 32) as u32,
+             options(nostack, preserves_flags));
+        asm!("mov cr4, {}", in(reg) saved.cr4, options(nostack, preserves_flags));
+    }
+}
