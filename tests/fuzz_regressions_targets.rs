@@ -124,3 +124,76 @@ fn qcow2_write_without_a_refcount_block_for_the_metadata_neither_hangs_nor_overw
     File::open(&path).unwrap().read_at(0, &mut now).unwrap();
     assert!(now == header, "the header was overwritten");
 }
+
+/// qcow2_chain, a 28 KB input: a legacy-AES image whose L2 table maps guest clusters 8, 9 and
+/// 10 to host clusters past the end of the file, where the refcounts say 0. A 16 KiB write at
+/// guest 0x9e5a changed guest cluster 8: the write's new clusters are found free by their
+/// refcounts, one of them is the cluster guest 8 points at. The image is corrupt (`qemu-img
+/// check` and qluks's check report the references past the end of the file), and QEMU does
+/// the same: it also takes new clusters by refcount, so QEMU's write changes guest cluster 8
+/// too. The target now expects unchanged neighbours only on images that check clean; this
+/// test pins the behaviour on the corrupt image to QEMU's, byte for byte.
+#[test]
+fn qcow2_write_into_a_corrupt_image_does_what_qemu_does() {
+    const TEST: &str = "qcow2_write_into_a_corrupt_image_does_what_qemu_does";
+    if !common::tools(TEST, &["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = common::TempDir::new(TEST);
+    let made = dir.join("made.qcow2");
+    let made_s = made.to_str().unwrap();
+    common::run(std::process::Command::new("qemu-img").args([
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=4096",
+        made_s,
+        "256K",
+    ]));
+    common::run(std::process::Command::new("qemu-io").args(["-c", "write -q -P 1 0 4K", made_s]));
+    // Guest cluster 8 -> the cluster one past the end of the file (refcount 0, unallocated).
+    let mut file = File::options().read(true).write(true).open(&made).unwrap();
+    let be64 = |file: &mut File, at: u64| {
+        let mut b = [0u8; 8];
+        file.read_at(at, &mut b).unwrap();
+        u64::from_be_bytes(b)
+    };
+    let l1 = be64(&mut file, 40);
+    let l2 = be64(&mut file, l1) & 0x00ff_ffff_ffff_fe00;
+    let end = file.size().unwrap();
+    file.write_at(l2 + 8 * 8, &(end + 4096).to_be_bytes()).unwrap();
+    drop(file);
+    let (ours, theirs) = (dir.join("qluks.qcow2"), dir.join("qemu.qcow2"));
+    std::fs::copy(&made, &ours).unwrap();
+    std::fs::copy(&made, &theirs).unwrap();
+
+    let mut image = Qcow2Image::open(File::options().read(true).write(true).open(&ours).unwrap(), None).unwrap();
+    let mut memory = vec![0u8; image.check_memory_len().unwrap()];
+    let report = image.check(&mut memory, qluks::qcow2::Repair::None, &mut |_| {}).unwrap();
+    assert!(report.corruptions + report.check_errors > 0, "the image is corrupt: {report:?}");
+    let mut scratch = vec![0u8; image.write_scratch_len()];
+    image.write_at(0x9000, &[0x55; 16 << 10], &mut scratch).unwrap();
+    image.flush().unwrap();
+    let mut ours_read = vec![0u8; 256 << 10];
+    image.read_at(0, &mut ours_read).unwrap();
+    drop(image);
+
+    common::run(std::process::Command::new("qemu-io").args([
+        "-c",
+        "write -q -P 0x55 0x9000 16K",
+        theirs.to_str().unwrap(),
+    ]));
+    let raw = dir.join("qemu.raw");
+    common::run(std::process::Command::new("qemu-img").args([
+        "convert",
+        "-O",
+        "raw",
+        theirs.to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]));
+    let theirs_read = std::fs::read(&raw).unwrap();
+    assert_eq!(theirs_read[0x8000..0x9000], [0x55; 4096], "QEMU's write changes guest cluster 8 too");
+    assert!(ours_read == theirs_read, "qluks and QEMU read the written corrupt image differently");
+}

@@ -4,9 +4,9 @@
 //! names) among the files' names, with fuzz-chosen formats (declared, raw, qcow2), identities
 //! (loop detection on or off) and probing. Then reads through the whole chain (first 512 KiB
 //! in odd pieces, last sector, reads past the end refused) and, when every file is opened once,
-//! a write to the top layer that must read back while the bytes around it keep what they read
-//! before (copy on write from the backing layers), and an engine check that stays clean when
-//! it was clean before. Every failure must be a typed error.
+//! a write to the top layer that must read back, while (on a top layer that checks clean) the
+//! bytes around it keep what they read before (copy on write from the backing layers) and the
+//! engine check stays clean. Every failure must be a typed error.
 //!
 //! Input: byte 0 = flags (bit 0: fall back to the file at the request's depth when no name
 //! matches; bits 1-2: the format the resolver reports: declared/raw/qcow2/declared; bit 3: no
@@ -155,10 +155,15 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         .unwrap_or_else(|e| panic!("reading {lo:#x}..{hi:#x} around a write at {at:#x} len {len}: {e:?}"));
     let (w0, w1) = ((at - lo) as usize, (at - lo) as usize + len);
     assert!(after[w0..w1] == bytes[..], "a write at {at:#x} len {len} does not read back");
-    assert!(
-        after[..w0] == before[..w0] && after[w1..] == before[w1..],
-        "a write at {at:#x} len {len} changed its neighbours"
-    );
+    // On a corrupt image the neighbours may change as they do under QEMU (an L2 entry that
+    // points at a cluster whose refcount says free: the write's new clusters take it; see
+    // tests/fuzz_regressions_targets.rs, qcow2_write_into_a_corrupt_image_does_what_qemu_does).
+    if clean_before == Some(true) {
+        assert!(
+            after[..w0] == before[..w0] && after[w1..] == before[w1..],
+            "a write at {at:#x} len {len} changed its neighbours"
+        );
+    }
     if chain.flush().is_err() {
         return;
     }
