@@ -160,7 +160,7 @@ fn xts_gbps_step(
     let mut buf: Vec<u8> = (0..config.batch).map(|i| (i * 131 + 7) as u8).collect();
     let mut first_unit = 1u128 << 20;
     let units = (config.batch / config.sector_size) as u128;
-    let mut pass = |buf: &mut [u8]| -> Result<(), Box<dyn std::error::Error>> {
+    let pass = |buf: &mut [u8]| -> Result<(), Box<dyn std::error::Error>> {
         let r = if config.decrypt {
             xts.decrypt_units_step(black_box(buf), config.sector_size, first_unit, step)
         } else {
@@ -169,7 +169,7 @@ fn xts_gbps_step(
         first_unit = first_unit.wrapping_add(units.wrapping_mul(step.get()));
         Ok(r?)
     };
-    time_passes(config, &mut buf, &mut pass)
+    time_passes(config, &mut buf, pass)
 }
 
 /// Times `LuksVolume::read_at` (decryption) or `write_in_place` (encryption) of `config.batch`
@@ -189,7 +189,7 @@ fn volume_gbps(config: &XtsConfig) -> Result<Throughput, Box<dyn std::error::Err
     let mut volume = LuksVolume::new(MemIo::new(&mut device), segment)?;
     let mut buf: Vec<u8> = vec![0x5a; config.batch];
     let mut at = 0u64;
-    let mut pass = |buf: &mut [u8]| -> Result<(), Box<dyn std::error::Error>> {
+    let pass = |buf: &mut [u8]| -> Result<(), Box<dyn std::error::Error>> {
         if config.decrypt {
             volume.read_at(at, black_box(buf))?;
         } else {
@@ -198,14 +198,14 @@ fn volume_gbps(config: &XtsConfig) -> Result<Throughput, Box<dyn std::error::Err
         at = (at + config.batch as u64) % (4 * config.batch as u64);
         Ok(())
     };
-    time_passes(config, &mut buf, &mut pass)
+    time_passes(config, &mut buf, pass)
 }
 
 /// Runs `pass` over `buf` for `config.time` after a warm-up; the median of ten slices.
 fn time_passes(
     config: &XtsConfig,
     buf: &mut [u8],
-    pass: &mut dyn FnMut(&mut [u8]) -> Result<(), Box<dyn std::error::Error>>,
+    mut pass: impl FnMut(&mut [u8]) -> Result<(), Box<dyn std::error::Error>>,
 ) -> Result<Throughput, Box<dyn std::error::Error>> {
     // Warm the caches, the page mappings and the clock frequency.
     let warm_until = Instant::now() + config.time / 10;
