@@ -1,7 +1,13 @@
 //! A keyed sector cipher: a [`CipherSpec`] plus key, expanded once on `qluks-hal`, encrypting
 //! runs of sectors in place with one hal call per run.
+//!
+//! IV sector numbers advance by one per sector, or by a caller's step: LUKS2 volumes with
+//! sectors larger than 512 bytes count their IVs in 512-byte units (dm-crypt without
+//! `iv_large_sectors`, which cryptsetup never sets for LUKS2), so a 4096-byte sector's IV
+//! sector steps by 8. XTS takes any step in one hal call per run.
 
 use super::{CbcIv, CipherMode, CipherSpec, Error, HashAlg, XtsIv};
+use core::num::{NonZeroU128, NonZeroU64};
 use qluks_hal::{Aes, Cbc, Essiv, EssivHash, IvGen, Xts};
 
 enum Kind {
@@ -80,15 +86,49 @@ impl SectorCipher {
     /// Encrypts whole sectors of `sector_size` bytes in place; sector `i` of `data` uses the IV
     /// of sector number `first_sector + i` (counted in `sector_size` units).
     pub fn encrypt_sectors(&self, data: &mut [u8], sector_size: usize, first_sector: u64) -> Result<(), Error> {
-        self.sectors(data, sector_size, first_sector, true)
+        self.sectors(data, sector_size, first_sector, NonZeroU64::MIN, true)
     }
 
     /// Decrypts whole sectors in place; see [`SectorCipher::encrypt_sectors`].
     pub fn decrypt_sectors(&self, data: &mut [u8], sector_size: usize, first_sector: u64) -> Result<(), Error> {
-        self.sectors(data, sector_size, first_sector, false)
+        self.sectors(data, sector_size, first_sector, NonZeroU64::MIN, false)
     }
 
-    fn sectors(&self, data: &mut [u8], sector_size: usize, first_sector: u64, enc: bool) -> Result<(), Error> {
+    /// Encrypts whole sectors of `sector_size` bytes in place whose IV sector numbers advance
+    /// by `iv_step` per sector: sector `i` of `data` uses the IV of sector number
+    /// `first_iv + i * iv_step` (wrapping as the IV mode does). A LUKS2 volume with 4096-byte
+    /// sectors passes its IV sectors in 512-byte units and step 8. XTS is one hal call per run
+    /// (split only where the IV wraps); CBC makes one call per sector when the step is not 1.
+    pub fn encrypt_sectors_step(
+        &self,
+        data: &mut [u8],
+        sector_size: usize,
+        first_iv: u64,
+        iv_step: NonZeroU64,
+    ) -> Result<(), Error> {
+        self.sectors(data, sector_size, first_iv, iv_step, true)
+    }
+
+    /// Decrypts whole sectors in place, IV sectors advancing by `iv_step`; see
+    /// [`SectorCipher::encrypt_sectors_step`].
+    pub fn decrypt_sectors_step(
+        &self,
+        data: &mut [u8],
+        sector_size: usize,
+        first_iv: u64,
+        iv_step: NonZeroU64,
+    ) -> Result<(), Error> {
+        self.sectors(data, sector_size, first_iv, iv_step, false)
+    }
+
+    fn sectors(
+        &self,
+        data: &mut [u8],
+        sector_size: usize,
+        first: u64,
+        step: NonZeroU64,
+        enc: bool,
+    ) -> Result<(), Error> {
         if sector_size == 0 || !data.len().is_multiple_of(sector_size) {
             return Err(qluks_hal::Error::LengthNotMultiple { len: data.len(), unit: sector_size }.into());
         }
@@ -103,18 +143,31 @@ impl SectorCipher {
                     XtsIv::Plain => u64::from(u32::MAX),
                     XtsIv::Plain64 => u64::MAX,
                 };
+                let Some(step) = NonZeroU64::new(step.get() & max) else {
+                    // A step that is a multiple of 2^32 with 32-bit IVs: every sector has the
+                    // same tweak (no caller does this; it is served, one call per sector).
+                    let tweak = u128::from(first & max);
+                    if data.is_empty() {
+                        return xts_units(xts, data, sector_size, tweak, NonZeroU128::MIN, enc);
+                    }
+                    for sector in data.chunks_exact_mut(sector_size) {
+                        xts_units(xts, sector, sector_size, tweak, NonZeroU128::MIN, enc)?;
+                    }
+                    return Ok(());
+                };
                 let mut data = data;
-                let mut sector = first_sector & max;
+                let mut sector = first & max;
                 loop {
-                    let until_wrap = u128::from(max - sector) + 1;
+                    // The sectors whose tweaks `sector + i * step` stay <= max.
+                    let until_wrap = u128::from((max - sector) / step.get()) + 1;
                     let n = ((data.len() / sector_size) as u128).min(until_wrap) as usize;
                     let (run, rest) = data.split_at_mut(n * sector_size);
-                    xts_units(xts, run, sector_size, u128::from(sector), enc)?;
+                    xts_units(xts, run, sector_size, u128::from(sector), step.into(), enc)?;
                     if rest.is_empty() {
                         return Ok(());
                     }
                     data = rest;
-                    sector = sector.wrapping_add(n as u64) & max;
+                    sector = sector.wrapping_add((n as u64).wrapping_mul(step.get())) & max;
                 }
             }
             Kind::Cbc(cbc, iv) => {
@@ -123,10 +176,22 @@ impl SectorCipher {
                     CbcIvKeyed::Plain64 => IvGen::Plain64,
                     CbcIvKeyed::Essiv(e) => IvGen::Essiv(e),
                 };
-                if enc {
-                    cbc.encrypt_sectors(data, sector_size, first_sector, ivgen)?
+                let crypt = |data: &mut [u8], first: u64| {
+                    if enc {
+                        cbc.encrypt_sectors(data, sector_size, first, ivgen)
+                    } else {
+                        cbc.decrypt_sectors(data, sector_size, first, ivgen)
+                    }
+                };
+                if step == NonZeroU64::MIN {
+                    crypt(data, first)?;
                 } else {
-                    cbc.decrypt_sectors(data, sector_size, first_sector, ivgen)?
+                    // The hal's CBC IV generators count sectors one by one.
+                    let mut iv = first;
+                    for sector in data.chunks_exact_mut(sector_size) {
+                        crypt(sector, iv)?;
+                        iv = iv.wrapping_add(step.get());
+                    }
                 }
                 Ok(())
             }
@@ -142,11 +207,11 @@ impl SectorCipher {
     }
 }
 
-fn xts_units(xts: &Xts, data: &mut [u8], unit: usize, first: u128, enc: bool) -> Result<(), Error> {
+fn xts_units(xts: &Xts, data: &mut [u8], unit: usize, first: u128, step: NonZeroU128, enc: bool) -> Result<(), Error> {
     if enc {
-        xts.encrypt_units(data, unit, first)?
+        xts.encrypt_units_step(data, unit, first, step)?
     } else {
-        xts.decrypt_units(data, unit, first)?
+        xts.decrypt_units_step(data, unit, first, step)?
     }
     Ok(())
 }
@@ -231,6 +296,82 @@ mod tests {
         assert_eq!(a, b);
     }
 
+    /// One XTS unit per sector through the hal's single-unit call, tweak LE128 of the IV
+    /// sector (`first + i * step`, wrapping at 2^64, then truncated to 32 bits for plain).
+    fn xts_per_sector(key: &[u8], data: &mut [u8], size: usize, first: u64, step: u64, plain: bool, enc: bool) {
+        let xts = Xts::new(key).unwrap();
+        let mut iv = first;
+        for sector in data.chunks_exact_mut(size) {
+            let tweak = if plain { u128::from(iv as u32) } else { u128::from(iv) };
+            if enc {
+                xts.encrypt_unit(sector, &tweak.to_le_bytes()).unwrap();
+            } else {
+                xts.decrypt_unit(sector, &tweak.to_le_bytes()).unwrap();
+            }
+            iv = iv.wrapping_add(step);
+        }
+    }
+
+    #[test]
+    fn xts_stepped_sectors_match_one_unit_per_sector_across_the_iv_wraps() {
+        let steps = [1u64, 2, 4, 7, 8, 1 << 32, (1 << 32) + 8, u64::MAX];
+        for mode in ["xts-plain64", "xts-plain"] {
+            let plain = mode == "xts-plain";
+            let c = SectorCipher::new(CipherSpec::parse("aes", mode, 64).unwrap(), &key(64)).unwrap();
+            for step in steps {
+                // At 0, and a few steps before the 32-bit and the 64-bit wrap.
+                let firsts = [
+                    0,
+                    (1u64 << 32).wrapping_sub(step.wrapping_mul(3)),
+                    0u64.wrapping_sub(step.wrapping_mul(5)),
+                    u64::MAX,
+                ];
+                for first in firsts {
+                    for size in [512, 4096] {
+                        for count in [0, 1, 6, 19] {
+                            let what = std::format!("{mode} step {step:#x} from {first:#x} {count}x{size}");
+                            let mut ours = data(size * count);
+                            c.encrypt_sectors_step(&mut ours, size, first, NonZeroU64::new(step).unwrap()).unwrap();
+                            let mut theirs = data(size * count);
+                            xts_per_sector(&key(64), &mut theirs, size, first, step, plain, true);
+                            assert!(ours == theirs, "encrypt {what}");
+                            c.decrypt_sectors_step(&mut ours, size, first, NonZeroU64::new(step).unwrap()).unwrap();
+                            assert!(ours == data(size * count), "decrypt {what}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn xts_step_one_is_encrypt_sectors() {
+        let c = SectorCipher::new(CipherSpec::DEFAULT, &key(64)).unwrap();
+        let mut a = data(4096 * 5);
+        c.encrypt_sectors_step(&mut a, 4096, u64::MAX - 2, NonZeroU64::MIN).unwrap();
+        let mut b = data(4096 * 5);
+        c.encrypt_sectors(&mut b, 4096, u64::MAX - 2).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn cbc_stepped_sectors_match_one_call_per_sector() {
+        for (mode, key_bytes) in [("cbc-plain", 16), ("cbc-plain64", 24), ("cbc-essiv:sha256", 32)] {
+            let spec = CipherSpec::parse("aes", mode, key_bytes).unwrap();
+            let c = SectorCipher::new(spec, &key(key_bytes)).unwrap();
+            let first = (1u64 << 32) - 16;
+            let mut a = data(4096 * 5);
+            c.encrypt_sectors_step(&mut a, 4096, first, NonZeroU64::new(8).unwrap()).unwrap();
+            let mut b = data(4096 * 5);
+            for (i, sector) in b.chunks_exact_mut(4096).enumerate() {
+                c.encrypt_sectors(sector, 4096, first + 8 * i as u64).unwrap();
+            }
+            assert_eq!(a, b, "{mode}");
+            c.decrypt_sectors_step(&mut a, 4096, first, NonZeroU64::new(8).unwrap()).unwrap();
+            assert_eq!(a, data(4096 * 5), "{mode}");
+        }
+    }
+
     #[test]
     fn ecb_matches_aes_blocks() {
         let c = SectorCipher::new(CipherSpec::parse("aes", "ecb", 16).unwrap(), &key(16)).unwrap();
@@ -248,6 +389,16 @@ mod tests {
             c.encrypt_sectors(&mut [0u8; 500], 512, 0),
             Err(Error::Hal(qluks_hal::Error::LengthNotMultiple { len: 500, unit: 512 }))
         );
+        // An empty run still checks the unit size, whatever the step.
+        for step in [1, 8, 1 << 32] {
+            let spec = CipherSpec::parse("aes", "xts-plain", 64).unwrap();
+            let c = SectorCipher::new(spec, &key(64)).unwrap();
+            assert_eq!(
+                c.encrypt_sectors_step(&mut [], 768, 0, NonZeroU64::new(step).unwrap()),
+                Err(Error::Hal(qluks_hal::Error::InvalidUnitSize { size: 768 })),
+                "step {step}"
+            );
+        }
         assert_eq!(SectorCipher::new(CipherSpec::DEFAULT, &key(32)).err(), Some(Error::KeyLength { key_bytes: 32 }));
     }
 }

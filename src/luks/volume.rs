@@ -181,28 +181,17 @@ impl<I: BlockIo> LuksVolume<I> {
     }
 
     /// En/decrypts whole sectors whose IV sectors step by sector_size / 512: one cipher call
-    /// for 512-byte sectors, one per sector above (the hal steps tweaks by one per unit).
+    /// (for XTS, one hal batch call) for every sector size.
     fn crypt_sectors(&self, buf: &mut [u8], first_iv: u64, encrypt: bool) -> Result<(), LuksError> {
         let s = self.segment.sector_size;
         let cipher = &self.segment.cipher;
-        let step = (s / SECTOR) as u64;
-        if step == 1 {
-            return Ok(if encrypt {
-                cipher.encrypt_sectors(buf, s, first_iv)
-            } else {
-                cipher.decrypt_sectors(buf, s, first_iv)
-            }?);
-        }
-        let mut iv = first_iv;
-        for sector in buf.chunks_mut(s) {
-            if encrypt {
-                cipher.encrypt_sectors(sector, s, iv)?;
-            } else {
-                cipher.decrypt_sectors(sector, s, iv)?;
-            }
-            iv = iv.wrapping_add(step);
-        }
-        Ok(())
+        // `new` checked s in SECTOR..=MAX_SECTOR, so the step is 1..=8.
+        let step = core::num::NonZeroU64::new((s / SECTOR) as u64).ok_or(LuksError::SectorSize { sector_size: s })?;
+        Ok(if encrypt {
+            cipher.encrypt_sectors_step(buf, s, first_iv, step)
+        } else {
+            cipher.decrypt_sectors_step(buf, s, first_iv, step)
+        }?)
     }
 
     /// Reads and decrypts whole sectors starting at payload sector `sector` into `buf`.

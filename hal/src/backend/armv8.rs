@@ -143,25 +143,33 @@ unsafe fn xts_run<const ENC: bool>(k: &Keys, data: &mut [u8], t: uint8x16_t) -> 
 
 #[inline]
 #[target_feature(enable = "neon,aes")]
-unsafe fn xts_units<const ENC: bool>(dk: &RoundKeys, tk: &RoundKeys, data: &mut [u8], unit_size: usize, first: u128) {
+unsafe fn xts_units<const ENC: bool>(
+    dk: &RoundKeys,
+    tk: &RoundKeys,
+    data: &mut [u8],
+    unit_size: usize,
+    first: u128,
+    step: u128,
+) {
     let k = if ENC { load_keys(&dk.enc, dk.rounds) } else { load_keys(&dk.dec, dk.rounds) };
     let tkeys = load_keys(&tk.enc, tk.rounds);
     let mut unit = first;
     for group in data.chunks_mut(8 * unit_size) {
-        // The tweaks of eight units in one pass (extra ones for a short group are unused).
+        // The tweaks of eight units in one pass, unit numbers advancing by `step` and wrapping
+        // at 2^128 (extra ones for a short group are unused).
         let mut tw = [vdupq_n_u8(0); 8];
-        for (j, t) in tw.iter_mut().enumerate() {
-            *t = from_u128(unit.wrapping_add(j as u128));
+        for t in tw.iter_mut() {
+            *t = from_u128(unit);
+            unit = unit.wrapping_add(step);
         }
         crypt::<8, true>(&tkeys, &mut tw);
         for (u, t) in group.chunks_exact_mut(unit_size).zip(tw) {
             xts_run::<ENC>(&k, u, t);
-            unit = unit.wrapping_add(1);
         }
     }
 }
 
-/// XTS encryption of consecutive data units (contract kernel).
+/// XTS encryption of data units whose tweaks advance by `step` (contract kernel).
 #[target_feature(enable = "neon,aes")]
 pub(crate) unsafe fn xts_encrypt_units(
     data_keys: &RoundKeys,
@@ -169,11 +177,12 @@ pub(crate) unsafe fn xts_encrypt_units(
     data: &mut [u8],
     unit_size: usize,
     first_unit: u128,
+    step: u128,
 ) {
-    xts_units::<true>(data_keys, tweak_keys, data, unit_size, first_unit)
+    xts_units::<true>(data_keys, tweak_keys, data, unit_size, first_unit, step)
 }
 
-/// XTS decryption of consecutive data units (contract kernel).
+/// XTS decryption of data units whose tweaks advance by `step` (contract kernel).
 #[target_feature(enable = "neon,aes")]
 pub(crate) unsafe fn xts_decrypt_units(
     data_keys: &RoundKeys,
@@ -181,8 +190,9 @@ pub(crate) unsafe fn xts_decrypt_units(
     data: &mut [u8],
     unit_size: usize,
     first_unit: u128,
+    step: u128,
 ) {
-    xts_units::<false>(data_keys, tweak_keys, data, unit_size, first_unit)
+    xts_units::<false>(data_keys, tweak_keys, data, unit_size, first_unit, step)
 }
 
 #[inline]

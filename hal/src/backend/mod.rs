@@ -363,7 +363,9 @@ pub(crate) fn xts_unit(b: Backend, dk: &RoundKeys, tk: &RoundKeys, data: &mut [u
 }
 
 /// XTS over consecutive units: the contract's batch kernels. `unit_size` is a power of two in
-/// 512..=4096 and `data.len()` a multiple of it.
+/// 512..=4096 and `data.len()` a multiple of it; unit `i` has tweak LE128(`first + i * step`)
+/// (mod 2^128; every kernel takes any step, 1 for consecutive units).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn xts_units(
     b: Backend,
     dk: &RoundKeys,
@@ -371,6 +373,7 @@ pub(crate) fn xts_units(
     data: &mut [u8],
     unit: usize,
     first: u128,
+    step: u128,
     enc: bool,
 ) {
     debug_assert!(unit.is_power_of_two() && (512..=4096).contains(&unit) && data.len().is_multiple_of(unit));
@@ -383,24 +386,24 @@ pub(crate) fn xts_units(
         // SAFETY: Vaes512 is available, so the CPU and OS support its features (see detect).
         Backend::Vaes512 if vaes512::READY => unsafe {
             if enc {
-                vaes512::xts_encrypt_units(dk, tk, data, unit, first)
+                vaes512::xts_encrypt_units(dk, tk, data, unit, first, step)
             } else {
-                vaes512::xts_decrypt_units(dk, tk, data, unit, first)
+                vaes512::xts_decrypt_units(dk, tk, data, unit, first, step)
             }
         },
         #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
         // SAFETY: Vaes256 is available, so the CPU and OS support its features (see detect).
         Backend::Vaes256 if vaes256::READY => unsafe {
             if enc {
-                vaes256::xts_encrypt_units(dk, tk, data, unit, first)
+                vaes256::xts_encrypt_units(dk, tk, data, unit, first, step)
             } else {
-                vaes256::xts_decrypt_units(dk, tk, data, unit, first)
+                vaes256::xts_decrypt_units(dk, tk, data, unit, first, step)
             }
         },
         _ => on_family!(b, m => if enc {
-            m::xts_encrypt_units(dk, tk, data, unit, first)
+            m::xts_encrypt_units(dk, tk, data, unit, first, step)
         } else {
-            m::xts_decrypt_units(dk, tk, data, unit, first)
+            m::xts_decrypt_units(dk, tk, data, unit, first, step)
         }),
     }
 }

@@ -428,37 +428,47 @@ fn xts_blocks(k: &SliceKeys, data: &mut [u8], mut t: [u8; BLOCK], enc: bool) -> 
     t
 }
 
-/// XTS over consecutive data units; see the backend contract.
+/// XTS over data units whose tweaks advance by `step`; see the backend contract.
 pub(crate) fn xts_encrypt_units(
     data_keys: &RoundKeys,
     tweak_keys: &RoundKeys,
     data: &mut [u8],
     unit_size: usize,
     first_unit: u128,
+    step: u128,
 ) {
-    xts_units(&SliceKeys::enc(data_keys), tweak_keys, data, unit_size, first_unit, true)
+    xts_units(&SliceKeys::enc(data_keys), tweak_keys, data, unit_size, first_unit, step, true)
 }
 
-/// XTS decryption over consecutive data units; see the backend contract.
+/// XTS decryption over data units whose tweaks advance by `step`; see the backend contract.
 pub(crate) fn xts_decrypt_units(
     data_keys: &RoundKeys,
     tweak_keys: &RoundKeys,
     data: &mut [u8],
     unit_size: usize,
     first_unit: u128,
+    step: u128,
 ) {
-    xts_units(&SliceKeys::dec(data_keys), tweak_keys, data, unit_size, first_unit, false)
+    xts_units(&SliceKeys::dec(data_keys), tweak_keys, data, unit_size, first_unit, step, false)
 }
 
-fn xts_units(k: &SliceKeys, tweak_keys: &RoundKeys, data: &mut [u8], unit_size: usize, first: u128, enc: bool) {
+fn xts_units(
+    k: &SliceKeys,
+    tweak_keys: &RoundKeys,
+    data: &mut [u8],
+    unit_size: usize,
+    first: u128,
+    step: u128,
+    enc: bool,
+) {
     let tk = SliceKeys::enc(tweak_keys);
     let mut tweaks = [0u8; PASS];
     let mut unit = first;
     for group in data.chunks_mut(LANES * unit_size) {
-        // The tweaks of four units in one pass.
+        // The tweaks of four units in one pass (unit numbers wrap at 2^128).
         for lane in tweaks.chunks_exact_mut(BLOCK) {
             lane.copy_from_slice(&unit.to_le_bytes());
-            unit = unit.wrapping_add(1);
+            unit = unit.wrapping_add(step);
         }
         encrypt4(&tk, &mut tweaks);
         for (u, lane) in group.chunks_exact_mut(unit_size).zip(tweaks.chunks_exact(BLOCK)) {

@@ -8,7 +8,8 @@
 //!
 //! Tweaks: lane `l` of stream `s` holds `T * x^(2s + l)`; after each 16-block step every lane is
 //! multiplied by `x^16` (byte shift, carry-less multiply by 0x87, xor). Each unit's initial
-//! tweak `AES-Enc(tweak_key, LE128(unit))` is computed for 16 units at a time.
+//! tweak `AES-Enc(tweak_key, LE128(unit))` is computed for 16 units at a time; unit numbers
+//! advance by the caller's step (1 for consecutive units, 8 for LUKS2 4096-byte sectors).
 //!
 //! This file only provides the multi-unit XTS kernels; everything else is served by `aesni`.
 use core::arch::x86_64::*;
@@ -25,7 +26,8 @@ const STREAMS: usize = 8;
 /// Units whose initial tweaks are encrypted together (eight ymm streams of two lanes).
 const TWEAK_BATCH: usize = 16;
 
-/// XTS-encrypts consecutive data units in place; see the backend contract in `backend/mod.rs`.
+/// XTS-encrypts data units in place, unit `i` with tweak LE128(`first_unit + i * step`) (mod
+/// 2^128); see the backend contract in `backend/mod.rs`.
 ///
 /// # Safety
 /// The CPU must support AVX2, VAES, VPCLMULQDQ and AES-NI. `unit_size` must be a power of two
@@ -37,21 +39,22 @@ pub(crate) unsafe fn xts_encrypt_units(
     data: &mut [u8],
     unit_size: usize,
     first_unit: u128,
+    step: u128,
 ) {
     debug_assert_eq!(data_keys.rounds, tweak_keys.rounds);
     debug_assert!(unit_size.is_power_of_two() && (512..=4096).contains(&unit_size));
     debug_assert!(data.len().is_multiple_of(unit_size));
     match (data_keys.rounds, unit_size) {
-        (10, 512) => units::<10, true, 2>(data_keys, tweak_keys, data, unit_size, first_unit),
-        (10, _) => units::<10, true, 0>(data_keys, tweak_keys, data, unit_size, first_unit),
-        (12, 512) => units::<12, true, 2>(data_keys, tweak_keys, data, unit_size, first_unit),
-        (12, _) => units::<12, true, 0>(data_keys, tweak_keys, data, unit_size, first_unit),
-        (_, 512) => units::<14, true, 2>(data_keys, tweak_keys, data, unit_size, first_unit),
-        _ => units::<14, true, 0>(data_keys, tweak_keys, data, unit_size, first_unit),
+        (10, 512) => units::<10, true, 2>(data_keys, tweak_keys, data, unit_size, first_unit, step),
+        (10, _) => units::<10, true, 0>(data_keys, tweak_keys, data, unit_size, first_unit, step),
+        (12, 512) => units::<12, true, 2>(data_keys, tweak_keys, data, unit_size, first_unit, step),
+        (12, _) => units::<12, true, 0>(data_keys, tweak_keys, data, unit_size, first_unit, step),
+        (_, 512) => units::<14, true, 2>(data_keys, tweak_keys, data, unit_size, first_unit, step),
+        _ => units::<14, true, 0>(data_keys, tweak_keys, data, unit_size, first_unit, step),
     }
 }
 
-/// XTS-decrypts consecutive data units in place; see [`xts_encrypt_units`].
+/// XTS-decrypts data units in place, tweaks advancing by `step`; see [`xts_encrypt_units`].
 ///
 /// # Safety
 /// As for [`xts_encrypt_units`].
@@ -62,17 +65,18 @@ pub(crate) unsafe fn xts_decrypt_units(
     data: &mut [u8],
     unit_size: usize,
     first_unit: u128,
+    step: u128,
 ) {
     debug_assert_eq!(data_keys.rounds, tweak_keys.rounds);
     debug_assert!(unit_size.is_power_of_two() && (512..=4096).contains(&unit_size));
     debug_assert!(data.len().is_multiple_of(unit_size));
     match (data_keys.rounds, unit_size) {
-        (10, 512) => units::<10, false, 2>(data_keys, tweak_keys, data, unit_size, first_unit),
-        (10, _) => units::<10, false, 0>(data_keys, tweak_keys, data, unit_size, first_unit),
-        (12, 512) => units::<12, false, 2>(data_keys, tweak_keys, data, unit_size, first_unit),
-        (12, _) => units::<12, false, 0>(data_keys, tweak_keys, data, unit_size, first_unit),
-        (_, 512) => units::<14, false, 2>(data_keys, tweak_keys, data, unit_size, first_unit),
-        _ => units::<14, false, 0>(data_keys, tweak_keys, data, unit_size, first_unit),
+        (10, 512) => units::<10, false, 2>(data_keys, tweak_keys, data, unit_size, first_unit, step),
+        (10, _) => units::<10, false, 0>(data_keys, tweak_keys, data, unit_size, first_unit, step),
+        (12, 512) => units::<12, false, 2>(data_keys, tweak_keys, data, unit_size, first_unit, step),
+        (12, _) => units::<12, false, 0>(data_keys, tweak_keys, data, unit_size, first_unit, step),
+        (_, 512) => units::<14, false, 2>(data_keys, tweak_keys, data, unit_size, first_unit, step),
+        _ => units::<14, false, 0>(data_keys, tweak_keys, data, unit_size, first_unit, step),
     }
 }
 
@@ -108,15 +112,20 @@ fn mul_x_var(t: __m256i, counts: __m256i, rcounts: __m256i, poly: __m256i) -> __
     _mm256_xor_si256(_mm256_xor_si256(shifted, carry), reduced)
 }
 
-/// Encrypts the initial tweaks `LE128(first_unit + i)` for `i` in `0..16` with the tweak key,
-/// two units per ymm register; returns them in unit order.
+/// Encrypts the initial tweaks `LE128(first_unit + i * step)` (mod 2^128) for `i` in `0..16`
+/// with the tweak key, two units per ymm register; returns them in unit order.
 #[target_feature(enable = "avx2,vaes,aes")]
 #[inline]
-fn encrypt_first_tweaks<const R: usize>(keys: &RoundKeys, first_unit: u128) -> [__m256i; STREAMS] {
-    let unit = |i: usize| first_unit.wrapping_add(i as u128);
+fn encrypt_first_tweaks<const R: usize>(keys: &RoundKeys, first_unit: u128, step: u128) -> [__m256i; STREAMS] {
+    let mut next = first_unit;
+    let units: [u128; TWEAK_BATCH] = core::array::from_fn(|_| {
+        let u = next;
+        next = next.wrapping_add(step);
+        u
+    });
     let k0 = broadcast_key(&keys.enc, 0);
     let mut t: [__m256i; STREAMS] = core::array::from_fn(|s| {
-        let (a, b) = (unit(2 * s), unit(2 * s + 1));
+        let (a, b) = (units[2 * s], units[2 * s + 1]);
         let v = _mm256_set_epi64x((b >> 64) as i64, b as i64, (a >> 64) as i64, a as i64);
         _mm256_xor_si256(v, k0)
     });
@@ -143,6 +152,7 @@ fn units<const R: usize, const ENCRYPT: bool, const STEPS: usize>(
     data: &mut [u8],
     unit_size: usize,
     first_unit: u128,
+    step: u128,
 ) {
     let schedule = if ENCRYPT { &data_keys.enc } else { &data_keys.dec };
     let keys: [__m256i; 15] = core::array::from_fn(|r| broadcast_key(schedule, r.min(R)));
@@ -151,10 +161,11 @@ fn units<const R: usize, const ENCRYPT: bool, const STEPS: usize>(
     // A compile-time step count (512-byte units) lets LLVM unroll them into straight-line code.
     let steps_per_unit = if STEPS != 0 { STEPS } else { unit_size / STEP };
 
+    let batch_step = step.wrapping_mul(TWEAK_BATCH as u128);
     let mut unit = first_unit;
     for batch in data.chunks_mut(TWEAK_BATCH * unit_size) {
-        let first = encrypt_first_tweaks::<R>(tweak_keys, unit);
-        unit = unit.wrapping_add(TWEAK_BATCH as u128);
+        let first = encrypt_first_tweaks::<R>(tweak_keys, unit, step);
+        unit = unit.wrapping_add(batch_step);
         let first_ptr: *const __m128i = first.as_ptr().cast();
         for (u, unit_data) in batch.chunks_exact_mut(unit_size).enumerate() {
             // SAFETY: `u < TWEAK_BATCH`, so block `u` lies inside the 256-byte `first` array.

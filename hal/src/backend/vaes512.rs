@@ -14,7 +14,9 @@
 //!
 //! Per-unit cost: each data unit's first tweak is `AES-Enc(tweak_key, LE128(unit))`, a ~56-cycle
 //! dependency chain if done alone. The kernels encrypt those initial tweaks for 16 units at a
-//! time (four zmm streams again), which is what keeps 512-byte sectors fast.
+//! time (four zmm streams again), which is what keeps 512-byte sectors fast. Unit numbers
+//! advance by the caller's step (1 for consecutive units, 8 for LUKS2 4096-byte sectors),
+//! added to the 128-bit lanes with a carry from the low half.
 //!
 //! This file only provides the multi-unit XTS kernels; everything else (single-unit XTS with
 //! ciphertext stealing, CBC, ECB) is served by the `aesni` backend.
@@ -30,7 +32,8 @@ const STEP: usize = 256;
 /// Units whose initial tweaks are encrypted together (four zmm streams of four lanes).
 const TWEAK_BATCH: usize = 16;
 
-/// XTS-encrypts consecutive data units in place; see the backend contract in `backend/mod.rs`.
+/// XTS-encrypts data units in place, unit `i` with tweak LE128(`first_unit + i * step`) (mod
+/// 2^128); see the backend contract in `backend/mod.rs`.
 ///
 /// # Safety
 /// The CPU must support AVX-512F/BW/VL, VAES and VPCLMULQDQ (and the OS must have enabled the
@@ -43,21 +46,22 @@ pub(crate) unsafe fn xts_encrypt_units(
     data: &mut [u8],
     unit_size: usize,
     first_unit: u128,
+    step: u128,
 ) {
     debug_assert_eq!(data_keys.rounds, tweak_keys.rounds);
     debug_assert!(unit_size.is_power_of_two() && (512..=4096).contains(&unit_size));
     debug_assert!(data.len().is_multiple_of(unit_size));
     match (data_keys.rounds, unit_size) {
-        (10, 512) => units::<10, true, 2>(data_keys, tweak_keys, data, unit_size, first_unit),
-        (10, _) => units::<10, true, 0>(data_keys, tweak_keys, data, unit_size, first_unit),
-        (12, 512) => units::<12, true, 2>(data_keys, tweak_keys, data, unit_size, first_unit),
-        (12, _) => units::<12, true, 0>(data_keys, tweak_keys, data, unit_size, first_unit),
-        (_, 512) => units::<14, true, 2>(data_keys, tweak_keys, data, unit_size, first_unit),
-        _ => units::<14, true, 0>(data_keys, tweak_keys, data, unit_size, first_unit),
+        (10, 512) => units::<10, true, 2>(data_keys, tweak_keys, data, unit_size, first_unit, step),
+        (10, _) => units::<10, true, 0>(data_keys, tweak_keys, data, unit_size, first_unit, step),
+        (12, 512) => units::<12, true, 2>(data_keys, tweak_keys, data, unit_size, first_unit, step),
+        (12, _) => units::<12, true, 0>(data_keys, tweak_keys, data, unit_size, first_unit, step),
+        (_, 512) => units::<14, true, 2>(data_keys, tweak_keys, data, unit_size, first_unit, step),
+        _ => units::<14, true, 0>(data_keys, tweak_keys, data, unit_size, first_unit, step),
     }
 }
 
-/// XTS-decrypts consecutive data units in place; see [`xts_encrypt_units`].
+/// XTS-decrypts data units in place, tweaks advancing by `step`; see [`xts_encrypt_units`].
 ///
 /// # Safety
 /// As for [`xts_encrypt_units`].
@@ -68,17 +72,18 @@ pub(crate) unsafe fn xts_decrypt_units(
     data: &mut [u8],
     unit_size: usize,
     first_unit: u128,
+    step: u128,
 ) {
     debug_assert_eq!(data_keys.rounds, tweak_keys.rounds);
     debug_assert!(unit_size.is_power_of_two() && (512..=4096).contains(&unit_size));
     debug_assert!(data.len().is_multiple_of(unit_size));
     match (data_keys.rounds, unit_size) {
-        (10, 512) => units::<10, false, 2>(data_keys, tweak_keys, data, unit_size, first_unit),
-        (10, _) => units::<10, false, 0>(data_keys, tweak_keys, data, unit_size, first_unit),
-        (12, 512) => units::<12, false, 2>(data_keys, tweak_keys, data, unit_size, first_unit),
-        (12, _) => units::<12, false, 0>(data_keys, tweak_keys, data, unit_size, first_unit),
-        (_, 512) => units::<14, false, 2>(data_keys, tweak_keys, data, unit_size, first_unit),
-        _ => units::<14, false, 0>(data_keys, tweak_keys, data, unit_size, first_unit),
+        (10, 512) => units::<10, false, 2>(data_keys, tweak_keys, data, unit_size, first_unit, step),
+        (10, _) => units::<10, false, 0>(data_keys, tweak_keys, data, unit_size, first_unit, step),
+        (12, 512) => units::<12, false, 2>(data_keys, tweak_keys, data, unit_size, first_unit, step),
+        (12, _) => units::<12, false, 0>(data_keys, tweak_keys, data, unit_size, first_unit, step),
+        (_, 512) => units::<14, false, 2>(data_keys, tweak_keys, data, unit_size, first_unit, step),
+        _ => units::<14, false, 0>(data_keys, tweak_keys, data, unit_size, first_unit, step),
     }
 }
 
@@ -132,8 +137,8 @@ fn first_tweaks(t: __m512i, poly: __m512i) -> (__m512i, __m512i, __m512i, __m512
     )
 }
 
-/// Adds the small per-lane increments `inc` (in the low 64-bit halves) to the 128-bit
-/// little-endian lanes of `v`, carrying into the high halves (wrapping at 2^128).
+/// Adds the 128-bit little-endian lanes of `inc` to those of `v`, carrying from the low 64-bit
+/// half into the high one (wrapping at 2^128).
 #[target_feature(enable = "avx512f")]
 #[inline]
 fn add_lanes_u128(v: __m512i, inc: __m512i) -> __m512i {
@@ -143,15 +148,55 @@ fn add_lanes_u128(v: __m512i, inc: __m512i) -> __m512i {
     _mm512_mask_add_epi64(sum, wrapped << 1, sum, _mm512_set1_epi64(1))
 }
 
-/// Encrypts the initial tweaks `LE128(first_unit + i)` for `i` in `0..16`, four units per zmm
-/// register, with the tweak key; returns them in unit order (stream-major, then lane).
+/// The per-lane increments for [`encrypt_first_tweaks`]: lane `l` holds `l * step`, and four
+/// lanes' worth, `4 * step`, in every lane (both mod 2^128).
+#[derive(Clone, Copy)]
+struct UnitSteps {
+    lanes: __m512i,
+    four: __m512i,
+}
+
+impl UnitSteps {
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn new(step: u128) -> UnitSteps {
+        let half = |v: u128, high: bool| (if high { v >> 64 } else { v }) as u64 as i64;
+        let lane = |l: u128, high: bool| half(step.wrapping_mul(l), high);
+        let four = step.wrapping_mul(4);
+        UnitSteps {
+            lanes: _mm512_set_epi64(
+                lane(3, true),
+                lane(3, false),
+                lane(2, true),
+                lane(2, false),
+                lane(1, true),
+                lane(1, false),
+                0,
+                0,
+            ),
+            four: _mm512_set_epi64(
+                half(four, true),
+                half(four, false),
+                half(four, true),
+                half(four, false),
+                half(four, true),
+                half(four, false),
+                half(four, true),
+                half(four, false),
+            ),
+        }
+    }
+}
+
+/// Encrypts the initial tweaks `LE128(first_unit + i * step)` for `i` in `0..16` (mod 2^128),
+/// four units per zmm register, with the tweak key; returns them in unit order (stream-major,
+/// then lane).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,vaes,aes")]
 #[inline]
-fn encrypt_first_tweaks<const R: usize>(keys: &RoundKeys, first_unit: u128) -> [__m512i; 4] {
+fn encrypt_first_tweaks<const R: usize>(keys: &RoundKeys, first_unit: u128, steps: UnitSteps) -> [__m512i; 4] {
     let base = _mm512_broadcast_i32x4(_mm_set_epi64x((first_unit >> 64) as i64, first_unit as i64));
-    let lanes = _mm512_set_epi64(0, 3, 0, 2, 0, 1, 0, 0);
-    let u0 = add_lanes_u128(base, lanes);
-    let four = _mm512_set_epi64(0, 4, 0, 4, 0, 4, 0, 4);
+    let u0 = add_lanes_u128(base, steps.lanes);
+    let four = steps.four;
     let u1 = add_lanes_u128(u0, four);
     let u2 = add_lanes_u128(u1, four);
     let u3 = add_lanes_u128(u2, four);
@@ -184,6 +229,7 @@ fn units<const R: usize, const ENCRYPT: bool, const STEPS: usize>(
     data: &mut [u8],
     unit_size: usize,
     first_unit: u128,
+    step: u128,
 ) {
     let schedule = if ENCRYPT { &data_keys.enc } else { &data_keys.dec };
     // Round keys in zmm locals: LLVM keeps the fully unrolled constant-index array in registers.
@@ -197,14 +243,16 @@ fn units<const R: usize, const ENCRYPT: bool, const STEPS: usize>(
     // this one, so their ~56-cycle chain overlaps this batch's rounds instead of stalling at the
     // batch boundary.
     let batch_bytes = TWEAK_BATCH * unit_size;
-    let mut next = encrypt_first_tweaks::<R>(tweak_keys, first_unit);
+    let steps = UnitSteps::new(step);
+    let batch_step = step.wrapping_mul(TWEAK_BATCH as u128);
+    let mut next = encrypt_first_tweaks::<R>(tweak_keys, first_unit, steps);
     let mut unit = first_unit;
     let mut batches = data.chunks_mut(batch_bytes).peekable();
     while let Some(batch) = batches.next() {
         let first = next;
-        unit = unit.wrapping_add(TWEAK_BATCH as u128);
+        unit = unit.wrapping_add(batch_step);
         if batches.peek().is_some() {
-            next = encrypt_first_tweaks::<R>(tweak_keys, unit);
+            next = encrypt_first_tweaks::<R>(tweak_keys, unit, steps);
         }
         let first_ptr: *const __m128i = first.as_ptr().cast();
         for (u, unit_data) in batch.chunks_exact_mut(unit_size).enumerate() {

@@ -1,7 +1,8 @@
 //! `qluks bench`: throughput of the crypto core, per backend.
 //!
-//! `bench xts` times the XTS batch API (`Xts::encrypt_units` / `decrypt_units`) in place over one
-//! warm buffer, repeated for a fixed wall-clock time, and reports the median of ten equal slices
+//! `bench xts` times the XTS batch API (`Xts::encrypt_units_step` / `decrypt_units_step`, tweak
+//! step 1 unless `--tweak-step` says otherwise) in place over one warm buffer, repeated for a
+//! fixed wall-clock time, and reports the median of ten equal slices
 //! of that time in GB/s (10^9 bytes per second), which keeps one noisy slice on a shared machine
 //! from moving the figure. Throughput is per second of CPU time of the benchmarking thread where
 //! Linux reports it (`/proc/thread-self/schedstat`), as `openssl speed` divides by CPU time, so
@@ -11,6 +12,7 @@
 pub mod pbkdf2;
 use std::fmt::Write as _;
 use std::hint::black_box;
+use std::num::NonZeroU128;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -55,6 +57,15 @@ struct XtsArgs {
     /// Seconds to time each backend for.
     #[arg(long, default_value_t = 1.0)]
     seconds: f64,
+    /// Tweak step between consecutive sectors (`Xts::decrypt_units_step`): 1 = plain64 over
+    /// consecutive sector numbers, 8 = a LUKS2 volume's 4096-byte sectors (IVs in 512-byte units).
+    #[arg(long, default_value_t = 1)]
+    tweak_step: u64,
+    /// Time the LUKS volume data path instead (`LuksVolume::read_at`, or `write_in_place` for
+    /// encryption, over an in-memory payload; IV sectors step by sector-size / 512 as in LUKS2),
+    /// on the backend qluks chooses.
+    #[arg(long, conflicts_with = "tweak_step")]
+    volume: bool,
 }
 
 /// The block ciphers XTS can be benchmarked with.
@@ -134,25 +145,72 @@ fn median(rates: &mut [f64]) -> f64 {
 
 /// Times `config` on `backend` and returns the median throughput of ten slices.
 pub fn xts_gbps(backend: Backend, config: &XtsConfig) -> Result<Throughput, Box<dyn std::error::Error>> {
+    xts_gbps_step(backend, config, NonZeroU128::MIN)
+}
+
+/// [`xts_gbps`] with tweaks advancing by `step` per sector.
+fn xts_gbps_step(
+    backend: Backend,
+    config: &XtsConfig,
+    step: NonZeroU128,
+) -> Result<Throughput, Box<dyn std::error::Error>> {
     // A fixed, public benchmark key: speed does not depend on its value.
     let key: Vec<u8> = (0..config.cipher.xts_key_len()).map(|i| (i as u8).wrapping_mul(37).wrapping_add(11)).collect();
     let xts = Xts::with_backend(&key, backend)?;
     let mut buf: Vec<u8> = (0..config.batch).map(|i| (i * 131 + 7) as u8).collect();
     let mut first_unit = 1u128 << 20;
     let units = (config.batch / config.sector_size) as u128;
-    let mut pass = |buf: &mut [u8]| -> Result<(), qluks::hal::Error> {
+    let pass = |buf: &mut [u8]| -> Result<(), Box<dyn std::error::Error>> {
         let r = if config.decrypt {
-            xts.decrypt_units(black_box(buf), config.sector_size, first_unit)
+            xts.decrypt_units_step(black_box(buf), config.sector_size, first_unit, step)
         } else {
-            xts.encrypt_units(black_box(buf), config.sector_size, first_unit)
+            xts.encrypt_units_step(black_box(buf), config.sector_size, first_unit, step)
         };
-        first_unit += units;
-        r
+        first_unit = first_unit.wrapping_add(units.wrapping_mul(step.get()));
+        Ok(r?)
     };
+    time_passes(config, &mut buf, pass)
+}
+
+/// Times `LuksVolume::read_at` (decryption) or `write_in_place` (encryption) of `config.batch`
+/// bytes at a time over an in-memory LUKS payload of four batches, read or written in turn:
+/// the volume's data path (device copy, IV sectors in 512-byte units as LUKS2 counts them,
+/// the cipher call) on the backend qluks chooses.
+fn volume_gbps(config: &XtsConfig) -> Result<Throughput, Box<dyn std::error::Error>> {
+    use qluks::crypto::{CipherSpec, SectorCipher};
+    use qluks::io::MemIo;
+    use qluks::luks::{DataSegment, LuksVolume};
+    let key: Vec<u8> = (0..config.cipher.xts_key_len()).map(|i| (i as u8).wrapping_mul(37).wrapping_add(11)).collect();
+    let spec = CipherSpec::parse("aes", "xts-plain64", key.len())?;
+    let cipher = SectorCipher::new(spec, &key)?;
+    let sector_size = config.sector_size;
+    let mut device: Vec<u8> = (0..4 * config.batch).map(|i| (i * 131 + 7) as u8).collect();
+    let segment = DataSegment { offset: 0, size: None, sector_size, iv_tweak: 0, cipher };
+    let mut volume = LuksVolume::new(MemIo::new(&mut device), segment)?;
+    let mut buf: Vec<u8> = vec![0x5a; config.batch];
+    let mut at = 0u64;
+    let pass = |buf: &mut [u8]| -> Result<(), Box<dyn std::error::Error>> {
+        if config.decrypt {
+            volume.read_at(at, black_box(buf))?;
+        } else {
+            volume.write_in_place(at, black_box(buf))?;
+        }
+        at = (at + config.batch as u64) % (4 * config.batch as u64);
+        Ok(())
+    };
+    time_passes(config, &mut buf, pass)
+}
+
+/// Runs `pass` over `buf` for `config.time` after a warm-up; the median of ten slices.
+fn time_passes(
+    config: &XtsConfig,
+    buf: &mut [u8],
+    mut pass: impl FnMut(&mut [u8]) -> Result<(), Box<dyn std::error::Error>>,
+) -> Result<Throughput, Box<dyn std::error::Error>> {
     // Warm the caches, the page mappings and the clock frequency.
     let warm_until = Instant::now() + config.time / 10;
     while Instant::now() < warm_until {
-        pass(&mut buf)?;
+        pass(buf)?;
     }
     let slice = config.time / 10;
     let (mut cpu_rates, mut wall_rates) = (Vec::with_capacity(10), Vec::with_capacity(10));
@@ -160,7 +218,7 @@ pub fn xts_gbps(backend: Backend, config: &XtsConfig) -> Result<Throughput, Box<
         let (start, cpu_start) = (Instant::now(), thread_cpu_time());
         let mut bytes = 0u64;
         loop {
-            pass(&mut buf)?;
+            pass(buf)?;
             bytes += config.batch as u64;
             let elapsed = start.elapsed();
             if elapsed >= slice {
@@ -172,7 +230,7 @@ pub fn xts_gbps(backend: Backend, config: &XtsConfig) -> Result<Throughput, Box<
             }
         }
     }
-    black_box(&buf);
+    black_box(buf);
     let gbps_wall = median(&mut wall_rates);
     let gbps = if cpu_rates.len() == wall_rates.len() { median(&mut cpu_rates) } else { gbps_wall };
     Ok(Throughput { gbps, gbps_wall })
@@ -197,8 +255,12 @@ fn run_xts(args: XtsArgs) -> Result<(), Box<dyn std::error::Error>> {
         )
         .into());
     }
+    let step = NonZeroU128::new(args.tweak_step.into()).ok_or("--tweak-step 0: the step must be at least 1")?;
     if !(args.seconds > 0.0 && args.seconds <= 600.0) {
         return Err(format!("--seconds {} is not in (0, 600]", args.seconds).into());
+    }
+    if args.volume && args.backend != "auto" {
+        return Err("--volume runs on the backend qluks chooses (--backend auto)".into());
     }
     let backends: Vec<Backend> = match args.backend.as_str() {
         "auto" => vec![Backend::best()],
@@ -224,25 +286,29 @@ fn run_xts(args: XtsArgs) -> Result<(), Box<dyn std::error::Error>> {
     let direction = if args.decrypt { "decrypt" } else { "encrypt" };
     if args.output == Output::Human {
         println!(
-            "{}-XTS {direction}, {}-byte sectors, {}-byte batches",
+            "{}-XTS {direction}, {}-byte sectors, {}-byte batches, {}",
             args.cipher.name().to_uppercase(),
             args.sector_size,
-            args.batch
+            args.batch,
+            if args.volume { "through a LUKS volume".to_string() } else { format!("tweak step {}", args.tweak_step) }
         );
     }
     for backend in backends {
-        let Throughput { gbps, gbps_wall } = xts_gbps(backend, &config)?;
+        let Throughput { gbps, gbps_wall } =
+            if args.volume { volume_gbps(&config)? } else { xts_gbps_step(backend, &config, step)? };
         match args.output {
             Output::Human => println!("{:8} {gbps:7.2} GB/s   (wall clock {gbps_wall:.2})", backend.name()),
             Output::Json => {
                 let mut line = String::new();
                 write!(
                     line,
-                    r#"{{"bench":"xts","backend":"{}","cipher":"{}","sector_size":{},"batch":{},"direction":"{direction}","gbps":{gbps:.3},"gbps_wall":{gbps_wall:.3}}}"#,
+                    r#"{{"bench":"xts","backend":"{}","cipher":"{}","sector_size":{},"batch":{},"tweak_step":{},"volume":{},"direction":"{direction}","gbps":{gbps:.3},"gbps_wall":{gbps_wall:.3}}}"#,
                     backend.name(),
                     args.cipher.name(),
                     args.sector_size,
-                    args.batch
+                    args.batch,
+                    if args.volume { args.sector_size as u64 / 512 } else { args.tweak_step },
+                    args.volume
                 )?;
                 println!("{line}");
             }
