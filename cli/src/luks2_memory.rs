@@ -2,7 +2,9 @@
 //! since the CLI has a heap), and the PBKDF2 costs a volume claims (for the KDF limits).
 use std::error::Error;
 use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use qluks::crypto::argon2::{LaneRunner, SegmentJob};
 use qluks::crypto::HashAlg;
 use qluks::luks::luks2::{self, binary_header::HDR_SIZES, Kdf, Luks2Header};
 use qluks::luks::{KdfLimits, LuksIoError, LuksVolume};
@@ -44,7 +46,66 @@ impl Luks2Memory {
         passphrase: &[u8],
         limits: &KdfLimits,
     ) -> Result<LuksVolume<File>, LuksIoError<std::io::Error>> {
-        LuksVolume::open_luks2_header(file, &self.header, passphrase, None, &mut self.kdf, limits)
+        let lanes = ThreadLanes::for_host();
+        LuksVolume::open_luks2_header_with(file, &self.header, passphrase, None, &mut self.kdf, limits, &lanes)
+    }
+}
+
+/// Runs the lanes of each Argon2 slice at once, on as many threads as there are lanes, at
+/// most the CPUs available (this thread is one of them). Threads are scoped to one slice:
+/// their stacks hold only the per-lane work blocks, the memory stays the caller's.
+pub struct ThreadLanes {
+    threads: usize,
+    /// CPU time of the helper threads (not this one), in nanoseconds, where Linux reports it.
+    helper_cpu_ns: AtomicU64,
+}
+
+impl ThreadLanes {
+    /// As many threads as `std::thread::available_parallelism` reports (1 when unknown).
+    pub fn for_host() -> ThreadLanes {
+        ThreadLanes::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// At most `threads` threads (at least 1: this one).
+    pub fn new(threads: usize) -> ThreadLanes {
+        ThreadLanes { threads: threads.max(1), helper_cpu_ns: AtomicU64::new(0) }
+    }
+
+    /// Threads used at most.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// CPU time the helper threads have run so far, in nanoseconds (0 where unknown).
+    pub fn helper_cpu_ns(&self) -> u64 {
+        self.helper_cpu_ns.load(Ordering::Relaxed)
+    }
+}
+
+impl LaneRunner for ThreadLanes {
+    fn run(&self, jobs: &mut [SegmentJob<'_>]) {
+        let threads = self.threads.min(jobs.len());
+        if threads <= 1 {
+            jobs.iter_mut().for_each(SegmentJob::run);
+            return;
+        }
+        let per_thread = jobs.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let mut chunks = jobs.chunks_mut(per_thread);
+            let own = chunks.next();
+            for chunk in chunks {
+                let cpu = &self.helper_cpu_ns;
+                // A thread that cannot start leaves its jobs unrun: the fill runs them itself.
+                let _ = std::thread::Builder::new().name("argon2-lane".into()).spawn_scoped(scope, move || {
+                    let start = crate::cpu_time::thread_cpu_ns();
+                    chunk.iter_mut().for_each(SegmentJob::run);
+                    if let (Some(a), Some(b)) = (start, crate::cpu_time::thread_cpu_ns()) {
+                        cpu.fetch_add(b.saturating_sub(a), Ordering::Relaxed);
+                    }
+                });
+            }
+            own.into_iter().flatten().for_each(SegmentJob::run);
+        });
     }
 }
 

@@ -559,8 +559,14 @@ pub fn argon2_with(
     h.finish(&mut h0);
     let lanes = params.lanes as usize;
     let lane_len = params.block_count() / lanes;
-    let geometry =
-        Geometry { variant: params.variant, y, lanes, lane_len, segment_len: lane_len / SYNC_POINTS, passes: params.time as usize };
+    let geometry = Geometry {
+        variant: params.variant,
+        y,
+        lanes,
+        lane_len,
+        segment_len: lane_len / SYNC_POINTS,
+        passes: params.time as usize,
+    };
     // The first two blocks of each lane.
     let mut bytes = [0u8; BLOCK_BYTES];
     for lane in 0..lanes {
