@@ -18,7 +18,7 @@ pub const MAX_JSON: usize = HDR_SIZES[HDR_SIZES.len() - 1] as usize - 4096;
 /// memory in bytes for its most demanding keyslot within the limits.
 pub struct Luks2Memory {
     header: Box<Luks2Header>,
-    kdf: Vec<u8>,
+    kdf: KdfMemory,
 }
 
 impl Luks2Memory {
@@ -35,7 +35,7 @@ impl Luks2Memory {
         let header = luks2::Luks2Header::read(file, &mut json)?;
         let bytes = header.kdf_memory_within(limits, None);
         let bytes = usize::try_from(bytes).map_err(|_| format!("Argon2 needs {bytes} bytes of memory"))?;
-        Ok(Some(Luks2Memory { header, kdf: vec![0u8; bytes] }))
+        Ok(Some(Luks2Memory { header, kdf: KdfMemory::new(bytes) }))
     }
 
     /// Unlocks with the header read by [`Luks2Memory::for_volume`] (not read again), within
@@ -47,7 +47,51 @@ impl Luks2Memory {
         limits: &KdfLimits,
     ) -> Result<LuksVolume<File>, LuksIoError<std::io::Error>> {
         let lanes = ThreadLanes::for_host();
-        LuksVolume::open_luks2_header_with(file, &self.header, passphrase, None, &mut self.kdf, limits, &lanes)
+        LuksVolume::open_luks2_header_with(file, &self.header, passphrase, None, self.kdf.bytes(), limits, &lanes)
+    }
+}
+
+/// Argon2 working memory, zeroed: an anonymous mapping that the kernel is asked to back with
+/// transparent huge pages, aligned to them. Argon2 reads 1 KiB blocks at random all over its
+/// memory: with 4 KiB pages nearly every such read also misses the TLB and walks page tables
+/// that are not in cache (measured: a fifth of a 256 MiB unlock), and faulting in the memory
+/// takes 512 times fewer faults. A plain vector where the mapping fails.
+pub enum KdfMemory {
+    /// The mapping and the offset of the first huge-page boundary in it.
+    Mapped(memmap2::MmapMut, usize),
+    /// Heap memory.
+    Heap(Vec<u8>),
+}
+
+/// Transparent huge page size on x86-64 and (4 KiB granule) aarch64.
+const HUGE_PAGE: usize = 2 << 20;
+
+impl KdfMemory {
+    /// `len` zeroed bytes.
+    pub fn new(len: usize) -> KdfMemory {
+        if len < HUGE_PAGE {
+            return KdfMemory::Heap(vec![0u8; len]);
+        }
+        match memmap2::MmapMut::map_anon(len + HUGE_PAGE) {
+            Ok(map) => {
+                let skip = (map.as_ptr() as usize).wrapping_neg() % HUGE_PAGE;
+                #[cfg(target_os = "linux")]
+                let _ = map.advise(memmap2::Advice::HugePage);
+                KdfMemory::Mapped(map, skip)
+            }
+            Err(_) => KdfMemory::Heap(vec![0u8; len]),
+        }
+    }
+
+    /// The memory (`len` bytes).
+    pub fn bytes(&mut self) -> &mut [u8] {
+        match self {
+            KdfMemory::Mapped(map, skip) => {
+                let len = map.len() - HUGE_PAGE;
+                &mut map[*skip..*skip + len]
+            }
+            KdfMemory::Heap(v) => v,
+        }
     }
 }
 

@@ -490,17 +490,26 @@ impl SegmentJob<'_> {
             let rel = area - 1 - ((area * rel) >> 32);
             let begin = if pass != 0 && slice != SYNC_POINTS - 1 { (slice + 1) * segment_len } else { 0 };
             let ref_index = (begin as u64 + rel) as usize % lane_len;
-            load(self.block(ref_lane * lane_len + ref_index), &mut w.refb);
-            let xor = pass != 0;
-            if xor {
-                load(block(self.own, i), &mut w.cur);
+            // G(prev, ref) = P(R) ^ R with R = prev ^ ref, xored into the block it replaces
+            // after the first pass. Fused over the bytes: R goes to `prev` and `tmp`, the
+            // result to `prev` (the next block's previous) and to memory, with no block copies.
+            let refb = self.block(ref_lane * lane_len + ref_index);
+            for ((p, t), b) in w.prev.iter_mut().zip(w.tmp.iter_mut()).zip(refb.chunks_exact(8)) {
+                let r = *p ^ u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+                *p = r;
+                *t = r;
             }
-            compress(&w.prev, &w.refb, &mut w.cur, &mut w.tmp, xor);
+            compress_rows_columns(&mut w.tmp);
             let dst = &mut self.own[i * BLOCK_BYTES..(i + 1) * BLOCK_BYTES];
-            for (b, word) in dst.chunks_exact_mut(8).zip(w.cur.iter()) {
-                b.copy_from_slice(&word.to_le_bytes());
+            let xor = pass != 0;
+            for ((p, t), b) in w.prev.iter_mut().zip(w.tmp.iter()).zip(dst.chunks_exact_mut(8)) {
+                let mut v = *p ^ *t;
+                if xor {
+                    v ^= u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+                }
+                *p = v;
+                b.copy_from_slice(&v.to_le_bytes());
             }
-            core::mem::swap(&mut w.prev, &mut w.cur);
         }
     }
 }

@@ -19,7 +19,7 @@ use qluks::luks::luks2::metadata::kdf_memory_bytes;
 use qluks::luks::luks2::{self, Kdf, Luks2Header};
 use qluks::luks::{KdfLimits, LuksError};
 
-use crate::luks2_memory::{ThreadLanes, MAX_JSON};
+use crate::luks2_memory::{KdfMemory, ThreadLanes, MAX_JSON};
 use crate::secret::SecretArgs;
 
 /// cryptsetup's (and qemu-img's) default unlock time target for a new keyslot, in ms.
@@ -299,8 +299,8 @@ fn time_unlock(
         Header::Luks2(h) => {
             let bytes = h.metadata.keyslots[k].as_ref().map_or(0, |s| kdf_memory_bytes(&s.kdf));
             let bytes = usize::try_from(bytes).map_err(|_| format!("Argon2 needs {bytes} bytes of memory"))?;
-            let mut memory = vec![0u8; bytes];
-            luks2::keyslot::unlock_with_runner(file, &h.metadata, passphrase, Some(k), &mut memory, limits, lanes)
+            let mut memory = KdfMemory::new(bytes);
+            luks2::keyslot::unlock_with_runner(file, &h.metadata, passphrase, Some(k), memory.bytes(), limits, lanes)
                 .map(drop)
         }
     };
