@@ -1,11 +1,18 @@
-//! Argon2i and Argon2id (RFC 9106, version 0x13) working in a caller-supplied byte region.
+//! Argon2d, Argon2i and Argon2id (RFC 9106, version 0x13) working in a caller-supplied byte
+//! region.
 //!
 //! LUKS2 keyslots derive their area key with Argon2, which is memory-hard: cryptsetup asks for
 //! up to 1 GiB. The memory comes from the caller as a plain `&mut [u8]` of any alignment
 //! (firmware hands over a raw region without `unsafe`): each 1 KiB block is loaded into a
 //! stack copy as little-endian words, compressed, and stored back, so no aligned view of the
-//! region is ever needed. The stack holds four 1 KiB blocks. The region is wiped afterwards: it
-//! holds passphrase-derived state.
+//! region is ever needed. The region is wiped afterwards: it holds passphrase-derived state.
+//!
+//! The lanes of one slice are independent (RFC 9106 section 3.4: a block references other
+//! lanes only outside the current slice), so the fill hands them to a [`LaneRunner`] as
+//! [`SegmentJob`]s: the memory is lane-major, each job gets a `&mut` to its own segment and a
+//! shared view of the memory outside the segments being written. [`Sequential`] runs them in
+//! turn; a caller with threads (the CLI, a multi-core firmware) runs them at once. Each job
+//! holds four 1 KiB blocks and two address blocks on the stack of the thread running it.
 
 use zeroize::Zeroize;
 
@@ -24,6 +31,8 @@ pub enum Variant {
     Argon2i,
     /// Data-independent for the first half pass, then data-dependent (cryptsetup's default).
     Argon2id,
+    /// Data-dependent addressing (RFC 9106; not used by LUKS2).
+    Argon2d,
 }
 
 /// Argon2 costs.
@@ -315,8 +324,198 @@ impl Zeroize for Work {
     }
 }
 
+/// The all-zero block (input of the address generator).
+static ZERO_BLOCK: Block = [0; WORDS];
+
+/// The inputs of one derivation besides the costs.
+#[derive(Clone, Copy)]
+pub struct Input<'a> {
+    /// The password (`P`).
+    pub password: &'a [u8],
+    /// The salt (`S`), at least [`MIN_SALT_LEN`] bytes.
+    pub salt: &'a [u8],
+    /// The secret value (`K`), empty for none (LUKS2 uses none).
+    pub secret: &'a [u8],
+    /// The associated data (`X`), empty for none (LUKS2 uses none).
+    pub ad: &'a [u8],
+}
+
+/// Most lanes handed to a [`LaneRunner`] in one call: the segments of one slice are split
+/// into fixed arrays of this many jobs (no heap). More lanes are handed over in groups.
+pub const MAX_PARALLEL_LANES: usize = 16;
+
+/// Runs the segment jobs of one slice. Between two calls the fill synchronises (RFC 9106's
+/// slices): the jobs of one call write disjoint segments and read only blocks no job of the
+/// call writes, so they may run in any order or all at once, on as many threads as the runner
+/// has. A job the runner leaves unrun is run by the fill itself after the call.
+pub trait LaneRunner {
+    /// Runs every job of `jobs` ([`SegmentJob::run`]) and returns when they are finished.
+    fn run(&self, jobs: &mut [SegmentJob<'_>]);
+}
+
+/// The single-thread [`LaneRunner`]: runs the jobs one after another.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sequential;
+
+impl LaneRunner for Sequential {
+    fn run(&self, jobs: &mut [SegmentJob<'_>]) {
+        for job in jobs {
+            job.run();
+        }
+    }
+}
+
+/// The shape of one fill.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    variant: Variant,
+    y: u32,
+    lanes: usize,
+    lane_len: usize,
+    segment_len: usize,
+    passes: usize,
+}
+
+/// The fill of one segment (one lane in one slice of one pass): a `&mut` to that segment and a
+/// shared view of every block outside the segments written in the same slice. `Send`: a
+/// runner may move it to another thread.
+pub struct SegmentJob<'a> {
+    geometry: Geometry,
+    pass: usize,
+    slice: usize,
+    lane: usize,
+    /// Segment (`lane`, `slice`), `segment_len` blocks.
+    own: &'a mut [u8],
+    /// The readable rest of the memory, as runs (first block index, bytes) in address order.
+    runs: &'a [(usize, &'a [u8])],
+    done: bool,
+}
+
+impl SegmentJob<'_> {
+    fn empty(geometry: Geometry) -> Self {
+        SegmentJob { geometry, pass: 0, slice: 0, lane: 0, own: &mut [], runs: &[], done: true }
+    }
+
+    /// The lane this job fills.
+    pub fn lane(&self) -> usize {
+        self.lane
+    }
+
+    /// Fills the segment (a second call does nothing). Its stack use is about 7 KiB, wiped
+    /// before it returns.
+    pub fn run(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut w = Work { prev: [0; WORDS], refb: [0; WORDS], cur: [0; WORDS], tmp: [0; WORDS] };
+        let mut address = [0u64; WORDS];
+        let mut input = [0u64; WORDS];
+        self.fill(&mut w, &mut address, &mut input);
+        w.zeroize();
+        address.zeroize();
+        input.zeroize();
+        self.done = true;
+    }
+
+    /// Block `index` (counted over the whole memory, lane-major).
+    fn block(&self, index: usize) -> &[u8] {
+        let own_first = self.lane * self.geometry.lane_len + self.slice * self.geometry.segment_len;
+        if let Some(i) = index.checked_sub(own_first).filter(|&i| i < self.geometry.segment_len) {
+            return block(self.own, i);
+        }
+        // The last run starting at or before `index`: the reference rules never point into
+        // another lane's segment of the current slice, which no run holds.
+        let k = self.runs.partition_point(|&(first, _)| first <= index) - 1;
+        let (first, bytes) = self.runs[k];
+        block(bytes, index - first)
+    }
+
+    fn fill(&mut self, w: &mut Work, address: &mut Block, input: &mut Block) {
+        let Geometry { variant, y, lanes, lane_len, segment_len, passes } = self.geometry;
+        let (pass, slice, lane) = (self.pass, self.slice, self.lane);
+        let block_count = lane_len * lanes;
+        let independent = match variant {
+            Variant::Argon2i => true,
+            Variant::Argon2d => false,
+            Variant::Argon2id => pass == 0 && slice < SYNC_POINTS / 2,
+        };
+        if independent {
+            input[..6].copy_from_slice(&[
+                pass as u64,
+                lane as u64,
+                slice as u64,
+                block_count as u64,
+                passes as u64,
+                y as u64,
+            ]);
+        }
+        let start = if pass == 0 && slice == 0 {
+            if independent {
+                next_addresses(address, input, &mut w.tmp);
+            }
+            2
+        } else {
+            0
+        };
+        let first = lane * lane_len + slice * segment_len + start;
+        let prev = if first.is_multiple_of(lane_len) { first + lane_len - 1 } else { first - 1 };
+        load(self.block(prev), &mut w.prev);
+        // Within a segment the previous block is the one just computed (kept in `w.prev`).
+        for i in start..segment_len {
+            let pseudo = if independent {
+                if i % WORDS == 0 {
+                    next_addresses(address, input, &mut w.tmp);
+                }
+                address[i % WORDS]
+            } else {
+                w.prev[0]
+            };
+            let ref_lane = if pass == 0 && slice == 0 { lane } else { (pseudo >> 32) as usize % lanes };
+            let same_lane = ref_lane == lane;
+            let area = if pass == 0 {
+                if slice == 0 {
+                    i - 1
+                } else if same_lane {
+                    slice * segment_len + i - 1
+                } else {
+                    slice * segment_len - usize::from(i == 0)
+                }
+            } else if same_lane {
+                lane_len - segment_len + i - 1
+            } else {
+                lane_len - segment_len - usize::from(i == 0)
+            } as u64;
+            let j1 = pseudo & 0xffff_ffff;
+            let rel = (j1 * j1) >> 32;
+            let rel = area - 1 - ((area * rel) >> 32);
+            let begin = if pass != 0 && slice != SYNC_POINTS - 1 { (slice + 1) * segment_len } else { 0 };
+            let ref_index = (begin as u64 + rel) as usize % lane_len;
+            // G(prev, ref) = P(R) ^ R with R = prev ^ ref, xored into the block it replaces
+            // after the first pass. Fused over the bytes: R goes to `prev` and `tmp`, the
+            // result to `prev` (the next block's previous) and to memory, with no block copies.
+            let refb = self.block(ref_lane * lane_len + ref_index);
+            for ((p, t), b) in w.prev.iter_mut().zip(w.tmp.iter_mut()).zip(refb.chunks_exact(8)) {
+                let r = *p ^ u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+                *p = r;
+                *t = r;
+            }
+            compress_rows_columns(&mut w.tmp);
+            let dst = &mut self.own[i * BLOCK_BYTES..(i + 1) * BLOCK_BYTES];
+            let xor = pass != 0;
+            for ((p, t), b) in w.prev.iter_mut().zip(w.tmp.iter()).zip(dst.chunks_exact_mut(8)) {
+                let mut v = *p ^ *t;
+                if xor {
+                    v ^= u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+                }
+                *p = v;
+                b.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+}
+
 /// Derives `out` from `password` and `salt` with `params`, working in `memory` (at least
-/// [`Params::memory_bytes`] bytes, any alignment; wiped afterwards).
+/// [`Params::memory_bytes`] bytes, any alignment; wiped afterwards), on the calling thread.
 pub fn argon2(
     params: &Params,
     password: &[u8],
@@ -324,8 +523,28 @@ pub fn argon2(
     out: &mut [u8],
     memory: &mut [u8],
 ) -> Result<(), Argon2Error> {
+    let input = Input { password, salt, secret: &[], ad: &[] };
+    argon2_with(params, &input, out, memory, &Sequential)
+}
+
+/// [`argon2`] with a secret and associated data, the lanes of each slice run by `runner`
+/// (for example on one thread per lane; the result does not depend on the runner).
+pub fn argon2_with(
+    params: &Params,
+    input: &Input<'_>,
+    out: &mut [u8],
+    memory: &mut [u8],
+    runner: &dyn LaneRunner,
+) -> Result<(), Argon2Error> {
     let needed = params.memory_bytes().ok_or(Argon2Error::Params)?;
-    if salt.len() < MIN_SALT_LEN || out.len() < 4 || out.len() > u32::MAX as usize || password.len() > u32::MAX as usize
+    let too_long = |b: &[u8]| b.len() > u32::MAX as usize;
+    if input.salt.len() < MIN_SALT_LEN
+        || out.len() < 4
+        || too_long(out)
+        || too_long(input.password)
+        || too_long(input.salt)
+        || too_long(input.secret)
+        || too_long(input.ad)
     {
         return Err(Argon2Error::Params);
     }
@@ -333,26 +552,48 @@ pub fn argon2(
         return Err(Argon2Error::MemoryTooSmall { needed });
     };
     let y: u32 = match params.variant {
+        Variant::Argon2d => 0,
         Variant::Argon2i => 1,
         Variant::Argon2id => 2,
     };
     let mut h = Blake2b::new(64);
-    for v in [params.lanes, out.len() as u32, params.memory_kib, params.time, VERSION, y, password.len() as u32] {
+    for v in [params.lanes, out.len() as u32, params.memory_kib, params.time, VERSION, y] {
         h.update(&v.to_le_bytes());
     }
-    h.update(password);
-    h.update(&(salt.len() as u32).to_le_bytes());
-    h.update(salt);
-    // No secret, no associated data.
-    h.update(&[0u8; 8]);
+    for field in [input.password, input.salt, input.secret, input.ad] {
+        h.update(&(field.len() as u32).to_le_bytes());
+        h.update(field);
+    }
     let mut h0 = [0u8; 64];
     h.finish(&mut h0);
-    let mut w = Work { prev: [0; WORDS], refb: [0; WORDS], cur: [0; WORDS], tmp: [0; WORDS] };
-    fill(params, y, &h0, memory, &mut w);
-    h0.zeroize();
-    // Final block: xor of every lane's last block.
     let lanes = params.lanes as usize;
     let lane_len = params.block_count() / lanes;
+    let geometry = Geometry {
+        variant: params.variant,
+        y,
+        lanes,
+        lane_len,
+        segment_len: lane_len / SYNC_POINTS,
+        passes: params.time as usize,
+    };
+    // The first two blocks of each lane.
+    let mut bytes = [0u8; BLOCK_BYTES];
+    for lane in 0..lanes {
+        for i in 0..2u32 {
+            blake2b_long(&[&h0, &i.to_le_bytes(), &(lane as u32).to_le_bytes()], &mut bytes);
+            memory[(lane * lane_len + i as usize) * BLOCK_BYTES..][..BLOCK_BYTES].copy_from_slice(&bytes);
+        }
+    }
+    h0.zeroize();
+    for pass in 0..geometry.passes {
+        for slice in 0..SYNC_POINTS {
+            for group in (0..lanes).step_by(MAX_PARALLEL_LANES) {
+                run_slice(geometry, pass, slice, group..lanes.min(group + MAX_PARALLEL_LANES), memory, runner);
+            }
+        }
+    }
+    // Final block: xor of every lane's last block.
+    let mut w = Work { prev: [0; WORDS], refb: [0; WORDS], cur: [0; WORDS], tmp: [0; WORDS] };
     load(block(memory, lane_len - 1), &mut w.cur);
     for lane in 1..lanes {
         load(block(memory, lane * lane_len + lane_len - 1), &mut w.refb);
@@ -360,7 +601,6 @@ pub fn argon2(
             w.cur[k] ^= w.refb[k];
         }
     }
-    let mut bytes = [0u8; BLOCK_BYTES];
     for (b, word) in bytes.chunks_exact_mut(8).zip(w.cur.iter()) {
         b.copy_from_slice(&word.to_le_bytes());
     }
@@ -371,108 +611,50 @@ pub fn argon2(
     Ok(())
 }
 
-fn fill(params: &Params, y: u32, h0: &[u8; 64], memory: &mut [u8], w: &mut Work) {
-    let lanes = params.lanes as usize;
-    let block_count = params.block_count();
-    let lane_len = block_count / lanes;
-    let segment_len = lane_len / SYNC_POINTS;
-    let passes = params.time as usize;
-
-    // The first two blocks of each lane.
-    let mut bytes = [0u8; BLOCK_BYTES];
-    for lane in 0..lanes {
-        for i in 0..2u32 {
-            blake2b_long(&[h0, &i.to_le_bytes(), &(lane as u32).to_le_bytes()], &mut bytes);
-            memory[(lane * lane_len + i as usize) * BLOCK_BYTES..][..BLOCK_BYTES].copy_from_slice(&bytes);
-        }
+/// Hands the segments of `lanes` in `slice` of `pass` to `runner` as jobs: `memory` is cut
+/// at those segments, the rest is shared read-only among the jobs.
+#[inline(never)]
+fn run_slice(
+    geometry: Geometry,
+    pass: usize,
+    slice: usize,
+    lanes: core::ops::Range<usize>,
+    memory: &mut [u8],
+    runner: &dyn LaneRunner,
+) {
+    let count = lanes.len();
+    let mut owns: [&mut [u8]; MAX_PARALLEL_LANES] = Default::default();
+    let mut runs: [(usize, &[u8]); MAX_PARALLEL_LANES + 1] = [(0, &[]); MAX_PARALLEL_LANES + 1];
+    let mut rest = memory;
+    let mut consumed = 0;
+    for (k, lane) in lanes.clone().enumerate() {
+        let first = lane * geometry.lane_len + slice * geometry.segment_len;
+        let (before, tail) = core::mem::take(&mut rest).split_at_mut((first - consumed) * BLOCK_BYTES);
+        let (own, after) = tail.split_at_mut(geometry.segment_len * BLOCK_BYTES);
+        runs[k] = (consumed, before);
+        owns[k] = own;
+        rest = after;
+        consumed = first + geometry.segment_len;
     }
-    bytes.zeroize();
-
-    let mut address = [0u64; WORDS];
-    let mut input = [0u64; WORDS];
-    let zero = [0u64; WORDS];
-    for pass in 0..passes {
-        for slice in 0..SYNC_POINTS {
-            for lane in 0..lanes {
-                let independent = params.variant == Variant::Argon2i || (pass == 0 && slice < SYNC_POINTS / 2);
-                if independent {
-                    input = [0; WORDS];
-                    input[..6].copy_from_slice(&[
-                        pass as u64,
-                        lane as u64,
-                        slice as u64,
-                        block_count as u64,
-                        passes as u64,
-                        y as u64,
-                    ]);
-                }
-                let start = if pass == 0 && slice == 0 {
-                    if independent {
-                        next_addresses(&mut address, &mut input, &zero, &mut w.tmp);
-                    }
-                    2
-                } else {
-                    0
-                };
-                let first = lane * lane_len + slice * segment_len + start;
-                let prev = if first.is_multiple_of(lane_len) { first + lane_len - 1 } else { first - 1 };
-                load(block(memory, prev), &mut w.prev);
-                // Within a segment the previous block is the one just computed (kept in
-                // `w.prev`).
-                for i in start..segment_len {
-                    let cur = first + (i - start);
-                    let pseudo = if independent {
-                        if i % WORDS == 0 {
-                            next_addresses(&mut address, &mut input, &zero, &mut w.tmp);
-                        }
-                        address[i % WORDS]
-                    } else {
-                        w.prev[0]
-                    };
-                    let ref_lane = if pass == 0 && slice == 0 { lane } else { (pseudo >> 32) as usize % lanes };
-                    let same_lane = ref_lane == lane;
-                    let area = if pass == 0 {
-                        if slice == 0 {
-                            i - 1
-                        } else if same_lane {
-                            slice * segment_len + i - 1
-                        } else {
-                            slice * segment_len - usize::from(i == 0)
-                        }
-                    } else if same_lane {
-                        lane_len - segment_len + i - 1
-                    } else {
-                        lane_len - segment_len - usize::from(i == 0)
-                    } as u64;
-                    let j1 = pseudo & 0xffff_ffff;
-                    let rel = (j1 * j1) >> 32;
-                    let rel = area - 1 - ((area * rel) >> 32);
-                    let begin = if pass != 0 && slice != SYNC_POINTS - 1 { (slice + 1) * segment_len } else { 0 };
-                    let ref_index = (begin as u64 + rel) as usize % lane_len;
-                    load(block(memory, ref_lane * lane_len + ref_index), &mut w.refb);
-                    let xor = pass != 0;
-                    if xor {
-                        load(block(memory, cur), &mut w.cur);
-                    }
-                    compress(&w.prev, &w.refb, &mut w.cur, &mut w.tmp, xor);
-                    let dst = &mut memory[cur * BLOCK_BYTES..(cur + 1) * BLOCK_BYTES];
-                    for (b, word) in dst.chunks_exact_mut(8).zip(w.cur.iter()) {
-                        b.copy_from_slice(&word.to_le_bytes());
-                    }
-                    core::mem::swap(&mut w.prev, &mut w.cur);
-                }
-            }
-        }
+    runs[count] = (consumed, rest);
+    let runs = &runs[..=count];
+    let mut jobs: [SegmentJob<'_>; MAX_PARALLEL_LANES] = core::array::from_fn(|_| SegmentJob::empty(geometry));
+    for ((job, own), lane) in jobs.iter_mut().zip(owns.iter_mut()).zip(lanes) {
+        *job = SegmentJob { geometry, pass, slice, lane, own: core::mem::take(own), runs, done: false };
     }
-    address.zeroize();
-    input.zeroize();
+    let jobs = &mut jobs[..count];
+    runner.run(jobs);
+    // A runner that skipped a job (a thread that could not start) leaves it to us.
+    for job in jobs {
+        job.run();
+    }
 }
 
-fn next_addresses(address: &mut Block, input: &mut Block, zero: &Block, tmp: &mut Block) {
+fn next_addresses(address: &mut Block, input: &mut Block, tmp: &mut Block) {
     input[6] += 1;
-    compress(zero, input, address, tmp, false);
+    compress(&ZERO_BLOCK, input, address, tmp, false);
     let a = *address;
-    compress(zero, &a, address, tmp, false);
+    compress(&ZERO_BLOCK, &a, address, tmp, false);
 }
 
 #[cfg(test)]
@@ -481,6 +663,7 @@ mod tests {
 
     fn reference(params: &Params, password: &[u8], salt: &[u8], out_len: usize) -> std::vec::Vec<u8> {
         let algorithm = match params.variant {
+            Variant::Argon2d => ::argon2::Algorithm::Argon2d,
             Variant::Argon2i => ::argon2::Algorithm::Argon2i,
             Variant::Argon2id => ::argon2::Algorithm::Argon2id,
         };
@@ -522,8 +705,112 @@ mod tests {
         let mut region = std::vec![0u8; params.memory_bytes().unwrap() as usize];
         let mut out = [0u8; 32];
         argon2(&params, b"password", b"somesalt", &mut out, &mut region).unwrap();
-        let hex: std::string::String = out.iter().map(|b| std::format!("{b:02x}")).collect();
-        assert_eq!(hex, "09316115d5cf24ed5a15a31a3ba326e5cf32edc24702987c02b6566f61913cf7");
+        assert_eq!(hex(&out), "09316115d5cf24ed5a15a31a3ba326e5cf32edc24702987c02b6566f61913cf7");
+    }
+
+    /// One thread per job (the jobs of a slice at once), as the CLI runs them.
+    struct Threads;
+
+    impl LaneRunner for Threads {
+        fn run(&self, jobs: &mut [SegmentJob<'_>]) {
+            std::thread::scope(|s| {
+                for job in jobs.iter_mut() {
+                    s.spawn(move || job.run());
+                }
+            });
+        }
+    }
+
+    /// Runs the jobs last first, and leaves every other one to the fill's own catch-up.
+    struct BackwardsSkipping;
+
+    impl LaneRunner for BackwardsSkipping {
+        fn run(&self, jobs: &mut [SegmentJob<'_>]) {
+            for job in jobs.iter_mut().rev().step_by(2) {
+                job.run();
+            }
+        }
+    }
+
+    fn hex(bytes: &[u8]) -> std::string::String {
+        bytes.iter().map(|b| std::format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn rfc_9106_section_5_vectors_for_every_variant_and_runner() {
+        // RFC 9106 section 5: m = 32 KiB, t = 3, p = 4, password 32 x 0x01, salt 16 x 0x02,
+        // secret 8 x 0x03, associated data 12 x 0x04, 32-byte tag.
+        let vectors = [
+            (Variant::Argon2d, "512b391b6f1162975371d30919734294f868e3be3984f3c1a13a4db9fabe4acb"),
+            (Variant::Argon2i, "c814d9d1dc7f37aa13f0d77f2494bda1c8de6b016dd388d29952a4c4672b6ce8"),
+            (Variant::Argon2id, "0d640df58d78766c08c037a34a8b53c9d01ef0452d75b65eb52520e96b01e659"),
+        ];
+        let input = Input { password: &[1; 32], salt: &[2; 16], secret: &[3; 8], ad: &[4; 12] };
+        let runners: [&dyn LaneRunner; 3] = [&Sequential, &Threads, &BackwardsSkipping];
+        for (variant, tag) in vectors {
+            let params = Params { variant, time: 3, memory_kib: 32, lanes: 4 };
+            for runner in runners {
+                let mut memory = std::vec![0u8; 32 * 1024];
+                let mut out = [0u8; 32];
+                argon2_with(&params, &input, &mut out, &mut memory, runner).unwrap();
+                assert_eq!(hex(&out), tag, "{variant:?}");
+                assert!(memory.iter().all(|&b| b == 0), "the region is wiped");
+            }
+        }
+    }
+
+    /// xorshift64: reproducible parameters without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+        fn bytes(&mut self, max: u64) -> std::vec::Vec<u8> {
+            (0..self.below(max + 1)).map(|_| self.below(256) as u8).collect()
+        }
+    }
+
+    #[test]
+    fn random_small_costs_match_the_argon2_crate_sequentially_and_threaded() {
+        let mut rng = Rng(0x9106_2021_dead_beef);
+        for case in 0..48 {
+            let variant = [Variant::Argon2d, Variant::Argon2i, Variant::Argon2id][rng.below(3) as usize];
+            let lanes = 1 + rng.below(8) as u32;
+            let memory_kib = (8 * lanes).max(8 + rng.below(249) as u32);
+            let time = 1 + rng.below(4) as u32;
+            let params = Params { variant, time, memory_kib, lanes };
+            let password = rng.bytes(40);
+            let mut salt = rng.bytes(24);
+            salt.resize(salt.len().max(MIN_SALT_LEN), 0x5a);
+            let out_len = 4 + rng.below(125) as usize;
+            let expected = reference(&params, &password, &salt, out_len);
+            let input = Input { password: &password, salt: &salt, secret: &[], ad: &[] };
+            let runners: [&dyn LaneRunner; 2] = [&Sequential, &Threads];
+            for runner in runners {
+                let mut region = std::vec![0xa5u8; params.memory_bytes().unwrap() as usize + 3];
+                let mut out = std::vec![0u8; out_len];
+                argon2_with(&params, &input, &mut out, &mut region[3..], runner).unwrap();
+                assert_eq!(out, expected, "case {case}: {params:?} -> {out_len}");
+            }
+        }
+    }
+
+    #[test]
+    fn more_lanes_than_one_runner_call_takes_are_handed_over_in_groups() {
+        let lanes = MAX_PARALLEL_LANES as u32 + 3;
+        for variant in [Variant::Argon2i, Variant::Argon2id] {
+            let params = Params { variant, time: 2, memory_kib: 8 * lanes, lanes };
+            let expected = reference(&params, b"password", b"somesalt", 32);
+            let input = Input { password: b"password", salt: b"somesalt", secret: &[], ad: &[] };
+            let mut region = std::vec![0u8; params.memory_bytes().unwrap() as usize];
+            let mut out = [0u8; 32];
+            argon2_with(&params, &input, &mut out, &mut region, &Threads).unwrap();
+            assert_eq!(out[..], expected[..], "{variant:?}");
+        }
     }
 
     #[test]

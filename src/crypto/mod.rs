@@ -51,7 +51,7 @@
 //! ```
 
 pub(crate) mod af;
-pub(crate) mod argon2;
+pub mod argon2;
 mod cipher_spec;
 mod error;
 mod hash;

@@ -35,7 +35,7 @@
 //! ```
 
 use super::metadata::{kdf_memory_bytes, Argon2Variant, Kdf};
-use crate::crypto::argon2::{argon2, Argon2Error, Params, Variant};
+use crate::crypto::argon2::{argon2_with, Argon2Error, Input, LaneRunner, Params, Sequential, Variant};
 use crate::crypto::{pbkdf2, HashAlg};
 use crate::luks::LuksError;
 
@@ -59,8 +59,20 @@ pub(crate) fn argon2_params(kdf: &Kdf) -> Option<Params> {
 }
 
 /// Derives `out.len()` bytes from `passphrase` with `kdf`; Argon2 works in `memory` (a plain
-/// byte region of any alignment, at least [`kdf_memory_bytes`] long; wiped afterwards).
+/// byte region of any alignment, at least [`kdf_memory_bytes`] long; wiped afterwards), on the
+/// calling thread.
 pub fn derive(kdf: &Kdf, passphrase: &[u8], out: &mut [u8], memory: &mut [u8]) -> Result<(), LuksError> {
+    derive_with(kdf, passphrase, out, memory, &Sequential)
+}
+
+/// [`derive`] with Argon2's lanes run by `runner` (for example one thread per lane).
+pub fn derive_with(
+    kdf: &Kdf,
+    passphrase: &[u8],
+    out: &mut [u8],
+    memory: &mut [u8],
+    runner: &dyn LaneRunner,
+) -> Result<(), LuksError> {
     match kdf {
         Kdf::Pbkdf2 { hash, iterations, salt } => {
             let hash = HashAlg::from_name(hash.as_str())?;
@@ -75,7 +87,8 @@ pub fn derive(kdf: &Kdf, passphrase: &[u8], out: &mut [u8], memory: &mut [u8]) -
                     supplied: memory.len() as u64,
                 });
             }
-            argon2(&params, passphrase, salt.as_slice(), out, memory).map_err(|e| match e {
+            let input = Input { password: passphrase, salt: salt.as_slice(), secret: &[], ad: &[] };
+            argon2_with(&params, &input, out, memory, runner).map_err(|e| match e {
                 Argon2Error::MemoryTooSmall { needed } => {
                     LuksError::KdfMemoryTooSmall { needed, supplied: memory.len() as u64 }
                 }

@@ -56,9 +56,10 @@
 
 use zeroize::Zeroize;
 
-use super::kdf::derive;
+use super::kdf::derive_with;
 use super::metadata::{Luks2Digest, Luks2Keyslot, Metadata, Priority, MAX_KEYSLOTS};
 use super::Luks2Error;
+use crate::crypto::argon2::{LaneRunner, Sequential};
 use crate::crypto::{ct_eq, pbkdf2, AfMerge, CipherSpec, HashAlg, SectorCipher, VolumeKey};
 use crate::io::BlockIo;
 use crate::luks::{KdfLimits, LuksError, LuksIoError, SECTOR};
@@ -89,10 +90,21 @@ pub fn merge_keyslot<I: BlockIo>(
     passphrase: &[u8],
     kdf_memory: &mut [u8],
 ) -> Result<VolumeKey, LuksIoError<I::Error>> {
+    merge_keyslot_with(io, slot, passphrase, kdf_memory, &Sequential)
+}
+
+/// [`merge_keyslot`] with Argon2's lanes run by `runner`.
+pub fn merge_keyslot_with<I: BlockIo>(
+    io: &mut I,
+    slot: &Luks2Keyslot,
+    passphrase: &[u8],
+    kdf_memory: &mut [u8],
+    runner: &dyn LaneRunner,
+) -> Result<VolumeKey, LuksIoError<I::Error>> {
     let area = &slot.area;
     let spec = CipherSpec::parse_combined(area.encryption.as_str(), area.key_size as usize)?;
     let af_hash = HashAlg::from_name(slot.af.hash.as_str())?;
-    let area_key = derive_area_key(slot, passphrase, kdf_memory)?;
+    let area_key = derive_area_key(slot, passphrase, kdf_memory, runner)?;
     let cipher = SectorCipher::new(spec, area_key.as_bytes())?;
     drop(area_key);
     merge_material(io, slot, af_hash, &cipher)
@@ -101,9 +113,14 @@ pub fn merge_keyslot<I: BlockIo>(
 /// The KDF step, out of line: the key-material buffer of [`merge_material`] is not on the
 /// stack while PBKDF2 or Argon2 runs (the deepest point of an unlock).
 #[inline(never)]
-fn derive_area_key(slot: &Luks2Keyslot, passphrase: &[u8], kdf_memory: &mut [u8]) -> Result<VolumeKey, LuksError> {
+fn derive_area_key(
+    slot: &Luks2Keyslot,
+    passphrase: &[u8],
+    kdf_memory: &mut [u8],
+    runner: &dyn LaneRunner,
+) -> Result<VolumeKey, LuksError> {
     let mut area_key = VolumeKey::zeroed(slot.area.key_size as usize)?;
-    derive(&slot.kdf, passphrase, area_key.as_mut_bytes(), kdf_memory)?;
+    derive_with(&slot.kdf, passphrase, area_key.as_mut_bytes(), kdf_memory, runner)?;
     Ok(area_key)
 }
 
@@ -173,6 +190,20 @@ pub fn unlock_with_limits<I: BlockIo>(
     kdf_memory: &mut [u8],
     limits: &KdfLimits,
 ) -> Result<(usize, VolumeKey), LuksIoError<I::Error>> {
+    unlock_with_runner(io, metadata, passphrase, keyslot, kdf_memory, limits, &Sequential)
+}
+
+/// [`unlock_with_limits`] with Argon2's lanes run by `runner` (for example one thread per
+/// lane; see [`LaneRunner`]).
+pub fn unlock_with_runner<I: BlockIo>(
+    io: &mut I,
+    metadata: &Metadata,
+    passphrase: &[u8],
+    keyslot: Option<usize>,
+    kdf_memory: &mut [u8],
+    limits: &KdfLimits,
+    runner: &dyn LaneRunner,
+) -> Result<(usize, VolumeKey), LuksIoError<I::Error>> {
     let (segment, _) = metadata.data_segment().ok_or(Luks2Error::NoDataSegment)?;
     let (_, digest) = metadata.digest_for_segment(segment).ok_or(Luks2Error::NoDigest { segment })?;
     let bound = |k: usize| digest.keyslots & (1 << k) != 0 && metadata.keyslots[k].is_some();
@@ -220,7 +251,7 @@ pub fn unlock_with_limits<I: BlockIo>(
             refused_count += 1;
             continue;
         }
-        let key = merge_keyslot(io, slot, passphrase, kdf_memory).map_err(|e| match e {
+        let key = merge_keyslot_with(io, slot, passphrase, kdf_memory, runner).map_err(|e| match e {
             LuksIoError::Luks(LuksError::KeyslotStripes { stripes, .. }) => {
                 LuksIoError::Luks(LuksError::KeyslotStripes { keyslot: k, stripes })
             }

@@ -48,9 +48,10 @@
 //! ```
 
 use super::header::{Luks2Header, DEFAULT_JSON_BUFFER};
-use super::keyslot::unlock_with_limits;
+use super::keyslot::unlock_with_runner;
 use super::metadata::{Metadata, SegmentType};
 use super::Luks2Error;
+use crate::crypto::argon2::{LaneRunner, Sequential};
 use crate::crypto::{CipherSpec, SectorCipher, VolumeKey};
 use crate::io::BlockIo;
 use crate::luks::{DataSegment, KdfLimits, LuksError, LuksIoError, LuksVolume, OpenOptions};
@@ -102,18 +103,32 @@ impl<I: BlockIo> LuksVolume<I> {
     /// keyslot)` bytes (empty for PBKDF2 keyslots); `keyslot` picks one keyslot, `None` tries
     /// every keyslot of the data segment within `limits`.
     pub fn open_luks2_header(
-        mut io: I,
+        io: I,
         header: &Luks2Header,
         passphrase: &[u8],
         keyslot: Option<usize>,
         kdf_memory: &mut [u8],
         limits: &KdfLimits,
     ) -> Result<Self, LuksIoError<I::Error>> {
+        LuksVolume::open_luks2_header_with(io, header, passphrase, keyslot, kdf_memory, limits, &Sequential)
+    }
+
+    /// [`LuksVolume::open_luks2_header`] with Argon2's lanes run by `runner` (a caller with
+    /// threads runs them at once; see [`LaneRunner`]).
+    pub fn open_luks2_header_with(
+        mut io: I,
+        header: &Luks2Header,
+        passphrase: &[u8],
+        keyslot: Option<usize>,
+        kdf_memory: &mut [u8],
+        limits: &KdfLimits,
+        runner: &dyn LaneRunner,
+    ) -> Result<Self, LuksIoError<I::Error>> {
         let metadata = &header.metadata;
         if let Some(name) = metadata.config.requirement {
             return Err(Luks2Error::UnmetRequirement { name }.into());
         }
-        let (_, key) = unlock_with_limits(&mut io, metadata, passphrase, keyslot, kdf_memory, limits)?;
+        let (_, key) = unlock_with_runner(&mut io, metadata, passphrase, keyslot, kdf_memory, limits, runner)?;
         let segment = data_segment(metadata, &key)?;
         drop(key);
         LuksVolume::new(io, segment)

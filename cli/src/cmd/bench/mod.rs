@@ -10,6 +10,7 @@
 //! is reported next to it.
 
 pub mod pbkdf2;
+pub mod unlock;
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::num::NonZeroU128;
@@ -31,6 +32,8 @@ enum BenchWhat {
     Xts(XtsArgs),
     /// PBKDF2-HMAC iterations per second (the work of unlocking a LUKS keyslot).
     Pbkdf2(crate::cmd::bench::pbkdf2::Pbkdf2Args),
+    /// How long unlocking each keyslot of a LUKS volume (or LUKS-encrypted qcow2) takes here.
+    Unlock(crate::cmd::bench::unlock::UnlockArgs),
 }
 
 #[derive(Args)]
@@ -241,6 +244,7 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     match args.what {
         BenchWhat::Xts(args) => run_xts(args),
         BenchWhat::Pbkdf2(args) => crate::cmd::bench::pbkdf2::run(args),
+        BenchWhat::Unlock(args) => crate::cmd::bench::unlock::run(args),
     }
 }
 
