@@ -4,13 +4,18 @@
 //! and invalid ones), batches of units, first unit numbers near 2^32, 2^64 and 2^128, single
 //! units of any length (ciphertext stealing) with any tweak; encrypt and decrypt in place.
 //! Then the core's `SectorCipher` (what LUKS and qcow2 use) with plain and plain64 IVs, whose
-//! tweaks are the sector number mod 2^32 and mod 2^64 as in dm-crypt.
+//! tweaks are the sector number mod 2^32 and mod 2^64 as in dm-crypt. With choice bit 7, units
+//! advance their tweak by a step (8 as LUKS2 4096-byte sectors do, small, 2^32, or arbitrary)
+//! through the stepped batch calls.
 //!
 //! Input: byte 0 = choices (bits 0-1 key length 32/48/64/arbitrary, bit 2 one unit of any
-//! length, bits 3-5 how the first unit number is formed, bit 6 a ragged length), byte 1 =
+//! length, bits 3-5 how the first unit number is formed, bit 6 a ragged length, bit 7 a tweak
+//! step from bits 8-9 of the second raw unit number), byte 1 =
 //! unit size (bits 0-1: 512 << n; bit 2: an arbitrary u16), byte 2 = unit count - 1 (mod 32),
 //! u16 extra length, u64 + u64 raw unit number, then the key, then the data.
 use qluks::crypto::{CipherMode, CipherSpec, SectorCipher, XtsIv};
+use std::num::{NonZeroU128, NonZeroU64};
+
 use qluks::hal::{Backend, Error, Xts};
 
 #[path = "oracles.rs"]
@@ -100,12 +105,27 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         count * unit
     };
     let first = first_unit(choice >> 3, lo, hi);
+    // The tweak step (1 unless bit 7): what LUKS2 4096-byte sectors use (8), a small one, 2^32,
+    // or an arbitrary odd one.
+    let step: u64 = match (choice >> 7, hi >> 8 & 3) {
+        (0, _) => 1,
+        (_, 0) => 8,
+        (_, 1) => 2 + (hi >> 16) % 15,
+        (_, 2) => 1 << 32,
+        _ => (hi >> 10) | 1,
+    };
+    let at = |i: usize| first.wrapping_add((i as u128).wrapping_mul(u128::from(step)));
     let plain = support::fill(len, choice, payload);
     for &b in &backends {
         let xts = Xts::with_backend(&key, b).unwrap();
         assert_eq!((xts.backend(), xts.key_len()), (b, key_len));
         let mut ours = plain.clone();
-        let r = xts.encrypt_units(&mut ours, unit, first);
+        let step128 = NonZeroU128::new(u128::from(step)).unwrap();
+        let r = if step == 1 {
+            xts.encrypt_units(&mut ours, unit, first)
+        } else {
+            xts.encrypt_units_step(&mut ours, unit, first, step128)
+        };
         if !valid_unit {
             assert!(matches!(r, Err(Error::InvalidUnitSize { size }) if size == unit), "{b}: unit {unit}: {r:?}");
         } else if len % unit != 0 {
@@ -113,20 +133,20 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         }
         if r.is_err() {
             assert!(ours == plain, "{b}: a refused call changed the data");
-            let r = xts.decrypt_units(&mut ours, unit, first);
+            let r = xts.decrypt_units_step(&mut ours, unit, first, step128);
             assert!(r.is_err() && ours == plain, "{b}: decrypt accepted what encrypt refused");
             continue;
         }
         let mut theirs = plain.clone();
-        oracles::xts_units(&key, &mut theirs, unit, |i| first.wrapping_add(i as u128), true);
-        assert!(ours == theirs, "{b}: encrypt key {key_len} unit {unit} x{count} from {first:#x}");
-        xts.decrypt_units(&mut ours, unit, first).unwrap();
-        assert!(ours == plain, "{b}: decrypt(encrypt) unit {unit} x{count} from {first:#x}");
+        oracles::xts_units(&key, &mut theirs, unit, at, true);
+        assert!(ours == theirs, "{b}: encrypt key {key_len} unit {unit} x{count} from {first:#x} step {step}");
+        xts.decrypt_units_step(&mut ours, unit, first, step128).unwrap();
+        assert!(ours == plain, "{b}: decrypt(encrypt) unit {unit} x{count} from {first:#x} step {step}");
         // Decrypt on its own: the input taken as ciphertext.
-        xts.decrypt_units(&mut ours, unit, first).unwrap();
+        xts.decrypt_units_step(&mut ours, unit, first, step128).unwrap();
         let mut theirs = plain.clone();
-        oracles::xts_units(&key, &mut theirs, unit, |i| first.wrapping_add(i as u128), false);
-        assert!(ours == theirs, "{b}: decrypt key {key_len} unit {unit} x{count} from {first:#x}");
+        oracles::xts_units(&key, &mut theirs, unit, at, false);
+        assert!(ours == theirs, "{b}: decrypt key {key_len} unit {unit} x{count} from {first:#x} step {step}");
     }
     if !valid_unit || len % unit != 0 {
         return;
@@ -134,20 +154,26 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     // The core's sector cipher: sector numbers are u64; plain64 tweaks are LE64 of the sector
     // number (wrapping at 2^64 as dm-crypt's sector_t), plain tweaks LE32 (wrapping at 2^32).
     let sector = first as u64;
+    let nth = |i: usize| sector.wrapping_add((i as u64).wrapping_mul(step));
+    let step64 = NonZeroU64::new(step).unwrap();
     for (iv, tweak) in [
-        (XtsIv::Plain64, &(|i: usize| u128::from(sector.wrapping_add(i as u64))) as &dyn Fn(usize) -> u128),
-        (XtsIv::Plain, &|i: usize| u128::from(sector.wrapping_add(i as u64) as u32)),
+        (XtsIv::Plain64, &(|i: usize| u128::from(nth(i))) as &dyn Fn(usize) -> u128),
+        (XtsIv::Plain, &|i: usize| u128::from(nth(i) as u32)),
     ] {
         let spec = CipherSpec { mode: CipherMode::Xts(iv), key_bytes: key_len };
         let cipher = SectorCipher::new(spec, &key).unwrap();
         let mut ours = plain.clone();
-        cipher.encrypt_sectors(&mut ours, unit, sector).unwrap();
+        if step == 1 {
+            cipher.encrypt_sectors(&mut ours, unit, sector).unwrap();
+        } else {
+            cipher.encrypt_sectors_step(&mut ours, unit, sector, step64).unwrap();
+        }
         let mut theirs = plain.clone();
         oracles::xts_units(&key, &mut theirs, unit, tweak, true);
         assert!(ours == theirs, "SectorCipher {iv:?} encrypt unit {unit} x{count} from sector {sector:#x}");
-        cipher.decrypt_sectors(&mut ours, unit, sector).unwrap();
+        cipher.decrypt_sectors_step(&mut ours, unit, sector, step64).unwrap();
         assert!(ours == plain, "SectorCipher {iv:?} decrypt(encrypt) unit {unit} x{count} from {sector:#x}");
-        cipher.decrypt_sectors(&mut ours, unit, sector).unwrap();
+        cipher.decrypt_sectors_step(&mut ours, unit, sector, step64).unwrap();
         let mut theirs = plain.clone();
         oracles::xts_units(&key, &mut theirs, unit, tweak, false);
         assert!(ours == theirs, "SectorCipher {iv:?} decrypt unit {unit} x{count} from sector {sector:#x}");
