@@ -2,38 +2,72 @@
 
 use super::md_state::{self, digest_block, finish, MdHash};
 use super::{Error, HashAlg};
+use qluks_hal::sha::{Chain, Sha256Variant, ShaBackend};
 use zeroize::Zeroize;
+
+/// How PBKDF2 runs its HMAC-SHA-256/224 chains (the other hashes always run the scalar loop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pbkdf2Kernel {
+    /// The compression function called block by block, every output block's chain advanced in
+    /// lockstep (the path of every hash other than SHA-256/224).
+    Scalar,
+    /// `qluks_hal::sha`: the whole iteration loop in one kernel that keeps the chaining words
+    /// in registers and runs two chains interleaved (an unavailable backend runs portably).
+    Interleaved(ShaBackend),
+}
+
+impl Pbkdf2Kernel {
+    /// The fastest kernel here: interleaved on the best SHA backend.
+    pub fn best() -> Pbkdf2Kernel {
+        Pbkdf2Kernel::Interleaved(ShaBackend::best())
+    }
+}
 
 /// Derives `out.len()` bytes from `password` and `salt` with `iterations` rounds of HMAC-`hash`.
 ///
-/// The SHA family runs on a dedicated loop (on the compression functions directly) that advances all output
-/// blocks' chains in lockstep, so that independent compressions overlap in the CPU; RIPEMD-160
-/// runs HMAC over the `ripemd` crate's hasher. Every intermediate (the padded keys, the keyed
-/// inner and outer states, each U and T block, each compression's output state) is wiped
-/// before returning; only `out` holds derived bytes.
+/// SHA-256 and SHA-224 run on the interleaved kernels of `qluks_hal::sha` (SHA-NI or the ARMv8
+/// SHA2 instructions when present), two output blocks at a time; the rest of the SHA family
+/// runs a loop on the compression functions that advances all output blocks' chains in
+/// lockstep; RIPEMD-160 runs HMAC over the `ripemd` crate's hasher. Every intermediate (the
+/// padded keys, the keyed inner and outer states, each U and T block, each compression's
+/// output state) is wiped before returning; only `out` holds derived bytes.
 pub fn pbkdf2(hash: HashAlg, password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) -> Result<(), Error> {
+    pbkdf2_with(Pbkdf2Kernel::best(), hash, password, salt, iterations, out)
+}
+
+/// [`pbkdf2`] on a chosen kernel for SHA-256/224 (for benchmarks and tests: every kernel
+/// gives the same bytes).
+pub fn pbkdf2_with(
+    kernel: Pbkdf2Kernel,
+    hash: HashAlg,
+    password: &[u8],
+    salt: &[u8],
+    iterations: u32,
+    out: &mut [u8],
+) -> Result<(), Error> {
     if iterations == 0 {
         return Err(Error::ZeroIterations);
     }
-    match hash {
-        HashAlg::Sha1 => hmac_chains::<md_state::Sha1>(password, salt, iterations, out),
-        HashAlg::Sha224 => hmac_chains::<md_state::Sha224>(password, salt, iterations, out),
-        HashAlg::Sha256 => hmac_chains::<md_state::Sha256>(password, salt, iterations, out),
-        HashAlg::Sha384 => hmac_chains::<md_state::Sha384>(password, salt, iterations, out),
-        HashAlg::Sha512 => hmac_chains::<md_state::Sha512>(password, salt, iterations, out),
-        HashAlg::Ripemd160 => hmac_ripemd160(password, salt, iterations, out),
+    match (hash, kernel) {
+        (HashAlg::Sha256, Pbkdf2Kernel::Interleaved(b)) => {
+            hmac_sha256_interleaved::<md_state::Sha256>(b, Sha256Variant::Sha256, password, salt, iterations, out)
+        }
+        (HashAlg::Sha224, Pbkdf2Kernel::Interleaved(b)) => {
+            hmac_sha256_interleaved::<md_state::Sha224>(b, Sha256Variant::Sha224, password, salt, iterations, out)
+        }
+        (HashAlg::Sha1, _) => hmac_chains::<md_state::Sha1>(password, salt, iterations, out),
+        (HashAlg::Sha224, _) => hmac_chains::<md_state::Sha224>(password, salt, iterations, out),
+        (HashAlg::Sha256, _) => hmac_chains::<md_state::Sha256>(password, salt, iterations, out),
+        (HashAlg::Sha384, _) => hmac_chains::<md_state::Sha384>(password, salt, iterations, out),
+        (HashAlg::Sha512, _) => hmac_chains::<md_state::Sha512>(password, salt, iterations, out),
+        (HashAlg::Ripemd160, _) => hmac_ripemd160(password, salt, iterations, out),
     }
     scrub_stack();
     Ok(())
 }
 
-/// Chains computed together (a 64-byte key with SHA-1 needs four).
-const LANES: usize = 4;
-
-// Not inlined: its frame (and those of the functions it calls) must lie below `pbkdf2`'s,
-// where `scrub_stack` reaches.
-#[inline(never)]
-fn hmac_chains<H: MdHash>(password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) {
+/// The HMAC key's inner and outer chaining states (after the `0x36` and `0x5c` pad blocks).
+fn keyed_states<H: MdHash>(password: &[u8]) -> (H::State, H::State) {
     // HMAC key block: the password, or its digest when longer than a block.
     let mut key = H::ZERO;
     if password.len() > H::BLOCK {
@@ -53,6 +87,60 @@ fn hmac_chains<H: MdHash>(password: &[u8], salt: &[u8], iterations: u32, out: &m
     H::compress(&mut outer, &pad);
     pad.zeroize();
     key.zeroize();
+    (inner, outer)
+}
+
+/// Output blocks per call of the interleaving kernel (which runs them two by two).
+const CHAINS: usize = 4;
+
+/// PBKDF2-HMAC-SHA-256/224 on `qluks_hal::sha`: `U_1` of each output block is computed here,
+/// the remaining `iterations - 1` rounds of up to [`CHAINS`] blocks in one kernel call.
+#[inline(never)]
+fn hmac_sha256_interleaved<H: MdHash<State = [u32; 8], Block = [u8; 64]>>(
+    backend: ShaBackend,
+    variant: Sha256Variant,
+    password: &[u8],
+    salt: &[u8],
+    iterations: u32,
+    out: &mut [u8],
+) {
+    let (mut inner, mut outer) = keyed_states::<H>(password);
+    let mut index = 1u32;
+    for group in out.chunks_mut(H::OUT * CHAINS) {
+        let lanes = group.len().div_ceil(H::OUT);
+        let mut chains = [Chain::default(); CHAINS];
+        let mut v = digest_block::<H>();
+        for (l, chain) in chains[..lanes].iter_mut().enumerate() {
+            let mut first = finish::<H>(inner, H::BLOCK as u64, &[salt, &(index + l as u32).to_be_bytes()]);
+            H::write_digest(&first, &mut v[..H::OUT]);
+            let mut u1 = H::compress_copy(outer, &v);
+            // Only the digest words are the message of the next block (SHA-224: 7 of 8).
+            u1[H::OUT / 4..].fill(0);
+            *chain = Chain { u: u1, t: u1 };
+            first.zeroize();
+            u1.zeroize();
+        }
+        qluks_hal::sha::pbkdf2_sha256_chains(backend, variant, &inner, &outer, &mut chains[..lanes], iterations - 1);
+        for (chain, chunk) in chains.iter().zip(group.chunks_mut(H::OUT)) {
+            H::write_digest(&chain.t, &mut v[..H::OUT]);
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+        chains.zeroize();
+        v.zeroize();
+        index += lanes as u32;
+    }
+    inner.zeroize();
+    outer.zeroize();
+}
+
+/// Chains computed together (a 64-byte key with SHA-1 needs four).
+const LANES: usize = 4;
+
+// Not inlined: its frame (and those of the functions it calls) must lie below `pbkdf2`'s,
+// where `scrub_stack` reaches.
+#[inline(never)]
+fn hmac_chains<H: MdHash>(password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) {
+    let (mut inner, mut outer) = keyed_states::<H>(password);
 
     let mut index = 1u32;
     for group in out.chunks_mut(H::OUT * LANES) {
@@ -300,6 +388,63 @@ pub(crate) mod tests {
                 with_hash!(hash, D => ::pbkdf2::pbkdf2_hmac::<D>(password, salt, c, &mut theirs));
                 assert_eq!(ours, theirs, "{hash} len={len}");
             }
+        }
+    }
+
+    /// Every kernel this CPU can run: the scalar loop and the interleaved one on each
+    /// available `qluks_hal::sha` backend (SHA-NI on x86-64, the ARMv8 SHA2 instructions).
+    fn kernels() -> std::vec::Vec<Pbkdf2Kernel> {
+        let mut k = std::vec![Pbkdf2Kernel::Scalar];
+        k.extend(ShaBackend::available().map(Pbkdf2Kernel::Interleaved));
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        if cfg!(target_arch = "x86_64") && cpuinfo.split_whitespace().any(|w| w == "sha_ni") {
+            assert!(k.contains(&Pbkdf2Kernel::Interleaved(ShaBackend::ShaNi)), "sha_ni listed but not used");
+        }
+        k
+    }
+
+    /// Every hash on every kernel against the `pbkdf2` crate (over RustCrypto's `hmac`): output
+    /// lengths 1..=200 (1 to 10 output blocks, partial last blocks) at 1..=3 iterations, and a
+    /// few longer runs; passwords shorter and longer than a block.
+    #[test]
+    fn every_hash_and_kernel_matches_the_pbkdf2_crate() {
+        let long = [0x61u8; 200];
+        for kernel in kernels() {
+            for hash in HashAlg::ALL {
+                let mut ours = [0u8; 200];
+                let mut theirs = [0u8; 200];
+                for len in 1..=200 {
+                    for c in 1..=3 {
+                        let password: &[u8] = if len % 2 == 0 { b"password" } else { &long[..len % 150] };
+                        let salt = &long[..len % 37];
+                        pbkdf2_with(kernel, hash, password, salt, c, &mut ours[..len]).unwrap();
+                        with_hash!(hash, D => ::pbkdf2::pbkdf2_hmac::<D>(password, salt, c, &mut theirs[..len]));
+                        assert_eq!(ours[..len], theirs[..len], "{kernel:?} {hash} len={len} c={c}");
+                    }
+                }
+                for (len, c) in [(64, 1000), (32, 4097), (20, 777), (100, 129)] {
+                    pbkdf2_with(kernel, hash, b"pw", b"NaCl", c, &mut ours[..len]).unwrap();
+                    with_hash!(hash, D => ::pbkdf2::pbkdf2_hmac::<D>(b"pw", b"NaCl", c, &mut theirs[..len]));
+                    assert_eq!(ours[..len], theirs[..len], "{kernel:?} {hash} len={len} c={c}");
+                }
+            }
+        }
+    }
+
+    /// The RFC vectors on every kernel (the `check` tests above run the default one).
+    #[test]
+    fn rfc_vectors_on_every_kernel() {
+        for kernel in kernels() {
+            let mut out = [0u8; 64];
+            pbkdf2_with(kernel, HashAlg::Sha256, b"Password", b"NaCl", 80000, &mut out).unwrap();
+            assert_eq!(
+                out[..],
+                hex("4ddcd8f60b98be21830cee5ef22701f9641a4418d04c0414aeff08876b34ab56\
+                     a1d425a1225833549adb841b51c9b3176a272bdebba1d078478f62b397f33c8d")[..],
+                "{kernel:?}"
+            );
+            pbkdf2_with(kernel, HashAlg::Sha1, b"password", b"salt", 4096, &mut out[..20]).unwrap();
+            assert_eq!(out[..20], hex("4b007901b765489abead49d926f721d065a429c1")[..], "{kernel:?}");
         }
     }
 

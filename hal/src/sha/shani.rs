@@ -1,0 +1,191 @@
+//! x86-64 SHA-NI kernel: `N` PBKDF2-HMAC-SHA-256 chains in one instruction stream.
+//!
+//! Register layouts (lane 0 first): a message quarter `w` is `[W0, W1, W2, W3]`; the chaining
+//! state is kept as `abef = [F, E, B, A]` and `cdgh = [H, G, D, C]`, the operands of
+//! `sha256rnds2`. A digest becomes the next block's words 0..8 with four shuffles, and the
+//! padding words 8..16 (and their sums with the round constants) are loop constants.
+use super::{Chain, K32, SHA224_W7};
+use core::arch::x86_64::*;
+
+/// `K32[4r..4r+4]` as a vector.
+#[inline]
+#[target_feature(enable = "sse2")]
+fn k(r: usize) -> __m128i {
+    _mm_set_epi32(K32[4 * r + 3] as i32, K32[4 * r + 2] as i32, K32[4 * r + 1] as i32, K32[4 * r] as i32)
+}
+
+#[inline]
+#[target_feature(enable = "sse2")]
+fn words(w: &[u32]) -> __m128i {
+    _mm_set_epi32(w[3] as i32, w[2] as i32, w[1] as i32, w[0] as i32)
+}
+
+/// Digest words `[A..D]`, `[E..H]` to the `abef`/`cdgh` state layout.
+#[inline]
+#[target_feature(enable = "sse2,ssse3,sse4.1")]
+fn to_state(dcba: __m128i, hgfe: __m128i) -> (__m128i, __m128i) {
+    let cdab = _mm_shuffle_epi32(dcba, 0xB1);
+    let efgh = _mm_shuffle_epi32(hgfe, 0x1B);
+    (_mm_alignr_epi8(cdab, efgh, 8), _mm_blend_epi16(efgh, cdab, 0xF0))
+}
+
+/// The `abef`/`cdgh` state layout to digest words `[A..D]`, `[E..H]`: the message words of the
+/// block that carries the digest.
+#[inline]
+#[target_feature(enable = "sse2,ssse3,sse4.1")]
+fn to_words(abef: __m128i, cdgh: __m128i) -> (__m128i, __m128i) {
+    let feba = _mm_shuffle_epi32(abef, 0x1B);
+    let dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+    (_mm_blend_epi16(feba, dchg, 0xF0), _mm_alignr_epi8(dchg, feba, 8))
+}
+
+/// Four rounds with the message+constant words `wk`.
+macro_rules! rounds4 {
+    ($abef:expr, $cdgh:expr, $wk:expr) => {{
+        let wk = $wk;
+        $cdgh = _mm_sha256rnds2_epu32($cdgh, $abef, wk);
+        $abef = _mm_sha256rnds2_epu32($abef, $cdgh, _mm_shuffle_epi32(wk, 0x0E));
+    }};
+}
+
+/// The loop-invariant parts of a digest block's compression.
+#[derive(Clone, Copy)]
+struct Pad {
+    /// Message words 8..12 and 12..16.
+    w2: __m128i,
+    w3: __m128i,
+    /// The same plus round constants 8..12 and 12..16.
+    wk2: __m128i,
+    wk3: __m128i,
+}
+
+/// Compresses, for each lane `l`, the block `w0[l], w1[l], pad` from `(abef, cdgh)` and adds
+/// the state back (the Davies–Meyer feed-forward); returns the new states.
+#[inline]
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+fn compress<const N: usize>(
+    abef: __m128i,
+    cdgh: __m128i,
+    w0: [__m128i; N],
+    w1: [__m128i; N],
+    pad: Pad,
+) -> ([__m128i; N], [__m128i; N]) {
+    let mut a = [abef; N];
+    let mut c = [cdgh; N];
+    let mut w = [[pad.w2; 4]; N];
+    for l in 0..N {
+        w[l] = [w0[l], w1[l], pad.w2, pad.w3];
+    }
+    for l in 0..N {
+        rounds4!(a[l], c[l], _mm_add_epi32(w0[l], k(0)));
+    }
+    for l in 0..N {
+        rounds4!(a[l], c[l], _mm_add_epi32(w1[l], k(1)));
+    }
+    for l in 0..N {
+        rounds4!(a[l], c[l], pad.wk2);
+    }
+    for l in 0..N {
+        rounds4!(a[l], c[l], pad.wk3);
+    }
+    // Rounds 16..64: w[i] becomes message words 4r..4r+4 for r = 4.., in place (i = r % 4).
+    macro_rules! schedule {
+        ($r:literal, $i0:literal, $i1:literal, $i2:literal, $i3:literal) => {
+            for l in 0..N {
+                let m = _mm_add_epi32(_mm_sha256msg1_epu32(w[l][$i0], w[l][$i1]), _mm_alignr_epi8(w[l][$i3], w[l][$i2], 4));
+                w[l][$i0] = _mm_sha256msg2_epu32(m, w[l][$i3]);
+                rounds4!(a[l], c[l], _mm_add_epi32(w[l][$i0], k($r)));
+            }
+        };
+    }
+    schedule!(4, 0, 1, 2, 3);
+    schedule!(5, 1, 2, 3, 0);
+    schedule!(6, 2, 3, 0, 1);
+    schedule!(7, 3, 0, 1, 2);
+    schedule!(8, 0, 1, 2, 3);
+    schedule!(9, 1, 2, 3, 0);
+    schedule!(10, 2, 3, 0, 1);
+    schedule!(11, 3, 0, 1, 2);
+    schedule!(12, 0, 1, 2, 3);
+    schedule!(13, 1, 2, 3, 0);
+    schedule!(14, 2, 3, 0, 1);
+    schedule!(15, 3, 0, 1, 2);
+    for l in 0..N {
+        a[l] = _mm_add_epi32(a[l], abef);
+        c[l] = _mm_add_epi32(c[l], cdgh);
+    }
+    (a, c)
+}
+
+/// Runs `iterations` PBKDF2 iterations on each of the `N` chains (see `super::pbkdf2_sha256_chains`).
+///
+/// # Safety
+/// The CPU must support SHA, SSE2, SSSE3 and SSE4.1.
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+pub(super) unsafe fn chains<const N: usize, const SHA224: bool>(
+    inner: &[u32; 8],
+    outer: &[u32; 8],
+    chains: &mut [Chain; N],
+    iterations: u32,
+) {
+    let pw = super::pad_words(SHA224);
+    let (w2, w3) = (words(&pw[..4]), words(&pw[4..]));
+    let pad = Pad { w2, w3, wk2: _mm_add_epi32(w2, k(2)), wk3: _mm_add_epi32(w3, k(3)) };
+    // SHA-224: word 7 of a digest block is the padding byte, not a digest word.
+    let w7 = _mm_set_epi32(SHA224_W7 as i32, 0, 0, 0);
+    macro_rules! with_pad {
+        ($w:expr) => {
+            if SHA224 {
+                _mm_blend_epi16($w, w7, 0xC0)
+            } else {
+                $w
+            }
+        };
+    }
+    let (iabef, icdgh) = to_state(words(&inner[..4]), words(&inner[4..]));
+    let (oabef, ocdgh) = to_state(words(&outer[..4]), words(&outer[4..]));
+
+    let mut u0 = [w2; N];
+    let mut u1 = [w2; N];
+    let mut t0 = [w2; N];
+    let mut t1 = [w2; N];
+    for l in 0..N {
+        u0[l] = words(&chains[l].u[..4]);
+        u1[l] = with_pad!(words(&chains[l].u[4..]));
+        t0[l] = words(&chains[l].t[..4]);
+        t1[l] = words(&chains[l].t[4..]);
+    }
+    for _ in 0..iterations {
+        let (a, c) = compress::<N>(iabef, icdgh, u0, u1, pad);
+        let mut v0 = [w2; N];
+        let mut v1 = [w2; N];
+        for l in 0..N {
+            let (x0, x1) = to_words(a[l], c[l]);
+            v0[l] = x0;
+            v1[l] = with_pad!(x1);
+        }
+        let (a, c) = compress::<N>(oabef, ocdgh, v0, v1, pad);
+        for l in 0..N {
+            let (x0, x1) = to_words(a[l], c[l]);
+            t0[l] = _mm_xor_si128(t0[l], x0);
+            t1[l] = _mm_xor_si128(t1[l], x1);
+            u0[l] = x0;
+            u1[l] = with_pad!(x1);
+        }
+    }
+    for l in 0..N {
+        store(&mut chains[l].u, u0[l], u1[l]);
+        store(&mut chains[l].t, t0[l], t1[l]);
+    }
+}
+
+#[inline]
+#[target_feature(enable = "sse2")]
+fn store(out: &mut [u32; 8], lo: __m128i, hi: __m128i) {
+    let p: *mut __m128i = out.as_mut_ptr().cast();
+    // SAFETY: `out` is 32 writable bytes: two unaligned 16-byte stores.
+    unsafe {
+        _mm_storeu_si128(p, lo);
+        _mm_storeu_si128(p.add(1), hi);
+    }
+}
