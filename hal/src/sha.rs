@@ -281,7 +281,13 @@ fn compress_digest(state: &[u32; 8], msg: &[u32; 8], sha224: bool, block: &mut [
     s
 }
 
-fn portable<const N: usize>(sha224: bool, inner: &[u32; 8], outer: &[u32; 8], chains: &mut [Chain; N], iterations: u32) {
+fn portable<const N: usize>(
+    sha224: bool,
+    inner: &[u32; 8],
+    outer: &[u32; 8],
+    chains: &mut [Chain; N],
+    iterations: u32,
+) {
     let mut block = [0u8; 64];
     for _ in 0..iterations {
         for c in chains.iter_mut() {

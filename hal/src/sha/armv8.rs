@@ -41,60 +41,60 @@ struct Pad {
     wk3: uint32x4_t,
 }
 
+/// Rounds `4r..4r+4` of every lane, with the message words `4r..4r+4` computed in place in
+/// `w[l][i0]` from the previous sixteen (`i0..i3` = `r % 4` onward).
+macro_rules! schedule {
+    ($n:ident, $a:ident, $e:ident, $w:ident, $r:literal, $i0:literal, $i1:literal, $i2:literal, $i3:literal) => {
+        for l in 0..$n {
+            $w[l][$i0] = vsha256su1q_u32(vsha256su0q_u32($w[l][$i0], $w[l][$i1]), $w[l][$i2], $w[l][$i3]);
+            rounds4!($a[l], $e[l], vaddq_u32($w[l][$i0], k($r)));
+        }
+    };
+}
+
 /// Compresses, for each lane `l`, the block `w0[l], w1[l], pad` from `(abcd, efgh)` and adds
-/// the state back; returns the new states (= the digest words).
-#[inline]
-#[target_feature(enable = "sha2")]
-fn compress<const N: usize>(
-    abcd: uint32x4_t,
-    efgh: uint32x4_t,
-    w0: [uint32x4_t; N],
-    w1: [uint32x4_t; N],
-    pad: Pad,
-) -> ([uint32x4_t; N], [uint32x4_t; N]) {
-    let mut a = [abcd; N];
-    let mut e = [efgh; N];
-    let mut w = [[pad.w2; 4]; N];
-    for l in 0..N {
-        w[l] = [w0[l], w1[l], pad.w2, pad.w3];
-    }
-    for l in 0..N {
-        rounds4!(a[l], e[l], vaddq_u32(w0[l], k(0)));
-    }
-    for l in 0..N {
-        rounds4!(a[l], e[l], vaddq_u32(w1[l], k(1)));
-    }
-    for l in 0..N {
-        rounds4!(a[l], e[l], pad.wk2);
-    }
-    for l in 0..N {
-        rounds4!(a[l], e[l], pad.wk3);
-    }
-    macro_rules! schedule {
-        ($r:literal, $i0:literal, $i1:literal, $i2:literal, $i3:literal) => {
-            for l in 0..N {
-                w[l][$i0] = vsha256su1q_u32(vsha256su0q_u32(w[l][$i0], w[l][$i1]), w[l][$i2], w[l][$i3]);
-                rounds4!(a[l], e[l], vaddq_u32(w[l][$i0], k($r)));
-            }
-        };
-    }
-    schedule!(4, 0, 1, 2, 3);
-    schedule!(5, 1, 2, 3, 0);
-    schedule!(6, 2, 3, 0, 1);
-    schedule!(7, 3, 0, 1, 2);
-    schedule!(8, 0, 1, 2, 3);
-    schedule!(9, 1, 2, 3, 0);
-    schedule!(10, 2, 3, 0, 1);
-    schedule!(11, 3, 0, 1, 2);
-    schedule!(12, 0, 1, 2, 3);
-    schedule!(13, 1, 2, 3, 0);
-    schedule!(14, 2, 3, 0, 1);
-    schedule!(15, 3, 0, 1, 2);
-    for l in 0..N {
-        a[l] = vaddq_u32(a[l], abcd);
-        e[l] = vaddq_u32(e[l], efgh);
-    }
-    (a, e)
+/// the state back; evaluates to the new states (= the digest words). A macro so that it is
+/// always inlined into the `target_feature` kernel.
+macro_rules! compress {
+    ($n:ident, $abcd:expr, $efgh:expr, $w0:expr, $w1:expr, $pad:expr) => {{
+        let (abcd, efgh, w0, w1, pad): (uint32x4_t, uint32x4_t, [uint32x4_t; $n], [uint32x4_t; $n], Pad) =
+            ($abcd, $efgh, $w0, $w1, $pad);
+        let mut a = [abcd; $n];
+        let mut e = [efgh; $n];
+        let mut w = [[pad.w2; 4]; $n];
+        for l in 0..$n {
+            w[l] = [w0[l], w1[l], pad.w2, pad.w3];
+        }
+        for l in 0..$n {
+            rounds4!(a[l], e[l], vaddq_u32(w0[l], k(0)));
+        }
+        for l in 0..$n {
+            rounds4!(a[l], e[l], vaddq_u32(w1[l], k(1)));
+        }
+        for l in 0..$n {
+            rounds4!(a[l], e[l], pad.wk2);
+        }
+        for l in 0..$n {
+            rounds4!(a[l], e[l], pad.wk3);
+        }
+        schedule!($n, a, e, w, 4, 0, 1, 2, 3);
+        schedule!($n, a, e, w, 5, 1, 2, 3, 0);
+        schedule!($n, a, e, w, 6, 2, 3, 0, 1);
+        schedule!($n, a, e, w, 7, 3, 0, 1, 2);
+        schedule!($n, a, e, w, 8, 0, 1, 2, 3);
+        schedule!($n, a, e, w, 9, 1, 2, 3, 0);
+        schedule!($n, a, e, w, 10, 2, 3, 0, 1);
+        schedule!($n, a, e, w, 11, 3, 0, 1, 2);
+        schedule!($n, a, e, w, 12, 0, 1, 2, 3);
+        schedule!($n, a, e, w, 13, 1, 2, 3, 0);
+        schedule!($n, a, e, w, 14, 2, 3, 0, 1);
+        schedule!($n, a, e, w, 15, 3, 0, 1, 2);
+        for l in 0..$n {
+            a[l] = vaddq_u32(a[l], abcd);
+            e[l] = vaddq_u32(e[l], efgh);
+        }
+        (a, e)
+    }};
 }
 
 /// Runs `iterations` PBKDF2 iterations on each of the `N` chains (see `super::pbkdf2_sha256_chains`).
@@ -134,12 +134,12 @@ pub(super) unsafe fn chains<const N: usize, const SHA224: bool>(
         t1[l] = words(&chains[l].t[4..]);
     }
     for _ in 0..iterations {
-        let (a, e) = compress::<N>(iabcd, iefgh, u0, u1, pad);
+        let (a, e) = compress!(N, iabcd, iefgh, u0, u1, pad);
         let mut v1 = e;
         for v in v1.iter_mut() {
             *v = with_pad!(*v);
         }
-        let (a, e) = compress::<N>(oabcd, oefgh, a, v1, pad);
+        let (a, e) = compress!(N, oabcd, oefgh, a, v1, pad);
         for l in 0..N {
             t0[l] = veorq_u32(t0[l], a[l]);
             t1[l] = veorq_u32(t1[l], e[l]);

@@ -59,62 +59,62 @@ struct Pad {
     wk3: __m128i,
 }
 
-/// Compresses, for each lane `l`, the block `w0[l], w1[l], pad` from `(abef, cdgh)` and adds
-/// the state back (the Davies–Meyer feed-forward); returns the new states.
-#[inline]
-#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-fn compress<const N: usize>(
-    abef: __m128i,
-    cdgh: __m128i,
-    w0: [__m128i; N],
-    w1: [__m128i; N],
-    pad: Pad,
-) -> ([__m128i; N], [__m128i; N]) {
-    let mut a = [abef; N];
-    let mut c = [cdgh; N];
-    let mut w = [[pad.w2; 4]; N];
-    for l in 0..N {
-        w[l] = [w0[l], w1[l], pad.w2, pad.w3];
-    }
-    for l in 0..N {
-        rounds4!(a[l], c[l], _mm_add_epi32(w0[l], k(0)));
-    }
-    for l in 0..N {
-        rounds4!(a[l], c[l], _mm_add_epi32(w1[l], k(1)));
-    }
-    for l in 0..N {
-        rounds4!(a[l], c[l], pad.wk2);
-    }
-    for l in 0..N {
-        rounds4!(a[l], c[l], pad.wk3);
-    }
-    // Rounds 16..64: w[i] becomes message words 4r..4r+4 for r = 4.., in place (i = r % 4).
-    macro_rules! schedule {
-        ($r:literal, $i0:literal, $i1:literal, $i2:literal, $i3:literal) => {
-            for l in 0..N {
-                let m = _mm_add_epi32(_mm_sha256msg1_epu32(w[l][$i0], w[l][$i1]), _mm_alignr_epi8(w[l][$i3], w[l][$i2], 4));
-                w[l][$i0] = _mm_sha256msg2_epu32(m, w[l][$i3]);
-                rounds4!(a[l], c[l], _mm_add_epi32(w[l][$i0], k($r)));
-            }
-        };
-    }
-    schedule!(4, 0, 1, 2, 3);
-    schedule!(5, 1, 2, 3, 0);
-    schedule!(6, 2, 3, 0, 1);
-    schedule!(7, 3, 0, 1, 2);
-    schedule!(8, 0, 1, 2, 3);
-    schedule!(9, 1, 2, 3, 0);
-    schedule!(10, 2, 3, 0, 1);
-    schedule!(11, 3, 0, 1, 2);
-    schedule!(12, 0, 1, 2, 3);
-    schedule!(13, 1, 2, 3, 0);
-    schedule!(14, 2, 3, 0, 1);
-    schedule!(15, 3, 0, 1, 2);
-    for l in 0..N {
-        a[l] = _mm_add_epi32(a[l], abef);
-        c[l] = _mm_add_epi32(c[l], cdgh);
-    }
-    (a, c)
+/// Rounds `4r..4r+4` of every lane, with the message words `4r..4r+4` computed in place in
+/// `w[l][i0]` from the previous sixteen (`i0..i3` = `r % 4` onward).
+macro_rules! schedule {
+    ($n:ident, $a:ident, $c:ident, $w:ident, $r:literal, $i0:literal, $i1:literal, $i2:literal, $i3:literal) => {
+        for l in 0..$n {
+            let m =
+                _mm_add_epi32(_mm_sha256msg1_epu32($w[l][$i0], $w[l][$i1]), _mm_alignr_epi8($w[l][$i3], $w[l][$i2], 4));
+            $w[l][$i0] = _mm_sha256msg2_epu32(m, $w[l][$i3]);
+            rounds4!($a[l], $c[l], _mm_add_epi32($w[l][$i0], k($r)));
+        }
+    };
+}
+
+/// Runs the 64 rounds, for each lane `l`, of the block `w0[l], w1[l], pad` from `(abef, cdgh)`
+/// and evaluates to the states before the feed-forward. `wk0[l]` holds the operands of the
+/// first two `sha256rnds2` (words 0, 1 and 2, 3 plus their round constants in the low
+/// halves), computed by the caller straight from the previous compression's output (see
+/// [`Next`]). A macro so that it is always inlined into the `target_feature` kernel (a call
+/// would pass the lanes through memory).
+macro_rules! compress {
+    ($n:ident, $abef:expr, $cdgh:expr, $w0:expr, $w1:expr, $wk0:expr, $pad:expr) => {{
+        let (abef, cdgh, w0, w1, wk0, pad): (__m128i, __m128i, [__m128i; $n], [__m128i; $n], [[__m128i; 2]; $n], Pad) =
+            ($abef, $cdgh, $w0, $w1, $wk0, $pad);
+        let mut a = [abef; $n];
+        let mut c = [cdgh; $n];
+        let mut w = [[pad.w2; 4]; $n];
+        for l in 0..$n {
+            w[l] = [w0[l], w1[l], pad.w2, pad.w3];
+        }
+        for l in 0..$n {
+            c[l] = _mm_sha256rnds2_epu32(c[l], a[l], wk0[l][0]);
+            a[l] = _mm_sha256rnds2_epu32(a[l], c[l], wk0[l][1]);
+        }
+        for l in 0..$n {
+            rounds4!(a[l], c[l], _mm_add_epi32(w1[l], k(1)));
+        }
+        for l in 0..$n {
+            rounds4!(a[l], c[l], pad.wk2);
+        }
+        for l in 0..$n {
+            rounds4!(a[l], c[l], pad.wk3);
+        }
+        schedule!($n, a, c, w, 4, 0, 1, 2, 3);
+        schedule!($n, a, c, w, 5, 1, 2, 3, 0);
+        schedule!($n, a, c, w, 6, 2, 3, 0, 1);
+        schedule!($n, a, c, w, 7, 3, 0, 1, 2);
+        schedule!($n, a, c, w, 8, 0, 1, 2, 3);
+        schedule!($n, a, c, w, 9, 1, 2, 3, 0);
+        schedule!($n, a, c, w, 10, 2, 3, 0, 1);
+        schedule!($n, a, c, w, 11, 3, 0, 1, 2);
+        schedule!($n, a, c, w, 12, 0, 1, 2, 3);
+        schedule!($n, a, c, w, 13, 1, 2, 3, 0);
+        schedule!($n, a, c, w, 14, 2, 3, 0, 1);
+        schedule!($n, a, c, w, 15, 3, 0, 1, 2);
+        (a, c)
+    }};
 }
 
 /// Runs `iterations` PBKDF2 iterations on each of the `N` chains (see `super::pbkdf2_sha256_chains`).
@@ -144,38 +144,74 @@ pub(super) unsafe fn chains<const N: usize, const SHA224: bool>(
     }
     let (iabef, icdgh) = to_state(words(&inner[..4]), words(&inner[4..]));
     let (oabef, ocdgh) = to_state(words(&outer[..4]), words(&outer[4..]));
+    let (after_inner, after_outer) = (Next::new(iabef, icdgh), Next::new(oabef, ocdgh));
 
     let mut u0 = [w2; N];
     let mut u1 = [w2; N];
+    let mut uk = [[w2; 2]; N];
     let mut t0 = [w2; N];
     let mut t1 = [w2; N];
     for l in 0..N {
         u0[l] = words(&chains[l].u[..4]);
         u1[l] = with_pad!(words(&chains[l].u[4..]));
+        let wk = _mm_add_epi32(u0[l], k(0));
+        uk[l] = [wk, _mm_shuffle_epi32(wk, 0x0E)];
         t0[l] = words(&chains[l].t[..4]);
         t1[l] = words(&chains[l].t[4..]);
     }
     for _ in 0..iterations {
-        let (a, c) = compress::<N>(iabef, icdgh, u0, u1, pad);
+        let (a, c) = compress!(N, iabef, icdgh, u0, u1, uk, pad);
         let mut v0 = [w2; N];
         let mut v1 = [w2; N];
+        let mut vk = [[w2; 2]; N];
         for l in 0..N {
-            let (x0, x1) = to_words(a[l], c[l]);
+            let (x0, x1) = to_words(_mm_add_epi32(a[l], iabef), _mm_add_epi32(c[l], icdgh));
             v0[l] = x0;
             v1[l] = with_pad!(x1);
+            vk[l] = after_inner.wk0(a[l], c[l]);
         }
-        let (a, c) = compress::<N>(oabef, ocdgh, v0, v1, pad);
+        let (a, c) = compress!(N, oabef, ocdgh, v0, v1, vk, pad);
         for l in 0..N {
-            let (x0, x1) = to_words(a[l], c[l]);
+            let (x0, x1) = to_words(_mm_add_epi32(a[l], oabef), _mm_add_epi32(c[l], ocdgh));
             t0[l] = _mm_xor_si128(t0[l], x0);
             t1[l] = _mm_xor_si128(t1[l], x1);
             u0[l] = x0;
             u1[l] = with_pad!(x1);
+            uk[l] = after_outer.wk0(a[l], c[l]);
         }
     }
     for l in 0..N {
         store(&mut chains[l].u, u0[l], u1[l]);
         store(&mut chains[l].t, t0[l], t1[l]);
+    }
+}
+
+/// The first message operands of the compression that follows one from a given state, taken
+/// from that compression's raw output: the feed-forward and the round constants are folded
+/// into one addition (`state + K` per lane) and a shuffle moves digest words A, B (resp. C, D)
+/// to the low half, which is all the first `sha256rnds2` reads. This keeps the two shuffles
+/// and the blend of the digest-to-words conversion off the chain's critical path.
+#[derive(Clone, Copy)]
+struct Next {
+    /// `abef` + `[0, 0, K1, K0]` (lanes 0..4), `cdgh` + `[0, 0, K3, K2]`.
+    ab: __m128i,
+    cd: __m128i,
+}
+
+impl Next {
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn new(abef: __m128i, cdgh: __m128i) -> Next {
+        let ab = _mm_add_epi32(abef, _mm_set_epi32(K32[0] as i32, K32[1] as i32, 0, 0));
+        let cd = _mm_add_epi32(cdgh, _mm_set_epi32(K32[2] as i32, K32[3] as i32, 0, 0));
+        Next { ab, cd }
+    }
+
+    /// `[A+K0, B+K1, ..]`, `[C+K2, D+K3, ..]` of the digest of the raw output `(abef, cdgh)`.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn wk0(self, abef: __m128i, cdgh: __m128i) -> [__m128i; 2] {
+        [_mm_shuffle_epi32(_mm_add_epi32(abef, self.ab), 0x0B), _mm_shuffle_epi32(_mm_add_epi32(cdgh, self.cd), 0x0B)]
     }
 }
 
