@@ -27,7 +27,8 @@ mod armv8;
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod shani;
 
-/// The SHA-256 round constants.
+/// The SHA-256 round constants (of the SIMD kernels).
+#[cfg(any(target_arch = "aarch64", all(target_arch = "x86_64", target_feature = "sse2")))]
 pub(crate) const K32: [u32; 64] = [
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,
     0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
