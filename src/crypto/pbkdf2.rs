@@ -17,9 +17,15 @@ pub enum Pbkdf2Kernel {
 }
 
 impl Pbkdf2Kernel {
-    /// The fastest kernel here: interleaved on the best SHA backend.
+    /// The fastest kernel here: interleaved on SHA-NI or the ARMv8 SHA2 instructions when the
+    /// CPU has them; otherwise the scalar loop (the portable interleaved kernel converts each
+    /// digest to bytes for the `sha2` crate's compression function, which costs more than the
+    /// lockstep loop's overlap of independent chains gains).
     pub fn best() -> Pbkdf2Kernel {
-        Pbkdf2Kernel::Interleaved(ShaBackend::best())
+        match ShaBackend::best() {
+            ShaBackend::Portable => Pbkdf2Kernel::Scalar,
+            b => Pbkdf2Kernel::Interleaved(b),
+        }
     }
 }
 
@@ -140,7 +146,25 @@ const LANES: usize = 4;
 // where `scrub_stack` reaches.
 #[inline(never)]
 fn hmac_chains<H: MdHash>(password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) {
-    let (mut inner, mut outer) = keyed_states::<H>(password);
+    // HMAC key block: the password, or its digest when longer than a block.
+    let mut key = H::ZERO;
+    if password.len() > H::BLOCK {
+        let mut digest = finish::<H>(H::IV, 0, &[password]);
+        H::write_digest(&digest, &mut key.as_mut()[..H::OUT]);
+        digest.zeroize();
+    } else {
+        key.as_mut()[..password.len()].copy_from_slice(password);
+    }
+    let mut pad = key;
+    pad.as_mut().iter_mut().for_each(|b| *b ^= 0x36);
+    let mut inner = H::IV;
+    H::compress(&mut inner, &pad);
+    pad = key;
+    pad.as_mut().iter_mut().for_each(|b| *b ^= 0x5c);
+    let mut outer = H::IV;
+    H::compress(&mut outer, &pad);
+    pad.zeroize();
+    key.zeroize();
 
     let mut index = 1u32;
     for group in out.chunks_mut(H::OUT * LANES) {
