@@ -55,12 +55,20 @@ pub fn pbkdf2_with(
         return Err(Error::ZeroIterations);
     }
     match (hash, kernel) {
-        (HashAlg::Sha256, Pbkdf2Kernel::Interleaved(b)) => {
-            hmac_sha256_interleaved::<md_state::Sha256>(b, Sha256Variant::Sha256, password, salt, iterations, out)
-        }
-        (HashAlg::Sha224, Pbkdf2Kernel::Interleaved(b)) => {
-            hmac_sha256_interleaved::<md_state::Sha224>(b, Sha256Variant::Sha224, password, salt, iterations, out)
-        }
+        (HashAlg::Sha256, Pbkdf2Kernel::Interleaved(b)) => hmac_sha256_interleaved::<md_state::Sha256>(
+            b,
+            Sha256Variant::Sha256,
+            password,
+            iterations,
+            &mut [(salt, out)],
+        ),
+        (HashAlg::Sha224, Pbkdf2Kernel::Interleaved(b)) => hmac_sha256_interleaved::<md_state::Sha224>(
+            b,
+            Sha256Variant::Sha224,
+            password,
+            iterations,
+            &mut [(salt, out)],
+        ),
         (HashAlg::Sha1, _) => hmac_chains::<md_state::Sha1>(password, salt, iterations, out),
         (HashAlg::Sha224, _) => hmac_chains::<md_state::Sha224>(password, salt, iterations, out),
         (HashAlg::Sha256, _) => hmac_chains::<md_state::Sha256>(password, salt, iterations, out),
@@ -70,6 +78,45 @@ pub fn pbkdf2_with(
     }
     scrub_stack();
     Ok(())
+}
+
+/// [`pbkdf2`] for several `(salt, out)` jobs with one password and iteration count (LUKS
+/// keyslots of one passphrase): with SHA-256/224 on SHA-NI or the ARMv8 SHA2 instructions, the
+/// output blocks of all jobs share the interleaving kernel's lanes (two 32-byte keys cost
+/// about as much as one); otherwise the jobs run one after the other.
+pub fn pbkdf2_many(
+    hash: HashAlg,
+    password: &[u8],
+    iterations: u32,
+    jobs: &mut [(&[u8], &mut [u8])],
+) -> Result<(), Error> {
+    if iterations == 0 {
+        return Err(Error::ZeroIterations);
+    }
+    match (hash, Pbkdf2Kernel::best()) {
+        (HashAlg::Sha256, Pbkdf2Kernel::Interleaved(b)) => {
+            hmac_sha256_interleaved::<md_state::Sha256>(b, Sha256Variant::Sha256, password, iterations, jobs)
+        }
+        (HashAlg::Sha224, Pbkdf2Kernel::Interleaved(b)) => {
+            hmac_sha256_interleaved::<md_state::Sha224>(b, Sha256Variant::Sha224, password, iterations, jobs)
+        }
+        _ => {
+            for (salt, out) in jobs.iter_mut() {
+                pbkdf2(hash, password, salt, iterations, out)?;
+            }
+            return Ok(());
+        }
+    }
+    scrub_stack();
+    Ok(())
+}
+
+/// Whether [`pbkdf2_many`] derives `jobs` keys of `key_len` bytes in about the time of one:
+/// their output blocks together fill no more than the interleaving kernel's lanes.
+pub fn pbkdf2_many_pays(hash: HashAlg, key_len: usize, jobs: usize) -> bool {
+    matches!((hash, Pbkdf2Kernel::best()), (HashAlg::Sha256 | HashAlg::Sha224, Pbkdf2Kernel::Interleaved(_)))
+        && jobs > 1
+        && jobs * key_len.div_ceil(hash.digest_len()) <= qluks_hal::sha::LANES
 }
 
 /// The HMAC key's inner and outer chaining states (after the `0x36` and `0x5c` pad blocks).
@@ -99,25 +146,40 @@ fn keyed_states<H: MdHash>(password: &[u8]) -> (H::State, H::State) {
 /// Output blocks per call of the interleaving kernel (which runs them two by two).
 const CHAINS: usize = 4;
 
-/// PBKDF2-HMAC-SHA-256/224 on `qluks_hal::sha`: `U_1` of each output block is computed here,
-/// the remaining `iterations - 1` rounds of up to [`CHAINS`] blocks in one kernel call.
+/// PBKDF2-HMAC-SHA-256/224 on `qluks_hal::sha` for every `(salt, out)` job (one password, one
+/// iteration count): `U_1` of each output block is computed here, the remaining
+/// `iterations - 1` rounds of up to [`CHAINS`] blocks (of any jobs) in one kernel call.
 #[inline(never)]
 fn hmac_sha256_interleaved<H: MdHash<State = [u32; 8], Block = [u8; 64]>>(
     backend: ShaBackend,
     variant: Sha256Variant,
     password: &[u8],
-    salt: &[u8],
     iterations: u32,
-    out: &mut [u8],
+    jobs: &mut [(&[u8], &mut [u8])],
 ) {
     let (mut inner, mut outer) = keyed_states::<H>(password);
-    let mut index = 1u32;
-    for group in out.chunks_mut(H::OUT * CHAINS) {
-        let lanes = group.len().div_ceil(H::OUT);
+    // The next output block to start: job `j`, block `b`.
+    let (mut j, mut b) = (0usize, 0usize);
+    loop {
+        let mut at = [(0usize, 0usize); CHAINS];
+        let mut lanes = 0;
+        while lanes < CHAINS && j < jobs.len() {
+            if b * H::OUT >= jobs[j].1.len() {
+                (j, b) = (j + 1, 0);
+                continue;
+            }
+            at[lanes] = (j, b);
+            lanes += 1;
+            b += 1;
+        }
+        if lanes == 0 {
+            break;
+        }
         let mut chains = [Chain::default(); CHAINS];
         let mut v = digest_block::<H>();
-        for (l, chain) in chains[..lanes].iter_mut().enumerate() {
-            let mut first = finish::<H>(inner, H::BLOCK as u64, &[salt, &(index + l as u32).to_be_bytes()]);
+        for (chain, &(job, block)) in chains.iter_mut().zip(&at[..lanes]) {
+            let index = (block as u32 + 1).to_be_bytes();
+            let mut first = finish::<H>(inner, H::BLOCK as u64, &[jobs[job].0, &index]);
             H::write_digest(&first, &mut v[..H::OUT]);
             let mut u1 = H::compress_copy(outer, &v);
             // Only the digest words are the message of the next block (SHA-224: 7 of 8).
@@ -127,13 +189,14 @@ fn hmac_sha256_interleaved<H: MdHash<State = [u32; 8], Block = [u8; 64]>>(
             u1.zeroize();
         }
         qluks_hal::sha::pbkdf2_sha256_chains(backend, variant, &inner, &outer, &mut chains[..lanes], iterations - 1);
-        for (chain, chunk) in chains.iter().zip(group.chunks_mut(H::OUT)) {
+        for (chain, &(job, block)) in chains.iter().zip(&at[..lanes]) {
             H::write_digest(&chain.t, &mut v[..H::OUT]);
-            chunk.copy_from_slice(&v[..chunk.len()]);
+            let out = &mut jobs[job].1[block * H::OUT..];
+            let n = out.len().min(H::OUT);
+            out[..n].copy_from_slice(&v[..n]);
         }
         chains.zeroize();
         v.zeroize();
-        index += lanes as u32;
     }
     inner.zeroize();
     outer.zeroize();
@@ -470,6 +533,30 @@ pub(crate) mod tests {
             pbkdf2_with(kernel, HashAlg::Sha1, b"password", b"salt", 4096, &mut out[..20]).unwrap();
             assert_eq!(out[..20], hex("4b007901b765489abead49d926f721d065a429c1")[..], "{kernel:?}");
         }
+    }
+
+    /// Several jobs in one call give what one call per job gives, for every hash and for
+    /// keys of one and of several output blocks.
+    #[test]
+    fn many_jobs_match_one_derivation_each() {
+        for hash in HashAlg::ALL {
+            for len in [20, 32, 64, 70] {
+                let salts: [&[u8]; 3] = [b"salt one", b"", &[9u8; 40]];
+                let mut outs = [[0u8; 70]; 3];
+                {
+                    let [a, b, c] = &mut outs;
+                    let mut jobs = [(salts[0], &mut a[..len]), (salts[1], &mut b[..len]), (salts[2], &mut c[..len])];
+                    pbkdf2_many(hash, b"pw", 5, &mut jobs).unwrap();
+                }
+                for (salt, out) in salts.iter().zip(&outs) {
+                    let mut want = [0u8; 70];
+                    pbkdf2(hash, b"pw", salt, 5, &mut want[..len]).unwrap();
+                    assert_eq!(out[..len], want[..len], "{hash} len={len}");
+                    assert!(out[len..].iter().all(|&b| b == 0), "{hash} len={len}: wrote past the key");
+                }
+            }
+        }
+        assert_eq!(pbkdf2_many(HashAlg::Sha256, b"p", 0, &mut []), Err(Error::ZeroIterations));
     }
 
     #[test]
