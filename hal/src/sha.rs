@@ -16,6 +16,9 @@
 //! - `shani`: x86-64 SHA extensions (`sha256rnds2`, `sha256msg1/2`), two chains interleaved.
 //! - `armv8`: aarch64 FEAT_SHA256 (`sha256h/h2/su0/su1`), two chains interleaved.
 //!
+//! HMAC-SHA-1 ([`pbkdf2_sha1_chains`]) has a SHA-NI kernel too (`sha1rnds4`, `sha1nexte`,
+//! `sha1msg1/2`); on the other backends it runs the portable loop.
+//!
 //! Detection as for the AES backends: `is_*_feature_detected!` with `std`, CPUID without it on
 //! x86-64, the `sha2` target feature on bare-metal aarch64. Not compiled on the soft-float
 //! `x86_64-unknown-none` target, where no SIMD code can be lowered.
@@ -26,6 +29,8 @@ use zeroize::Zeroize;
 mod armv8;
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod shani;
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod shani1;
 
 /// The SHA-256 round constants (of the SIMD kernels).
 #[cfg(any(target_arch = "aarch64", all(target_arch = "x86_64", target_feature = "sse2")))]
@@ -296,6 +301,80 @@ fn portable<const N: usize>(
             c.u = compress_digest(outer, &v, sha224, &mut block);
             v.zeroize();
             for (t, u) in c.t.iter_mut().zip(&c.u) {
+                *t ^= u;
+            }
+        }
+    }
+    block.zeroize();
+}
+
+/// [`pbkdf2_sha256_chains`] for HMAC-SHA-1: the states are five words, and so are the digest
+/// words of `u` and `t` (words 5..8 are unspecified on return). Interleaved on SHA-NI, four
+/// chains at a time (four pay here: 1.18x the throughput of two pairs on Zen 4), then two,
+/// then one; every other backend runs [`ShaBackend::Portable`]'s loop.
+pub fn pbkdf2_sha1_chains(
+    backend: ShaBackend,
+    inner: &[u32; 5],
+    outer: &[u32; 5],
+    chains: &mut [Chain],
+    iterations: u32,
+) {
+    if iterations == 0 || chains.is_empty() {
+        return;
+    }
+    let mut quads = chains.chunks_exact_mut(4);
+    for quad in &mut quads {
+        let quad: &mut [Chain; 4] = quad.try_into().expect("chunks_exact");
+        run_sha1::<4>(backend, inner, outer, quad, iterations);
+    }
+    let mut pairs = quads.into_remainder().chunks_exact_mut(LANES);
+    for pair in &mut pairs {
+        let pair: &mut [Chain; LANES] = pair.try_into().expect("chunks_exact");
+        run_sha1::<LANES>(backend, inner, outer, pair, iterations);
+    }
+    for one in pairs.into_remainder().chunks_exact_mut(1) {
+        let one: &mut [Chain; 1] = one.try_into().expect("chunks_exact");
+        run_sha1::<1>(backend, inner, outer, one, iterations);
+    }
+}
+
+fn run_sha1<const N: usize>(
+    backend: ShaBackend,
+    inner: &[u32; 5],
+    outer: &[u32; 5],
+    chains: &mut [Chain; N],
+    iterations: u32,
+) {
+    match backend {
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        // SAFETY: SHA-NI is available (checked here), so the CPU has SHA, SSE2, SSSE3, SSE4.1.
+        ShaBackend::ShaNi if backend.is_available() => unsafe { shani1::chains::<N>(inner, outer, chains, iterations) },
+        _ => portable_sha1(inner, outer, chains, iterations),
+    }
+}
+
+/// One SHA-1 compression of the digest block `msg` (words 0..5; the padding follows).
+fn compress_sha1_digest(state: &[u32; 5], msg: &[u32], block: &mut [u8; 64]) -> [u32; 5] {
+    block.fill(0);
+    for (chunk, w) in block.chunks_exact_mut(4).zip(&msg[..5]) {
+        chunk.copy_from_slice(&w.to_be_bytes());
+    }
+    block[20] = 0x80;
+    block[56..].copy_from_slice(&(((64 + 20) * 8) as u64).to_be_bytes());
+    let mut s = *state;
+    sha1::block_api::compress(&mut s, core::slice::from_ref(block));
+    s
+}
+
+fn portable_sha1<const N: usize>(inner: &[u32; 5], outer: &[u32; 5], chains: &mut [Chain; N], iterations: u32) {
+    let mut block = [0u8; 64];
+    for _ in 0..iterations {
+        for c in chains.iter_mut() {
+            let mut v = compress_sha1_digest(inner, &c.u, &mut block);
+            let u = compress_sha1_digest(outer, &v, &mut block);
+            v.zeroize();
+            c.u[..5].copy_from_slice(&u);
+            for (t, u) in c.t.iter_mut().zip(&u) {
                 *t ^= u;
             }
         }

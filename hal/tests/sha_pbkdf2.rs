@@ -121,3 +121,48 @@ fn names_round_trip() {
     }
     assert_eq!(ShaBackend::best(), ShaBackend::available().last().unwrap());
 }
+
+#[test]
+fn sha1_chains_match_hmac_by_definition_on_every_backend() {
+    fn hmac1(key: &[u8; 64], msg: &[u8]) -> Vec<u8> {
+        let ipad: Vec<u8> = key.iter().map(|b| b ^ 0x36).collect();
+        let opad: Vec<u8> = key.iter().map(|b| b ^ 0x5c).collect();
+        let inner = sha1::Sha1::new().chain_update(&ipad).chain_update(msg).finalize();
+        sha1::Sha1::new().chain_update(&opad).chain_update(inner).finalize().to_vec()
+    }
+    let keyed = |key: &[u8; 64], pad: u8| {
+        let mut s = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
+        sha1::block_api::compress(&mut s, &[key.map(|b| b ^ pad)]);
+        s
+    };
+    let mut key = [0u8; 64];
+    key[..5].copy_from_slice(b"sha-1");
+    let (inner, outer) = (keyed(&key, 0x36), keyed(&key, 0x5c));
+    for lanes in 1..=5usize {
+        let starts: Vec<Vec<u8>> = (0..lanes).map(|l| hmac1(&key, &[l as u8; 3])).collect();
+        for iterations in [1u32, 2, 3, 17] {
+            for backend in backends() {
+                let mut chains: Vec<Chain> = starts
+                    .iter()
+                    .map(|s| {
+                        let mut w = s.clone();
+                        w.resize(32, 0);
+                        Chain { u: to_words(&w), t: to_words(&w) }
+                    })
+                    .collect();
+                qluks_hal::sha::pbkdf2_sha1_chains(backend, &inner, &outer, &mut chains, iterations);
+                for (l, (c, s)) in chains.iter().zip(&starts).enumerate() {
+                    let (mut u, mut t) = (s.clone(), s.clone());
+                    for _ in 0..iterations {
+                        u = hmac1(&key, &u);
+                        t.iter_mut().zip(&u).for_each(|(t, u)| *t ^= u);
+                    }
+                    let got_u: Vec<u8> = c.u.iter().flat_map(|w| w.to_be_bytes()).take(20).collect();
+                    let got_t: Vec<u8> = c.t.iter().flat_map(|w| w.to_be_bytes()).take(20).collect();
+                    assert_eq!(got_u, u, "{backend} lanes={lanes} lane={l} c={iterations}: U");
+                    assert_eq!(got_t, t, "{backend} lanes={lanes} lane={l} c={iterations}: T");
+                }
+            }
+        }
+    }
+}

@@ -5,7 +5,8 @@ use super::{Error, HashAlg};
 use qluks_hal::sha::{Chain, Sha256Variant, ShaBackend};
 use zeroize::Zeroize;
 
-/// How PBKDF2 runs its HMAC-SHA-256/224 chains (the other hashes always run the scalar loop).
+/// How PBKDF2 runs its HMAC-SHA-256/224 chains, and its HMAC-SHA-1 chains on SHA-NI (the other
+/// hashes always run the scalar loop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pbkdf2Kernel {
     /// The compression function called block by block, every output block's chain advanced in
@@ -32,7 +33,8 @@ impl Pbkdf2Kernel {
 /// Derives `out.len()` bytes from `password` and `salt` with `iterations` rounds of HMAC-`hash`.
 ///
 /// SHA-256 and SHA-224 run on the interleaved kernels of `qluks_hal::sha` (SHA-NI or the ARMv8
-/// SHA2 instructions when present), two output blocks at a time; the rest of the SHA family
+/// SHA2 instructions when present), two output blocks at a time, and so does SHA-1 on SHA-NI;
+/// the rest of the SHA family
 /// runs a loop on the compression functions that advances all output blocks' chains in
 /// lockstep; RIPEMD-160 runs HMAC over the `ripemd` crate's hasher. Every intermediate (the
 /// padded keys, the keyed inner and outer states, each U and T block, each compression's
@@ -55,20 +57,13 @@ pub fn pbkdf2_with(
         return Err(Error::ZeroIterations);
     }
     match (hash, kernel) {
-        (HashAlg::Sha256, Pbkdf2Kernel::Interleaved(b)) => hmac_sha256_interleaved::<md_state::Sha256>(
-            b,
-            Sha256Variant::Sha256,
-            password,
-            iterations,
-            &mut [(salt, out)],
-        ),
-        (HashAlg::Sha224, Pbkdf2Kernel::Interleaved(b)) => hmac_sha256_interleaved::<md_state::Sha224>(
-            b,
-            Sha256Variant::Sha224,
-            password,
-            iterations,
-            &mut [(salt, out)],
-        ),
+        (HashAlg::Sha256 | HashAlg::Sha224, Pbkdf2Kernel::Interleaved(b)) => {
+            interleaved(hash, b, password, iterations, &mut [(salt, out)])
+        }
+        // SHA-1 has an interleaved kernel on SHA-NI only (elsewhere it would run portably).
+        (HashAlg::Sha1, Pbkdf2Kernel::Interleaved(b @ (ShaBackend::ShaNi | ShaBackend::Portable))) => {
+            interleaved(hash, b, password, iterations, &mut [(salt, out)])
+        }
         (HashAlg::Sha1, _) => hmac_chains::<md_state::Sha1>(password, salt, iterations, out),
         (HashAlg::Sha224, _) => hmac_chains::<md_state::Sha224>(password, salt, iterations, out),
         (HashAlg::Sha256, _) => hmac_chains::<md_state::Sha256>(password, salt, iterations, out),
@@ -94,11 +89,9 @@ pub fn pbkdf2_many(
         return Err(Error::ZeroIterations);
     }
     match (hash, Pbkdf2Kernel::best()) {
-        (HashAlg::Sha256, Pbkdf2Kernel::Interleaved(b)) => {
-            hmac_sha256_interleaved::<md_state::Sha256>(b, Sha256Variant::Sha256, password, iterations, jobs)
-        }
-        (HashAlg::Sha224, Pbkdf2Kernel::Interleaved(b)) => {
-            hmac_sha256_interleaved::<md_state::Sha224>(b, Sha256Variant::Sha224, password, iterations, jobs)
+        (HashAlg::Sha256 | HashAlg::Sha224, Pbkdf2Kernel::Interleaved(b))
+        | (HashAlg::Sha1, Pbkdf2Kernel::Interleaved(b @ ShaBackend::ShaNi)) => {
+            interleaved(hash, b, password, iterations, jobs)
         }
         _ => {
             for (salt, out) in jobs.iter_mut() {
@@ -111,11 +104,30 @@ pub fn pbkdf2_many(
     Ok(())
 }
 
+/// The interleaved path of `hash` (SHA-1, SHA-224 or SHA-256) on `backend`.
+fn interleaved(hash: HashAlg, backend: ShaBackend, password: &[u8], iterations: u32, jobs: &mut [(&[u8], &mut [u8])]) {
+    use qluks_hal::sha::{pbkdf2_sha1_chains, pbkdf2_sha256_chains};
+    match hash {
+        HashAlg::Sha1 => hmac_interleaved::<md_state::Sha1>(password, iterations, jobs, |i, o, c, n| {
+            pbkdf2_sha1_chains(backend, i, o, c, n)
+        }),
+        HashAlg::Sha224 => hmac_interleaved::<md_state::Sha224>(password, iterations, jobs, |i, o, c, n| {
+            pbkdf2_sha256_chains(backend, Sha256Variant::Sha224, i, o, c, n)
+        }),
+        _ => hmac_interleaved::<md_state::Sha256>(password, iterations, jobs, |i, o, c, n| {
+            pbkdf2_sha256_chains(backend, Sha256Variant::Sha256, i, o, c, n)
+        }),
+    }
+}
+
 /// Whether [`pbkdf2_many`] derives `jobs` keys of `key_len` bytes in about the time of one:
 /// their output blocks together fill no more than the interleaving kernel's lanes.
 pub fn pbkdf2_many_pays(hash: HashAlg, key_len: usize, jobs: usize) -> bool {
-    matches!((hash, Pbkdf2Kernel::best()), (HashAlg::Sha256 | HashAlg::Sha224, Pbkdf2Kernel::Interleaved(_)))
-        && jobs > 1
+    matches!(
+        (hash, Pbkdf2Kernel::best()),
+        (HashAlg::Sha256 | HashAlg::Sha224, Pbkdf2Kernel::Interleaved(_))
+            | (HashAlg::Sha1, Pbkdf2Kernel::Interleaved(ShaBackend::ShaNi))
+    ) && jobs > 1
         && jobs * key_len.div_ceil(hash.digest_len()) <= qluks_hal::sha::LANES
 }
 
@@ -146,17 +158,18 @@ fn keyed_states<H: MdHash>(password: &[u8]) -> (H::State, H::State) {
 /// Output blocks per call of the interleaving kernel (which runs them two by two).
 const CHAINS: usize = 4;
 
-/// PBKDF2-HMAC-SHA-256/224 on `qluks_hal::sha` for every `(salt, out)` job (one password, one
+/// PBKDF2-HMAC-SHA-256/224/SHA-1 on a `qluks_hal::sha` chain `kernel` for every `(salt, out)` job (one password, one
 /// iteration count): `U_1` of each output block is computed here, the remaining
 /// `iterations - 1` rounds of up to [`CHAINS`] blocks (of any jobs) in one kernel call.
 #[inline(never)]
-fn hmac_sha256_interleaved<H: MdHash<State = [u32; 8], Block = [u8; 64]>>(
-    backend: ShaBackend,
-    variant: Sha256Variant,
+fn hmac_interleaved<H: MdHash<Block = [u8; 64]>>(
     password: &[u8],
     iterations: u32,
     jobs: &mut [(&[u8], &mut [u8])],
-) {
+    kernel: impl Fn(&H::State, &H::State, &mut [Chain], u32),
+) where
+    H::State: AsRef<[u32]>,
+{
     let (mut inner, mut outer) = keyed_states::<H>(password);
     // The next output block to start: job `j`, block `b`.
     let (mut j, mut b) = (0usize, 0usize);
@@ -183,14 +196,17 @@ fn hmac_sha256_interleaved<H: MdHash<State = [u32; 8], Block = [u8; 64]>>(
             H::write_digest(&first, &mut v[..H::OUT]);
             let mut u1 = H::compress_copy(outer, &v);
             // Only the digest words are the message of the next block (SHA-224: 7 of 8).
-            u1[H::OUT / 4..].fill(0);
-            *chain = Chain { u: u1, t: u1 };
+            let n = H::OUT / 4;
+            chain.u[..n].copy_from_slice(&u1.as_ref()[..n]);
+            chain.t = chain.u;
             first.zeroize();
             u1.zeroize();
         }
-        qluks_hal::sha::pbkdf2_sha256_chains(backend, variant, &inner, &outer, &mut chains[..lanes], iterations - 1);
+        kernel(&inner, &outer, &mut chains[..lanes], iterations - 1);
         for (chain, &(job, block)) in chains.iter().zip(&at[..lanes]) {
-            H::write_digest(&chain.t, &mut v[..H::OUT]);
+            for (bytes, w) in v[..H::OUT].chunks_exact_mut(4).zip(&chain.t) {
+                bytes.copy_from_slice(&w.to_be_bytes());
+            }
             let out = &mut jobs[job].1[block * H::OUT..];
             let n = out.len().min(H::OUT);
             out[..n].copy_from_slice(&v[..n]);

@@ -28,7 +28,7 @@ pub struct Pbkdf2Args {
     /// Derived key length in bytes of the single-chain rate (cryptsetup's benchmark uses 32).
     #[arg(long, default_value_t = 32)]
     key_bytes: usize,
-    /// PBKDF2 kernel for SHA-256/224: `best` (interleaved on the fastest SHA backend),
+    /// PBKDF2 kernel for SHA-256/224 (and SHA-1, interleaved on shani): `best` (interleaved on the fastest SHA backend),
     /// `scalar` (one compression call per block, chains in lockstep), `portable`, `shani`,
     /// `armv8` (interleaved on that backend), or `all` (every one available, same run).
     #[arg(long, default_value = "best")]
@@ -112,8 +112,8 @@ pub fn run(args: Pbkdf2Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let kernels = kernels(&args.kernel)?;
     for hash in hashes {
-        // The kernel only matters for SHA-256/224; the other hashes run the scalar loop.
-        let kernels: Vec<Pbkdf2Kernel> = if matches!(hash, HashAlg::Sha256 | HashAlg::Sha224) {
+        // The kernel only matters for SHA-256/224 and SHA-1; the others run the scalar loop.
+        let kernels: Vec<Pbkdf2Kernel> = if matches!(hash, HashAlg::Sha256 | HashAlg::Sha224 | HashAlg::Sha1) {
             kernels.clone()
         } else {
             vec![Pbkdf2Kernel::Scalar]
