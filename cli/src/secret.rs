@@ -64,13 +64,12 @@ impl KdfLimitArgs {
     pub fn limits(&self, claims: &[Pbkdf2Claim]) -> KdfLimits {
         let pbkdf2_iterations = self.max_kdf_iterations.unwrap_or_else(|| {
             let mut limit = u32::MAX;
-            let mut measured: Vec<(HashAlg, usize)> = Vec::new();
-            for claim in claims {
-                let what = (claim.hash, claim.out_len);
-                if claim.iterations > UNMEASURED_ITERATIONS && !measured.contains(&what) {
-                    measured.push(what);
-                    limit = limit.min(iterations_per_minute(claim.hash, claim.out_len));
-                }
+            // One measurement per hash, of its longest claimed output: more output blocks
+            // mean more chains per iteration, so that rate is the lowest of the hash's claims
+            // (a LUKS1 keyslot's 64 bytes and its 20-byte digest cost one measurement).
+            let measured = measurements(claims);
+            for &(hash, out_len) in &measured {
+                limit = limit.min(iterations_per_minute(hash, out_len));
             }
             if measured.is_empty() {
                 UNMEASURED_ITERATIONS
@@ -113,6 +112,19 @@ pub struct Pbkdf2Claim {
     pub out_len: usize,
 }
 
+/// The (hash, output length) pairs whose rate bounds the limit for `claims`: each hash above
+/// the unmeasured floor once, with its longest output.
+fn measurements(claims: &[Pbkdf2Claim]) -> Vec<(HashAlg, usize)> {
+    let mut measured: Vec<(HashAlg, usize)> = Vec::new();
+    for claim in claims.iter().filter(|c| c.iterations > UNMEASURED_ITERATIONS) {
+        match measured.iter_mut().find(|(hash, _)| *hash == claim.hash) {
+            Some((_, len)) => *len = (*len).max(claim.out_len),
+            None => measured.push((claim.hash, claim.out_len)),
+        }
+    }
+    measured
+}
+
 /// PBKDF2 iterations of `hash` deriving `out_len` bytes (as the keyslot or digest does) that
 /// this thread computes in [`PBKDF2_SECONDS`], measured on its CPU clock for at least 20 ms.
 fn iterations_per_minute(hash: HashAlg, out_len: usize) -> u32 {
@@ -129,7 +141,13 @@ fn iterations_per_minute(hash: HashAlg, out_len: usize) -> u32 {
             let per_minute = u64::from(n) * PBKDF2_SECONDS * 1_000_000_000 / elapsed.max(1);
             return u32::try_from(per_minute).unwrap_or(u32::MAX);
         }
-        n *= 2;
+        // Once a run lasts 1 ms, jump straight to about 25 ms (doubling all the way would
+        // spend as long again on the shorter runs, at every unlock).
+        n = if elapsed >= 1_000_000 {
+            (u64::from(n) * 25_000_000 / elapsed).clamp(u64::from(n) * 2, 1 << 30) as u32
+        } else {
+            n * 2
+        };
     }
 }
 
@@ -507,6 +525,20 @@ mod tests {
         assert!(args.limits_for_chain(&cheap).pbkdf2_iterations > UNMEASURED_ITERATIONS);
         let given = KdfLimitArgs { max_kdf_iterations: Some(5), ..Default::default() };
         assert_eq!(given.limits_for_chain(&cheap).pbkdf2_iterations, 5);
+    }
+
+    #[test]
+    fn each_hash_is_measured_once_at_its_longest_output() {
+        let claim = |hash, iterations, out_len| Pbkdf2Claim { hash, iterations, out_len };
+        let luks1 = [claim(HashAlg::Sha256, 2_000_000, 20), claim(HashAlg::Sha256, 8_000_000, 64)];
+        assert_eq!(measurements(&luks1), [(HashAlg::Sha256, 64)]);
+        let mixed = [
+            claim(HashAlg::Sha1, 2_000_000, 32),
+            claim(HashAlg::Sha256, 1000, 64), // under the floor: not measured
+            claim(HashAlg::Sha256, 2_000_000, 20),
+            claim(HashAlg::Sha1, 2_000_000, 20),
+        ];
+        assert_eq!(measurements(&mixed), [(HashAlg::Sha1, 32), (HashAlg::Sha256, 20)]);
     }
 
     #[test]

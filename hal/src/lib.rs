@@ -56,6 +56,7 @@ mod backend;
 mod cbc;
 mod error;
 mod key;
+pub mod sha;
 mod xts;
 
 pub use backend::Backend;

@@ -66,7 +66,7 @@ pub use cipher_spec::{CbcIv, CipherMode, CipherSpec, XtsIv};
 pub use error::Error;
 pub use hash::HashAlg;
 pub use name::Name;
-pub use pbkdf2::pbkdf2;
+pub use pbkdf2::{pbkdf2, pbkdf2_many, pbkdf2_many_pays, pbkdf2_with, Pbkdf2Kernel};
 pub use sector_cipher::SectorCipher;
 pub use volume_key::VolumeKey;
 

@@ -2,29 +2,220 @@
 
 use super::md_state::{self, digest_block, finish, MdHash};
 use super::{Error, HashAlg};
+use qluks_hal::sha::{Chain, Sha256Variant, ShaBackend};
 use zeroize::Zeroize;
+
+/// How PBKDF2 runs its HMAC-SHA-256/224 chains, and its HMAC-SHA-1 chains on SHA-NI (the other
+/// hashes always run the scalar loop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pbkdf2Kernel {
+    /// The compression function called block by block, every output block's chain advanced in
+    /// lockstep (the path of every hash other than SHA-256/224).
+    Scalar,
+    /// `qluks_hal::sha`: the whole iteration loop in one kernel that keeps the chaining words
+    /// in registers and runs two chains interleaved (an unavailable backend runs portably).
+    Interleaved(ShaBackend),
+}
+
+impl Pbkdf2Kernel {
+    /// The fastest kernel here: interleaved on SHA-NI or the ARMv8 SHA2 instructions when the
+    /// CPU has them; otherwise the scalar loop (the portable interleaved kernel converts each
+    /// digest to bytes for the `sha2` crate's compression function, which costs more than the
+    /// lockstep loop's overlap of independent chains gains).
+    pub fn best() -> Pbkdf2Kernel {
+        match ShaBackend::best() {
+            ShaBackend::Portable => Pbkdf2Kernel::Scalar,
+            b => Pbkdf2Kernel::Interleaved(b),
+        }
+    }
+}
 
 /// Derives `out.len()` bytes from `password` and `salt` with `iterations` rounds of HMAC-`hash`.
 ///
-/// The SHA family runs on a dedicated loop (on the compression functions directly) that advances all output
-/// blocks' chains in lockstep, so that independent compressions overlap in the CPU; RIPEMD-160
-/// runs HMAC over the `ripemd` crate's hasher. Every intermediate (the padded keys, the keyed
-/// inner and outer states, each U and T block, each compression's output state) is wiped
-/// before returning; only `out` holds derived bytes.
+/// SHA-256 and SHA-224 run on the interleaved kernels of `qluks_hal::sha` (SHA-NI or the ARMv8
+/// SHA2 instructions when present), two output blocks at a time, and so does SHA-1 on SHA-NI;
+/// the rest of the SHA family
+/// runs a loop on the compression functions that advances all output blocks' chains in
+/// lockstep; RIPEMD-160 runs HMAC over the `ripemd` crate's hasher. Every intermediate (the
+/// padded keys, the keyed inner and outer states, each U and T block, each compression's
+/// output state) is wiped before returning; only `out` holds derived bytes.
 pub fn pbkdf2(hash: HashAlg, password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) -> Result<(), Error> {
+    pbkdf2_with(Pbkdf2Kernel::best(), hash, password, salt, iterations, out)
+}
+
+/// [`pbkdf2`] on a chosen kernel for SHA-256/224 (for benchmarks and tests: every kernel
+/// gives the same bytes).
+pub fn pbkdf2_with(
+    kernel: Pbkdf2Kernel,
+    hash: HashAlg,
+    password: &[u8],
+    salt: &[u8],
+    iterations: u32,
+    out: &mut [u8],
+) -> Result<(), Error> {
     if iterations == 0 {
         return Err(Error::ZeroIterations);
     }
-    match hash {
-        HashAlg::Sha1 => hmac_chains::<md_state::Sha1>(password, salt, iterations, out),
-        HashAlg::Sha224 => hmac_chains::<md_state::Sha224>(password, salt, iterations, out),
-        HashAlg::Sha256 => hmac_chains::<md_state::Sha256>(password, salt, iterations, out),
-        HashAlg::Sha384 => hmac_chains::<md_state::Sha384>(password, salt, iterations, out),
-        HashAlg::Sha512 => hmac_chains::<md_state::Sha512>(password, salt, iterations, out),
-        HashAlg::Ripemd160 => hmac_ripemd160(password, salt, iterations, out),
+    match (hash, kernel) {
+        (HashAlg::Sha256 | HashAlg::Sha224, Pbkdf2Kernel::Interleaved(b)) => {
+            interleaved(hash, b, password, iterations, &mut [(salt, out)])
+        }
+        // SHA-1 has an interleaved kernel on SHA-NI only (elsewhere it would run portably).
+        (HashAlg::Sha1, Pbkdf2Kernel::Interleaved(b @ (ShaBackend::ShaNi | ShaBackend::Portable))) => {
+            interleaved(hash, b, password, iterations, &mut [(salt, out)])
+        }
+        (HashAlg::Sha1, _) => hmac_chains::<md_state::Sha1>(password, salt, iterations, out),
+        (HashAlg::Sha224, _) => hmac_chains::<md_state::Sha224>(password, salt, iterations, out),
+        (HashAlg::Sha256, _) => hmac_chains::<md_state::Sha256>(password, salt, iterations, out),
+        (HashAlg::Sha384, _) => hmac_chains::<md_state::Sha384>(password, salt, iterations, out),
+        (HashAlg::Sha512, _) => hmac_chains::<md_state::Sha512>(password, salt, iterations, out),
+        (HashAlg::Ripemd160, _) => hmac_ripemd160(password, salt, iterations, out),
     }
     scrub_stack();
     Ok(())
+}
+
+/// [`pbkdf2`] for several `(salt, out)` jobs with one password and iteration count (LUKS
+/// keyslots of one passphrase): with SHA-256/224 on SHA-NI or the ARMv8 SHA2 instructions, the
+/// output blocks of all jobs share the interleaving kernel's lanes (two 32-byte keys cost
+/// about as much as one); otherwise the jobs run one after the other.
+pub fn pbkdf2_many(
+    hash: HashAlg,
+    password: &[u8],
+    iterations: u32,
+    jobs: &mut [(&[u8], &mut [u8])],
+) -> Result<(), Error> {
+    if iterations == 0 {
+        return Err(Error::ZeroIterations);
+    }
+    match (hash, Pbkdf2Kernel::best()) {
+        (HashAlg::Sha256 | HashAlg::Sha224, Pbkdf2Kernel::Interleaved(b))
+        | (HashAlg::Sha1, Pbkdf2Kernel::Interleaved(b @ ShaBackend::ShaNi)) => {
+            interleaved(hash, b, password, iterations, jobs)
+        }
+        _ => {
+            for (salt, out) in jobs.iter_mut() {
+                pbkdf2(hash, password, salt, iterations, out)?;
+            }
+            return Ok(());
+        }
+    }
+    scrub_stack();
+    Ok(())
+}
+
+/// The interleaved path of `hash` (SHA-1, SHA-224 or SHA-256) on `backend`.
+fn interleaved(hash: HashAlg, backend: ShaBackend, password: &[u8], iterations: u32, jobs: &mut [(&[u8], &mut [u8])]) {
+    use qluks_hal::sha::{pbkdf2_sha1_chains, pbkdf2_sha256_chains};
+    match hash {
+        HashAlg::Sha1 => hmac_interleaved::<md_state::Sha1>(password, iterations, jobs, |i, o, c, n| {
+            pbkdf2_sha1_chains(backend, i, o, c, n)
+        }),
+        HashAlg::Sha224 => hmac_interleaved::<md_state::Sha224>(password, iterations, jobs, |i, o, c, n| {
+            pbkdf2_sha256_chains(backend, Sha256Variant::Sha224, i, o, c, n)
+        }),
+        _ => hmac_interleaved::<md_state::Sha256>(password, iterations, jobs, |i, o, c, n| {
+            pbkdf2_sha256_chains(backend, Sha256Variant::Sha256, i, o, c, n)
+        }),
+    }
+}
+
+/// Whether [`pbkdf2_many`] derives `jobs` keys of `key_len` bytes in about the time of one:
+/// their output blocks together fill no more than the interleaving kernel's lanes.
+pub fn pbkdf2_many_pays(hash: HashAlg, key_len: usize, jobs: usize) -> bool {
+    matches!(
+        (hash, Pbkdf2Kernel::best()),
+        (HashAlg::Sha256 | HashAlg::Sha224, Pbkdf2Kernel::Interleaved(_))
+            | (HashAlg::Sha1, Pbkdf2Kernel::Interleaved(ShaBackend::ShaNi))
+    ) && jobs > 1
+        && jobs * key_len.div_ceil(hash.digest_len()) <= qluks_hal::sha::LANES
+}
+
+/// The HMAC key's inner and outer chaining states (after the `0x36` and `0x5c` pad blocks).
+fn keyed_states<H: MdHash>(password: &[u8]) -> (H::State, H::State) {
+    // HMAC key block: the password, or its digest when longer than a block.
+    let mut key = H::ZERO;
+    if password.len() > H::BLOCK {
+        let mut digest = finish::<H>(H::IV, 0, &[password]);
+        H::write_digest(&digest, &mut key.as_mut()[..H::OUT]);
+        digest.zeroize();
+    } else {
+        key.as_mut()[..password.len()].copy_from_slice(password);
+    }
+    let mut pad = key;
+    pad.as_mut().iter_mut().for_each(|b| *b ^= 0x36);
+    let mut inner = H::IV;
+    H::compress(&mut inner, &pad);
+    pad = key;
+    pad.as_mut().iter_mut().for_each(|b| *b ^= 0x5c);
+    let mut outer = H::IV;
+    H::compress(&mut outer, &pad);
+    pad.zeroize();
+    key.zeroize();
+    (inner, outer)
+}
+
+/// Output blocks per call of the interleaving kernel (which runs them two by two).
+const CHAINS: usize = 4;
+
+/// PBKDF2-HMAC-SHA-256/224/SHA-1 on a `qluks_hal::sha` chain `kernel` for every `(salt, out)` job (one password, one
+/// iteration count): `U_1` of each output block is computed here, the remaining
+/// `iterations - 1` rounds of up to [`CHAINS`] blocks (of any jobs) in one kernel call.
+#[inline(never)]
+fn hmac_interleaved<H: MdHash<Block = [u8; 64]>>(
+    password: &[u8],
+    iterations: u32,
+    jobs: &mut [(&[u8], &mut [u8])],
+    kernel: impl Fn(&H::State, &H::State, &mut [Chain], u32),
+) where
+    H::State: AsRef<[u32]>,
+{
+    let (mut inner, mut outer) = keyed_states::<H>(password);
+    // The next output block to start: job `j`, block `b`.
+    let (mut j, mut b) = (0usize, 0usize);
+    loop {
+        let mut at = [(0usize, 0usize); CHAINS];
+        let mut lanes = 0;
+        while lanes < CHAINS && j < jobs.len() {
+            if b * H::OUT >= jobs[j].1.len() {
+                (j, b) = (j + 1, 0);
+                continue;
+            }
+            at[lanes] = (j, b);
+            lanes += 1;
+            b += 1;
+        }
+        if lanes == 0 {
+            break;
+        }
+        let mut chains = [Chain::default(); CHAINS];
+        let mut v = digest_block::<H>();
+        for (chain, &(job, block)) in chains.iter_mut().zip(&at[..lanes]) {
+            let index = (block as u32 + 1).to_be_bytes();
+            let mut first = finish::<H>(inner, H::BLOCK as u64, &[jobs[job].0, &index]);
+            H::write_digest(&first, &mut v[..H::OUT]);
+            let mut u1 = H::compress_copy(outer, &v);
+            // Only the digest words are the message of the next block (SHA-224: 7 of 8).
+            let n = H::OUT / 4;
+            chain.u[..n].copy_from_slice(&u1.as_ref()[..n]);
+            chain.t = chain.u;
+            first.zeroize();
+            u1.zeroize();
+        }
+        kernel(&inner, &outer, &mut chains[..lanes], iterations - 1);
+        for (chain, &(job, block)) in chains.iter().zip(&at[..lanes]) {
+            for (bytes, w) in v[..H::OUT].chunks_exact_mut(4).zip(&chain.t) {
+                bytes.copy_from_slice(&w.to_be_bytes());
+            }
+            let out = &mut jobs[job].1[block * H::OUT..];
+            let n = out.len().min(H::OUT);
+            out[..n].copy_from_slice(&v[..n]);
+        }
+        chains.zeroize();
+        v.zeroize();
+    }
+    inner.zeroize();
+    outer.zeroize();
 }
 
 /// Chains computed together (a 64-byte key with SHA-1 needs four).
@@ -301,6 +492,87 @@ pub(crate) mod tests {
                 assert_eq!(ours, theirs, "{hash} len={len}");
             }
         }
+    }
+
+    /// Every kernel this CPU can run: the scalar loop and the interleaved one on each
+    /// available `qluks_hal::sha` backend (SHA-NI on x86-64, the ARMv8 SHA2 instructions).
+    fn kernels() -> std::vec::Vec<Pbkdf2Kernel> {
+        let mut k = std::vec![Pbkdf2Kernel::Scalar];
+        k.extend(ShaBackend::available().map(Pbkdf2Kernel::Interleaved));
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        if cfg!(target_arch = "x86_64") && cpuinfo.split_whitespace().any(|w| w == "sha_ni") {
+            assert!(k.contains(&Pbkdf2Kernel::Interleaved(ShaBackend::ShaNi)), "sha_ni listed but not used");
+        }
+        k
+    }
+
+    /// Every hash on every kernel against the `pbkdf2` crate (over RustCrypto's `hmac`): output
+    /// lengths 1..=200 (1 to 10 output blocks, partial last blocks) at 1..=3 iterations, and a
+    /// few longer runs; passwords shorter and longer than a block.
+    #[test]
+    fn every_hash_and_kernel_matches_the_pbkdf2_crate() {
+        let long = [0x61u8; 200];
+        for kernel in kernels() {
+            for hash in HashAlg::ALL {
+                let mut ours = [0u8; 200];
+                let mut theirs = [0u8; 200];
+                for len in 1..=200 {
+                    for c in 1..=3 {
+                        let password: &[u8] = if len % 2 == 0 { b"password" } else { &long[..len % 150] };
+                        let salt = &long[..len % 37];
+                        pbkdf2_with(kernel, hash, password, salt, c, &mut ours[..len]).unwrap();
+                        with_hash!(hash, D => ::pbkdf2::pbkdf2_hmac::<D>(password, salt, c, &mut theirs[..len]));
+                        assert_eq!(ours[..len], theirs[..len], "{kernel:?} {hash} len={len} c={c}");
+                    }
+                }
+                for (len, c) in [(64, 1000), (32, 4097), (20, 777), (100, 129)] {
+                    pbkdf2_with(kernel, hash, b"pw", b"NaCl", c, &mut ours[..len]).unwrap();
+                    with_hash!(hash, D => ::pbkdf2::pbkdf2_hmac::<D>(b"pw", b"NaCl", c, &mut theirs[..len]));
+                    assert_eq!(ours[..len], theirs[..len], "{kernel:?} {hash} len={len} c={c}");
+                }
+            }
+        }
+    }
+
+    /// The RFC vectors on every kernel (the `check` tests above run the default one).
+    #[test]
+    fn rfc_vectors_on_every_kernel() {
+        for kernel in kernels() {
+            let mut out = [0u8; 64];
+            pbkdf2_with(kernel, HashAlg::Sha256, b"Password", b"NaCl", 80000, &mut out).unwrap();
+            assert_eq!(
+                out[..],
+                hex("4ddcd8f60b98be21830cee5ef22701f9641a4418d04c0414aeff08876b34ab56\
+                     a1d425a1225833549adb841b51c9b3176a272bdebba1d078478f62b397f33c8d")[..],
+                "{kernel:?}"
+            );
+            pbkdf2_with(kernel, HashAlg::Sha1, b"password", b"salt", 4096, &mut out[..20]).unwrap();
+            assert_eq!(out[..20], hex("4b007901b765489abead49d926f721d065a429c1")[..], "{kernel:?}");
+        }
+    }
+
+    /// Several jobs in one call give what one call per job gives, for every hash and for
+    /// keys of one and of several output blocks.
+    #[test]
+    fn many_jobs_match_one_derivation_each() {
+        for hash in HashAlg::ALL {
+            for len in [20, 32, 64, 70] {
+                let salts: [&[u8]; 3] = [b"salt one", b"", &[9u8; 40]];
+                let mut outs = [[0u8; 70]; 3];
+                {
+                    let [a, b, c] = &mut outs;
+                    let mut jobs = [(salts[0], &mut a[..len]), (salts[1], &mut b[..len]), (salts[2], &mut c[..len])];
+                    pbkdf2_many(hash, b"pw", 5, &mut jobs).unwrap();
+                }
+                for (salt, out) in salts.iter().zip(&outs) {
+                    let mut want = [0u8; 70];
+                    pbkdf2(hash, b"pw", salt, 5, &mut want[..len]).unwrap();
+                    assert_eq!(out[..len], want[..len], "{hash} len={len}");
+                    assert!(out[len..].iter().all(|&b| b == 0), "{hash} len={len}: wrote past the key");
+                }
+            }
+        }
+        assert_eq!(pbkdf2_many(HashAlg::Sha256, b"p", 0, &mut []), Err(Error::ZeroIterations));
     }
 
     #[test]

@@ -99,13 +99,36 @@ pub fn unlock_with_limits<I: BlockIo>(
     limits.check_pbkdf2(header.mk_iterations).map_err(|cost| LuksError::DigestKdfRefused { cost })?;
     let mut refused = None;
     let mut refused_count = 0;
-    for k in header.active_keyslots().filter(|&k| keyslot.is_none_or(|want| want == k)) {
+    // A slot key derived together with the previous keyslot's (see `slot_keys`).
+    let mut ahead: Option<(usize, VolumeKey)> = None;
+    let mut slots = header.active_keyslots().filter(|&k| keyslot.is_none_or(|want| want == k)).peekable();
+    while let Some(k) = slots.next() {
         if let Err(cost) = limits.check_pbkdf2(header.keyslots[k].iterations) {
             refused.get_or_insert((k, cost));
             refused_count += 1;
             continue;
         }
-        let candidate = merge_keyslot(io, area_offset, area_len, header, passphrase, k)?;
+        check_area(header, k, area_len)?;
+        let slot_key = match ahead.take() {
+            Some((j, key)) if j == k => key,
+            _ => {
+                let next = slots.peek().copied().filter(|&n| {
+                    header.keyslots[n].iterations == header.keyslots[k].iterations
+                        && crate::crypto::pbkdf2_many_pays(header.hash, header.key_bytes as usize, 2)
+                });
+                match next {
+                    Some(n) => {
+                        let (key, key_n) = slot_keys(header, k, n, passphrase)?;
+                        ahead = Some((n, key_n));
+                        key
+                    }
+                    None => slot_key(header, k, passphrase)?,
+                }
+            }
+        };
+        let cipher = SectorCipher::new(header.cipher, slot_key.as_bytes())?;
+        drop(slot_key);
+        let candidate = merge_material(io, area_offset, header, k, &cipher)?;
         if verify_key(header, &candidate)? {
             return Ok((k, candidate));
         }
@@ -135,6 +158,19 @@ pub(crate) fn slot_key(header: &Luks1Header, k: usize, passphrase: &[u8]) -> Res
     Ok(key)
 }
 
+/// The slot keys of keyslots `k` and `n` (same iteration count) in one PBKDF2 call, whose
+/// chains share the interleaving kernel: when trying the keyslots in turn, the next one's key
+/// comes at little extra cost (the caller checks [`crate::crypto::pbkdf2_many_pays`]).
+#[inline(never)]
+fn slot_keys(header: &Luks1Header, k: usize, n: usize, passphrase: &[u8]) -> Result<(VolumeKey, VolumeKey), LuksError> {
+    let (slot_k, slot_n) = (&header.keyslots[k], &header.keyslots[n]);
+    let mut key_k = VolumeKey::zeroed(header.key_bytes as usize)?;
+    let mut key_n = VolumeKey::zeroed(header.key_bytes as usize)?;
+    let mut jobs = [(&slot_k.salt[..], key_k.as_mut_bytes()), (&slot_n.salt[..], key_n.as_mut_bytes())];
+    crate::crypto::pbkdf2_many(header.hash, passphrase, slot_k.iterations, &mut jobs)?;
+    Ok((key_k, key_n))
+}
+
 /// Checks that keyslot `k`'s key material lies inside the area.
 pub(crate) fn check_area(header: &Luks1Header, k: usize, area_len: u64) -> Result<(), LuksError> {
     let r = header.keyslots[k].material_range(header.key_bytes);
@@ -142,23 +178,6 @@ pub(crate) fn check_area(header: &Luks1Header, k: usize, area_len: u64) -> Resul
         return Err(LuksError::KeyMaterialOutsideArea { keyslot: k, end: r.end, area_len });
     }
     Ok(())
-}
-
-/// Derives keyslot `k`'s slot key and AF-merges its decrypted key material into a candidate
-/// volume key (correct only if the passphrase was).
-fn merge_keyslot<I: BlockIo>(
-    io: &mut I,
-    area_offset: u64,
-    area_len: u64,
-    header: &Luks1Header,
-    passphrase: &[u8],
-    k: usize,
-) -> Result<VolumeKey, LuksIoError<I::Error>> {
-    check_area(header, k, area_len)?;
-    let slot_key = slot_key(header, k, passphrase)?;
-    let cipher = SectorCipher::new(header.cipher, slot_key.as_bytes())?;
-    drop(slot_key);
-    merge_material(io, area_offset, header, k, &cipher)
 }
 
 /// Reads, decrypts and AF-merges keyslot `k`'s key material through a 4 KiB stack buffer
@@ -196,4 +215,42 @@ fn merge_material<I: BlockIo>(
     buf.zeroize();
     result?;
     Ok(merge.finish().ok_or(LuksError::KeyslotStripes { keyslot: k, stripes: slot.stripes })?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{CipherSpec, HashAlg, OsRng, Pbkdf2Kernel};
+    use crate::io::MemIo;
+    use crate::luks::luks1::{add_keyslot, format, CreateParams, Iterations};
+
+    /// Keyslots tried in turn with their slot keys derived two at a time (32-byte keys of
+    /// SHA-256: one chain each, so two keyslots share the interleaving kernel's lanes): each
+    /// passphrase opens its own keyslot, including the ones whose key was derived ahead (1, 3)
+    /// and one whose iteration count differs from its neighbour's (2 with 3, then 4 alone).
+    #[test]
+    fn keyslots_derived_in_pairs_open_each_its_own_passphrase() {
+        for (spec, hash) in [("aes-128-xts-plain64", HashAlg::Sha256), ("aes-128-cbc-essiv:sha256", HashAlg::Sha1)] {
+            let mut disk = std::vec![0u8; 3 << 20];
+            let cipher = CipherSpec::parse_sized(spec).unwrap();
+            let mut params = CreateParams { cipher, hash, iterations: Iterations::fixed(1000) };
+            let mut io = MemIo::new(&mut disk);
+            let (mut header, key) = format(&mut io, 0, &mut params, b"p0", &mut OsRng).unwrap();
+            for (k, iterations) in [(1, 1000), (2, 1001), (3, 1001), (4, 1000)] {
+                let pass = std::format!("p{k}");
+                add_keyslot(&mut io, 0, None, &mut header, &key, pass.as_bytes(), Some(k), iterations, &mut OsRng)
+                    .unwrap();
+            }
+            if hash == HashAlg::Sha256 && Pbkdf2Kernel::best() != Pbkdf2Kernel::Scalar {
+                assert!(crate::crypto::pbkdf2_many_pays(hash, header.key_bytes as usize, 2));
+            }
+            for k in 0..5 {
+                let pass = std::format!("p{k}");
+                let (slot, got) = unlock_keyslot(&mut io, 0, None, &header, pass.as_bytes(), None).unwrap();
+                assert_eq!((slot, got.as_bytes()), (k, key.as_bytes()), "{spec}: passphrase of keyslot {k}");
+            }
+            let wrong = unlock_keyslot(&mut io, 0, None, &header, b"p9", None).unwrap_err();
+            assert!(matches!(wrong, LuksIoError::Luks(LuksError::WrongPassphrase)), "{spec}: {wrong:?}");
+        }
+    }
 }
