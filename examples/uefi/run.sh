@@ -247,6 +247,18 @@ measure() { # LABEL LOG
   summary+=("$1: unlock $(field 'unlock time: ' "$2" | cut -d' ' -f1-2), read $(field 'read time: ' "$2" | sed 's/ (.*, / at /; s/)$//'), stack $(field 'stack used: ' "$2" | cut -d' ' -f1-2)")
 }
 
+# write_test ARCH EFI SELECTOR: job=disk-write on the decoy partition (zeroed first), which must
+# read back, and whose bytes the host must then find in the disk image.
+write_test() {
+  dd if=/dev/zero of=gpt.img bs=1M seek=1 count=1 conv=notrunc status=none
+  local s=0
+  boot "$1" "$2" "write-$1.log" "job=disk-write $3 sha256=$w_sha" || s=$?
+  expect 0 $s "write-$1.log" "$1: unaligned writes through BlockIO, flushed, read back" '^disk write: 6 writes' \
+    '^digest match: yes'
+  cmp -s scratch.expected <(dd if=gpt.img bs=1M skip=1 count=1 status=none) || die "the disk image does not hold the writes"
+  say "PASS: the disk image holds the guest's writes"
+}
+
 s=0; boot x86 "$efi_x86_sse" a-x86.log "$job_a part-guid=$part_guid passphrase=$luks_pass sha256=$a_sha" || s=$?
 expect 0 $s a-x86.log "x86_64 AES-NI: job A" '^hal backend: aesni' '^digest match: yes' "^sha256: $a_sha" '^stack used: [0-9]' \
   '^cpu: AVX state enabled for this program'
@@ -266,10 +278,7 @@ s=0; boot x86 "$efi_x86_sse" console-x86.log "$job_a part-label=qluks-data sha25
 expect 0 $s console-x86.log "x86_64: passphrase typed on the console (Backspace used)" '^digest match: yes'
 ! grep -q -- "$luks_pass" console-x86.log || die "the console echoed the passphrase"
 say "PASS: the typed passphrase was not echoed"
-s=0; boot x86 "$efi_x86_sse" write-x86.log "job=disk-write part-label=qluks-dat sha256=$w_sha" || s=$?
-expect 0 $s write-x86.log "x86_64: unaligned writes through BlockIO, flushed, read back" '^disk write: 6 writes' '^digest match: yes'
-cmp -s scratch.expected <(dd if=gpt.img bs=1M skip=1 count=1 status=none) || die "the disk image does not hold the writes"
-say "PASS: the disk image holds the guest's writes"
+write_test x86 "$efi_x86_sse" "part-label=qluks-dat"
 s=0; boot x86 "$efi_x86_soft" a-x86-soft.log "$job_a part-guid=$part_guid passphrase=$luks_pass sha256=$a_sha" || s=$?
 expect 0 $s a-x86-soft.log "x86_64 soft-float build: job A" '^hal backend: soft' '^digest match: yes'
 measure "x86_64 soft, job A" a-x86-soft.log
@@ -287,11 +296,7 @@ s=0; boot arm "$efi_arm" wrongsha-arm.log "$job_a part-guid=$part_guid passphras
 expect 1 $s wrongsha-arm.log "aarch64: a wrong expected digest fails the run" '^DIGEST MISMATCH'
 s=0; boot arm "$efi_arm" wrongpass-arm.log "$job_b passphrase=$overlay_pass backing-passphrase=not-it sha256=$b_sha" || s=$?
 expect 2 $s wrongpass-arm.log "aarch64: a wrong base passphrase is refused" '^ERROR: open: .*passphrase'
-dd if=/dev/zero of=gpt.img bs=1M seek=1 count=1 conv=notrunc status=none
-s=0; boot arm "$efi_arm" write-arm.log "job=disk-write part-guid=$(sfdisk --part-uuid gpt.img 1) sha256=$w_sha" || s=$?
-expect 0 $s write-arm.log "aarch64: unaligned writes through BlockIO, flushed, read back" '^disk write: 6 writes' '^digest match: yes'
-cmp -s scratch.expected <(dd if=gpt.img bs=1M skip=1 count=1 status=none) || die "the disk image does not hold the writes"
-say "PASS: the disk image holds the guest's writes"
+write_test arm "$efi_arm" "part-guid=$(sfdisk --part-uuid gpt.img 1)"
 s=0; boot arm "$efi_arm" a-arm-soft.log "$job_a part-label=qluks-data passphrase=$luks_pass backend=soft sha256=$a_sha" || s=$?
 expect 0 $s a-arm-soft.log "aarch64 soft backend: job A" '^hal backend: soft' '^digest match: yes'
 measure "aarch64 soft, job A" a-arm-soft.log

@@ -45,6 +45,11 @@ impl From<ReadOnly> for DiskError {
     }
 }
 
+/// Maps a failed firmware call `op` to [`DiskError::Firmware`].
+fn firmware(op: &'static str) -> impl FnOnce(uefi::Error) -> DiskError {
+    move |e| DiskError::Firmware { op, status: e.status() }
+}
+
 /// A whole disk (or any handle with BlockIO) as a byte-addressed device.
 pub struct EfiDisk {
     proto: ScopedProtocol<BlockIO>,
@@ -66,7 +71,7 @@ impl EfiDisk {
         // SAFETY: GET_PROTOCOL leaves the drivers attached; the program only reads through the
         // protocol while the handle exists (nothing here disconnects or uninstalls it).
         let proto = unsafe { boot::open_protocol::<BlockIO>(params, OpenProtocolAttributes::GetProtocol) }
-            .map_err(|e| DiskError::Firmware { op: "OpenProtocol(BlockIO)", status: e.status() })?;
+            .map_err(firmware("OpenProtocol(BlockIO)"))?;
         let media = proto.media();
         if !media.is_media_present() {
             return Err(DiskError::Unsupported("no media present"));
@@ -82,8 +87,7 @@ impl EfiDisk {
         let size = (media.last_block() + 1)
             .checked_mul(block as u64)
             .ok_or(DiskError::Unsupported("the disk's size overflows"))?;
-        let bounce = Pages::allocate(BOUNCE)
-            .map_err(|e| DiskError::Firmware { op: "AllocatePages(bounce)", status: e.status() })?;
+        let bounce = Pages::allocate(BOUNCE).map_err(firmware("AllocatePages(bounce)"))?;
         Ok(EfiDisk {
             media_id: media.media_id(),
             read_only: media.is_read_only(),
@@ -128,18 +132,14 @@ impl EfiDisk {
         self.requests += 1;
         let media = self.media_id;
         let buf = &mut self.bounce.as_mut_slice()[..into_bounce];
-        self.proto
-            .read_blocks(media, lba, buf)
-            .map_err(|e| DiskError::Firmware { op: "ReadBlocks", status: e.status() })
+        self.proto.read_blocks(media, lba, buf).map_err(firmware("ReadBlocks"))
     }
 
     fn write_bounce(&mut self, lba: u64, len: usize) -> Result<(), DiskError> {
         self.requests += 1;
         let media = self.media_id;
         let buf = &self.bounce.as_mut_slice()[..len];
-        self.proto
-            .write_blocks(media, lba, buf)
-            .map_err(|e| DiskError::Firmware { op: "WriteBlocks", status: e.status() })
+        self.proto.write_blocks(media, lba, buf).map_err(firmware("WriteBlocks"))
     }
 }
 
@@ -156,9 +156,7 @@ impl BlockIo for EfiDisk {
                 // The aligned run, straight into the caller's buffer.
                 self.requests += 1;
                 let (now, rest) = buf.split_at_mut(whole);
-                self.proto
-                    .read_blocks(self.media_id, offset / block, now)
-                    .map_err(|e| DiskError::Firmware { op: "ReadBlocks", status: e.status() })?;
+                self.proto.read_blocks(self.media_id, offset / block, now).map_err(firmware("ReadBlocks"))?;
                 buf = rest;
                 offset += whole as u64;
                 continue;
@@ -187,9 +185,7 @@ impl BlockIo for EfiDisk {
             if within == 0 && self.direct(offset, whole, buf.as_ptr()) {
                 self.requests += 1;
                 let (now, rest) = buf.split_at(whole);
-                self.proto
-                    .write_blocks(self.media_id, offset / block, now)
-                    .map_err(|e| DiskError::Firmware { op: "WriteBlocks", status: e.status() })?;
+                self.proto.write_blocks(self.media_id, offset / block, now).map_err(firmware("WriteBlocks"))?;
                 buf = rest;
                 offset += whole as u64;
                 continue;
@@ -204,9 +200,7 @@ impl BlockIo for EfiDisk {
                     self.requests += 1;
                     let media = self.media_id;
                     let b = &mut self.bounce.as_mut_slice()[..self.block];
-                    self.proto
-                        .read_blocks(media, offset / block, b)
-                        .map_err(|e| DiskError::Firmware { op: "ReadBlocks", status: e.status() })?;
+                    self.proto.read_blocks(media, offset / block, b).map_err(firmware("ReadBlocks"))?;
                 }
                 if tail_partial {
                     let last = span - self.block;
@@ -215,9 +209,7 @@ impl BlockIo for EfiDisk {
                         let media = self.media_id;
                         let (lba, b) =
                             (offset / block + (last / self.block) as u64, &mut self.bounce.as_mut_slice()[last..span]);
-                        self.proto
-                            .read_blocks(media, lba, b)
-                            .map_err(|e| DiskError::Firmware { op: "ReadBlocks", status: e.status() })?;
+                        self.proto.read_blocks(media, lba, b).map_err(firmware("ReadBlocks"))?;
                     }
                 }
             }
@@ -232,7 +224,7 @@ impl BlockIo for EfiDisk {
 
     fn flush(&mut self) -> Result<(), DiskError> {
         self.requests += 1;
-        self.proto.flush_blocks().map_err(|e| DiskError::Firmware { op: "FlushBlocks", status: e.status() })
+        self.proto.flush_blocks().map_err(firmware("FlushBlocks"))
     }
 
     fn size(&mut self) -> Result<u64, DiskError> {
