@@ -65,7 +65,7 @@ pub fn derive(kdf: &Kdf, passphrase: &[u8], out: &mut [u8], memory: &mut [u8]) -
     derive_with(kdf, passphrase, out, memory, &Sequential)
 }
 
-/// [`derive`] with Argon2's lanes run by `runner` (for example one thread per lane).
+/// [`derive()`] with Argon2's lanes run by `runner` (for example one thread per lane).
 pub fn derive_with(
     kdf: &Kdf,
     passphrase: &[u8],
