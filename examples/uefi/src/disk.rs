@@ -45,6 +45,15 @@ impl From<ReadOnly> for DiskError {
     }
 }
 
+/// One firmware request of a byte request (see `EfiDisk::next_piece`).
+enum Piece {
+    /// `len` bytes (whole blocks) from block `lba` straight to or from the caller's buffer.
+    Direct { lba: u64, len: usize },
+    /// Blocks `lba..` filling `span` bytes of the bounce memory, of which `len` bytes from
+    /// `within` are the request's.
+    Bounce { lba: u64, within: usize, span: usize, len: usize },
+}
+
 /// Maps a failed firmware call `op` to [`DiskError::Firmware`].
 fn firmware(op: &'static str) -> impl FnOnce(uefi::Error) -> DiskError {
     move |e| DiskError::Firmware { op, status: e.status() }
@@ -120,19 +129,30 @@ impl EfiDisk {
         }
     }
 
-    /// Whether `len` bytes at `offset` into `ptr` can go to the firmware as they are.
-    fn direct(&self, offset: u64, len: usize, ptr: *const u8) -> bool {
-        offset.is_multiple_of(self.block as u64)
-            && len.is_multiple_of(self.block)
-            && len > 0
-            && (ptr as usize).is_multiple_of(self.align)
+    /// The next piece of a request of `remaining` bytes at `offset` from or into `ptr`: the whole
+    /// blocks that can go to the firmware as they are (offset and buffer aligned), or else whole
+    /// blocks through the bounce memory covering as much of the request as it holds.
+    fn next_piece(&self, offset: u64, remaining: usize, ptr: *const u8) -> Piece {
+        let lba = offset / self.block as u64;
+        let within = (offset % self.block as u64) as usize;
+        let whole = remaining / self.block * self.block;
+        if within == 0 && whole > 0 && (ptr as usize).is_multiple_of(self.align) {
+            return Piece::Direct { lba, len: whole };
+        }
+        let span = (within + remaining).next_multiple_of(self.block).min(BOUNCE);
+        Piece::Bounce { lba, within, span, len: (span - within).min(remaining) }
+    }
+
+    /// Reads blocks from `lba` into bytes `from..to` of the bounce memory.
+    fn read_bounce(&mut self, lba: u64, from: usize, to: usize) -> Result<(), DiskError> {
+        self.requests += 1;
+        let media = self.media_id;
+        let buf = &mut self.bounce.as_mut_slice()[from..to];
+        self.proto.read_blocks(media, lba, buf).map_err(firmware("ReadBlocks"))
     }
 
     fn read_blocks(&mut self, lba: u64, into_bounce: usize) -> Result<(), DiskError> {
-        self.requests += 1;
-        let media = self.media_id;
-        let buf = &mut self.bounce.as_mut_slice()[..into_bounce];
-        self.proto.read_blocks(media, lba, buf).map_err(firmware("ReadBlocks"))
+        self.read_bounce(lba, 0, into_bounce)
     }
 
     fn write_bounce(&mut self, lba: u64, len: usize) -> Result<(), DiskError> {
@@ -148,26 +168,20 @@ impl BlockIo for EfiDisk {
 
     fn read_at(&mut self, mut offset: u64, mut buf: &mut [u8]) -> Result<(), DiskError> {
         self.check(offset, buf.len())?;
-        let block = self.block as u64;
         while !buf.is_empty() {
-            let within = (offset % block) as usize;
-            let whole = buf.len() / self.block * self.block;
-            if within == 0 && self.direct(offset, whole, buf.as_ptr()) {
-                // The aligned run, straight into the caller's buffer.
-                self.requests += 1;
-                let (now, rest) = buf.split_at_mut(whole);
-                self.proto.read_blocks(self.media_id, offset / block, now).map_err(firmware("ReadBlocks"))?;
-                buf = rest;
-                offset += whole as u64;
-                continue;
-            }
-            // Through the bounce memory: whole blocks covering (part of) the request.
-            let span = (within + buf.len()).next_multiple_of(self.block).min(BOUNCE);
-            self.read_blocks(offset / block, span)?;
-            let n = (span - within).min(buf.len());
-            let (now, rest) = buf.split_at_mut(n);
-            now.copy_from_slice(&self.bounce.as_mut_slice()[within..within + n]);
-            buf = rest;
+            let n = match self.next_piece(offset, buf.len(), buf.as_ptr()) {
+                Piece::Direct { lba, len } => {
+                    self.requests += 1;
+                    self.proto.read_blocks(self.media_id, lba, &mut buf[..len]).map_err(firmware("ReadBlocks"))?;
+                    len
+                }
+                Piece::Bounce { lba, within, span, len } => {
+                    self.read_blocks(lba, span)?;
+                    buf[..len].copy_from_slice(&self.bounce.as_mut_slice()[within..within + len]);
+                    len
+                }
+            };
+            buf = &mut buf[n..];
             offset += n as u64;
         }
         Ok(())
@@ -178,45 +192,32 @@ impl BlockIo for EfiDisk {
             return Err(DiskError::ReadOnly);
         }
         self.check(offset, buf.len())?;
-        let block = self.block as u64;
         while !buf.is_empty() {
-            let within = (offset % block) as usize;
-            let whole = buf.len() / self.block * self.block;
-            if within == 0 && self.direct(offset, whole, buf.as_ptr()) {
-                self.requests += 1;
-                let (now, rest) = buf.split_at(whole);
-                self.proto.write_blocks(self.media_id, offset / block, now).map_err(firmware("WriteBlocks"))?;
-                buf = rest;
-                offset += whole as u64;
-                continue;
-            }
-            let span = (within + buf.len()).next_multiple_of(self.block).min(BOUNCE);
-            let n = (span - within).min(buf.len());
-            // Read-modify-write of the partial blocks at either end of this piece.
-            let head_partial = within != 0;
-            let tail_partial = !(within + n).is_multiple_of(self.block);
-            if head_partial || tail_partial {
-                if head_partial {
+            let n = match self.next_piece(offset, buf.len(), buf.as_ptr()) {
+                Piece::Direct { lba, len } => {
                     self.requests += 1;
-                    let media = self.media_id;
-                    let b = &mut self.bounce.as_mut_slice()[..self.block];
-                    self.proto.read_blocks(media, offset / block, b).map_err(firmware("ReadBlocks"))?;
+                    self.proto.write_blocks(self.media_id, lba, &buf[..len]).map_err(firmware("WriteBlocks"))?;
+                    len
                 }
-                if tail_partial {
-                    let last = span - self.block;
-                    if !(head_partial && last == 0) {
-                        self.requests += 1;
-                        let media = self.media_id;
-                        let (lba, b) =
-                            (offset / block + (last / self.block) as u64, &mut self.bounce.as_mut_slice()[last..span]);
-                        self.proto.read_blocks(media, lba, b).map_err(firmware("ReadBlocks"))?;
+                Piece::Bounce { lba, within, span, len } => {
+                    // Read-modify-write of the partial blocks at either end of this piece.
+                    let head_partial = within != 0;
+                    if head_partial {
+                        self.read_bounce(lba, 0, self.block)?;
                     }
+                    let last = span - self.block;
+                    let tail_partial = !(within + len).is_multiple_of(self.block);
+                    // (A one-block piece's tail block is its head block, already read.)
+                    let tail_is_head = head_partial && last == 0;
+                    if tail_partial && !tail_is_head {
+                        self.read_bounce(lba + (last / self.block) as u64, last, span)?;
+                    }
+                    self.bounce.as_mut_slice()[within..within + len].copy_from_slice(&buf[..len]);
+                    self.write_bounce(lba, span)?;
+                    len
                 }
-            }
-            let (now, rest) = buf.split_at(n);
-            self.bounce.as_mut_slice()[within..within + n].copy_from_slice(now);
-            self.write_bounce(offset / block, span)?;
-            buf = rest;
+            };
+            buf = &buf[n..];
             offset += n as u64;
         }
         Ok(())
