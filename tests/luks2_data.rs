@@ -12,7 +12,7 @@
 mod common;
 
 use std::fs::{File, OpenOptions as FileOptions};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use qluks::luks::luks2;
@@ -127,21 +127,14 @@ fn iv_tweak_is_added_to_the_512_byte_iv_sector() {
     assert!(read_all(&mut volume, len) == plain[shift as usize..], "iv_tweak shifts the IVs");
 }
 
-#[test]
-fn data_written_by_qluks_decrypts_with_cryptsetup() {
-    let test = "data_written_by_qluks_decrypts_with_cryptsetup";
-    if !common::tool(test, "cryptsetup") {
-        return;
-    }
-    let dir = common::TempDir::new(test);
-    let header = dir.join("header");
-    let data = dir.join("data");
-    let key_file = dir.join("key");
+/// `data` (holding `plain`) encrypted by cryptsetup's offline `reencrypt --encrypt` with a
+/// detached header; returns the paths of the header, the data and the key file.
+fn encrypt_detached(dir: &common::TempDir, sector_size: &str, plain: &[u8]) -> (PathBuf, PathBuf, PathBuf) {
+    let (header, data, key_file) = (dir.join("header"), dir.join("data"), dir.join("key"));
     std::fs::write(&key_file, PASSPHRASE).unwrap();
-    let mut expected = common::pattern(3, PLAIN_LEN);
-    std::fs::write(&data, &expected).unwrap();
+    std::fs::write(&data, plain).unwrap();
     let mut cmd = Command::new("cryptsetup");
-    cmd.args(["reencrypt", "--encrypt", "--type", "luks2", "--sector-size", "4096", "--batch-mode"])
+    cmd.args(["reencrypt", "--encrypt", "--type", "luks2", "--sector-size", sector_size, "--batch-mode"])
         .args(FAST_KDF)
         .args(SMALL_HEADER)
         .arg("--key-file")
@@ -150,16 +143,45 @@ fn data_written_by_qluks_decrypts_with_cryptsetup() {
         .arg(&header)
         .arg(&data);
     common::run(&mut cmd);
+    (header, data, key_file)
+}
 
-    // Detached header: unlock from the header file, then the data device on its own.
-    let mut header_file = File::open(&header).unwrap();
+/// Unlocks the detached `header`, then opens the data device on its own.
+fn open_detached(header: &Path, data: &Path) -> LuksVolume<File> {
+    let mut header_file = File::open(header).unwrap();
     let mut json = vec![0u8; luks2::DEFAULT_JSON_BUFFER];
     let hdr = luks2::Luks2Header::read(&mut header_file, &mut json).unwrap();
     let mut memory = vec![0u8; hdr.metadata.kdf_memory() as usize];
     let (_, key) = luks2::unlock(&mut header_file, &hdr.metadata, PASSPHRASE, None, &mut memory).unwrap();
     let segment = luks2::data_segment(&hdr.metadata, &key).unwrap();
-    let data_file = FileOptions::new().read(true).write(true).open(&data).unwrap();
-    let mut volume = LuksVolume::new(data_file, segment).unwrap();
+    let data_file = FileOptions::new().read(true).write(true).open(data).unwrap();
+    LuksVolume::new(data_file, segment).unwrap()
+}
+
+/// cryptsetup's offline decryption of `data` (detached `header`) must give `expected`.
+fn assert_cryptsetup_decrypts_to(key_file: &Path, header: &Path, data: &Path, expected: &[u8]) {
+    let mut cmd = Command::new("cryptsetup");
+    cmd.args(["reencrypt", "--decrypt", "--force-offline-reencrypt", "--batch-mode", "--key-file"])
+        .arg(key_file)
+        .arg("--header")
+        .arg(header)
+        .arg(data);
+    common::run(&mut cmd);
+    assert!(std::fs::read(data).unwrap() == expected, "cryptsetup's decryption differs from what qluks wrote");
+}
+
+#[test]
+fn data_written_by_qluks_decrypts_with_cryptsetup() {
+    let test = "data_written_by_qluks_decrypts_with_cryptsetup";
+    if !common::tool(test, "cryptsetup") {
+        return;
+    }
+    let dir = common::TempDir::new(test);
+    let mut expected = common::pattern(3, PLAIN_LEN);
+    let (header, data, key_file) = encrypt_detached(&dir, "4096", &expected);
+
+    // Detached header: unlock from the header file, then the data device on its own.
+    let mut volume = open_detached(&header, &data);
     assert!(read_all(&mut volume, PLAIN_LEN) == expected);
 
     for (offset, len, seed) in [(1000usize, 10_000usize, 11u64), (65536, 8192, 12), (PLAIN_LEN - 100, 100, 13)] {
@@ -169,15 +191,7 @@ fn data_written_by_qluks_decrypts_with_cryptsetup() {
     }
     volume.flush().unwrap();
     drop(volume);
-
-    let mut cmd = Command::new("cryptsetup");
-    cmd.args(["reencrypt", "--decrypt", "--force-offline-reencrypt", "--batch-mode", "--key-file"])
-        .arg(&key_file)
-        .arg("--header")
-        .arg(&header)
-        .arg(&data);
-    common::run(&mut cmd);
-    assert!(std::fs::read(&data).unwrap() == expected, "cryptsetup's decryption differs from what qluks wrote");
+    assert_cryptsetup_decrypts_to(&key_file, &header, &data, &expected);
 }
 
 /// Long runs of sectors (one read or write of hundreds of sectors, so one hal batch call with
@@ -189,29 +203,10 @@ fn check_long_runs(test: &str, sector_size: &str) {
     }
     const LEN: usize = 4 << 20;
     let dir = common::TempDir::new(test);
-    let (header, data, key_file) = (dir.join("header"), dir.join("data"), dir.join("key"));
-    std::fs::write(&key_file, PASSPHRASE).unwrap();
     let mut expected = common::pattern(41 + sector_size.len() as u64, LEN);
-    std::fs::write(&data, &expected).unwrap();
-    let mut cmd = Command::new("cryptsetup");
-    cmd.args(["reencrypt", "--encrypt", "--type", "luks2", "--sector-size", sector_size, "--batch-mode"])
-        .args(FAST_KDF)
-        .args(SMALL_HEADER)
-        .arg("--key-file")
-        .arg(&key_file)
-        .arg("--header")
-        .arg(&header)
-        .arg(&data);
-    common::run(&mut cmd);
-    let mut header_file = File::open(&header).unwrap();
-    let mut json = vec![0u8; luks2::DEFAULT_JSON_BUFFER];
-    let hdr = luks2::Luks2Header::read(&mut header_file, &mut json).unwrap();
-    let mut memory = vec![0u8; hdr.metadata.kdf_memory() as usize];
-    let (_, key) = luks2::unlock(&mut header_file, &hdr.metadata, PASSPHRASE, None, &mut memory).unwrap();
-    let segment = luks2::data_segment(&hdr.metadata, &key).unwrap();
-    assert_eq!(segment.sector_size, sector_size.parse::<usize>().unwrap());
-    let data_file = FileOptions::new().read(true).write(true).open(&data).unwrap();
-    let mut volume = LuksVolume::new(data_file, segment).unwrap();
+    let (header, data, key_file) = encrypt_detached(&dir, sector_size, &expected);
+    let mut volume = open_detached(&header, &data);
+    assert_eq!(volume.segment().sector_size, sector_size.parse::<usize>().unwrap());
 
     // The whole volume in one read (1024 or 8192 sectors in one run), then pieces that start
     // and end anywhere.
@@ -239,15 +234,7 @@ fn check_long_runs(test: &str, sector_size: &str) {
     assert!(read_all(&mut volume, LEN) == expected, "qluks reads back what it wrote");
     volume.flush().unwrap();
     drop(volume);
-
-    let mut cmd = Command::new("cryptsetup");
-    cmd.args(["reencrypt", "--decrypt", "--force-offline-reencrypt", "--batch-mode", "--key-file"])
-        .arg(&key_file)
-        .arg("--header")
-        .arg(&header)
-        .arg(&data);
-    common::run(&mut cmd);
-    assert!(std::fs::read(&data).unwrap() == expected, "cryptsetup's decryption differs from what qluks wrote");
+    assert_cryptsetup_decrypts_to(&key_file, &header, &data, &expected);
 }
 
 #[test]
