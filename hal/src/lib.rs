@@ -53,6 +53,7 @@
 extern crate std;
 
 mod backend;
+pub mod blamka;
 mod cbc;
 mod error;
 mod key;

@@ -20,7 +20,7 @@ use zeroize::Zeroize;
 pub const MIN_SALT_LEN: usize = 8;
 /// Bytes in one Argon2 block.
 pub const BLOCK_BYTES: usize = 1024;
-const WORDS: usize = BLOCK_BYTES / 8;
+const WORDS: usize = blamka::WORDS;
 const SYNC_POINTS: usize = 4;
 const VERSION: u32 = 0x13;
 
@@ -228,7 +228,7 @@ fn blake2b_long(inputs: &[&[u8]], out: &mut [u8]) {
     v.zeroize();
 }
 
-type Block = [u64; WORDS];
+use qluks_hal::blamka::{self, BlamkaBackend, Block};
 
 fn load(bytes: &[u8], out: &mut Block) {
     for (w, b) in out.iter_mut().zip(bytes.chunks_exact(8)) {
@@ -240,68 +240,14 @@ fn block(memory: &[u8], index: usize) -> &[u8] {
     &memory[index * BLOCK_BYTES..(index + 1) * BLOCK_BYTES]
 }
 
-// Inlined when optimizing (the hot loop); separate small frames in debug builds, where
-// inlining every G of a round would make an 8 KiB frame.
-#[cfg_attr(not(debug_assertions), inline(always))]
-fn fblamka(x: u64, y: u64) -> u64 {
-    x.wrapping_add(y).wrapping_add(2u64.wrapping_mul(x & 0xffff_ffff).wrapping_mul(y & 0xffff_ffff))
-}
-
-#[cfg_attr(not(debug_assertions), inline(always))]
-fn gb(v: &mut [u64; 16], a: usize, b: usize, c: usize, d: usize) {
-    v[a] = fblamka(v[a], v[b]);
-    v[d] = (v[d] ^ v[a]).rotate_right(32);
-    v[c] = fblamka(v[c], v[d]);
-    v[b] = (v[b] ^ v[c]).rotate_right(24);
-    v[a] = fblamka(v[a], v[b]);
-    v[d] = (v[d] ^ v[a]).rotate_right(16);
-    v[c] = fblamka(v[c], v[d]);
-    v[b] = (v[b] ^ v[c]).rotate_right(63);
-}
-
-/// The permutation P on 16 words (constant indices: no bounds checks once inlined).
-#[cfg_attr(not(debug_assertions), inline(always))]
-fn permute(v: &mut [u64; 16]) {
-    gb(v, 0, 4, 8, 12);
-    gb(v, 1, 5, 9, 13);
-    gb(v, 2, 6, 10, 14);
-    gb(v, 3, 7, 11, 15);
-    gb(v, 0, 5, 10, 15);
-    gb(v, 1, 6, 11, 12);
-    gb(v, 2, 7, 8, 13);
-    gb(v, 3, 4, 9, 14);
-}
-
-/// P applied to the eight rows (16 consecutive words), then to the eight columns (word pairs
-/// 2c, 2c + 1 of every row), of `r`.
-fn compress_rows_columns(r: &mut Block) {
-    for row in r.chunks_exact_mut(16) {
-        let row: &mut [u64; 16] = row.try_into().unwrap_or_else(|_| unreachable!());
-        permute(row);
-    }
-    let mut v = [0u64; 16];
-    for col in 0..8 {
-        for k in 0..8 {
-            v[2 * k] = r[16 * k + 2 * col];
-            v[2 * k + 1] = r[16 * k + 2 * col + 1];
-        }
-        permute(&mut v);
-        for k in 0..8 {
-            r[16 * k + 2 * col] = v[2 * k];
-            r[16 * k + 2 * col + 1] = v[2 * k + 1];
-        }
-    }
-    v.zeroize();
-}
-
 /// G(x, y) into `out`: `out` = P(x ^ y) ^ (x ^ y) [^ `out` when `xor`].
-fn compress(x: &Block, y: &Block, out: &mut Block, tmp: &mut Block, xor: bool) {
+fn compress(kernel: BlamkaBackend, x: &Block, y: &Block, out: &mut Block, tmp: &mut Block, xor: bool) {
     for k in 0..WORDS {
         let r = x[k] ^ y[k];
         tmp[k] = r;
         out[k] = if xor { out[k] ^ r } else { r };
     }
-    compress_rows_columns(tmp);
+    blamka::permute(kernel, tmp);
     for k in 0..WORDS {
         out[k] ^= tmp[k];
     }
@@ -374,6 +320,7 @@ struct Geometry {
     lane_len: usize,
     segment_len: usize,
     passes: usize,
+    kernel: BlamkaBackend,
 }
 
 /// The fill of one segment (one lane in one slice of one pass): a `&mut` to that segment and a
@@ -431,7 +378,7 @@ impl SegmentJob<'_> {
     }
 
     fn fill(&mut self, w: &mut Work, address: &mut Block, input: &mut Block) {
-        let Geometry { variant, y, lanes, lane_len, segment_len, passes } = self.geometry;
+        let Geometry { variant, y, lanes, lane_len, segment_len, passes, kernel } = self.geometry;
         let (pass, slice, lane) = (self.pass, self.slice, self.lane);
         let block_count = lane_len * lanes;
         let independent = match variant {
@@ -451,7 +398,7 @@ impl SegmentJob<'_> {
         }
         let start = if pass == 0 && slice == 0 {
             if independent {
-                next_addresses(address, input, &mut w.tmp);
+                next_addresses(kernel, address, input, &mut w.tmp);
             }
             2
         } else {
@@ -464,7 +411,7 @@ impl SegmentJob<'_> {
         for i in start..segment_len {
             let pseudo = if independent {
                 if i % WORDS == 0 {
-                    next_addresses(address, input, &mut w.tmp);
+                    next_addresses(kernel, address, input, &mut w.tmp);
                 }
                 address[i % WORDS]
             } else {
@@ -499,7 +446,7 @@ impl SegmentJob<'_> {
                 *p = r;
                 *t = r;
             }
-            compress_rows_columns(&mut w.tmp);
+            blamka::permute(kernel, &mut w.tmp);
             let dst = &mut self.own[i * BLOCK_BYTES..(i + 1) * BLOCK_BYTES];
             let xor = pass != 0;
             for ((p, t), b) in w.prev.iter_mut().zip(w.tmp.iter()).zip(dst.chunks_exact_mut(8)) {
@@ -528,13 +475,27 @@ pub fn argon2(
 }
 
 /// [`argon2`] with a secret and associated data, the lanes of each slice run by `runner`
-/// (for example on one thread per lane; the result does not depend on the runner).
+/// (for example on one thread per lane; the result does not depend on the runner), the
+/// compression on the fastest kernel of the CPU ([`BlamkaBackend::best`]).
 pub fn argon2_with(
     params: &Params,
     input: &Input<'_>,
     out: &mut [u8],
     memory: &mut [u8],
     runner: &dyn LaneRunner,
+) -> Result<(), Argon2Error> {
+    argon2_with_kernel(params, input, out, memory, runner, BlamkaBackend::best())
+}
+
+/// [`argon2_with`] on a chosen compression kernel (the portable one where `kernel` cannot run
+/// here); for benchmarks and tests: the result does not depend on the kernel.
+pub fn argon2_with_kernel(
+    params: &Params,
+    input: &Input<'_>,
+    out: &mut [u8],
+    memory: &mut [u8],
+    runner: &dyn LaneRunner,
+    kernel: BlamkaBackend,
 ) -> Result<(), Argon2Error> {
     let needed = params.memory_bytes().ok_or(Argon2Error::Params)?;
     let too_long = |b: &[u8]| b.len() > u32::MAX as usize;
@@ -575,6 +536,7 @@ pub fn argon2_with(
         lane_len,
         segment_len: lane_len / SYNC_POINTS,
         passes: params.time as usize,
+        kernel,
     };
     // The first two blocks of each lane.
     let mut bytes = [0u8; BLOCK_BYTES];
@@ -650,11 +612,11 @@ fn run_slice(
     }
 }
 
-fn next_addresses(address: &mut Block, input: &mut Block, tmp: &mut Block) {
+fn next_addresses(kernel: BlamkaBackend, address: &mut Block, input: &mut Block, tmp: &mut Block) {
     input[6] += 1;
-    compress(&ZERO_BLOCK, input, address, tmp, false);
+    compress(kernel, &ZERO_BLOCK, input, address, tmp, false);
     let a = *address;
-    compress(&ZERO_BLOCK, &a, address, tmp, false);
+    compress(kernel, &ZERO_BLOCK, &a, address, tmp, false);
 }
 
 #[cfg(test)]
@@ -756,6 +718,12 @@ mod tests {
                 assert_eq!(hex(&out), tag, "{variant:?}");
                 assert!(memory.iter().all(|&b| b == 0), "the region is wiped");
             }
+            for kernel in BlamkaBackend::available() {
+                let mut memory = std::vec![0u8; 32 * 1024];
+                let mut out = [0u8; 32];
+                argon2_with_kernel(&params, &input, &mut out, &mut memory, &Sequential, kernel).unwrap();
+                assert_eq!(hex(&out), tag, "{variant:?} on the {kernel} kernel");
+            }
         }
     }
 
@@ -796,6 +764,12 @@ mod tests {
                 argon2_with(&params, &input, &mut out, &mut region[3..], runner).unwrap();
                 assert_eq!(out, expected, "case {case}: {params:?} -> {out_len}");
             }
+            // Every kernel of this CPU, the portable one included (the sequential runner).
+            let kernel = BlamkaBackend::available().nth(case % BlamkaBackend::available().count()).unwrap();
+            let mut region = std::vec![0u8; params.memory_bytes().unwrap() as usize];
+            let mut out = std::vec![0u8; out_len];
+            argon2_with_kernel(&params, &input, &mut out, &mut region, &Sequential, kernel).unwrap();
+            assert_eq!(out, expected, "case {case}: {params:?} -> {out_len} on the {kernel} kernel");
         }
     }
 

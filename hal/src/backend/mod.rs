@@ -212,7 +212,7 @@ fn detect_cpuid() -> u8 {
 /// XCR0, read only after CPUID reported OSXSAVE.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[cfg_attr(feature = "std", allow(dead_code))]
-fn xgetbv0() -> u64 {
+pub(crate) fn xgetbv0() -> u64 {
     #[target_feature(enable = "xsave")]
     unsafe fn read() -> u64 {
         // SAFETY: the caller checked CPUID.1:ECX.OSXSAVE, so XGETBV is enabled.

@@ -1,0 +1,259 @@
+//! The permutation of Argon2's compression function (RFC 9106 section 3.6): BLAKE2b's round
+//! with the BlaMka multiply (`a + b + 2 * lo32(a) * lo32(b)`), applied to the eight rows and
+//! then the eight columns of a 1 KiB block seen as 8 x 8 pairs of 64-bit words.
+//!
+//! This is where Argon2 spends its time: a LUKS2 unlock with cryptsetup's default costs runs
+//! it a million times. The core (`qluks::crypto::argon2`) does the rest of the block step (the
+//! xors with the previous, reference and overwritten blocks) and calls [`permute`] here.
+//!
+//! # Kernels
+//! - `portable`: 64-bit scalar code.
+//! - `avx2`: x86-64 AVX2, four words per vector; two rows (or two column pairs) in flight.
+//! - `avx512vl`: the AVX2 kernel with AVX-512VL's 64-bit rotates (`vprorq`) in place of byte
+//!   shuffles and shift pairs.
+//! - `neon`: aarch64 Advanced SIMD, two words per vector.
+//!
+//! All give identical results (tested against each other and, through the core, against the
+//! RFC 9106 vectors and the `argon2` crate); none branches or indexes memory on the data.
+//! Detection as for the AES backends: `is_*_feature_detected!` with `std`, CPUID and XGETBV
+//! without it on x86-64; NEON is part of every aarch64 target that has a vector unit.
+use core::sync::atomic::{AtomicU8, Ordering};
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod avx2;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+mod neon;
+
+/// 64-bit words in an Argon2 block.
+pub const WORDS: usize = 128;
+
+/// An Argon2 block as little-endian 64-bit words.
+pub type Block = [u64; WORDS];
+
+/// An implementation of [`permute`]. All give identical results; only speed differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BlamkaBackend {
+    /// 64-bit scalar code, any CPU.
+    Portable,
+    /// x86-64 AVX2.
+    Avx2,
+    /// x86-64 AVX2 with the AVX-512VL rotates.
+    Avx512Vl,
+    /// aarch64 Advanced SIMD (NEON).
+    Neon,
+}
+
+impl BlamkaBackend {
+    /// Every backend, slowest first.
+    pub const ALL: [BlamkaBackend; 4] =
+        [BlamkaBackend::Portable, BlamkaBackend::Neon, BlamkaBackend::Avx2, BlamkaBackend::Avx512Vl];
+
+    /// Short lowercase name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            BlamkaBackend::Portable => "portable",
+            BlamkaBackend::Avx2 => "avx2",
+            BlamkaBackend::Avx512Vl => "avx512vl",
+            BlamkaBackend::Neon => "neon",
+        }
+    }
+
+    /// Parses a name given by [`BlamkaBackend::name`].
+    pub fn from_name(name: &str) -> Option<BlamkaBackend> {
+        BlamkaBackend::ALL.into_iter().find(|b| b.name() == name)
+    }
+
+    /// Whether this backend can run here (detected once, then cached).
+    pub fn is_available(self) -> bool {
+        match self {
+            BlamkaBackend::Portable => true,
+            BlamkaBackend::Avx2 => features() & F_AVX2 != 0,
+            BlamkaBackend::Avx512Vl => features() & F_AVX512VL != 0,
+            BlamkaBackend::Neon => features() & F_NEON != 0,
+        }
+    }
+
+    /// The backends usable here, slowest first.
+    pub fn available() -> impl Iterator<Item = BlamkaBackend> {
+        BlamkaBackend::ALL.into_iter().filter(|b| b.is_available())
+    }
+
+    /// The fastest backend usable here.
+    pub fn best() -> BlamkaBackend {
+        BlamkaBackend::available().last().unwrap_or(BlamkaBackend::Portable)
+    }
+}
+
+impl core::fmt::Display for BlamkaBackend {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Applies Argon2's permutation to `block`: P to each row (words `16r..16r + 16`), then P to
+/// each column (words `16k + 2c` and `16k + 2c + 1` of every row `k`), with `backend` (the
+/// portable code when `backend` cannot run here). The kernels keep their working values in
+/// registers and in `block` only; the caller wipes `block` when it holds secrets.
+pub fn permute(backend: BlamkaBackend, block: &mut Block) {
+    match backend {
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        BlamkaBackend::Avx2 if backend.is_available() => avx2::permute(block),
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        BlamkaBackend::Avx512Vl if backend.is_available() => avx2::permute_vl(block),
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        BlamkaBackend::Neon if backend.is_available() => neon::permute(block),
+        _ => permute_portable(block),
+    }
+}
+
+// Inlined when optimizing (the hot loop); separate small frames in debug builds, where
+// inlining every G of a round would make an 8 KiB frame.
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn fblamka(x: u64, y: u64) -> u64 {
+    x.wrapping_add(y).wrapping_add(2u64.wrapping_mul(x & 0xffff_ffff).wrapping_mul(y & 0xffff_ffff))
+}
+
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn gb(v: &mut [u64; 16], a: usize, b: usize, c: usize, d: usize) {
+    v[a] = fblamka(v[a], v[b]);
+    v[d] = (v[d] ^ v[a]).rotate_right(32);
+    v[c] = fblamka(v[c], v[d]);
+    v[b] = (v[b] ^ v[c]).rotate_right(24);
+    v[a] = fblamka(v[a], v[b]);
+    v[d] = (v[d] ^ v[a]).rotate_right(16);
+    v[c] = fblamka(v[c], v[d]);
+    v[b] = (v[b] ^ v[c]).rotate_right(63);
+}
+
+/// The permutation P on 16 words (constant indices: no bounds checks once inlined).
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn p16(v: &mut [u64; 16]) {
+    gb(v, 0, 4, 8, 12);
+    gb(v, 1, 5, 9, 13);
+    gb(v, 2, 6, 10, 14);
+    gb(v, 3, 7, 11, 15);
+    gb(v, 0, 5, 10, 15);
+    gb(v, 1, 6, 11, 12);
+    gb(v, 2, 7, 8, 13);
+    gb(v, 3, 4, 9, 14);
+}
+
+/// The portable kernel.
+fn permute_portable(r: &mut Block) {
+    for row in r.chunks_exact_mut(16) {
+        let row: &mut [u64; 16] = row.try_into().unwrap_or_else(|_| unreachable!());
+        p16(row);
+    }
+    let mut v = [0u64; 16];
+    for col in 0..8 {
+        for k in 0..8 {
+            v[2 * k] = r[16 * k + 2 * col];
+            v[2 * k + 1] = r[16 * k + 2 * col + 1];
+        }
+        p16(&mut v);
+        for k in 0..8 {
+            r[16 * k + 2 * col] = v[2 * k];
+            r[16 * k + 2 * col + 1] = v[2 * k + 1];
+        }
+    }
+    zeroize::Zeroize::zeroize(&mut v);
+}
+
+const F_AVX2: u8 = 1;
+const F_AVX512VL: u8 = 2;
+const F_NEON: u8 = 4;
+const F_DETECTED: u8 = 0x80;
+
+static FEATURES: AtomicU8 = AtomicU8::new(0);
+
+fn features() -> u8 {
+    let f = FEATURES.load(Ordering::Relaxed);
+    if f & F_DETECTED != 0 {
+        return f;
+    }
+    let f = detect() | F_DETECTED;
+    FEATURES.store(f, Ordering::Relaxed);
+    f
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2", feature = "std"))]
+fn detect() -> u8 {
+    use std::is_x86_feature_detected as has;
+    let mut f = 0;
+    if has!("avx2") {
+        f |= F_AVX2;
+        // std checks that the OS saves the zmm state (XCR0) before reporting AVX-512.
+        if has!("avx512f") && has!("avx512vl") {
+            f |= F_AVX512VL;
+        }
+    }
+    f
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2", not(feature = "std")))]
+fn detect() -> u8 {
+    detect_cpuid()
+}
+
+/// AVX2 and AVX-512VL through CPUID (leaf 7 EBX bits 5, 16 and 31), usable only when the OS
+/// saves the ymm (XCR0 bits 1, 2), resp. also the zmm state (bits 5, 6, 7). Compiled (and
+/// tested against the std detection) with std too.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[cfg_attr(feature = "std", allow(dead_code))]
+pub(crate) fn detect_cpuid() -> u8 {
+    use core::arch::x86_64::{__cpuid, __cpuid_count};
+    let bit = |reg: u32, n: u32| reg >> n & 1 == 1;
+    // `__cpuid` is a safe fn in newer Rust; the block keeps the MSRV (1.89) compiling.
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID is present on every x86-64 CPU; leaf 7 is only read when leaf 0 reports it.
+    let (l1, l7) = unsafe {
+        let max_leaf = __cpuid(0).eax;
+        let l1 = __cpuid(1);
+        let l7 = if max_leaf >= 7 { Some(__cpuid_count(7, 0)) } else { None };
+        (l1, l7)
+    };
+    let Some(l7) = l7 else { return 0 };
+    let (osxsave, avx) = (bit(l1.ecx, 27), bit(l1.ecx, 28));
+    let xcr0 = if osxsave { crate::backend::xgetbv0() } else { 0 };
+    let ymm = avx && xcr0 & 0x6 == 0x6;
+    let zmm = ymm && xcr0 & 0xE0 == 0xE0;
+    let mut f = 0;
+    if ymm && bit(l7.ebx, 5) {
+        f |= F_AVX2;
+        if zmm && bit(l7.ebx, 16) && bit(l7.ebx, 31) {
+            f |= F_AVX512VL;
+        }
+    }
+    f
+}
+
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+fn detect() -> u8 {
+    F_NEON
+}
+
+#[cfg(not(any(all(target_arch = "x86_64", target_feature = "sse2"), all(target_arch = "aarch64", target_feature = "neon"))))]
+fn detect() -> u8 {
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2", feature = "std"))]
+    #[test]
+    fn cpuid_and_xgetbv_detection_agrees_with_std() {
+        assert_eq!(detect_cpuid(), detect());
+    }
+
+    #[test]
+    fn detection_is_cached_and_portable_always_runs() {
+        let _ = BlamkaBackend::best();
+        assert_ne!(FEATURES.load(Ordering::Relaxed) & F_DETECTED, 0);
+        assert!(BlamkaBackend::Portable.is_available());
+        for b in BlamkaBackend::ALL {
+            assert_eq!(BlamkaBackend::from_name(b.name()), Some(b));
+        }
+    }
+}
