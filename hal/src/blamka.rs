@@ -232,7 +232,10 @@ fn detect() -> u8 {
     F_NEON
 }
 
-#[cfg(not(any(all(target_arch = "x86_64", target_feature = "sse2"), all(target_arch = "aarch64", target_feature = "neon"))))]
+#[cfg(not(any(
+    all(target_arch = "x86_64", target_feature = "sse2"),
+    all(target_arch = "aarch64", target_feature = "neon")
+)))]
 fn detect() -> u8 {
     0
 }
