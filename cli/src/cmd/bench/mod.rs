@@ -9,6 +9,7 @@
 //! that time slices lost to other processes do not count against the code; the wall-clock figure
 //! is reported next to it.
 
+pub mod argon2;
 pub mod pbkdf2;
 pub mod unlock;
 use std::fmt::Write as _;
@@ -32,6 +33,8 @@ enum BenchWhat {
     Xts(XtsArgs),
     /// PBKDF2-HMAC iterations per second (the work of unlocking a LUKS keyslot).
     Pbkdf2(crate::cmd::bench::pbkdf2::Pbkdf2Args),
+    /// One Argon2 derivation per BlaMka kernel (the work of unlocking a LUKS2 keyslot).
+    Argon2(crate::cmd::bench::argon2::Argon2Args),
     /// How long unlocking each keyslot of a LUKS volume (or LUKS-encrypted qcow2) takes here.
     Unlock(crate::cmd::bench::unlock::UnlockArgs),
 }
@@ -244,6 +247,7 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     match args.what {
         BenchWhat::Xts(args) => run_xts(args),
         BenchWhat::Pbkdf2(args) => crate::cmd::bench::pbkdf2::run(args),
+        BenchWhat::Argon2(args) => crate::cmd::bench::argon2::run(args),
         BenchWhat::Unlock(args) => crate::cmd::bench::unlock::run(args),
     }
 }
