@@ -106,6 +106,48 @@ pub fn permute(backend: BlamkaBackend, block: &mut Block) {
     }
 }
 
+/// Bytes in an Argon2 block.
+pub const BLOCK_BYTES: usize = 8 * WORDS;
+
+/// One step of Argon2's fill (RFC 9106 section 3.2): with `R = prev ^ ref`, the new block is
+/// `P(R) ^ R`, xored into the block it replaces (`dst`) when `xor` (passes after the first).
+/// The new block is written to `dst` (little-endian words, any alignment) and to `prev` (for
+/// the next step); `tmp` is scratch. `ref` and `dst` are the memory's bytes, loaded and stored
+/// by the kernel itself so that it can start on the first rows of `ref` while the rest is
+/// still on its way from memory. The kernels keep their working values in registers and in
+/// `prev` and `tmp` only; the caller wipes those.
+pub fn fill_block(
+    backend: BlamkaBackend,
+    prev: &mut Block,
+    refb: &[u8; BLOCK_BYTES],
+    dst: &mut [u8; BLOCK_BYTES],
+    xor: bool,
+    tmp: &mut Block,
+) {
+    match backend {
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        BlamkaBackend::Avx2 if backend.is_available() => avx2::fill(prev, refb, dst, xor, tmp),
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        BlamkaBackend::Avx512Vl if backend.is_available() => avx2::fill_vl(prev, refb, dst, xor, tmp),
+        _ => {
+            for ((p, t), b) in prev.iter_mut().zip(tmp.iter_mut()).zip(refb.chunks_exact(8)) {
+                let r = *p ^ u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+                *p = r;
+                *t = r;
+            }
+            permute(backend, tmp);
+            for ((p, t), b) in prev.iter_mut().zip(tmp.iter()).zip(dst.chunks_exact_mut(8)) {
+                let mut v = *p ^ *t;
+                if xor {
+                    v ^= u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+                }
+                *p = v;
+                b.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+}
+
 // Inlined when optimizing (the hot loop); separate small frames in debug builds, where
 // inlining every G of a round would make an 8 KiB frame.
 #[cfg_attr(not(debug_assertions), inline(always))]

@@ -1,6 +1,6 @@
 //! The BlaMka permutation kernels against the portable one (which the core's Argon2 tests pin
 //! to the RFC 9106 vectors and the `argon2` crate).
-use qluks_hal::blamka::{permute, BlamkaBackend, Block, WORDS};
+use qluks_hal::blamka::{fill_block, permute, BlamkaBackend, Block, BLOCK_BYTES, WORDS};
 
 struct Rng(u64);
 
@@ -78,4 +78,45 @@ fn the_cpu_kernels_are_detected_where_the_cpu_has_them() {
         assert_eq!(a, b, "{kernel}");
     }
     assert_eq!(BlamkaBackend::best(), BlamkaBackend::available().last().unwrap());
+}
+
+#[test]
+fn every_block_step_matches_the_portable_one_with_and_without_xor() {
+    let mut rng = Rng(0xfeed_f00d_1234_5678);
+    // The memory blocks at odd offsets: the kernels take any alignment.
+    let mut memory = vec![0u8; 2 * BLOCK_BYTES + 3];
+    for case in 0..100 {
+        let prev0 = rng.block();
+        memory.iter_mut().for_each(|b| *b = rng.next() as u8);
+        let xor = case % 2 == 1;
+        let mut expected = None;
+        for kernel in std::iter::once(BlamkaBackend::Portable).chain(BlamkaBackend::available()) {
+            let mut mem = memory.clone();
+            let (refb, dst) = mem[3..].split_at_mut(BLOCK_BYTES);
+            let (refb, dst): (&[u8; BLOCK_BYTES], &mut [u8; BLOCK_BYTES]) =
+                ((&*refb).try_into().unwrap(), dst.try_into().unwrap());
+            let mut prev = prev0;
+            let mut tmp = [0u64; WORDS];
+            fill_block(kernel, &mut prev, refb, dst, xor, &mut tmp);
+            // The new block is in `prev` and, as little-endian bytes, in `dst`.
+            let written: Vec<u8> = prev.iter().flat_map(|w| w.to_le_bytes()).collect();
+            assert_eq!(&written[..], &dst[..], "case {case}, {kernel}");
+            assert_eq!(&mem[..3 + BLOCK_BYTES], &memory[..3 + BLOCK_BYTES], "case {case}, {kernel}: ref untouched");
+            match &expected {
+                None => {
+                    // The definition, word by word: P(R) ^ R (^ the old block), R = prev ^ ref.
+                    let word = |bytes: &[u8], k: usize| u64::from_le_bytes(bytes[8 * k..8 * k + 8].try_into().unwrap());
+                    let mut r: Block = core::array::from_fn(|k| prev0[k] ^ word(&memory[3..], k));
+                    let r0 = r;
+                    permute(BlamkaBackend::Portable, &mut r);
+                    let def: Block = core::array::from_fn(|k| {
+                        r[k] ^ r0[k] ^ if xor { word(&memory[3 + BLOCK_BYTES..], k) } else { 0 }
+                    });
+                    assert_eq!(prev, def, "case {case}: portable step against the definition");
+                    expected = Some(prev);
+                }
+                Some(e) => assert_eq!(&prev, e, "case {case}, {kernel}"),
+            }
+        }
+    }
 }

@@ -370,11 +370,7 @@ impl SegmentJob<'_> {
         if let Some(i) = index.checked_sub(own_first).filter(|&i| i < self.geometry.segment_len) {
             return block(self.own, i);
         }
-        // The last run starting at or before `index`: the reference rules never point into
-        // another lane's segment of the current slice, which no run holds.
-        let k = self.runs.partition_point(|&(first, _)| first <= index) - 1;
-        let (first, bytes) = self.runs[k];
-        block(bytes, index - first)
+        shared_block(self.runs, index)
     }
 
     fn fill(&mut self, w: &mut Work, address: &mut Block, input: &mut Block) {
@@ -438,25 +434,20 @@ impl SegmentJob<'_> {
             let begin = if pass != 0 && slice != SYNC_POINTS - 1 { (slice + 1) * segment_len } else { 0 };
             let ref_index = (begin as u64 + rel) as usize % lane_len;
             // G(prev, ref) = P(R) ^ R with R = prev ^ ref, xored into the block it replaces
-            // after the first pass. Fused over the bytes: R goes to `prev` and `tmp`, the
-            // result to `prev` (the next block's previous) and to memory, with no block copies.
-            let refb = self.block(ref_lane * lane_len + ref_index);
-            for ((p, t), b) in w.prev.iter_mut().zip(w.tmp.iter_mut()).zip(refb.chunks_exact(8)) {
-                let r = *p ^ u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-                *p = r;
-                *t = r;
-            }
-            blamka::permute(kernel, &mut w.tmp);
-            let dst = &mut self.own[i * BLOCK_BYTES..(i + 1) * BLOCK_BYTES];
-            let xor = pass != 0;
-            for ((p, t), b) in w.prev.iter_mut().zip(w.tmp.iter()).zip(dst.chunks_exact_mut(8)) {
-                let mut v = *p ^ *t;
-                if xor {
-                    v ^= u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-                }
-                *p = v;
-                b.copy_from_slice(&v.to_le_bytes());
-            }
+            // after the first pass: the kernel reads `ref` and the old block from memory and
+            // writes the new one to memory and to `prev` (the next block's previous).
+            let (before, rest) = self.own.split_at_mut(i * BLOCK_BYTES);
+            let index = ref_lane * lane_len + ref_index;
+            let own_first = lane * lane_len + slice * segment_len;
+            let refb = match index.checked_sub(own_first).filter(|&k| k < segment_len) {
+                // In this segment: one of the blocks before `i` (RFC 9106 section 3.4).
+                Some(k) => block(before, k),
+                None => shared_block(self.runs, index),
+            };
+            let (Ok(refb), Ok(dst)) = (refb.try_into(), (&mut rest[..BLOCK_BYTES]).try_into()) else {
+                unreachable!("blocks are BLOCK_BYTES long")
+            };
+            blamka::fill_block(kernel, &mut w.prev, refb, dst, pass != 0, &mut w.tmp);
         }
     }
 }
@@ -610,6 +601,15 @@ fn run_slice(
     for job in jobs {
         job.run();
     }
+}
+
+/// Block `index` (counted over the whole memory, lane-major) outside the segments being
+/// written: in the last run starting at or before `index` (the reference rules never point
+/// into another lane's segment of the current slice, which no run holds).
+fn shared_block<'a>(runs: &[(usize, &'a [u8])], index: usize) -> &'a [u8] {
+    let k = runs.partition_point(|&(first, _)| first <= index) - 1;
+    let (first, bytes) = runs[k];
+    block(bytes, index - first)
 }
 
 fn next_addresses(kernel: BlamkaBackend, address: &mut Block, input: &mut Block, tmp: &mut Block) {

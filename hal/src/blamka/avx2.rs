@@ -97,87 +97,138 @@ macro_rules! g2 {
     };
 }
 
-/// The kernel, generic over the rotations.
+/// P on two rows at once: `(a0 b0 c0 d0)` is one row, `(a1 b1 c1 d1)` the next.
+macro_rules! round_rows {
+    ($r32:ident, $r24:ident, $r16:ident, $r63:ident; $a0:ident, $b0:ident, $c0:ident, $d0:ident, $a1:ident, $b1:ident, $c1:ident, $d1:ident) => {
+        g2!($r32, $r24, $r16, $r63; $a0, $a1, $b0, $b1, $c0, $c1, $d0, $d1);
+        // Diagonals: B, C, D rotated by one, two and three words.
+        $b0 = _mm256_permute4x64_epi64::<0x39>($b0);
+        $b1 = _mm256_permute4x64_epi64::<0x39>($b1);
+        $c0 = _mm256_permute4x64_epi64::<0x4e>($c0);
+        $c1 = _mm256_permute4x64_epi64::<0x4e>($c1);
+        $d0 = _mm256_permute4x64_epi64::<0x93>($d0);
+        $d1 = _mm256_permute4x64_epi64::<0x93>($d1);
+        g2!($r32, $r24, $r16, $r63; $a0, $a1, $b0, $b1, $c0, $c1, $d0, $d1);
+        $b0 = _mm256_permute4x64_epi64::<0x93>($b0);
+        $b1 = _mm256_permute4x64_epi64::<0x93>($b1);
+        $c0 = _mm256_permute4x64_epi64::<0x4e>($c0);
+        $c1 = _mm256_permute4x64_epi64::<0x4e>($c1);
+        $d0 = _mm256_permute4x64_epi64::<0x39>($d0);
+        $d1 = _mm256_permute4x64_epi64::<0x39>($d1);
+    };
+}
+
+/// P on two columns at once; in each 128-bit half the state words are
+/// `a0 = (v0 v1)`, `a1 = (v2 v3)`, `b0 = (v4 v5)`, `b1 = (v6 v7)`, ... `d1 = (v14 v15)`.
+macro_rules! round_columns {
+    ($r32:ident, $r24:ident, $r16:ident, $r63:ident; $a0:ident, $a1:ident, $b0:ident, $b1:ident, $c0:ident, $c1:ident, $d0:ident, $d1:ident) => {
+        g2!($r32, $r24, $r16, $r63; $a0, $a1, $b0, $b1, $c0, $c1, $d0, $d1);
+        // Diagonals: (v5 v6)(v7 v4), (v10 v11)(v8 v9), (v15 v12)(v13 v14).
+        let (t0, t1) = (_mm256_alignr_epi8::<8>($b1, $b0), _mm256_alignr_epi8::<8>($b0, $b1));
+        ($b0, $b1) = (t0, t1);
+        ($c0, $c1) = ($c1, $c0);
+        let (t0, t1) = (_mm256_alignr_epi8::<8>($d0, $d1), _mm256_alignr_epi8::<8>($d1, $d0));
+        ($d0, $d1) = (t0, t1);
+        g2!($r32, $r24, $r16, $r63; $a0, $a1, $b0, $b1, $c0, $c1, $d0, $d1);
+        let (t0, t1) = (_mm256_alignr_epi8::<8>($b0, $b1), _mm256_alignr_epi8::<8>($b1, $b0));
+        ($b0, $b1) = (t0, t1);
+        ($c0, $c1) = ($c1, $c0);
+        let (t0, t1) = (_mm256_alignr_epi8::<8>($d1, $d0), _mm256_alignr_epi8::<8>($d0, $d1));
+        ($d0, $d1) = (t0, t1);
+    };
+}
+
+// SAFETY (every `ld!`/`st!` below): the pointer is one of the functions' `&`/`&mut` arguments
+// of 1024 bytes (those written are `&mut`: this function's alone), every index is below 32,
+// and `loadu`/`storeu` take any alignment.
+macro_rules! ld {
+    ($p:expr, $j:expr) => {
+        unsafe { _mm256_loadu_si256($p.add($j)) }
+    };
+}
+macro_rules! st {
+    ($p:expr, $j:expr, $v:expr) => {
+        unsafe { _mm256_storeu_si256($p.add($j), $v) }
+    };
+}
+
+/// P on the columns of the block at `p` (32 vectors), in place.
+macro_rules! columns {
+    ($r32:ident, $r24:ident, $r16:ident, $r63:ident; $p:expr) => {
+        // Columns 2i and 2i + 1: vectors i + 4k.
+        for i in 0..4 {
+            let (mut a0, mut a1, mut b0, mut b1) = (ld!($p, i), ld!($p, i + 4), ld!($p, i + 8), ld!($p, i + 12));
+            let (mut c0, mut c1, mut d0, mut d1) = (ld!($p, i + 16), ld!($p, i + 20), ld!($p, i + 24), ld!($p, i + 28));
+            round_columns!($r32, $r24, $r16, $r63; a0, a1, b0, b1, c0, c1, d0, d1);
+            st!($p, i, a0);
+            st!($p, i + 4, a1);
+            st!($p, i + 8, b0);
+            st!($p, i + 12, b1);
+            st!($p, i + 16, c0);
+            st!($p, i + 20, c1);
+            st!($p, i + 24, d0);
+            st!($p, i + 28, d1);
+        }
+    };
+}
+
+/// The kernels, generic over the rotations: `$permute` (P in place) and `$fill` (a whole
+/// Argon2 block step, see [`super::fill_block`]).
 macro_rules! kernel {
-    ($name:ident, $features:literal, $r32:ident, $r24:ident, $r16:ident, $r63:ident) => {
+    ($permute:ident, $fill:ident, $features:literal, $r32:ident, $r24:ident, $r16:ident, $r63:ident) => {
         #[target_feature(enable = $features)]
-        fn $name(block: &mut Block) {
+        fn $permute(block: &mut Block) {
             let p = block.as_mut_ptr().cast::<__m256i>();
-            // SAFETY (loads and stores below): `p` points at the 1024 bytes of `block`, which
-            // `&mut` gives this function alone; every index is below 32, and `loadu`/`storeu`
-            // take any alignment.
-            macro_rules! ld {
-                ($j:expr) => {
-                    unsafe { _mm256_loadu_si256(p.add($j)) }
-                };
-            }
-            macro_rules! st {
-                ($j:expr, $v:expr) => {
-                    unsafe { _mm256_storeu_si256(p.add($j), $v) }
-                };
-            }
             // Rows 2i and 2i + 1: vectors 8i .. 8i + 4 and 8i + 4 .. 8i + 8.
             for i in 0..4 {
                 let j = 8 * i;
-                let (mut a0, mut b0, mut c0, mut d0) = (ld!(j), ld!(j + 1), ld!(j + 2), ld!(j + 3));
-                let (mut a1, mut b1, mut c1, mut d1) = (ld!(j + 4), ld!(j + 5), ld!(j + 6), ld!(j + 7));
-                g2!($r32, $r24, $r16, $r63; a0, a1, b0, b1, c0, c1, d0, d1);
-                // Diagonals: B, C, D rotated by one, two and three words.
-                b0 = _mm256_permute4x64_epi64::<0x39>(b0);
-                b1 = _mm256_permute4x64_epi64::<0x39>(b1);
-                c0 = _mm256_permute4x64_epi64::<0x4e>(c0);
-                c1 = _mm256_permute4x64_epi64::<0x4e>(c1);
-                d0 = _mm256_permute4x64_epi64::<0x93>(d0);
-                d1 = _mm256_permute4x64_epi64::<0x93>(d1);
-                g2!($r32, $r24, $r16, $r63; a0, a1, b0, b1, c0, c1, d0, d1);
-                b0 = _mm256_permute4x64_epi64::<0x93>(b0);
-                b1 = _mm256_permute4x64_epi64::<0x93>(b1);
-                c0 = _mm256_permute4x64_epi64::<0x4e>(c0);
-                c1 = _mm256_permute4x64_epi64::<0x4e>(c1);
-                d0 = _mm256_permute4x64_epi64::<0x39>(d0);
-                d1 = _mm256_permute4x64_epi64::<0x39>(d1);
-                st!(j, a0);
-                st!(j + 1, b0);
-                st!(j + 2, c0);
-                st!(j + 3, d0);
-                st!(j + 4, a1);
-                st!(j + 5, b1);
-                st!(j + 6, c1);
-                st!(j + 7, d1);
+                let (mut a0, mut b0, mut c0, mut d0) = (ld!(p, j), ld!(p, j + 1), ld!(p, j + 2), ld!(p, j + 3));
+                let (mut a1, mut b1, mut c1, mut d1) = (ld!(p, j + 4), ld!(p, j + 5), ld!(p, j + 6), ld!(p, j + 7));
+                round_rows!($r32, $r24, $r16, $r63; a0, b0, c0, d0, a1, b1, c1, d1);
+                for (k, v) in [a0, b0, c0, d0, a1, b1, c1, d1].into_iter().enumerate() {
+                    st!(p, j + k, v);
+                }
             }
-            // Columns 2i and 2i + 1: vectors i + 4k; in each 128-bit half the state words
-            // (v0 v1)(v2 v3) | (v4 v5)(v6 v7) | (v8 v9)(v10 v11) | (v12 v13)(v14 v15).
+            columns!($r32, $r24, $r16, $r63; p);
+        }
+
+        #[target_feature(enable = $features)]
+        fn $fill(prev: &mut Block, refb: &[u8; 1024], dst: &mut [u8; 1024], xor: bool, tmp: &mut Block) {
+            let (pp, rp) = (prev.as_mut_ptr().cast::<__m256i>(), refb.as_ptr().cast::<__m256i>());
+            let (dp, tp) = (dst.as_mut_ptr().cast::<__m256i>(), tmp.as_mut_ptr().cast::<__m256i>());
+            // All 16 lines of the reference block requested at once (it is usually not in the
+            // caches: a random block of the memory), then rows 2i and 2i + 1 of R = prev ^ ref
+            // as its lines arrive; R (^ the block being overwritten) waits in `prev` for the end.
+            for line in 0..16 {
+                // SAFETY: a prefetch is a hint: it never faults, and the address is in `refb`.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(refb.as_ptr().add(64 * line).cast()) };
+            }
             for i in 0..4 {
-                let (mut a0, mut a1, mut b0, mut b1) = (ld!(i), ld!(i + 4), ld!(i + 8), ld!(i + 12));
-                let (mut c0, mut c1, mut d0, mut d1) = (ld!(i + 16), ld!(i + 20), ld!(i + 24), ld!(i + 28));
-                g2!($r32, $r24, $r16, $r63; a0, a1, b0, b1, c0, c1, d0, d1);
-                // Diagonals: (v5 v6)(v7 v4), (v10 v11)(v8 v9), (v15 v12)(v13 v14).
-                let (t0, t1) = (_mm256_alignr_epi8::<8>(b1, b0), _mm256_alignr_epi8::<8>(b0, b1));
-                (b0, b1) = (t0, t1);
-                (c0, c1) = (c1, c0);
-                let (t0, t1) = (_mm256_alignr_epi8::<8>(d0, d1), _mm256_alignr_epi8::<8>(d1, d0));
-                (d0, d1) = (t0, t1);
-                g2!($r32, $r24, $r16, $r63; a0, a1, b0, b1, c0, c1, d0, d1);
-                let (t0, t1) = (_mm256_alignr_epi8::<8>(b0, b1), _mm256_alignr_epi8::<8>(b1, b0));
-                (b0, b1) = (t0, t1);
-                (c0, c1) = (c1, c0);
-                let (t0, t1) = (_mm256_alignr_epi8::<8>(d1, d0), _mm256_alignr_epi8::<8>(d0, d1));
-                (d0, d1) = (t0, t1);
-                st!(i, a0);
-                st!(i + 4, a1);
-                st!(i + 8, b0);
-                st!(i + 12, b1);
-                st!(i + 16, c0);
-                st!(i + 20, c1);
-                st!(i + 24, d0);
-                st!(i + 28, d1);
+                let j = 8 * i;
+                let mut r = [_mm256_setzero_si256(); 8];
+                for (k, r) in r.iter_mut().enumerate() {
+                    *r = _mm256_xor_si256(ld!(pp, j + k), ld!(rp, j + k));
+                    let xy = if xor { _mm256_xor_si256(*r, ld!(dp, j + k)) } else { *r };
+                    st!(pp, j + k, xy);
+                }
+                let [mut a0, mut b0, mut c0, mut d0, mut a1, mut b1, mut c1, mut d1] = r;
+                round_rows!($r32, $r24, $r16, $r63; a0, b0, c0, d0, a1, b1, c1, d1);
+                for (k, v) in [a0, b0, c0, d0, a1, b1, c1, d1].into_iter().enumerate() {
+                    st!(tp, j + k, v);
+                }
+            }
+            columns!($r32, $r24, $r16, $r63; tp);
+            for j in 0..32 {
+                let out = _mm256_xor_si256(ld!(tp, j), ld!(pp, j));
+                st!(pp, j, out);
+                st!(dp, j, out);
             }
         }
     };
 }
 
-kernel!(permute_avx2, "avx2", rotr32, rotr24, rotr16, rotr63);
-kernel!(permute_avx512vl, "avx2,avx512f,avx512vl", ror32, ror24, ror16, ror63);
+kernel!(permute_avx2, fill_avx2, "avx2", rotr32, rotr24, rotr16, rotr63);
+kernel!(permute_avx512vl, fill_avx512vl, "avx2,avx512f,avx512vl", ror32, ror24, ror16, ror63);
 
 /// The AVX2 kernel; the caller checked that AVX2 is available.
 pub(super) fn permute(block: &mut Block) {
@@ -191,4 +242,16 @@ pub(super) fn permute_vl(block: &mut Block) {
     // SAFETY: `super::permute` calls this only when detection found AVX2, AVX-512F and
     // AVX-512VL (and the zmm state saved by the OS).
     unsafe { permute_avx512vl(block) }
+}
+
+/// The AVX2 block step; the caller checked that AVX2 is available.
+pub(super) fn fill(prev: &mut Block, refb: &[u8; 1024], dst: &mut [u8; 1024], xor: bool, tmp: &mut Block) {
+    // SAFETY: as for `permute`.
+    unsafe { fill_avx2(prev, refb, dst, xor, tmp) }
+}
+
+/// The AVX-512VL block step; the caller checked that AVX-512F and AVX-512VL are available.
+pub(super) fn fill_vl(prev: &mut Block, refb: &[u8; 1024], dst: &mut [u8; 1024], xor: bool, tmp: &mut Block) {
+    // SAFETY: as for `permute_vl`.
+    unsafe { fill_avx512vl(prev, refb, dst, xor, tmp) }
 }

@@ -14,7 +14,7 @@ use clap::{Args, ValueEnum};
 use qluks::crypto::argon2::{argon2_with_kernel, Input, Params, Variant};
 use qluks_hal::blamka::BlamkaBackend;
 
-use crate::luks2_memory::{KdfMemory, ThreadLanes};
+use crate::luks2_memory::{HugePages, KdfMemory, ThreadLanes};
 
 /// `qluks bench argon2` arguments.
 #[derive(Args)]
@@ -41,6 +41,10 @@ pub struct Argon2Args {
     /// Timed derivations per kernel; the median is reported.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=99))]
     repeats: u32,
+    /// Huge pages for the memory: `auto` as an unlock decides (none where free memory goes back
+    /// to a hypervisor), `yes` as many as are free, `no` none.
+    #[arg(long, value_enum, default_value_t = HugePages::Auto)]
+    huge_pages: HugePages,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Human)]
     output: Output,
@@ -110,7 +114,7 @@ pub fn run(args: Argon2Args) -> Result<(), Box<dyn std::error::Error>> {
     let kernels = kernels(&args.kernel)?;
     let lanes = if args.threads == 0 { ThreadLanes::for_host() } else { ThreadLanes::new(args.threads) };
     let threads = lanes.threads().min(args.lanes as usize);
-    let mut memory = KdfMemory::new(bytes);
+    let mut memory = KdfMemory::with_huge_pages(bytes, args.huge_pages);
     derive(&params, memory.bytes(), &lanes, kernels[0])?;
     let mut walls = vec![Vec::new(); kernels.len()];
     let mut cpus = vec![Vec::new(); kernels.len()];
