@@ -336,11 +336,13 @@ pub struct SegmentJob<'a> {
     /// The readable rest of the memory, as runs (first block index, bytes) in address order.
     runs: &'a [(usize, &'a [u8])],
     done: bool,
+    /// A wipe job: `own` is the whole lane, to be zeroed (the memory's wipe, lanes in parallel).
+    wipe: bool,
 }
 
 impl SegmentJob<'_> {
     fn empty(geometry: Geometry) -> Self {
-        SegmentJob { geometry, pass: 0, slice: 0, lane: 0, own: &mut [], runs: &[], done: true }
+        SegmentJob { geometry, pass: 0, slice: 0, lane: 0, own: &mut [], runs: &[], done: true, wipe: false }
     }
 
     /// The lane this job fills.
@@ -349,9 +351,14 @@ impl SegmentJob<'_> {
     }
 
     /// Fills the segment (a second call does nothing). Its stack use is about 7 KiB, wiped
-    /// before it returns.
+    /// before it returns. After the last pass, a job wipes its lane of the memory instead.
     pub fn run(&mut self) {
         if self.done {
+            return;
+        }
+        if self.wipe {
+            self.own.zeroize();
+            self.done = true;
             return;
         }
         let mut w = Work { prev: [0; WORDS], refb: [0; WORDS], cur: [0; WORDS], tmp: [0; WORDS] };
@@ -541,7 +548,7 @@ pub fn argon2_with_kernel(
     for pass in 0..geometry.passes {
         for slice in 0..SYNC_POINTS {
             for group in (0..lanes).step_by(MAX_PARALLEL_LANES) {
-                run_slice(geometry, pass, slice, group..lanes.min(group + MAX_PARALLEL_LANES), memory, runner);
+                run_slice(geometry, pass, slice, group..lanes.min(group + MAX_PARALLEL_LANES), memory, runner, false);
             }
         }
     }
@@ -554,18 +561,23 @@ pub fn argon2_with_kernel(
             w.cur[k] ^= w.refb[k];
         }
     }
+    // The memory holds passphrase-derived state: wiped, a lane per job (in parallel where the
+    // runner has threads).
+    for group in (0..lanes).step_by(MAX_PARALLEL_LANES) {
+        run_slice(geometry, 0, 0, group..lanes.min(group + MAX_PARALLEL_LANES), memory, runner, true);
+    }
     for (b, word) in bytes.chunks_exact_mut(8).zip(w.cur.iter()) {
         b.copy_from_slice(&word.to_le_bytes());
     }
     blake2b_long(&[&bytes], out);
     bytes.zeroize();
     w.zeroize();
-    memory.zeroize();
     Ok(())
 }
 
 /// Hands the segments of `lanes` in `slice` of `pass` to `runner` as jobs: `memory` is cut
-/// at those segments, the rest is shared read-only among the jobs.
+/// at those segments, the rest is shared read-only among the jobs. With `wipe`, the jobs are
+/// the whole lanes instead, to be zeroed.
 #[inline(never)]
 fn run_slice(
     geometry: Geometry,
@@ -574,26 +586,29 @@ fn run_slice(
     lanes: core::ops::Range<usize>,
     memory: &mut [u8],
     runner: &dyn LaneRunner,
+    wipe: bool,
 ) {
     let count = lanes.len();
+    let (offset, len) =
+        if wipe { (0, geometry.lane_len) } else { (slice * geometry.segment_len, geometry.segment_len) };
     let mut owns: [&mut [u8]; MAX_PARALLEL_LANES] = Default::default();
     let mut runs: [(usize, &[u8]); MAX_PARALLEL_LANES + 1] = [(0, &[]); MAX_PARALLEL_LANES + 1];
     let mut rest = memory;
     let mut consumed = 0;
     for (k, lane) in lanes.clone().enumerate() {
-        let first = lane * geometry.lane_len + slice * geometry.segment_len;
+        let first = lane * geometry.lane_len + offset;
         let (before, tail) = core::mem::take(&mut rest).split_at_mut((first - consumed) * BLOCK_BYTES);
-        let (own, after) = tail.split_at_mut(geometry.segment_len * BLOCK_BYTES);
+        let (own, after) = tail.split_at_mut(len * BLOCK_BYTES);
         runs[k] = (consumed, before);
         owns[k] = own;
         rest = after;
-        consumed = first + geometry.segment_len;
+        consumed = first + len;
     }
     runs[count] = (consumed, rest);
     let runs = &runs[..=count];
     let mut jobs: [SegmentJob<'_>; MAX_PARALLEL_LANES] = core::array::from_fn(|_| SegmentJob::empty(geometry));
     for ((job, own), lane) in jobs.iter_mut().zip(owns.iter_mut()).zip(lanes) {
-        *job = SegmentJob { geometry, pass, slice, lane, own: core::mem::take(own), runs, done: false };
+        *job = SegmentJob { geometry, pass, slice, lane, own: core::mem::take(own), runs, done: false, wipe };
     }
     let jobs = &mut jobs[..count];
     runner.run(jobs);
