@@ -321,3 +321,42 @@ fn keyslot_choice_and_priority_ignore() {
     assert_eq!(unlock(Some(1)).unwrap_err(), LuksError::KeyslotInactive { keyslot: 1 });
     assert_eq!(unlock(Some(32)).unwrap_err(), LuksError::KeyslotOutOfRange { keyslot: 32 });
 }
+
+#[test]
+fn pbkdf2_keyslots_derived_in_pairs_each_unlock_to_their_keyslot() {
+    let test = "pbkdf2_keyslots_derived_in_pairs_each_unlock_to_their_keyslot";
+    if !common::tool(test, "cryptsetup") {
+        return;
+    }
+    // 32-byte area keys: two keyslots' PBKDF2-SHA-256 chains fill the interleaving kernel's
+    // lanes, so keyslots 0 and 1 (and 2 and 3) are derived together where the CPU has SHA
+    // instructions; keyslot 4 has another iteration count and is derived alone.
+    let dir = common::TempDir::new(test);
+    let pbkdf2 = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"];
+    let (image, key_file) = luks_format(&dir, "v.luks2", &[&pbkdf2[..], &["--key-size", "256"]].concat());
+    let passphrases: [&[u8]; 5] = [PASSPHRASE, b"second", b"third", b"fourth", b"fifth"];
+    for (k, passphrase) in passphrases.iter().enumerate().skip(1) {
+        let new = dir.join(&format!("pass{k}"));
+        std::fs::write(&new, passphrase).unwrap();
+        let iterations = if k == 4 { "2000" } else { "1000" };
+        common::run(
+            Command::new("cryptsetup")
+                .args(["luksAddKey", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", iterations])
+                .arg("--key-file")
+                .arg(&key_file)
+                .arg(&image)
+                .arg(&new),
+        );
+    }
+    let header = open_header(&image).unwrap();
+    assert_eq!(header.metadata.keyslots().count(), 5);
+    assert!(header.metadata.keyslots().all(|(_, k)| k.area.key_size == 32));
+    let sha = qluks_hal::sha::ShaBackend::best() != qluks_hal::sha::ShaBackend::Portable;
+    assert_eq!(qluks::crypto::pbkdf2_many_pays(qluks::crypto::HashAlg::Sha256, 32, 2), sha);
+    let volume_key = dumped_volume_key(&image, &key_file);
+    for (k, passphrase) in passphrases.iter().enumerate() {
+        let (slot, key) = qluks_unlock(&image, passphrase, None).unwrap();
+        assert_eq!((slot, &key), (k, &volume_key), "passphrase of keyslot {k}");
+    }
+    assert_eq!(qluks_unlock(&image, b"none of them", None).unwrap_err(), LuksError::WrongPassphrase);
+}

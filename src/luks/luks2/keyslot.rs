@@ -57,7 +57,7 @@
 use zeroize::Zeroize;
 
 use super::kdf::derive_with;
-use super::metadata::{Luks2Digest, Luks2Keyslot, Metadata, Priority, MAX_KEYSLOTS};
+use super::metadata::{Kdf, Luks2Digest, Luks2Keyslot, Metadata, Priority, MAX_KEYSLOTS};
 use super::Luks2Error;
 use crate::crypto::argon2::{LaneRunner, Sequential};
 use crate::crypto::{ct_eq, pbkdf2, AfMerge, CipherSpec, HashAlg, SectorCipher, VolumeKey};
@@ -101,13 +101,62 @@ pub fn merge_keyslot_with<I: BlockIo>(
     kdf_memory: &mut [u8],
     runner: &dyn LaneRunner,
 ) -> Result<VolumeKey, LuksIoError<I::Error>> {
+    let merge = merge_params(slot)?;
+    let area_key = derive_area_key(slot, passphrase, kdf_memory, runner)?;
+    merge_with_area_key(io, slot, merge, area_key)
+}
+
+/// The area cipher and AF hash of `slot`, checked before any KDF work.
+fn merge_params(slot: &Luks2Keyslot) -> Result<(CipherSpec, HashAlg), LuksError> {
     let area = &slot.area;
     let spec = CipherSpec::parse_combined(area.encryption.as_str(), area.key_size as usize)?;
-    let af_hash = HashAlg::from_name(slot.af.hash.as_str())?;
-    let area_key = derive_area_key(slot, passphrase, kdf_memory, runner)?;
+    Ok((spec, HashAlg::from_name(slot.af.hash.as_str())?))
+}
+
+/// The key material of `slot` merged with its area key (derived by the caller).
+fn merge_with_area_key<I: BlockIo>(
+    io: &mut I,
+    slot: &Luks2Keyslot,
+    (spec, af_hash): (CipherSpec, HashAlg),
+    area_key: VolumeKey,
+) -> Result<VolumeKey, LuksIoError<I::Error>> {
     let cipher = SectorCipher::new(spec, area_key.as_bytes())?;
     drop(area_key);
     merge_material(io, slot, af_hash, &cipher)
+}
+
+/// The hash of two PBKDF2 keyslots whose area keys one [`crate::crypto::pbkdf2_many`] call
+/// derives in about the time of one: the same hash, iteration count and area key size, on a
+/// kernel with lanes for both (see [`crate::crypto::pbkdf2_many_pays`]).
+fn pbkdf2_pair(a: &Luks2Keyslot, b: &Luks2Keyslot) -> Option<HashAlg> {
+    match (&a.kdf, &b.kdf) {
+        (Kdf::Pbkdf2 { hash, iterations, .. }, Kdf::Pbkdf2 { hash: hash_b, iterations: iterations_b, .. })
+            if hash.as_str() == hash_b.as_str() && iterations == iterations_b && a.area.key_size == b.area.key_size =>
+        {
+            let hash = HashAlg::from_name(hash.as_str()).ok()?;
+            crate::crypto::pbkdf2_many_pays(hash, a.area.key_size as usize, 2).then_some(hash)
+        }
+        _ => None,
+    }
+}
+
+/// The area keys of PBKDF2 keyslots `a` and `b` (see [`pbkdf2_pair`]) in one call, out of line
+/// like [`derive_area_key`].
+#[inline(never)]
+fn derive_area_keys(
+    a: &Luks2Keyslot,
+    b: &Luks2Keyslot,
+    hash: HashAlg,
+    passphrase: &[u8],
+) -> Result<(VolumeKey, VolumeKey), LuksError> {
+    let (Kdf::Pbkdf2 { iterations, salt: salt_a, .. }, Kdf::Pbkdf2 { salt: salt_b, .. }) = (&a.kdf, &b.kdf) else {
+        unreachable!("pbkdf2_pair checked both")
+    };
+    let mut key_a = VolumeKey::zeroed(a.area.key_size as usize)?;
+    let mut key_b = VolumeKey::zeroed(b.area.key_size as usize)?;
+    let mut jobs = [(salt_a.as_slice(), key_a.as_mut_bytes()), (salt_b.as_slice(), key_b.as_mut_bytes())];
+    crate::crypto::pbkdf2_many(hash, passphrase, *iterations, &mut jobs)?;
+    Ok((key_a, key_b))
 }
 
 /// The KDF step, out of line: the key-material buffer of [`merge_material`] is not on the
@@ -244,14 +293,36 @@ pub fn unlock_with_runner<I: BlockIo>(
     }
     let mut refused = None;
     let mut refused_count = 0;
-    for &k in &order[..count] {
+    // An area key derived together with the previous keyslot's (see `pbkdf2_pair`).
+    let mut ahead: Option<(usize, VolumeKey)> = None;
+    for (pos, &k) in order[..count].iter().enumerate() {
         let Some(slot) = &metadata.keyslots[k] else { continue };
         if let Err(cost) = limits.check(&slot.kdf) {
             refused.get_or_insert((k, cost));
             refused_count += 1;
             continue;
         }
-        let key = merge_keyslot_with(io, slot, passphrase, kdf_memory, runner).map_err(|e| match e {
+        let merge = merge_params(slot)?;
+        let area_key = match ahead.take() {
+            Some((j, key)) if j == k => key,
+            _ => {
+                // The next keyslot to try, when its area key comes at little extra cost.
+                let next = order[pos + 1..count].first().and_then(|&n| {
+                    let other = metadata.keyslots[n].as_ref().filter(|o| limits.check(&o.kdf).is_ok())?;
+                    merge_params(other).ok()?;
+                    Some((n, other, pbkdf2_pair(slot, other)?))
+                });
+                match next {
+                    Some((n, other, hash)) => {
+                        let (key, key_n) = derive_area_keys(slot, other, hash, passphrase)?;
+                        ahead = Some((n, key_n));
+                        key
+                    }
+                    None => derive_area_key(slot, passphrase, kdf_memory, runner)?,
+                }
+            }
+        };
+        let key = merge_with_area_key(io, slot, merge, area_key).map_err(|e| match e {
             LuksIoError::Luks(LuksError::KeyslotStripes { stripes, .. }) => {
                 LuksIoError::Luks(LuksError::KeyslotStripes { keyslot: k, stripes })
             }
