@@ -77,7 +77,9 @@ fn the_cpu_kernels_are_detected_where_the_cpu_has_them() {
         permute(kernel, &mut b);
         assert_eq!(a, b, "{kernel}");
     }
-    assert_eq!(BlamkaBackend::best(), BlamkaBackend::available().last().unwrap());
+    // The default: the last x86 kernel available; NEON only by name until timed on hardware.
+    let best = BlamkaBackend::available().filter(|&b| b != BlamkaBackend::Neon).last().unwrap();
+    assert_eq!(BlamkaBackend::best(), best);
 }
 
 #[test]
