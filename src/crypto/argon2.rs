@@ -3,9 +3,12 @@
 //!
 //! LUKS2 keyslots derive their area key with Argon2, which is memory-hard: cryptsetup asks for
 //! up to 1 GiB. The memory comes from the caller as a plain `&mut [u8]` of any alignment
-//! (firmware hands over a raw region without `unsafe`): each 1 KiB block is loaded into a
-//! stack copy as little-endian words, compressed, and stored back, so no aligned view of the
-//! region is ever needed. The region is wiped afterwards: it holds passphrase-derived state.
+//! (firmware hands over a raw region without `unsafe`): the block step
+//! ([`qluks_hal::blamka::fill_block`], on the CPU's fastest BlaMka kernel) reads the reference
+//! block and the block it replaces as little-endian bytes and writes the new one back, keeping
+//! the previous block as words on the stack, so no aligned view of the region is ever needed.
+//! The region is wiped afterwards (a lane per job, see below): it holds passphrase-derived
+//! state.
 //!
 //! The lanes of one slice are independent (RFC 9106 section 3.4: a block references other
 //! lanes only outside the current slice), so the fill hands them to a [`LaneRunner`] as
