@@ -413,16 +413,9 @@ impl SegmentJob<'_> {
         let first = lane * lane_len + slice * segment_len + start;
         let prev = if first.is_multiple_of(lane_len) { first + lane_len - 1 } else { first - 1 };
         load(self.block(prev), &mut w.prev);
-        // Within a segment the previous block is the one just computed (kept in `w.prev`).
-        for i in start..segment_len {
-            let pseudo = if independent {
-                if i % WORDS == 0 {
-                    next_addresses(kernel, address, input, &mut w.tmp);
-                }
-                address[i % WORDS]
-            } else {
-                w.prev[0]
-            };
+        // The reference block of block `i` of the segment (an index over the whole memory) for
+        // the pseudo-random word `pseudo` (RFC 9106 section 3.4).
+        let reference = |i: usize, pseudo: u64| {
             let ref_lane = if pass == 0 && slice == 0 { lane } else { (pseudo >> 32) as usize % lanes };
             let same_lane = ref_lane == lane;
             let area = if pass == 0 {
@@ -442,12 +435,28 @@ impl SegmentJob<'_> {
             let rel = (j1 * j1) >> 32;
             let rel = area - 1 - ((area * rel) >> 32);
             let begin = if pass != 0 && slice != SYNC_POINTS - 1 { (slice + 1) * segment_len } else { 0 };
-            let ref_index = (begin as u64 + rel) as usize % lane_len;
+            ref_lane * lane_len + (begin as u64 + rel) as usize % lane_len
+        };
+        // Within a segment the previous block is the one just computed (kept in `w.prev`).
+        for i in start..segment_len {
+            let pseudo = if independent {
+                if i % WORDS == 0 {
+                    next_addresses(kernel, address, input, &mut w.tmp);
+                }
+                address[i % WORDS]
+            } else {
+                w.prev[0]
+            };
+            let index = reference(i, pseudo);
+            // With data-independent addresses the next block's reference is known now: its
+            // lines are requested while this block is computed (within the address block).
+            if independent && (i + 1) % WORDS != 0 && i + 1 < segment_len {
+                blamka::prefetch(self.block(reference(i + 1, address[(i + 1) % WORDS])));
+            }
             // G(prev, ref) = P(R) ^ R with R = prev ^ ref, xored into the block it replaces
             // after the first pass: the kernel reads `ref` and the old block from memory and
             // writes the new one to memory and to `prev` (the next block's previous).
             let (before, rest) = self.own.split_at_mut(i * BLOCK_BYTES);
-            let index = ref_lane * lane_len + ref_index;
             let own_first = lane * lane_len + slice * segment_len;
             let refb = match index.checked_sub(own_first).filter(|&k| k < segment_len) {
                 // In this segment: one of the blocks before `i` (RFC 9106 section 3.4).
