@@ -17,7 +17,9 @@
 //! - `armv8`: aarch64 FEAT_SHA256 (`sha256h/h2/su0/su1`), two chains interleaved.
 //!
 //! HMAC-SHA-1 ([`pbkdf2_sha1_chains`]) has a SHA-NI kernel too (`sha1rnds4`, `sha1nexte`,
-//! `sha1msg1/2`); on the other backends it runs the portable loop.
+//! `sha1msg1/2`) and an ARMv8 one (FEAT_SHA1: `sha1c/p/m`, `sha1h`, `sha1su0/1`, which come
+//! with FEAT_SHA256 in the same `sha2` feature); on the portable backend it runs the portable
+//! loop.
 //!
 //! Detection as for the AES backends: `is_*_feature_detected!` with `std`, CPUID without it on
 //! x86-64, the `sha2` target feature on bare-metal aarch64. Not compiled on the soft-float
@@ -27,6 +29,8 @@ use zeroize::Zeroize;
 
 #[cfg(target_arch = "aarch64")]
 mod armv8;
+#[cfg(target_arch = "aarch64")]
+mod armv8_1;
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod shani;
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
@@ -52,7 +56,8 @@ pub enum ShaBackend {
     Portable,
     /// x86-64 SHA extensions (SHA-NI), two chains interleaved.
     ShaNi,
-    /// aarch64 ARMv8 SHA2 instructions, two chains interleaved.
+    /// aarch64 ARMv8 SHA2 instructions (FEAT_SHA256, and FEAT_SHA1 for SHA-1), two chains
+    /// interleaved (four for SHA-1).
     Armv8,
 }
 
@@ -91,6 +96,16 @@ impl ShaBackend {
     /// The fastest backend usable here.
     pub fn best() -> ShaBackend {
         ShaBackend::available().last().unwrap_or(ShaBackend::Portable)
+    }
+
+    /// The kernel that [`pbkdf2_sha1_chains`] runs on this backend: itself where it has an
+    /// HMAC-SHA-1 kernel and is available here (SHA-NI, ARMv8), otherwise
+    /// [`ShaBackend::Portable`]. The dispatch follows this, so it tells which code runs.
+    pub fn sha1_kernel(self) -> ShaBackend {
+        match self {
+            ShaBackend::ShaNi | ShaBackend::Armv8 if self.is_available() => self,
+            _ => ShaBackend::Portable,
+        }
     }
 }
 
@@ -309,9 +324,10 @@ fn portable<const N: usize>(
 }
 
 /// [`pbkdf2_sha256_chains`] for HMAC-SHA-1: the states are five words, and so are the digest
-/// words of `u` and `t` (words 5..8 are unspecified on return). Interleaved on SHA-NI, four
-/// chains at a time (four pay here: 1.18x the throughput of two pairs on Zen 4), then two,
-/// then one; every other backend runs [`ShaBackend::Portable`]'s loop.
+/// words of `u` and `t` (words 5..8 are unspecified on return). Interleaved on SHA-NI and on
+/// the ARMv8 SHA1 instructions, four chains at a time (four pay on SHA-NI: 1.18x the
+/// throughput of two pairs on Zen 4), then two, then one; the portable backend (and an
+/// unavailable one) runs [`ShaBackend::Portable`]'s loop.
 pub fn pbkdf2_sha1_chains(
     backend: ShaBackend,
     inner: &[u32; 5],
@@ -345,10 +361,15 @@ fn run_sha1<const N: usize>(
     chains: &mut [Chain; N],
     iterations: u32,
 ) {
-    match backend {
+    match backend.sha1_kernel() {
         #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-        // SAFETY: SHA-NI is available (checked here), so the CPU has SHA, SSE2, SSSE3, SSE4.1.
-        ShaBackend::ShaNi if backend.is_available() => unsafe { shani1::chains::<N>(inner, outer, chains, iterations) },
+        // SAFETY: `sha1_kernel` returns SHA-NI only where it is available, so the CPU has SHA,
+        // SSE2, SSSE3, SSE4.1.
+        ShaBackend::ShaNi => unsafe { shani1::chains::<N>(inner, outer, chains, iterations) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: `sha1_kernel` returns armv8 only where it is available, so the CPU has
+        // FEAT_SHA1 (Rust's `sha2` feature is detected only with both FEAT_SHA1 and FEAT_SHA256).
+        ShaBackend::Armv8 => unsafe { armv8_1::chains::<N>(inner, outer, chains, iterations) },
         _ => portable_sha1(inner, outer, chains, iterations),
     }
 }

@@ -5,8 +5,8 @@ use super::{Error, HashAlg};
 use qluks_hal::sha::{Chain, Sha256Variant, ShaBackend};
 use zeroize::Zeroize;
 
-/// How PBKDF2 runs its HMAC-SHA-256/224 chains, and its HMAC-SHA-1 chains on SHA-NI (the other
-/// hashes always run the scalar loop).
+/// How PBKDF2 runs its HMAC-SHA-256/224 and HMAC-SHA-1 chains (the other hashes always run the
+/// scalar loop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pbkdf2Kernel {
     /// The compression function called block by block, every output block's chain advanced in
@@ -33,9 +33,9 @@ impl Pbkdf2Kernel {
 /// Derives `out.len()` bytes from `password` and `salt` with `iterations` rounds of HMAC-`hash`.
 ///
 /// SHA-256 and SHA-224 run on the interleaved kernels of `qluks_hal::sha` (SHA-NI or the ARMv8
-/// SHA2 instructions when present), two output blocks at a time, and so does SHA-1 on SHA-NI;
-/// the rest of the SHA family
-/// runs a loop on the compression functions that advances all output blocks' chains in
+/// SHA2 instructions when present), two output blocks at a time, and so does SHA-1 (on SHA-NI
+/// or the ARMv8 SHA1 instructions, up to four output blocks at a time); the rest of the SHA
+/// family runs a loop on the compression functions that advances all output blocks' chains in
 /// lockstep; RIPEMD-160 runs HMAC over the `ripemd` crate's hasher. Every intermediate (the
 /// padded keys, the keyed inner and outer states, each U and T block, each compression's
 /// output state) is wiped before returning; only `out` holds derived bytes.
@@ -43,7 +43,7 @@ pub fn pbkdf2(hash: HashAlg, password: &[u8], salt: &[u8], iterations: u32, out:
     pbkdf2_with(Pbkdf2Kernel::best(), hash, password, salt, iterations, out)
 }
 
-/// [`pbkdf2`] on a chosen kernel for SHA-256/224 (for benchmarks and tests: every kernel
+/// [`pbkdf2`] on a chosen kernel for SHA-256/224 and SHA-1 (for benchmarks and tests: every kernel
 /// gives the same bytes).
 pub fn pbkdf2_with(
     kernel: Pbkdf2Kernel,
@@ -60,10 +60,8 @@ pub fn pbkdf2_with(
         (HashAlg::Sha256 | HashAlg::Sha224, Pbkdf2Kernel::Interleaved(b)) => {
             interleaved(hash, b, password, iterations, &mut [(salt, out)])
         }
-        // SHA-1 has an interleaved kernel on SHA-NI only (elsewhere it would run portably).
-        (HashAlg::Sha1, Pbkdf2Kernel::Interleaved(b @ (ShaBackend::ShaNi | ShaBackend::Portable))) => {
-            interleaved(hash, b, password, iterations, &mut [(salt, out)])
-        }
+        // SHA-1's interleaved kernels: SHA-NI and ARMv8 (an unavailable one runs portably).
+        (HashAlg::Sha1, Pbkdf2Kernel::Interleaved(b)) => interleaved(hash, b, password, iterations, &mut [(salt, out)]),
         (HashAlg::Sha1, _) => hmac_chains::<md_state::Sha1>(password, salt, iterations, out),
         (HashAlg::Sha224, _) => hmac_chains::<md_state::Sha224>(password, salt, iterations, out),
         (HashAlg::Sha256, _) => hmac_chains::<md_state::Sha256>(password, salt, iterations, out),
@@ -76,9 +74,9 @@ pub fn pbkdf2_with(
 }
 
 /// [`pbkdf2`] for several `(salt, out)` jobs with one password and iteration count (LUKS
-/// keyslots of one passphrase): with SHA-256/224 on SHA-NI or the ARMv8 SHA2 instructions, the
-/// output blocks of all jobs share the interleaving kernel's lanes (two 32-byte keys cost
-/// about as much as one); otherwise the jobs run one after the other.
+/// keyslots of one passphrase): with SHA-256/224 (or SHA-1) on SHA-NI or the ARMv8 SHA2 (SHA1)
+/// instructions, the output blocks of all jobs share the interleaving kernel's lanes (two
+/// 32-byte keys cost about as much as one); otherwise the jobs run one after the other.
 pub fn pbkdf2_many(
     hash: HashAlg,
     password: &[u8],
@@ -88,12 +86,9 @@ pub fn pbkdf2_many(
     if iterations == 0 {
         return Err(Error::ZeroIterations);
     }
-    match (hash, Pbkdf2Kernel::best()) {
-        (HashAlg::Sha256 | HashAlg::Sha224, Pbkdf2Kernel::Interleaved(b))
-        | (HashAlg::Sha1, Pbkdf2Kernel::Interleaved(b @ ShaBackend::ShaNi)) => {
-            interleaved(hash, b, password, iterations, jobs)
-        }
-        _ => {
+    match interleaving(hash) {
+        Some(b) => interleaved(hash, b, password, iterations, jobs),
+        None => {
             for (salt, out) in jobs.iter_mut() {
                 pbkdf2(hash, password, salt, iterations, out)?;
             }
@@ -123,12 +118,17 @@ fn interleaved(hash: HashAlg, backend: ShaBackend, password: &[u8], iterations: 
 /// Whether [`pbkdf2_many`] derives `jobs` keys of `key_len` bytes in about the time of one:
 /// their output blocks together fill no more than the interleaving kernel's lanes.
 pub fn pbkdf2_many_pays(hash: HashAlg, key_len: usize, jobs: usize) -> bool {
-    matches!(
-        (hash, Pbkdf2Kernel::best()),
-        (HashAlg::Sha256 | HashAlg::Sha224, Pbkdf2Kernel::Interleaved(_))
-            | (HashAlg::Sha1, Pbkdf2Kernel::Interleaved(ShaBackend::ShaNi))
-    ) && jobs > 1
-        && jobs * key_len.div_ceil(hash.digest_len()) <= qluks_hal::sha::LANES
+    interleaving(hash).is_some() && jobs > 1 && jobs * key_len.div_ceil(hash.digest_len()) <= qluks_hal::sha::LANES
+}
+
+/// The backend on which [`pbkdf2_many`] interleaves `hash`'s chains here: the best one, for
+/// SHA-256/224 and (where that backend has its own HMAC-SHA-1 kernel: SHA-NI, ARMv8) SHA-1.
+fn interleaving(hash: HashAlg) -> Option<ShaBackend> {
+    match (hash, Pbkdf2Kernel::best()) {
+        (HashAlg::Sha256 | HashAlg::Sha224, Pbkdf2Kernel::Interleaved(b)) => Some(b),
+        (HashAlg::Sha1, Pbkdf2Kernel::Interleaved(b)) if b.sha1_kernel() == b => Some(b),
+        _ => None,
+    }
 }
 
 /// The HMAC key's inner and outer chaining states (after the `0x36` and `0x5c` pad blocks).
@@ -506,7 +506,33 @@ pub(crate) mod tests {
         if cfg!(target_arch = "x86_64") && cpuinfo.split_whitespace().any(|w| w == "sha_ni") {
             assert!(k.contains(&Pbkdf2Kernel::Interleaved(ShaBackend::ShaNi)), "sha_ni listed but not used");
         }
+        if cfg!(target_arch = "aarch64") && armv8_required() {
+            assert!(k.contains(&Pbkdf2Kernel::Interleaved(ShaBackend::Armv8)), "armv8 required but not used");
+        }
         k
+    }
+
+    /// Whether CI requires the armv8 backends (under qemu-aarch64 -cpu max).
+    fn armv8_required() -> bool {
+        std::env::var("QLUKS_REQUIRE_BACKENDS").unwrap_or_default().contains("armv8")
+    }
+
+    /// SHA-1 keys share the interleaving kernel's lanes where the best backend has its own
+    /// SHA-1 kernel (SHA-NI, ARMv8): there `pbkdf2_many` interleaves them.
+    #[test]
+    fn many_pays_for_sha1_on_the_sha1_kernels() {
+        let best = Pbkdf2Kernel::best();
+        if cfg!(target_arch = "aarch64") && armv8_required() {
+            assert_eq!(best, Pbkdf2Kernel::Interleaved(ShaBackend::Armv8));
+        }
+        let has_kernel = matches!(best, Pbkdf2Kernel::Interleaved(ShaBackend::ShaNi | ShaBackend::Armv8));
+        assert_eq!(pbkdf2_many_pays(HashAlg::Sha1, 20, 2), has_kernel, "{best:?}");
+        assert_eq!(pbkdf2_many_pays(HashAlg::Sha256, 32, 2), best != Pbkdf2Kernel::Scalar, "{best:?}");
+        // Three output blocks do not fit the two lanes; one job gains nothing.
+        assert!(!pbkdf2_many_pays(HashAlg::Sha1, 20, 3));
+        assert!(!pbkdf2_many_pays(HashAlg::Sha1, 40, 2));
+        assert!(!pbkdf2_many_pays(HashAlg::Sha1, 20, 1));
+        assert!(!pbkdf2_many_pays(HashAlg::Sha512, 64, 2));
     }
 
     /// Every hash on every kernel against the `pbkdf2` crate (over RustCrypto's `hmac`): output
@@ -568,8 +594,9 @@ pub(crate) mod tests {
                     pbkdf2_many(hash, b"pw", 5, &mut jobs).unwrap();
                 }
                 for (salt, out) in salts.iter().zip(&outs) {
+                    // The scalar loop: independent of the interleaving kernels `pbkdf2_many` uses.
                     let mut want = [0u8; 70];
-                    pbkdf2(hash, b"pw", salt, 5, &mut want[..len]).unwrap();
+                    pbkdf2_with(Pbkdf2Kernel::Scalar, hash, b"pw", salt, 5, &mut want[..len]).unwrap();
                     assert_eq!(out[..len], want[..len], "{hash} len={len}");
                     assert!(out[len..].iter().all(|&b| b == 0), "{hash} len={len}: wrote past the key");
                 }
