@@ -26,8 +26,8 @@
 //! [`ShaBackend::sha512_kernel`]); elsewhere they run the portable loop.
 //!
 //! Detection as for the AES backends: `is_*_feature_detected!` with `std`, CPUID without it on
-//! x86-64, the `sha2` target feature on bare-metal aarch64. Not compiled on the soft-float
-//! `x86_64-unknown-none` target, where no SIMD code can be lowered.
+//! x86-64, the `sha2` (and, for SHA-512, `sha3`) target feature on bare-metal aarch64. Not
+//! compiled on the soft-float `x86_64-unknown-none` target, where no SIMD code can be lowered.
 use core::sync::atomic::{AtomicU8, Ordering};
 use zeroize::Zeroize;
 
@@ -63,7 +63,7 @@ pub enum ShaBackend {
     /// x86-64 SHA extensions (SHA-NI), two chains interleaved.
     ShaNi,
     /// aarch64 ARMv8 SHA2 instructions (FEAT_SHA256, and FEAT_SHA1 for SHA-1), two chains
-    /// interleaved (four for SHA-1).
+    /// interleaved (four for SHA-1); SHA-512/384 where the CPU has FEAT_SHA512 too.
     Armv8,
 }
 
