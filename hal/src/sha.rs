@@ -17,16 +17,26 @@
 //! - `armv8`: aarch64 FEAT_SHA256 (`sha256h/h2/su0/su1`), two chains interleaved.
 //!
 //! HMAC-SHA-1 ([`pbkdf2_sha1_chains`]) has a SHA-NI kernel too (`sha1rnds4`, `sha1nexte`,
-//! `sha1msg1/2`); on the other backends it runs the portable loop.
+//! `sha1msg1/2`) and an ARMv8 one (FEAT_SHA1: `sha1c/p/m`, `sha1h`, `sha1su0/1`, which come
+//! with FEAT_SHA256 in the same `sha2` feature); on the portable backend it runs the portable
+//! loop.
+//!
+//! HMAC-SHA-512 and SHA-384 ([`pbkdf2_sha512_chains`]) have an ARMv8.2 kernel (FEAT_SHA512:
+//! `sha512h/h2/su0/su1`, Rust's `sha3` feature, detected apart from the rest of armv8 as
+//! [`ShaBackend::sha512_kernel`]); elsewhere they run the portable loop.
 //!
 //! Detection as for the AES backends: `is_*_feature_detected!` with `std`, CPUID without it on
-//! x86-64, the `sha2` target feature on bare-metal aarch64. Not compiled on the soft-float
-//! `x86_64-unknown-none` target, where no SIMD code can be lowered.
+//! x86-64, the `sha2` (and, for SHA-512, `sha3`) target feature on bare-metal aarch64. Not
+//! compiled on the soft-float `x86_64-unknown-none` target, where no SIMD code can be lowered.
 use core::sync::atomic::{AtomicU8, Ordering};
 use zeroize::Zeroize;
 
 #[cfg(target_arch = "aarch64")]
 mod armv8;
+#[cfg(target_arch = "aarch64")]
+mod armv8_1;
+#[cfg(target_arch = "aarch64")]
+mod armv8_512;
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod shani;
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
@@ -52,7 +62,8 @@ pub enum ShaBackend {
     Portable,
     /// x86-64 SHA extensions (SHA-NI), two chains interleaved.
     ShaNi,
-    /// aarch64 ARMv8 SHA2 instructions, two chains interleaved.
+    /// aarch64 ARMv8 SHA2 instructions (FEAT_SHA256, and FEAT_SHA1 for SHA-1), two chains
+    /// interleaved (four for SHA-1); SHA-512/384 where the CPU has FEAT_SHA512 too.
     Armv8,
 }
 
@@ -92,6 +103,25 @@ impl ShaBackend {
     pub fn best() -> ShaBackend {
         ShaBackend::available().last().unwrap_or(ShaBackend::Portable)
     }
+
+    /// The kernel that [`pbkdf2_sha512_chains`] runs on this backend: ARMv8 where the CPU also
+    /// has FEAT_SHA512, otherwise [`ShaBackend::Portable`]. The dispatch follows this.
+    pub fn sha512_kernel(self) -> ShaBackend {
+        match self {
+            ShaBackend::Armv8 if features() & F_ARMV8_SHA512 != 0 => self,
+            _ => ShaBackend::Portable,
+        }
+    }
+
+    /// The kernel that [`pbkdf2_sha1_chains`] runs on this backend: itself where it has an
+    /// HMAC-SHA-1 kernel and is available here (SHA-NI, ARMv8), otherwise
+    /// [`ShaBackend::Portable`]. The dispatch follows this, so it tells which code runs.
+    pub fn sha1_kernel(self) -> ShaBackend {
+        match self {
+            ShaBackend::ShaNi | ShaBackend::Armv8 if self.is_available() => self,
+            _ => ShaBackend::Portable,
+        }
+    }
 }
 
 impl core::fmt::Display for ShaBackend {
@@ -102,6 +132,8 @@ impl core::fmt::Display for ShaBackend {
 
 const F_SHANI: u8 = 1;
 const F_ARMV8: u8 = 2;
+/// FEAT_SHA512 (with FEAT_SHA3: Rust's `sha3`), besides [`F_ARMV8`].
+const F_ARMV8_SHA512: u8 = 4;
 const F_DETECTED: u8 = 0x80;
 
 static FEATURES: AtomicU8 = AtomicU8::new(0);
@@ -160,10 +192,11 @@ pub(crate) fn detect_cpuid() -> u8 {
 fn detect() -> u8 {
     #[cfg(feature = "std")]
     if std::arch::is_aarch64_feature_detected!("sha2") {
-        return F_ARMV8;
+        // std reports `sha3` only with `sha2`'s FEAT_SHA1 and FEAT_SHA256.
+        return F_ARMV8 | if std::arch::is_aarch64_feature_detected!("sha3") { F_ARMV8_SHA512 } else { 0 };
     }
     if cfg!(target_feature = "sha2") {
-        return F_ARMV8;
+        return F_ARMV8 | if cfg!(target_feature = "sha3") { F_ARMV8_SHA512 } else { 0 };
     }
     0
 }
@@ -175,13 +208,14 @@ fn detect() -> u8 {
 
 /// One PBKDF2 chain: `u` holds the running `U_j`, `t` the running `T = U_1 ^ ... ^ U_j`, both
 /// as SHA-256 chaining words (the digest bytes are their big-endian encodings). For SHA-224,
-/// only words 0..7 are digest words; word 7 of both is unspecified on return.
+/// only words 0..7 are digest words; word 7 of both is unspecified on return. With `W = u64`,
+/// the chaining words of SHA-512 (SHA-384: words 0..6).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Zeroize)]
-pub struct Chain {
+pub struct Chain<W = u32> {
     /// `U_j` as digest words.
-    pub u: [u32; 8],
+    pub u: [W; 8],
     /// `T_j` as digest words.
-    pub t: [u32; 8],
+    pub t: [W; 8],
 }
 
 /// The hash of the HMAC: SHA-256 or SHA-224 (the same compression, a 28-byte digest).
@@ -309,9 +343,10 @@ fn portable<const N: usize>(
 }
 
 /// [`pbkdf2_sha256_chains`] for HMAC-SHA-1: the states are five words, and so are the digest
-/// words of `u` and `t` (words 5..8 are unspecified on return). Interleaved on SHA-NI, four
-/// chains at a time (four pay here: 1.18x the throughput of two pairs on Zen 4), then two,
-/// then one; every other backend runs [`ShaBackend::Portable`]'s loop.
+/// words of `u` and `t` (words 5..8 are unspecified on return). Interleaved on SHA-NI and on
+/// the ARMv8 SHA1 instructions, four chains at a time (four pay on SHA-NI: 1.18x the
+/// throughput of two pairs on Zen 4), then two, then one; the portable backend (and an
+/// unavailable one) runs [`ShaBackend::Portable`]'s loop.
 pub fn pbkdf2_sha1_chains(
     backend: ShaBackend,
     inner: &[u32; 5],
@@ -345,10 +380,15 @@ fn run_sha1<const N: usize>(
     chains: &mut [Chain; N],
     iterations: u32,
 ) {
-    match backend {
+    match backend.sha1_kernel() {
         #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-        // SAFETY: SHA-NI is available (checked here), so the CPU has SHA, SSE2, SSSE3, SSE4.1.
-        ShaBackend::ShaNi if backend.is_available() => unsafe { shani1::chains::<N>(inner, outer, chains, iterations) },
+        // SAFETY: `sha1_kernel` returns SHA-NI only where it is available, so the CPU has SHA,
+        // SSE2, SSSE3, SSE4.1.
+        ShaBackend::ShaNi => unsafe { shani1::chains::<N>(inner, outer, chains, iterations) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: `sha1_kernel` returns armv8 only where it is available, so the CPU has
+        // FEAT_SHA1 (Rust's `sha2` feature is detected only with both FEAT_SHA1 and FEAT_SHA256).
+        ShaBackend::Armv8 => unsafe { armv8_1::chains::<N>(inner, outer, chains, iterations) },
         _ => portable_sha1(inner, outer, chains, iterations),
     }
 }
@@ -375,6 +415,109 @@ fn portable_sha1<const N: usize>(inner: &[u32; 5], outer: &[u32; 5], chains: &mu
             v.zeroize();
             c.u[..5].copy_from_slice(&u);
             for (t, u) in c.t.iter_mut().zip(&u) {
+                *t ^= u;
+            }
+        }
+    }
+    block.zeroize();
+}
+
+/// The hash of an HMAC on the SHA-512 compression: SHA-512 or SHA-384 (a 48-byte digest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sha512Variant {
+    /// SHA-384: the message block holds 6 digest words.
+    Sha384,
+    /// SHA-512: the message block holds 8 digest words.
+    Sha512,
+}
+
+/// [`pbkdf2_sha256_chains`] for HMAC-SHA-512 (or SHA-384): the states and the digest words of
+/// `u` and `t` are 64-bit (SHA-384: words 0..6; words 6..8 are unspecified on return).
+/// Interleaved on the ARMv8 SHA512 instructions, [`LANES`] chains at a time, then one; every
+/// other backend (and armv8 without FEAT_SHA512) runs [`ShaBackend::Portable`]'s loop.
+pub fn pbkdf2_sha512_chains(
+    backend: ShaBackend,
+    variant: Sha512Variant,
+    inner: &[u64; 8],
+    outer: &[u64; 8],
+    chains: &mut [Chain<u64>],
+    iterations: u32,
+) {
+    if iterations == 0 || chains.is_empty() {
+        return;
+    }
+    let sha384 = variant == Sha512Variant::Sha384;
+    let mut pairs = chains.chunks_exact_mut(LANES);
+    for pair in &mut pairs {
+        let pair: &mut [Chain<u64>; LANES] = pair.try_into().expect("chunks_exact");
+        run_sha512::<LANES>(backend, sha384, inner, outer, pair, iterations);
+    }
+    for one in pairs.into_remainder().chunks_exact_mut(1) {
+        let one: &mut [Chain<u64>; 1] = one.try_into().expect("chunks_exact");
+        run_sha512::<1>(backend, sha384, inner, outer, one, iterations);
+    }
+}
+
+fn run_sha512<const N: usize>(
+    backend: ShaBackend,
+    sha384: bool,
+    inner: &[u64; 8],
+    outer: &[u64; 8],
+    chains: &mut [Chain<u64>; N],
+    iterations: u32,
+) {
+    match backend.sha512_kernel() {
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: `sha512_kernel` returns armv8 only where the CPU has FEAT_SHA512 (Rust's
+        // `sha3` feature, detected at run time or enabled at compile time).
+        ShaBackend::Armv8 => unsafe {
+            if sha384 {
+                armv8_512::chains::<N, true>(inner, outer, chains, iterations)
+            } else {
+                armv8_512::chains::<N, false>(inner, outer, chains, iterations)
+            }
+        },
+        _ => portable_sha512(sha384, inner, outer, chains, iterations),
+    }
+}
+
+/// The message words 6..16 of a block holding a SHA-512 (SHA-384) digest after the 128-byte
+/// HMAC pad: for SHA-512, words 6 and 7 are digest words (given as zero here); then the
+/// padding bit and the length (128 + 64, resp. 128 + 48, bytes in bits).
+pub(crate) const fn pad_words64(sha384: bool) -> [u64; 10] {
+    if sha384 {
+        [1 << 63, 0, 0, 0, 0, 0, 0, 0, 0, (128 + 48) * 8]
+    } else {
+        [0, 0, 1 << 63, 0, 0, 0, 0, 0, 0, (128 + 64) * 8]
+    }
+}
+
+fn portable_sha512<const N: usize>(
+    sha384: bool,
+    inner: &[u64; 8],
+    outer: &[u64; 8],
+    chains: &mut [Chain<u64>; N],
+    iterations: u32,
+) {
+    let digest = if sha384 { 6 } else { 8 };
+    let mut block = [0u8; 128];
+    for (chunk, w) in block[48..].chunks_exact_mut(8).zip(pad_words64(sha384)) {
+        chunk.copy_from_slice(&w.to_be_bytes());
+    }
+    let compress = |state: &[u64; 8], msg: &[u64; 8], block: &mut [u8; 128]| {
+        for (chunk, w) in block.chunks_exact_mut(8).zip(&msg[..digest]) {
+            chunk.copy_from_slice(&w.to_be_bytes());
+        }
+        let mut s = *state;
+        sha2::block_api::compress512(&mut s, core::slice::from_ref(block));
+        s
+    };
+    for _ in 0..iterations {
+        for c in chains.iter_mut() {
+            let mut v = compress(inner, &c.u, &mut block);
+            c.u = compress(outer, &v, &mut block);
+            v.zeroize();
+            for (t, u) in c.t.iter_mut().zip(&c.u) {
                 *t ^= u;
             }
         }
