@@ -28,7 +28,7 @@ pub struct Pbkdf2Args {
     /// Derived key length in bytes of the single-chain rate (cryptsetup's benchmark uses 32).
     #[arg(long, default_value_t = 32)]
     key_bytes: usize,
-    /// PBKDF2 kernel for SHA-256/224 (and SHA-1, interleaved on shani): `best` (interleaved on the fastest SHA backend),
+    /// PBKDF2 kernel for SHA-256/224 (and SHA-1 on shani/armv8, SHA-512/384 on armv8 with FEAT_SHA512): `best` (interleaved on the fastest SHA backend),
     /// `scalar` (one compression call per block, chains in lockstep), `portable`, `shani`,
     /// `armv8` (interleaved on that backend), or `all` (every one available, same run).
     #[arg(long, default_value = "best")]
@@ -112,12 +112,21 @@ pub fn run(args: Pbkdf2Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let kernels = kernels(&args.kernel)?;
     for hash in hashes {
-        // The kernel only matters for SHA-256/224 and SHA-1; the others run the scalar loop.
-        let kernels: Vec<Pbkdf2Kernel> = if matches!(hash, HashAlg::Sha256 | HashAlg::Sha224 | HashAlg::Sha1) {
-            kernels.clone()
-        } else {
-            vec![Pbkdf2Kernel::Scalar]
-        };
+        // The kernel matters for SHA-256/224 (every SHA backend), SHA-1 and SHA-512/384 (the
+        // backends with a kernel for them); RIPEMD-160 runs the scalar loop.
+        let kernels: Vec<Pbkdf2Kernel> = kernels
+            .iter()
+            .copied()
+            .filter(|k| match (hash, k) {
+                (_, Pbkdf2Kernel::Scalar) | (HashAlg::Sha256 | HashAlg::Sha224, _) => true,
+                (HashAlg::Sha1, Pbkdf2Kernel::Interleaved(b)) => b.sha1_kernel() == *b,
+                (HashAlg::Sha512 | HashAlg::Sha384, Pbkdf2Kernel::Interleaved(b)) => b.sha512_kernel() == *b,
+                _ => false,
+            })
+            .collect();
+        if kernels.is_empty() {
+            return Err(format!("--kernel {}: no such kernel for PBKDF2-{}", args.kernel, hash.name()).into());
+        }
         // One iteration count per key length for every kernel (calibrated on the first), so
         // that the kernels do the same work.
         let single_n = calibrate(kernels[0], hash, args.key_bytes, args.seconds)?;
