@@ -18,8 +18,6 @@
 //! RFC 9106 vectors and the `argon2` crate); none branches or indexes memory on the data.
 //! Detection as for the AES backends: `is_*_feature_detected!` with `std`, CPUID and XGETBV
 //! without it on x86-64; NEON is part of every aarch64 target that has a vector unit.
-use core::sync::atomic::{AtomicU8, Ordering};
-
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod avx2;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
@@ -231,18 +229,10 @@ fn permute_portable(r: &mut Block) {
 const F_AVX2: u8 = 1;
 const F_AVX512VL: u8 = 2;
 const F_NEON: u8 = 4;
-const F_DETECTED: u8 = 0x80;
-
-static FEATURES: AtomicU8 = AtomicU8::new(0);
+static FEATURES: crate::cpu::Detected = crate::cpu::Detected::new();
 
 fn features() -> u8 {
-    let f = FEATURES.load(Ordering::Relaxed);
-    if f & F_DETECTED != 0 {
-        return f;
-    }
-    let f = detect() | F_DETECTED;
-    FEATURES.store(f, Ordering::Relaxed);
-    f
+    FEATURES.get(detect)
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2", feature = "std"))]
@@ -270,22 +260,9 @@ fn detect() -> u8 {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[cfg_attr(feature = "std", allow(dead_code))]
 pub(crate) fn detect_cpuid() -> u8 {
-    use core::arch::x86_64::{__cpuid, __cpuid_count};
-    let bit = |reg: u32, n: u32| reg >> n & 1 == 1;
-    // `__cpuid` is a safe fn in newer Rust; the block keeps the MSRV (1.89) compiling.
-    #[allow(unused_unsafe)]
-    // SAFETY: CPUID is present on every x86-64 CPU; leaf 7 is only read when leaf 0 reports it.
-    let (l1, l7) = unsafe {
-        let max_leaf = __cpuid(0).eax;
-        let l1 = __cpuid(1);
-        let l7 = if max_leaf >= 7 { Some(__cpuid_count(7, 0)) } else { None };
-        (l1, l7)
-    };
+    use crate::cpu::bit;
+    let crate::cpu::Cpuid { l7, ymm, zmm, .. } = crate::cpu::Cpuid::read();
     let Some(l7) = l7 else { return 0 };
-    let (osxsave, avx) = (bit(l1.ecx, 27), bit(l1.ecx, 28));
-    let xcr0 = if osxsave { crate::backend::xgetbv0() } else { 0 };
-    let ymm = avx && xcr0 & 0x6 == 0x6;
-    let zmm = ymm && xcr0 & 0xE0 == 0xE0;
     let mut f = 0;
     if ymm && bit(l7.ebx, 5) {
         f |= F_AVX2;
@@ -322,7 +299,7 @@ mod tests {
     #[test]
     fn detection_is_cached_and_portable_always_runs() {
         let _ = BlamkaBackend::best();
-        assert_ne!(FEATURES.load(Ordering::Relaxed) & F_DETECTED, 0);
+        assert_ne!(FEATURES.cached() & crate::cpu::DETECTED, 0);
         assert!(BlamkaBackend::Portable.is_available());
         for b in BlamkaBackend::ALL {
             assert_eq!(BlamkaBackend::from_name(b.name()), Some(b));

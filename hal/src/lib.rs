@@ -55,6 +55,7 @@ extern crate std;
 mod backend;
 pub mod blamka;
 mod cbc;
+mod cpu;
 mod error;
 mod key;
 pub mod sha;

@@ -28,7 +28,6 @@
 //! Detection as for the AES backends: `is_*_feature_detected!` with `std`, CPUID without it on
 //! x86-64, the `sha2` (and, for SHA-512, `sha3`) target feature on bare-metal aarch64. Not
 //! compiled on the soft-float `x86_64-unknown-none` target, where no SIMD code can be lowered.
-use core::sync::atomic::{AtomicU8, Ordering};
 use zeroize::Zeroize;
 
 #[cfg(target_arch = "aarch64")]
@@ -134,18 +133,10 @@ const F_SHANI: u8 = 1;
 const F_ARMV8: u8 = 2;
 /// FEAT_SHA512 (with FEAT_SHA3: Rust's `sha3`), besides [`F_ARMV8`].
 const F_ARMV8_SHA512: u8 = 4;
-const F_DETECTED: u8 = 0x80;
-
-static FEATURES: AtomicU8 = AtomicU8::new(0);
+static FEATURES: crate::cpu::Detected = crate::cpu::Detected::new();
 
 fn features() -> u8 {
-    let f = FEATURES.load(Ordering::Relaxed);
-    if f & F_DETECTED != 0 {
-        return f;
-    }
-    let f = detect() | F_DETECTED;
-    FEATURES.store(f, Ordering::Relaxed);
-    f
+    FEATURES.get(detect)
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2", feature = "std"))]
@@ -169,17 +160,8 @@ fn detect() -> u8 {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[cfg_attr(feature = "std", allow(dead_code))]
 pub(crate) fn detect_cpuid() -> u8 {
-    use core::arch::x86_64::{__cpuid, __cpuid_count};
-    let bit = |reg: u32, n: u32| reg >> n & 1 == 1;
-    // `__cpuid` is a safe fn in newer Rust; the block keeps the MSRV (1.89) compiling.
-    #[allow(unused_unsafe)]
-    // SAFETY: CPUID is present on every x86-64 CPU; leaf 7 is only read when leaf 0 reports it.
-    let (l1, l7) = unsafe {
-        let max_leaf = __cpuid(0).eax;
-        let l1 = __cpuid(1);
-        let l7 = if max_leaf >= 7 { Some(__cpuid_count(7, 0)) } else { None };
-        (l1, l7)
-    };
+    use crate::cpu::bit;
+    let crate::cpu::Cpuid { l1, l7, .. } = crate::cpu::Cpuid::read();
     let Some(l7) = l7 else { return 0 };
     if bit(l7.ebx, 29) && bit(l1.ecx, 9) && bit(l1.ecx, 19) && bit(l1.edx, 26) {
         F_SHANI

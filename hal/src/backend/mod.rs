@@ -7,7 +7,6 @@
 //! (vaes512/vaes256 -> aesni).
 use crate::key::RoundKeys;
 use crate::BLOCK;
-use core::sync::atomic::{AtomicU8, Ordering};
 
 pub(crate) mod soft;
 
@@ -117,20 +116,12 @@ const F_AESNI: u8 = 1;
 const F_VAES256: u8 = 2;
 const F_VAES512: u8 = 4;
 const F_ARMV8: u8 = 8;
-const F_DETECTED: u8 = 0x80;
 
-/// Detected CPU features (`F_*` bits), computed on first use. Racing first calls compute the
-/// same value, so a plain load/store is enough.
-static CPU_FEATURES: AtomicU8 = AtomicU8::new(0);
+/// Detected CPU features (`F_*` bits).
+static CPU_FEATURES: crate::cpu::Detected = crate::cpu::Detected::new();
 
 fn cpu_features() -> u8 {
-    let f = CPU_FEATURES.load(Ordering::Relaxed);
-    if f & F_DETECTED != 0 {
-        return f;
-    }
-    let f = detect() | F_DETECTED;
-    CPU_FEATURES.store(f, Ordering::Relaxed);
-    f
+    CPU_FEATURES.get(detect)
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2", feature = "std"))]
@@ -166,18 +157,8 @@ fn detect_std() -> u8 {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[cfg_attr(feature = "std", allow(dead_code))]
 fn detect_cpuid() -> u8 {
-    use core::arch::x86_64::{__cpuid, __cpuid_count};
-    let bit = |reg: u32, n: u32| reg >> n & 1 == 1;
-    // `__cpuid` is a safe fn in newer Rust; the block keeps the MSRV (1.89) compiling.
-    #[allow(unused_unsafe)]
-    // SAFETY: CPUID is present on every x86-64 CPU; leaf 7 is only read when leaf 0 reports it.
-    let (max_leaf, l1, l7) = unsafe {
-        let max_leaf = __cpuid(0).eax;
-        let l1 = __cpuid(1);
-        let l7 = if max_leaf >= 7 { Some(__cpuid_count(7, 0)) } else { None };
-        (max_leaf, l1, l7)
-    };
-    let _ = max_leaf;
+    use crate::cpu::bit;
+    let crate::cpu::Cpuid { l1, l7, ymm, zmm } = crate::cpu::Cpuid::read();
     let mut f = 0;
     let aes = bit(l1.ecx, 25);
     let pclmulqdq = bit(l1.ecx, 1);
@@ -187,13 +168,6 @@ fn detect_cpuid() -> u8 {
     }
     f |= F_AESNI;
     let Some(l7) = l7 else { return f };
-    // AVX state is usable only if the OS enabled XSAVE and saves xmm+ymm (XCR0 bits 1, 2);
-    // AVX-512 additionally needs opmask, ZMM_Hi256 and Hi16_ZMM (bits 5, 6, 7).
-    let osxsave = bit(l1.ecx, 27);
-    let avx = bit(l1.ecx, 28);
-    let xcr0 = if osxsave { xgetbv0() } else { 0 };
-    let ymm = avx && xcr0 & 0x6 == 0x6;
-    let zmm = ymm && xcr0 & 0xE0 == 0xE0;
     let avx2 = bit(l7.ebx, 5);
     let avx512f = bit(l7.ebx, 16);
     let avx512bw = bit(l7.ebx, 30);
@@ -207,19 +181,6 @@ fn detect_cpuid() -> u8 {
         f |= F_VAES512;
     }
     f
-}
-
-/// XCR0, read only after CPUID reported OSXSAVE.
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-#[cfg_attr(feature = "std", allow(dead_code))]
-pub(crate) fn xgetbv0() -> u64 {
-    #[target_feature(enable = "xsave")]
-    unsafe fn read() -> u64 {
-        // SAFETY: the caller checked CPUID.1:ECX.OSXSAVE, so XGETBV is enabled.
-        unsafe { core::arch::x86_64::_xgetbv(0) }
-    }
-    // SAFETY: only called when CPUID reported OSXSAVE (XGETBV usable, XSAVE present).
-    unsafe { read() }
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -245,7 +206,7 @@ static ARMV8_ASSERTED: core::sync::atomic::AtomicBool = core::sync::atomic::Atom
 fn armv8_asserted() -> bool {
     #[cfg(target_arch = "aarch64")]
     {
-        ARMV8_ASSERTED.load(Ordering::Relaxed)
+        ARMV8_ASSERTED.load(core::sync::atomic::Ordering::Relaxed)
     }
     #[cfg(not(target_arch = "aarch64"))]
     {
@@ -265,7 +226,7 @@ impl Backend {
     /// Every core that will run qluks-hal must implement FEAT_AES and FEAT_PMULL; otherwise the
     /// armv8 backend executes undefined instructions.
     pub unsafe fn assert_armv8_aes() {
-        ARMV8_ASSERTED.store(true, Ordering::Relaxed);
+        ARMV8_ASSERTED.store(true, core::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -468,8 +429,8 @@ mod tests {
     #[test]
     fn detection_is_cached() {
         let first = super::cpu_features();
-        assert_ne!(first & super::F_DETECTED, 0);
-        assert_eq!(super::CPU_FEATURES.load(core::sync::atomic::Ordering::Relaxed), first);
+        assert_ne!(first & crate::cpu::DETECTED, 0);
+        assert_eq!(super::CPU_FEATURES.cached(), first);
         assert_eq!(super::cpu_features(), first);
     }
 }
