@@ -3,17 +3,19 @@
 use qluks_hal::sha::{pbkdf2_sha256_chains, pbkdf2_sha512_chains, Chain, Sha256Variant, Sha512Variant, ShaBackend};
 use sha2::Digest;
 
+/// HMAC by the definition, `key` being the zero-padded key block of the hash `D`.
+fn hmac_by_definition<D: Digest>(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    let ipad: Vec<u8> = key.iter().map(|b| b ^ 0x36).collect();
+    let opad: Vec<u8> = key.iter().map(|b| b ^ 0x5c).collect();
+    let inner = D::new().chain_update(&ipad).chain_update(msg).finalize();
+    D::new().chain_update(&opad).chain_update(inner).finalize().to_vec()
+}
+
 /// HMAC-SHA-256/224 by the definition.
 fn hmac(variant: Sha256Variant, key: &[u8; 64], msg: &[u8]) -> Vec<u8> {
-    fn run<D: Digest>(key: &[u8; 64], msg: &[u8]) -> Vec<u8> {
-        let ipad: Vec<u8> = key.iter().map(|b| b ^ 0x36).collect();
-        let opad: Vec<u8> = key.iter().map(|b| b ^ 0x5c).collect();
-        let inner = D::new().chain_update(&ipad).chain_update(msg).finalize();
-        D::new().chain_update(&opad).chain_update(inner).finalize().to_vec()
-    }
     match variant {
-        Sha256Variant::Sha256 => run::<sha2::Sha256>(key, msg),
-        Sha256Variant::Sha224 => run::<sha2::Sha224>(key, msg),
+        Sha256Variant::Sha256 => hmac_by_definition::<sha2::Sha256>(key, msg),
+        Sha256Variant::Sha224 => hmac_by_definition::<sha2::Sha224>(key, msg),
     }
 }
 
@@ -278,15 +280,9 @@ fn sha1_kernel_follows_availability() {
 
 /// HMAC-SHA-512/384 by the definition (`key` is the zero-padded 128-byte key block).
 fn hmac512(variant: Sha512Variant, key: &[u8; 128], msg: &[u8]) -> Vec<u8> {
-    fn run<D: Digest>(key: &[u8; 128], msg: &[u8]) -> Vec<u8> {
-        let ipad: Vec<u8> = key.iter().map(|b| b ^ 0x36).collect();
-        let opad: Vec<u8> = key.iter().map(|b| b ^ 0x5c).collect();
-        let inner = D::new().chain_update(&ipad).chain_update(msg).finalize();
-        D::new().chain_update(&opad).chain_update(inner).finalize().to_vec()
-    }
     match variant {
-        Sha512Variant::Sha512 => run::<sha2::Sha512>(key, msg),
-        Sha512Variant::Sha384 => run::<sha2::Sha384>(key, msg),
+        Sha512Variant::Sha512 => hmac_by_definition::<sha2::Sha512>(key, msg),
+        Sha512Variant::Sha384 => hmac_by_definition::<sha2::Sha384>(key, msg),
     }
 }
 
